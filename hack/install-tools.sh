@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Builds the real third-party tools Muster is tested against (kube-apiserver, etcd,
+# kubectl, cosign v2 and v3, helm, crane, the referrers-capable test registry) from the
+# Go module proxy, once per pinned version, into a cache outside the checkout.
+# Prints nothing but progress; the tools end up in "$MUSTER_TOOLS_DIR/bin".
+set -euo pipefail
+
+KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.36.3}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+COSIGN_V2_VERSION="${COSIGN_V2_VERSION:-v2.6.5}"
+COSIGN_V3_VERSION="${COSIGN_V3_VERSION:-v3.1.3}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${MUSTER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/muster-tools}"
+BIN="${MUSTER_TOOLS_DIR:-$CACHE}/bin"
+mkdir -p "$CACHE" "$BIN"
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+
+# Each tool is built into "$CACHE/<name>-<version>/" and linked into $BIN, so a
+# version bump rebuilds exactly one tool and an unchanged pin costs nothing.
+have() { [[ -x "$CACHE/$1/$2" ]]; }
+link() { ln -sfn "$CACHE/$1/$2" "$BIN/$3"; }
+
+# k8s.io/kubernetes and etcd's server module replace their sibling modules with
+# relative paths, so `go install` refuses them. A wrapper module requires the root
+# module and points every such sibling at its published version instead.
+build_wrapped() {
+  local key="$1" root_module="$2" root_version="$3" sibling_version="$4"; shift 4
+  local dir="$CACHE/$key/src"
+  rm -rf "$dir"; mkdir -p "$dir"
+  (
+    cd "$dir"
+    go mod init "muster.local/${key%%-v*}-wrapper" >/dev/null 2>&1
+    go mod download -json "$root_module@$root_version" >/dev/null
+    local modfile
+    modfile="$(go env GOMODCACHE)/cache/download/$root_module/@v/$root_version.mod"
+    go mod edit -require="$root_module@$root_version"
+    # "	name => ./relative/path" lines are the siblings to replace.
+    grep -E '^\s*[a-z0-9./-]+ => \.\.?/' "$modfile" | awk '{print $1}' | while read -r sibling; do
+      go mod edit -replace="$sibling=$sibling@$sibling_version"
+    done
+    {
+      echo "//go:build tools"
+      echo "package tools"
+      for pkg in "$@"; do echo "import _ \"$pkg\""; done
+    } > tools.go
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    for pkg in "$@"; do
+      log "go build $pkg"
+      go build -trimpath -ldflags='-s -w' -o "$CACHE/$key/$(basename "$pkg")" "$pkg"
+    done
+  )
+}
+
+build_installed() {
+  local key="$1" pkg="$2" version="$3" name="$4"
+  log "go install $pkg@$version"
+  GOBIN="$CACHE/$key" go install -trimpath -ldflags='-s -w' "$pkg@$version"
+  [[ "$(basename "$pkg")" == "$name" ]] || mv "$CACHE/$key/$(basename "$pkg")" "$CACHE/$key/$name"
+}
+
+k8s_key="kubernetes-$KUBERNETES_VERSION"
+k8s_tools=(kube-apiserver kube-controller-manager kubectl)
+missing=0
+for tool in "${k8s_tools[@]}"; do have "$k8s_key" "$tool" || missing=1; done
+if (( missing )); then
+  log "building ${k8s_tools[*]} $KUBERNETES_VERSION (cold: many minutes)"
+  build_wrapped "$k8s_key" k8s.io/kubernetes "$KUBERNETES_VERSION" "v0.${KUBERNETES_VERSION#v1.}" \
+    "${k8s_tools[@]/#/k8s.io/kubernetes/cmd/}"
+fi
+for tool in "${k8s_tools[@]}"; do link "$k8s_key" "$tool" "$tool"; done
+
+etcd_key="etcd-$ETCD_VERSION"
+if ! have "$etcd_key" etcd; then
+  log "building etcd $ETCD_VERSION"
+  build_wrapped "$etcd_key" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$ETCD_VERSION" go.etcd.io/etcd/server/v3
+  mv "$CACHE/$etcd_key/v3" "$CACHE/$etcd_key/etcd"
+fi
+link "$etcd_key" etcd etcd
+
+for spec in "cosign-$COSIGN_V2_VERSION github.com/sigstore/cosign/v2/cmd/cosign $COSIGN_V2_VERSION cosign cosign2" \
+            "cosign-$COSIGN_V3_VERSION github.com/sigstore/cosign/v3/cmd/cosign $COSIGN_V3_VERSION cosign cosign" \
+            "helm-$HELM_VERSION helm.sh/helm/v3/cmd/helm $HELM_VERSION helm helm" \
+            "crane-$CRANE_VERSION github.com/google/go-containerregistry/cmd/crane $CRANE_VERSION crane crane"; do
+  read -r key pkg version name alias <<<"$spec"
+  have "$key" "$name" || build_installed "$key" "$pkg" "$version" "$name"
+  link "$key" "$name" "$alias"
+done
+
+# The test registry is our own few lines of Go: keyed by a hash of its source.
+reg_src="$HERE/../tools/testregistry"
+if [[ -d "$reg_src" ]]; then
+  reg_key="testregistry-$(cat "$reg_src"/go.mod "$reg_src"/*.go | sha256sum | cut -c1-12)"
+  if ! have "$reg_key" testregistry; then
+    log "building the referrers-capable test registry"
+    (cd "$reg_src" && go build -trimpath -o "$CACHE/$reg_key/testregistry" .)
+  fi
+  link "$reg_key" testregistry testregistry
+fi
+
+log "tools ready in $BIN"

@@ -1,0 +1,49 @@
+"""The digest-pinning rule: an image named by a mutable tag can change under a running policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from muster.core import findings, pods, references
+
+__all__ = ["CHECK", "unpinned"]
+
+CHECK = "digest-pinning"
+
+
+def unpinned(
+    uses: Iterable[pods.ImageUse], *, mode: findings.Mode = findings.Mode.ENFORCE
+) -> Iterator[findings.Finding]:
+    """A finding for every image use that is missing, malformed or not pinned by digest."""
+    for use in uses:
+        if not isinstance(use.image, str) or not use.image:
+            yield findings.Finding(
+                check=CHECK,
+                reason="ImageMissing",
+                subject=use.label,
+                message="has no image",
+                mode=mode,
+            )
+            continue
+        try:
+            reference = references.parse(use.image)
+        except references.InvalidReference as error:
+            yield findings.Finding(
+                check=CHECK,
+                reason="ImageReferenceInvalid",
+                subject=use.label,
+                message=f"image {use.image!r} is not a valid reference: {error}",
+                mode=mode,
+            )
+            continue
+        if not reference.pinned:
+            yield findings.Finding(
+                check=CHECK,
+                reason="ImageNotPinned",
+                subject=use.label,
+                message=(
+                    f"image {use.image!r} is not pinned by digest; "
+                    f"refer to it as {use.image}@sha256:<digest>"
+                ),
+                mode=mode,
+            )
