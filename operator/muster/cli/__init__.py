@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 import muster
-from muster.cli import common, dev, run
+
+from . import common, dev, run
 
 __all__ = ["main"]
 

@@ -103,7 +103,9 @@ def parse(text: str) -> ImageReference:
             raise InvalidReference(f"tag {tag!r} in {text!r} is not a valid tag")
 
     first, _, rest = remainder.partition("/")
-    if rest and (("." in first) or (":" in first) or first == "localhost" or first != first.lower()):
+    if rest and (
+        ("." in first) or (":" in first) or first == "localhost" or first != first.lower()
+    ):
         registry, repository = first, rest
         if not _DOMAIN.match(registry):
             raise InvalidReference(f"registry {registry!r} in {text!r} is not a valid host")

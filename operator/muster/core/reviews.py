@@ -90,7 +90,9 @@ class MalformedReview(ValueError):
         self.uid = uid
 
 
-def _require(mapping: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+def _require(
+    mapping: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str
+) -> Any:
     if key not in mapping:
         raise MalformedReview(f"{where}.{key} is missing")
     value = mapping[key]

@@ -12,8 +12,11 @@ ENFORCE_LABEL = "muster.dev/enforce"
 OPT_OUT_LABEL = "muster.dev/ignore"
 NEVER_JUDGED = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 
-_LABEL_MODES = {"true": findings.Mode.ENFORCE, "enforce": findings.Mode.ENFORCE,
-                "warn": findings.Mode.WARN}
+_LABEL_MODES = {
+    "true": findings.Mode.ENFORCE,
+    "enforce": findings.Mode.ENFORCE,
+    "warn": findings.Mode.WARN,
+}
 
 
 def mode_for_namespace(

@@ -1,0 +1,1 @@
+"""I/O adapters: processes, files, the Kubernetes API and registries, over the pure core."""

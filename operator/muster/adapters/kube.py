@@ -1,0 +1,67 @@
+"""Small, explicit helpers over the official Kubernetes client for set-up work (not hot paths)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+__all__ = ["api_client", "apply_webhook_configuration", "ensure_namespace"]
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    made: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig)
+    )
+    return made
+
+
+def ensure_namespace(
+    api: client.ApiClient, name: str, labels: Mapping[str, str] | None = None
+) -> None:
+    """Create the namespace, or merge ``labels`` into an existing one."""
+    core: Any = client.CoreV1Api(api)  # plain dicts are valid bodies; the stubs say models
+    body = {"metadata": {"name": name, "labels": dict(labels or {})}}
+    try:
+        core.create_namespace(body)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        if labels:
+            core.patch_namespace(name, {"metadata": {"labels": dict(labels)}})
+
+
+def apply_webhook_configuration(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
+    """Create or replace a Validating/MutatingWebhookConfiguration given as a plain dict."""
+    admission: Any = client.AdmissionregistrationV1Api(api)
+    kind = manifest["kind"]
+    name = manifest["metadata"]["name"]
+    if kind == "ValidatingWebhookConfiguration":
+        create, read, replace = (
+            admission.create_validating_webhook_configuration,
+            admission.read_validating_webhook_configuration,
+            admission.replace_validating_webhook_configuration,
+        )
+    elif kind == "MutatingWebhookConfiguration":
+        create, read, replace = (
+            admission.create_mutating_webhook_configuration,
+            admission.read_mutating_webhook_configuration,
+            admission.replace_mutating_webhook_configuration,
+        )
+    else:
+        raise ValueError(f"not a webhook configuration: {kind}")
+    try:
+        create(manifest)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        current = read(name)
+        body = dict(manifest)
+        body["metadata"] = {
+            **manifest["metadata"],
+            "resourceVersion": current.metadata.resource_version,
+        }
+        replace(name, body)

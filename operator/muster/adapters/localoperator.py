@@ -1,0 +1,108 @@
+"""Running ``muster run`` as a real process beside a local control plane, webhooks registered.
+
+Shared by ``muster dev up`` and the end-to-end tests so that both exercise the same wiring.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import ssl
+import sys
+import urllib.request
+from pathlib import Path
+
+from muster.adapters import controlplane, kube, processes
+from muster.core import pki, webhookconfigs
+
+__all__ = ["LocalOperator", "register_webhooks", "start"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalOperator:
+    url: str
+    port: int
+    pid: int
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    log: Path
+
+    def stop(self) -> None:
+        processes.stop_pid(self.pid)
+
+
+def _healthy(url: str, ca_file: Path) -> bool:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    with urllib.request.urlopen(f"{url}/healthz", context=context, timeout=1) as response:  # noqa: S310
+        return bool(response.status == 200)
+
+
+def start(
+    plane: controlplane.ControlPlane,
+    *,
+    own_namespace: str,
+    workdir: Path,
+    extra_args: tuple[str, ...] = (),
+) -> LocalOperator:
+    """Start ``muster run`` on a random loopback port with a fresh serving certificate."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca = pki.new_ca("muster-webhook-ca")
+    serving = pki.issue(ca, "muster-webhook", hosts=["127.0.0.1", "localhost"], server=True)
+    ca_file, cert_file, key_file = workdir / "ca.crt", workdir / "tls.crt", workdir / "tls.key"
+    ca_file.write_bytes(ca.cert_pem)
+    cert_file.write_bytes(serving.cert_pem)
+    key_file.write_bytes(serving.key_pem)
+    key_file.chmod(0o600)
+    port = processes.free_port()
+    url = f"https://127.0.0.1:{port}"
+    log = workdir / "muster.log"
+    process = processes.spawn(
+        [
+            sys.executable,
+            "-m",
+            "muster",
+            "run",
+            "--listen-address=127.0.0.1",
+            f"--port={port}",
+            f"--tls-cert-file={cert_file}",
+            f"--tls-key-file={key_file}",
+            f"--kubeconfig={plane.kubeconfig}",
+            f"--namespace={own_namespace}",
+            *extra_args,
+        ],
+        log=log,
+    )
+    operator = LocalOperator(
+        url=url,
+        port=port,
+        pid=process.pid,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        log=log,
+    )
+    try:
+        processes.wait_until(
+            lambda: _healthy(url, ca_file), what="muster run", timeout=60, process=process, log=log
+        )
+    except BaseException:
+        operator.stop()
+        raise
+    return operator
+
+
+def register_webhooks(
+    plane: controlplane.ControlPlane, operator: LocalOperator, *, own_namespace: str
+) -> None:
+    """Point Validating and Mutating webhook configurations at ``operator``."""
+    ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
+    api = kube.api_client(plane.kubeconfig)
+    with contextlib.closing(api):
+        kube.ensure_namespace(api, own_namespace)
+        for manifest in (
+            webhookconfigs.validating(operator.url, ca_bundle, own_namespace=own_namespace),
+            webhookconfigs.mutating(operator.url, ca_bundle, own_namespace=own_namespace),
+        ):
+            kube.apply_webhook_configuration(api, manifest)

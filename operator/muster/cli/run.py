@@ -1,0 +1,97 @@
+"""``muster run``: serve admission and run the operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from muster.cli import common
+from muster.handlers import operator, webhooks
+
+__all__ = ["register"]
+
+
+def register(subcommands: common.Subcommands) -> None:
+    parser = subcommands.add_parser(
+        "run",
+        help="run the operator and its admission webhook",
+        description="Run the Muster operator and serve its admission webhooks over TLS.",
+    )
+    parser.add_argument(
+        "--listen-address",
+        default=os.environ.get("MUSTER_LISTEN_ADDRESS", "0.0.0.0"),  # noqa: S104
+        help="address the webhook listens on (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("MUSTER_PORT", "9443")),
+        help="webhook port (default 9443)",
+    )
+    parser.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        default=os.environ.get("MUSTER_TLS_CERT_FILE"),
+        help="PEM certificate the webhook serves (reloaded when it changes)",
+    )
+    parser.add_argument(
+        "--tls-key-file",
+        type=Path,
+        default=os.environ.get("MUSTER_TLS_KEY_FILE"),
+        help="PEM private key of that certificate",
+    )
+    parser.add_argument(
+        "--namespace",
+        default=os.environ.get("MUSTER_NAMESPACE", "muster-system"),
+        help="Muster's own namespace, never judged (default muster-system)",
+    )
+    parser.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig to use (default: in-cluster or $KUBECONFIG)"
+    )
+    parser.add_argument(
+        "--peering", default=None, help="kopf peering name: run controllers on one replica only"
+    )
+    parser.add_argument(
+        "--liveness",
+        default=None,
+        metavar="URL",
+        help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        raise common.CommandError("--tls-cert-file and --tls-key-file go together")
+    if args.tls_cert_file is None:
+        raise common.CommandError(
+            "the apiserver only calls webhooks over TLS: give --tls-cert-file and --tls-key-file"
+        )
+    for path in (args.tls_cert_file, args.tls_key_file):
+        if not Path(path).is_file():
+            raise common.CommandError(f"{path} does not exist or is not a file")
+    settings = operator.OperatorSettings(
+        webhook=webhooks.WebhookSettings(
+            host=args.listen_address,
+            port=args.port,
+            tls=webhooks.TLSFiles(Path(args.tls_cert_file), Path(args.tls_key_file)),
+            own_namespace=args.namespace,
+        ),
+        kubeconfig=args.kubeconfig,
+        peering=args.peering,
+        liveness_endpoint=args.liveness,
+    )
+    try:
+        asyncio.run(operator.run(settings))
+    except OSError as error:
+        raise common.CommandError(f"cannot serve the webhook: {error}") from None
+    return common.EXIT_OK

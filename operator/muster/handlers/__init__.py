@@ -1,0 +1,1 @@
+"""Entry points over the adapters: the admission webhook server and the kopf operator."""

@@ -1,0 +1,157 @@
+"""The admission webhook server: HTTPS in, AdmissionReview out, decisions made in muster.core.
+
+Muster serves admission itself (aiohttp) rather than through kopf's webhook machinery so that
+every replica answers admission whether or not it is the active operator peer, malformed
+bodies get a proper AdmissionReview answer, and the hot path does no per-request bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from muster.core import admission, findings, reviews
+
+__all__ = ["TLSFiles", "WebhookSettings", "build_app", "serve"]
+
+logger = logging.getLogger("muster.webhook")
+
+# The apiserver caps objects at ~1.5 MiB; a review carries object and oldObject.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+Judge = Callable[..., reviews.Response]
+_JUDGES: dict[str, Judge] = {"validate": admission.validate, "mutate": admission.mutate}
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSFiles:
+    certfile: Path
+    keyfile: Path
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookSettings:
+    host: str = "0.0.0.0"  # noqa: S104  # a webhook must be reachable by the apiserver
+    port: int = 9443
+    tls: TLSFiles | None = None
+    own_namespace: str | None = None
+    cert_check_interval: float = 10.0
+
+
+def _error_response(uid: str, mode: findings.Mode, message: str, code: int) -> reviews.Response:
+    # Fail safe: an unjudgeable request is denied in enforce mode, admitted with a warning in warn.
+    if mode is findings.Mode.WARN:
+        return reviews.build_response(
+            uid=uid, allowed=True, warnings=[f"muster: not judged: {message}"]
+        )
+    return reviews.build_response(uid=uid, allowed=False, message=f"muster: {message}", code=code)
+
+
+async def _admit(request: web.Request) -> web.Response:
+    settings: WebhookSettings = request.app[_SETTINGS]
+    kind = request.match_info["kind"]
+    try:
+        mode = findings.Mode(request.match_info["mode"])
+    except ValueError:
+        raise web.HTTPNotFound(text=f"unknown mode {request.match_info['mode']!r}\n") from None
+    judge = _JUDGES.get(kind)
+    if judge is None:
+        raise web.HTTPNotFound(text=f"unknown webhook {kind!r}\n")
+    body = await request.read()  # aiohttp answers 413 past client_max_size
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise web.HTTPBadRequest(text=f"body is not JSON: {error}\n") from None
+    try:
+        review = reviews.validate(data)
+    except reviews.MalformedReview as error:
+        logger.warning("malformed AdmissionReview: %s", error)
+        return web.json_response(
+            _error_response(error.uid, mode, f"malformed AdmissionReview: {error}", 400)
+        )
+    try:
+        response = judge(review, mode=mode, own_namespace=settings.own_namespace)
+    except Exception:  # a bug must never turn into an allow: fail closed, keep the trace in logs
+        logger.exception("internal error judging %s", review["request"]["uid"])
+        response = _error_response(
+            review["request"]["uid"],
+            mode,
+            "internal error while judging this request; see the muster operator logs",
+            500,
+        )
+    return web.json_response(response)
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+_SETTINGS = web.AppKey("settings", WebhookSettings)
+
+
+def build_app(settings: WebhookSettings) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[_SETTINGS] = settings
+    app.router.add_post("/{kind}/{mode}", _admit)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _healthz)
+    return app
+
+
+def _ssl_context(tls: TLSFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.certfile, tls.keyfile)
+    return context
+
+
+def _stamp(tls: TLSFiles) -> tuple[float, float]:
+    return (os.stat(tls.certfile).st_mtime, os.stat(tls.keyfile).st_mtime)
+
+
+async def _reload_certificates(context: ssl.SSLContext, tls: TLSFiles, interval: float) -> None:
+    """Load rotated certificate files into the live context: new handshakes use them at once."""
+    stamp = _stamp(tls)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            current = _stamp(tls)
+            if current != stamp:
+                context.load_cert_chain(tls.certfile, tls.keyfile)
+                stamp = current
+                logger.info("reloaded webhook certificate from %s", tls.certfile)
+        except (OSError, ssl.SSLError) as error:
+            # Mid-rotation the pair can be inconsistent for a moment: keep serving the old one.
+            logger.warning("could not reload webhook certificate yet: %s", error)
+
+
+async def serve(settings: WebhookSettings, *, started: asyncio.Event | None = None) -> None:
+    """Serve admission until cancelled."""
+    context = _ssl_context(settings.tls) if settings.tls else None
+    runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)
+        await site.start()
+        logger.info(
+            "serving admission webhooks on %s://%s:%d",
+            "https" if context else "http",
+            settings.host,
+            settings.port,
+        )
+        if started is not None:
+            started.set()
+        if context is not None and settings.tls is not None:
+            await _reload_certificates(context, settings.tls, settings.cert_check_interval)
+        else:
+            await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

