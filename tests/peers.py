@@ -45,12 +45,23 @@ def tool(name: str) -> Path:
     return tools.find(name)
 
 
-def run_tool(name: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120,
-             check: bool = True, input_: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    name: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    check: bool = True,
+    input_: bytes | None = None,
+) -> subprocess.CompletedProcess[str]:
     merged = {**os.environ, **(env or {})}
     result = subprocess.run(
-        [str(tool(name)), *args], capture_output=True, env=merged, timeout=timeout,
-        input=input_.decode() if input_ is not None else None, text=True, check=False,
+        [str(tool(name)), *args],
+        capture_output=True,
+        env=merged,
+        timeout=timeout,
+        input=input_.decode() if input_ is not None else None,
+        text=True,
+        check=False,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -60,7 +71,7 @@ def run_tool(name: str, *args: str, env: Mapping[str, str] | None = None, timeou
 
 
 def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  # loopback peer
+    with urllib.request.urlopen(url, timeout=1) as response:  # loopback peer
         return bool(response.status in (200, 401))
 
 
@@ -86,19 +97,32 @@ def registry(workdir: Path) -> Iterator[Registry]:
     """Debian's docker-registry (distribution 2.8): cosign v3 falls back to tag ``sha256-<hex>``."""
     port = processes.free_port()
     config = workdir / "registry.yml"
-    config.write_text(json.dumps({
-        "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(workdir / "data")},
-                    "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "version": 0.1,
+                "log": {"level": "warn", "accesslog": {"disabled": True}},
+                "storage": {
+                    "filesystem": {"rootdirectory": str(workdir / "data")},
+                    "delete": {"enabled": True},
+                },
+                "http": {"addr": f"127.0.0.1:{port}"},
+            }
+        )
+    )
     log = workdir / "registry.log"
-    process = processes.spawn([shutil.which("docker-registry") or "/usr/bin/docker-registry",
-                               "serve", str(config)], log=log)
+    process = processes.spawn(
+        [shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve", str(config)],
+        log=log,
+    )
     try:
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/v2/"),
-                             what="docker-registry", timeout=30, process=process, log=log)
+        processes.wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{port}/v2/"),
+            what="docker-registry",
+            timeout=30,
+            process=process,
+            log=log,
+        )
         yield Registry(host=f"127.0.0.1:{port}", referrers_api=False)
     finally:
         _stop(process)
@@ -111,8 +135,13 @@ def referrers_registry(workdir: Path) -> Iterator[Registry]:
     log = workdir / "testregistry.log"
     process = processes.spawn([tool("testregistry"), f"--addr=127.0.0.1:{port}"], log=log)
     try:
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/v2/"),
-                             what="testregistry", timeout=30, process=process, log=log)
+        processes.wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{port}/v2/"),
+            what="testregistry",
+            timeout=30,
+            process=process,
+            log=log,
+        )
         yield Registry(host=f"127.0.0.1:{port}", referrers_api=True)
     finally:
         _stop(process)
@@ -125,25 +154,43 @@ class Prometheus:
 
 
 @contextlib.contextmanager
-def prometheus(workdir: Path, scrape_targets: list[str] | None = None,
-               rule_files: list[Path] | None = None) -> Iterator[Prometheus]:
+def prometheus(
+    workdir: Path, scrape_targets: list[str] | None = None, rule_files: list[Path] | None = None
+) -> Iterator[Prometheus]:
     """Debian's Prometheus with a fast scrape interval, scraping ``scrape_targets``."""
     port = processes.free_port()
     config = workdir / "prometheus.yml"
-    config.write_text(json.dumps({
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(path) for path in rule_files or []],
-        "scrape_configs": [{"job_name": "muster",
-                            "static_configs": [{"targets": scrape_targets or []}]}],
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(path) for path in rule_files or []],
+                "scrape_configs": [
+                    {"job_name": "muster", "static_configs": [{"targets": scrape_targets or []}]}
+                ],
+            }
+        )
+    )
     log = workdir / "prometheus.log"
-    process = processes.spawn([
-        tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-    ], log=log)
+    process = processes.spawn(
+        [
+            tool("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            "--web.enable-lifecycle",
+        ],
+        log=log,
+    )
     try:
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"),
-                             what="prometheus", timeout=60, process=process, log=log)
+        processes.wait_until(
+            lambda: _http_ok(f"http://127.0.0.1:{port}/-/ready"),
+            what="prometheus",
+            timeout=60,
+            process=process,
+            log=log,
+        )
         yield Prometheus(url=f"http://127.0.0.1:{port}", config=config)
     finally:
         _stop(process)
@@ -160,15 +207,27 @@ def _layer(files: Mapping[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def push_image(registry_: Registry, repository: str, tag: str = "latest", *,
-               files: Mapping[str, bytes] | None = None, env: Mapping[str, str] | None = None,
-               workdir: Path) -> str:
+def push_image(
+    registry_: Registry,
+    repository: str,
+    tag: str = "latest",
+    *,
+    files: Mapping[str, bytes] | None = None,
+    env: Mapping[str, str] | None = None,
+    workdir: Path,
+) -> str:
     """Build a one-layer image with crane (no Docker engine), push it, return its digest."""
     ref = registry_.ref(repository, tag)
     layer = workdir / f"layer-{repository.replace('/', '_')}-{tag}-{time.monotonic_ns()}.tar"
     layer.write_bytes(_layer(files or {"hello.txt": f"{repository}:{tag}\n".encode()}))
-    run_tool("crane", "append", "--insecure", "--platform=linux/amd64",
-             f"--new_layer={layer}", f"--new_tag={ref}")
+    run_tool(
+        "crane",
+        "append",
+        "--insecure",
+        "--platform=linux/amd64",
+        f"--new_layer={layer}",
+        f"--new_tag={ref}",
+    )
     if env:
         args = [f"--env={key}={value}" for key, value in env.items()]
         run_tool("crane", "mutate", "--insecure", *args, f"--tag={ref}", ref)

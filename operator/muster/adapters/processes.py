@@ -31,13 +31,19 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+# Children started by this process, kept so they are reaped (not garbage-collected while
+# running) when stop_pid() ends them; processes started by another muster command are
+# stopped by pid alone.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def spawn(
     argv: Sequence[str | os.PathLike[str]], *, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start a process in its own session (so it survives the caller and can be reaped alone)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as sink:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [os.fspath(arg) for arg in argv],
             stdin=subprocess.DEVNULL,
             stdout=sink,
@@ -45,6 +51,8 @@ def spawn(
             start_new_session=True,
             env=env,
         )
+    _children[process.pid] = process
+    return process
 
 
 def _log_tail(log: Path, lines: int = 25) -> str:
@@ -77,6 +85,12 @@ def wait_until(
 
 
 def _alive(pid: int) -> bool:
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _children[pid]
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

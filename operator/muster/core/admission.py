@@ -49,7 +49,8 @@ def _decide(
     spec = _pod_spec(request)
     if spec is None:
         return None
-    if not spec.get("containers"):
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
         return findings.judge(
             [
                 findings.Finding(

@@ -102,10 +102,7 @@ def _require(
     return value
 
 
-def validate(data: object) -> Review:
-    """Check that ``data`` (decoded JSON) is a judgeable AdmissionReview request."""
-    if not isinstance(data, dict):
-        raise MalformedReview(f"body must be a JSON object, not {type(data).__name__}")
+def _check(data: dict[str, Any]) -> None:
     api_version = _require(data, "apiVersion", str, "review")
     kind = _require(data, "kind", str, "review")
     if kind != KIND:
@@ -113,28 +110,36 @@ def validate(data: object) -> Review:
     if api_version not in (API_VERSION, "admission.k8s.io/v1beta1"):
         raise MalformedReview(f"review.apiVersion {api_version!r} is not supported")
     request = _require(data, "request", dict, "review")
-    uid = request.get("uid")
-    uid = uid if isinstance(uid, str) else ""
+    _require(request, "uid", str, "request")
+    resource = _require(request, "resource", dict, "request")
+    for key in ("group", "version", "resource"):
+        _require(resource, key, str, "request.resource")
+    _require(request, "kind", dict, "request")
+    operation = _require(request, "operation", str, "request")
+    if operation not in OPERATIONS:
+        raise MalformedReview(f"request.operation {operation!r} is not one of {OPERATIONS}")
+    _require(request, "userInfo", dict, "request")
+    for key in ("object", "oldObject"):
+        if request.get(key) is not None and not isinstance(request[key], dict):
+            raise MalformedReview(f"request.{key} must be an object or null")
+    if request.get("object") is None and request.get("oldObject") is None:
+        raise MalformedReview("request has neither object nor oldObject")
+    for key in ("namespace", "name", "subResource"):
+        if key in request and not isinstance(request[key], str):
+            raise MalformedReview(f"request.{key} must be a string")
+
+
+def validate(data: object) -> Review:
+    """Check that ``data`` (decoded JSON) is a judgeable AdmissionReview request."""
+    if not isinstance(data, dict):
+        raise MalformedReview(f"body must be a JSON object, not {type(data).__name__}")
+    request = data.get("request")
+    uid = request.get("uid") if isinstance(request, dict) else None
     try:
-        _require(request, "uid", str, "request")
-        resource = _require(request, "resource", dict, "request")
-        for key in ("group", "version", "resource"):
-            _require(resource, key, str, "request.resource")
-        _require(request, "kind", dict, "request")
-        operation = _require(request, "operation", str, "request")
-        if operation not in OPERATIONS:
-            raise MalformedReview(f"request.operation {operation!r} is not one of {OPERATIONS}")
-        _require(request, "userInfo", dict, "request")
-        for key in ("object", "oldObject"):
-            if request.get(key) is not None and not isinstance(request[key], dict):
-                raise MalformedReview(f"request.{key} must be an object or null")
-        if request.get("object") is None and request.get("oldObject") is None:
-            raise MalformedReview("request has neither object nor oldObject")
-        for key in ("namespace", "name", "subResource"):
-            if key in request and not isinstance(request[key], str):
-                raise MalformedReview(f"request.{key} must be a string")
+        _check(data)
     except MalformedReview as error:
-        error.uid = uid
+        # Echo the uid whenever there is one, so the apiserver can match the answer.
+        error.uid = uid if isinstance(uid, str) else ""
         raise
     return data  # type: ignore[return-value]  # shape checked field by field above
 

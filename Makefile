@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both set up a fresh
+# machine first (Debian packages, .venv, the Go-built peers cached by version).
+SHELL := /bin/bash
+VENV := .venv/bin
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup demo down test lint unit integration e2e
+
+setup:
+	@bash hack/setup.sh
+
+demo: setup
+	@$(VENV)/muster dev up
+
+down:
+	@$(VENV)/muster dev down
+
+lint: setup
+	$(VENV)/ruff format --check operator tests hack benchmarks
+	$(VENV)/ruff check operator tests hack benchmarks
+	$(VENV)/mypy
+	$(VENV)/lint-imports
+
+# The whole suite, as CI runs it: lint, types, layer contracts, then every test.
+test: lint
+	$(VENV)/pytest -p no:cacheprovider
+
+unit: setup
+	$(VENV)/pytest -m unit
+
+integration: setup
+	$(VENV)/pytest -m integration
+
+e2e: setup
+	$(VENV)/pytest -m e2e

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from muster.adapters import controlplane, localoperator
+
+OWN_NAMESPACE = "muster-system"
+
+
+@pytest.fixture(scope="session")
+def muster_operator(
+    control_plane: controlplane.ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[localoperator.LocalOperator]:
+    """The real ``muster run`` process, with webhook configurations pointing at it over TLS."""
+    operator = localoperator.start(
+        control_plane,
+        own_namespace=OWN_NAMESPACE,
+        workdir=tmp_path_factory.mktemp("muster-operator"),
+    )
+    try:
+        localoperator.register_webhooks(control_plane, operator, own_namespace=OWN_NAMESPACE)
+        yield operator
+    finally:
+        operator.stop()
+        print(f"--- muster run log ---\n{operator.log.read_text()[-4000:]}")

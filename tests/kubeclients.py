@@ -1,0 +1,60 @@
+"""Kubernetes clients for tests: as the admin, or as a ServiceAccount holding only its RBAC."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from kubernetes import client
+
+from muster.adapters import controlplane, kube
+
+
+def admin(plane: controlplane.ControlPlane) -> client.ApiClient:
+    return kube.api_client(plane.kubeconfig)
+
+
+def service_account(
+    plane: controlplane.ControlPlane, namespace: str, name: str
+) -> client.ApiClient:
+    """A client authenticated by a real token the apiserver signed for ``namespace/name``."""
+    with admin(plane) as api:
+        core = client.CoreV1Api(api)
+        try:
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        except client.ApiException as error:
+            if error.status != 409:
+                raise
+        token = core.create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": 3600}}
+        ).status.token
+    configuration = client.Configuration()
+    configuration.host = plane.url
+    configuration.ssl_ca_cert = plane.state.ca_file
+    configuration.api_key = {"BearerToken": token}
+    configuration.api_key_prefix = {"BearerToken": "Bearer"}
+    return client.ApiClient(configuration)
+
+
+def namespace(
+    plane: controlplane.ControlPlane, prefix: str, labels: Mapping[str, str] | None = None
+) -> str:
+    """A fresh namespace (the control plane is shared by the session)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    with admin(plane) as api:
+        kube.ensure_namespace(api, name, labels)
+    return name
+
+
+def pod(name: str, *images: str, init_images: tuple[str, ...] = ()) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "initContainers": [
+                {"name": f"init-{i}", "image": image} for i, image in enumerate(init_images)
+            ],
+            "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
+        },
+    }

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import muster
+from muster.cli import main
+
+pytestmark = pytest.mark.unit
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"muster {muster.__version__}"
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: muster" in capsys.readouterr().err
+
+
+def test_unknown_option_is_a_usage_error() -> None:
+    assert main(["run", "--no-such-flag"]) == 2
+
+
+def test_run_refuses_to_serve_without_tls(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run"]) == 2
+    assert "TLS" in capsys.readouterr().err
+
+
+def test_run_names_a_missing_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nope.crt"
+    assert main(["run", f"--tls-cert-file={missing}", f"--tls-key-file={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert "Traceback" not in err
+
+
+def test_dev_down_with_nothing_up_is_fine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["dev", "down", f"--dir={tmp_path / 'none'}", "--format=json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"stopped": []}
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "muster", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"muster {muster.__version__}"
