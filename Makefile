@@ -2,6 +2,7 @@
 # machine first (Debian packages, .venv, the Go-built peers cached by version).
 SHELL := /bin/bash
 VENV := .venv/bin
+PY_DIRS := $(wildcard operator tests hack benchmarks)
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: setup demo down test lint unit integration e2e
@@ -16,14 +17,14 @@ down:
 	@$(VENV)/muster dev down
 
 lint: setup
-	$(VENV)/ruff format --check operator tests hack benchmarks
-	$(VENV)/ruff check operator tests hack benchmarks
+	$(VENV)/ruff format --check $(PY_DIRS)
+	$(VENV)/ruff check $(PY_DIRS)
 	$(VENV)/mypy
 	$(VENV)/lint-imports
 
 # The whole suite, as CI runs it: lint, types, layer contracts, then every test.
 test: lint
-	$(VENV)/pytest -p no:cacheprovider
+	$(VENV)/pytest -v -p no:cacheprovider
 
 unit: setup
 	$(VENV)/pytest -m unit

@@ -11,6 +11,22 @@ from muster.adapters import controlplane
 from tests import peers
 
 
+LAYERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test says which layer it belongs to, so `-m unit` and friends select honestly."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if sum(item.get_closest_marker(layer) is not None for layer in LAYERS) != 1
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            f"tests must carry exactly one of the markers {LAYERS}: {', '.join(unmarked[:10])}"
+        )
+
+
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[controlplane.ControlPlane]:
     """A real etcd + kube-apiserver (+ controller-manager) for the whole session."""

@@ -8,7 +8,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # The real third-party test data lives beside the checkout (never inside it, never edited).
-SHARED_FIXTURES = Path(os.environ.get("MUSTER_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures"))
+SHARED_FIXTURES = Path(
+    os.environ.get("MUSTER_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures")
+)
 
 
 def shared(*parts: str) -> Path:
