@@ -10,7 +10,6 @@ import pytest
 from muster.adapters import controlplane
 from tests import peers
 
-
 LAYERS = ("unit", "integration", "e2e")
 
 

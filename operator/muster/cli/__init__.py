@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import muster
 
-from . import common, dev, run
+from . import common, dev, model, run
 
 __all__ = ["main"]
 
-_AREAS = (run, dev)
+_AREAS = (run, dev, model)
 
 
 def build_parser() -> argparse.ArgumentParser:
