@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import muster
 
-from . import common, dev, model, run
+from . import common, dev, gpu, model, run, sigstore
 
 __all__ = ["main"]
 
-_AREAS = (run, dev, model)
+_AREAS = (run, dev, gpu, model, sigstore)
 
 
 def build_parser() -> argparse.ArgumentParser:
