@@ -1,0 +1,117 @@
+"""Shared material for the signature tests: the real captures and a way to run the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+
+from muster.cli import common
+from muster.cli import sigstore as sigstore_cli
+from muster.core import cosign, keys
+from tests.paths import shared
+
+ALICE_DIGEST = "sha256:071bf7a986f1ca9cb2a1f0bc8392822a7777f90d58f2d2c6f271913e08de7c81"
+KEYLESS_DIGEST = "sha256:31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee"
+
+
+@dataclasses.dataclass(frozen=True)
+class Capture:
+    """A signature manifest and the blobs it points at, as the registry client will hand them."""
+
+    manifest: dict[str, object]
+    blobs: dict[str, bytes]
+
+
+def _testimage() -> Path:
+    return shared("sigstore", "connaisseur", "securesystemsengineering", "testimage")
+
+
+def _blobs() -> dict[str, bytes]:
+    # Blob files are named "<digest>.json" by the mock registry they were captured for.
+    return {
+        path.name.removesuffix(".json"): path.read_bytes()
+        for path in (_testimage() / "blobs").iterdir()
+    }
+
+
+def signature_manifest(digest: str) -> Capture:
+    name = digest.replace(":", "-") + ".sig.json"
+    manifest = json.loads((_testimage() / "manifests" / name).read_text())
+    return Capture(manifest=manifest, blobs=_blobs())
+
+
+@pytest.fixture
+def alice_capture() -> Capture:
+    return signature_manifest(ALICE_DIGEST)
+
+
+@pytest.fixture
+def keyless_capture() -> Capture:
+    return signature_manifest(KEYLESS_DIGEST)
+
+
+def connaisseur_key(name: str) -> keys.PublicKey:
+    return keys.load(shared("sigstore", "connaisseur", f"{name}.key").read_bytes())
+
+
+@pytest.fixture(scope="session")
+def keyless_trust() -> cosign.TrustMaterial:
+    """The keyless trust material of Connaisseur's 11_keyless.yaml (parsed here, not in core)."""
+    config = yaml.safe_load(shared("sigstore", "connaisseur", "11_keyless.yaml").read_text())
+    host = config["host"]
+    return cosign.TrustMaterial.from_pem(
+        fulcio=[host["fulcioCert"]], rekor=[host["rekorPubkey"]], ct=[host["ctLogPubkey"]]
+    )
+
+
+@pytest.fixture(scope="session")
+def keyless_roots() -> dict[str, cosign.Identity]:
+    """11_keyless.yaml's trust roots as Muster identities.
+
+    Connaisseur's regexps are unanchored (Go MatchString); Muster full-matches, so the same
+    intent reads ``.*(?:philipp).*``.
+    """
+    config = yaml.safe_load(shared("sigstore", "connaisseur", "11_keyless.yaml").read_text())
+    identities = {}
+    for root in config["trustRoots"]:
+        keyless = root["keyless"]
+        identities[root["name"]] = cosign.Identity(
+            issuer_regexp=f".*(?:{keyless['issuerRegex']}).*",
+            subject=keyless.get("subject"),
+            subject_regexp=(
+                f".*(?:{keyless['subjectRegex']}).*" if "subjectRegex" in keyless else None
+            ),
+        )
+    return identities
+
+
+@dataclasses.dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(argv: Sequence[str]) -> CliResult:
+    """Run ``muster <argv>`` the way ``muster.cli.main`` dispatches, capturing the output."""
+    parser = argparse.ArgumentParser(prog="muster")
+    sigstore_cli.register(parser.add_subparsers(dest="command"))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            args = parser.parse_args(list(argv))
+            code = int(args.handler(args))
+        except SystemExit as exit_:
+            code = int(exit_.code or 0)
+        except common.CommandError as error:
+            common.print_error(args, str(error))
+            code = common.EXIT_ERROR
+    return CliResult(code=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
