@@ -8,6 +8,7 @@ prometheus and promtool binaries.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import io
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -71,8 +73,12 @@ def run_tool(
 
 
 def _http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as response:  # loopback peer
-        return bool(response.status in (200, 401))
+    """The peer answers: 200, or 401 from a registry that demands credentials."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # loopback peer
+            return bool(response.status == 200)
+    except urllib.error.HTTPError as error:
+        return error.code == 401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,23 +99,34 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def registry(workdir: Path) -> Iterator[Registry]:
-    """Debian's docker-registry (distribution 2.8): cosign v3 falls back to tag ``sha256-<hex>``."""
+def registry(workdir: Path, users: Mapping[str, str] | None = None) -> Iterator[Registry]:
+    """Debian's docker-registry (distribution 2.8): cosign v3 falls back to tag ``sha256-<hex>``.
+
+    With ``users``, it demands HTTP basic auth against an htpasswd file of those users.
+    """
     port = processes.free_port()
     config = workdir / "registry.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "version": 0.1,
-                "log": {"level": "warn", "accesslog": {"disabled": True}},
-                "storage": {
-                    "filesystem": {"rootdirectory": str(workdir / "data")},
-                    "delete": {"enabled": True},
-                },
-                "http": {"addr": f"127.0.0.1:{port}"},
-            }
+    settings: dict[str, object] = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(workdir / "data")},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }
+    if users:
+        import bcrypt  # only the auth-enabled registry needs it
+
+        htpasswd = workdir / "htpasswd"
+        htpasswd.write_text(
+            "".join(
+                f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+                for user, password in users.items()
+            )
         )
-    )
+        settings["auth"] = {"htpasswd": {"realm": "muster-tests", "path": str(htpasswd)}}
+    config.write_text(json.dumps(settings))
     log = workdir / "registry.log"
     process = processes.spawn(
         [shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve", str(config)],
@@ -215,9 +232,20 @@ def push_image(
     files: Mapping[str, bytes] | None = None,
     env: Mapping[str, str] | None = None,
     workdir: Path,
+    credentials: tuple[str, str] | None = None,
 ) -> str:
     """Build a one-layer image with crane (no Docker engine), push it, return its digest."""
     ref = registry_.ref(repository, tag)
+    tool_env: dict[str, str] = {}
+    if credentials:
+        # crane reads registry credentials from a Docker config file, as every OCI tool does.
+        docker_config = workdir / f"docker-config-{time.monotonic_ns()}"
+        docker_config.mkdir()
+        auth = base64.b64encode(":".join(credentials).encode()).decode()
+        (docker_config / "config.json").write_text(
+            json.dumps({"auths": {registry_.host: {"auth": auth}}})
+        )
+        tool_env["DOCKER_CONFIG"] = str(docker_config)
     layer = workdir / f"layer-{repository.replace('/', '_')}-{tag}-{time.monotonic_ns()}.tar"
     layer.write_bytes(_layer(files or {"hello.txt": f"{repository}:{tag}\n".encode()}))
     run_tool(
@@ -227,8 +255,9 @@ def push_image(
         "--platform=linux/amd64",
         f"--new_layer={layer}",
         f"--new_tag={ref}",
+        env=tool_env,
     )
     if env:
         args = [f"--env={key}={value}" for key, value in env.items()]
-        run_tool("crane", "mutate", "--insecure", *args, f"--tag={ref}", ref)
-    return run_tool("crane", "digest", "--insecure", ref).stdout.strip()
+        run_tool("crane", "mutate", "--insecure", *args, f"--tag={ref}", ref, env=tool_env)
+    return run_tool("crane", "digest", "--insecure", ref, env=tool_env).stdout.strip()

@@ -1,0 +1,425 @@
+"""An OCI distribution client that is correct, bounded and polite to registries.
+
+- Content is checked against the digest it was fetched by (and a tag's answer against the
+  ``Docker-Content-Digest`` the registry claims), so a registry cannot substitute bytes.
+- Every read is capped: manifests and blobs larger than the configured limits are refused
+  before they are buffered.
+- Bearer-token and basic auth, with tokens cached per registry and scope; credentials are never
+  sent across a redirect to another host, never logged.
+- Retries with exponential backoff on 429 and 5xx, honouring ``Retry-After``; one pooled
+  connection set per client, reused across requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from muster.core import references
+
+__all__ = [
+    "BlobTooLarge",
+    "Credentials",
+    "DigestMismatch",
+    "Manifest",
+    "NotFound",
+    "RegistryClient",
+    "RegistryError",
+    "RegistrySettings",
+    "Unauthorized",
+    "Unavailable",
+]
+
+logger = logging.getLogger("muster.registries")
+
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_API_HOSTS = {"docker.io": "registry-1.docker.io"}
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryError(Exception):
+    """A registry could not give what was asked; the message names registry and object."""
+
+
+class NotFound(RegistryError):
+    pass
+
+
+class Unauthorized(RegistryError):
+    pass
+
+
+class BlobTooLarge(RegistryError):
+    pass
+
+
+class DigestMismatch(RegistryError):
+    pass
+
+
+class Unavailable(RegistryError):
+    """Still failing after the allowed retries (5xx, 429, timeouts, refused connections)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str = dataclasses.field(repr=False)
+
+
+CredentialSource = Callable[[str], Credentials | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrySettings:
+    # Registries spoken to over plain HTTP (local development and tests only).
+    insecure_registries: frozenset[str] = frozenset()
+    ca_file: Path | None = None
+    request_timeout: float = 5.0
+    max_attempts: int = 3
+    backoff_base: float = 0.1
+    max_retry_after: float = 5.0
+    max_manifest_bytes: int = 4 * 1024 * 1024
+    max_blob_bytes: int = 16 * 1024 * 1024
+    max_redirects: int = 3
+    user_agent: str = "muster"
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    digest: str
+    media_type: str
+    raw: bytes
+
+    def json(self) -> dict[str, Any]:
+        parsed = json.loads(self.raw)
+        if not isinstance(parsed, dict):
+            raise RegistryError(f"manifest {self.digest} is not a JSON object")
+        return parsed
+
+
+@dataclasses.dataclass
+class RequestStats:
+    """Round trips made, so callers (and benchmarks) can see what a verification cost."""
+
+    requests: int = 0
+    token_requests: int = 0
+    retries: int = 0
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _check_digest(expected: str, data: bytes, what: str) -> None:
+    algorithm, _, _ = expected.partition(":")
+    if algorithm not in ("sha256", "sha384", "sha512"):
+        raise DigestMismatch(f"{what}: unsupported digest algorithm {algorithm!r}")
+    actual = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    if actual != expected:
+        raise DigestMismatch(f"{what}: content digest {actual} does not match {expected}")
+
+
+class RegistryClient:
+    """One client per process (or per test): it owns a pooled HTTP session and a token cache."""
+
+    def __init__(
+        self, settings: RegistrySettings | None = None, credentials: CredentialSource | None = None
+    ) -> None:
+        self.settings = settings or RegistrySettings()
+        self._credentials = credentials or (lambda _registry: None)
+        self._session: aiohttp.ClientSession | None = None
+        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        self.stats = RequestStats()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            context = ssl.create_default_context(
+                cafile=str(self.settings.ca_file) if self.settings.ca_file else None
+            )
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=context, limit=100, limit_per_host=20),
+                timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout),
+                headers={"User-Agent": self.settings.user_agent},
+            )
+        return self._session
+
+    def _base(self, registry: str) -> str:
+        scheme = "http" if registry in self.settings.insecure_registries else "https"
+        return f"{scheme}://{_API_HOSTS.get(registry, registry)}"
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def manifest(
+        self,
+        registry: str,
+        repository: str,
+        reference: str,
+        accept: tuple[str, ...] = MANIFEST_MEDIA_TYPES,
+    ) -> Manifest:
+        """GET a manifest by tag or digest; its bytes are checked against the digest."""
+        what = f"manifest {registry}/{repository}:{reference}"
+        status, headers, body = await self._request(
+            "GET",
+            registry,
+            repository,
+            f"/v2/{repository}/manifests/{reference}",
+            accept=", ".join(accept),
+            limit=self.settings.max_manifest_bytes,
+            what=what,
+        )
+        if status == 404:
+            raise NotFound(f"{what} does not exist")
+        if status != 200:
+            raise RegistryError(f"{what}: registry answered HTTP {status}")
+        if references.DIGEST_ALGORITHMS.get(reference.partition(":")[0]) and ":" in reference:
+            _check_digest(reference, body, what)
+            digest = reference
+        else:
+            digest = _sha256(body)
+            claimed = headers.get("Docker-Content-Digest")
+            if claimed and claimed.startswith("sha256:") and claimed != digest:
+                raise DigestMismatch(f"{what}: registry claims {claimed} but content is {digest}")
+        media_type = headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            declared = json.loads(body).get("mediaType")
+        except (ValueError, AttributeError):
+            raise RegistryError(f"{what} is not a JSON document") from None
+        return Manifest(digest=digest, media_type=declared or media_type, raw=body)
+
+    async def resolve(self, reference: references.ImageReference) -> str:
+        """The digest a reference names now (its own digest if pinned)."""
+        if reference.digest is not None:
+            return reference.digest
+        manifest = await self.manifest(
+            reference.registry, reference.repository, reference.tag or references.DEFAULT_TAG
+        )
+        return manifest.digest
+
+    async def blob(
+        self, registry: str, repository: str, digest: str, max_bytes: int | None = None
+    ) -> bytes:
+        what = f"blob {registry}/{repository}@{digest}"
+        status, _, body = await self._request(
+            "GET",
+            registry,
+            repository,
+            f"/v2/{repository}/blobs/{digest}",
+            accept="*/*",
+            limit=max_bytes or self.settings.max_blob_bytes,
+            what=what,
+        )
+        if status == 404:
+            raise NotFound(f"{what} does not exist")
+        if status != 200:
+            raise RegistryError(f"{what}: registry answered HTTP {status}")
+        _check_digest(digest, body, what)
+        return body
+
+    async def referrers(
+        self, registry: str, repository: str, digest: str, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Descriptors of manifests whose subject is ``digest``: the OCI 1.1 referrers API,
+        or the ``sha256-<hex>`` tag fallback index on registries without it."""
+        what = f"referrers of {registry}/{repository}@{digest}"
+        query = f"?artifactType={urllib.parse.quote(artifact_type)}" if artifact_type else ""
+        status, headers, body = await self._request(
+            "GET",
+            registry,
+            repository,
+            f"/v2/{repository}/referrers/{digest}{query}",
+            accept=OCI_INDEX,
+            limit=self.settings.max_manifest_bytes,
+            what=what,
+        )
+        if status == 200 and headers.get("Content-Type", "").startswith(OCI_INDEX):
+            descriptors = _descriptors(body, what)
+        elif status in (200, 404, 405, 400):
+            # No referrers API here: cosign and oras push an index under the fallback tag.
+            algorithm, _, hexdigest = digest.partition(":")
+            try:
+                index = await self.manifest(
+                    registry, repository, f"{algorithm}-{hexdigest}", accept=(OCI_INDEX,)
+                )
+            except NotFound:
+                return []
+            descriptors = _descriptors(index.raw, what)
+        else:
+            raise RegistryError(f"{what}: registry answered HTTP {status}")
+        if artifact_type is None:
+            return descriptors
+        return [d for d in descriptors if d.get("artifactType") == artifact_type]
+
+    # -- transport --------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        registry: str,
+        repository: str,
+        path: str,
+        *,
+        accept: str,
+        limit: int,
+        what: str,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        scope = f"repository:{repository}:pull"
+        attempt = 0
+        authorized_retry = False
+        while True:
+            attempt += 1
+            try:
+                status, headers, body = await self._send(
+                    method, self._base(registry) + path, registry, scope, accept, limit, what
+                )
+            except (TimeoutError, aiohttp.ClientConnectionError) as error:
+                if attempt >= self.settings.max_attempts:
+                    raise Unavailable(
+                        f"{what}: registry unreachable after {attempt} attempts "
+                        f"({type(error).__name__}: {error})"
+                    ) from None
+                self.stats.retries += 1
+                await asyncio.sleep(self.settings.backoff_base * 2 ** (attempt - 1))
+                continue
+            if status == 401 and not authorized_retry:
+                authorized_retry = True
+                attempt -= 1  # authentication is not a failed attempt
+                await self._authenticate(registry, scope, headers.get("WWW-Authenticate", ""), what)
+                continue
+            if status == 401 or status == 403:
+                raise Unauthorized(f"{what}: registry refused access (HTTP {status})")
+            if status in _RETRY_STATUSES:
+                if attempt >= self.settings.max_attempts:
+                    raise Unavailable(f"{what}: registry answered HTTP {status} {attempt} times")
+                self.stats.retries += 1
+                await asyncio.sleep(self._retry_delay(headers, attempt))
+                continue
+            return status, headers, body
+
+    def _retry_delay(self, headers: Mapping[str, str], attempt: int) -> float:
+        retry_after = headers.get("Retry-After", "")
+        if retry_after.strip().isdigit():
+            return min(float(retry_after), self.settings.max_retry_after)
+        return float(self.settings.backoff_base * 2 ** (attempt - 1))
+
+    async def _send(
+        self, method: str, url: str, registry: str, scope: str, accept: str, limit: int, what: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        origin = urllib.parse.urlsplit(url).netloc
+        for _ in range(self.settings.max_redirects + 1):
+            headers = {"Accept": accept}
+            # Credentials only ever go to the registry itself, never across a redirect.
+            if urllib.parse.urlsplit(url).netloc == origin:
+                authorization = self._authorization(registry, scope)
+                if authorization:
+                    headers["Authorization"] = authorization
+            self.stats.requests += 1
+            async with self._client().request(
+                method, url, headers=headers, allow_redirects=False
+            ) as response:
+                if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                    url = urllib.parse.urljoin(url, response.headers["Location"])
+                    continue
+                if response.status != 200:
+                    return response.status, response.headers, b""
+                length = response.content_length
+                if length is not None and length > limit:
+                    raise BlobTooLarge(f"{what} is {length} bytes, over the limit of {limit}")
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise BlobTooLarge(f"{what} is over the limit of {limit} bytes")
+                return response.status, response.headers, bytes(body)
+        raise RegistryError(f"{what}: more than {self.settings.max_redirects} redirects")
+
+    def _authorization(self, registry: str, scope: str) -> str | None:
+        token = self._tokens.get((registry, scope))
+        if token is not None:
+            value, expires = token
+            if expires > time.monotonic():
+                return value
+            del self._tokens[(registry, scope)]
+        return None
+
+    async def _authenticate(self, registry: str, scope: str, challenge: str, what: str) -> None:
+        scheme, _, params_text = challenge.partition(" ")
+        params = dict(_CHALLENGE_PARAM.findall(params_text))
+        credentials = self._credentials(registry)
+        if scheme.lower() == "basic":
+            if credentials is None:
+                raise Unauthorized(
+                    f"{what}: registry requires credentials and none are configured for it"
+                )
+            basic = base64.b64encode(
+                f"{credentials.username}:{credentials.password}".encode()
+            ).decode()
+            self._tokens[(registry, scope)] = (f"Basic {basic}", float("inf"))
+            return
+        if scheme.lower() != "bearer" or "realm" not in params:
+            raise Unauthorized(f"{what}: unsupported authentication challenge {scheme!r}")
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
+        url = f"{params['realm']}?{urllib.parse.urlencode(query)}"
+        auth = (
+            aiohttp.BasicAuth(credentials.username, credentials.password) if credentials else None
+        )
+        self.stats.token_requests += 1
+        async with self._client().get(url, auth=auth) as response:
+            if response.status != 200:
+                raise Unauthorized(f"{what}: token service answered HTTP {response.status}")
+            raw = await response.content.read(64 * 1024)
+        try:
+            answer = json.loads(raw)
+            token = answer.get("token") or answer.get("access_token")
+            lifetime = float(answer.get("expires_in", 60))
+        except (ValueError, AttributeError, TypeError):
+            raise Unauthorized(f"{what}: token service answered something unreadable") from None
+        if not isinstance(token, str) or not token:
+            raise Unauthorized(f"{what}: token service gave no token")
+        # Renew a little early so a token never expires between check and use.
+        self._tokens[(registry, scope)] = (
+            f"Bearer {token}",
+            time.monotonic() + max(lifetime - 5, 1),
+        )
+
+
+def _descriptors(raw: bytes, what: str) -> list[dict[str, Any]]:
+    try:
+        index = json.loads(raw)
+    except ValueError:
+        raise RegistryError(f"{what}: index is not JSON") from None
+    manifests = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(manifests, list):
+        raise RegistryError(f"{what}: index has no manifests list")
+    return [m for m in manifests if isinstance(m, dict)]
