@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 
@@ -172,3 +173,53 @@ def test_a_service_account_gets_only_its_rbac(control_plane: controlplane.Contro
             client.CoreV1Api(api).list_secret_for_all_namespaces()
         assert raised.value.status == 403
         assert f"system:serviceaccount:{namespace}:nobody" in raised.value.body
+
+
+def _deployment(name: str, image: str) -> dict[str, object]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "trainer", "image": image}]},
+            },
+        },
+    }
+
+
+def test_a_deployment_with_an_unpinned_image_fails_at_apply_time(
+    control_plane: controlplane.ControlPlane,
+) -> None:
+    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    with kubeclients.admin(control_plane) as api, pytest.raises(client.ApiException) as raised:
+        client.AppsV1Api(api).create_namespaced_deployment(
+            namespace, _deployment("trainer", UNPINNED)
+        )
+    assert raised.value.status == 403
+    message = json.loads(raised.value.body)["message"]
+    assert 'container "trainer"' in message
+    assert UNPINNED in message
+
+
+def test_a_pinned_deployment_is_admitted_and_so_are_its_pods(
+    control_plane: controlplane.ControlPlane,
+) -> None:
+    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    with kubeclients.admin(control_plane) as api:
+        client.AppsV1Api(api).create_namespaced_deployment(
+            namespace, _deployment("trainer", PINNED)
+        )
+        # The real controller-manager turns it into a ReplicaSet and pods; each pod passes
+        # through the webhook too.
+        deadline = time.monotonic() + 60
+        pods: list[client.V1Pod] = []
+        while time.monotonic() < deadline and len(pods) < 2:
+            pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
+            time.sleep(0.5)
+    assert len(pods) == 2
+    assert {pod.spec.containers[0].image for pod in pods} == {PINNED}

@@ -251,7 +251,11 @@ def _start_controller_manager(
         binary = tools.find("kube-controller-manager")
     except tools.ToolMissing:
         return  # optional: without it Deployments create no pods, everything else works
-    user = pki.issue(ca, "system:kube-controller-manager", client=True)
+    # Without a token controller bootstrapped per-controller identities, the simplest honest
+    # setup for a local plane is to let the controller-manager act with full rights.
+    user = pki.issue(
+        ca, "system:kube-controller-manager", organizations=["system:masters"], client=True
+    )
     config = workdir_kubeconfig = certs.parent / "controller-manager.kubeconfig"
     workdir_kubeconfig.write_text(
         yaml.safe_dump(_kubeconfig(plane.url, ca.cert_pem, user.cert_pem, user.key_pem))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from muster.core import findings, pods, references
+from muster.core import findings, gates, pods, references, subjects
 
-__all__ = ["CHECK", "unpinned"]
+__all__ = ["CHECK", "PinningGate", "unpinned"]
 
 CHECK = "digest-pinning"
 
@@ -47,3 +47,28 @@ def unpinned(
                 ),
                 mode=mode,
             )
+
+
+class PinningGate:
+    """Namespaces that opt in accept only images pinned by digest, in every pod template."""
+
+    name = CHECK
+
+    async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
+        if phase is not gates.Phase.VALIDATE:
+            return gates.GateResult()
+        found: list[findings.Finding] = []
+        for template in subject.templates:
+            containers = template.spec.get("containers")
+            if not isinstance(containers, list) or not containers:
+                found.append(
+                    findings.Finding(
+                        check="pod-shape",
+                        reason="PodSpecInvalid",
+                        subject="pod" if subject.is_pod else f"pod template {template.pointer}",
+                        message="has no containers to judge",
+                    )
+                )
+                continue
+            found.extend(unpinned(pods.image_uses(template.spec, pointer=template.pointer)))
+        return gates.GateResult(findings=tuple(found))

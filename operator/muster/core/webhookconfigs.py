@@ -8,21 +8,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from muster.core import findings, scopes
+from muster.core import findings, scopes, subjects
 
 __all__ = ["NAME", "mutating", "validating"]
 
 NAME = "muster.dev"
 _MODE_LABEL_VALUES = {findings.Mode.ENFORCE: ["true", "enforce"], findings.Mode.WARN: ["warn"]}
-_RULES = [
-    {
-        "apiGroups": [""],
-        "apiVersions": ["v1"],
-        "operations": ["CREATE", "UPDATE"],
-        "resources": ["pods", "pods/ephemeralcontainers"],
-        "scope": "Namespaced",
-    },
-]
+
+
+def _rules() -> list[dict[str, Any]]:
+    """Pods and every workload kind whose pod templates Muster judges, grouped by API group."""
+    by_group: dict[str, list[str]] = {}
+    for group, resource in subjects.DEFAULT_TEMPLATE_PATHS:
+        by_group.setdefault(group, []).append(resource)
+        if (group, resource) == ("", "pods"):
+            by_group[group].append("pods/ephemeralcontainers")
+    return [
+        {
+            "apiGroups": [group],
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": sorted(resources),
+            "scope": "Namespaced",
+        }
+        for group, resources in sorted(by_group.items())
+    ]
+
+
+_RULES = _rules()
 
 
 def _namespace_selector(mode: findings.Mode, own_namespace: str) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from typing import Any
 import kopf
 
 import muster
-from muster.handlers import webhooks
+from muster.core import gates, pinning
+from muster.handlers import admissions, webhooks
 
-__all__ = ["OperatorSettings", "build_registry", "run"]
+__all__ = ["OperatorSettings", "build_pipeline", "build_registry", "run"]
 
 logger = logging.getLogger("muster.operator")
 
@@ -22,10 +23,22 @@ logger = logging.getLogger("muster.operator")
 @dataclasses.dataclass(frozen=True)
 class OperatorSettings:
     webhook: webhooks.WebhookSettings
+    own_namespace: str = "muster-system"
+    admission_deadline: float = admissions.DEFAULT_DEADLINE_SECONDS
     kubeconfig: str | None = None
     # Peering makes exactly one replica run controllers; admission is served by every replica.
     peering: str | None = None
     liveness_endpoint: str | None = None
+
+
+def build_pipeline(settings: OperatorSettings) -> admissions.Pipeline:
+    """The gates every admission request goes through, built once per process."""
+    active: list[gates.Gate] = [pinning.PinningGate()]
+    return admissions.Pipeline(
+        active_gates=active,
+        own_namespace=settings.own_namespace,
+        deadline=settings.admission_deadline,
+    )
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -52,7 +65,9 @@ async def run(settings: OperatorSettings) -> None:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig
     stop_flag = asyncio.Event()
-    webhook_task = asyncio.create_task(webhooks.serve(settings.webhook), name="webhook-server")
+    webhook_task = asyncio.create_task(
+        webhooks.serve(settings.webhook, build_pipeline(settings)), name="webhook-server"
+    )
     webhook_task.add_done_callback(lambda _: stop_flag.set())
     try:
         await kopf.operator(

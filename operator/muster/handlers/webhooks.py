@@ -13,12 +13,12 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from muster.core import admission, findings, reviews
+from muster.core import admission, findings, gates, reviews
+from muster.handlers import admissions
 
 __all__ = ["TLSFiles", "WebhookSettings", "build_app", "serve"]
 
@@ -26,9 +26,6 @@ logger = logging.getLogger("muster.webhook")
 
 # The apiserver caps objects at ~1.5 MiB; a review carries object and oldObject.
 MAX_BODY_BYTES = 4 * 1024 * 1024
-
-Judge = Callable[..., reviews.Response]
-_JUDGES: dict[str, Judge] = {"validate": admission.validate, "mutate": admission.mutate}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,29 +39,16 @@ class WebhookSettings:
     host: str = "0.0.0.0"  # noqa: S104  # a webhook must be reachable by the apiserver
     port: int = 9443
     tls: TLSFiles | None = None
-    own_namespace: str | None = None
     cert_check_interval: float = 10.0
 
 
-def _error_response(uid: str, mode: findings.Mode, message: str, code: int) -> reviews.Response:
-    # Fail safe: an unjudgeable request is denied in enforce mode, admitted with a warning in warn.
-    if mode is findings.Mode.WARN:
-        return reviews.build_response(
-            uid=uid, allowed=True, warnings=[f"muster: not judged: {message}"]
-        )
-    return reviews.build_response(uid=uid, allowed=False, message=f"muster: {message}", code=code)
-
-
 async def _admit(request: web.Request) -> web.Response:
-    settings: WebhookSettings = request.app[_SETTINGS]
-    kind = request.match_info["kind"]
+    pipeline = request.app[_PIPELINE]
     try:
+        phase = gates.Phase(request.match_info["kind"])
         mode = findings.Mode(request.match_info["mode"])
     except ValueError:
-        raise web.HTTPNotFound(text=f"unknown mode {request.match_info['mode']!r}\n") from None
-    judge = _JUDGES.get(kind)
-    if judge is None:
-        raise web.HTTPNotFound(text=f"unknown webhook {kind!r}\n")
+        raise web.HTTPNotFound(text=f"no webhook at {request.path}\n") from None
     body = await request.read()  # aiohttp answers 413 past client_max_size
     try:
         data = json.loads(body)
@@ -75,13 +59,13 @@ async def _admit(request: web.Request) -> web.Response:
     except reviews.MalformedReview as error:
         logger.warning("malformed AdmissionReview: %s", error)
         return web.json_response(
-            _error_response(error.uid, mode, f"malformed AdmissionReview: {error}", 400)
+            admission.unjudgeable(error.uid, mode, f"malformed AdmissionReview: {error}", 400)
         )
     try:
-        response = judge(review, mode=mode, own_namespace=settings.own_namespace)
+        response = await pipeline.review(review, phase, mode)
     except Exception:  # a bug must never turn into an allow: fail closed, keep the trace in logs
         logger.exception("internal error judging %s", review["request"]["uid"])
-        response = _error_response(
+        response = admission.unjudgeable(
             review["request"]["uid"],
             mode,
             "internal error while judging this request; see the muster operator logs",
@@ -94,12 +78,12 @@ async def _healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
 
-_SETTINGS = web.AppKey("settings", WebhookSettings)
+_PIPELINE = web.AppKey("pipeline", admissions.Pipeline)
 
 
-def build_app(settings: WebhookSettings) -> web.Application:
+def build_app(pipeline: admissions.Pipeline) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[_SETTINGS] = settings
+    app[_PIPELINE] = pipeline
     app.router.add_post("/{kind}/{mode}", _admit)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _healthz)
@@ -133,10 +117,15 @@ async def _reload_certificates(context: ssl.SSLContext, tls: TLSFiles, interval:
             logger.warning("could not reload webhook certificate yet: %s", error)
 
 
-async def serve(settings: WebhookSettings, *, started: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: WebhookSettings,
+    pipeline: admissions.Pipeline,
+    *,
+    started: asyncio.Event | None = None,
+) -> None:
     """Serve admission until cancelled."""
     context = _ssl_context(settings.tls) if settings.tls else None
-    runner = web.AppRunner(build_app(settings), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(pipeline), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from muster.core import admission, findings, reviews, webhookconfigs
+from muster.core import findings, gates, pinning, reviews, subjects, webhookconfigs
+from muster.handlers import admissions
 from tests.unit.admission.test_reviews import review
 
 pytestmark = pytest.mark.unit
@@ -17,8 +19,22 @@ def pod_review(spec: dict[str, Any], **overrides: Any) -> reviews.Review:
     return reviews.validate(review(object={"metadata": {"name": "p"}, "spec": spec}, **overrides))
 
 
-def judge(data: reviews.Review, mode: findings.Mode = ENFORCE) -> reviews.ResponsePayload:
-    return admission.validate(data, mode=mode, own_namespace="muster-system")["response"]
+def pipeline(*active: gates.Gate, deadline: float = 1.0) -> admissions.Pipeline:
+    return admissions.Pipeline(
+        active_gates=active or (pinning.PinningGate(),),
+        own_namespace="muster-system",
+        deadline=deadline,
+    )
+
+
+def judge(
+    data: reviews.Review,
+    mode: findings.Mode = ENFORCE,
+    phase: gates.Phase = gates.Phase.VALIDATE,
+    using: admissions.Pipeline | None = None,
+) -> reviews.ResponsePayload:
+    runner = using or pipeline()
+    return asyncio.run(runner.review(data, phase, mode))["response"]
 
 
 def test_pinned_pod_is_allowed() -> None:
@@ -109,7 +125,7 @@ def test_ephemeral_containers_subresource_is_judged() -> None:
 
 def test_mutation_never_denies() -> None:
     data = pod_review({"containers": [{"name": "a", "image": "a:1"}]})
-    response = admission.mutate(data, mode=ENFORCE, own_namespace=None)["response"]
+    response = judge(data, phase=gates.Phase.MUTATE)
     assert response == {"uid": "abc", "allowed": True}
 
 
@@ -126,3 +142,148 @@ def test_webhook_configurations_exclude_system_and_own_namespace() -> None:
     assert expressions["muster.dev/ignore"]["operator"] == "NotIn"
     mutating = webhookconfigs.mutating("https://h:1", "Q0E=", own_namespace="muster-system")
     assert mutating["webhooks"][0]["clientConfig"]["url"] == "https://h:1/mutate/enforce"
+
+
+def workload_review(group: str, resource: str, kind: str, obj: dict[str, Any]) -> reviews.Review:
+    return reviews.validate(
+        review(
+            kind={"group": group, "version": "v1", "kind": kind},
+            resource={"group": group, "version": "v1", "resource": resource},
+            object=obj,
+        )
+    )
+
+
+def template(*images: str) -> dict[str, Any]:
+    return {"spec": {"containers": [{"name": f"c{i}", "image": i_} for i, i_ in enumerate(images)]}}
+
+
+@pytest.mark.parametrize(
+    ("group", "resource", "kind", "obj", "pointer"),
+    [
+        (
+            "apps",
+            "deployments",
+            "Deployment",
+            {"spec": {"template": template("a:1")}},
+            "/spec/template/spec/containers/0/image",
+        ),
+        (
+            "batch",
+            "cronjobs",
+            "CronJob",
+            {"spec": {"jobTemplate": {"spec": {"template": template("a:1")}}}},
+            "/spec/jobTemplate/spec/template/spec/containers/0/image",
+        ),
+        (
+            "kubeflow.org",
+            "pytorchjobs",
+            "PyTorchJob",
+            {
+                "spec": {
+                    "pytorchReplicaSpecs": {
+                        "Master": {"template": template(PINNED)},
+                        "Worker": {"template": template("a:1")},
+                    }
+                }
+            },
+            "/spec/pytorchReplicaSpecs/Worker/template/spec/containers/0/image",
+        ),
+        (
+            "ray.io",
+            "rayjobs",
+            "RayJob",
+            {
+                "spec": {
+                    "rayClusterSpec": {
+                        "headGroupSpec": {"template": template(PINNED)},
+                        "workerGroupSpecs": [{"template": template("a:1")}],
+                    }
+                }
+            },
+            "/spec/rayClusterSpec/workerGroupSpecs/0/template/spec/containers/0/image",
+        ),
+    ],
+)
+def test_workload_templates_are_judged_like_pods(
+    group: str, resource: str, kind: str, obj: dict[str, Any], pointer: str
+) -> None:
+    data = workload_review(group, resource, kind, obj)
+    response = judge(data)
+    assert response["allowed"] is False
+    assert "image 'a:1' is not pinned" in response["status"]["message"]
+    subject = subjects.from_review(data, mode=ENFORCE, own_namespace=None)
+    assert subject is not None
+    uses = [
+        u for t in subject.templates for u in pinning.pods.image_uses(t.spec, pointer=t.pointer)
+    ]
+    assert pointer in [use.pointer for use in uses]
+
+
+def test_unknown_resources_are_not_judged() -> None:
+    data = workload_review(
+        "example.com", "widgets", "Widget", {"spec": {"template": template("a")}}
+    )
+    assert subjects.from_review(data, mode=ENFORCE, own_namespace=None) is None
+    assert judge(data)["allowed"] is True
+
+
+class SlowGate:
+    name = "slow"
+
+    async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
+        await asyncio.sleep(10)
+        return gates.GateResult()
+
+
+class BrokenGate:
+    name = "broken"
+
+    async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
+        raise RuntimeError("bug")
+
+
+def test_the_deadline_denies_in_enforce_and_warns_in_warn() -> None:
+    data = pod_review({"containers": [{"name": "a", "image": PINNED}]})
+    slow = pipeline(SlowGate(), deadline=0.05)
+    response = judge(data, using=slow)
+    assert response["allowed"] is False
+    assert "no answer within 0.05s" in response["status"]["message"]
+    warned = judge(data, findings.Mode.WARN, using=slow)
+    assert warned["allowed"] is True
+    assert "no answer within" in warned["warnings"][0]
+
+
+def test_a_failing_gate_never_allows() -> None:
+    data = pod_review({"containers": [{"name": "a", "image": PINNED}]})
+    response = judge(data, using=pipeline(pinning.PinningGate(), BrokenGate()))
+    assert response["allowed"] is False
+    assert "internal error" in response["status"]["message"]
+    assert "bug" not in response["status"]["message"]  # no internals leak to users
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[tuple[str, bool]] = []
+        self.fail = fail
+
+    def decided(
+        self,
+        subject: subjects.Subject,
+        phase: gates.Phase,
+        verdict: findings.Verdict,
+        durations: dict[str, float],
+    ) -> None:
+        self.seen.append((phase.value, verdict.allowed))
+        assert set(durations) == {"digest-pinning"}
+        if self.fail:
+            raise RuntimeError("observer bug")
+
+
+def test_observers_see_decisions_and_cannot_change_them() -> None:
+    good, bad = Recorder(), Recorder(fail=True)
+    runner = pipeline()
+    runner.observers.extend([bad, good])
+    data = pod_review({"containers": [{"name": "a", "image": "a:1"}]})
+    assert judge(data, using=runner)["allowed"] is False
+    assert good.seen == bad.seen == [("validate", False)]

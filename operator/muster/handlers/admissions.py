@@ -1,0 +1,113 @@
+"""The admission pipeline: one request in, every gate consulted concurrently, one answer out.
+
+Gates run under an internal deadline safely below the webhook timeout, so the apiserver never
+times out on Muster: past the deadline the request is denied in enforce mode (warned about in
+warn mode) with a reason that says so. A gate that raises is a bug; it never becomes an allow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from muster.core import admission, findings, gates, reviews, subjects
+
+__all__ = ["Observer", "Pipeline"]
+
+logger = logging.getLogger("muster.admission")
+
+DEFAULT_DEADLINE_SECONDS = 8.0  # the chart's webhook timeout is 10 s
+
+
+class Observer(Protocol):
+    """Told about every decision (metrics, Events). Must be cheap and must not raise."""
+
+    def decided(
+        self,
+        subject: subjects.Subject,
+        phase: gates.Phase,
+        verdict: findings.Verdict,
+        durations: dict[str, float],
+    ) -> None: ...
+
+
+@dataclasses.dataclass
+class Pipeline:
+    active_gates: Sequence[gates.Gate]
+    own_namespace: str | None = None
+    deadline: float = DEFAULT_DEADLINE_SECONDS
+    template_paths: subjects.TemplatePaths = dataclasses.field(
+        default_factory=lambda: subjects.DEFAULT_TEMPLATE_PATHS
+    )
+    observers: list[Observer] = dataclasses.field(default_factory=list)
+
+    async def review(
+        self, review: reviews.Review, phase: gates.Phase, mode: findings.Mode
+    ) -> reviews.Response:
+        subject = subjects.from_review(
+            review, mode=mode, own_namespace=self.own_namespace, template_paths=self.template_paths
+        )
+        if subject is None:
+            return admission.not_judged(review)
+        durations: dict[str, float] = {}
+        results = await self._run_gates(subject, phase, durations)
+        response = gates.respond(subject, results, phase)
+        verdict = gates.verdict(subject, results)
+        for observer in self.observers:
+            try:
+                observer.decided(subject, phase, verdict, durations)
+            except Exception:  # observability must never change a decision
+                logger.exception("observer %r failed", observer)
+        return response
+
+    async def _run_gates(
+        self, subject: subjects.Subject, phase: gates.Phase, durations: dict[str, float]
+    ) -> list[gates.GateResult]:
+        async def timed(gate: gates.Gate) -> gates.GateResult:
+            started = time.perf_counter()
+            try:
+                return await gate.judge(subject, phase)
+            finally:
+                durations[gate.name] = time.perf_counter() - started
+
+        tasks = [asyncio.ensure_future(timed(gate)) for gate in self.active_gates]
+        if not tasks:
+            return []
+        _, pending = await asyncio.wait(tasks, timeout=self.deadline)
+        for task in pending:
+            task.cancel()
+        results: list[gates.GateResult] = []
+        for gate, task in zip(self.active_gates, tasks, strict=True):
+            if task in pending:
+                results.append(
+                    _failure(
+                        gate,
+                        "DeadlineExceeded",
+                        f"no answer within {self.deadline:g}s "
+                        "(registry slow or unreachable?); try again",
+                    )
+                )
+            elif task.exception() is not None:
+                logger.error(
+                    "gate %s failed on %s", gate.name, subject.display, exc_info=task.exception()
+                )
+                results.append(
+                    _failure(gate, "InternalError", "internal error; see the muster operator logs")
+                )
+            else:
+                results.append(task.result())
+        return results
+
+
+def _failure(gate: gates.Gate, reason: str, message: str) -> gates.GateResult:
+    return gates.GateResult(
+        findings=(
+            findings.Finding(
+                check=gate.name, reason=reason, subject=f"gate {gate.name}", message=message
+            ),
+        )
+    )
