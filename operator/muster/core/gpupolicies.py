@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.core import cuda
+from muster.core import crds, cuda
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -224,50 +224,12 @@ def default_policy() -> GPUStackPolicySpec:
     return parse_spec(copy.deepcopy(DEFAULT_POLICY))
 
 
-def _structural(node: Any, defs: dict[str, Any]) -> Any:
-    """Make pydantic's schema a Kubernetes structural schema: inline ``$ref``s, turn
-    ``anyOf [X, null]`` into ``nullable``, drop what the apiserver rejects or ignores."""
-    if isinstance(node, list):
-        return [_structural(item, defs) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if "$ref" in node:
-        target = defs[node["$ref"].rsplit("/", 1)[-1]]
-        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        return _structural(merged, defs)
-    if "anyOf" in node:
-        options = [option for option in node["anyOf"] if option.get("type") != "null"]
-        if len(options) == 1 and len(options) < len(node["anyOf"]):
-            rest = {k: v for k, v in node.items() if k != "anyOf"}
-            merged = {**_structural(options[0], defs), **rest, "nullable": True}
-            return _structural(merged, defs)
-    result: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in ("title", "$defs"):
-            continue
-        if key == "additionalProperties":
-            if value is False:
-                continue  # pruning already drops unknown fields; structural schemas forbid it
-            if value is True or value == {}:
-                result["x-kubernetes-preserve-unknown-fields"] = True
-                continue
-        if key == "properties":
-            result[key] = {name: _structural(sub, defs) for name, sub in value.items()}
-            continue
-        result[key] = _structural(value, defs)
-    if result.get("type") == "object" and "properties" not in result:
-        result.setdefault("x-kubernetes-preserve-unknown-fields", True)
-    if "default" in result and result["default"] is None:
-        del result["default"]
-    return result
-
-
 def openapi_schema() -> dict[str, Any]:
     """The CRD version's ``openAPIV3Schema`` for ``GPUStackPolicy`` (spec from the model)."""
-    raw = GPUStackPolicySpec.model_json_schema(by_alias=True)
-    defs = raw.get("$defs", {})
-    spec = _structural(raw, defs)
-    spec["description"] = "Which NVIDIA drivers, CUDA versions and container toolkits are allowed."
+    spec = crds.spec_schema(
+        GPUStackPolicySpec,
+        "Which NVIDIA drivers, CUDA versions and container toolkits are allowed.",
+    )
     return {
         "type": "object",
         "properties": {
