@@ -8,6 +8,7 @@ import logging
 import os
 from pathlib import Path
 
+from muster.adapters import registries
 from muster.cli import common
 from muster.handlers import operator, webhooks
 
@@ -86,6 +87,10 @@ def _run(args: argparse.Namespace) -> int:
             tls=webhooks.TLSFiles(Path(args.tls_cert_file), Path(args.tls_key_file)),
         ),
         own_namespace=args.namespace,
+        admission_deadline=args.admission_deadline,
+        registry=registries.RegistrySettings(
+            insecure_registries=frozenset(args.insecure_registry), ca_file=args.registry_ca_file
+        ),
         kubeconfig=args.kubeconfig,
         peering=args.peering,
         liveness_endpoint=args.liveness,
