@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 from pathlib import Path
 
 from muster.adapters import registries
@@ -56,6 +57,13 @@ def register(subcommands: common.Subcommands) -> None:
         "--peering", default=None, help="kopf peering name: run controllers on one replica only"
     )
     parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="kopf peering priority; the highest runs the controllers (default: random, so "
+        "two replicas never tie and both run them)",
+    )
+    parser.add_argument(
         "--liveness",
         default=None,
         metavar="URL",
@@ -93,6 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         ),
         kubeconfig=args.kubeconfig,
         peering=args.peering,
+        priority=args.priority if args.priority is not None else secrets.randbelow(10_000) + 1,
         liveness_endpoint=args.liveness,
     )
     try:

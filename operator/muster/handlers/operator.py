@@ -47,6 +47,7 @@ class OperatorSettings:
     )
     # Peering makes exactly one replica run controllers; admission is served by every replica.
     peering: str | None = None
+    priority: int = 0
     liveness_endpoint: str | None = None
 
 
@@ -135,6 +136,7 @@ async def run(settings: OperatorSettings) -> None:
             clusterwide=True,
             standalone=settings.peering is None,
             peering_name=settings.peering,
+            priority=settings.priority,
             liveness_endpoint=settings.liveness_endpoint,
             stop_flag=stop_flag,
         )
