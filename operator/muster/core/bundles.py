@@ -37,7 +37,7 @@ from sigstore_models.bundle import v1 as bundle_v1
 from sigstore_models.common.v1 import HashAlgorithm
 from sigstore_models.trustroot import v1 as trustroot_v1
 
-from muster.core import cosign, keys
+from muster.core import cosign, keys, messages
 
 __all__ = [
     "COSIGN_SIGN_PREDICATE",
@@ -88,17 +88,7 @@ def load_trusted_root(data: bytes | str) -> TrustedRoot:
     try:
         return TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
     except _PARSE_ERRORS as error:
-        raise InvalidTrustRoot(f"trusted root is invalid: {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    """One line out of a multi-line library message (pydantic's name the field on line 2)."""
-    lines = []
-    for line in str(error).splitlines():
-        line = line.split(" [type=")[0].strip()
-        if line and not line.startswith("For further information"):
-            lines.append(line)
-    return (" ".join(lines) or type(error).__name__)[:300]
+        raise InvalidTrustRoot(f"trusted root is invalid: {messages.first_line(error)}") from None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -412,7 +402,7 @@ def _keyless(
     try:
         parsed = sigstore_models.Bundle.from_json(raw)
     except _PARSE_ERRORS as error:
-        raise Rejected(f"bundle is invalid: {_first_line(error)}") from None
+        raise Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
     policy = _IdentityPolicy(identities)
     statement = None
     try:
@@ -428,7 +418,7 @@ def _keyless(
     except Rejected:
         raise
     except _PARSE_ERRORS as error:
-        raise Rejected(_first_line(error)) from None
+        raise Rejected(messages.first_line(error)) from None
     if policy.matched is None:  # the verifier must have consulted the policy
         raise Rejected("certificate identity was not checked")
     entry = parsed.log_entry._inner
@@ -460,7 +450,7 @@ def _keyed(
             material.setdefault("tlogEntries", [])
         inner = bundle_v1.Bundle.from_json(json.dumps(document))
     except _PARSE_ERRORS as error:
-        raise Rejected(f"bundle is invalid: {_first_line(error)}") from None
+        raise Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
     if inner.media_type not in _BUNDLE_MEDIA_TYPES:
         raise Rejected(f"bundle media type {inner.media_type!r} is not supported")
     material = inner.verification_material
@@ -533,7 +523,7 @@ def _check_log_entries(
         entry = sigstore_models.TransparencyLogEntry(entries[0])
         entry._verify(trusted_root.rekor_keyring(sigstore_trust.KeyringPurpose.VERIFY))
     except _PARSE_ERRORS as error:
-        raise Rejected(f"transparency log entry is invalid: {_first_line(error)}") from None
+        raise Rejected(f"transparency log entry is invalid: {messages.first_line(error)}") from None
     _check_recorded(entries[0].kind_version, entries[0].canonicalized_body, key, expected)
     timestamps = inner.verification_material.timestamp_verification_data
     responses = timestamps.rfc3161_timestamps if timestamps else []
@@ -543,7 +533,7 @@ def _check_log_entries(
         try:
             decoded = decode_timestamp_response(response.signed_timestamp)
         except _PARSE_ERRORS as error:
-            raise Rejected(f"signed timestamp is invalid: {_first_line(error)}") from None
+            raise Rejected(f"signed timestamp is invalid: {messages.first_line(error)}") from None
         if _verify_timestamp(trusted_root, decoded, expected.signature) is None:
             raise Rejected("signed timestamp is not from a trusted timestamp authority")
     when = (

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509 import verification as x509_verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from muster.core import keys, references
+from muster.core import keys, messages, references
 
 __all__ = [
     "BUNDLE_ANNOTATION",
@@ -290,7 +290,9 @@ class TrustMaterial:
         try:
             root = TrustedRoot.from_json(data)
         except ValueError as error:
-            raise InvalidTrustMaterial(f"trusted root is invalid: {_first_line(error)}") from None
+            raise InvalidTrustMaterial(
+                f"trusted root is invalid: {messages.first_line(error)}"
+            ) from None
         if not root.media_type.startswith("application/vnd.dev.sigstore.trustedroot"):
             raise InvalidTrustMaterial(f"trusted root has media type {root.media_type!r}")
         authorities = []
@@ -331,16 +333,6 @@ class TrustMaterial:
         )
 
 
-def _first_line(error: BaseException) -> str:
-    """One line out of a multi-line library message (pydantic's name the field on line 2)."""
-    lines = []
-    for line in str(error).splitlines():
-        line = line.split(" [type=")[0].strip()
-        if line and not line.startswith("For further information"):
-            lines.append(line)
-    return (" ".join(lines) or type(error).__name__)[:300]
-
-
 def _load_log_key(data: bytes | str, what: str) -> keys.PublicKey:
     try:
         return keys.load(data)
@@ -352,7 +344,9 @@ def _load_der_certificate(data: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(data)
     except ValueError as error:
-        raise InvalidTrustMaterial(f"certificate is invalid: {_first_line(error)}") from None
+        raise InvalidTrustMaterial(
+            f"certificate is invalid: {messages.first_line(error)}"
+        ) from None
 
 
 def _load_certificates(data: bytes | str, what: str) -> tuple[x509.Certificate, ...]:
@@ -360,7 +354,7 @@ def _load_certificates(data: bytes | str, what: str) -> tuple[x509.Certificate, 
     try:
         certificates = tuple(x509.load_pem_x509_certificates(raw))
     except ValueError as error:
-        raise InvalidTrustMaterial(f"{what} PEM is invalid: {_first_line(error)}") from None
+        raise InvalidTrustMaterial(f"{what} PEM is invalid: {messages.first_line(error)}") from None
     if not certificates:
         raise InvalidTrustMaterial(f"{what} PEM holds no certificate")
     return certificates
@@ -812,7 +806,7 @@ def verify_keyless(
         leaf = x509.load_pem_x509_certificate(layer.certificate)
         chain = x509.load_pem_x509_certificates(layer.chain) if layer.chain else []
     except ValueError as error:
-        raise Rejected(f"signing certificate is invalid: {_first_line(error)}") from None
+        raise Rejected(f"signing certificate is invalid: {messages.first_line(error)}") from None
     # The Rekor entry fixes the signing time; the short-lived certificate must cover it.
     entry = _verify_rekor_bundle(layer, trust.rekor_keys, layer.certificate)
     if not leaf.not_valid_before_utc <= entry.integrated_time <= leaf.not_valid_after_utc:
