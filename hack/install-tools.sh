@@ -29,7 +29,7 @@ link() { ln -sfn "$CACHE/$1/$2" "$BIN/$3"; }
 # relative paths, so `go install` refuses them. A wrapper module requires the root
 # module and points every such sibling at its published version instead.
 build_wrapped() {
-  local key="$1" root_module="$2" root_version="$3" sibling_version="$4"; shift 4
+  local key="$1" root_module="$2" root_version="$3" sibling_version="$4" ldflags="$5"; shift 5
   local dir="$CACHE/$key/src"
   rm -rf "$dir"; mkdir -p "$dir"
   (
@@ -51,7 +51,7 @@ build_wrapped() {
     go mod tidy >/dev/null 2>&1 || go mod tidy
     for pkg in "$@"; do
       log "go build $pkg"
-      go build -trimpath -ldflags='-s -w' -o "$CACHE/$key/$(basename "$pkg")" "$pkg"
+      go build -trimpath -ldflags="-s -w $ldflags" -o "$CACHE/$key/$(basename "$pkg")" "$pkg"
     done
   )
 }
@@ -59,17 +59,25 @@ build_wrapped() {
 build_installed() {
   local key="$1" pkg="$2" version="$3" name="$4"
   log "go install $pkg@$version"
-  GOBIN="$CACHE/$key" go install -trimpath -ldflags='-s -w' "$pkg@$version"
+  GOBIN="$CACHE/$key" go install -trimpath -ldflags='-s -w' "$pkg@$version" 2>&1 | { grep -v '^go: downloading' || true; }
+  [[ -x "$CACHE/$key/$(basename "$pkg")" ]] || { log "go install $pkg@$version failed"; exit 1; }
   [[ "$(basename "$pkg")" == "$name" ]] || mv "$CACHE/$key/$(basename "$pkg")" "$CACHE/$key/$name"
 }
 
-k8s_key="kubernetes-$KUBERNETES_VERSION"
+# -r2: the binaries carry their real version (helm and kubectl compare against it).
+k8s_key="kubernetes-$KUBERNETES_VERSION-r2"
+k8s_minor="${KUBERNETES_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
+k8s_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1"
+  k8s_ldflags+=" -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+done
 k8s_tools=(kube-apiserver kube-controller-manager kubectl)
 missing=0
 for tool in "${k8s_tools[@]}"; do have "$k8s_key" "$tool" || missing=1; done
 if (( missing )); then
   log "building ${k8s_tools[*]} $KUBERNETES_VERSION (cold: many minutes)"
-  build_wrapped "$k8s_key" k8s.io/kubernetes "$KUBERNETES_VERSION" "v0.${KUBERNETES_VERSION#v1.}" \
+  build_wrapped "$k8s_key" k8s.io/kubernetes "$KUBERNETES_VERSION" "v0.${KUBERNETES_VERSION#v1.}" "$k8s_ldflags" \
     "${k8s_tools[@]/#/k8s.io/kubernetes/cmd/}"
 fi
 for tool in "${k8s_tools[@]}"; do link "$k8s_key" "$tool" "$tool"; done
@@ -77,7 +85,7 @@ for tool in "${k8s_tools[@]}"; do link "$k8s_key" "$tool" "$tool"; done
 etcd_key="etcd-$ETCD_VERSION"
 if ! have "$etcd_key" etcd; then
   log "building etcd $ETCD_VERSION"
-  build_wrapped "$etcd_key" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$ETCD_VERSION" go.etcd.io/etcd/server/v3
+  build_wrapped "$etcd_key" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$ETCD_VERSION" "" go.etcd.io/etcd/server/v3
   mv "$CACHE/$etcd_key/v3" "$CACHE/$etcd_key/etcd"
 fi
 link "$etcd_key" etcd etcd
