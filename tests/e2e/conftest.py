@@ -14,6 +14,7 @@ def muster_operator(
     control_plane: controlplane.ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[localoperator.LocalOperator]:
     """The real ``muster run`` process, with webhook configurations pointing at it over TLS."""
+    localoperator.install_crds(control_plane)
     operator = localoperator.start(
         control_plane,
         own_namespace=OWN_NAMESPACE,

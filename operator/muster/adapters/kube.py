@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,12 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-__all__ = ["api_client", "apply_webhook_configuration", "ensure_namespace"]
+__all__ = [
+    "api_client",
+    "apply_custom_resource_definition",
+    "apply_webhook_configuration",
+    "ensure_namespace",
+]
 
 
 def api_client(kubeconfig: Path) -> client.ApiClient:
@@ -65,3 +71,28 @@ def apply_webhook_configuration(api: client.ApiClient, manifest: Mapping[str, An
             "resourceVersion": current.metadata.resource_version,
         }
         replace(name, body)
+
+
+def apply_custom_resource_definition(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
+    """Create or replace a CRD given as a plain dict, then wait until it is established."""
+    extensions: Any = client.ApiextensionsV1Api(api)
+    name = manifest["metadata"]["name"]
+    try:
+        extensions.create_custom_resource_definition(manifest)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        current = extensions.read_custom_resource_definition(name)
+        body = dict(manifest)
+        body["metadata"] = {
+            **manifest["metadata"],
+            "resourceVersion": current.metadata.resource_version,
+        }
+        extensions.replace_custom_resource_definition(name, body)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"CRD {name} was not established within 30s")

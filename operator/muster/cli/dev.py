@@ -117,6 +117,8 @@ Logs are in {workdir / "logs"}. Stop everything with: muster dev down
 
 
 def _start_operator(args: argparse.Namespace, plane: controlplane.ControlPlane) -> str:
+    _progress(args, "installing Muster's custom resource definitions")
+    localoperator.install_crds(plane)
     _progress(args, "starting muster run")
     operator = localoperator.start(
         plane, own_namespace=OWN_NAMESPACE, workdir=plane.workdir / "webhook"

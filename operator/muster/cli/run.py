@@ -70,6 +70,22 @@ def register(subcommands: common.Subcommands) -> None:
         help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="registry spoken to over plain HTTP (development only; repeatable)",
+    )
+    parser.add_argument(
+        "--registry-ca-file", type=Path, default=None, help="extra CA bundle for registries"
+    )
+    parser.add_argument(
+        "--admission-deadline",
+        type=float,
+        default=8.0,
+        help="seconds the gates get per request; keep it below the webhook timeout (default 8)",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
     parser.set_defaults(handler=_run)

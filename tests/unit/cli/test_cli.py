@@ -54,3 +54,42 @@ def test_python_dash_m_runs_the_same_cli() -> None:
         [sys.executable, "-m", "muster", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == f"muster {muster.__version__}"
+
+
+def test_run_flags_reach_the_operator_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every flag `muster run` offers must land in the settings it runs with.
+    from muster.cli import run as run_cli
+    from muster.handlers import operator
+
+    seen: list[operator.OperatorSettings] = []
+
+    async def fake_run(settings: operator.OperatorSettings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(operator, "run", fake_run)
+    cert = tmp_path / "tls.crt"
+    cert.write_text("x")
+    code = main(
+        [
+            "run",
+            f"--tls-cert-file={cert}",
+            f"--tls-key-file={cert}",
+            "--port=9999",
+            "--insecure-registry=127.0.0.1:5000",
+            "--admission-deadline=3",
+            "--priority=7",
+            "--namespace=ops",
+            "--peering=muster",
+        ]
+    )
+    assert code == 0
+    (settings,) = seen
+    assert settings.webhook.port == 9999
+    assert settings.registry.insecure_registries == frozenset({"127.0.0.1:5000"})
+    assert settings.admission_deadline == 3
+    assert settings.priority == 7
+    assert settings.own_namespace == "ops"
+    assert settings.peering == "muster"
+    assert run_cli.register is not None
