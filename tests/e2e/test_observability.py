@@ -1,0 +1,368 @@
+"""Events and metrics from real admissions: real apiserver, real ``muster run``, real Prometheus.
+
+Events are read back through the apiserver (``events.k8s.io/v1``); Prometheus scrapes the
+operator's ``/metrics`` and every dashboard panel's and every alert's PromQL is evaluated
+through its HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client
+
+from muster.adapters import controlplane, localoperator
+from muster.core import scopes
+from tests import kubeclients, paths, peers
+
+pytestmark = pytest.mark.e2e
+
+UNPINNED = "registry.example/team/trainer:v1"
+PINNED = "registry.example/team/trainer@sha256:" + "ab" * 32
+CHART = paths.REPO / "charts" / "muster"
+RULES = CHART / "rules" / "muster.rules.yaml"
+T = TypeVar("T")
+
+
+def eventually(probe: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class Event:
+    """An events.k8s.io/v1 Event read as JSON (the typed client rejects other controllers')."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+        self.reason = raw.get("reason")
+        self.type = raw.get("type")
+        self.action = raw.get("action")
+        self.note = raw.get("note") or ""
+        self.reporting_instance = raw.get("reportingInstance")
+        self.count = (raw.get("series") or {}).get("count", 1)
+        regarding = raw.get("regarding") or {}
+        self.kind = regarding.get("kind")
+        self.name = regarding.get("name")
+        self.uid = regarding.get("uid")
+
+
+def muster_events(plane: controlplane.ControlPlane, namespace: str) -> list[Event]:
+    with kubeclients.admin(plane) as api:
+        response = client.EventsV1Api(api).list_namespaced_event(namespace, _preload_content=False)
+        items = json.loads(response.data)["items"]
+    return [Event(e) for e in items if e.get("reportingController") == "muster.dev/operator"]
+
+
+def denied(plane: controlplane.ControlPlane, create: Callable[[client.ApiClient], object]) -> None:
+    with kubeclients.admin(plane) as api, pytest.raises(client.ApiException) as raised:
+        create(api)
+    assert raised.value.status == 403, raised.value.body
+
+
+def deployment(name: str, image: str, *, paused: bool = False, replicas: int = 1) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "paused": paused,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "trainer", "image": image}]},
+            },
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def enforced(control_plane: controlplane.ControlPlane) -> str:
+    return kubeclients.namespace(control_plane, "obs-enforce", {scopes.ENFORCE_LABEL: "true"})
+
+
+def test_repeated_denials_fold_into_one_event_series_on_the_namespace(
+    control_plane: controlplane.ControlPlane,
+    muster_operator: localoperator.LocalOperator,
+    enforced: str,
+) -> None:
+    for _ in range(3):
+        denied(
+            control_plane,
+            lambda api: client.CoreV1Api(api).create_namespaced_pod(
+                enforced, kubeclients.pod("loner", UNPINNED)
+            ),
+        )
+
+    def folded() -> Any:
+        found = [
+            e
+            for e in muster_events(control_plane, enforced)
+            if e.kind == "Namespace" and "loner" in e.note
+        ]
+        if len(found) == 1 and found[0].count == 3:
+            return found[0]
+        return None
+
+    event = eventually(folded, what="one Event with series.count 3")
+    assert event.reason == "ImageNotPinned"
+    assert event.type == "Warning"
+    assert event.action == "Denied"
+    assert event.name == enforced
+    assert event.uid  # the real Namespace
+    assert event.reporting_instance
+    assert f"Pod {enforced}/loner: denied by muster" in event.note
+    assert UNPINNED in event.note
+
+
+def test_a_denied_pod_is_reported_on_its_deployment(
+    control_plane: controlplane.ControlPlane,
+    muster_operator: localoperator.LocalOperator,
+    enforced: str,
+) -> None:
+    with kubeclients.admin(control_plane) as api:
+        apps = client.AppsV1Api(api)
+        # A paused Deployment with no replicas: the controllers leave the hand-made ReplicaSet be.
+        owner = apps.create_namespaced_deployment(
+            enforced, deployment("owner", PINNED, paused=True, replicas=0)
+        )
+        replica_set = apps.create_namespaced_replica_set(
+            enforced,
+            {
+                "metadata": {
+                    "name": "owner-rs",
+                    "labels": {"app": "owner"},
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": "owner",
+                            "uid": owner.metadata.uid,
+                            "controller": True,
+                        }
+                    ],
+                },
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": {"app": "owner"}},
+                    "template": deployment("owner", PINNED)["spec"]["template"],
+                },
+            },
+        )
+    body = kubeclients.pod("owned", UNPINNED)
+    body["metadata"] = {
+        "name": "owned",
+        "ownerReferences": [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "owner-rs",
+                "uid": replica_set.metadata.uid,
+                "controller": True,
+            }
+        ],
+    }
+    denied(control_plane, lambda api: client.CoreV1Api(api).create_namespaced_pod(enforced, body))
+    event = eventually(
+        lambda: next(
+            (e for e in muster_events(control_plane, enforced) if "owned" in e.note),
+            None,
+        ),
+        what="an Event about the denied pod",
+    )
+    assert (event.kind, event.name) == ("Deployment", "owner")
+    assert event.uid == owner.metadata.uid
+    assert event.reason == "ImageNotPinned"
+
+
+def test_a_denied_workload_is_reported_on_the_namespace(
+    control_plane: controlplane.ControlPlane,
+    muster_operator: localoperator.LocalOperator,
+    enforced: str,
+) -> None:
+    denied(
+        control_plane,
+        lambda api: client.AppsV1Api(api).create_namespaced_deployment(
+            enforced, deployment("rejected", UNPINNED)
+        ),
+    )
+    event = eventually(
+        lambda: next(
+            (e for e in muster_events(control_plane, enforced) if "rejected" in e.note),
+            None,
+        ),
+        what="an Event about the denied Deployment",
+    )
+    assert event.kind == "Namespace"
+    assert f"Deployment {enforced}/rejected" in event.note
+
+
+def test_warnings_are_reported_on_the_objects_once_they_exist(
+    control_plane: controlplane.ControlPlane,
+    muster_operator: localoperator.LocalOperator,
+) -> None:
+    namespace = kubeclients.namespace(control_plane, "obs-warn", {scopes.ENFORCE_LABEL: "warn"})
+    with kubeclients.admin(control_plane) as api:
+        client.AppsV1Api(api).create_namespaced_deployment(
+            namespace, deployment("warned", UNPINNED)
+        )
+
+    def on(kind: str) -> Any:
+        return next(
+            (e for e in muster_events(control_plane, namespace) if e.kind == kind),
+            None,
+        )
+
+    for kind in ("Deployment", "ReplicaSet"):
+        event = eventually(lambda kind=kind: on(kind), what=f"a warning Event on the {kind}")
+        assert event.action == "Warned"
+        assert event.reason == "ImageNotPinned"
+        assert event.uid
+    # The ReplicaSet controller creates the pod with generateName: the Event finds it by name.
+    with kubeclients.admin(control_plane) as api:
+        pods = eventually(
+            lambda: client.CoreV1Api(api).list_namespaced_pod(namespace).items,
+            what="the Deployment's pod",
+        )
+    event = eventually(lambda: on("Pod"), what="a warning Event on the Pod")
+    assert event.name == pods[0].metadata.name
+    assert event.uid == pods[0].metadata.uid
+    assert event.name.startswith("warned-")
+
+
+# -- metrics through the real Prometheus ----------------------------------------------------
+
+
+def dashboard_expressions() -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            walk(panel.get("panels", []))
+            for target in panel.get("targets", []):
+                found.append((panel["title"], target["expr"]))
+
+    for path in sorted((CHART / "dashboards").glob("*.json")):
+        walk(json.loads(path.read_text())["panels"])
+    return found
+
+
+def alert_expressions() -> list[tuple[str, str]]:
+    rules = yaml.safe_load(RULES.read_text())
+    return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
+
+
+_THRESHOLD = re.compile(r"\s*[<>]=?\s*[^<>()]*$", re.DOTALL)
+
+
+def signals(expression: str) -> list[str]:
+    """What an alert compares: each ``and`` operand without its final threshold."""
+    parts = re.split(r"\n\s*and\s*\n", expression.strip())
+    return [_THRESHOLD.sub("", part.strip()) for part in parts]
+
+
+def query(prometheus: peers.Prometheus, expression: str) -> dict[str, Any]:
+    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        answer: dict[str, Any] = json.load(response)
+    assert answer["status"] == "success", (expression, answer)
+    return answer["data"]
+
+
+@pytest.fixture
+def scraping(
+    tmp_path: Path, muster_operator: localoperator.LocalOperator
+) -> Iterator[peers.Prometheus]:
+    target = urllib.parse.urlsplit(muster_operator.metrics_url).netloc
+    with peers.prometheus(tmp_path, scrape_targets=[target], rule_files=[RULES]) as running:
+        yield running
+
+
+def test_prometheus_scrapes_muster_and_every_panel_and_alert_has_data(
+    control_plane: controlplane.ControlPlane,
+    muster_operator: localoperator.LocalOperator,
+    enforced: str,
+    scraping: peers.Prometheus,
+) -> None:
+    eventually(lambda: query(scraping, "up{job='muster'} == 1")["result"], what="a first scrape")
+    for name in ("m1", "m2"):
+        denied(
+            control_plane,
+            lambda api, name=name: client.CoreV1Api(api).create_namespaced_pod(
+                enforced, kubeclients.pod(name, UNPINNED)
+            ),
+        )
+    with kubeclients.admin(control_plane) as api:
+        client.CoreV1Api(api).create_namespaced_pod(enforced, kubeclients.pod("ok", PINNED))
+    eventually(
+        lambda: query(
+            scraping,
+            f'muster_violations_total{{namespace="{enforced}",reason="ImageNotPinned"}} >= 2',
+        )["result"],
+        what="the denials in Prometheus",
+    )
+    allowed = query(
+        scraping, 'muster_admission_requests_total{phase="validate",decision="allowed"} > 0'
+    )
+    assert allowed["result"]
+    eventually(  # rates need two scrapes of the new values
+        lambda: query(
+            scraping, 'sum(rate(muster_admission_requests_total{decision="denied"}[5m])) > 0'
+        )["result"],
+        what="a denial rate",
+    )
+    empty: list[str] = []
+    for title, expression in dashboard_expressions():
+        if not query(scraping, expression)["result"]:
+            empty.append(f"panel {title!r}: {expression}")
+    # Registry series appear with the first registry request; a run whose gates contacted no
+    # registry has none (the registry panels then show 0).
+    contacted = bool(query(scraping, "muster_registry_requests_total")["result"])
+    for alert, expression in alert_expressions():
+        query(scraping, expression)  # valid PromQL (usually nothing: nothing is wrong)
+        for signal in signals(expression):
+            if "muster_registry_" in signal and not contacted:
+                continue
+            if not query(scraping, signal)["result"]:
+                empty.append(f"alert {alert}: {signal}")
+    assert not empty, "\n".join(empty)
+    expiry = query(scraping, "muster_webhook_certificate_expiry_timestamp_seconds")["result"]
+    assert float(expiry[0]["value"][1]) > time.time()
+    # Prometheus loaded the very rules file the chart ships, and evaluated it.
+    with urllib.request.urlopen(f"{scraping.url}/api/v1/rules", timeout=10) as response:
+        groups = json.load(response)["data"]["groups"]
+    loaded = {rule["name"] for group in groups for rule in group["rules"]}
+    assert loaded == {alert for alert, _ in alert_expressions()}
+    assert all(rule["health"] != "err" for group in groups for rule in group["rules"])
+    # A sample of every metric, for the record.
+    for line in _samples(muster_operator.metrics_url):
+        print(line)
+
+
+def _samples(url: str) -> list[str]:
+    """Every non-zero sample (histograms by their count), for the record."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("muster_")
+        and not re.match(r"\w+_(created|bucket|sum)[{ ]", line)
+        and not line.endswith(" 0.0")
+    ]

@@ -1,0 +1,73 @@
+"""Muster's alerting rules, checked and unit-tested by the real promtool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import paths, peers
+from tests.integration.chart import rendering
+
+pytestmark = pytest.mark.integration
+
+RULES = paths.REPO / "charts" / "muster" / "rules" / "muster.rules.yaml"
+TESTS = Path(__file__).with_name("muster.rules.test.yaml")
+
+
+def alerts() -> set[str]:
+    rules = yaml.safe_load(RULES.read_text())
+    return {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+
+
+def test_promtool_accepts_the_rules() -> None:
+    result = peers.run_tool("promtool", "check", "rules", str(RULES))
+    assert f"SUCCESS: {len(alerts())} rules found" in result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = peers.run_tool("promtool", "test", "rules", str(TESTS))
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_every_alert_is_tested_firing_and_not_firing() -> None:
+    cases = yaml.safe_load(TESTS.read_text())["tests"]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    for case in cases:
+        for check in case["alert_rule_test"]:
+            (firing if check["exp_alerts"] else quiet).add(check["alertname"])
+    assert firing == alerts()
+    assert quiet == alerts()
+
+
+def test_every_alert_has_a_summary_and_a_runbook_in_the_docs() -> None:
+    docs = (paths.REPO / "docs" / "observability.md").read_text()
+    rules = yaml.safe_load(RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            assert rule["annotations"]["summary"]
+            assert rule["annotations"]["runbook"]
+            assert f"| `{rule['alert']}` |" in docs
+
+
+def test_the_chart_ships_the_same_rules_and_dashboards() -> None:
+    docs = rendering.documents(
+        rendering.template(f"--values={rendering.CHART / 'ci' / 'monitoring-values.yaml'}")
+    )
+    rule = rendering.one(docs, "PrometheusRule")
+    shipped = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    source = yaml.safe_load(RULES.read_text())
+    for group in source["groups"]:
+        for expected in group["rules"]:
+            assert shipped[expected["alert"]] == expected
+    assert set(shipped) == alerts() | {"MusterDown"}
+    dashboards = rendering.one(docs, "ConfigMap")
+    for path in (rendering.CHART / "dashboards").glob("*.json"):
+        assert json.loads(dashboards["data"][path.name]) == json.loads(path.read_text())
+    (deployment,) = rendering.by_kind(docs, "Deployment")
+    (operator,) = [c for c in rendering.containers(deployment) if c["name"] == "operator"]
+    assert "--metrics-port=8080" in operator["args"]
+    assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in operator["ports"]
