@@ -1,0 +1,472 @@
+"""The image-signature engine: reference -> digest -> signatures on the registry -> decision.
+
+For each image it finds both on-registry formats cosign writes: the legacy ``sha256-<hex>.sig``
+simple-signing manifest, and Sigstore bundles attached as OCI 1.1 referrers (through the
+referrers API or its ``sha256-<hex>`` tag fallback). For a multi-arch index, a signature on the
+index counts, and otherwise every platform manifest must be signed on its own. The decision is
+made by the pure :func:`muster.core.imagepolicies.judge`.
+
+Caching keeps admission fast and registries calm:
+
+- decisions by (digest, policy name, policy generation), positive ones for ``ttl`` seconds,
+  negative ones (including registry errors) for ``negative_ttl`` seconds, in a bounded LRU;
+- tag resolutions for ``tag_ttl`` seconds (pods pinned by the mutation never need them);
+- single flight: concurrent identical lookups share one set of registry round trips.
+
+Registry credentials come from a per-request provider (the pod's and its ServiceAccount's
+imagePullSecrets); it is only called when the registry must actually be asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+from muster.adapters import registries
+from muster.core import bundles, imagepolicies, references
+
+__all__ = ["CacheSettings", "CredentialProvider", "ImageResult", "Verifier"]
+
+logger = logging.getLogger("muster.images")
+
+BUNDLE_ARTIFACT_PREFIX = "application/vnd.dev.sigstore.bundle"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+MAX_PLATFORMS = 32
+MAX_SIGNATURE_LAYERS = 32
+
+CredentialProvider = Callable[[], Awaitable[Mapping[str, registries.Credentials]]]
+_Value = TypeVar("_Value")
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSettings:
+    ttl: float = 600.0  # verified results: signatures do not disappear under a digest
+    negative_ttl: float = 10.0  # rejections and errors: a new signature shows up quickly
+    tag_ttl: float = 10.0
+    max_entries: int = 4096
+    max_clients: int = 64  # registry clients per distinct pull-secret set
+
+
+class _Lru(Generic[_Value]):
+    """A bounded map whose entries expire."""
+
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+        self._entries: collections.OrderedDict[Hashable, tuple[float, _Value]] = (
+            collections.OrderedDict()
+        )
+        self._max = max_entries
+        self._clock = clock
+
+    def get(self, key: Hashable) -> _Value | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= self._clock():
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: Hashable, value: _Value, ttl: float) -> None:
+        self._entries[key] = (self._clock() + ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Flights:
+    """Single flight: the first caller starts the work, concurrent callers await the same work.
+
+    The work runs as its own task, so a caller that gives up (the admission deadline) does not
+    cancel it: it finishes and fills the caches, and the retry is fast.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[Hashable, asyncio.Task[Any]] = {}
+        self.joined = 0
+
+    async def run(self, key: Hashable, work: Callable[[], Awaitable[_Value]]) -> _Value:
+        task = self._running.get(key)
+        if task is None:
+
+            async def wrapped() -> _Value:
+                return await work()
+
+            task = asyncio.ensure_future(wrapped())
+            self._running[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        else:
+            self.joined += 1
+        result: _Value = await asyncio.shield(task)
+        return result
+
+    def _finished(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here: a caller that left must not leave it unread
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One image judged against the policies that cover it."""
+
+    reference: references.ImageReference
+    digest: str | None
+    decisions: tuple[tuple[imagepolicies.CompiledPolicy, imagepolicies.Decision], ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(decision.passed for _, decision in self.decisions)
+
+
+def _fingerprint(credentials: Mapping[str, registries.Credentials]) -> str:
+    digest = hashlib.sha256()
+    for registry in sorted(credentials):
+        entry = credentials[registry]
+        for part in (registry, entry.username, entry.password):
+            digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+class Verifier:
+    """One per process: shares its caches across admissions, policies and replicas' requests."""
+
+    def __init__(
+        self,
+        client: registries.RegistryClient,
+        cache: CacheSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.cache = cache or CacheSettings()
+        self._decisions: _Lru[imagepolicies.Decision] = _Lru(self.cache.max_entries, clock)
+        self._tags: _Lru[str] = _Lru(self.cache.max_entries, clock)
+        self._flights = _Flights()
+        self._clients: collections.OrderedDict[str, registries.RegistryClient] = (
+            collections.OrderedDict()
+        )
+
+    @property
+    def requests(self) -> int:
+        """Registry round trips made so far, by every client this verifier used."""
+        return self.client.stats.requests + sum(
+            client.stats.requests for client in self._clients.values()
+        )
+
+    @property
+    def joined_flights(self) -> int:
+        return self._flights.joined
+
+    def forget(self) -> None:
+        self._decisions.clear()
+        self._tags.clear()
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def cached_digest(self, reference: references.ImageReference) -> str | None:
+        if reference.digest is not None:
+            return reference.digest
+        return self._tags.get((reference.name, reference.tag))
+
+    async def resolve(
+        self, reference: references.ImageReference, credentials: CredentialProvider | None = None
+    ) -> str:
+        """The digest the reference names now (cached for ``tag_ttl``); RegistryError if none."""
+        known = self.cached_digest(reference)
+        if known is not None:
+            return known
+        key = ("resolve", reference.name, reference.tag)
+
+        async def work() -> str:
+            client = await self._client_for(credentials)
+            digest = await client.resolve(reference)
+            self._tags.put((reference.name, reference.tag), digest, self.cache.tag_ttl)
+            return digest
+
+        return await self._flights.run(key, work)
+
+    async def verify(
+        self,
+        reference: references.ImageReference,
+        policies: Sequence[imagepolicies.CompiledPolicy],
+        credentials: CredentialProvider | None = None,
+    ) -> ImageResult:
+        """Judge ``reference`` against every policy; registry trouble is a failed decision."""
+        if not policies:
+            return ImageResult(reference=reference, digest=reference.digest, decisions=())
+        provider = _memoised(credentials)
+        try:
+            digest = await self.resolve(reference, provider)
+        except registries.RegistryError as error:
+            failed = imagepolicies.Decision(
+                False, "ImageNotResolved", f"cannot resolve the tag to a digest: {error}"
+            )
+            return ImageResult(reference, None, tuple((policy, failed) for policy in policies))
+        decisions = await asyncio.gather(
+            *(self._decide(reference, digest, policy, provider) for policy in policies)
+        )
+        return ImageResult(reference, digest, tuple(zip(policies, decisions, strict=True)))
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    async def _decide(
+        self,
+        reference: references.ImageReference,
+        digest: str,
+        policy: imagepolicies.CompiledPolicy,
+        credentials: CredentialProvider | None,
+    ) -> imagepolicies.Decision:
+        key = (reference.name, digest, *policy.key)
+        cached = self._decisions.get(key)
+        if cached is not None:
+            return cached
+        evidence = await self._evidence(reference, digest, credentials, platforms=False)
+        decision = imagepolicies.judge(policy, evidence)
+        if not decision.passed and evidence.error is None:
+            # Maybe a multi-arch index signed per platform: one more look, only on failure.
+            expanded = await self._evidence(reference, digest, credentials, platforms=True)
+            if expanded.is_index:
+                decision = imagepolicies.judge(policy, expanded)
+        ttl = self.cache.ttl if decision.passed else self.cache.negative_ttl
+        self._decisions.put(key, decision, ttl)
+        return decision
+
+    async def _evidence(
+        self,
+        reference: references.ImageReference,
+        digest: str,
+        credentials: CredentialProvider | None,
+        *,
+        platforms: bool,
+    ) -> imagepolicies.Evidence:
+        key = ("evidence", reference.name, digest, platforms)
+
+        async def work() -> imagepolicies.Evidence:
+            client = await self._client_for(credentials)
+            try:
+                if platforms:
+                    return await _with_platforms(client, reference, digest)
+                return await _signatures(client, reference, digest)
+            except registries.RegistryError as error:
+                return imagepolicies.Evidence(digest=digest, error=f"registry error: {error}")
+
+        return await self._flights.run(key, work)
+
+    async def _client_for(
+        self, credentials: CredentialProvider | None
+    ) -> registries.RegistryClient:
+        found = await credentials() if credentials is not None else {}
+        if not found:
+            return self.client
+        fingerprint = _fingerprint(found)
+        client = self._clients.get(fingerprint)
+        if client is None:
+            snapshot = dict(found)
+            client = registries.RegistryClient(self.client.settings, snapshot.get)
+            client.observer = self.client.observer  # the same metrics, whoever's credentials
+            self._clients[fingerprint] = client
+            while len(self._clients) > self.cache.max_clients:
+                _, oldest = self._clients.popitem(last=False)
+                await oldest.close()
+        self._clients.move_to_end(fingerprint)
+        return client
+
+
+def _memoised(provider: CredentialProvider | None) -> CredentialProvider | None:
+    if provider is None:
+        return None
+    result: list[Mapping[str, registries.Credentials]] = []
+    lock = asyncio.Lock()
+
+    async def once() -> Mapping[str, registries.Credentials]:
+        async with lock:
+            if not result:
+                result.append(await provider())
+        return result[0]
+
+    return once
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading signatures from the registry
+
+
+async def _signatures(
+    client: registries.RegistryClient, reference: references.ImageReference, digest: str
+) -> imagepolicies.Evidence:
+    (legacy, legacy_problems), (found, bundle_problems) = await asyncio.gather(
+        _legacy(client, reference, digest), _bundles(client, reference, digest)
+    )
+    return imagepolicies.Evidence(
+        digest=digest,
+        legacy=legacy,
+        bundles=found,
+        problems=(*legacy_problems, *bundle_problems),
+    )
+
+
+async def _legacy(
+    client: registries.RegistryClient, reference: references.ImageReference, digest: str
+) -> tuple[tuple[imagepolicies.LegacySignature, ...], tuple[str, ...]]:
+    algorithm, _, hexdigest = digest.partition(":")
+    try:
+        manifest = await client.manifest(
+            reference.registry, reference.repository, f"{algorithm}-{hexdigest}.sig"
+        )
+    except registries.NotFound:
+        return (), ()
+    try:
+        layers = manifest.json().get("layers")
+    except (ValueError, registries.RegistryError):
+        return (), ("legacy signature manifest is not a JSON object",)
+    if not isinstance(layers, list) or not layers:
+        return (), ("legacy signature manifest has no layers",)
+    wanted = {
+        layer["digest"]
+        for layer in layers[:MAX_SIGNATURE_LAYERS]
+        if isinstance(layer, dict) and isinstance(layer.get("digest"), str)
+    }
+    blobs: dict[str, bytes] = {}
+    problems: list[str] = []
+
+    async def fetch(blob_digest: str) -> None:
+        try:
+            blobs[blob_digest] = await client.blob(
+                reference.registry, reference.repository, blob_digest, max_bytes=1024 * 1024
+            )
+        except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
+            problems.append(f"legacy signature payload: {error}")
+
+    await asyncio.gather(*(fetch(blob) for blob in sorted(wanted)))
+    return (imagepolicies.LegacySignature(manifest=manifest.raw, blobs=blobs),), tuple(problems)
+
+
+async def _bundles(
+    client: registries.RegistryClient, reference: references.ImageReference, digest: str
+) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+    descriptors = await client.referrers(reference.registry, reference.repository, digest)
+    # Registries report a referrer's artifactType differently (ggcr gives the config media
+    # type when cosign puts artifactType beside the empty config): also look at manifests
+    # that may be bundles, and let their layer decide.
+    wanted = [
+        descriptor
+        for descriptor in descriptors
+        if isinstance(descriptor.get("digest"), str)
+        and (
+            _is_bundle_type(descriptor.get("artifactType"))
+            or descriptor.get("artifactType") in (None, "", EMPTY_CONFIG)
+        )
+    ][: imagepolicies.MAX_BUNDLES]
+    problems: list[str] = []
+
+    async def fetch(descriptor: dict[str, Any]) -> bytes | None:
+        what = f"bundle manifest {descriptor['digest']}"
+        try:
+            manifest = await client.manifest(
+                reference.registry, reference.repository, descriptor["digest"]
+            )
+            document = manifest.json()
+            layers = document.get("layers")
+            subject = document.get("subject")
+            if not isinstance(subject, dict) or subject.get("digest") != digest:
+                problems.append(f"{what} does not name the image as its subject")
+                return None
+            if (
+                not isinstance(layers, list)
+                or len(layers) != 1
+                or not isinstance(layers[0], dict)
+                or not _is_bundle_type(layers[0].get("mediaType"))
+                or not isinstance(layers[0].get("digest"), str)
+            ):
+                if _is_bundle_type(descriptor.get("artifactType")):
+                    problems.append(f"{what} does not hold exactly one bundle layer")
+                return None  # another kind of referrer (an SBOM, an attestation, ...)
+            return await client.blob(
+                reference.registry,
+                reference.repository,
+                layers[0]["digest"],
+                max_bytes=bundles.MAX_BUNDLE_BYTES,
+            )
+        except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
+            problems.append(str(error))
+        except (ValueError, registries.RegistryError) as error:
+            if isinstance(error, registries.Unavailable | registries.Unauthorized):
+                raise
+            problems.append(f"{what}: {error}")
+        return None
+
+    fetched = await asyncio.gather(*(fetch(descriptor) for descriptor in wanted))
+    return tuple(bundle for bundle in fetched if bundle is not None), tuple(problems)
+
+
+def _is_bundle_type(media_type: object) -> bool:
+    return isinstance(media_type, str) and media_type.startswith(BUNDLE_ARTIFACT_PREFIX)
+
+
+def _platform_name(descriptor: Mapping[str, Any], index: int) -> str | None:
+    """``linux/arm64/v8``; ``#2`` when the index does not say; None for non-runnables."""
+    platform = descriptor.get("platform")
+    if not isinstance(platform, Mapping):
+        return f"#{index + 1}"
+    os_name, arch = platform.get("os"), platform.get("architecture")
+    if os_name == "unknown":
+        return None  # attestation manifests (buildkit) are not runnable platforms
+    if not isinstance(os_name, str) or not isinstance(arch, str):
+        return f"#{index + 1}"
+    variant = platform.get("variant")
+    return f"{os_name}/{arch}" + (f"/{variant}" if isinstance(variant, str) and variant else "")
+
+
+async def _with_platforms(
+    client: registries.RegistryClient, reference: references.ImageReference, digest: str
+) -> imagepolicies.Evidence:
+    manifest = await client.manifest(reference.registry, reference.repository, digest)
+    try:
+        document = manifest.json()
+    except ValueError:
+        raise registries.RegistryError(f"manifest {digest} is not JSON") from None
+    entries = document.get("manifests")
+    if not isinstance(entries, list):
+        return imagepolicies.Evidence(digest=digest)
+    platforms = [
+        (name, entry["digest"])
+        for position, entry in enumerate(entries)
+        if isinstance(entry, dict)
+        and isinstance(entry.get("digest"), str)
+        and (name := _platform_name(entry, position)) is not None
+    ]
+    if not platforms:
+        raise registries.RegistryError(f"index {digest} lists no runnable platform")
+    if len(platforms) > MAX_PLATFORMS:
+        raise registries.RegistryError(f"index {digest} lists more than {MAX_PLATFORMS} platforms")
+    direct, *per_platform = await asyncio.gather(
+        _signatures(client, reference, digest),
+        *(_signatures(client, reference, platform_digest) for _, platform_digest in platforms),
+    )
+    return dataclasses.replace(
+        direct,
+        is_index=True,
+        platforms=tuple(
+            (name, evidence) for (name, _), evidence in zip(platforms, per_platform, strict=True)
+        ),
+    )

@@ -1,0 +1,158 @@
+"""``muster image verify`` against the real registry: exit 0 / 1 / 2 and admission's messages."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from muster.adapters import processes
+from muster.cli import common
+from muster.cli import image as image_cli
+from tests import peers
+from tests.integration.images.conftest import Signer, sign_v2
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="muster")
+    image_cli.register(parser.add_subparsers(dest="command"))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        args = parser.parse_args(list(argv))
+        try:
+            code = int(args.handler(args))
+        except common.CommandError as error:
+            common.print_error(args, str(error))
+            code = common.EXIT_ERROR
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def write_policy(path: Path, name: str, spec: dict[str, Any]) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "muster.dev/v1alpha1",
+                "kind": "ImagePolicy",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def signed_image(registry: peers.Registry, signers: dict[str, Signer], tmp_path: Path) -> str:
+    digest = peers.push_image(registry, "cli/signed", "v1", workdir=tmp_path)
+    sign_v2(signers["alice"], f"{registry.host}/cli/signed@{digest}")
+    return registry.ref("cli/signed", "v1")
+
+
+def test_signed_image_exits_0(
+    registry: peers.Registry, signers: dict[str, Signer], signed_image: str, tmp_path: Path
+) -> None:
+    secret_key = tmp_path / "alice.pub"
+    secret_key.write_text(signers["alice"].pem)
+    policy = write_policy(
+        tmp_path / "p.yaml",
+        "alice",
+        {
+            "images": [f"{registry.host}/cli/**"],
+            "authorities": [
+                {
+                    "name": "alice",
+                    "key": {"secretRef": {"namespace": "k", "name": "s", "key": "pub"}},
+                }
+            ],
+        },
+    )
+    code, out, _ = run_cli(
+        "image",
+        "verify",
+        signed_image,
+        f"--policy={policy}",
+        f"--material=Secret/k/s/pub={secret_key}",
+        f"--insecure-registry={registry.host}",
+        "--format=json",
+    )
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["verified"] is True
+    assert report["digest"].startswith("sha256:")
+    assert report["policies"][0]["signers"] == ["alice"]
+
+
+def test_rejection_exits_1_and_warn_mode_exits_0(
+    registry: peers.Registry, signers: dict[str, Signer], signed_image: str, tmp_path: Path
+) -> None:
+    spec = {
+        "images": [f"{registry.host}/cli/**"],
+        "authorities": [{"name": "bob", "key": {"data": signers["bob"].pem}}],
+    }
+    enforce = write_policy(tmp_path / "enforce.yaml", "bob-only", spec)
+    code, out, _ = run_cli(
+        "image",
+        "verify",
+        signed_image,
+        f"--policy={enforce}",
+        f"--insecure-registry={registry.host}",
+    )
+    assert code == 1
+    assert out.startswith(f"FAIL: image '{signed_image}' is rejected by ImagePolicy 'bob-only': ")
+    assert "signed by 0 of 1 required authorities (bob:" in out
+    warn = write_policy(tmp_path / "warn.yaml", "bob-warn", {**spec, "mode": "warn"})
+    code, out, _ = run_cli(
+        "image", "verify", signed_image, f"--policy={warn}", f"--insecure-registry={registry.host}"
+    )
+    assert code == 0
+    assert out.startswith("WARNING: image ")
+
+
+def test_bad_input_and_registry_errors_exit_2(
+    registry: peers.Registry, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: ImagePolicy\nspec:\n  images: []\n")
+    code, _, err = run_cli("image", "verify", "ghcr.io/a/b:v1", f"--policy={bad}")
+    assert code == 2
+    assert "images: Tuple should have at least 1 item" in err
+    missing = write_policy(
+        tmp_path / "missing.yaml",
+        "needs-root",
+        {
+            "images": ["**"],
+            "authorities": [
+                {
+                    "keyless": {
+                        "identities": [{"issuer": "https://i", "subject": "s"}],
+                        "trustedRoot": {"namespace": "sigstore", "name": "root"},
+                    }
+                }
+            ],
+        },
+    )
+    code, _, err = run_cli("image", "verify", "ghcr.io/a/b:v1", f"--policy={missing}")
+    assert code == 2
+    assert "--material ConfigMap/sigstore/root/trusted_root.json=FILE" in err
+    down = f"127.0.0.1:{processes.free_port()}"
+    policy = write_policy(
+        tmp_path / "p.yaml",
+        "alice",
+        {"images": ["**"], "authorities": [{"key": {"data": signers["alice"].pem}}]},
+    )
+    code, out, _ = run_cli(
+        "image", "verify", f"{down}/a/b:v1", f"--policy={policy}", f"--insecure-registry={down}"
+    )
+    assert code == 2
+    assert out.startswith("ERROR: ") and "cannot resolve the tag" in out
+    code, _, err = run_cli("image", "verify", "Not A Ref", f"--policy={policy}")
+    assert code == 2
+    assert "muster: error: image 'Not A Ref'" in err
