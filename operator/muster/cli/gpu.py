@@ -1,13 +1,15 @@
 """``muster gpu``: the GPU stack gate, offline.
 
-``muster gpu check --require 'cuda>=12.4' --node node.yaml --policy policy.yaml`` answers what
-admission would: which of these nodes could run a workload with that CUDA requirement under
-that policy. Exit 0 when at least one node can, 1 when none can, 2 on bad input.
+``muster gpu check --require 'cuda>=12.4' --node node.yaml --policy policy.yaml`` (or
+``--image REF`` to read the requirement from an image's config) answers what admission would:
+which of these nodes could run a workload with that CUDA requirement under that policy.
+Exit 0 when at least one node can, 1 when none can, 2 on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import pydantic
 import yaml
 
+from muster.adapters import gpuimages, registries
 from muster.cli import common
 from muster.core import cuda, gpupolicies, gpustack
 
@@ -31,12 +34,25 @@ def register(subcommands: common.Subcommands) -> None:
         description="Judge each node's GPU stack against a policy and a workload's "
         "NVIDIA_REQUIRE_CUDA requirement, the way admission does.",
     )
-    check.add_argument(
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--require",
         action="append",
-        required=True,
         metavar="STRING",
         help="an NVIDIA_REQUIRE_CUDA value; repeat for several NVIDIA_REQUIRE_* (all must hold)",
+    )
+    source.add_argument(
+        "--image",
+        metavar="REF",
+        help="read the requirement from this image's config (NVIDIA_REQUIRE_*, else "
+        "CUDA_VERSION; the linux/amd64 image of an index), as admission does",
+    )
+    check.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="a registry spoken to over plain HTTP (development only); repeatable",
     )
     check.add_argument(
         "--node",
@@ -161,8 +177,35 @@ def _reason(reason: gpustack.Reason) -> dict[str, Any]:
     }
 
 
+async def _read_image_env(image: str, insecure: Sequence[str]) -> dict[str, str]:
+    settings = registries.RegistrySettings(insecure_registries=frozenset(insecure))
+    async with registries.RegistryClient(settings) as client:
+        return await gpuimages.ImageEnvReader(client).env(image)
+
+
+def _image_requirements(args: argparse.Namespace) -> tuple[list[str], list[gpustack.EnvFlag]]:
+    try:
+        env = asyncio.run(_read_image_env(args.image, args.insecure_registry))
+    except gpuimages.ImageEnvError as error:
+        raise common.CommandError(str(error)) from error
+    try:
+        requirements = list(cuda.image_requirements(env, honour_disable=False))
+    except cuda.GrammarError as error:
+        raise common.CommandError(f"image {args.image}: {error}") from error
+    if not requirements:
+        raise common.CommandError(
+            f"image {args.image} declares no CUDA requirement (no NVIDIA_REQUIRE_CUDA or "
+            "CUDA_VERSION in its config)"
+        )
+    return requirements, list(gpustack.env_flags(env))
+
+
 def check_command(args: argparse.Namespace) -> int:
-    requirements: list[str] = args.require
+    flags: list[gpustack.EnvFlag] = []
+    if args.image is not None:
+        requirements, flags = _image_requirements(args)
+    else:
+        requirements = args.require
     for requirement in requirements:
         try:
             cuda.parse_requirement(requirement)
@@ -173,8 +216,12 @@ def check_command(args: argparse.Namespace) -> int:
     warn_only = policy is not None and policy.mode == "warn"
 
     workload = gpustack.workload_cuda_allowed(requirements, policy) if policy else []
-    workload_ok = not workload or warn_only
+    workload_ok = (not workload and not flags) or warn_only
     lines: list[str] = []
+    if args.image is not None:
+        lines.append(f"image {args.image} requires: {' and '.join(requirements)}")
+    for flag in flags:
+        lines.append(f"image: {'warning' if warn_only else 'denied'}: {flag.message}")
     for reason in workload:
         lines.append(f"workload: {'warning' if warn_only else 'denied'}: {reason}")
     results: list[dict[str, Any]] = []
@@ -217,6 +264,11 @@ def check_command(args: argparse.Namespace) -> int:
         "\n".join(lines),
         {
             "requirements": requirements,
+            "image": args.image,
+            "imageFlags": [
+                {"variable": flag.variable, "reason": flag.reason, "message": flag.message}
+                for flag in flags
+            ],
             "workload": [_reason(reason) for reason in workload],
             "nodes": results,
             "passes": passing > 0,

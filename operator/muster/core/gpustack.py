@@ -331,6 +331,7 @@ class Attestation:
     toolkit: ToolkitVersion | None = None
     module_digests: tuple[tuple[str, str], ...] = ()  # (module file, "sha256:<hex>")
     brand: str | None = None
+    library_digests: tuple[tuple[str, str], ...] = ()  # (libcuda.so.*, ..., "sha256:<hex>")
 
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -338,8 +339,8 @@ _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 def parse_attestation(raw: object) -> Attestation:
     """The agent's JSON object (text or decoded): ``driverVersion``, ``cudaDriverVersion``
-    (``12.4`` or ``12040``), ``toolkitVersion``, ``moduleDigests`` (file -> ``sha256:<hex>``),
-    ``brand``. Anything else raises ValueError."""
+    (``12.4`` or ``12040``), ``toolkitVersion``, ``moduleDigests`` and ``libraryDigests`` (file
+    -> ``sha256:<hex>``), ``brand``. Anything else raises ValueError."""
     try:
         data = json.loads(raw) if isinstance(raw, str) else raw
     except json.JSONDecodeError as error:
@@ -348,6 +349,7 @@ def parse_attestation(raw: object) -> Attestation:
         raise ValueError("attestation must be a JSON object")
     unknown = set(data) - {
         "driverVersion", "cudaDriverVersion", "toolkitVersion", "moduleDigests", "brand",
+        "libraryDigests",
     }  # fmt: skip
     if unknown:
         raise ValueError(f"attestation has unknown fields: {sorted(map(str, unknown))}")
@@ -373,16 +375,21 @@ def parse_attestation(raw: object) -> Attestation:
         cuda_version = cuda.parse_version(cuda_raw)
     else:
         raise ValueError("attestation cudaDriverVersion must be 12.4 or 12040")
+    libraries = data.get("libraryDigests") or {}
+    if not isinstance(libraries, Mapping):
+        raise ValueError("attestation libraryDigests must map file names to digests")
     pairs = sorted(_strings(digests, "module digest").items())
-    for module, digest in pairs:
+    library_pairs = sorted(_strings(libraries, "library digest").items())
+    for module, digest in (*pairs, *library_pairs):
         if not _DIGEST_RE.fullmatch(digest):
-            raise ValueError(f"module {module} digest {digest!r} is not sha256:<64 hex>")
+            raise ValueError(f"file {module} digest {digest!r} is not sha256:<64 hex>")
     return Attestation(
         driver=cuda.parse_version(driver) if driver is not None else None,
         cuda_version=cuda_version,
         toolkit=parse_toolkit_version(f"cli-version: {toolkit}") if toolkit is not None else None,
         module_digests=tuple(pairs),
         brand=brand,
+        library_digests=tuple(library_pairs),
     )
 
 

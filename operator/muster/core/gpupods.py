@@ -1,0 +1,477 @@
+"""GPU pods at admission: which pods need a GPU, what CUDA they need, where they may land.
+
+At admission time there is no node yet, so a GPU pod is steered with required node affinity
+onto nodes Muster found compliant and whose driver supports the CUDA version the pod's images
+need (``muster.dev/cuda-capability`` is an integer, so ``Gt`` can compare it). The scheduler
+can be bypassed (``spec.nodeName``, a hand-made Binding): those are judged against the node
+itself. Everything here is pure; image configs and Node facts arrive as data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from muster.core import cuda, findings, gpupolicies, gpustack, pods, subjects
+
+__all__ = [
+    "CHECK",
+    "REQUIREMENT_ANNOTATION",
+    "ContainerNeed",
+    "KnownNode",
+    "Need",
+    "affinity_patch",
+    "gpu_request",
+    "label_selector_matches",
+    "need_from_envs",
+    "node_findings",
+    "placement_findings",
+    "policies_for",
+]
+
+CHECK = "gpu-stack"
+# An explicit override of the CUDA requirement (NVIDIA_REQUIRE_CUDA grammar) for every GPU
+# container of the pod; it replaces what the images declare, so it is judged like them.
+REQUIREMENT_ANNOTATION = "muster.dev/cuda-requirement"
+
+_GPU_RESOURCE_PREFIXES = ("nvidia.com/gpu", "nvidia.com/mig-")
+_NVIDIA_LABEL_PREFIX = "nvidia.com/"
+
+
+def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for use in pods.image_uses(spec):
+        if use.kind == "imageVolume":
+            continue
+        field = {"container": "containers", "initContainer": "initContainers"}.get(use.kind)
+        if field is None:
+            continue
+        index = int(use.pointer.split("/")[-2])
+        raw = spec.get(field)
+        if isinstance(raw, list) and isinstance(raw[index], Mapping):
+            yield use.label, raw[index]
+
+
+def _gpu_resources(container: Mapping[str, Any]) -> list[str]:
+    resources = container.get("resources")
+    if not isinstance(resources, Mapping):
+        return []
+    names: set[str] = set()
+    for kind in ("limits", "requests"):
+        values = resources.get(kind)
+        if isinstance(values, Mapping):
+            names.update(
+                str(name) for name in values if str(name).startswith(_GPU_RESOURCE_PREFIXES)
+            )
+    return sorted(names)
+
+
+def _selector_terms(spec: Mapping[str, Any]) -> list[Any]:
+    affinity = spec.get("affinity")
+    node = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    if not isinstance(node, Mapping):
+        return []
+    terms: list[Any] = []
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if isinstance(required, Mapping) and isinstance(required.get("nodeSelectorTerms"), list):
+        terms.extend(required["nodeSelectorTerms"])
+    preferred = node.get("preferredDuringSchedulingIgnoredDuringExecution")
+    if isinstance(preferred, list):
+        terms.extend(item.get("preference") for item in preferred if isinstance(item, Mapping))
+    return terms
+
+
+def gpu_request(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Why this pod spec is a GPU workload (empty when it is not): GPU resources, resource
+    claims (DRA), or a node selector or affinity naming NVIDIA node labels."""
+    why: list[str] = []
+    for label, container in _containers(spec):
+        why.extend(f"{label} requests {name}" for name in _gpu_resources(container))
+    claims = spec.get("resourceClaims")
+    if isinstance(claims, list) and claims:
+        why.append("the pod claims devices (resourceClaims)")
+    selector = spec.get("nodeSelector")
+    if isinstance(selector, Mapping) and any(
+        str(key).startswith(_NVIDIA_LABEL_PREFIX) for key in selector
+    ):
+        why.append("the pod selects NVIDIA nodes (nodeSelector)")
+    for term in _selector_terms(spec):
+        expressions = term.get("matchExpressions") if isinstance(term, Mapping) else None
+        if isinstance(expressions, list) and any(
+            isinstance(item, Mapping) and str(item.get("key", "")).startswith(_NVIDIA_LABEL_PREFIX)
+            for item in expressions
+        ):
+            why.append("the pod selects NVIDIA nodes (node affinity)")
+            break
+    return tuple(why)
+
+
+def gpu_containers(spec: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """``(label, image)`` of the containers whose images the GPU check reads: the ones asking
+    for GPU resources, or every container when the pod as a whole asks (claims, selectors)."""
+    containers = list(_containers(spec))
+    asking = [(label, c) for label, c in containers if _gpu_resources(c)]
+    chosen = asking or containers
+    return [
+        (label, image if isinstance(image := c.get("image"), str) else None) for label, c in chosen
+    ]
+
+
+# --- what the pod needs ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContainerNeed:
+    label: str
+    image: str
+    requirements: tuple[str, ...]
+    source: str  # "image" or "annotation"
+    flags: tuple[gpustack.EnvFlag, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Need:
+    """What a GPU pod's containers need of a node, and what is wrong with them."""
+
+    containers: tuple[ContainerNeed, ...]
+    problems: tuple[findings.Finding, ...] = ()
+
+    @property
+    def requirements(self) -> tuple[str, ...]:
+        return tuple(r for container in self.containers for r in container.requirements)
+
+    @property
+    def cuda(self) -> cuda.Version | None:
+        return cuda.required_cuda(self.requirements)
+
+    @property
+    def capability(self) -> int | None:
+        version = self.cuda
+        return gpustack.capability(version.major_minor) if version is not None else None
+
+
+def _finding(subject: str, reason: str, message: str, mode: findings.Mode) -> findings.Finding:
+    return findings.Finding(check=CHECK, reason=reason, subject=subject, message=message, mode=mode)
+
+
+def need_from_envs(
+    containers: Sequence[tuple[str, str, Mapping[str, str]]],
+    *,
+    annotation: str | None,
+    mode: findings.Mode = findings.Mode.ENFORCE,
+) -> Need:
+    """The need from each GPU container's ``(label, image, image config env)``.
+
+    ``NVIDIA_REQUIRE_*`` with ``CUDA_VERSION`` as fallback, the way the toolkit reads them; the
+    annotation, when set, replaces them. ``NVIDIA_DISABLE_REQUIRE`` does not switch admission's
+    check off (it is the only check left then): it and ``LD_PRELOAD`` are findings.
+    """
+    problems: list[findings.Finding] = []
+    override: tuple[str, ...] | None = None
+    if annotation is not None:
+        try:
+            cuda.parse_requirement(annotation)
+            override = (annotation,)
+        except cuda.GrammarError as error:
+            problems.append(
+                _finding(
+                    f"annotation {REQUIREMENT_ANNOTATION}",
+                    "CudaRequirementInvalid",
+                    f"{annotation!r} is not an NVIDIA_REQUIRE_CUDA requirement: {error}",
+                    mode,
+                )
+            )
+    needs: list[ContainerNeed] = []
+    for label, image, env in containers:
+        flags = gpustack.env_flags(env)
+        problems.extend(
+            _finding(label, flag.reason, f"image {image}: {flag.message}", mode) for flag in flags
+        )
+        if override is not None:
+            needs.append(ContainerNeed(label, image, override, "annotation", flags))
+            continue
+        try:
+            requirements = cuda.image_requirements(env, honour_disable=False)
+            for requirement in requirements:
+                cuda.parse_requirement(requirement)
+        except cuda.GrammarError as error:
+            problems.append(
+                _finding(
+                    label,
+                    "CudaRequirementInvalid",
+                    f"image {image} declares a requirement the toolkit would refuse: {error}",
+                    mode,
+                )
+            )
+            continue
+        needs.append(ContainerNeed(label, image, requirements, "image", flags))
+    return Need(tuple(needs), tuple(problems))
+
+
+# --- policies and namespaces -------------------------------------------------------------
+
+
+def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes label selector (``matchLabels``, ``matchExpressions``); None matches all.
+    An operator this does not know matches nothing (fail safe: the selector is not guessed)."""
+    if selector is None:
+        return True
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key = expression.get("key")
+        operator = expression.get("operator")
+        values = expression.get("values") or []
+        present = key in labels
+        if operator == "In":
+            ok = present and labels[key] in values
+        elif operator == "NotIn":
+            ok = not present or labels[key] not in values
+        elif operator == "Exists":
+            ok = present
+        elif operator == "DoesNotExist":
+            ok = not present
+        else:
+            return False
+        if not ok:
+            return False
+    return True
+
+
+def policies_for(
+    policies: Mapping[str, gpupolicies.GPUStackPolicySpec], namespace_labels: Mapping[str, str]
+) -> dict[str, gpupolicies.GPUStackPolicySpec]:
+    """The policies governing a namespace with these labels."""
+    return {
+        name: spec
+        for name, spec in policies.items()
+        if label_selector_matches(spec.namespace_selector, namespace_labels)
+    }
+
+
+def _mode(spec: gpupolicies.GPUStackPolicySpec) -> findings.Mode:
+    return findings.Mode.WARN if spec.mode == "warn" else findings.Mode.ENFORCE
+
+
+# --- nodes -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KnownNode:
+    """What the controller knows of a Node: its facts, attestation and compliance."""
+
+    name: str
+    facts: gpustack.NodeFacts
+    attestation: gpustack.Attestation | None
+    compliance: gpustack.Compliance
+
+    @property
+    def capability(self) -> int | None:
+        version = self.compliance.cuda_version
+        return gpustack.capability(version.major_minor) if version is not None else None
+
+
+def _fits(node: KnownNode, need: Need) -> tuple[bool, str]:
+    """Whether the node runs every GPU container natively, and why not."""
+    wanted = need.capability
+    if wanted is not None and (node.capability is None or node.capability < wanted):
+        have = node.compliance.cuda_version
+        return False, f"its driver supports CUDA {have if have else 'unknown'}, needed {need.cuda}"
+    try:
+        result = gpustack.fit(need.requirements, node.facts, node.attestation)
+    except cuda.GrammarError as error:  # checked before; kept fail-safe
+        return False, str(error)
+    if result.satisfied is not True:
+        return False, "; ".join(result.reasons) or "requirement not met"
+    return True, ""
+
+
+def _policy_findings(
+    need: Need, policies: Mapping[str, gpupolicies.GPUStackPolicySpec]
+) -> list[findings.Finding]:
+    found: list[findings.Finding] = []
+    for name, spec in sorted(policies.items()):
+        for container in need.containers:
+            for reason in gpustack.workload_cuda_allowed(container.requirements, spec):
+                found.append(
+                    _finding(
+                        container.label,
+                        reason.code,
+                        f"image {container.image}: {reason.message} by GPUStackPolicy {name}",
+                        _mode(spec),
+                    )
+                )
+    return found
+
+
+def placement_findings(
+    need: Need,
+    policies: Mapping[str, gpupolicies.GPUStackPolicySpec],
+    nodes: Iterable[KnownNode],
+    *,
+    subject: str = "pod",
+) -> tuple[list[findings.Finding], list[str]]:
+    """Findings for a GPU pod before scheduling, and the compliant nodes that could run it."""
+    found = list(need.problems) + _policy_findings(need, policies)
+    known = sorted(nodes, key=lambda node: node.name)
+    candidates = [node.name for node in known if node.compliance.compliant and _fits(node, need)[0]]
+    if not candidates:
+        compliant = [node for node in known if node.compliance.compliant]
+        if not compliant:
+            detail = "no GPU node is compliant with the GPU stack policy"
+            states = ", ".join(f"{n.name} {n.compliance.state}" for n in known[:5])
+            if states:
+                detail += f" ({states})"
+        else:
+            detail = "no compliant GPU node satisfies it: " + "; ".join(
+                f"{node.name}: {_fits(node, need)[1]}" for node in compliant[:5]
+            )
+        wanted = " and ".join(need.requirements) or "a GPU"
+        found.append(
+            _finding(
+                subject,
+                "NoCompliantNode",
+                f"needs {wanted}; {detail}",
+                _strictest(policies),
+            )
+        )
+    return found, candidates
+
+
+def _strictest(policies: Mapping[str, gpupolicies.GPUStackPolicySpec]) -> findings.Mode:
+    if policies and all(spec.mode == "warn" for spec in policies.values()):
+        return findings.Mode.WARN
+    return findings.Mode.ENFORCE
+
+
+def node_findings(
+    need: Need,
+    policies: Mapping[str, gpupolicies.GPUStackPolicySpec],
+    node: KnownNode | None,
+    node_name: str,
+    *,
+    subject: str,
+) -> list[findings.Finding]:
+    """Findings for a GPU pod placed on ``node_name`` directly (``spec.nodeName`` or a
+    Binding): the node must be compliant and satisfy the pod's requirement."""
+    mode = _strictest(policies)
+    if node is None:
+        return [
+            _finding(
+                subject,
+                "NodeUnknown",
+                f"node {node_name} is not a GPU node Muster has judged; a GPU pod cannot be "
+                "bound to it",
+                mode,
+            )
+        ]
+    if not node.compliance.compliant:
+        reasons = "; ".join(str(reason) for reason in node.compliance.reasons[:3])
+        return [
+            _finding(
+                subject,
+                "NodeNotCompliant",
+                f"node {node_name} is {node.compliance.state}: {reasons}",
+                mode,
+            )
+        ]
+    ok, why = _fits(node, need)
+    if not ok:
+        wanted = " and ".join(need.requirements)
+        return [
+            _finding(
+                subject,
+                "NodeInsufficient",
+                f"node {node_name} cannot run {wanted}: {why}",
+                mode,
+            )
+        ]
+    return []
+
+
+# --- steering ----------------------------------------------------------------------------
+
+
+def affinity_expressions(capability: int | None) -> list[dict[str, Any]]:
+    """Match expressions that keep a pod on compliant nodes supporting ``capability``."""
+    expressions: list[dict[str, Any]] = [
+        {"key": gpustack.STATE_LABEL, "operator": "In", "values": [str(gpustack.State.COMPLIANT)]}
+    ]
+    if capability is not None:
+        expressions.append(
+            {
+                "key": gpustack.CUDA_CAPABILITY_LABEL,
+                "operator": "Gt",
+                "values": [str(capability - 1)],
+            }
+        )
+    return expressions
+
+
+def _has_all(term: Mapping[str, Any], expressions: Sequence[Mapping[str, Any]]) -> bool:
+    present = term.get("matchExpressions")
+    return isinstance(present, list) and all(item in present for item in expressions)
+
+
+def affinity_patch(template: subjects.PodTemplate, capability: int | None) -> list[dict[str, Any]]:
+    """JSON patch operations adding required node affinity to the pod spec at
+    ``template.pointer``; every existing node selector term gets the expressions (terms are
+    ORed, so each must carry them). Nothing when they are already there (reinvocation)."""
+    expressions = affinity_expressions(capability)
+    spec = template.spec
+    base = template.pointer
+    affinity = spec.get("affinity")
+    if not isinstance(affinity, Mapping):
+        return [
+            {
+                "op": "add",
+                "path": f"{base}/affinity",
+                "value": {"nodeAffinity": _required(expressions)},
+            }
+        ]
+    node = affinity.get("nodeAffinity")
+    if not isinstance(node, Mapping):
+        return [
+            {"op": "add", "path": f"{base}/affinity/nodeAffinity", "value": _required(expressions)}
+        ]
+    required = node.get("requiredDuringSchedulingIgnoredDuringExecution")
+    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    prefix = f"{base}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
+    if not isinstance(terms, list) or not terms:
+        return [
+            {
+                "op": "add",
+                "path": prefix,
+                "value": _required(expressions)["requiredDuringSchedulingIgnoredDuringExecution"],
+            }
+        ]
+    ops: list[dict[str, Any]] = []
+    for index, term in enumerate(terms):
+        if not isinstance(term, Mapping) or _has_all(term, expressions):
+            continue
+        present = term.get("matchExpressions")
+        if isinstance(present, list):
+            missing = [item for item in expressions if item not in present]
+            ops.extend(
+                {"op": "add", "path": f"{prefix}/nodeSelectorTerms/{index}/matchExpressions/-",
+                 "value": item}
+                for item in missing
+            )  # fmt: skip
+        else:
+            ops.append(
+                {
+                    "op": "add",
+                    "path": f"{prefix}/nodeSelectorTerms/{index}/matchExpressions",
+                    "value": expressions,
+                }
+            )
+    return ops
+
+
+def _required(expressions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": expressions}]
+        }
+    }

@@ -1,0 +1,172 @@
+"""The GPU pod gate: CUDA needs read from image configs, pods steered to compliant GPU nodes.
+
+MUTATE adds required node affinity (``muster.dev/gpu-stack In [compliant]`` and
+``muster.dev/cuda-capability Gt <needed-1>``). VALIDATE denies a GPU pod that nothing compliant
+could run, images whose environment defeats the runtime's checks (NVIDIAScape), a pod created
+with ``spec.nodeName`` on a node that is not compliant or too old, and a Binding (the
+``pods/binding`` subresource: the scheduler's, or anyone's who bypasses it) to such a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from muster.adapters import gpuimages, kubeapi
+from muster.core import findings, gates, gpupods, gpupolicies, subjects
+from muster.handlers import gpunodes
+
+__all__ = ["GPUStackGate", "gates_for"]
+
+_NAMESPACE_TTL_SECONDS = 10.0
+
+
+class GPUStackGate:
+    """Judges GPU pods (and workload templates) against the GPU stack policies and nodes."""
+
+    name = gpupods.CHECK
+
+    def __init__(
+        self, index: gpunodes.GPUIndex, reader: gpuimages.ImageEnvReader, kube: kubeapi.KubeApi
+    ) -> None:
+        self._index = index
+        self._reader = reader
+        self._kube = kube
+        self._namespaces: dict[str, tuple[float, dict[str, str]]] = {}
+
+    async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
+        if subject.is_pod and subject.subresource == "binding":
+            if phase is not gates.Phase.VALIDATE:
+                return gates.GateResult()
+            return gates.GateResult(findings=tuple(await self._binding(subject)))
+        found: list[findings.Finding] = []
+        patch: list[Mapping[str, Any]] = []
+        for template in subject.templates:
+            if not gpupods.gpu_request(template.spec):
+                continue
+            policies = await self._policies(subject.namespace)
+            if not policies:
+                continue  # no GPUStackPolicy governs this namespace
+            need, unreadable = await self._need(template)
+            where = "pod" if subject.is_pod else f"pod template {template.pointer}"
+            if phase is gates.Phase.MUTATE:
+                if not unreadable:
+                    patch.extend(gpupods.affinity_patch(template, need.capability))
+                continue
+            found.extend(unreadable)
+            placed, _ = gpupods.placement_findings(
+                need, policies, self._index.known_nodes(), subject=where
+            )
+            found.extend(placed)
+            node_name = template.spec.get("nodeName")
+            if subject.is_pod and isinstance(node_name, str) and node_name:
+                found.extend(
+                    gpupods.node_findings(
+                        need, policies, self._index.known(node_name), node_name, subject=where
+                    )
+                )
+        return gates.GateResult(findings=tuple(found), patch=tuple(patch))
+
+    async def _policies(self, namespace: str) -> dict[str, gpupolicies.GPUStackPolicySpec]:
+        await self._index.refresh()
+        return gpupods.policies_for(
+            self._index.effective_policies(), await self._namespace_labels(namespace)
+        )
+
+    async def _namespace_labels(self, namespace: str) -> dict[str, str]:
+        cached = self._namespaces.get(namespace)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        body = await self._kube.get(f"/api/v1/namespaces/{namespace}")
+        labels = {str(k): str(v) for k, v in (body.get("metadata", {}).get("labels") or {}).items()}
+        self._namespaces[namespace] = (time.monotonic() + _NAMESPACE_TTL_SECONDS, labels)
+        return labels
+
+    async def _need(
+        self, template: subjects.PodTemplate
+    ) -> tuple[gpupods.Need, list[findings.Finding]]:
+        annotation = template.annotations.get(gpupods.REQUIREMENT_ANNOTATION)
+        chosen = gpupods.gpu_containers(template.spec)
+        results = await asyncio.gather(
+            *(self._env(image) for _, image in chosen), return_exceptions=True
+        )
+        readable: list[tuple[str, str, Mapping[str, str]]] = []
+        unreadable: list[findings.Finding] = []
+        for (label, image), result in zip(chosen, results, strict=True):
+            if isinstance(result, gpuimages.ImageEnvError):
+                # With an explicit requirement the check still stands; the image's env
+                # (LD_PRELOAD, NVIDIA_DISABLE_REQUIRE) could not be seen: say so.
+                unreadable.append(
+                    findings.Finding(
+                        check=gpupods.CHECK,
+                        reason="ImageConfigUnreadable",
+                        subject=label,
+                        message=f"{result}; its CUDA requirement cannot be checked"
+                        if annotation is None
+                        else f"{result}; its environment was not checked",
+                        mode=findings.Mode.ENFORCE if annotation is None else findings.Mode.WARN,
+                    )
+                )
+                if annotation is not None:
+                    readable.append((label, image or "", {}))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                readable.append((label, image or "", result))
+        need = gpupods.need_from_envs(readable, annotation=annotation)
+        return need, unreadable
+
+    async def _env(self, image: str | None) -> dict[str, str]:
+        if image is None:
+            raise gpuimages.ImageEnvError("the container has no image")
+        return await self._reader.env(image)
+
+    async def _binding(self, subject: subjects.Subject) -> Sequence[findings.Finding]:
+        target = subject.object.get("target")
+        node_name = target.get("name") if isinstance(target, Mapping) else None
+        pod_name = subject.name
+        try:
+            pod = await self._kube.get(f"/api/v1/namespaces/{subject.namespace}/pods/{pod_name}")
+        except kubeapi.ApiError as error:
+            if error.status == 404:
+                return []  # the apiserver refuses binding a pod that does not exist
+            raise
+        template = subjects.PodTemplate(
+            pointer="/spec", spec=pod.get("spec") or {}, metadata=pod.get("metadata") or {}
+        )
+        if not gpupods.gpu_request(template.spec):
+            return []
+        policies = await self._policies(subject.namespace)
+        if not policies:
+            return []
+        label = f"binding of pod {pod_name}"
+        if not isinstance(node_name, str) or not node_name:
+            return [
+                findings.Finding(
+                    check=gpupods.CHECK,
+                    reason="BindingInvalid",
+                    subject=label,
+                    message="names no target node",
+                )
+            ]
+        need, unreadable = await self._need(template)
+        return [
+            *unreadable,
+            *need.problems,
+            *gpupods.node_findings(
+                need, policies, self._index.known(node_name), node_name, subject=label
+            ),
+        ]
+
+
+def gates_for(services: Any) -> Sequence[gates.Gate]:
+    """The GPU area's gates (``services`` is the operator's ``Services``)."""
+    return [
+        GPUStackGate(
+            gpunodes.index_for(services),
+            gpuimages.ImageEnvReader(services.registries),
+            services.kube,
+        )
+    ]

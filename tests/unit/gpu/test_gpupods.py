@@ -1,0 +1,241 @@
+"""GPU pods at admission: detection, needs from real CUDA image env, placement and affinity."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from muster.core import findings, gpupods, gpupolicies, gpustack, subjects
+from tests.unit.gpu.conftest import image_entries, node_label_files, node_labels
+
+pytestmark = pytest.mark.unit
+
+MIG = "nvidia.com/mig-1g.10gb"
+PRESENT = "nvidia.com/gpu.present"
+DEFAULT = {"default": gpupolicies.default_policy()}
+PERMISSIVE = {"open": gpupolicies.parse_spec({})}
+
+
+def _env(tag: str) -> dict[str, str]:
+    entry = next(e for e in image_entries() if e["tag"] == tag and e["docker_arch"] == "amd64")
+    keys = ("CUDA_VERSION", "NVIDIA_REQUIRE_CUDA", "NVARCH")
+    return {key: str(entry[key]) for key in keys if key in entry}
+
+
+def _gpu_spec(**extra: Any) -> dict[str, Any]:
+    return {
+        "containers": [
+            {"name": "side", "image": "side:1"},
+            {"name": "trainer", "image": "t:1", "resources": {"limits": {"nvidia.com/gpu": 1}}},
+        ],
+        **extra,
+    }
+
+
+def _node(name: str, labels: dict[str, str], policies: dict[str, Any]) -> gpupods.KnownNode:
+    facts = gpustack.node_facts(labels, name=name)
+    (spec,) = policies.values()
+    return gpupods.KnownNode(name, facts, None, gpustack.assess(facts, spec))
+
+
+def _h100() -> dict[str, str]:
+    return node_labels(next(p for p in node_label_files() if "single" in p.name))
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        (_gpu_spec(), 'container "trainer" requests nvidia.com/gpu'),
+        (
+            {"containers": [{"name": "c", "resources": {"requests": {MIG: "1"}}}]},
+            'container "c" requests nvidia.com/mig-1g.10gb',
+        ),
+        ({"containers": [{"name": "c"}], "resourceClaims": [{"name": "gpu"}]}, "resourceClaims"),
+        ({"containers": [{"name": "c"}], "nodeSelector": {PRESENT: "true"}}, "nodeSelector"),
+        (
+            {
+                "containers": [{"name": "c"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "nvidia.com/gpu.product", "operator": "Exists"}]}]}}},
+            },
+            "node affinity",
+        ),
+    ],
+)  # fmt: skip
+def test_gpu_pods_are_recognised(spec: dict[str, Any], why: str) -> None:
+    assert any(why in reason for reason in gpupods.gpu_request(spec))
+
+
+def test_other_pods_are_not_gpu_pods() -> None:
+    spec = {"containers": [{"name": "c", "image": "i", "resources": {"limits": {"cpu": "1"}}}]}
+    assert gpupods.gpu_request(spec) == ()
+    assert gpupods.gpu_request({"containers": "odd", "nodeSelector": "odd"}) == ()
+
+
+def test_only_the_containers_asking_for_a_gpu_are_read() -> None:
+    assert gpupods.gpu_containers(_gpu_spec()) == [('container "trainer"', "t:1")]
+
+
+def test_need_from_a_real_cuda_image() -> None:
+    need = gpupods.need_from_envs(
+        [('container "t"', "cuda:12.4", _env("12.4.1-base-ubuntu22.04"))], annotation=None
+    )
+    assert need.problems == ()
+    assert need.capability == 12040
+    assert need.requirements[0].startswith("cuda>=12.4 brand=tesla,driver>=470,driver<471")
+
+
+def test_cuda_version_alone_is_the_fallback() -> None:
+    need = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "11.8.0"})], annotation=None)
+    assert need.requirements == ("cuda>=11.8",)
+    assert need.capability == 11080
+
+
+def test_annotation_overrides_and_bad_annotation_is_a_finding() -> None:
+    env = _env("12.8.1-base-ubuntu24.04")
+    need = gpupods.need_from_envs([("c", "i", env)], annotation="cuda>=12.2")
+    assert need.requirements == ("cuda>=12.2",)
+    bad = gpupods.need_from_envs([("c", "i", env)], annotation="cuda>>12")
+    assert [f.reason for f in bad.problems] == ["CudaRequirementInvalid"]
+
+
+def test_nvidiascape_env_is_flagged_and_disable_require_does_not_switch_admission_off() -> None:
+    env = {**_env("12.4.1-base-ubuntu22.04"), "LD_PRELOAD": "/x.so", "NVIDIA_DISABLE_REQUIRE": "1"}
+    need = gpupods.need_from_envs([("c", "i", env)], annotation=None)
+    assert {f.reason for f in need.problems} == {"LdPreloadInGPUImage", "RequirementCheckDisabled"}
+    assert need.capability == 12040
+
+
+def test_placement_on_real_node_labels() -> None:
+    h100 = _node("h100", _h100(), PERMISSIVE)
+    need124 = gpupods.need_from_envs([("c", "i", _env("12.4.1-base-ubuntu22.04"))], annotation=None)
+    found, candidates = gpupods.placement_findings(need124, PERMISSIVE, [h100])
+    assert (found, candidates) == ([], ["h100"])
+    need128 = gpupods.need_from_envs([("c", "i", _env("12.8.1-base-ubuntu24.04"))], annotation=None)
+    found, candidates = gpupods.placement_findings(need128, PERMISSIVE, [h100])
+    assert candidates == []
+    assert found[0].reason == "NoCompliantNode"
+    assert "h100: its driver supports CUDA 12.4, needed 12.8" in found[0].message
+
+
+def test_no_compliant_node_names_the_states() -> None:
+    h100 = _node("h100", _h100(), DEFAULT)  # R550 is end of life in the seed policy
+    need = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.0"})], annotation=None)
+    found, _ = gpupods.placement_findings(need, DEFAULT, [h100])
+    assert "no GPU node is compliant" in found[0].message
+    assert "h100 non-compliant" in found[0].message
+    assert found[0].mode is findings.Mode.ENFORCE
+
+
+def test_warn_policies_only_warn() -> None:
+    warn = {"w": gpupolicies.parse_spec({"mode": "warn"})}
+    need = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.0"})], annotation=None)
+    found, _ = gpupods.placement_findings(need, warn, [])
+    assert found[0].mode is findings.Mode.WARN
+
+
+def test_binding_to_unknown_non_compliant_or_insufficient_nodes() -> None:
+    need = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.6"})], annotation=None)
+    h100_open = _node("h100", _h100(), PERMISSIVE)
+    h100_eol = _node("h100", _h100(), DEFAULT)
+    assert gpupods.node_findings(need, DEFAULT, None, "x", subject="b")[0].reason == "NodeUnknown"
+    eol = gpupods.node_findings(need, DEFAULT, h100_eol, "h100", subject="b")
+    assert eol[0].reason == "NodeNotCompliant" and "end of life" in eol[0].message
+    old = gpupods.node_findings(need, PERMISSIVE, h100_open, "h100", subject="b")
+    assert old[0].reason == "NodeInsufficient"
+    fine = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.4"})], annotation=None)
+    assert gpupods.node_findings(fine, PERMISSIVE, h100_open, "h100", subject="b") == []
+
+
+def _patch(document: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 ``add`` (the only operation the gate emits), on a copy."""
+    result = copy.deepcopy(document)
+    for op in ops:
+        assert op["op"] == "add"
+        *parents, last = [
+            p.replace("~1", "/").replace("~0", "~") for p in op["path"][1:].split("/")
+        ]
+        node: Any = result
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node.append(op["value"]) if last == "-" else node.insert(int(last), op["value"])
+        else:
+            assert last not in node, f"add would replace {op['path']}"
+            node[last] = copy.deepcopy(op["value"])
+    return result
+
+
+def _apply(spec: dict[str, Any], capability: int | None) -> dict[str, Any]:
+    pod = {"spec": spec}
+    template = subjects.templates_of(pod, ("",))[0]
+    ops = gpupods.affinity_patch(template, capability)
+    patched = _patch(pod, ops)
+    again = subjects.templates_of(patched, ("",))[0]
+    assert gpupods.affinity_patch(again, capability) == []  # reinvocation adds nothing
+    return patched["spec"]
+
+
+WANTED = [
+    {"key": "muster.dev/gpu-stack", "operator": "In", "values": ["compliant"]},
+    {"key": "muster.dev/cuda-capability", "operator": "Gt", "values": ["12039"]},
+]
+
+
+def test_affinity_is_added_where_there_is_none() -> None:
+    spec = _apply(_gpu_spec(), 12040)
+    required = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required == {"nodeSelectorTerms": [{"matchExpressions": WANTED}]}
+
+
+def test_affinity_joins_every_existing_term() -> None:
+    user = [
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n"]}]},
+    ]
+    spec = _gpu_spec(
+        affinity={
+            "podAffinity": {},
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": copy.deepcopy(user)
+                }
+            },
+        }
+    )
+    terms = _apply(spec, 12040)["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    assert terms[0]["matchExpressions"] == [*user[0]["matchExpressions"], *WANTED]
+    assert terms[1]["matchExpressions"] == WANTED
+    assert terms[1]["matchFields"] == user[1]["matchFields"]
+
+
+def test_affinity_without_a_cuda_need_keeps_only_the_state() -> None:
+    spec = _apply(_gpu_spec(affinity={"nodeAffinity": {}}), None)
+    required = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert required["nodeSelectorTerms"][0]["matchExpressions"] == WANTED[:1]
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        (None, {}, True),
+        ({"matchLabels": {"team": "ml"}}, {"team": "ml"}, True),
+        ({"matchLabels": {"team": "ml"}}, {"team": "web"}, False),
+        ({"matchExpressions": [{"key": "t", "operator": "In", "values": ["a"]}]}, {"t": "a"}, True),
+        ({"matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "t", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "t", "operator": "DoesNotExist"}]}, {}, True),
+        (
+            {"matchExpressions": [{"key": "t", "operator": "Gt", "values": ["1"]}]},
+            {"t": "2"},
+            False,
+        ),
+    ],
+)
+def test_namespace_selectors(selector: Any, labels: dict[str, str], expected: bool) -> None:
+    assert gpupods.label_selector_matches(selector, labels) is expected
