@@ -10,12 +10,21 @@ models on the node runs ``verify``.
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import logging
+import sys
 from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
 from muster.adapters import modelfiles, modelsigs
 from muster.cli import common
-from muster.core import oms
+from muster.core import modelregistry, oms
 
 __all__ = ["register"]
 
@@ -57,6 +66,18 @@ def register(subcommands: common.Subcommands) -> None:
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("--digest", metavar="D", help="expected root digest, sha256:<hex>")
     source.add_argument("--signature", type=Path, metavar="FILE", help="OMS signature (model.sig)")
+    source.add_argument(
+        "--model",
+        metavar="NAME",
+        help="the cluster's Model NAME: its digest (and signature, when it has one); "
+        "a revoked Model fails",
+    )
+    verify.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="kubeconfig for --model (default: $KUBECONFIG or ~/.kube/config)",
+    )
     verify.add_argument("--key", type=Path, metavar="PEM", help="public key of a key signature")
     verify.add_argument(
         "--certificate-chain",
@@ -87,6 +108,31 @@ def register(subcommands: common.Subcommands) -> None:
     _add_workers(verify)
     common.add_format_option(verify)
     verify.set_defaults(handler=_verify)
+
+    register = actions.add_parser(
+        "register",
+        help="print a Model manifest for a model directory (reads model.sig beside it)",
+        description="Measure the model and print a Model manifest (YAML) to review and apply. "
+        "An OMS signature beside the model (PATH/../model.sig or PATH/model.sig, or --signature) "
+        "is embedded after checking it signs this model; give --key or the keyless identity "
+        "so the cluster can verify it.",
+    )
+    register.add_argument("path", type=Path, metavar="PATH")
+    register.add_argument("--name", required=True, help="the Model's name")
+    register.add_argument("--signature", type=Path, metavar="FILE", help="OMS signature file")
+    register.add_argument("--key", type=Path, metavar="PEM", help="public key that signed it")
+    register.add_argument("--certificate-identity", metavar="ID", help="keyless signer identity")
+    register.add_argument(
+        "--certificate-oidc-issuer", metavar="URL", help="keyless signer's OIDC issuer"
+    )
+    register.add_argument(
+        "--oci-reference", metavar="REF", help="OCI image/artifact of the model, pinned by digest"
+    )
+    register.add_argument("--source", metavar="URI", help="e.g. hf://org/name@revision")
+    register.add_argument("--license", metavar="SPDX", help="licence, e.g. apache-2.0")
+    register.add_argument("--model-format", metavar="FORMAT", help="default: guessed from files")
+    _add_workers(register)
+    register.set_defaults(handler=_register)
 
     scan = actions.add_parser(
         "scan",
@@ -135,6 +181,8 @@ def _digest(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     try:
+        if args.model is not None:
+            return _verify_model(args)
         if args.digest is not None:
             _refuse_signature_options(args)
             measured = modelfiles.measure(
@@ -222,3 +270,224 @@ def _scan(args: argparse.Namespace) -> int:
     lines = [f"  {f.kind.value}: {f.message}" for f in report.failures]
     common.emit(args, f"FAIL {args.path}:\n" + "\n".join(lines), data)
     return common.EXIT_FAIL
+
+
+# -- the cluster's registry -------------------------------------------------------------------
+
+PICKLE_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib"})
+FORMATS = {
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".onnx": "onnx",
+    ".keras": "keras",
+    ".h5": "keras",
+    ".pt": "pytorch",
+    ".pth": "pytorch",
+    ".bin": "pytorch",
+}
+
+
+def _read_model(name: str, kubeconfig: Path | None) -> modelregistry.ModelEntry:
+    """The Model ``name`` from the cluster, validated; errors as one line."""
+    try:
+        api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+    except (k8s_config.ConfigException, OSError) as error:
+        raise common.CommandError(f"cannot load a kubeconfig: {error}") from None
+    try:
+        with api:
+            found: Any = k8s_client.CustomObjectsApi(api).get_cluster_custom_object(
+                "muster.dev", "v1alpha1", "models", name
+            )
+    except k8s_client.ApiException as error:
+        if error.status == 404:
+            raise common.CommandError(f"Model {name!r} does not exist in the cluster") from None
+        raise common.CommandError(f"cannot read Model {name!r}: HTTP {error.status}") from None
+    except OSError as error:  # urllib3 connection errors are OSErrors
+        raise common.CommandError(f"cannot reach the cluster: {error}") from None
+    try:
+        return modelregistry.parse_model(name, found.get("spec") or {}, found.get("status") or {})
+    except pydantic.ValidationError as error:
+        raise common.CommandError(
+            f"Model {name!r} is invalid: {error.errors()[0]['msg']}"
+        ) from None
+
+
+def _model_check(
+    entry: modelregistry.ModelEntry, kubeconfig: Path | None
+) -> modelsigs.Check | None:
+    signature = entry.spec.signature
+    if signature is None or signature.bundle is None:
+        return None
+    if signature.keyless is not None:
+        identity, issuer = signature.keyless.identity, signature.keyless.issuer
+        return lambda bundle: modelsigs.verify_with_sigstore(bundle, identity, issuer)
+    if signature.public_key is not None:
+        pem = signature.public_key.encode()
+    else:
+        ref = signature.public_key_secret_ref
+        if ref is None:
+            raise common.CommandError(f"Model {entry.name!r} names no key")
+        api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+        try:
+            with api:
+                secret: Any = k8s_client.CoreV1Api(api).read_namespaced_secret(
+                    ref.name, ref.namespace
+                )
+        except k8s_client.ApiException as error:
+            raise common.CommandError(
+                f"cannot read Secret {ref.namespace}/{ref.name}: HTTP {error.status}"
+            ) from None
+        data = (secret.data or {}).get(ref.key)
+        if data is None:
+            raise common.CommandError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
+        pem = base64.b64decode(data)
+    return lambda bundle: modelsigs.verify_with_key(bundle, pem)
+
+
+def _verify_model(args: argparse.Namespace) -> int:
+    _refuse_signature_options(args)
+    entry = _read_model(args.model, args.kubeconfig)
+    if entry.spec.revoked:
+        why = entry.spec.revocation_reason or "no reason given"
+        text = f"FAIL {args.path}: Model {entry.name!r} is revoked: {why}"
+        common.emit(args, text, {"passes": False, "model": entry.name, "revoked": True})
+        return common.EXIT_FAIL
+    measured = modelfiles.measure(
+        args.path,
+        extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
+        workers=args.workers,
+    )
+    outcome = modelfiles.Outcome(measured, entry.spec.digest)
+    check = _model_check(entry, args.kubeconfig)
+    signer = None
+    signature = entry.spec.signature
+    if check is not None and signature is not None and signature.bundle and outcome.passes:
+        bundle = json.loads(signature.bundle)
+        try:
+            signed = check(bundle)
+        except modelsigs.SignatureError as error:
+            common.emit(args, f"FAIL {args.path}: {error}", {"passes": False, "error": str(error)})
+            return common.EXIT_FAIL
+        if signed.manifest.digest != entry.spec.digest:
+            message = (
+                f"Model {entry.name!r}'s signature signs {signed.manifest.digest}, "
+                f"not its digest {entry.spec.digest}"
+            )
+            common.emit(args, f"FAIL {args.path}: {message}", {"passes": False, "error": message})
+            return common.EXIT_FAIL
+        signer = signed.signer
+    data = {**outcome.to_json(), "model": entry.name, "signer": signer}
+    if outcome.passes:
+        by = f" signed by {signer}" if signer else ""
+        common.emit(args, f"OK {args.path} is Model {entry.name} {measured.digest}{by}", data)
+        return common.EXIT_OK
+    text = (
+        f"FAIL {args.path}: digest is {measured.digest}, "
+        f"Model {entry.name!r} is {entry.spec.digest}"
+    )
+    common.emit(args, text, data)
+    return common.EXIT_FAIL
+
+
+def _signature_beside(path: Path, given: Path | None) -> Path | None:
+    if given is not None:
+        if not given.is_file():
+            raise common.CommandError(f"{given}: no such signature file")
+        return given
+    for candidate in (path.parent / "model.sig", path / "model.sig"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _register(args: argparse.Namespace) -> int:
+    signature_path = _signature_beside(args.path, args.signature)
+    ignores = modelfiles.ignore_paths_for(args.path, [])
+    if signature_path is not None and args.path.is_dir():
+        # model_signing never hashes its own signature when it sits inside the model.
+        ignores = modelfiles.ignore_paths_for(args.path, [str(signature_path)])
+    try:
+        measured = modelfiles.measure(args.path, extra_ignores=ignores, workers=args.workers)
+    except modelfiles.ModelError as error:
+        raise common.CommandError(str(error)) from None
+    spec: dict[str, Any] = {"digest": measured.digest}
+    if args.oci_reference:
+        spec["ociReference"] = args.oci_reference
+    if args.source:
+        spec["source"] = args.source
+    suffixes = {Path(r.name).suffix.lower() for r in measured.resources}
+    model_format = args.model_format or next(
+        (
+            FORMATS[s]
+            for s in (".safetensors", ".gguf", ".onnx", ".keras", ".h5", ".pt", ".pth", ".bin")
+            if s in suffixes
+        ),
+        None,
+    )
+    if model_format:
+        spec["format"] = model_format
+    if args.license:
+        spec["license"] = args.license
+    if suffixes & PICKLE_SUFFIXES:
+        spec["unsafeSerialization"] = True
+    if signature_path is not None:
+        spec["signature"] = _registered_signature(args, signature_path, measured.digest)
+    try:
+        modelregistry.ModelSpec.model_validate(spec)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise common.CommandError(f"{where}: {first['msg']}") from None
+    manifest = {
+        "apiVersion": "muster.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": args.name},
+        "spec": spec,
+    }
+    sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
+    return common.EXIT_OK
+
+
+def _registered_signature(args: argparse.Namespace, path: Path, digest: str) -> dict[str, Any]:
+    """The signature fields, after checking the signature verifies and signs ``digest``."""
+    try:
+        bundle = modelsigs.read_bundle(path)
+    except modelsigs.InputError as error:
+        raise common.CommandError(str(error)) from None
+    keyless = args.certificate_identity or args.certificate_oidc_issuer
+    if args.key and keyless:
+        raise common.CommandError("give --key or the keyless identity, not both")
+    fields: dict[str, Any] = {"bundle": json.dumps(bundle, separators=(",", ":"))}
+    try:
+        if args.key:
+            pem = _read(args.key, "public key")
+            signed = modelsigs.verify_with_key(bundle, pem)
+            fields["publicKey"] = pem.decode()
+        elif keyless:
+            if not (args.certificate_identity and args.certificate_oidc_issuer):
+                raise common.CommandError(
+                    "keyless needs both --certificate-identity and --certificate-oidc-issuer"
+                )
+            signed = modelsigs.verify_with_sigstore(
+                bundle, args.certificate_identity, args.certificate_oidc_issuer
+            )
+            fields["keyless"] = {
+                "identity": args.certificate_identity,
+                "issuer": args.certificate_oidc_issuer,
+            }
+        else:
+            raise common.CommandError(
+                f"{path}: a signature needs --key or --certificate-identity with "
+                "--certificate-oidc-issuer, so the cluster knows who must have signed it"
+            )
+    except modelsigs.SignatureError as error:
+        raise common.CommandError(f"{path}: {error}") from None
+    if signed.manifest.digest != digest:
+        raise common.CommandError(
+            f"{path} signs {signed.manifest.digest}, but the model's digest is {digest}"
+        )
+    return fields

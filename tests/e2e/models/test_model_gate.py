@@ -1,0 +1,531 @@
+# mypy: disable-error-code="no-untyped-call"
+# model_signing's public constructors are untyped.
+"""The model gate through the real apiserver and a real ``muster run``: approved-model registry,
+image volumes judged by digest, verifying init containers, revocation Events and metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import model_signing
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from kubernetes import client
+
+from muster import cli
+from muster.adapters import controlplane, localoperator, modelfiles
+from muster.core import modelregistry
+from tests import kubeclients, peers
+from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL, VERIFIER_IMAGE
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
+
+GROUP, VERSION = "muster.dev", "v1alpha1"
+TRAINER = "registry.example/team/trainer@sha256:" + "ab" * 32
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def plane(control_plane: controlplane.ControlPlane) -> controlplane.ControlPlane:
+    return control_plane
+
+
+@pytest.fixture(scope="module")
+def objects(plane: controlplane.ControlPlane) -> Iterator[Any]:
+    with kubeclients.admin(plane) as api:
+        yield client.CustomObjectsApi(api)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def policy(objects: Any) -> Iterator[str]:
+    name = f"e2e-models-{uuid.uuid4().hex[:6]}"
+    objects.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "modelpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelPolicy",
+            "metadata": {"name": name},
+            "spec": {"namespaceSelector": {"matchLabels": {SUITE_LABEL: "models"}}},
+        },
+    )
+    yield name
+    objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", name)
+
+
+@pytest.fixture(scope="module")
+def signed_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str, str]:
+    """A model directory signed with the real model_signing: (dir, digest, bundle, public PEM)."""
+    root = tmp_path_factory.mktemp("signed-model")
+    model = root / "tiny"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    (model / "config.json").write_text('{"layers": 1}\n')
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = root / "signer.key"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signature = root / "model.sig"
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=private).sign(
+        model, signature
+    )
+    return model, modelfiles.measure(model).digest, signature.read_text(), public.decode()
+
+
+def _model(objects: Any, name: str, spec: dict[str, Any]) -> None:
+    objects.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "models",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Model",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+    # The operator has indexed it once it wrote the status for this generation.
+    _wait(
+        lambda: (
+            objects.get_cluster_custom_object(GROUP, VERSION, "models", name).get("status") or {}
+        ).get("observedGeneration"),
+        f"Model {name} status",
+    )
+
+
+def _pod(name: str, volumes: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, **extra.pop("metadata", {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "initContainers": extra.pop("init", []),
+            "containers": [
+                {
+                    "name": "main",
+                    "image": TRAINER,
+                    "volumeMounts": [
+                        {"name": v["name"], "mountPath": f"/m/{v['name']}"} for v in volumes
+                    ],
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
+def _image_volume(reference: str) -> dict[str, Any]:
+    return {"name": "weights", "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
+
+
+def _create(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> Any:
+    with kubeclients.admin(plane) as api:
+        core: Any = client.CoreV1Api(api)  # plain dicts are valid bodies; the stubs say models
+        return core.create_namespaced_pod(namespace, body)
+
+
+def _denial(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> str:
+    with pytest.raises(client.ApiException) as raised:
+        _create(plane, namespace, body)
+    assert raised.value.status == 403, raised.value.body
+    message: str = json.loads(raised.value.body or "{}")["message"]
+    return message
+
+
+@pytest.fixture(scope="module")
+def pushed(registry: peers.Registry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two real model images in the test registry: name -> pinned reference."""
+    workdir = tmp_path_factory.mktemp("model-images")
+    refs = {}
+    for name in ("approved", "stranger"):
+        digest = peers.push_image(
+            registry,
+            f"models/{name}",
+            "v1",
+            files={"model/model.safetensors": f"{name}-weights".encode()},
+            workdir=workdir,
+        )
+        refs[name] = f"{registry.host}/models/{name}@{digest}"
+    return refs
+
+
+def test_an_unapproved_image_volume_is_denied_naming_volume_and_reference(
+    plane: controlplane.ControlPlane, pushed: dict[str, str]
+) -> None:
+    namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
+    message = _denial(plane, namespace, _pod("stranger", [_image_volume(pushed["stranger"])]))
+    assert 'image volume "weights"' in message
+    assert pushed["stranger"] in message
+    assert "is not an approved Model" in message
+
+
+def test_an_approved_image_volume_is_admitted_and_annotated(
+    plane: controlplane.ControlPlane,
+    objects: Any,
+    pushed: dict[str, str],
+    signed_model: tuple[Path, str, str, str],
+) -> None:
+    _, digest, bundle, public = signed_model
+    name = f"approved-{uuid.uuid4().hex[:6]}"
+    _model(
+        objects,
+        name,
+        {
+            "digest": digest,
+            "ociReference": pushed["approved"],
+            "source": "hf://acme/tiny@0123abc",
+            "format": "safetensors",
+            "license": "apache-2.0",
+            "signature": {"bundle": bundle, "publicKey": public},
+            "datasets": [{"name": "wiki", "license": "cc-by-sa-4.0"}],
+        },
+    )
+    status = objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"]
+    verified = status["conditions"][0]
+    assert (verified["type"], verified["status"], verified["reason"]) == (
+        "SignatureVerified",
+        "True",
+        "Verified",
+    )
+    namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
+    created = _create(plane, namespace, _pod("approved", [_image_volume(pushed["approved"])]))
+    assert json.loads(created.metadata.annotations[modelregistry.MODELS_ANNOTATION]) == [
+        {"name": name, "digest": digest}
+    ]
+    assert created.metadata.labels[modelregistry.USES_MODELS_LABEL] == "true"
+    assert not created.spec.init_containers  # OCI bytes are content-addressed: no verifier
+    _wait(
+        lambda: (
+            objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"].get("pods")
+            == 1
+        ),
+        "the Model's pod count",
+    )
+
+
+def test_a_declared_pvc_model_gets_the_verifier_after_the_storage_initializer(
+    plane: controlplane.ControlPlane, objects: Any, signed_model: tuple[Path, str, str, str]
+) -> None:
+    _, digest, _, _ = signed_model
+    name = f"pvc-{uuid.uuid4().hex[:6]}"
+    _model(objects, name, {"digest": digest, "format": "safetensors"})
+    namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
+    with kubeclients.admin(plane) as api:
+        core: Any = client.CoreV1Api(api)
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "metadata": {"name": "weights-pvc", "labels": {modelregistry.MODEL_PVC_KEY: name}},
+                "spec": {
+                    "accessModes": ["ReadOnlyMany"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+    body = _pod(
+        "served",
+        [{"name": "weights", "persistentVolumeClaim": {"claimName": "weights-pvc"}}],
+        init=[
+            {"name": "storage-initializer", "image": TRAINER},
+            {"name": "warmup", "image": TRAINER},
+        ],
+    )
+    created = _create(plane, namespace, body)
+    init = created.spec.init_containers
+    assert [c.name for c in init] == ["storage-initializer", "muster-verify-weights", "warmup"]
+    verifier = init[1]
+    assert verifier.image == VERIFIER_IMAGE
+    assert verifier.command == ["muster"]
+    assert verifier.args == ["model", "verify", "/models/weights", "--digest", digest]
+    assert [(m.name, m.mount_path, m.read_only) for m in verifier.volume_mounts] == [
+        ("weights", "/models/weights", True)
+    ]
+    assert verifier.security_context.run_as_non_root is True
+    assert verifier.security_context.capabilities.drop == ["ALL"]
+
+    # The same through the annotation that declares a volume as holding a Model.
+    declared = _pod(
+        "declared",
+        [{"name": "data", "emptyDir": {}}],
+        metadata={
+            "annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
+        },
+    )
+    created = _create(plane, namespace, declared)
+    assert [c.name for c in created.spec.init_containers] == ["muster-verify-data"]
+    unknown = _pod(
+        "unknown",
+        [{"name": "data", "emptyDir": {}}],
+        metadata={"annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: '{"data": "nobody"}'}},
+    )
+    message = _denial(plane, namespace, unknown)
+    assert "Model 'nobody' is not registered" in message
+
+
+def _revoked_pods_metric(operator: localoperator.LocalOperator) -> float:
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("muster_pods_using_revoked_models "):
+            return float(line.split()[1])
+    raise AssertionError("muster_pods_using_revoked_models is not exported")
+
+
+def test_revoking_a_model_raises_events_on_its_pods_and_the_model_and_the_gauge(
+    plane: controlplane.ControlPlane,
+    objects: Any,
+    signed_model: tuple[Path, str, str, str],
+    models_operator: localoperator.LocalOperator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model_dir, digest, _, _ = signed_model
+    name = f"revoke-{uuid.uuid4().hex[:6]}"
+    _model(objects, name, {"digest": digest})
+    namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
+    annotations = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
+    for pod in ("user-a", "user-b"):
+        _create(
+            plane,
+            namespace,
+            _pod(pod, [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}),
+        )
+    _wait(
+        lambda: (
+            objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"].get("pods")
+            == 2
+        ),
+        "two pods counted",
+    )
+    before = _revoked_pods_metric(models_operator)
+    assert (
+        cli.main(
+            [
+                "model",
+                "verify",
+                str(model_dir),
+                "--model",
+                name,
+                "--kubeconfig",
+                str(plane.kubeconfig),
+            ]
+        )
+        == 0
+    )
+    assert f"is Model {name}" in capsys.readouterr().out
+
+    objects.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "models",
+        name,
+        {"spec": {"revoked": True, "revocationReason": "trained on leaked data"}},
+    )
+
+    def pod_events() -> list[Any]:
+        with kubeclients.admin(plane) as api:
+            events_api: Any = client.EventsV1Api(api)
+            items = events_api.list_namespaced_event(namespace).items
+        return [e for e in items if e.reason == "ModelRevoked"]
+
+    events = _wait(lambda: len(pod_events()) >= 2 and pod_events(), "Events on the pods")
+    assert {e.regarding.name for e in events} == {"user-a", "user-b"}
+    assert all(e.reporting_controller == "muster.dev/operator" for e in events)
+    assert all(e.type == "Warning" and "trained on leaked data" in e.note for e in events)
+
+    def model_events() -> list[Any]:
+        with kubeclients.admin(plane) as api:
+            events_api: Any = client.EventsV1Api(api)
+            items = events_api.list_namespaced_event("default").items
+        return [e for e in items if e.regarding.kind == "Model" and e.regarding.name == name]
+
+    (event, *_) = _wait(model_events, "an Event on the Model")
+    assert event.reason == "ModelRevoked"
+    assert "2 running pod(s)" in event.note
+    assert f"{namespace}/user-a" in event.note
+
+    _wait(lambda: _revoked_pods_metric(models_operator) >= before + 2, "the revoked-pods gauge")
+
+    # A revoked model is refused to new pods, and by `muster model verify --model`.
+    message = _denial(
+        plane,
+        namespace,
+        _pod("late", [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}),
+    )
+    assert "is revoked: trained on leaked data" in message
+    assert (
+        cli.main(
+            [
+                "model",
+                "verify",
+                str(model_dir),
+                "--model",
+                name,
+                "--kubeconfig",
+                str(plane.kubeconfig),
+            ]
+        )
+        == 1
+    )
+    assert "is revoked" in capsys.readouterr().out
+
+
+def test_a_tag_is_resolved_through_the_registry_to_the_approved_digest(
+    plane: controlplane.ControlPlane,
+    objects: Any,
+    registry: peers.Registry,
+    signed_model: tuple[Path, str, str, str],
+    tmp_path: Path,
+) -> None:
+    _, digest, _, _ = signed_model
+    repository = f"models/tagged-{uuid.uuid4().hex[:6]}"
+    oci = peers.push_image(
+        registry, repository, "v2", files={"model/w.safetensors": b"tagged"}, workdir=tmp_path
+    )
+    name = f"tagged-{uuid.uuid4().hex[:6]}"
+    _model(objects, name, {"digest": digest, "ociReference": f"{registry.host}/{repository}@{oci}"})
+    # Warn mode: the digest-pinning rule only warns about the tag, so the model gate's own
+    # resolution (the operator asks the registry) decides what the pod is annotated with.
+    namespace = kubeclients.namespace(
+        plane, "models", {**NAMESPACE_LABELS, "muster.dev/enforce": "warn"}
+    )
+    created = _create(
+        plane, namespace, _pod("tagged", [_image_volume(f"{registry.host}/{repository}:v2")])
+    )
+    assert json.loads(created.metadata.annotations[modelregistry.MODELS_ANNOTATION]) == [
+        {"name": name, "digest": digest}
+    ]
+
+
+def test_changing_a_models_digest_raises_events_on_pods_running_the_old_one(
+    plane: controlplane.ControlPlane, objects: Any, signed_model: tuple[Path, str, str, str]
+) -> None:
+    _, digest, _, _ = signed_model
+    name = f"moving-{uuid.uuid4().hex[:6]}"
+    _model(objects, name, {"digest": digest})
+    namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
+    annotations = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
+    _create(
+        plane,
+        namespace,
+        _pod(
+            "old-bytes", [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}
+        ),
+    )
+    _wait(
+        lambda: (
+            objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"].get("pods")
+            == 1
+        ),
+        "the pod counted",
+    )
+    objects.patch_cluster_custom_object(
+        GROUP, VERSION, "models", name, {"spec": {"digest": "sha256:" + "9f" * 32}}
+    )
+
+    def changed() -> list[Any]:
+        with kubeclients.admin(plane) as api:
+            events_api: Any = client.EventsV1Api(api)
+            items = events_api.list_namespaced_event(namespace).items
+        return [e for e in items if e.reason == "ModelDigestChanged"]
+
+    (event, *_) = _wait(changed, "an Event on the pod")
+    assert event.regarding.name == "old-bytes"
+    assert digest in event.note
+
+
+def test_a_deployments_pods_come_out_of_the_controllers_with_the_verifier(
+    plane: controlplane.ControlPlane, objects: Any, signed_model: tuple[Path, str, str, str]
+) -> None:
+    _, digest, _, _ = signed_model
+    name = f"deployed-{uuid.uuid4().hex[:6]}"
+    _model(objects, name, {"digest": digest})
+    namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
+    template = _pod(
+        "ignored",
+        [{"name": "data", "emptyDir": {}}],
+        metadata={
+            "labels": {"app": "server"},
+            "annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})},
+        },
+    )
+    del template["metadata"]["name"]
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "server"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "server"}},
+            "template": {"metadata": template["metadata"], "spec": template["spec"]},
+        },
+    }
+    with kubeclients.admin(plane) as api:
+        apps: Any = client.AppsV1Api(api)
+        created = apps.create_namespaced_deployment(namespace, deployment)
+        core: Any = client.CoreV1Api(api)
+        assert [c.name for c in created.spec.template.spec.init_containers] == [
+            "muster-verify-data"
+        ]
+        # The ReplicaSet controller's pod passes the validating gate (its verifier is intact).
+        pods = _wait(
+            lambda: core.list_namespaced_pod(namespace, label_selector="app=server").items,
+            "the Deployment's pod",
+        )
+    assert [c.name for c in pods[0].spec.init_containers] == ["muster-verify-data"]
+    assert pods[0].spec.init_containers[0].args[-1] == digest
+
+
+def test_a_model_the_schema_admits_but_muster_refuses_says_why_in_its_status(
+    objects: Any, signed_model: tuple[Path, str, str, str]
+) -> None:
+    _, digest, bundle, _ = signed_model
+    name = f"invalid-{uuid.uuid4().hex[:6]}"
+    _model(objects, name, {"digest": digest, "ociReference": "registry.example/models/x:v1"})
+    (condition,) = objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"][
+        "conditions"
+    ]
+    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
+    assert "must be pinned by digest" in condition["message"]
+    wrong = f"wrong-key-{uuid.uuid4().hex[:6]}"
+    other = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    _model(
+        objects,
+        wrong,
+        {"digest": digest, "signature": {"bundle": bundle, "publicKey": other.decode()}},
+    )
+    (condition,) = objects.get_cluster_custom_object(GROUP, VERSION, "models", wrong)["status"][
+        "conditions"
+    ]
+    assert (condition["status"], condition["reason"]) == ("False", "SignatureInvalid")
+    assert "different key" in condition["message"]
