@@ -28,6 +28,7 @@ class LocalOperator:
     cert_file: Path
     key_file: Path
     log: Path
+    metrics_url: str = ""  # http://127.0.0.1:<port>/metrics
 
     def stop(self) -> None:
         processes.stop_pid(self.pid)
@@ -57,6 +58,8 @@ def start(
     key_file.chmod(0o600)
     port = processes.free_port()
     url = f"https://127.0.0.1:{port}"
+    # A free metrics port too: several operators (tests, demos) may run on one machine.
+    metrics_port = processes.free_port()
     log = workdir / "muster.log"
     process = processes.spawn(
         [
@@ -70,6 +73,8 @@ def start(
             f"--tls-key-file={key_file}",
             f"--kubeconfig={plane.kubeconfig}",
             f"--namespace={own_namespace}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={metrics_port}",
             *extra_args,
         ],
         log=log,
@@ -82,6 +87,7 @@ def start(
         cert_file=cert_file,
         key_file=key_file,
         log=log,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
     )
     try:
         processes.wait_until(

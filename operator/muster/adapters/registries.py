@@ -39,8 +39,10 @@ __all__ = [
     "RegistryClient",
     "RegistryError",
     "RegistrySettings",
+    "RequestObserver",
     "Unauthorized",
     "Unavailable",
+    "request_outcome",
 ]
 
 logger = logging.getLogger("muster.registries")
@@ -140,6 +142,24 @@ def _check_digest(expected: str, data: bytes, what: str) -> None:
         raise DigestMismatch(f"{what}: content digest {actual} does not match {expected}")
 
 
+RequestObserver = Callable[[str, str, float], None]
+
+
+def request_outcome(status: int) -> str:
+    """A bounded name for an HTTP answer, for metrics: success, not_found, unauthorized, ..."""
+    if status < 400:
+        return "success"
+    if status == 404:
+        return "not_found"
+    if status in (401, 403):
+        return "unauthorized"
+    if status == 429:
+        return "throttled"
+    if status >= 500:
+        return "server_error"
+    return "error"
+
+
 class RegistryClient:
     """One client per process (or per test): it owns a pooled HTTP session and a token cache."""
 
@@ -151,6 +171,8 @@ class RegistryClient:
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self.stats = RequestStats()
+        # Told about every HTTP round trip: (registry, outcome, seconds); see request_outcome.
+        self.observer: RequestObserver | None = None
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -345,23 +367,33 @@ class RegistryClient:
                 if authorization:
                     headers["Authorization"] = authorization
             self.stats.requests += 1
-            async with self._client().request(
-                method, url, headers=headers, allow_redirects=False
-            ) as response:
-                if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
-                    url = urllib.parse.urljoin(url, response.headers["Location"])
-                    continue
-                if response.status != 200:
-                    return response.status, response.headers, b""
-                length = response.content_length
-                if length is not None and length > limit:
-                    raise BlobTooLarge(f"{what} is {length} bytes, over the limit of {limit}")
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(64 * 1024):
-                    body += chunk
-                    if len(body) > limit:
-                        raise BlobTooLarge(f"{what} is over the limit of {limit} bytes")
-                return response.status, response.headers, bytes(body)
+            started = time.perf_counter()
+            outcome = "unreachable"
+            try:
+                async with self._client().request(
+                    method, url, headers=headers, allow_redirects=False
+                ) as response:
+                    outcome = request_outcome(response.status)
+                    if (
+                        response.status in (301, 302, 303, 307, 308)
+                        and "Location" in response.headers
+                    ):
+                        url = urllib.parse.urljoin(url, response.headers["Location"])
+                        continue
+                    if response.status != 200:
+                        return response.status, response.headers, b""
+                    length = response.content_length
+                    if length is not None and length > limit:
+                        raise BlobTooLarge(f"{what} is {length} bytes, over the limit of {limit}")
+                    body = bytearray()
+                    async for chunk in response.content.iter_chunked(64 * 1024):
+                        body += chunk
+                        if len(body) > limit:
+                            raise BlobTooLarge(f"{what} is over the limit of {limit} bytes")
+                    return response.status, response.headers, bytes(body)
+            finally:
+                if self.observer is not None:
+                    self.observer(registry, outcome, time.perf_counter() - started)
         raise RegistryError(f"{what}: more than {self.settings.max_redirects} redirects")
 
     def _authorization(self, registry: str, scope: str) -> str | None:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import muster
 
-from . import common, dev, gpu, model, run, sigstore
+from . import common, dev, gpu, image, model, nodeagent, run, sigstore
 
 __all__ = ["main"]
 
-_AREAS = (run, dev, gpu, model, sigstore)
+_AREAS = (run, dev, image, gpu, nodeagent, model, sigstore)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from muster.adapters import registries
 from muster.cli import common
-from muster.handlers import operator, webhooks
+from muster.handlers import models, operator, webhooks
 
 __all__ = ["register"]
 
@@ -88,6 +88,46 @@ def register(subcommands: common.Subcommands) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
+    # -- model gate --
+    parser.add_argument(
+        "--verifier-image",
+        default=os.environ.get("MUSTER_VERIFIER_IMAGE", models.DEFAULT_VERIFIER_IMAGE),
+        metavar="IMAGE",
+        help="image of the init container that re-verifies model volumes on the node "
+        "(Muster's own image; pin it by digest)",
+    )
+    parser.add_argument(
+        "--evict-revoked-model-pods",
+        action="store_true",
+        help="evict running pods that use a revoked Model (default: Events and metrics only)",
+    )
+    # -- observability ------------------------------------------------------------------
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("MUSTER_METRICS_PORT", "8080")),
+        help="port of the Prometheus endpoint /metrics (default 8080; 0 turns it off)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=os.environ.get("MUSTER_METRICS_ADDRESS", "0.0.0.0"),  # noqa: S104
+        help="address the metrics endpoint listens on (default 0.0.0.0)",
+    )
+    parser.add_argument(
+        "--metrics-namespace",
+        action="append",
+        default=None,
+        metavar="NAMESPACE",
+        help="a namespace named in metric labels (repeat); others are counted as 'other'. "
+        "Default: the first --metrics-max-namespaces namespaces seen",
+    )
+    parser.add_argument(
+        "--metrics-max-namespaces",
+        type=int,
+        default=100,
+        metavar="N",
+        help="without --metrics-namespace, how many namespaces get their own label (default 100)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -104,6 +144,10 @@ def _run(args: argparse.Namespace) -> int:
     for path in (args.tls_cert_file, args.tls_key_file):
         if not Path(path).is_file():
             raise common.CommandError(f"{path} does not exist or is not a file")
+    if not 0 <= args.metrics_port <= 65535:
+        raise common.CommandError(f"--metrics-port {args.metrics_port} is not a port (0-65535)")
+    if args.metrics_max_namespaces < 0:
+        raise common.CommandError("--metrics-max-namespaces must not be negative")
     settings = operator.OperatorSettings(
         webhook=webhooks.WebhookSettings(
             host=args.listen_address,
@@ -119,6 +163,12 @@ def _run(args: argparse.Namespace) -> int:
         peering=args.peering,
         priority=args.priority if args.priority is not None else secrets.randbelow(10_000) + 1,
         liveness_endpoint=args.liveness,
+        metrics_address=args.metrics_address,
+        metrics_port=args.metrics_port or None,
+        metrics_namespaces=frozenset(args.metrics_namespace) if args.metrics_namespace else None,
+        metrics_max_namespaces=args.metrics_max_namespaces,
+        model_verifier_image=args.verifier_image,
+        evict_revoked_model_pods=args.evict_revoked_model_pods,
     )
     try:
         asyncio.run(operator.run(settings))

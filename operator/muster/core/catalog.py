@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from muster.core import crds, gpupolicies
+from muster.core import crds, gpupolicies, imagepolicies, modelregistry
 
 __all__ = ["CUSTOM_RESOURCES", "definitions"]
 
@@ -32,7 +32,77 @@ def _gpu_stack_policy() -> dict[str, Any]:
     )
 
 
-CUSTOM_RESOURCES: tuple[Callable[[], dict[str, Any]], ...] = (_gpu_stack_policy,)
+def _image_policy() -> dict[str, Any]:
+    return crds.definition(
+        kind="ImagePolicy",
+        plural="imagepolicies",
+        spec_model=imagepolicies.ImagePolicySpec,
+        description="Which images must be signed, by which keys or keyless identities.",
+        short_names=("ipol",),
+        printer_columns=(
+            {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+            {"name": "Images", "type": "string", "jsonPath": ".spec.images"},
+            {"name": "Authorities", "type": "string", "jsonPath": ".spec.authorities[*].name"},
+            {"name": "Threshold", "type": "integer", "jsonPath": ".spec.threshold"},
+            {
+                "name": "Compiled",
+                "type": "string",
+                "jsonPath": ".status.conditions[?(@.type=='Compiled')].status",
+            },
+            {
+                "name": "Reason",
+                "type": "string",
+                "priority": 1,
+                "jsonPath": ".status.conditions[?(@.type=='Compiled')].message",
+            },
+        ),
+    )
+
+
+def _model() -> dict[str, Any]:
+    return crds.definition(
+        kind="Model",
+        plural="models",
+        spec_model=modelregistry.ModelSpec,
+        description="An approved model: OMS digest, OCI digest, provenance, signature, revocation.",
+        short_names=("mdl",),
+        printer_columns=(
+            {"name": "Digest", "type": "string", "jsonPath": ".spec.digest"},
+            {"name": "Format", "type": "string", "jsonPath": ".spec.format"},
+            {
+                "name": "Signed",
+                "type": "string",
+                "jsonPath": ".status.conditions[?(@.type=='SignatureVerified')].status",
+            },
+            {"name": "Revoked", "type": "boolean", "jsonPath": ".spec.revoked"},
+            {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
+            {"name": "Source", "type": "string", "priority": 1, "jsonPath": ".spec.source"},
+            {"name": "OCI", "type": "string", "priority": 1, "jsonPath": ".spec.ociReference"},
+        ),
+    )
+
+
+def _model_policy() -> dict[str, Any]:
+    return crds.definition(
+        kind="ModelPolicy",
+        plural="modelpolicies",
+        spec_model=modelregistry.ModelPolicySpec,
+        description="Which namespaces may only mount approved models, and how strictly.",
+        short_names=("mpol",),
+        printer_columns=(
+            {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+            {"name": "Signature", "type": "boolean", "jsonPath": ".spec.requireSignature"},
+            {"name": "Unsafe", "type": "string", "jsonPath": ".spec.unsafeSerialization.action"},
+        ),
+    )
+
+
+CUSTOM_RESOURCES: tuple[Callable[[], dict[str, Any]], ...] = (
+    _model,
+    _model_policy,
+    _gpu_stack_policy,
+    _image_policy,
+)
 
 
 def definitions() -> list[dict[str, Any]]:

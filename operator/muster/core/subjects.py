@@ -52,9 +52,14 @@ DEFAULT_TEMPLATE_PATHS: TemplatePaths = {
     ("jobset.x-k8s.io", "jobsets"): ("/spec/replicatedJobs/*/template/spec/template",),
 }
 
-# Pod subresources whose content Muster judges; others (binding, status, exec, ...) are not
-# about images, models or placement and are left to the gates that ask for them.
-_POD_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
+# Pod subresources whose content Muster judges; others (status, exec, ...) are not about
+# images, models or placement. A ``binding`` (a Binding object placing the pod on a node) is
+# passed on without pod templates: only gates that judge placement look at it.
+_POD_SUBRESOURCES = frozenset({"", "ephemeralcontainers", "binding"})
+_TEMPLATELESS_SUBRESOURCES = frozenset({"binding"})
+# The older ``POST /api/v1/namespaces/N/bindings`` does the same as ``pods/N/binding``: it is
+# judged as that subresource, so the scheduler cannot be bypassed through it.
+_LEGACY_BINDINGS = ("", "bindings")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,6 +178,8 @@ def from_review(
     resource = request["resource"]
     key = (resource["group"], resource["resource"])
     subresource = request.get("subResource", "")
+    if key == _LEGACY_BINDINGS and not subresource:
+        key, subresource = ("", "pods"), "binding"
     if key == ("", "pods") and subresource not in _POD_SUBRESOURCES:
         return None
     if key != ("", "pods") and subresource:
@@ -184,14 +191,14 @@ def from_review(
         uid=request["uid"],
         api_version=review["apiVersion"],
         operation=request["operation"],
-        group=resource["group"],
-        resource=resource["resource"],
+        group=key[0],
+        resource=key[1],
         subresource=subresource,
         kind=str(request["kind"].get("kind", "")),
         namespace=namespace,
         name=request.get("name") or str(metadata.get("name") or ""),
         object=obj,
-        templates=templates_of(obj, paths),
+        templates=() if subresource in _TEMPLATELESS_SUBRESOURCES else templates_of(obj, paths),
         user=request["userInfo"],
         mode=mode,
         dry_run=bool(request.get("dryRun")),

@@ -22,7 +22,7 @@ def _rules() -> list[dict[str, Any]]:
     for group, resource in subjects.DEFAULT_TEMPLATE_PATHS:
         by_group.setdefault(group, []).append(resource)
         if (group, resource) == ("", "pods"):
-            by_group[group].append("pods/ephemeralcontainers")
+            by_group[group].extend(["bindings", "pods/binding", "pods/ephemeralcontainers"])
     return [
         {
             "apiGroups": [group],

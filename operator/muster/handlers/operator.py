@@ -18,9 +18,12 @@ from typing import Any
 import kopf
 
 import muster
+from muster.adapters import events as events_
 from muster.adapters import kubeapi, registries
-from muster.core import gates, pinning
-from muster.handlers import admissions, webhooks
+from muster.adapters import metrics as metrics_
+from muster.core import gates, observations, pinning
+from muster.handlers import admissions, gpunodes, gpupods, imagegate, models, webhooks
+from muster.handlers import observability as observability_
 
 __all__ = [
     "CONTROLLER_AREAS",
@@ -49,6 +52,16 @@ class OperatorSettings:
     peering: str | None = None
     priority: int = 0
     liveness_endpoint: str | None = None
+    # Observability: /metrics on this address and port (None: not served); namespace labels
+    # limited to metrics_namespaces when given, else to the first metrics_max_namespaces seen.
+    metrics_address: str = "0.0.0.0"  # noqa: S104  # Prometheus scrapes the pod IP
+    metrics_port: int | None = None
+    metrics_namespaces: frozenset[str] | None = None
+    metrics_max_namespaces: int = 100
+    # Model gate: the image of the init container that re-verifies model volumes on the node,
+    # and whether pods using a revoked Model are evicted (default: Events and metrics only).
+    model_verifier_image: str = models.DEFAULT_VERIFIER_IMAGE
+    evict_revoked_model_pods: bool = False
 
 
 @dataclasses.dataclass
@@ -58,17 +71,30 @@ class Services:
     settings: OperatorSettings
     kube: kubeapi.KubeApi
     registries: registries.RegistryClient
+    # Per-area state shared by an area's controllers and gates in this process (keyed by area).
+    areas: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Metrics every area reports to, and the queue Events go out through.
+    metrics: metrics_.Metrics = dataclasses.field(default_factory=metrics_.Metrics)
+    events: events_.EventRecorder | None = None
 
     @classmethod
     def create(cls, settings: OperatorSettings) -> Services:
         credentials = kubeapi.Credentials.resolve(settings.kubeconfig)
-        return cls(
+        services = cls(
             settings=settings,
             kube=kubeapi.KubeApi(credentials),
             registries=registries.RegistryClient(settings.registry),
+            metrics=_metrics(settings),
         )
+        services.registries.observer = services.metrics.registry_request
+        services.events = events_.EventRecorder(
+            services.kube, outcome=services.metrics.event_outcome
+        )
+        return services
 
     async def close(self) -> None:
+        if self.events is not None:
+            await self.events.stop()
         await self.kube.close()
         await self.registries.close()
 
@@ -83,9 +109,31 @@ def _pinning_gates(services: Services) -> Sequence[gates.Gate]:
     return [pinning.PinningGate()]
 
 
-GATE_AREAS: tuple[GateFactory, ...] = (_pinning_gates,)
-CONTROLLER_AREAS: tuple[ControllerRegistrar, ...] = ()
-OBSERVER_AREAS: tuple[ObserverFactory, ...] = ()
+def _metrics(settings: OperatorSettings) -> metrics_.Metrics:
+    return metrics_.Metrics(
+        namespaces=observations.BoundedLabel(
+            limit=settings.metrics_max_namespaces, allowed=settings.metrics_namespaces
+        ),
+        certfile=settings.webhook.tls.certfile if settings.webhook.tls else None,
+    )
+
+
+def _observability(services: Services) -> Sequence[admissions.Observer]:
+    return [observability_.DecisionObserver(services.metrics, services.events)]
+
+
+GATE_AREAS: tuple[GateFactory, ...] = (
+    _pinning_gates,
+    gpupods.gates_for,
+    models.gates_for,
+    imagegate.gate_factory,
+)
+CONTROLLER_AREAS: tuple[ControllerRegistrar, ...] = (
+    gpunodes.register,
+    models.controllers,
+    imagegate.register_controller,
+)
+OBSERVER_AREAS: tuple[ObserverFactory, ...] = (_observability,)
 
 
 def build_pipeline(services: Services) -> admissions.Pipeline:
@@ -125,6 +173,15 @@ async def run(settings: OperatorSettings) -> None:
     if settings.kubeconfig:
         os.environ["KUBECONFIG"] = settings.kubeconfig
     services = Services.create(settings)
+    metrics_runner = None
+    if settings.metrics_port is not None:
+        try:
+            metrics_runner = await metrics_.serve(
+                services.metrics, settings.metrics_address, settings.metrics_port
+            )
+        except OSError as error:
+            await services.close()
+            raise OSError(f"metrics port {settings.metrics_port}: {error}") from None
     stop_flag = asyncio.Event()
     webhook_task = asyncio.create_task(
         webhooks.serve(settings.webhook, build_pipeline(services)), name="webhook-server"
@@ -145,4 +202,6 @@ async def run(settings: OperatorSettings) -> None:
             webhook_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await webhook_task
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await services.close()

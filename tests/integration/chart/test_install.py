@@ -257,9 +257,7 @@ def test_service_account_can_do_what_the_operator_needs_and_no_more(release: Rel
         refused = [
             lambda: core.list_secret_for_all_namespaces(limit=1),
             lambda: core.list_namespaced_secret(release.namespace, limit=1),
-            lambda: core.read_namespaced_secret(
-                f"{release.fullname}-webhook-tls", release.namespace
-            ),
+            lambda: core.list_namespaced_config_map(release.namespace, limit=1),
             lambda: core.create_namespaced_pod(target, kubeclients.pod("p", "busybox")),
             lambda: client.AdmissionregistrationV1Api(api).delete_validating_webhook_configuration(
                 release.fullname

@@ -287,3 +287,19 @@ def test_observers_see_decisions_and_cannot_change_them() -> None:
     data = pod_review({"containers": [{"name": "a", "image": "a:1"}]})
     assert judge(data, using=runner)["allowed"] is False
     assert good.seen == bad.seen == [("validate", False)]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"subResource": "binding"},
+        {"resource": {"group": "", "version": "v1", "resource": "bindings"}},
+    ],
+)
+def test_bindings_reach_gates_as_pod_bindings_without_templates(where: dict[str, Any]) -> None:
+    binding = {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n"}}
+    data = reviews.validate(review(object=binding, name="p", **where))
+    subject = subjects.from_review(data, mode=ENFORCE, own_namespace="muster-system")
+    assert subject is not None
+    assert (subject.resource, subject.subresource, subject.name) == ("pods", "binding", "p")
+    assert subject.is_pod and subject.templates == ()

@@ -70,7 +70,7 @@ Rules for kinds a cluster does not serve (e.g. Ray without its CRDs) simply neve
 - apiGroups: [""]
   apiVersions: ["*"]
   operations: ["CREATE", "UPDATE"]
-  resources: ["pods", "pods/ephemeralcontainers"]
+  resources: ["bindings", "pods", "pods/binding", "pods/ephemeralcontainers"]
   scope: Namespaced
 - apiGroups: ["apps"]
   apiVersions: ["*"]
