@@ -1,0 +1,92 @@
+"""``muster dev up --demo``: a newcomer's first minutes, end to end, then ``dev down``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from muster.adapters import controlplane, processes
+from muster.cli import common
+from tests.checkcli import muster_check
+
+pytestmark = pytest.mark.e2e
+
+
+def _muster(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "muster", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+        check=False,
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Path) -> None:
+    env = {"MUSTER_DEV_DIR": str(tmp_path / "dev")}
+    up = _muster("dev", "up", "--demo", "--format=json", env=env)
+    state = controlplane.ControlPlaneState.load(tmp_path / "dev")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        info = json.loads(up.stdout)
+        assert set(state.pids) >= {"etcd", "kube-apiserver", "registry", "muster-operator"}
+        assert {"registry", "metrics", "webhook"} <= set(state.ports)
+        steps = {step["name"]: step for step in info["walkthrough"]}
+        registry = info["registry"]
+        # images: the unsigned pod is denied with the admission message; the signed one pinned
+        assert steps["unsigned"]["outcome"] == "denied"
+        assert (
+            "is rejected by ImagePolicy 'demo-signed': no signature found"
+            in (steps["unsigned"]["output"])
+        )
+        assert steps["signed"]["outcome"] == "admitted"
+        assert steps["signed"]["shown"].startswith(f"{registry}/demo/app:v1@sha256:")
+        # GPU stack: steered to compliant nodes; denied on the end-of-life A100
+        assert steps["cuda-steered"]["outcome"] == "admitted"
+        affinity = json.loads(steps["cuda-steered"]["shown"])
+        expressions = affinity["nodeSelectorTerms"][0]["matchExpressions"]
+        assert {"key": "muster.dev/gpu-stack", "operator": "In", "values": ["compliant"]} in (
+            expressions
+        )
+        assert steps["cuda-on-a100"]["outcome"] == "denied"
+        assert "node gpu-a100 is non-compliant" in steps["cuda-on-a100"]["output"]
+        assert "R450" in steps["cuda-on-a100"]["output"]
+        # models: the unknown one denied, the approved one admitted with its verifier
+        assert steps["mystery-model"]["outcome"] == "denied"
+        assert "Model 'mystery' is not registered" in steps["mystery-model"]["output"]
+        assert steps["approved-model"]["outcome"] == "admitted"
+        assert steps["approved-model"]["shown"] == "muster-verify-weights"
+        # muster check against the demo cluster's policies gives kubectl's message, offline
+        pod = tmp_path / "unsigned.yaml"
+        pod.write_text(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: unsigned, namespace: demo}\n"
+            f"spec:\n  containers:\n    - {{name: main, image: '{registry}/demo/unsigned:v1'}}\n"
+        )
+        code, out, err = muster_check(
+            "--kubeconfig", info["kubeconfig"], "--insecure-registry", registry, str(pod)
+        )
+        assert code == common.EXIT_FAIL, err
+        message = out.splitlines()[1].strip()
+        assert message.startswith('muster: container "main": image ')
+        assert steps["unsigned"]["output"].endswith(message)
+    finally:
+        down = _muster("dev", "down", env=env)
+    assert down.returncode == 0, down.stderr
+    assert not (tmp_path / "dev").exists()
+    assert [name for name, pid in state.pids.items() if _alive(pid)] == []
+    assert [name for name, port in state.ports.items() if processes.port_is_open(port)] == []
