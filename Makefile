@@ -11,7 +11,7 @@ setup:
 	@bash hack/setup.sh
 
 demo: setup
-	@$(VENV)/muster dev up
+	@$(VENV)/muster dev up --demo
 
 down:
 	@$(VENV)/muster dev down
@@ -34,3 +34,21 @@ integration: setup
 
 e2e: setup
 	$(VENV)/pytest -m e2e
+
+# The performance suite (docs/performance.md): one table, goals met or missed, JSON results.
+.PHONY: bench bench-smoke
+bench: setup
+	$(VENV)/python benchmarks/run.py
+
+bench-smoke: setup
+	$(VENV)/python benchmarks/run.py --smoke
+
+# Regenerate everything derived from the code: CRDs, the default policies, the CRD reference,
+# the chart README's values table and the plain manifests (tests fail when any of them drifts).
+.PHONY: generate
+generate: setup
+	$(VENV)/python hack/generate-crds.py
+	$(VENV)/python hack/generate-default-policies.py
+	$(VENV)/python hack/generate-reference.py
+	$(VENV)/python hack/chart-values-table.py
+	bash hack/render-manifests.sh

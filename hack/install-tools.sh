@@ -110,4 +110,15 @@ if [[ -d "$reg_src" ]]; then
   link "$reg_key" testregistry testregistry
 fi
 
+# The tiny trivy database writer for tests: keyed by a hash of its source too.
+tdb_src="$HERE/../tools/trivydb"
+if [[ -d "$tdb_src" ]]; then
+  tdb_key="trivydb-$(cat "$tdb_src"/go.mod "$tdb_src"/*.go | sha256sum | cut -c1-12)"
+  if ! have "$tdb_key" trivydb; then
+    log "building the trivy database writer"
+    (cd "$tdb_src" && go build -trimpath -o "$CACHE/$tdb_key/trivydb" .)
+  fi
+  link "$tdb_key" trivydb trivydb
+fi
+
 log "tools ready in $BIN"

@@ -7,8 +7,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# Real peers from Debian: the OCI registry (distribution 2.8), Prometheus and promtool, skopeo.
-apt_packages=(docker-registry prometheus skopeo)
+# Real peers from Debian: the OCI registry (distribution 2.8), Prometheus and promtool, skopeo;
+# buildah and debootstrap build the container image offline (hack/build-image.sh).
+apt_packages=(docker-registry prometheus skopeo buildah debootstrap)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

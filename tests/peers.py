@@ -14,7 +14,6 @@ import dataclasses
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,7 +23,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from muster.adapters import processes, tools
+from muster.adapters import localregistry, processes, tools
 
 __all__ = [
     "Registry",
@@ -104,17 +103,7 @@ def registry(workdir: Path, users: Mapping[str, str] | None = None) -> Iterator[
 
     With ``users``, it demands HTTP basic auth against an htpasswd file of those users.
     """
-    port = processes.free_port()
-    config = workdir / "registry.yml"
-    settings: dict[str, object] = {
-        "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {
-            "filesystem": {"rootdirectory": str(workdir / "data")},
-            "delete": {"enabled": True},
-        },
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }
+    extra: dict[str, object] = {}
     if users:
         import bcrypt  # only the auth-enabled registry needs it
 
@@ -125,24 +114,12 @@ def registry(workdir: Path, users: Mapping[str, str] | None = None) -> Iterator[
                 for user, password in users.items()
             )
         )
-        settings["auth"] = {"htpasswd": {"realm": "muster-tests", "path": str(htpasswd)}}
-    config.write_text(json.dumps(settings))
-    log = workdir / "registry.log"
-    process = processes.spawn(
-        [shutil.which("docker-registry") or "/usr/bin/docker-registry", "serve", str(config)],
-        log=log,
-    )
+        extra["auth"] = {"htpasswd": {"realm": "muster-tests", "path": str(htpasswd)}}
+    running = localregistry.start(workdir, extra_config=extra)
     try:
-        processes.wait_until(
-            lambda: _http_ok(f"http://127.0.0.1:{port}/v2/"),
-            what="docker-registry",
-            timeout=30,
-            process=process,
-            log=log,
-        )
-        yield Registry(host=f"127.0.0.1:{port}", referrers_api=False)
+        yield Registry(host=running.host, referrers_api=False)
     finally:
-        _stop(process)
+        running.stop()
 
 
 @contextlib.contextmanager

@@ -1,35 +1,28 @@
-"""Events and metrics from real admissions: real apiserver, real ``muster run``, real Prometheus.
+"""Events from real admissions: real apiserver, the session's real ``muster run``.
 
-Events are read back through the apiserver (``events.k8s.io/v1``); Prometheus scrapes the
-operator's ``/metrics`` and every dashboard panel's and every alert's PromQL is evaluated
-through its HTTP API.
+Events are read back through the apiserver (``events.k8s.io/v1``). Metrics, the dashboard and
+the alerts are checked against a real Prometheus in ``tests/e2e/observability``, whose operator
+runs every gate against a real registry (this session operator never contacts one).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 from kubernetes import client
 
 from muster.adapters import controlplane, localoperator
 from muster.core import scopes
-from tests import kubeclients, paths, peers
+from tests import kubeclients
 
 pytestmark = pytest.mark.e2e
 
 UNPINNED = "registry.example/team/trainer:v1"
 PINNED = "registry.example/team/trainer@sha256:" + "ab" * 32
-CHART = paths.REPO / "charts" / "muster"
-RULES = CHART / "rules" / "muster.rules.yaml"
 T = TypeVar("T")
 
 
@@ -244,125 +237,3 @@ def test_warnings_are_reported_on_the_objects_once_they_exist(
     assert event.name == pods[0].metadata.name
     assert event.uid == pods[0].metadata.uid
     assert event.name.startswith("warned-")
-
-
-# -- metrics through the real Prometheus ----------------------------------------------------
-
-
-def dashboard_expressions() -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            walk(panel.get("panels", []))
-            for target in panel.get("targets", []):
-                found.append((panel["title"], target["expr"]))
-
-    for path in sorted((CHART / "dashboards").glob("*.json")):
-        walk(json.loads(path.read_text())["panels"])
-    return found
-
-
-def alert_expressions() -> list[tuple[str, str]]:
-    rules = yaml.safe_load(RULES.read_text())
-    return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
-
-
-_THRESHOLD = re.compile(r"\s*[<>]=?\s*[^<>()]*$", re.DOTALL)
-
-
-def signals(expression: str) -> list[str]:
-    """What an alert compares: each ``and`` operand without its final threshold."""
-    parts = re.split(r"\n\s*and\s*\n", expression.strip())
-    return [_THRESHOLD.sub("", part.strip()) for part in parts]
-
-
-def query(prometheus: peers.Prometheus, expression: str) -> dict[str, Any]:
-    url = f"{prometheus.url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        answer: dict[str, Any] = json.load(response)
-    assert answer["status"] == "success", (expression, answer)
-    return answer["data"]
-
-
-@pytest.fixture
-def scraping(
-    tmp_path: Path, muster_operator: localoperator.LocalOperator
-) -> Iterator[peers.Prometheus]:
-    target = urllib.parse.urlsplit(muster_operator.metrics_url).netloc
-    with peers.prometheus(tmp_path, scrape_targets=[target], rule_files=[RULES]) as running:
-        yield running
-
-
-def test_prometheus_scrapes_muster_and_every_panel_and_alert_has_data(
-    control_plane: controlplane.ControlPlane,
-    muster_operator: localoperator.LocalOperator,
-    enforced: str,
-    scraping: peers.Prometheus,
-) -> None:
-    eventually(lambda: query(scraping, "up{job='muster'} == 1")["result"], what="a first scrape")
-    for name in ("m1", "m2"):
-        denied(
-            control_plane,
-            lambda api, name=name: client.CoreV1Api(api).create_namespaced_pod(
-                enforced, kubeclients.pod(name, UNPINNED)
-            ),
-        )
-    with kubeclients.admin(control_plane) as api:
-        client.CoreV1Api(api).create_namespaced_pod(enforced, kubeclients.pod("ok", PINNED))
-    eventually(
-        lambda: query(
-            scraping,
-            f'muster_violations_total{{namespace="{enforced}",reason="ImageNotPinned"}} >= 2',
-        )["result"],
-        what="the denials in Prometheus",
-    )
-    allowed = query(
-        scraping, 'muster_admission_requests_total{phase="validate",decision="allowed"} > 0'
-    )
-    assert allowed["result"]
-    eventually(  # rates need two scrapes of the new values
-        lambda: query(
-            scraping, 'sum(rate(muster_admission_requests_total{decision="denied"}[5m])) > 0'
-        )["result"],
-        what="a denial rate",
-    )
-    empty: list[str] = []
-    for title, expression in dashboard_expressions():
-        if not query(scraping, expression)["result"]:
-            empty.append(f"panel {title!r}: {expression}")
-    # Registry series appear with the first registry request; a run whose gates contacted no
-    # registry has none (the registry panels then show 0).
-    contacted = bool(query(scraping, "muster_registry_requests_total")["result"])
-    for alert, expression in alert_expressions():
-        query(scraping, expression)  # valid PromQL (usually nothing: nothing is wrong)
-        for signal in signals(expression):
-            if "muster_registry_" in signal and not contacted:
-                continue
-            if not query(scraping, signal)["result"]:
-                empty.append(f"alert {alert}: {signal}")
-    assert not empty, "\n".join(empty)
-    expiry = query(scraping, "muster_webhook_certificate_expiry_timestamp_seconds")["result"]
-    assert float(expiry[0]["value"][1]) > time.time()
-    # Prometheus loaded the very rules file the chart ships, and evaluated it.
-    with urllib.request.urlopen(f"{scraping.url}/api/v1/rules", timeout=10) as response:
-        groups = json.load(response)["data"]["groups"]
-    loaded = {rule["name"] for group in groups for rule in group["rules"]}
-    assert loaded == {alert for alert, _ in alert_expressions()}
-    assert all(rule["health"] != "err" for group in groups for rule in group["rules"])
-    # A sample of every metric, for the record.
-    for line in _samples(muster_operator.metrics_url):
-        print(line)
-
-
-def _samples(url: str) -> list[str]:
-    """Every non-zero sample (histograms by their count), for the record."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text: str = response.read().decode()
-    return [
-        line
-        for line in text.splitlines()
-        if line.startswith("muster_")
-        and not re.match(r"\w+_(created|bucket|sum)[{ ]", line)
-        and not line.endswith(" 0.0")
-    ]

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import ssl
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import yaml
 from muster.adapters import processes, tools
 from muster.core import pki
 
-__all__ = ["ControlPlane", "ControlPlaneState", "start", "stop"]
+__all__ = ["ControlPlane", "ControlPlaneState", "restart_apiserver", "start", "stop"]
 
 STATE_FILE = "state.json"
 ADMIN_USER = "muster-admin"
@@ -281,6 +282,27 @@ def _start_controller_manager(
         log=log,
     )
     pids["kube-controller-manager"] = process.pid
+
+
+def restart_apiserver(plane: ControlPlane, *, down_for: float = 0.0, timeout: float = 90.0) -> None:
+    """Stop the kube-apiserver (watches break, clients see refused connections), wait
+    ``down_for`` seconds, start it again with the same arguments and wait until it is ready.
+    For reliability tests; etcd keeps the data."""
+    pid = plane.state.pids["kube-apiserver"]
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    processes.stop_pid(pid)
+    time.sleep(down_for)
+    log = plane.workdir / "logs" / "kube-apiserver.log"
+    apiserver = processes.spawn([arg.decode() for arg in argv], log=log)
+    plane.state.pids["kube-apiserver"] = apiserver.pid
+    plane.state.save()
+    processes.wait_until(
+        lambda: _readyz(plane),
+        what="kube-apiserver (restarted)",
+        timeout=timeout,
+        process=apiserver,
+        log=log,
+    )
 
 
 def _http_ok(url: str) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from muster.adapters import registries
@@ -56,6 +56,8 @@ class ImageEnvReader:
     def __init__(self, client: registries.RegistryClient) -> None:
         self._client = client
         self._cache: dict[str, tuple[float, dict[str, str]]] = {}
+        # Told about every cache look-up (True: hit), e.g. ``Metrics.cache_lookup``.
+        self.cache_observer: Callable[[bool], None] | None = None
 
     async def env(self, image: str) -> dict[str, str]:
         try:
@@ -64,7 +66,10 @@ class ImageEnvReader:
             raise ImageEnvError(f"image {image!r} is not a valid reference: {error}") from error
         key = str(reference)
         cached = self._cache.get(key)
-        if cached is not None and (reference.pinned or cached[0] > time.monotonic()):
+        hit = cached is not None and (reference.pinned or cached[0] > time.monotonic())
+        if self.cache_observer is not None:
+            self.cache_observer(hit)
+        if cached is not None and hit:
             return dict(cached[1])
         try:
             env = await self._read(reference, image)

@@ -160,6 +160,8 @@ class Verifier:
         self._clients: collections.OrderedDict[str, registries.RegistryClient] = (
             collections.OrderedDict()
         )
+        # Told about every decision-cache look-up (True: hit), e.g. ``Metrics.cache_lookup``.
+        self.cache_observer: Callable[[bool], None] | None = None
 
     @property
     def requests(self) -> int:
@@ -238,15 +240,19 @@ class Verifier:
     ) -> imagepolicies.Decision:
         key = (reference.name, digest, *policy.key)
         cached = self._decisions.get(key)
+        if self.cache_observer is not None:
+            self.cache_observer(cached is not None)
         if cached is not None:
             return cached
         evidence = await self._evidence(reference, digest, credentials, platforms=False)
-        decision = imagepolicies.judge(policy, evidence)
+        # Signature and certificate checks are CPU work (milliseconds for keyless bundles):
+        # off the event loop, so warm admissions answer while a cold one verifies.
+        decision = await asyncio.to_thread(imagepolicies.judge, policy, evidence)
         if not decision.passed and evidence.error is None:
             # Maybe a multi-arch index signed per platform: one more look, only on failure.
             expanded = await self._evidence(reference, digest, credentials, platforms=True)
             if expanded.is_index:
-                decision = imagepolicies.judge(policy, expanded)
+                decision = await asyncio.to_thread(imagepolicies.judge, policy, expanded)
         ttl = self.cache.ttl if decision.passed else self.cache.negative_ttl
         self._decisions.put(key, decision, ttl)
         return decision
@@ -282,7 +288,11 @@ class Verifier:
         client = self._clients.get(fingerprint)
         if client is None:
             snapshot = dict(found)
-            client = registries.RegistryClient(self.client.settings, snapshot.get)
+            client = registries.RegistryClient(
+                self.client.settings,
+                snapshot.get,
+                operator_credentials=self.client.operator_credentials,
+            )
             client.observer = self.client.observer  # the same metrics, whoever's credentials
             self._clients[fingerprint] = client
             while len(self._clients) > self.cache.max_clients:

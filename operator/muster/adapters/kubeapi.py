@@ -72,9 +72,14 @@ class Credentials:
 class KubeApi:
     """``await api.get("/api/v1/namespaces/x")``; non-2xx answers raise :class:`ApiError`."""
 
-    def __init__(self, credentials: Credentials, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, credentials: Credentials, *, timeout: float = 10.0, connection_limit: int = 20
+    ) -> None:
+        """``connection_limit`` bounds this client's pool: a background controller gets a
+        client (and pool) of its own, so it can never hold the connections admission needs."""
         self.credentials = credentials
         self._timeout = timeout
+        self._connection_limit = connection_limit
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -89,7 +94,7 @@ class KubeApi:
                 context.load_cert_chain(self.credentials.cert_file, self.credentials.key_file)
             self._session = aiohttp.ClientSession(
                 base_url=self.credentials.host,
-                connector=aiohttp.TCPConnector(ssl=context, limit=20),
+                connector=aiohttp.TCPConnector(ssl=context, limit=self._connection_limit),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
         return self._session

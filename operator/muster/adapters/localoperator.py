@@ -46,8 +46,13 @@ def start(
     own_namespace: str,
     workdir: Path,
     extra_args: tuple[str, ...] = (),
+    kubeconfig: Path | None = None,
 ) -> LocalOperator:
-    """Start ``muster run`` on a random loopback port with a fresh serving certificate."""
+    """Start ``muster run`` on a random loopback port with a fresh serving certificate.
+
+    ``kubeconfig`` is the identity it runs with (default: the control plane's admin), e.g. one
+    holding a ServiceAccount's token to prove that account's RBAC is enough.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     ca = pki.new_ca("muster-webhook-ca")
     serving = pki.issue(ca, "muster-webhook", hosts=["127.0.0.1", "localhost"], server=True)
@@ -71,7 +76,7 @@ def start(
             f"--port={port}",
             f"--tls-cert-file={cert_file}",
             f"--tls-key-file={key_file}",
-            f"--kubeconfig={plane.kubeconfig}",
+            f"--kubeconfig={kubeconfig or plane.kubeconfig}",
             f"--namespace={own_namespace}",
             "--metrics-address=127.0.0.1",
             f"--metrics-port={metrics_port}",

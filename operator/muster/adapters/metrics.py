@@ -43,7 +43,7 @@ __all__ = [
 logger = logging.getLogger("muster.metrics")
 
 # Checks (gate names) whose series exist from the start; others appear when first used.
-CHECKS = ("digest-pinning", "image-signature", "gpu-stack", "models")
+CHECKS = ("digest-pinning", "image-signature", "gpu-stack", "models", "vulnerabilities")
 CACHES = ("signatures", "image-configs", "models")
 GPU_NODE_STATES = ("compliant", "noncompliant", "unknown")
 MODEL_STATES = ("approved", "revoked", "invalid")
@@ -63,6 +63,7 @@ DECISIONS = ("allowed", "warned", "denied")
 # slow; the deadline is 8 s and the webhook timeout 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8, 10)
 ERROR_REASONS = ("DeadlineExceeded", "InternalError")
+SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # trivy's, bounded
 
 
 class _CertificateExpiry(prometheus_registry.Collector):
@@ -180,6 +181,18 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.image_scans = prometheus_client.Counter(
+            "muster_image_scans",
+            "Image vulnerability scans run, by outcome (scanned, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.image_vulnerabilities = prometheus_client.Gauge(
+            "muster_image_vulnerabilities",
+            "Vulnerabilities in the scanned image digests Muster knows, by severity.",
+            ["severity"],
+            registry=r,
+        )
         r.register(_CertificateExpiry(certfile))
         self._initialise()
 
@@ -204,6 +217,10 @@ class Metrics:
             self.drifted_pods.labels(check).set(0)
         for outcome in ("created", "updated", "dropped", "failed"):
             self.events.labels(outcome)
+        for outcome in ("scanned", "failed"):
+            self.image_scans.labels(outcome)
+        for severity in SEVERITIES:
+            self.image_vulnerabilities.labels(severity).set(0)
 
     # -- admission ------------------------------------------------------------------------
 
@@ -259,6 +276,13 @@ class Metrics:
 
     def set_drifted_pods(self, check: str, count: int) -> None:
         self.drifted_pods.labels(check).set(count)
+
+    def image_scanned(self, *, ok: bool) -> None:
+        self.image_scans.labels("scanned" if ok else "failed").inc()
+
+    def set_image_vulnerabilities(self, counts: Mapping[str, int]) -> None:
+        for severity in SEVERITIES:
+            self.image_vulnerabilities.labels(severity).set(counts.get(severity, 0))
 
     def event_outcome(self, outcome: str) -> None:
         self.events.labels(outcome).inc()

@@ -20,7 +20,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from muster.adapters import modelsigs
 from muster.core import oms, pickles
@@ -30,6 +30,7 @@ __all__ = [
     "Limits",
     "ModelError",
     "Outcome",
+    "Progress",
     "hash_file",
     "ignore_paths_for",
     "measure",
@@ -200,8 +201,12 @@ def hash_file(
     end: int | None = None,
     *,
     chunk: int = _CHUNK,
+    advance: Callable[[int], None] | None = None,
 ) -> str:
-    """Hex digest of ``path[start:end]``, read in chunks into one reused buffer."""
+    """Hex digest of ``path[start:end]``, read in chunks into one reused buffer.
+
+    ``advance`` (when given) is told the size of every chunk hashed, from the hashing thread.
+    """
     hasher = hashlib.new(algorithm)
     view = _buffer(chunk)
     remaining = None if end is None else end - start
@@ -214,6 +219,8 @@ def hash_file(
             if not got:
                 break
             hasher.update(view[:got])
+            if advance is not None:
+                advance(got)
             if remaining is not None:
                 remaining -= got
     return hasher.hexdigest()
@@ -232,6 +239,14 @@ def _buffer(size: int) -> memoryview:
     return current[:size]
 
 
+class Progress(Protocol):
+    """Told how much hashing there is, then of every chunk hashed (from worker threads)."""
+
+    def start(self, total_bytes: int, files: int) -> None: ...
+
+    def advance(self, hashed_bytes: int) -> None: ...
+
+
 def measure(
     root: Path,
     serialization: oms.Serialization = _DEFAULT_SERIALIZATION,
@@ -239,8 +254,12 @@ def measure(
     extra_ignores: Sequence[str] = (),
     ignore_git_paths: bool = True,
     workers: int = DEFAULT_WORKERS,
+    progress: Progress | None = None,
 ) -> oms.Manifest:
-    """The OMS manifest of the model at ``root`` as it is on disk now."""
+    """The OMS manifest of the model at ``root`` as it is on disk now.
+
+    ``progress`` (when given) learns the total bytes to hash, then each chunk as it is hashed.
+    """
     ignores = [*serialization.ignore_paths, *extra_ignores]
     if ignore_git_paths:
         ignores.extend(oms.DEFAULT_IGNORED_PATHS)
@@ -254,11 +273,22 @@ def measure(
         else:
             jobs.append((name, path, 0, None))
     algorithm = serialization.hashlib_name
+    advance = None
+    if progress is not None:
+        try:
+            total = sum(
+                (end if end is not None else path.stat().st_size) - start
+                for _, path, start, end in jobs
+            )
+        except OSError as error:
+            raise ModelError(f"cannot read {error.filename} ({error.strerror})") from None
+        progress.start(total, len(files))
+        advance = progress.advance
 
     def run(job: tuple[str, Path, int, int | None]) -> oms.Resource:
         name, path, start, end = job
         try:
-            digest = hash_file(path, algorithm, start, end)
+            digest = hash_file(path, algorithm, start, end, advance=advance)
         except OSError as error:
             raise ModelError(f"{name}: cannot read ({error.strerror})") from None
         return oms.Resource(name, serialization.resource_algorithm, digest)
@@ -415,7 +445,12 @@ def _scan_pickle(
 ) -> pickles.FileVerdict:
     from picklescan import scanner  # type: ignore[import-untyped]
 
-    imports = _picklescan_imports(scanner, handle, label, legacy_torch=legacy_torch)
+    try:
+        imports = _picklescan_imports(scanner, handle, label, legacy_torch=legacy_torch)
+    except ValueError as error:  # picklescan: a STACK_GLOBAL whose operands it cannot resolve
+        return pickles.FileVerdict(
+            label, pickles.Kind.UNSAFE, (f"an import cannot be determined statically: {error}",)
+        )
     handle.seek(0)
     error, called = _parse_status(handle)
     if legacy_torch and error is not None and imports:

@@ -85,12 +85,12 @@ def verify_with_key(bundle: Mapping[str, Any], public_key_pem: bytes) -> Signed:
     """Verify a key-signed bundle with an EC public key (PEM)."""
     key = _load_ec_public_key(public_key_pem)
     _check_media_type(bundle)
-    material = bundle.get("verificationMaterial") or {}
+    material = _object(bundle.get("verificationMaterial"), "verificationMaterial")
     pem = key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     fingerprint = hashlib.sha256(pem).hexdigest()
-    hint = (material.get("publicKey") or {}).get("hint")
+    hint = _object(material.get("publicKey"), "verificationMaterial.publicKey").get("hint")
     # model_signing rejects a bundle that names another key; old bundles carry no hint.
     if hint and hint != fingerprint:
         raise SignatureError(
@@ -115,8 +115,10 @@ def verify_with_certificates(bundle: Mapping[str, Any], trusted_pem: bytes) -> S
     except ValueError as error:
         raise InputError(f"trusted certificates are not PEM ({error})") from None
     _check_media_type(bundle)
-    material = bundle.get("verificationMaterial") or {}
-    raw_chain = (material.get("x509CertificateChain") or {}).get("certificates")
+    material = _object(bundle.get("verificationMaterial"), "verificationMaterial")
+    raw_chain = _object(
+        material.get("x509CertificateChain"), "verificationMaterial.x509CertificateChain"
+    ).get("certificates")
     if not isinstance(raw_chain, list) or not raw_chain:
         raise SignatureError(
             "the signature carries no certificate chain (not a certificate signature)"
@@ -229,6 +231,15 @@ def _envelope(bundle: Mapping[str, Any]) -> tuple[str, bytes, bytes]:
     except (KeyError, TypeError, ValueError) as error:
         raise SignatureError(f"the DSSE envelope is malformed ({error})") from None
     return payload_type, payload, signature
+
+
+def _object(value: object, what: str) -> Mapping[str, Any]:
+    """A bundle field that must be a JSON object (absent or null reads as empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SignatureError(f"the bundle's {what} is not an object")
+    return value
 
 
 def _b64(value: object) -> bytes:

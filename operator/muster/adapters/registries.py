@@ -8,6 +8,11 @@
   sent across a redirect to another host, never logged.
 - Retries with exponential backoff on 429 and 5xx, honouring ``Retry-After``; one pooled
   connection set per client, reused across requests.
+- Egress is checked (``core/egress.py``): registry hosts against the allow/deny lists, and every
+  address a host name resolves to against the loopback/private/link-local/metadata rule. The
+  checking resolver hands aiohttp exactly the addresses it checked, so the connection is pinned
+  to them (no second lookup that DNS rebinding could answer differently). Redirect targets and
+  token services are checked the same way.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import asyncio
 import base64
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import logging
 import re
+import socket
 import ssl
 import time
 import urllib.parse
@@ -27,21 +34,25 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
 
-from muster.core import references
+from muster.core import egress, pullsecrets, references
 
 __all__ = [
     "BlobTooLarge",
     "Credentials",
+    "CredentialsFile",
     "DigestMismatch",
     "Manifest",
     "NotFound",
+    "Refused",
     "RegistryClient",
     "RegistryError",
     "RegistrySettings",
     "RequestObserver",
     "Unauthorized",
     "Unavailable",
+    "check_files",
     "request_outcome",
 ]
 
@@ -83,6 +94,10 @@ class Unavailable(RegistryError):
     """Still failing after the allowed retries (5xx, 429, timeouts, refused connections)."""
 
 
+class Refused(RegistryError):
+    """Muster will not connect there: a denied host or a forbidden address (never retried)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Credentials:
     username: str
@@ -92,11 +107,88 @@ class Credentials:
 CredentialSource = Callable[[str], Credentials | None]
 
 
+class CredentialsFile:
+    """Operator-level credentials from a ``dockerconfigjson`` file (e.g. a mounted Secret).
+
+    Used for a registry only when the pod's own pull secrets have none for it. The file is
+    re-read when it changes (a Secret update swaps the mounted file), and an unreadable new
+    version keeps the last good one, so a bad edit never drops credentials mid-flight.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._entries: dict[str, Credentials] = {}
+        self.load()  # the first read must succeed: a bad file is a start-up error
+
+    def load(self) -> None:
+        """Read the file now; ``ValueError`` naming the file (never its content) if unusable."""
+        try:
+            stat = self.path.stat()
+            data = self.path.read_bytes()
+        except OSError as error:
+            raise ValueError(
+                f"registry credentials file {self.path}: {error.strerror or error}"
+            ) from None
+        try:
+            parsed = pullsecrets.parse(data)
+        except pullsecrets.InvalidPullSecret as error:
+            raise ValueError(f"registry credentials file {self.path}: {error}") from None
+        self._entries = {
+            registry: Credentials(username, password)
+            for registry, (username, password) in parsed.items()
+        }
+        self._stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def _refresh(self) -> None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return
+        if (stat.st_ino, stat.st_mtime_ns, stat.st_size) == self._stamp:
+            return
+        try:
+            self.load()
+        except ValueError as error:
+            logger.warning("%s; keeping the previous credentials", error)
+
+    @property
+    def registries(self) -> frozenset[str]:
+        self._refresh()
+        return frozenset(self._entries)
+
+    def __call__(self, registry: str) -> Credentials | None:
+        self._refresh()
+        return self._entries.get(pullsecrets.normalise_registry(registry))
+
+
+def check_files(ca_file: Path | None, credentials_file: Path | None) -> None:
+    """``ValueError`` naming the option and file when a CA bundle or credentials file is unusable.
+
+    Called at start-up, so a typo fails the command instead of every later registry request.
+    """
+    if ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as error:
+            reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or error
+            raise ValueError(
+                f"--registry-ca-file {ca_file}: not a readable PEM CA bundle ({reason})"
+            ) from None
+    if credentials_file is not None:
+        try:
+            CredentialsFile(credentials_file)
+        except ValueError as error:
+            raise ValueError(f"--registry-credentials: {error}") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class RegistrySettings:
     # Registries spoken to over plain HTTP (local development and tests only).
     insecure_registries: frozenset[str] = frozenset()
     ca_file: Path | None = None
+    # Operator-level dockerconfigjson: used when the pod's pull secrets have nothing for a host.
+    credentials_file: Path | None = None
     request_timeout: float = 5.0
     max_attempts: int = 3
     backoff_base: float = 0.1
@@ -105,6 +197,22 @@ class RegistrySettings:
     max_blob_bytes: int = 16 * 1024 * 1024
     max_redirects: int = 3
     user_agent: str = "muster"
+    # Egress (core/egress.py): host globs allowed / denied, and whether loopback and private
+    # addresses are fine for every host. Insecure registries count as explicitly configured.
+    allow_hosts: tuple[str, ...] = ()
+    deny_hosts: tuple[str, ...] = ()
+    allow_private: bool = False
+    private_networks: bool = True
+
+    @property
+    def egress(self) -> egress.EgressPolicy:
+        return egress.EgressPolicy(
+            allow=self.allow_hosts,
+            deny=self.deny_hosts,
+            allow_private=self.allow_private,
+            private_networks=self.private_networks,
+            explicit=self.insecure_registries,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,10 +272,21 @@ class RegistryClient:
     """One client per process (or per test): it owns a pooled HTTP session and a token cache."""
 
     def __init__(
-        self, settings: RegistrySettings | None = None, credentials: CredentialSource | None = None
+        self,
+        settings: RegistrySettings | None = None,
+        credentials: CredentialSource | None = None,
+        *,
+        operator_credentials: CredentialSource | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
         self._credentials = credentials or (lambda _registry: None)
+        # The fallback for registries ``credentials`` has nothing for: given (shared with the
+        # client it came from), or read from ``settings.credentials_file``.
+        self.operator_credentials: CredentialSource | None = operator_credentials or (
+            CredentialsFile(self.settings.credentials_file)
+            if self.settings.credentials_file is not None
+            else None
+        )
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
         self.stats = RequestStats()
@@ -191,7 +310,12 @@ class RegistryClient:
                 cafile=str(self.settings.ca_file) if self.settings.ca_file else None
             )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context, limit=100, limit_per_host=20),
+                connector=aiohttp.TCPConnector(
+                    ssl=context,
+                    limit=100,
+                    limit_per_host=20,
+                    resolver=CheckedResolver(self.settings.egress),
+                ),
                 timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout),
                 headers={"User-Agent": self.settings.user_agent},
             )
@@ -360,6 +484,7 @@ class RegistryClient:
     ) -> tuple[int, Mapping[str, str], bytes]:
         origin = urllib.parse.urlsplit(url).netloc
         for _ in range(self.settings.max_redirects + 1):
+            self._check_url(url, registry, what)
             headers = {"Accept": accept}
             # Credentials only ever go to the registry itself, never across a redirect.
             if urllib.parse.urlsplit(url).netloc == origin:
@@ -409,25 +534,24 @@ class RegistryClient:
         scheme, _, params_text = challenge.partition(" ")
         params = dict(_CHALLENGE_PARAM.findall(params_text))
         credentials = self._credentials(registry)
+        if credentials is None and self.operator_credentials is not None:
+            credentials = self.operator_credentials(registry)
         if scheme.lower() == "basic":
             if credentials is None:
                 raise Unauthorized(
                     f"{what}: registry requires credentials and none are configured for it"
                 )
-            basic = base64.b64encode(
-                f"{credentials.username}:{credentials.password}".encode()
-            ).decode()
-            self._tokens[(registry, scope)] = (f"Basic {basic}", float("inf"))
+            self._tokens[(registry, scope)] = (_basic(credentials), float("inf"))
             return
         if scheme.lower() != "bearer" or "realm" not in params:
             raise Unauthorized(f"{what}: unsupported authentication challenge {scheme!r}")
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope)}
         url = f"{params['realm']}?{urllib.parse.urlencode(query)}"
-        auth = (
-            aiohttp.BasicAuth(credentials.username, credentials.password) if credentials else None
-        )
+        headers = {"Authorization": _basic(credentials)} if credentials else {}
+        self._check_url(url, registry, what)
         self.stats.token_requests += 1
-        async with self._client().get(url, auth=auth) as response:
+        # No redirects: the credentials go to the token service named by the challenge only.
+        async with self._client().get(url, headers=headers, allow_redirects=False) as response:
             if response.status != 200:
                 raise Unauthorized(f"{what}: token service answered HTTP {response.status}")
             raw = await response.content.read(64 * 1024)
@@ -444,6 +568,70 @@ class RegistryClient:
             f"Bearer {token}",
             time.monotonic() + max(lifetime - 5, 1),
         )
+
+    def _check_url(self, url: str, registry: str, what: str) -> None:
+        """Refuse a URL before connecting: the registry named in the reference must pass the
+        allow/deny lists, any host contacted (redirects, token services) the deny list, and an
+        IP-literal host the address rule (host names are checked by :class:`CheckedResolver`)."""
+        policy = self.settings.egress
+        host, port = egress.split_host(registry)
+        refusal = egress.host_refusal(policy, host, port)
+        parts = urllib.parse.urlsplit(url)
+        if refusal is None and parts.scheme not in ("http", "https"):
+            refusal = f"scheme {parts.scheme!r} is not HTTP(S)"
+        target, target_port = egress.split_host(parts.netloc)
+        if refusal is None and (target, target_port) != (host, port):
+            refusal = egress.host_refusal(
+                dataclasses.replace(policy, allow=()), target, target_port
+            )
+        if refusal is None and _is_ip(target):
+            refusal = egress.address_refusal(policy, target, target_port, target)
+        if refusal is not None:
+            raise Refused(f"{what}: {refusal}")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class CheckedResolver(aiohttp.abc.AbstractResolver):
+    """Resolves like aiohttp's default resolver, then checks EVERY address against the egress
+    rule: one forbidden address refuses the host (a name that resolves to a public and an
+    internal address is suspicious, not half-usable). aiohttp connects only to the addresses
+    returned here, so the connection is pinned to what was checked."""
+
+    def __init__(
+        self, policy: egress.EgressPolicy, inner: aiohttp.abc.AbstractResolver | None = None
+    ) -> None:
+        self.policy = policy
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        if self._inner is None:
+            self._inner = aiohttp.ThreadedResolver()
+        results = await self._inner.resolve(host, port, family)
+        if not results:
+            raise Refused(f"registry host {host!r} resolved to no address")
+        for result in results:
+            refusal = egress.address_refusal(self.policy, host, port or None, result["host"])
+            if refusal is not None:
+                raise Refused(refusal)
+        return results
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+
+
+def _basic(credentials: Credentials) -> str:
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
 
 
 def _descriptors(raw: bytes, what: str) -> list[dict[str, Any]]:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import muster
 
-from . import common, dev, gpu, image, model, nodeagent, run, sigstore
+from . import bom, check, common, dev, gpu, image, model, nodeagent, run, sigstore
 
 __all__ = ["main"]
 
-_AREAS = (run, dev, image, gpu, nodeagent, model, sigstore)
+_AREAS = (run, dev, check, image, gpu, nodeagent, model, bom, sigstore)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from muster.adapters import controlplane, kube, localoperator, processes, tools
-from muster.cli import common
+from muster.adapters import controlplane, kube, localoperator, localregistry, processes, tools
+from muster.cli import common, demo
 from muster.core import scopes
 
 __all__ = ["default_dir", "register"]
@@ -48,6 +48,12 @@ def register(subcommands: common.Subcommands) -> None:
         action="store_true",
         help="start only the control plane, without muster run and webhooks",
     )
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="also start a local registry with demo images, load demo policies and GPU nodes, "
+        "and walk through admitted, pinned, steered and denied pods",
+    )
     common.add_format_option(up)
     up.set_defaults(handler=_up)
     down = actions.add_parser("down", help="stop everything dev up started and remove its state")
@@ -72,6 +78,8 @@ def _running(workdir: Path) -> bool:
 
 def _up(args: argparse.Namespace) -> int:
     workdir: Path = (args.dir or default_dir()).resolve()
+    if args.demo and args.no_operator:
+        raise common.CommandError("--demo needs the operator: drop --no-operator")
     if _running(workdir):
         raise common.CommandError(
             f"a dev control plane is already up in {workdir}; run `muster dev down` first"
@@ -88,9 +96,15 @@ def _up(args: argparse.Namespace) -> int:
         "server": plane.url,
         "dir": str(workdir),
     }
+    if args.demo:
+        try:
+            return _demo(args, plane, result)
+        except BaseException:
+            controlplane.stop(workdir)
+            raise
     if not args.no_operator:
         try:
-            result["webhook"] = _start_operator(args, plane)
+            result["webhook"] = _start_operator(args, plane).url
         except BaseException:
             controlplane.stop(workdir)
             raise
@@ -116,12 +130,14 @@ Logs are in {workdir / "logs"}. Stop everything with: muster dev down
     return common.EXIT_OK
 
 
-def _start_operator(args: argparse.Namespace, plane: controlplane.ControlPlane) -> str:
+def _start_operator(
+    args: argparse.Namespace, plane: controlplane.ControlPlane, extra_args: tuple[str, ...] = ()
+) -> localoperator.LocalOperator:
     _progress(args, "installing Muster's custom resource definitions")
     localoperator.install_crds(plane)
     _progress(args, "starting muster run")
     operator = localoperator.start(
-        plane, own_namespace=OWN_NAMESPACE, workdir=plane.workdir / "webhook"
+        plane, own_namespace=OWN_NAMESPACE, workdir=plane.workdir / "webhook", extra_args=extra_args
     )
     state = plane.state
     state.pids["muster-operator"] = operator.pid
@@ -132,7 +148,49 @@ def _start_operator(args: argparse.Namespace, plane: controlplane.ControlPlane) 
     api = kube.api_client(plane.kubeconfig)
     with contextlib.closing(api):
         kube.ensure_namespace(api, DEMO_NAMESPACE, {scopes.ENFORCE_LABEL: "true"})
-    return operator.url
+    return operator
+
+
+def _demo(
+    args: argparse.Namespace, plane: controlplane.ControlPlane, result: dict[str, object]
+) -> int:
+    """The guided tour: registry, images, operator, policies, nodes, then kubectl attempts."""
+    _progress(args, "starting a local OCI registry (docker-registry)")
+    try:
+        registry = localregistry.start(plane.workdir / "registry")
+    except (tools.ToolMissing, processes.StartupFailed) as error:
+        raise common.CommandError(str(error)) from None
+    state = plane.state
+    state.pids["registry"] = registry.pid
+    state.ports["registry"] = registry.port
+    state.save()
+    images = demo.prepare(plane.workdir / "demo", registry, lambda line: _progress(args, line))
+    operator = _start_operator(
+        args,
+        plane,
+        extra_args=("--insecure-registry", registry.host, "--verifier-image", images.verifier),
+    )
+    state = plane.state
+    state.ports["metrics"] = int(operator.metrics_url.rsplit(":", 1)[1].split("/", 1)[0])
+    state.save()
+    demo.setup(plane, images, lambda line: _progress(args, line))
+    text_mode = getattr(args, "format", "text") == "text"
+
+    def write(line: str) -> None:
+        if text_mode:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    write("\nMuster is up with demo policies. Each step is a real kubectl apply:")
+    done = demo.tour(plane, images, operator.metrics_url, write)
+    result.update(
+        webhook=operator.url,
+        registry=registry.host,
+        metrics=operator.metrics_url,
+        walkthrough=demo.summary(done),
+    )
+    common.emit(args, demo.next_steps(plane, images), result)
+    return common.EXIT_OK if all(a.as_expected for a in done) else common.EXIT_FAIL
 
 
 def _down(args: argparse.Namespace) -> int:

@@ -69,6 +69,12 @@ def register(subcommands: common.Subcommands) -> None:
         help="registry spoken to over plain HTTP (repeatable)",
     )
     verify.add_argument("--registry-ca-file", type=Path, help="extra CA bundle for registries")
+    verify.add_argument(
+        "--registry-credentials",
+        type=Path,
+        metavar="FILE",
+        help="registry credentials as a Docker config / dockerconfigjson file",
+    )
     common.add_format_option(verify)
     verify.set_defaults(handler=verify_image)
     parser.set_defaults(handler=lambda args: _usage(parser))
@@ -148,7 +154,9 @@ async def _verify(
     policies: list[imagepolicies.CompiledPolicy],
 ) -> imageverifier.ImageResult:
     settings = registries.RegistrySettings(
-        insecure_registries=frozenset(args.insecure_registry), ca_file=args.registry_ca_file
+        insecure_registries=frozenset(args.insecure_registry),
+        ca_file=args.registry_ca_file,
+        credentials_file=args.registry_credentials,
     )
     async with registries.RegistryClient(settings) as client:
         verifier = imageverifier.Verifier(client)
@@ -172,6 +180,7 @@ def verify_image(args: argparse.Namespace) -> int:
             {"image": args.reference, "verified": True, "policies": []},
         )
         return common.EXIT_OK
+    _check_registry_files(args)
     result = asyncio.run(_verify(args, reference, covering))
     lines: list[str] = []
     rows: list[dict[str, Any]] = []
@@ -214,3 +223,10 @@ def verify_image(args: argparse.Namespace) -> int:
         },
     )
     return code
+
+
+def _check_registry_files(args: argparse.Namespace) -> None:
+    try:
+        registries.check_files(args.registry_ca_file, args.registry_credentials)
+    except ValueError as error:
+        raise common.CommandError(str(error)) from None

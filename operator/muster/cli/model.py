@@ -23,7 +23,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
 from muster.adapters import modelfiles, modelsigs
-from muster.cli import common
+from muster.cli import common, progress
 from muster.core import modelregistry, oms
 
 __all__ = ["register"]
@@ -53,6 +53,7 @@ def register(subcommands: common.Subcommands) -> None:
         "or else to the model; repeatable)",
     )
     _add_workers(digest)
+    progress.add_option(digest)
     common.add_format_option(digest)
     digest.set_defaults(handler=_digest)
 
@@ -167,6 +168,7 @@ def _digest(args: argparse.Namespace) -> int:
             args.path,
             extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
             workers=args.workers,
+            progress=progress.for_args(args, "hashing"),
         )
     except modelfiles.ModelError as error:
         raise common.CommandError(str(error)) from None

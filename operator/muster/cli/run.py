@@ -80,6 +80,50 @@ def register(subcommands: common.Subcommands) -> None:
         "--registry-ca-file", type=Path, default=None, help="extra CA bundle for registries"
     )
     parser.add_argument(
+        "--registry-credentials",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="operator-level registry credentials (a dockerconfigjson file, e.g. a mounted "
+        "Secret), used for a registry when the pod's own pull secrets have none for it",
+    )
+    # -- untrusted references (egress) ------------------------------------------------
+    parser.add_argument(
+        "--registry-allow",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="registry hosts Muster may contact, as globs on HOST or HOST:PORT (repeatable; "
+        "default: any host not denied)",
+    )
+    parser.add_argument(
+        "--registry-deny",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="registry hosts Muster never contacts (repeatable; wins over --registry-allow)",
+    )
+    parser.add_argument(
+        "--allow-private-registries",
+        action="store_true",
+        help="let registries resolve to loopback and reserved addresses (link-local and cloud "
+        "metadata addresses stay refused unless the host is named exactly)",
+    )
+    parser.add_argument(
+        "--refuse-private-networks",
+        action="store_true",
+        help="refuse registries on RFC 1918, IPv6 ULA and carrier-grade NAT addresses too "
+        "(allowed by default: in-cluster registries live there)",
+    )
+    parser.add_argument(
+        "--exemption-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="users in this group may use the muster.dev/exemption annotation (break-glass; "
+        "repeatable; default: none, so no exemption is ever honoured)",
+    )
+    parser.add_argument(
         "--admission-deadline",
         type=float,
         default=8.0,
@@ -128,6 +172,42 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="N",
         help="without --metrics-namespace, how many namespaces get their own label (default 100)",
     )
+    # Vulnerability scanning (trivy, asynchronous; never on the admission path).
+    parser.add_argument(
+        "--trivy-cache-dir",
+        type=Path,
+        default=os.environ.get("MUSTER_TRIVY_CACHE_DIR") or None,
+        metavar="DIR",
+        help="trivy's cache with the vulnerability DB in DIR/db (trivy.db, metadata.json); "
+        "without it no images are scanned",
+    )
+    parser.add_argument(
+        "--trivy-db-repository",
+        default=None,
+        metavar="REPOSITORY",
+        help="OCI repository trivy may download the DB from (default: never download, offline)",
+    )
+    parser.add_argument(
+        "--scan-concurrency",
+        type=int,
+        default=2,
+        metavar="N",
+        help="trivy processes running at once (default 2)",
+    )
+    parser.add_argument(
+        "--scan-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long one scan may take (default 300)",
+    )
+    parser.add_argument(
+        "--keep-boms",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("MUSTER_KEEP_BOMS", "true") != "false",
+        help="keep a WorkloadBOM (CycloneDX 1.6 AI-BOM) current for every running workload in "
+        "opted-in namespaces (default on; --no-keep-boms turns it off)",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -148,6 +228,11 @@ def _run(args: argparse.Namespace) -> int:
         raise common.CommandError(f"--metrics-port {args.metrics_port} is not a port (0-65535)")
     if args.metrics_max_namespaces < 0:
         raise common.CommandError("--metrics-max-namespaces must not be negative")
+    _check_registry_files(args.registry_ca_file, args.registry_credentials)
+    if args.trivy_cache_dir is not None and not args.trivy_cache_dir.is_dir():
+        raise common.CommandError(f"--trivy-cache-dir {args.trivy_cache_dir} is not a directory")
+    if args.scan_concurrency < 1 or args.scan_timeout <= 0:
+        raise common.CommandError("--scan-concurrency and --scan-timeout must be positive")
     settings = operator.OperatorSettings(
         webhook=webhooks.WebhookSettings(
             host=args.listen_address,
@@ -157,7 +242,13 @@ def _run(args: argparse.Namespace) -> int:
         own_namespace=args.namespace,
         admission_deadline=args.admission_deadline,
         registry=registries.RegistrySettings(
-            insecure_registries=frozenset(args.insecure_registry), ca_file=args.registry_ca_file
+            insecure_registries=frozenset(args.insecure_registry),
+            ca_file=args.registry_ca_file,
+            credentials_file=args.registry_credentials,
+            allow_hosts=tuple(args.registry_allow),
+            deny_hosts=tuple(args.registry_deny),
+            allow_private=args.allow_private_registries,
+            private_networks=not args.refuse_private_networks,
         ),
         kubeconfig=args.kubeconfig,
         peering=args.peering,
@@ -169,9 +260,23 @@ def _run(args: argparse.Namespace) -> int:
         metrics_max_namespaces=args.metrics_max_namespaces,
         model_verifier_image=args.verifier_image,
         evict_revoked_model_pods=args.evict_revoked_model_pods,
+        exemption_groups=frozenset(args.exemption_group),
+        trivy_cache_dir=args.trivy_cache_dir,
+        trivy_db_repository=args.trivy_db_repository,
+        scan_concurrency=args.scan_concurrency,
+        scan_timeout=args.scan_timeout,
+        keep_boms=args.keep_boms,
     )
     try:
         asyncio.run(operator.run(settings))
     except OSError as error:
         raise common.CommandError(f"cannot serve the webhook: {error}") from None
     return common.EXIT_OK
+
+
+def _check_registry_files(ca_file: Path | None, credentials_file: Path | None) -> None:
+    """Refuse to start with a registry CA or credentials file that cannot be used."""
+    try:
+        registries.check_files(ca_file, credentials_file)
+    except ValueError as error:
+        raise common.CommandError(str(error)) from None

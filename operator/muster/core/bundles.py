@@ -69,6 +69,9 @@ Rejected = cosign.Rejected
 _BUNDLE_MEDIA_TYPES = frozenset(kind.value for kind in sigstore_models.Bundle.BundleType)
 _PARSE_ERRORS = (
     sigstore_errors.Error,
+    # A corrupted certificate can carry an impossible X.509 version; cryptography raises this
+    # (not a ValueError) when the certificate is loaded.
+    x509.InvalidVersion,
     ValueError,
     TypeError,
     KeyError,

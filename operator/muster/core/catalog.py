@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from muster.core import crds, gpupolicies, imagepolicies, modelregistry
+from muster.core import boms, crds, gpupolicies, imagepolicies, modelregistry, vulnerabilities
 
 __all__ = ["CUSTOM_RESOURCES", "definitions"]
 
@@ -97,11 +97,48 @@ def _model_policy() -> dict[str, Any]:
     )
 
 
+def _image_scan() -> dict[str, Any]:
+    return crds.definition(
+        kind="ImageScan",
+        plural="imagescans",
+        spec_model=vulnerabilities.ImageScanSpec,
+        description="Known vulnerabilities of one image digest, written by Muster's scanner.",
+        short_names=("iscan",),
+        status_schema=crds.spec_schema(
+            vulnerabilities.ImageScanStatus, "The result of the latest scan."
+        ),
+        printer_columns=(
+            {"name": "Image", "type": "string", "jsonPath": ".spec.image"},
+            {"name": "Critical", "type": "integer", "jsonPath": ".status.counts.CRITICAL"},
+            {"name": "High", "type": "integer", "jsonPath": ".status.counts.HIGH"},
+            {"name": "Scanned", "type": "string", "jsonPath": ".status.scannedAt"},
+            {"name": "Error", "type": "string", "priority": 1, "jsonPath": ".status.error"},
+        ),
+    )
+
+
+def _workload_bom() -> dict[str, Any]:
+    return crds.definition(
+        kind="WorkloadBOM",
+        plural="workloadboms",
+        spec_model=boms.WorkloadBOMSpec,
+        description="The AI-BOM (CycloneDX 1.6) of one running workload, kept by Muster.",
+        scope="Namespaced",
+        short_names=("wbom",),
+        printer_columns=(
+            {"name": "Kind", "type": "string", "jsonPath": ".spec.kind"},
+            {"name": "Workload", "type": "string", "jsonPath": ".spec.name"},
+        ),
+    )
+
+
 CUSTOM_RESOURCES: tuple[Callable[[], dict[str, Any]], ...] = (
     _model,
     _model_policy,
     _gpu_stack_policy,
     _image_policy,
+    _image_scan,
+    _workload_bom,
 )
 
 

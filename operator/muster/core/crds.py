@@ -49,7 +49,12 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
             result[key] = {name: structural(sub, defs) for name, sub in value.items()}
             continue
         result[key] = structural(value, defs)
-    if result.get("type") == "object" and "properties" not in result:
+    # An object with neither fields nor a map value schema keeps whatever it is given.
+    if (
+        result.get("type") == "object"
+        and "properties" not in result
+        and "additionalProperties" not in result
+    ):
         result.setdefault("x-kubernetes-preserve-unknown-fields", True)
     if "default" in result and result["default"] is None:
         del result["default"]

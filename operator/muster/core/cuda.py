@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -252,6 +253,9 @@ class Term:
         return f"{self.prop}{self.op}{self.value}"
 
 
+# Admission judges the same few image requirement strings on every GPU pod: parsing them is
+# pure, so the terms are memoised (bounded; errors are not cached and raise every time).
+@functools.lru_cache(maxsize=4096)
 def _split_term(text: str) -> Term:
     """The syntax evaluate_rule accepts; the property name is not checked here."""
     n = next((k for k, ch in enumerate(text) if ch in _OP_CHARS), len(text))
@@ -300,6 +304,11 @@ def parse_requirement(predicate: str) -> tuple[tuple[Term, ...], ...]:
     """
     if not isinstance(predicate, str):
         raise GrammarError(f"requirement must be a string, not {type(predicate).__name__}")
+    return _parsed_requirement(predicate)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_requirement(predicate: str) -> tuple[tuple[Term, ...], ...]:
     return tuple(
         tuple(parse_term(piece) for piece in group) for group in _groups(predicate) if group
     )

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from muster.core import cuda, findings, gpupolicies, gpustack, pods, subjects
+from muster.core import cuda, findings, gpupolicies, gpustack, pods, selectors, subjects
 
 __all__ = [
     "CHECK",
@@ -23,7 +23,6 @@ __all__ = [
     "Need",
     "affinity_patch",
     "gpu_request",
-    "label_selector_matches",
     "need_from_envs",
     "node_findings",
     "placement_findings",
@@ -211,34 +210,6 @@ def need_from_envs(
 # --- policies and namespaces -------------------------------------------------------------
 
 
-def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """A Kubernetes label selector (``matchLabels``, ``matchExpressions``); None matches all.
-    An operator this does not know matches nothing (fail safe: the selector is not guessed)."""
-    if selector is None:
-        return True
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or []:
-        key = expression.get("key")
-        operator = expression.get("operator")
-        values = expression.get("values") or []
-        present = key in labels
-        if operator == "In":
-            ok = present and labels[key] in values
-        elif operator == "NotIn":
-            ok = not present or labels[key] not in values
-        elif operator == "Exists":
-            ok = present
-        elif operator == "DoesNotExist":
-            ok = not present
-        else:
-            return False
-        if not ok:
-            return False
-    return True
-
-
 def policies_for(
     policies: Mapping[str, gpupolicies.GPUStackPolicySpec], namespace_labels: Mapping[str, str]
 ) -> dict[str, gpupolicies.GPUStackPolicySpec]:
@@ -246,7 +217,7 @@ def policies_for(
     return {
         name: spec
         for name, spec in policies.items()
-        if label_selector_matches(spec.namespace_selector, namespace_labels)
+        if selectors.matches(spec.namespace_selector, namespace_labels)
     }
 
 

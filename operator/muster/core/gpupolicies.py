@@ -14,10 +14,11 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.core import crds, cuda
+from muster.core import crds, cuda, selectors
 
 __all__ = [
     "DEFAULT_POLICY",
+    "DEFAULT_POLICY_SOURCES",
     "Branch",
     "DigestText",
     "DriverRange",
@@ -152,7 +153,7 @@ class GPUStackPolicySpec(pydantic.BaseModel):
     model_config = _CONFIG
 
     mode: Literal["enforce", "warn"] = "enforce"
-    namespace_selector: dict[str, Any] | None = pydantic.Field(
+    namespace_selector: selectors.LabelSelector | None = pydantic.Field(
         default=None, description="a Kubernetes label selector for the namespaces it governs"
     )
     allowed_drivers: DriverRules = DriverRules()
@@ -217,6 +218,14 @@ DEFAULT_POLICY: dict[str, Any] = {
         {"max": "1.17.8", "source": _BULLETIN_TOOLKIT_2025_07},
         {"max": "1.16.2", "source": _BULLETIN_TOOLKIT_2024_09},
     ],
+}
+
+
+# Sources of DEFAULT_POLICY's plain values (list entries carry their own ``source`` field);
+# the chart's copy states them as comments beside the values.
+DEFAULT_POLICY_SOURCES: dict[str, str] = {
+    "mode": "Muster: the default policy enforces once a platform team enables it",
+    "minimumToolkitVersion": _BULLETIN_TOOLKIT_2025_07,
 }
 
 

@@ -23,6 +23,7 @@ import pydantic
 from pydantic import alias_generators
 
 from muster.core import bundles, cosign, keys, references
+from muster.core import vulnerabilities as vulnerabilities_
 
 __all__ = [
     "DEFAULT_TRUSTED_ROOT_KEY",
@@ -207,6 +208,10 @@ class ImagePolicySpec(pydantic.BaseModel):
     pin_digests: bool = pydantic.Field(
         default=True, description="rewrite tags to repo:tag@sha256:... at admission"
     )
+    vulnerabilities: vulnerabilities_.VulnerabilityRules | None = pydantic.Field(
+        default=None,
+        description="known vulnerabilities the covered images may carry (from ImageScans)",
+    )
 
     @pydantic.field_validator("images")
     @classmethod
@@ -354,6 +359,7 @@ class CompiledPolicy:
     threshold: int
     pin_digests: bool
     patterns: tuple[str, ...] = ()
+    vulnerabilities: vulnerabilities_.VulnerabilityRules | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -455,6 +461,7 @@ def compile_policy(
         threshold=spec.threshold or 1,
         pin_digests=spec.pin_digests,
         patterns=spec.images,
+        vulnerabilities=spec.vulnerabilities,
     )
 
 

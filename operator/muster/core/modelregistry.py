@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.core import findings, references
+from muster.core import findings, references, selectors
 
 __all__ = [
     "MODELS_ANNOTATION",
@@ -28,7 +28,6 @@ __all__ = [
     "Dataset",
     "Index",
     "Keyless",
-    "LabelSelector",
     "ModelCard",
     "ModelEntry",
     "ModelPolicySpec",
@@ -39,7 +38,6 @@ __all__ = [
     "UnsafeSerialization",
     "decode_models_annotation",
     "encode_models_annotation",
-    "selector_matches",
 ]
 
 # On pods, written by the mutating gate: which Models the pod uses (JSON list of {name, digest}),
@@ -176,23 +174,6 @@ class ModelSpec(pydantic.BaseModel):
         return None if self.oci_reference is None else references.parse(self.oci_reference).digest
 
 
-class Requirement(pydantic.BaseModel):
-    """A label selector requirement, as Kubernetes writes it."""
-
-    model_config = _CONFIG
-
-    key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: tuple[str, ...] = ()
-
-
-class LabelSelector(pydantic.BaseModel):
-    model_config = _CONFIG
-
-    match_labels: dict[str, str] = pydantic.Field(default_factory=dict)
-    match_expressions: tuple[Requirement, ...] = ()
-
-
 class UnsafeSerialization(pydantic.BaseModel):
     """Pickle-based models: refused, or allowed for the Models named in ``allow``."""
 
@@ -207,34 +188,12 @@ class ModelPolicySpec(pydantic.BaseModel):
 
     model_config = _CONFIG
 
-    namespace_selector: LabelSelector = pydantic.Field(
-        default_factory=LabelSelector, description="namespaces it applies to (empty: all)"
+    namespace_selector: selectors.LabelSelector = pydantic.Field(
+        default_factory=selectors.LabelSelector, description="namespaces it applies to (empty: all)"
     )
     mode: findings.Mode = findings.Mode.ENFORCE
     unsafe_serialization: UnsafeSerialization = pydantic.Field(default_factory=UnsafeSerialization)
     require_signature: bool = False
-
-
-def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
-    """Kubernetes label selector semantics (an empty selector matches everything)."""
-    for key, value in selector.match_labels.items():
-        if labels.get(key) != value:
-            return False
-    for requirement in selector.match_expressions:
-        present = requirement.key in labels
-        if requirement.operator == "In" and labels.get(requirement.key) not in requirement.values:
-            return False
-        if (
-            requirement.operator == "NotIn"
-            and present
-            and labels[requirement.key] in (requirement.values)
-        ):
-            return False
-        if requirement.operator == "Exists" and not present:
-            return False
-        if requirement.operator == "DoesNotExist" and present:
-            return False
-    return True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -275,7 +234,7 @@ class Index:
         return [
             spec
             for _, spec in sorted(self.policies.items())
-            if selector_matches(spec.namespace_selector, namespace_labels)
+            if selectors.matches(spec.namespace_selector, namespace_labels)
         ]
 
 

@@ -59,6 +59,8 @@ REASONS: Mapping[str, str] = {
     "GPUStackNotAllowed": "the GPU driver, CUDA requirement or toolkit is not on the allowlist",
     "ModelNotApproved": "a model reference does not match an approved digest",
     "ExemptionUsed": "an exemption let a request through that a rule would have stopped",
+    "ExemptionInvalid": "an exemption annotation gives no usable reason",
+    "ExemptionNotAllowed": "an exemption was asked for by a user outside the exemption groups",
     "ModelRevoked": "a Model's approval was revoked (on the Model and each Pod using it)",
     "GPUNodeNotCompliant": "a node's GPU stack stopped complying with policy (on the Node)",
     "DeadlineExceeded": "a gate gave no answer within the admission deadline",

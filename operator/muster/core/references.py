@@ -7,6 +7,7 @@ first path component that is a registry only when it has a dot, a colon or is ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 __all__ = ["DIGEST_ALGORITHMS", "ImageReference", "InvalidReference", "parse"]
@@ -82,6 +83,13 @@ def parse(text: str) -> ImageReference:
     """Parse ``text`` as an image reference, or raise :class:`InvalidReference` saying why."""
     if not isinstance(text, str):
         raise InvalidReference(f"image reference must be a string, not {type(text).__name__}")
+    return _parse(text)
+
+
+# Every gate parses every image of every pod; a cluster runs a few thousand distinct images.
+# Bounded, and the results are immutable; invalid references are not cached (they raise).
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> ImageReference:
     if not text:
         raise InvalidReference("image reference is empty")
     if len(text) > MAX_REFERENCE_LENGTH:

@@ -11,12 +11,12 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from muster.core import admission, findings, gates, reviews, subjects
+from muster.core import admission, exemptions, findings, gates, reviews, subjects
 
-__all__ = ["Observer", "Pipeline"]
+__all__ = ["Auditor", "Observer", "Pipeline"]
 
 logger = logging.getLogger("muster.admission")
 
@@ -35,6 +35,11 @@ class Observer(Protocol):
     ) -> None: ...
 
 
+# Told about every honoured exemption (an Event and a metric). If it raises, the request is
+# denied: an exemption that cannot be audited is not granted.
+Auditor = Callable[[subjects.Subject, exemptions.Exemption], None]
+
+
 @dataclasses.dataclass
 class Pipeline:
     active_gates: Sequence[gates.Gate]
@@ -44,6 +49,10 @@ class Pipeline:
         default_factory=lambda: subjects.DEFAULT_TEMPLATE_PATHS
     )
     observers: list[Observer] = dataclasses.field(default_factory=list)
+    # Break-glass exemptions (core/exemptions.py): groups whose members may use them (none:
+    # exemptions are impossible) and who audits each one used.
+    exemption_groups: frozenset[str] = frozenset()
+    auditor: Auditor | None = None
 
     async def review(
         self, review: reviews.Review, phase: gates.Phase, mode: findings.Mode
@@ -54,15 +63,44 @@ class Pipeline:
         if subject is None:
             return admission.not_judged(review)
         durations: dict[str, float] = {}
-        results = await self._run_gates(subject, phase, durations)
+        results = self._exempt(subject, phase, await self._run_gates(subject, phase, durations))
         response = gates.respond(subject, results, phase)
-        verdict = gates.verdict(subject, results)
+        verdict = exemptions.without_used(gates.verdict(subject, results))
         for observer in self.observers:
             try:
                 observer.decided(subject, phase, verdict, durations)
             except Exception:  # observability must never change a decision
                 logger.exception("observer %r failed", observer)
         return response
+
+    def _exempt(
+        self, subject: subjects.Subject, phase: gates.Phase, results: list[gates.GateResult]
+    ) -> list[gates.GateResult]:
+        decision = exemptions.decide(subject, results, self.exemption_groups, phase)
+        if decision.exemption is None:
+            return list(decision.results)
+        try:
+            if self.auditor is None:
+                raise RuntimeError("no auditor configured")
+            self.auditor(subject, decision.exemption)
+        except Exception:  # an exemption that cannot be audited is not granted
+            logger.exception("could not audit the exemption on %s", subject.display)
+            failure = findings.Finding(
+                check=exemptions.CHECK,
+                reason="InternalError",
+                subject=f"annotation {exemptions.ANNOTATION}",
+                message="the exemption could not be audited, so it is not granted; "
+                "see the muster operator logs",
+            )
+            return [*results, gates.GateResult(findings=(failure,))]
+        logger.warning(
+            "exemption used on %s by %s: %r (waived: %s)",
+            subject.display,
+            decision.exemption.user,
+            decision.exemption.reason,
+            ", ".join(decision.exemption.waived_checks) or "nothing",
+        )
+        return list(decision.results)
 
     async def _run_gates(
         self, subject: subjects.Subject, phase: gates.Phase, durations: dict[str, float]

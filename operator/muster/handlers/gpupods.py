@@ -163,10 +163,7 @@ class GPUStackGate:
 
 def gates_for(services: Any) -> Sequence[gates.Gate]:
     """The GPU area's gates (``services`` is the operator's ``Services``)."""
-    return [
-        GPUStackGate(
-            gpunodes.index_for(services),
-            gpuimages.ImageEnvReader(services.registries),
-            services.kube,
-        )
-    ]
+    reader = gpuimages.ImageEnvReader(services.registries)
+    metrics = services.metrics
+    reader.cache_observer = lambda hit: metrics.cache_lookup("image-configs", hit=hit)
+    return [GPUStackGate(gpunodes.index_for(services), reader, services.kube)]

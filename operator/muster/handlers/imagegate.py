@@ -262,6 +262,8 @@ def area_for(services: operator.Services) -> ImageArea:
             namespaces=NamespaceIndex(services.kube),
             verifier=imageverifier.Verifier(services.registries),
         )
+        metrics = services.metrics
+        area.verifier.cache_observer = lambda hit: metrics.cache_lookup("signatures", hit=hit)
     return area
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -23,7 +24,10 @@ from muster.adapters import kubeapi, registries
 from muster.adapters import metrics as metrics_
 from muster.core import gates, observations, pinning
 from muster.handlers import admissions, gpunodes, gpupods, imagegate, models, webhooks
+from muster.handlers import boms as boms_
+from muster.handlers import exemptions as exemptions_
 from muster.handlers import observability as observability_
+from muster.handlers import vulnerabilities as vulnerabilities_
 
 __all__ = [
     "CONTROLLER_AREAS",
@@ -62,6 +66,17 @@ class OperatorSettings:
     # and whether pods using a revoked Model are evicted (default: Events and metrics only).
     model_verifier_image: str = models.DEFAULT_VERIFIER_IMAGE
     evict_revoked_model_pods: bool = False
+    # Break-glass exemptions: groups whose members may use the muster.dev/exemption
+    # annotation (empty: exemptions are impossible).
+    exemption_groups: frozenset[str] = frozenset()
+    # Vulnerability gate: trivy's cache (with db/trivy.db) or None for no scanning; an OCI
+    # repository to download the DB from (None: offline), trivy processes at once, per-scan limit.
+    trivy_cache_dir: Path | None = None
+    trivy_db_repository: str | None = None
+    scan_concurrency: int = 2
+    scan_timeout: float = 300.0
+    # AI-BOM: keep a WorkloadBOM per running workload in opted-in namespaces current.
+    keep_boms: bool = True
 
 
 @dataclasses.dataclass
@@ -127,11 +142,14 @@ GATE_AREAS: tuple[GateFactory, ...] = (
     gpupods.gates_for,
     models.gates_for,
     imagegate.gate_factory,
+    vulnerabilities_.gate_factory,
 )
 CONTROLLER_AREAS: tuple[ControllerRegistrar, ...] = (
     gpunodes.register,
     models.controllers,
     imagegate.register_controller,
+    vulnerabilities_.register_controller,
+    boms_.register_controller,
 )
 OBSERVER_AREAS: tuple[ObserverFactory, ...] = (_observability,)
 
@@ -144,6 +162,8 @@ def build_pipeline(services: Services) -> admissions.Pipeline:
         own_namespace=settings.own_namespace,
         deadline=settings.admission_deadline,
         observers=[observer for area in OBSERVER_AREAS for observer in area(services)],
+        exemption_groups=settings.exemption_groups,
+        auditor=exemptions_.Auditor(services.metrics, services.events),
     )
 
 

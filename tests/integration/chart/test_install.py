@@ -362,11 +362,38 @@ def test_scenarios_are_accepted_by_the_real_schemas(release: Release, scenario: 
         # its namespace must allow them.
         assert result.stderr.strip() == (
             'Warning: would violate PodSecurity "restricted:latest": restricted volume types '
-            '(volumes "proc-driver-nvidia", "sys-module-nvidia" use restricted volume type '
+            '(volumes "proc-driver-nvidia", "sys-module-nvidia", "kernel-release", '
+            '"kernel-modules", "driver-libraries", "toolkit-binaries" use restricted volume type '
             '"hostPath")'
         )
     else:
         assert "PodSecurity" not in result.stderr, result.stderr
+
+
+def _operator_args(release: Release) -> list[str]:
+    with kubeclients.admin(release.plane) as api:
+        deployment = client.AppsV1Api(api).read_namespaced_deployment(
+            release.fullname, release.namespace
+        )
+    return list(deployment.spec.template.spec.containers[0].args)
+
+
+def test_an_image_without_digest_is_warned_about_and_a_digest_reaches_the_verifier(
+    release: Release,
+) -> None:
+    """The model gate's init container runs Muster's image, and the pinning gate denies images by
+    tag in enforce namespaces: the install warns while image.digest is empty, and a digest is
+    what the operator then injects."""
+    notes = release.helm("get", "notes", release.name)
+    assert "WARNING: image.digest is empty" in notes, notes
+    assert "--verifier-image=ghcr.io/muster-dev/muster:" in " ".join(_operator_args(release))
+    digest = "sha256:" + "3f" * 32
+    release.helm(
+        "upgrade", release.name, str(CHART), "--reuse-values", f"--set=image.digest={digest}"
+    )
+    assert "WARNING" not in release.helm("get", "notes", release.name)
+    args = _operator_args(release)
+    assert f"--verifier-image=ghcr.io/muster-dev/muster@{digest}" in args, args
 
 
 def test_uninstall_leaves_no_webhook_configuration(release: Release) -> None:

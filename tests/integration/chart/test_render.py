@@ -99,11 +99,23 @@ def test_rbac_is_least_privilege() -> None:
             # Nodes: the GPU stack controller writes its labels (and the node agent its
             # attestation annotation) on them; nothing else is written.
             labels_nodes = rule["resources"] == ["nodes"] and writes == {"patch"}
+            # Resources Muster generates itself: ImageScans (one per scanned digest) and
+            # WorkloadBOMs (one per running workload); created and patched, never deleted.
+            own_records = (
+                rule["apiGroups"] == ["muster.dev"]
+                and set(rule["resources"]) <= {"imagescans", "workloadboms"}
+                and writes <= {"create", "patch"}
+            )
+            # ImagePolicies: kopf adds (and removes) its finalizer on objects of a resource with
+            # a timer, so the operator patches them; it creates and deletes none.
+            policy_finalizers = rule["resources"] == ["imagepolicies"] and writes == {"patch"}
             assert (
                 rule["resources"] == ["events"]
                 or rule.get("resourceNames")
                 or own_status
                 or labels_nodes
+                or own_records
+                or policy_finalizers
             ), rule
     assert not rendering.by_kind(docs, "Role")
 
@@ -209,10 +221,40 @@ def test_node_agent_only_on_gpu_nodes() -> None:
     (container,) = pod["containers"]
     assert container["args"][0] == "node-agent"
     _hardened(pod, container)
-    host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-    assert host_paths == {"/proc/driver/nvidia", "/sys/module/nvidia"}
-    host_mounts = [m for m in container["volumeMounts"] if m["name"] != "tmp"]
-    assert all(m["readOnly"] for m in host_mounts)
+    # Exactly what `muster node-agent` reads: the loaded driver and module versions, the running
+    # kernel's release and its modules (digests), the driver libraries (digests, NVML) and the
+    # toolkit binaries (versions). Each mounted read-only at the same path under /host.
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    assert host_paths == {
+        "proc-driver-nvidia": "/proc/driver/nvidia",
+        "sys-module-nvidia": "/sys/module/nvidia",
+        "kernel-release": "/proc/sys/kernel/osrelease",
+        "kernel-modules": "/lib/modules",
+        "driver-libraries": "/usr/lib/x86_64-linux-gnu",
+        "toolkit-binaries": "/usr/bin",
+    }
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    for name, path in host_paths.items():
+        assert mounts[name] == {"name": name, "mountPath": f"/host{path}", "readOnly": True}
+    assert container["args"][:2] == ["node-agent", "--host-root=/host"]
+    # Its own ServiceAccount, allowed only to get and patch Nodes, confined to its own Node.
+    account = f"{daemonset['metadata']['name']}"
+    assert pod["serviceAccountName"] == account
+    (role,) = [
+        r for r in rendering.by_kind(docs, "ClusterRole") if r["metadata"]["name"] == account
+    ]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
+    (binding,) = [
+        b for b in rendering.by_kind(docs, "ClusterRoleBinding") if b["metadata"]["name"] == account
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": "muster-system"}
+    ]
+    policy = rendering.one(docs, "ValidatingAdmissionPolicy")
+    assert policy["spec"]["matchConditions"][0]["expression"] == (
+        f'request.userInfo.username == "system:serviceaccount:muster-system:{account}"'
+    )
+    assert rendering.one(docs, "ValidatingAdmissionPolicyBinding")["spec"]["policyName"] == account
 
 
 def test_replicas_one_has_no_disruption_budget() -> None:
@@ -245,6 +287,10 @@ def test_monitoring_renders_when_asked() -> None:
         (["--set", "webhook.modes={enforce,audit}"], "/webhook/modes/1"),
         (["--set", "image.tag=latest"], "/image/tag"),
         (["--set", "webhook.timeoutSeconds=31"], "/webhook/timeoutSeconds"),
+        (["--set", "operator.egress.registryAlow={x}"], "additional properties 'registryAlow'"),
+        (["--set", "operator.scanning.cache=x"], "additional properties 'cache' not allowed"),
+        (["--set", "operator.scanning.concurrency=0"], "/operator/scanning/concurrency"),
+        (["--set", "operator.keepBoms=yes"], "/operator/keepBoms"),
     ],
 )
 def test_schema_rejects_bad_values(args: list[str], message: str) -> None:

@@ -218,24 +218,3 @@ def test_affinity_without_a_cuda_need_keeps_only_the_state() -> None:
     spec = _apply(_gpu_spec(affinity={"nodeAffinity": {}}), None)
     required = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert required["nodeSelectorTerms"][0]["matchExpressions"] == WANTED[:1]
-
-
-@pytest.mark.parametrize(
-    ("selector", "labels", "expected"),
-    [
-        (None, {}, True),
-        ({"matchLabels": {"team": "ml"}}, {"team": "ml"}, True),
-        ({"matchLabels": {"team": "ml"}}, {"team": "web"}, False),
-        ({"matchExpressions": [{"key": "t", "operator": "In", "values": ["a"]}]}, {"t": "a"}, True),
-        ({"matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["a"]}]}, {}, True),
-        ({"matchExpressions": [{"key": "t", "operator": "Exists"}]}, {}, False),
-        ({"matchExpressions": [{"key": "t", "operator": "DoesNotExist"}]}, {}, True),
-        (
-            {"matchExpressions": [{"key": "t", "operator": "Gt", "values": ["1"]}]},
-            {"t": "2"},
-            False,
-        ),
-    ],
-)
-def test_namespace_selectors(selector: Any, labels: dict[str, str], expected: bool) -> None:
-    assert gpupods.label_selector_matches(selector, labels) is expected

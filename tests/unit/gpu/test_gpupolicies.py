@@ -117,9 +117,10 @@ def test_the_crd_schema_is_structural() -> None:
     assert schema["properties"]["metadata"] == {"type": "object"}  # the apiserver owns it
     for node in _walk(spec):
         assert not {"$ref", "$defs", "anyOf", "allOf", "oneOf", "title"} & node.keys(), node
-        assert "additionalProperties" not in node
         if node.get("type") == "object":
-            assert "properties" in node or node.get("x-kubernetes-preserve-unknown-fields")
+            # Fields, or a map's value schema, or explicitly anything: never two of these.
+            kinds = {"properties", "additionalProperties", "x-kubernetes-preserve-unknown-fields"}
+            assert len(kinds & node.keys()) == 1, node
     assert set(spec["properties"]) == {
         "mode",
         "namespaceSelector",
@@ -133,7 +134,9 @@ def test_the_crd_schema_is_structural() -> None:
         "knownGoodModuleDigests",
     }
     assert spec["properties"]["mode"]["enum"] == ["enforce", "warn"]
-    assert spec["properties"]["namespaceSelector"]["x-kubernetes-preserve-unknown-fields"]
+    selector = spec["properties"]["namespaceSelector"]
+    assert selector["nullable"] is True
+    assert selector["properties"]["matchLabels"]["additionalProperties"] == {"type": "string"}
     assert spec["properties"]["minimumToolkitVersion"]["nullable"] is True
     assert spec["properties"]["minimumToolkitVersion"]["pattern"]
     ranges = spec["properties"]["deniedDrivers"]["properties"]["ranges"]["items"]

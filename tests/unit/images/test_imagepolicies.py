@@ -259,6 +259,7 @@ def test_crd_is_generated_from_the_model() -> None:
         "authorities",
         "threshold",
         "pinDigests",
+        "vulnerabilities",
     }
 
 

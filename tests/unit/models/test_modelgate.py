@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from muster.core import findings, modelgate, modelregistry, subjects
+from muster.core import findings, modelgate, modelregistry, selectors, subjects
 
 pytestmark = pytest.mark.unit
 
@@ -183,7 +183,7 @@ def test_policies_combine_to_the_strictest() -> None:
 
 
 def test_selectors_follow_kubernetes_semantics() -> None:
-    selector = modelregistry.LabelSelector.model_validate(
+    selector = selectors.LabelSelector.model_validate(
         {
             "matchLabels": {"team": "ml"},
             "matchExpressions": [
@@ -192,12 +192,10 @@ def test_selectors_follow_kubernetes_semantics() -> None:
             ],
         }
     )
-    assert modelregistry.selector_matches(selector, {"team": "ml", "tier": "prod"})
-    assert not modelregistry.selector_matches(selector, {"team": "ml", "tier": "dev"})
-    assert not modelregistry.selector_matches(
-        selector, {"team": "ml", "tier": "prod", "legacy": "1"}
-    )
-    assert modelregistry.selector_matches(modelregistry.LabelSelector(), {})
+    assert selectors.matches(selector, {"team": "ml", "tier": "prod"})
+    assert not selectors.matches(selector, {"team": "ml", "tier": "dev"})
+    assert not selectors.matches(selector, {"team": "ml", "tier": "prod", "legacy": "1"})
+    assert selectors.matches(selectors.LabelSelector(), {})
 
 
 @pytest.mark.parametrize(

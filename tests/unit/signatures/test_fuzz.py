@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from muster.core import bundles, cosign, keys
@@ -211,6 +211,9 @@ SIGNED_FIELDS: list[tuple[str | int, ...]] = [
 @given(
     st.sampled_from(SIGNED_FIELDS), st.integers(min_value=0, max_value=10_000), st.integers(0, 7)
 )
+# Found by this test: a flipped bit in the certificate's version made cryptography raise
+# InvalidVersion, which escaped as a crash instead of a rejection.
+@example(("verificationMaterial", "certificate", "rawBytes"), 12, 0)
 def test_flipping_any_signed_bit_of_a_bundle_fails(
     path: tuple[str | int, ...], position: int, bit: int
 ) -> None:

@@ -1,0 +1,86 @@
+"""A ``muster run`` of a test suite's own, beside the session operator, never meeting it.
+
+Some suites need flags the session operator does not have (``--insecure-registry`` for the
+plain-HTTP test registry, ``--verifier-image``). Their webhook configurations get their own
+name and a namespace selector of their own, so each namespace is judged by exactly one operator.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from muster.adapters import controlplane, kube, localoperator
+from muster.core import scopes, webhookconfigs
+
+__all__ = ["SUITE_LABEL", "suite_labels", "suite_operator", "suite_selector"]
+
+SUITE_LABEL = "muster.dev/e2e"
+
+Select = Callable[[dict[str, Any]], None]
+
+
+def suite_labels(suite: str) -> dict[str, str]:
+    """Labels of a namespace this suite's operator judges (in enforce mode) and the session
+    operator leaves alone (it honours the opt-out label; the suite's operator does not)."""
+    return {scopes.ENFORCE_LABEL: "true", scopes.OPT_OUT_LABEL: "true", SUITE_LABEL: suite}
+
+
+def suite_selector(suite: str) -> Select:
+    def select(hook: dict[str, Any]) -> None:
+        expressions = hook["namespaceSelector"]["matchExpressions"]
+        expressions[:] = [e for e in expressions if e["key"] != scopes.OPT_OUT_LABEL]
+        expressions.append({"key": SUITE_LABEL, "operator": "In", "values": [suite]})
+
+    return select
+
+
+@contextlib.contextmanager
+def suite_operator(
+    plane: controlplane.ControlPlane,
+    *,
+    configuration: str,
+    own_namespace: str,
+    workdir: Path,
+    select: Select,
+    extra_args: Sequence[str] = (),
+    kubeconfig: Path | None = None,
+) -> Iterator[localoperator.LocalOperator]:
+    """``kubeconfig``: the identity the operator runs with (default: the plane's admin); the
+    CRDs and webhook configurations are always put in place with the admin's."""
+    localoperator.install_crds(plane)
+    operator = localoperator.start(
+        plane,
+        own_namespace=own_namespace,
+        workdir=workdir,
+        extra_args=tuple(extra_args),
+        kubeconfig=kubeconfig,
+    )
+    api = kube.api_client(plane.kubeconfig)
+    admission: Any = client.AdmissionregistrationV1Api(api)
+    try:
+        ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
+        kube.ensure_namespace(api, own_namespace)
+        for build in (webhookconfigs.validating, webhookconfigs.mutating):
+            manifest = copy.deepcopy(build(operator.url, ca_bundle, own_namespace=own_namespace))
+            manifest["metadata"]["name"] = configuration
+            for hook in manifest["webhooks"]:
+                select(hook)
+            kube.apply_webhook_configuration(api, manifest)
+        yield operator
+    finally:
+        for delete in (
+            admission.delete_validating_webhook_configuration,
+            admission.delete_mutating_webhook_configuration,
+        ):
+            with contextlib.suppress(client.ApiException):
+                delete(configuration)
+        api.close()
+        operator.stop()
+        print(f"--- muster run ({configuration}) log ---\n{operator.log.read_text()[-6000:]}")

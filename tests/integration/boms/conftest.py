@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from tests.integration.images.conftest import signers
+
+__all__ = ["signers"]
