@@ -7,6 +7,7 @@ runs every gate against a real registry (this session operator never contacts on
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -24,6 +25,15 @@ pytestmark = pytest.mark.e2e
 UNPINNED = "registry.example/team/trainer:v1"
 PINNED = "registry.example/team/trainer@sha256:" + "ab" * 32
 T = TypeVar("T")
+
+
+def core(api: client.ApiClient) -> Any:
+    """The core API, untyped: these tests pass plain dicts as bodies."""
+    return client.CoreV1Api(api)
+
+
+def apps(api: client.ApiClient) -> Any:
+    return client.AppsV1Api(api)
 
 
 def eventually(probe: Callable[[], T | None], *, what: str, timeout: float = 30.0) -> T:
@@ -56,7 +66,8 @@ class Event:
 
 def muster_events(plane: controlplane.ControlPlane, namespace: str) -> list[Event]:
     with kubeclients.admin(plane) as api:
-        response = client.EventsV1Api(api).list_namespaced_event(namespace, _preload_content=False)
+        events_api: Any = client.EventsV1Api(api)
+        response = events_api.list_namespaced_event(namespace, _preload_content=False)
         items = json.loads(response.data)["items"]
     return [Event(e) for e in items if e.get("reportingController") == "muster.dev/operator"]
 
@@ -98,7 +109,7 @@ def test_repeated_denials_fold_into_one_event_series_on_the_namespace(
     for _ in range(3):
         denied(
             control_plane,
-            lambda api: client.CoreV1Api(api).create_namespaced_pod(
+            lambda api: core(api).create_namespaced_pod(
                 enforced, kubeclients.pod("loner", UNPINNED)
             ),
         )
@@ -130,12 +141,12 @@ def test_a_denied_pod_is_reported_on_its_deployment(
     enforced: str,
 ) -> None:
     with kubeclients.admin(control_plane) as api:
-        apps = client.AppsV1Api(api)
+        workloads = apps(api)
         # A paused Deployment with no replicas: the controllers leave the hand-made ReplicaSet be.
-        owner = apps.create_namespaced_deployment(
+        owner = workloads.create_namespaced_deployment(
             enforced, deployment("owner", PINNED, paused=True, replicas=0)
         )
-        replica_set = apps.create_namespaced_replica_set(
+        replica_set = workloads.create_namespaced_replica_set(
             enforced,
             {
                 "metadata": {
@@ -171,7 +182,7 @@ def test_a_denied_pod_is_reported_on_its_deployment(
             }
         ],
     }
-    denied(control_plane, lambda api: client.CoreV1Api(api).create_namespaced_pod(enforced, body))
+    denied(control_plane, lambda api: core(api).create_namespaced_pod(enforced, body))
     event = eventually(
         lambda: next(
             (e for e in muster_events(control_plane, enforced) if "owned" in e.note),
@@ -191,7 +202,7 @@ def test_a_denied_workload_is_reported_on_the_namespace(
 ) -> None:
     denied(
         control_plane,
-        lambda api: client.AppsV1Api(api).create_namespaced_deployment(
+        lambda api: apps(api).create_namespaced_deployment(
             enforced, deployment("rejected", UNPINNED)
         ),
     )
@@ -212,9 +223,7 @@ def test_warnings_are_reported_on_the_objects_once_they_exist(
 ) -> None:
     namespace = kubeclients.namespace(control_plane, "obs-warn", {scopes.ENFORCE_LABEL: "warn"})
     with kubeclients.admin(control_plane) as api:
-        client.AppsV1Api(api).create_namespaced_deployment(
-            namespace, deployment("warned", UNPINNED)
-        )
+        apps(api).create_namespaced_deployment(namespace, deployment("warned", UNPINNED))
 
     def on(kind: str) -> Any:
         return next(
@@ -223,14 +232,14 @@ def test_warnings_are_reported_on_the_objects_once_they_exist(
         )
 
     for kind in ("Deployment", "ReplicaSet"):
-        event = eventually(lambda kind=kind: on(kind), what=f"a warning Event on the {kind}")
+        event = eventually(functools.partial(on, kind), what=f"a warning Event on the {kind}")
         assert event.action == "Warned"
         assert event.reason == "ImageNotPinned"
         assert event.uid
     # The ReplicaSet controller creates the pod with generateName: the Event finds it by name.
     with kubeclients.admin(control_plane) as api:
         pods = eventually(
-            lambda: client.CoreV1Api(api).list_namespaced_pod(namespace).items,
+            lambda: core(api).list_namespaced_pod(namespace).items,
             what="the Deployment's pod",
         )
     event = eventually(lambda: on("Pod"), what="a warning Event on the Pod")

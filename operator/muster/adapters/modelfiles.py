@@ -447,9 +447,11 @@ def _scan_pickle(
 
     try:
         imports = _picklescan_imports(scanner, handle, label, legacy_torch=legacy_torch)
-    except ValueError as error:  # picklescan: a STACK_GLOBAL whose operands it cannot resolve
+    except ValueError as unresolved:  # picklescan: a STACK_GLOBAL it cannot resolve statically
         return pickles.FileVerdict(
-            label, pickles.Kind.UNSAFE, (f"an import cannot be determined statically: {error}",)
+            label,
+            pickles.Kind.UNSAFE,
+            (f"an import cannot be determined statically: {unresolved}",),
         )
     handle.seek(0)
     error, called = _parse_status(handle)

@@ -531,15 +531,25 @@ def register_controller(registry: kopf.OperatorRegistry, services: operator.Serv
         else:
             await compile_into_status(area, body)
 
-    @kopf.timer(
-        *resource,
-        interval=RECOMPILE_SECONDS,
-        initial_delay=RECOMPILE_SECONDS,
-        registry=registry,
-    )
-    async def recompile_policy(body: kopf.Body, **_: Any) -> None:
-        # Keys and trusted roots live in Secrets/ConfigMaps that can rotate under the policy.
-        await compile_into_status(area, body, force=True)
+    # A periodic recompile picks up keys and trusted roots rotated in their Secrets/ConfigMaps.
+    # Not a kopf timer: timers put a finalizer on every policy, which would need write access
+    # to the policies and would keep them from being deleted while no operator runs.
+    async def recompile_forever() -> None:
+        while True:
+            await asyncio.sleep(RECOMPILE_SECONDS)
+            try:
+                listed = await area.services.kube.get(f"/apis/{crds.GROUP}/{crds.VERSION}/{PLURAL}")
+            except kubeapi.ApiError as error:
+                logger.warning("cannot list ImagePolicies to recompile them: %s", error)
+                continue
+            for body in listed.get("items") or []:
+                await compile_into_status(area, body, force=True)
+
+    recompiler: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_recompiling(**_: Any) -> None:
+        recompiler.append(asyncio.create_task(recompile_forever(), name="imagepolicy-recompile"))
 
     @kopf.on.event("", "v1", "namespaces", registry=registry)
     async def index_namespace(
@@ -549,4 +559,6 @@ def register_controller(registry: kopf.OperatorRegistry, services: operator.Serv
 
     @kopf.on.cleanup(registry=registry)
     async def close_clients(**_: Any) -> None:
+        for task in recompiler:
+            task.cancel()
         await area.verifier.close()

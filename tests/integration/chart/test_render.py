@@ -106,16 +106,12 @@ def test_rbac_is_least_privilege() -> None:
                 and set(rule["resources"]) <= {"imagescans", "workloadboms"}
                 and writes <= {"create", "patch"}
             )
-            # ImagePolicies: kopf adds (and removes) its finalizer on objects of a resource with
-            # a timer, so the operator patches them; it creates and deletes none.
-            policy_finalizers = rule["resources"] == ["imagepolicies"] and writes == {"patch"}
             assert (
                 rule["resources"] == ["events"]
                 or rule.get("resourceNames")
                 or own_status
                 or labels_nodes
                 or own_records
-                or policy_finalizers
             ), rule
     assert not rendering.by_kind(docs, "Role")
 
