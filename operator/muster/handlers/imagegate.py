@@ -476,9 +476,21 @@ async def compile_into_status(
     name, generation = str(metadata.get("name")), int(metadata.get("generation") or 0)
     known = area.store.policies.get(name)
     broken = area.store.errors.get(name)
-    if not force and (
-        (known is not None and known.generation == generation)
-        or (broken is not None and broken.generation == generation)
+    # Skip only when this generation is both compiled here and reported on the object: the
+    # store alone is not enough, because admission may have compiled a new policy first and
+    # its Compiled condition would then never be written.
+    reported = any(
+        condition.get("type") == "Compiled" and condition.get("observedGeneration") == generation
+        for condition in ((body.get("status") or {}).get("conditions") or [])
+        if isinstance(condition, Mapping)
+    )
+    if (
+        not force
+        and reported
+        and (
+            (known is not None and known.generation == generation)
+            or (broken is not None and broken.generation == generation)
+        )
     ):
         return known  # our own status write, or a relabel: nothing to compile
     compiled: imagepolicies.CompiledPolicy | None = None

@@ -72,9 +72,9 @@ async def test_keeping_a_bom_never_takes_a_new_policy_from_its_controller(
     )
     area = imagegate.area_for(services)
     try:
-        written = await keeping.write(
-            services, pod(namespace, "app", "bom-race.example/team/app:v1")
-        )
+        # Any pod will do (this image is not even the policy's): the old rewrite listed the
+        # policies whatever the pod ran.
+        written = await keeping.write(services, pod(namespace, "app", "elsewhere.example/app:v1"))
         assert written == "pod-app"
         assert area.store.listed_at is None  # it listed nothing
         assert name not in area.store.policies

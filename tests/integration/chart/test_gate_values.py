@@ -159,7 +159,7 @@ def test_egress_exemptions_and_boms_reach_muster_run() -> None:
     assert parsed.registry_allow == [] and parsed.registry_deny == []
     assert not parsed.allow_private_registries and not parsed.refuse_private_networks
     assert parsed.exemption_group == []
-    assert parsed.keep_boms is False  # muster run keeps BOMs by default; the chart does not
+    assert parsed.keep_boms is True  # BOMs are kept by default, in the chart as in muster run
     assert parsed.trivy_cache_dir is None  # no scanning unless asked
     (container,) = _operator_pod(
         "--set=operator.egress.registryAllow={ghcr.io,*.corp.example:5000}",
@@ -167,14 +167,14 @@ def test_egress_exemptions_and_boms_reach_muster_run() -> None:
         "--set=operator.egress.allowPrivateRegistries=true",
         "--set=operator.egress.refusePrivateNetworks=true",
         "--set=operator.exemptionGroups={sre,platform-oncall}",
-        "--set=operator.keepBoms=true",
+        "--set=operator.keepBoms=false",
     )["containers"]
     parsed = _parsed(container)
     assert parsed.registry_allow == ["ghcr.io", "*.corp.example:5000"]
     assert parsed.registry_deny == ["169.254.169.254"]
     assert parsed.allow_private_registries and parsed.refuse_private_networks
     assert parsed.exemption_group == ["sre", "platform-oncall"]
-    assert parsed.keep_boms is True
+    assert parsed.keep_boms is False
 
 
 def test_scanning_mounts_a_trivy_cache_and_passes_its_settings() -> None:
