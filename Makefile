@@ -2,7 +2,7 @@
 # machine first (Debian packages, .venv, the Go-built peers cached by version).
 SHELL := /bin/bash
 VENV := .venv/bin
-PY_DIRS := $(wildcard operator tests hack benchmarks)
+PY_DIRS := $(wildcard operator tests hack benchmarks fuzz)
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 .PHONY: setup demo down test lint unit integration e2e

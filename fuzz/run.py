@@ -44,6 +44,13 @@ class Result:
         return self.returncode != 0 or bool(self.crashes)
 
 
+def _tail(log: str) -> str:
+    """The Python exception libFuzzer caught, if any, then the end of the log."""
+    start = log.find("=== Uncaught Python exception")
+    exception = log[start : start + 3000] + "\n...\n" if start >= 0 else ""
+    return exception + log[-2000:]
+
+
 def run_target(
     target: str,
     seconds: int,
@@ -111,7 +118,7 @@ def run_target(
         coverage=max((int(c) for c in _COVERAGE.findall(log)), default=0),
         corpus=max((int(c) for c in _CORPUS.findall(log)), default=0),
         crashes=crashes,
-        log_tail=log[-4000:],
+        log_tail=_tail(log),
     )
 
 

@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
-SECONDS = 2  # per target; nine targets stay well under a minute with process start-up
+SECONDS = 2  # per target; nine targets stay under a minute with process start-up
 
 
 def _runner() -> ModuleType:

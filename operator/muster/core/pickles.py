@@ -292,7 +292,7 @@ def _tensor_problem(name: str, info: object) -> str | None:
     if not isinstance(info, dict):
         return f"tensor {name!r} is not an object"
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-    if dtype not in _SAFETENSORS_DTYPE_BITS:
+    if not isinstance(dtype, str) or dtype not in _SAFETENSORS_DTYPE_BITS:
         return f"tensor {name!r} has unknown dtype {dtype!r}"
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape

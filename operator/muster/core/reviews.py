@@ -124,6 +124,12 @@ def _check(data: dict[str, Any]) -> None:
             raise MalformedReview(f"request.{key} must be an object or null")
     if request.get("object") is None and request.get("oldObject") is None:
         raise MalformedReview("request has neither object nor oldObject")
+    for key in ("object", "oldObject"):
+        metadata = (request.get(key) or {}).get("metadata")
+        for field in ("namespace", "name"):
+            value = metadata.get(field) if isinstance(metadata, dict) else None
+            if value is not None and not isinstance(value, str):
+                raise MalformedReview(f"request.{key}.metadata.{field} must be a string")
     for key in ("namespace", "name", "subResource"):
         if key in request and not isinstance(request[key], str):
             raise MalformedReview(f"request.{key} must be a string")
