@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.core import bundles, cosign, keys, references
+from muster.core import bundles, cosign, keys, references, selectors
 from muster.core import vulnerabilities as vulnerabilities_
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "Evidence",
     "ImagePolicySpec",
     "InvalidImagePolicy",
-    "LabelSelector",
     "LegacySignature",
     "Source",
     "compile_glob",
@@ -43,7 +42,6 @@ __all__ = [
     "judge",
     "matching",
     "parse_spec",
-    "selector_matches",
     "sources_of",
 ]
 
@@ -162,32 +160,6 @@ class Authority(pydantic.BaseModel):
         return self
 
 
-class LabelSelectorRequirement(pydantic.BaseModel):
-    model_config = _CONFIG
-
-    key: str = pydantic.Field(min_length=1)
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: tuple[str, ...] = ()
-
-    @pydantic.model_validator(mode="after")
-    def _values(self) -> LabelSelectorRequirement:
-        needs = self.operator in ("In", "NotIn")
-        if needs and not self.values:
-            raise ValueError(f"operator {self.operator} needs values")
-        if not needs and self.values:
-            raise ValueError(f"operator {self.operator} takes no values")
-        return self
-
-
-class LabelSelector(pydantic.BaseModel):
-    """A Kubernetes label selector; an empty one selects everything."""
-
-    model_config = _CONFIG
-
-    match_labels: dict[str, str] = pydantic.Field(default_factory=dict)
-    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
-
-
 class ImagePolicySpec(pydantic.BaseModel):
     """Which images must be signed by whom, in which namespaces."""
 
@@ -197,7 +169,7 @@ class ImagePolicySpec(pydantic.BaseModel):
         min_length=1,
         description="glob patterns over registry/repository, e.g. ghcr.io/acme/**",
     )
-    namespace_selector: LabelSelector | None = pydantic.Field(
+    namespace_selector: selectors.LabelSelector | None = pydantic.Field(
         default=None, description="namespaces the policy applies to (default: every judged one)"
     )
     mode: Literal["enforce", "warn"] = "enforce"
@@ -282,27 +254,6 @@ def compile_glob(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(parts))
 
 
-def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str]) -> bool:
-    """Kubernetes label-selector semantics; ``None`` and an empty selector select everything."""
-    if selector is None:
-        return True
-    for key, value in selector.match_labels.items():
-        if labels.get(key) != value:
-            return False
-    for requirement in selector.match_expressions:
-        present = requirement.key in labels
-        current = labels.get(requirement.key)
-        if requirement.operator == "In" and current not in requirement.values:
-            return False
-        if requirement.operator == "NotIn" and present and current in requirement.values:
-            return False
-        if requirement.operator == "Exists" and not present:
-            return False
-        if requirement.operator == "DoesNotExist" and present:
-            return False
-    return True
-
-
 # ---------------------------------------------------------------------------------------------
 # Compilation
 
@@ -353,7 +304,7 @@ class CompiledPolicy:
     name: str
     generation: int
     images: tuple[re.Pattern[str], ...]
-    namespace_selector: LabelSelector | None
+    namespace_selector: selectors.LabelSelector | None
     mode: Literal["enforce", "warn"]
     authorities: tuple[CompiledAuthority, ...]
     threshold: int
@@ -370,7 +321,7 @@ class CompiledPolicy:
         return any(pattern.fullmatch(reference.name) for pattern in self.images)
 
     def applies_to(self, namespace_labels: Mapping[str, str]) -> bool:
-        return selector_matches(self.namespace_selector, namespace_labels)
+        return selectors.matches(self.namespace_selector, namespace_labels)
 
 
 @dataclasses.dataclass

@@ -36,6 +36,7 @@ from muster.core import (
     pods,
     pullsecrets,
     references,
+    selectors,
     subjects,
 )
 
@@ -201,7 +202,7 @@ class BrokenPolicy:
     def covers(self, reference: references.ImageReference, labels: Mapping[str, str]) -> bool:
         if self.spec is None:
             return True  # nothing known: it may cover anything, so it blocks everything
-        return imagepolicies.selector_matches(self.spec.namespace_selector, labels) and any(
+        return selectors.matches(self.spec.namespace_selector, labels) and any(
             imagepolicies.compile_glob(pattern).fullmatch(reference.name)
             for pattern in self.spec.images
         )
