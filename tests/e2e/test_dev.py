@@ -1,8 +1,10 @@
-"""``muster dev up`` yields a control plane with Muster in it; ``dev down`` leaves nothing."""
+"""``muster dev up`` yields a control plane with Muster in it; ``dev down`` leaves nothing.
+
+It runs the README's ``muster dev`` block and compares the README's denial message with
+kubectl's."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from muster.adapters import controlplane, processes, tools
+from tests.integration import docblocks
 
 pytestmark = pytest.mark.e2e
 
@@ -35,56 +38,53 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
-def test_dev_up_then_kubectl_then_dev_down_leaves_nothing_behind(tmp_path: Path) -> None:
-    env = {"MUSTER_DEV_DIR": str(tmp_path / "dev")}
-    up = _muster("dev", "up", "--format=json", env=env)
-    assert up.returncode == 0, up.stderr
-    info = json.loads(up.stdout)
-    state = controlplane.ControlPlaneState.load(Path(info["dir"]))
+def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tools.find("kubectl")), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_readme_dev_block_runs_and_dev_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The README's ``muster dev up; kubectl ... get ns; muster dev down`` block, line by line,
+    with ``$MUSTER_DEV_DIR`` in a temporary folder instead of ``~/.local/state/muster/dev``;
+    between its lines, the README's denial message is compared with kubectl's real one."""
+    workdir = tmp_path / "dev"
+    env = {"MUSTER_DEV_DIR": str(workdir)}
+    (block,) = docblocks.named("delegated", "tests/e2e/test_dev.py")
+    up, get_ns, down_ = list(docblocks.command_lines(block))
+    assert (up, get_ns[0], down_) == (["muster", "dev", "up"], "kubectl", ["muster", "dev", "down"])
+    up_result = _muster(*up[1:], env=env)
+    assert up_result.returncode == 0, up_result.stderr
+    kubeconfig = workdir / "kubeconfig"
+    assert f"export KUBECONFIG={kubeconfig}" in up_result.stdout
+    state = controlplane.ControlPlaneState.load(workdir)
     try:
         assert set(state.pids) >= {"etcd", "kube-apiserver", "muster-operator"}
-        kubectl = subprocess.run(
-            [
-                str(tools.find("kubectl")),
-                f"--kubeconfig={info['kubeconfig']}",
-                "get",
-                "ns",
-                "-o",
-                "name",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        assert {"namespace/default", "namespace/demo", "namespace/muster-system"} <= set(
-            kubectl.stdout.split()
-        )
-        denied = subprocess.run(
-            [
-                str(tools.find("kubectl")),
-                f"--kubeconfig={info['kubeconfig']}",
-                "-n",
-                "demo",
-                "run",
-                "unpinned",
-                "--image=nginx:1.27",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        documented = [arg.replace("~/.local/state/muster/dev", str(workdir)) for arg in get_ns]
+        namespaces = _kubectl(*documented[1:])
+        assert namespaces.returncode == 0, namespaces.stderr
+        names = {line.split()[0] for line in namespaces.stdout.splitlines()[1:]}
+        assert {"default", "demo", "muster-system"} <= names
+
+        # The README's denial: a pod in the opted-in namespace naming its image by a tag.
+        denied = _kubectl(
+            f"--kubeconfig={kubeconfig}", "-n", "demo", "run", "trainer",
+            "--image=ghcr.io/acme/trainer:v1",
+        )  # fmt: skip
         assert denied.returncode == 1
-        assert "not pinned by digest" in denied.stderr
+        (message,) = docblocks.named("real", "tests/e2e/test_dev.py")
+        assert docblocks.matches(message, denied.stderr) == ""
 
         again = _muster("dev", "up", env=env)
         assert again.returncode == 2
         assert "already up" in again.stderr
     finally:
-        down = _muster("dev", "down", "--format=json", env=env)
+        down = _muster(*down_[1:], env=env)
     assert down.returncode == 0, down.stderr
-    assert set(json.loads(down.stdout)["stopped"]) == set(state.pids)
     assert [name for name, pid in state.pids.items() if _alive(pid)] == []
     assert [name for name, port in state.ports.items() if processes.port_is_open(port)] == []
-    assert not Path(info["dir"]).exists()
+    assert not workdir.exists()

@@ -8,16 +8,30 @@ reported as a crash, which the last test shows with a harness that always fails.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.integration import docblocks
+
 pytestmark = pytest.mark.integration
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
-SECONDS = 2  # per target; nine targets stay under a minute with process start-up
+
+
+def _documented_short_run() -> list[str]:
+    """The arguments of docs/security.md's short run (``--seconds 2``: nine targets stay under
+    a minute with process start-up)."""
+    (block,) = docblocks.named("delegated", "tests/integration/test_fuzz.py")
+    (argv,) = list(docblocks.command_lines(block))
+    assert argv[:2] == [".venv/bin/python", "fuzz/run.py"], argv
+    return argv[2:]
+
+
+SHORT_RUN = _documented_short_run()
 
 
 def _runner() -> ModuleType:
@@ -48,11 +62,17 @@ def test_every_parser_has_a_harness() -> None:
 
 @pytest.mark.parametrize("target", RUNNER.TARGETS)
 def test_a_short_fuzzing_run_finds_no_crash(target: str, tmp_path: Path) -> None:
-    result = RUNNER.run_target(target, SECONDS, artifacts=tmp_path / "artifacts")
-    assert not result.crashed, f"{target} crashed: {result.crashes}\n{result.log_tail}"
-    assert result.iterations >= 100, result.log_tail  # libFuzzer's executed units
-    assert result.coverage > 0, result.log_tail  # instrumented edges reached in muster
-    assert result.corpus > 0, result.log_tail
+    """The documented short run, one target per test (``--target``), its results as JSON."""
+    output = tmp_path / "fuzz.json"
+    argv = [*SHORT_RUN, "--target", target, "--artifacts", str(tmp_path / "artifacts")]
+    code = RUNNER.main([*argv, "--json", str(output)])
+    (result,) = json.loads(output.read_text())
+    assert code == 0, f"{target} crashed: {result['crashes']}\n{result['log_tail']}"
+    assert result["returncode"] == 0
+    assert result["crashes"] == []
+    assert result["iterations"] >= 100, result["log_tail"]  # libFuzzer's executed units
+    assert result["coverage"] > 0, result["log_tail"]  # instrumented edges reached in muster
+    assert result["corpus"] > 0, result["log_tail"]
 
 
 def test_a_failing_harness_is_reported_as_a_crash(tmp_path: Path) -> None:

@@ -341,6 +341,7 @@ def verify_signature(
     *,
     extra_ignores: Sequence[str] = (),
     workers: int = DEFAULT_WORKERS,
+    progress: Progress | None = None,
 ) -> Outcome:
     """Verify the signature with ``check``, then the bytes against what it signs.
 
@@ -352,7 +353,13 @@ def verify_signature(
     inside = _relative_inside(signature_path, root)
     if inside is not None:
         ignores.append(inside)
-    measured = measure(root, signed.manifest.serialization, extra_ignores=ignores, workers=workers)
+    measured = measure(
+        root,
+        signed.manifest.serialization,
+        extra_ignores=ignores,
+        workers=workers,
+        progress=progress,
+    )
     differences = oms.compare(signed.manifest, measured)
     return Outcome(measured, signed.manifest.digest, differences, signed.signer)
 
@@ -384,16 +391,38 @@ def _relative_inside(path: Path, root: Path) -> str | None:
 # -- scanning ------------------------------------------------------------------------
 
 
-def scan(root: Path, *, allowed: Iterable[str] = (), limits: Limits = Limits()) -> pickles.Report:
-    """Judge every serialized file of a model (pickles, archives, safetensors, Keras)."""
+def scan(
+    root: Path,
+    *,
+    allowed: Iterable[str] = (),
+    limits: Limits = Limits(),
+    progress: Progress | None = None,
+) -> pickles.Report:
+    """Judge every serialized file of a model (pickles, archives, safetensors, Keras).
+
+    ``progress`` (when given) learns the total bytes, then the size of each file judged.
+    """
     allow = tuple(allowed)
     verdicts: list[pickles.FileVerdict] = []
-    for name, path in walk(root, oms.DEFAULT_IGNORED_PATHS):
+    files = walk(root, oms.DEFAULT_IGNORED_PATHS)
+    sizes = [_size(path) for _, path in files]
+    if progress is not None:
+        progress.start(sum(sizes), len(files))
+    for (name, path), size in zip(files, sizes, strict=True):
         label = root.name if name == "." else name
         verdict = scan_file(path, label, allowed=allow, limits=limits)
         if verdict is not None:
             verdicts.append(verdict)
+        if progress is not None:
+            progress.advance(size)
     return pickles.Report(tuple(verdicts))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as error:
+        raise ModelError(f"cannot read {error.filename} ({error.strerror})") from None
 
 
 def scan_file(

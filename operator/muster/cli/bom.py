@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     parts = _target(args.scope, args.target)
     try:
         kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(args.kubeconfig))
-    except (OSError, ValueError, KeyError) as error:
+    except Exception as error:  # the kubernetes client raises many kinds on a bad file
         raise common.CommandError(f"cannot use the kubeconfig: {error}") from None
 
     async def collect() -> list[Any]:

@@ -344,8 +344,15 @@ def tour(
             write(f"  !! expected {attempt.expect}, got {attempt.outcome}")
         done.append(attempt)
     write("\n[events] denials become Events on the namespace (and on the workload's owner):")
-    write(f"$ kubectl -n {NAMESPACE} get events --field-selector involvedObject.kind=Namespace")
-    _wait(lambda: bool(_events(plane)), "the denial Events", timeout=20)
+    write(
+        f"$ kubectl -n {NAMESPACE} get events --field-selector involvedObject.kind=Namespace "
+        "--sort-by=.eventTime"
+    )
+    denied = sum(attempt.outcome == "denied" for attempt in done)
+    try:  # one Event per denial (a header line above them); show what came if some are late
+        _wait(lambda: len(_events(plane).splitlines()) > denied, "every denial Event", timeout=20)
+    except common.CommandError:
+        _wait(lambda: bool(_events(plane)), "the denial Events", timeout=1)
     write("\n".join(f"  {line}" for line in _events(plane).splitlines()[:8]))
     write("\n[metrics] every decision is counted for Prometheus:")
     write(f"$ curl -s {metrics_url} | grep -E 'muster_(admission_requests|violations)_total'")
@@ -356,7 +363,7 @@ def tour(
 def _events(plane: controlplane.ControlPlane) -> str:
     result = controlplane.kubectl(
         plane, "-n", NAMESPACE, "get", "events", "--field-selector",
-        "involvedObject.kind=Namespace", check=False,
+        "involvedObject.kind=Namespace", "--sort-by=.eventTime", check=False,
     )  # fmt: skip
     lines = result.stdout.strip().splitlines()
     return result.stdout.strip() if len(lines) > 1 else ""

@@ -63,6 +63,9 @@ def register(subcommands: common.Subcommands) -> None:
 
 
 def _progress(args: argparse.Namespace, message: str) -> None:
+    transcript: list[str] | None = getattr(args, "transcript", None)
+    if transcript is not None:
+        transcript.append(f"==> {message}")
     if getattr(args, "format", "text") == "text":
         sys.stderr.write(f"==> {message}\n")
         sys.stderr.flush()
@@ -86,6 +89,8 @@ def _up(args: argparse.Namespace) -> int:
         )
     if workdir.exists():
         shutil.rmtree(workdir)
+    if args.demo:  # the demo's --format json output carries what its text output shows
+        args.transcript = []
     _progress(args, f"starting etcd and kube-apiserver in {workdir}")
     try:
         plane = controlplane.start(workdir)
@@ -177,6 +182,7 @@ def _demo(
     text_mode = getattr(args, "format", "text") == "text"
 
     def write(line: str) -> None:
+        args.transcript.extend(line.splitlines())
         if text_mode:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
@@ -188,6 +194,7 @@ def _demo(
         registry=registry.host,
         metrics=operator.metrics_url,
         walkthrough=demo.summary(done),
+        transcript=args.transcript,
     )
     common.emit(args, demo.next_steps(plane, images), result)
     return common.EXIT_OK if all(a.as_expected for a in done) else common.EXIT_FAIL

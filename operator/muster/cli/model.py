@@ -107,6 +107,7 @@ def register(subcommands: common.Subcommands) -> None:
         "or else to the model; repeatable)",
     )
     _add_workers(verify)
+    progress.add_option(verify)
     common.add_format_option(verify)
     verify.set_defaults(handler=_verify)
 
@@ -133,6 +134,7 @@ def register(subcommands: common.Subcommands) -> None:
     register.add_argument("--license", metavar="SPDX", help="licence, e.g. apache-2.0")
     register.add_argument("--model-format", metavar="FORMAT", help="default: guessed from files")
     _add_workers(register)
+    progress.add_option(register)
     register.set_defaults(handler=_register)
 
     scan = actions.add_parser(
@@ -149,6 +151,7 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="MODULE.NAME",
         help="add a global to the pickle import allowlist (repeatable)",
     )
+    progress.add_option(scan)
     common.add_format_option(scan)
     scan.set_defaults(handler=_scan)
 
@@ -191,6 +194,7 @@ def _verify(args: argparse.Namespace) -> int:
                 args.path,
                 extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
                 workers=args.workers,
+                progress=progress.for_args(args, "hashing"),
             )
             expected = oms.format_digest(oms.parse_digest(args.digest))
             outcome = modelfiles.Outcome(measured, expected)
@@ -202,6 +206,7 @@ def _verify(args: argparse.Namespace) -> int:
                 check,
                 extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
                 workers=args.workers,
+                progress=progress.for_args(args, "hashing"),
             )
     except (modelfiles.ModelError, oms.OmsError, modelsigs.InputError) as error:
         raise common.CommandError(str(error)) from None
@@ -262,7 +267,9 @@ def _scan(args: argparse.Namespace) -> int:
     # picklescan logs every finding itself; Muster reports them once, its own way.
     logging.getLogger("picklescan").setLevel(logging.CRITICAL)
     try:
-        report = modelfiles.scan(args.path, allowed=args.allow)
+        report = modelfiles.scan(
+            args.path, allowed=args.allow, progress=progress.for_args(args, "scanning")
+        )
     except modelfiles.ModelError as error:
         raise common.CommandError(str(error)) from None
     data = {"passes": report.passes, "files": [f.to_json() for f in report.files]}
@@ -362,6 +369,7 @@ def _verify_model(args: argparse.Namespace) -> int:
         args.path,
         extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
         workers=args.workers,
+        progress=progress.for_args(args, "hashing"),
     )
     outcome = modelfiles.Outcome(measured, entry.spec.digest)
     check = _model_check(entry, args.kubeconfig)
@@ -413,7 +421,12 @@ def _register(args: argparse.Namespace) -> int:
         # model_signing never hashes its own signature when it sits inside the model.
         ignores = modelfiles.ignore_paths_for(args.path, [str(signature_path)])
     try:
-        measured = modelfiles.measure(args.path, extra_ignores=ignores, workers=args.workers)
+        measured = modelfiles.measure(
+            args.path,
+            extra_ignores=ignores,
+            workers=args.workers,
+            progress=progress.for_args(args, "hashing"),
+        )
     except modelfiles.ModelError as error:
         raise common.CommandError(str(error)) from None
     spec: dict[str, Any] = {"digest": measured.digest}

@@ -1,7 +1,8 @@
 """A one-line progress report on stderr for long work (hashing a large model).
 
-Shown when stderr is a terminal or with ``--progress``; never on stdout, so ``--format json``
-output stays clean. The line is redrawn at most a few times a second.
+Shown when stderr is a terminal (and the output is not ``--format json``) or with
+``--progress``; never on stdout, so ``--format json`` output stays clean. The line is redrawn at
+most a few times a second.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ def add_option(parser: argparse.ArgumentParser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="show progress on stderr (default: when stderr is a terminal)",
+        help="show progress on stderr (default: when stderr is a terminal, unless --format json)",
     )
 
 
 def for_args(args: argparse.Namespace, verb: str) -> StderrProgress | None:
     wanted = getattr(args, "progress", None)
     if wanted is None:
-        wanted = sys.stderr.isatty()
+        wanted = sys.stderr.isatty() and getattr(args, "format", "text") != "json"
     return StderrProgress(verb) if wanted else None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from muster.adapters import controlplane, processes
 from muster.cli import common
 from tests.checkcli import muster_check
+from tests.integration import docblocks
 
 pytestmark = pytest.mark.e2e
 
@@ -37,9 +39,27 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
+def _make_demo() -> list[str]:
+    """The README's and the guide's ``make demo``, as the muster command its recipe runs (the
+    recipe's one-time set-up aside)."""
+    lines = [
+        argv
+        for block in docblocks.named("delegated", "tests/e2e/demo/test_demo.py")
+        for argv in docblocks.command_lines(block)
+    ]
+    assert lines == [["make", "demo"], ["make", "demo"]], lines
+    makefile = (docblocks.ROOT / "Makefile").read_text()
+    recipe = re.search(r"^demo:.*\n\t@?(.+)$", makefile, re.M)
+    assert recipe is not None
+    words = recipe[1].split()
+    assert words[0] == "$(VENV)/muster", words
+    return words[1:]
+
+
 def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Path) -> None:
     env = {"MUSTER_DEV_DIR": str(tmp_path / "dev")}
-    up = _muster("dev", "up", "--demo", "--format=json", env=env)
+    # --format=json: the steps as data, with the text output as "transcript"
+    up = _muster(*_make_demo(), "--format=json", env=env)
     state = controlplane.ControlPlaneState.load(tmp_path / "dev")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -71,6 +91,14 @@ def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Pat
         assert "Model 'mystery' is not registered" in steps["mystery-model"]["output"]
         assert steps["approved-model"]["outcome"] == "admitted"
         assert steps["approved-model"]["shown"] == "muster-verify-weights"
+        # the transcripts in the getting-started guide are this run's text output (normalised)
+        transcript = "\n".join(info["transcript"])
+        workdir = (tmp_path / "dev").resolve()
+        assert transcript.startswith(f"==> starting etcd and kube-apiserver in {workdir}\n")
+        documented = docblocks.named("real", "tests/e2e/demo/test_demo.py")
+        assert len(documented) == 3
+        home = {"~/.local/state/muster/dev": str(workdir)}
+        assert [docblocks.matches(block, transcript, home) for block in documented] == [""] * 3
         # muster check against the demo cluster's policies gives kubectl's message, offline
         pod = tmp_path / "unsigned.yaml"
         pod.write_text(
@@ -85,8 +113,9 @@ def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Pat
         assert message.startswith('muster: container "main": image ')
         assert steps["unsigned"]["output"].endswith(message)
     finally:
-        down = _muster("dev", "down", env=env)
+        down = _muster("dev", "down", "--format=json", env=env)
     assert down.returncode == 0, down.stderr
+    assert set(json.loads(down.stdout)["stopped"]) == set(state.pids)
     assert not (tmp_path / "dev").exists()
     assert [name for name, pid in state.pids.items() if _alive(pid)] == []
     assert [name for name, port in state.ports.items() if processes.port_is_open(port)] == []

@@ -27,9 +27,18 @@ from tests.e2e.images.test_image_admission import (
     eventually,
 )
 from tests.e2e.vulnerabilities.conftest import SELECT_LABEL
+from tests.integration import docblocks
 from tests.integration.images.conftest import Signer, sign_v3
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("scan_operator")]
+
+
+def documented(doc: str) -> docblocks.Block:
+    """The ``kubectl get`` sample of ``doc`` that this module compares with real output."""
+    samples = docblocks.named("real", "tests/e2e/vulnerabilities/test_scan_gate_and_bom.py")
+    assert {sample.doc for sample in samples} == {"docs/bom.md", "docs/vulnerabilities.md"}
+    (sample,) = [sample for sample in samples if sample.doc == doc]
+    return sample
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +142,10 @@ def test_vulnerable_image_denied_after_its_scan_and_clean_one_gets_a_bom(
     )
     assert scan["status"]["counts"]["HIGH"] == 1
     assert scan["spec"]["digest"] == images["app-digest"]
+    # docs/vulnerabilities.md shows what `kubectl get imagescans` prints for such a scan
+    printed = controlplane.kubectl(control_plane, "get", "imagescans", scan["metadata"]["name"])
+    sample = documented("docs/vulnerabilities.md")
+    assert docblocks.table_differences(sample, printed.stdout) == ""
 
     message = denial(control_plane, namespace, images["app"])
     assert "CVE-2099-0001 (HIGH, libplanted 1.0-1)" in message
@@ -160,6 +173,12 @@ def test_vulnerable_image_denied_after_its_scan_and_clean_one_gets_a_bom(
 
     stored = eventually(stored_bom, "the workload's WorkloadBOM", timeout=60)
     assert stored["spec"]["kind"] == "Pod"
+    # docs/bom.md shows what `kubectl get workloadboms -A` prints
+    sample = documented("docs/bom.md")
+    rows = controlplane.kubectl(control_plane, "get", "workloadboms", "-A").stdout.splitlines()
+    ours = [rows[0], *(line for line in rows[1:] if line.split()[0] == namespace)]
+    assert len(ours) == 2, rows
+    assert docblocks.table_differences(sample, "\n".join(ours)) == ""
     assert schema_errors(json.loads(stored["spec"]["document"])) is None
 
     output = tmp_path / "bom.json"

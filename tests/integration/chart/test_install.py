@@ -28,6 +28,7 @@ from kubernetes import client
 
 from muster.adapters import controlplane
 from tests import kubeclients
+from tests.integration import docblocks
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import CHART
 
@@ -397,7 +398,23 @@ def test_an_image_without_digest_is_warned_about_and_a_digest_reaches_the_verifi
 
 
 def test_uninstall_leaves_no_webhook_configuration(release: Release) -> None:
-    release.helm("uninstall", release.name, "--no-hooks", "--wait")
+    """The documented ``helm uninstall muster -n muster-system`` (docs/operations.md and the
+    chart's README), with this release's name and namespace and --no-hooks (see the module
+    docstring): every line but the last as a --dry-run, the last one for real."""
+    blocks = docblocks.named("delegated", "tests/integration/chart/test_install.py")
+    assert {block.doc for block in blocks} == {"docs/operations.md", "charts/muster/README.md"}
+    lines = [argv for block in blocks for argv in docblocks.command_lines(block)]
+    ours = {"muster": release.name, "muster-system": release.namespace}
+    for index, argv in enumerate(lines):
+        assert argv[:2] == ["helm", "uninstall"], argv
+        last = index == len(lines) - 1
+        done = rendering.helm(
+            *(ours.get(word, word) for word in argv[1:]),
+            "--no-hooks",
+            "--wait" if last else "--dry-run",
+            f"--kubeconfig={release.plane.kubeconfig}",
+        )
+        assert f'release "{release.name}" uninstalled' in done.stdout
     with kubeclients.admin(release.plane) as api:
         admission = client.AdmissionregistrationV1Api(api)
         selector = f"app.kubernetes.io/instance={release.name}"

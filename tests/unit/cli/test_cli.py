@@ -93,3 +93,15 @@ def test_run_flags_reach_the_operator_settings(
     assert settings.own_namespace == "ops"
     assert settings.peering == "muster"
     assert run_cli.register is not None
+
+
+@pytest.mark.parametrize("scope", [["cluster"], ["namespace", "ml"]])
+def test_bom_with_an_unusable_kubeconfig_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], scope: list[str]
+) -> None:
+    (tmp_path / "empty").write_text("")
+    for kubeconfig in (tmp_path / "missing", tmp_path / "empty"):
+        assert main(["bom", *scope, "--kubeconfig", str(kubeconfig)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("muster: error: cannot use the kubeconfig: "), err
+        assert "\n" not in err

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from muster import cli
 from muster.adapters import modelfiles
 from muster.cli import progress
 
@@ -59,3 +65,86 @@ def test_human_sizes(size: int, text: str) -> None:
 def test_progress_is_off_without_a_terminal_unless_asked() -> None:
     assert progress.for_args(argparse.Namespace(progress=None), "hashing") is None  # pytest pipes
     assert progress.for_args(argparse.Namespace(progress=True), "hashing") is not None
+
+
+def _model(folder: Path) -> Path:
+    model = folder / "model"
+    model.mkdir()
+    size = 200_000  # one valid safetensors tensor of 200 000 bytes, so the scan passes
+    header = json.dumps({"t": {"dtype": "U8", "shape": [size], "data_offsets": [0, size]}})
+    header += " " * (-len(header) % 8)
+    (model / "model.safetensors").write_bytes(
+        len(header).to_bytes(8, "little") + header.encode() + b"x" * size
+    )
+    (model / "config.json").write_text("{}")
+    return model
+
+
+def _total(model: Path) -> str:
+    return progress.human(sum(path.stat().st_size for path in model.iterdir()))
+
+
+def _muster(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("command", "verb"),
+    [
+        (("verify", "MODEL", "--digest", "DIGEST"), "hashing"),
+        (("register", "MODEL", "--name", "tiny"), "hashing"),
+        (("scan", "MODEL"), "scanning"),
+    ],
+)
+def test_long_model_commands_report_progress_on_stderr_only(
+    tmp_path: Path, command: tuple[str, ...], verb: str
+) -> None:
+    model = _model(tmp_path)
+    digest = modelfiles.measure(model).digest
+    argv = [{"MODEL": str(model), "DIGEST": digest}.get(word, word) for word in command]
+    code, out, err = _muster("model", *argv, "--progress")
+    assert code == 0, err
+    total = _total(model)
+    assert err.rsplit("\r", 1)[1].startswith(f"{verb} 2 files: {total} / {total} (100%, ")
+    assert "\r" not in out
+    code, _, quiet = _muster("model", *argv)  # pytest's stderr is no terminal
+    assert code == 0
+    assert quiet == ""
+
+
+def _on_a_terminal(*argv: str) -> tuple[int, str, str]:
+    """``muster ARGV`` in a child process whose stderr is a real pseudo-terminal."""
+    leader, follower = os.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "muster", *argv],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        os.close(follower)
+        chunks = []
+        with contextlib.suppress(OSError):  # EIO once the terminal has nothing more
+            while chunk := os.read(leader, 65536):
+                chunks.append(chunk)
+    finally:
+        os.close(leader)
+    return done.returncode, done.stdout, b"".join(chunks).decode()
+
+
+def test_on_a_terminal_progress_shows_by_default_but_not_with_json(tmp_path: Path) -> None:
+    model = _model(tmp_path)
+    code, out, terminal = _on_a_terminal("model", "digest", str(model))
+    assert code == 0
+    total = _total(model)
+    assert f"hashing 2 files: {total} / {total} (100%, " in terminal
+    assert out.strip() == modelfiles.measure(model).digest
+    code, out, terminal = _on_a_terminal("model", "digest", str(model), "--format", "json")
+    assert code == 0
+    assert "hashing" not in terminal
+    assert json.loads(out)["digest"] == modelfiles.measure(model).digest
