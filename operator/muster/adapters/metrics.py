@@ -26,7 +26,7 @@ from prometheus_client import core as prometheus_core
 from prometheus_client import registry as prometheus_registry
 
 import muster
-from muster.core import findings, gates, observations, subjects
+from muster.core import drift, findings, gates, observations, subjects
 
 __all__ = [
     "CACHES",
@@ -44,10 +44,12 @@ logger = logging.getLogger("muster.metrics")
 
 # Checks (gate names) whose series exist from the start; others appear when first used.
 CHECKS = ("digest-pinning", "image-signature", "gpu-stack", "models", "vulnerabilities")
+# signatures: the image gate's signature decisions; image-configs: the image configs the GPU gate
+# reads; models: the model gate's in-memory Model index (a miss is a re-list from the API).
 CACHES = ("signatures", "image-configs", "models")
 GPU_NODE_STATES = ("compliant", "noncompliant", "unknown")
 MODEL_STATES = ("approved", "revoked", "invalid")
-DRIFT_CHECKS = ("image-signature", "gpu-stack", "models")
+DRIFT_CHECKS = drift.CHECKS  # the checks the drift controller re-runs on running pods
 REGISTRY_OUTCOMES = (
     "success",
     "not_found",

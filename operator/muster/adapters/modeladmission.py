@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
@@ -47,6 +47,9 @@ class ModelCatalog:
         self._loaded_at = float("-inf")
         self._namespaces: dict[str, tuple[float, Mapping[str, str]]] = {}
         self._lock = asyncio.Lock()
+        # Told about every look-up of the index (True: answered from memory; False: re-listed
+        # from the API), e.g. Metrics.cache_lookup("models", hit=...).
+        self.cache_observer: Callable[[bool], None] | None = None
 
     # -- fed by the operator's watches ------------------------------------------------------
 
@@ -92,8 +95,15 @@ class ModelCatalog:
 
     async def current(self) -> modelregistry.Index:
         if time.monotonic() - self._loaded_at > self.max_age:
+            self.observe(hit=False)
             await self.reload()
+        else:
+            self.observe(hit=True)
         return self.index
+
+    def observe(self, *, hit: bool) -> None:
+        if self.cache_observer is not None:
+            self.cache_observer(hit)
 
     async def reload(self, *, if_older_than: float | None = None) -> bool:
         """Re-list Models and ModelPolicies; False when skipped (listed recently)."""
@@ -186,6 +196,7 @@ class ModelGate:
                 except kubeapi.ApiError as error:
                     return _unavailable(f"cannot read the model registry ({error})")
                 if reloaded:
+                    self.catalog.observe(hit=False)  # an unknown Model forced a re-list
                     index = self.catalog.index
                     matches = await self._matches(uses, index, policy)
             if phase is gates.Phase.VALIDATE:

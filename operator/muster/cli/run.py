@@ -9,8 +9,11 @@ import os
 import secrets
 from pathlib import Path
 
+import pydantic
+
 from muster.adapters import registries
 from muster.cli import common
+from muster.core import drift, selectors
 from muster.handlers import models, operator, webhooks
 
 __all__ = ["register"]
@@ -208,6 +211,23 @@ def register(subcommands: common.Subcommands) -> None:
         help="keep a WorkloadBOM (CycloneDX 1.6 AI-BOM) current for every running workload in "
         "opted-in namespaces (default on; --no-keep-boms turns it off)",
     )
+    # -- drift of running pods ----------------------------------------------------------
+    parser.add_argument(
+        "--drift-interval",
+        type=float,
+        default=float(os.environ.get("MUSTER_DRIFT_INTERVAL", drift.DEFAULT_INTERVAL_SECONDS)),
+        metavar="SECONDS",
+        help="re-judge running pods in opted-in namespaces this often, and soon after a policy "
+        "or Model changes (default 300; 0 turns drift detection off)",
+    )
+    parser.add_argument(
+        "--namespace-selector",
+        default=os.environ.get("MUSTER_NAMESPACE_SELECTOR") or None,
+        metavar="JSON",
+        help="label selector (JSON, as in a policy's namespaceSelector) of the opted-in "
+        "namespaces whose running pods the controllers judge (drift, revocations), for "
+        "webhooks that select namespaces otherwise; default: not labelled muster.dev/ignore=true",
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -233,6 +253,9 @@ def _run(args: argparse.Namespace) -> int:
         raise common.CommandError(f"--trivy-cache-dir {args.trivy_cache_dir} is not a directory")
     if args.scan_concurrency < 1 or args.scan_timeout <= 0:
         raise common.CommandError("--scan-concurrency and --scan-timeout must be positive")
+    if args.drift_interval < 0:
+        raise common.CommandError("--drift-interval must not be negative (0 turns drift off)")
+    namespace_selector = _namespace_selector(args.namespace_selector)
     settings = operator.OperatorSettings(
         webhook=webhooks.WebhookSettings(
             host=args.listen_address,
@@ -266,12 +289,28 @@ def _run(args: argparse.Namespace) -> int:
         scan_concurrency=args.scan_concurrency,
         scan_timeout=args.scan_timeout,
         keep_boms=args.keep_boms,
+        drift_interval=args.drift_interval,
+        namespace_selector=namespace_selector,
     )
     try:
         asyncio.run(operator.run(settings))
     except OSError as error:
         raise common.CommandError(f"cannot serve the webhook: {error}") from None
     return common.EXIT_OK
+
+
+def _namespace_selector(text: str | None) -> selectors.LabelSelector | None:
+    if text is None:
+        return None
+    try:
+        return selectors.LabelSelector.model_validate_json(text)
+    except pydantic.ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise common.CommandError(
+            f"--namespace-selector is not a label selector: {where + ': ' if where else ''}"
+            f"{first.get('msg')}"
+        ) from None
 
 
 def _check_registry_files(ca_file: Path | None, credentials_file: Path | None) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 from muster.core import findings, gates, subjects
 
 __all__ = [
-    "ADMISSION_REASONS",
     "OTHER",
     "REASONS",
     "BoundedLabel",
@@ -41,28 +40,65 @@ __all__ = [
 
 OTHER = "other"  # the label value every value past a bound is folded into
 
-# Reasons Muster itself reports, beside each finding's own reason.
-ADMISSION_REASONS: Mapping[str, str] = {
-    "AdmissionDenied": "a request was denied; the note lists every violation",
-    "AdmissionWarned": "a request was admitted with warnings; the note lists them",
-}
-
-# Every finding reason the gates report, and what it means. Gates add theirs here so that
-# docs/observability.md and the Events stay in step (a unit test checks the docs list them all).
+# Every reason Muster reports, as an Event's reason and as the ``reason`` label of
+# ``muster_violations``, and what it means. Exactly the reasons the code emits: a unit test
+# (tests/unit/observability/test_reasons.py) reads the source and fails on any difference, and
+# another checks that docs/observability.md describes them all.
 REASONS: Mapping[str, str] = {
-    **ADMISSION_REASONS,
+    # digest pinning and pod specs
     "ImageNotPinned": "an image is referred to by tag, not by digest",
     "ImageMissing": "a container names no image",
     "ImageReferenceInvalid": "an image reference does not parse",
     "PodSpecInvalid": "a pod template is not a valid pod spec",
-    "ImageSignatureInvalid": "no signature by a trusted key or identity verifies for an image",
-    "GPUStackNotAllowed": "the GPU driver, CUDA requirement or toolkit is not on the allowlist",
+    # image signatures
+    "ImageNotSigned": "an ImagePolicy covers the image and it carries no signature",
+    "SignatureInvalid": "signatures exist but none could be read or checked",
+    "SignatureNotTrusted": "no signature by the ImagePolicy's trusted keys or identities verifies",
+    "SignatureLookupFailed": "the registry could not be asked for the image's signatures",
+    "ImageNotResolved": "the image's tag could not be resolved to a digest",
+    "ImagePolicyInvalid": "an ImagePolicy that covers the image does not compile",
+    "ImagePoliciesUnavailable": "the ImagePolicies could not be listed",
+    "NamespaceUnavailable": "the namespace's labels could not be read to select policies",
+    # GPU stack
+    "NoCompliantNode": "no compliant GPU node can run the pod's CUDA requirement",
+    "NodeNotCompliant": "a pod is placed on a GPU node that is not compliant",
+    "NodeInsufficient": "a pod is placed on a compliant GPU node too old for its CUDA",
+    "NodeUnknown": "a GPU pod is placed on a node Muster has not judged",
+    "BindingInvalid": "a Binding names no target node",
+    "CudaNotAllowed": "the CUDA version a workload needs is not on the policy's allowlist",
+    "CudaVersionUnknown": "the policy allowlists CUDA versions and the workload declares none",
+    "CudaRequirementInvalid": "a CUDA requirement (NVIDIA_REQUIRE_CUDA or annotation) is invalid",
+    "ImageConfigUnreadable": "a GPU image's config could not be read for its CUDA requirement",
+    "LdPreloadInGPUImage": "LD_PRELOAD in a GPU image's environment (NVIDIAScape)",
+    "RequirementCheckDisabled": "NVIDIA_DISABLE_REQUIRE switches the runtime's CUDA check off",
+    "GPUStackCompliant": "a node's GPU stack became compliant (on the Node)",
+    "GPUStackNonCompliant": "a node's GPU stack is not compliant with policy (on the Node)",
+    "GPUStackUnknown": "a node's GPU stack cannot be judged (on the Node)",
+    # models
     "ModelNotApproved": "a model reference does not match an approved digest",
+    "ModelRevoked": "a Model's approval was revoked (on the Model and each Pod using it)",
+    "ModelDigestChanged": "a Model's digest changed under running pods (on the Model and Pods)",
+    "ModelSignatureNotVerified": "the policy requires a verified signature the Model lacks",
+    "ModelUnsafeSerialization": "the Model's files use a format the policy refuses (pickle)",
+    "ModelReferenceInvalid": "a model reference does not parse",
+    "ModelReferenceUnresolved": "a model image's tag could not be resolved to a digest",
+    "ModelVolumeUnknown": "the model-volumes annotation names a volume the pod lacks",
+    "ModelVolumesInvalid": "the model-volumes annotation is not valid",
+    "ModelVerifierMissing": "a model volume has no verifying init container",
+    "ModelLookupFailed": "a PVC could not be read to tell whether it holds a model",
+    "ModelRegistryUnavailable": "the Models and ModelPolicies could not be listed",
+    # vulnerabilities
+    "VulnerabilitiesAboveThreshold": "an image's scan has findings above the policy's threshold",
+    "ImageNotScanned": "no scan of the image digest exists yet (it is queued)",
+    "ImageScanFailed": "the last scan of the image digest failed",
+    "DigestUnresolved": "the image's digest could not be found to look its scan up",
+    # exemptions
     "ExemptionUsed": "an exemption let a request through that a rule would have stopped",
     "ExemptionInvalid": "an exemption annotation gives no usable reason",
     "ExemptionNotAllowed": "an exemption was asked for by a user outside the exemption groups",
-    "ModelRevoked": "a Model's approval was revoked (on the Model and each Pod using it)",
-    "GPUNodeNotCompliant": "a node's GPU stack stopped complying with policy (on the Node)",
+    # drift of running pods
+    "PodDrifted": "a running pod would no longer be admitted (on the Pod; drift controller)",
+    # the pipeline
     "DeadlineExceeded": "a gate gave no answer within the admission deadline",
     "InternalError": "a gate failed; see the operator logs",
 }

@@ -73,6 +73,15 @@ class Pipeline:
                 logger.exception("observer %r failed", observer)
         return response
 
+    async def evaluate(
+        self, subject: subjects.Subject, phase: gates.Phase, *, checks: frozenset[str] | None = None
+    ) -> list[gates.GateResult]:
+        """The gates' results for ``subject`` (only those named in ``checks``, when given),
+        under the same deadline, without observers or exemptions: for re-judging what exists
+        (drift), never for answering a request."""
+        chosen = [g for g in self.active_gates if checks is None or g.name in checks]
+        return await self._run_gates(subject, phase, {}, chosen)
+
     def _exempt(
         self, subject: subjects.Subject, phase: gates.Phase, results: list[gates.GateResult]
     ) -> list[gates.GateResult]:
@@ -103,8 +112,14 @@ class Pipeline:
         return list(decision.results)
 
     async def _run_gates(
-        self, subject: subjects.Subject, phase: gates.Phase, durations: dict[str, float]
+        self,
+        subject: subjects.Subject,
+        phase: gates.Phase,
+        durations: dict[str, float],
+        chosen: Sequence[gates.Gate] | None = None,
     ) -> list[gates.GateResult]:
+        active = self.active_gates if chosen is None else chosen
+
         async def timed(gate: gates.Gate) -> gates.GateResult:
             started = time.perf_counter()
             try:
@@ -112,14 +127,14 @@ class Pipeline:
             finally:
                 durations[gate.name] = time.perf_counter() - started
 
-        tasks = [asyncio.ensure_future(timed(gate)) for gate in self.active_gates]
+        tasks = [asyncio.ensure_future(timed(gate)) for gate in active]
         if not tasks:
             return []
         _, pending = await asyncio.wait(tasks, timeout=self.deadline)
         for task in pending:
             task.cancel()
         results: list[gates.GateResult] = []
-        for gate, task in zip(self.active_gates, tasks, strict=True):
+        for gate, task in zip(active, tasks, strict=True):
             if task in pending:
                 results.append(
                     _failure(

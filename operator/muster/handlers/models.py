@@ -8,7 +8,10 @@
   ``muster.dev/models`` (written by the mutating gate). When a Model is revoked, or its digest
   changes under running pods, those pods are found by label, get a Warning Event each, the Model
   gets one Event naming them, the gauge ``muster_pods_using_revoked_models`` counts them, and with
-  ``--evict-revoked-model-pods`` they are evicted.
+  ``--evict-revoked-model-pods`` they are evicted. The sweep runs from the Model watch, so only
+  on the active kopf peer, and reports only on pods in namespaces this installation judges
+  (``muster.core.scopes.in_reach``): each pod and the Model get one Event series, however many
+  replicas or installations watch the Model.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import kopf
 
 import muster
 from muster.adapters import events, kubeapi, metrics, modeladmission, modelsigs
-from muster.core import gates, modelregistry, observations, oms
+from muster.core import gates, modelregistry, observations, oms, scopes, selectors
 
 if TYPE_CHECKING:
     from muster.handlers import operator
@@ -52,6 +55,9 @@ class ModelController:
     recorder: events.EventRecorder
     metrics: metrics.Metrics
     evict: bool = False
+    # Whose pods this operator reports on (and evicts): the namespaces admission judges.
+    own_namespace: str | None = None
+    namespace_selector: selectors.LabelSelector | None = None
     # pod "namespace/name" -> ((model name, digest), ...) for pods not terminated
     usage: dict[str, tuple[tuple[str, str], ...]] = dataclasses.field(default_factory=dict)
     _counts: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -184,6 +190,8 @@ class ModelController:
             if (name, digest) not in pairs:
                 continue
             namespace, pod_name = str(pod_meta.get("namespace")), str(pod_meta.get("name"))
+            if not await self._in_scope(namespace):
+                continue  # another installation judges that namespace and reports on it
             affected.append(f"{namespace}/{pod_name}")
             note = (
                 f"Model {name!r} ({digest}) used by this pod is revoked: {why}"
@@ -206,6 +214,10 @@ class ModelController:
             )
             if self.evict:
                 await self._evict(namespace, pod_name)
+        if not affected:
+            # Nothing of ours uses it: say nothing, so that installations with disjoint
+            # namespaces (or a replica that is not in charge) do not repeat each other.
+            return affected
         listed = ", ".join(affected[:20]) + (" ..." if len(affected) > 20 else "")
         summary = (
             f"{len(affected)} running pod(s) use this {'revoked' if revoked else 'replaced'} "
@@ -225,6 +237,16 @@ class ModelController:
             )
         )
         return affected
+
+    async def _in_scope(self, namespace: str) -> bool:
+        try:
+            labels = await self.catalog.namespace_labels(namespace)
+        except kubeapi.ApiError as error:
+            logger.warning("cannot read namespace %s, reporting on its pods: %s", namespace, error)
+            return True
+        return scopes.in_reach(
+            namespace, labels, own_namespace=self.own_namespace, selector=self.namespace_selector
+        )
 
     async def _evict(self, namespace: str, name: str) -> None:
         body = {
@@ -326,7 +348,11 @@ def _controller(services: operator.Services) -> ModelController:
         recorder=services.events,
         metrics=services.metrics,
         evict=services.settings.evict_revoked_model_pods,
+        own_namespace=services.settings.own_namespace,
+        namespace_selector=services.settings.namespace_selector,
     )
+    metrics_ = services.metrics
+    controller.catalog.cache_observer = lambda hit: metrics_.cache_lookup("models", hit=hit)
     services.areas[AREA] = controller
     return controller
 

@@ -22,9 +22,11 @@ import muster
 from muster.adapters import events as events_
 from muster.adapters import kubeapi, registries
 from muster.adapters import metrics as metrics_
-from muster.core import gates, observations, pinning
+from muster.core import drift as drift_core
+from muster.core import gates, observations, pinning, selectors
 from muster.handlers import admissions, gpunodes, gpupods, imagegate, models, webhooks
 from muster.handlers import boms as boms_
+from muster.handlers import drift as drift_
 from muster.handlers import exemptions as exemptions_
 from muster.handlers import observability as observability_
 from muster.handlers import vulnerabilities as vulnerabilities_
@@ -77,6 +79,12 @@ class OperatorSettings:
     scan_timeout: float = 300.0
     # AI-BOM: keep a WorkloadBOM per running workload in opted-in namespaces current.
     keep_boms: bool = True
+    # Drift: re-judge running pods every drift_interval seconds and when policies change
+    # (0: off). namespace_selector: the namespaces whose existing pods the controllers judge
+    # (drift, revocation Events) when the webhooks select other than the default (opted in and
+    # not opted out); None: that default.
+    drift_interval: float = drift_core.DEFAULT_INTERVAL_SECONDS
+    namespace_selector: selectors.LabelSelector | None = None
 
 
 @dataclasses.dataclass
@@ -150,6 +158,7 @@ CONTROLLER_AREAS: tuple[ControllerRegistrar, ...] = (
     imagegate.register_controller,
     vulnerabilities_.register_controller,
     boms_.register_controller,
+    drift_.register_controller,
 )
 OBSERVER_AREAS: tuple[ObserverFactory, ...] = (_observability,)
 
@@ -157,7 +166,7 @@ OBSERVER_AREAS: tuple[ObserverFactory, ...] = (_observability,)
 def build_pipeline(services: Services) -> admissions.Pipeline:
     """The gates every admission request goes through, built once per process."""
     settings = services.settings
-    return admissions.Pipeline(
+    pipeline = admissions.Pipeline(
         active_gates=[gate for area in GATE_AREAS for gate in area(services)],
         own_namespace=settings.own_namespace,
         deadline=settings.admission_deadline,
@@ -165,6 +174,9 @@ def build_pipeline(services: Services) -> admissions.Pipeline:
         exemption_groups=settings.exemption_groups,
         auditor=exemptions_.Auditor(services.metrics, services.events),
     )
+    # The drift controller re-judges running pods through these very gates.
+    services.areas[drift_.PIPELINE_AREA] = pipeline
+    return pipeline
 
 
 def build_registry(services: Services) -> kopf.OperatorRegistry:

@@ -8,6 +8,7 @@ session operator's webhooks (which honour the opt-out label) leave them to this 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +36,11 @@ def models_operator(
         own_namespace=OWN_NAMESPACE,
         workdir=tmp_path_factory.mktemp("muster-models-operator"),
         select=suite_selector("models"),
-        extra_args=(f"--insecure-registry={registry.host}", f"--verifier-image={VERIFIER_IMAGE}"),
+        extra_args=(
+            f"--insecure-registry={registry.host}",
+            f"--verifier-image={VERIFIER_IMAGE}",
+            # Its pods are its own to report on (revocations, drift), as its webhooks select them.
+            "--namespace-selector=" + json.dumps({"matchLabels": {SUITE_LABEL: "models"}}),
+        ),
     ) as operator:
         yield operator

@@ -9,13 +9,14 @@ session operator leaves them to this one.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 
 from muster.adapters import controlplane, localoperator, processes
 from tests import peers
-from tests.e2e.suites import suite_labels, suite_operator, suite_selector
+from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 from tests.integration.images.conftest import signers
 
 __all__ = [
@@ -55,6 +56,9 @@ def observed_operator(
             f"--exemption-group={BREAKGLASS}",
             # The model gate injects a verifier init container: the default image is a tag.
             f"--verifier-image={VERIFIER_IMAGE}",
+            # Revocation and drift Events on this suite's pods come from this operator alone,
+            # as only its webhooks select them (the session operator honours the opt-out).
+            "--namespace-selector=" + json.dumps({"matchLabels": {SUITE_LABEL: SUITE}}),
         ),
     ) as operator:
         yield operator

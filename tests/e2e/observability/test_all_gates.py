@@ -6,8 +6,9 @@ and then hits), an unsigned one is denied again and again (one aggregated Event)
 registry that refuses connections is denied (a real ``unreachable`` outcome), a GPU pod whose
 image config carries NVIDIA's real CUDA requirement lands on nodes with real GFD labels (one
 compliant, one end of life), pods mount an approved and a revoked Model, and an on-call engineer
-uses an exemption. Prometheus scrapes that operator with the chart's rules loaded; every
-dashboard panel's and every alert's PromQL must return data from these series.
+uses an exemption. Revoking the Model makes its pod drift (``muster_drifted_pods``, a
+``PodDrifted`` Event on it alone). Prometheus scrapes that operator with the chart's rules
+loaded; every dashboard panel's and every alert's PromQL must return data from these series.
 """
 
 from __future__ import annotations
@@ -353,13 +354,31 @@ def test_a_revocation_is_reported_on_the_model_and_its_pods(
             if e["reason"] == "ModelRevoked" and e["regarding"]["kind"] == "Pod"
         ]
 
-    [event, *_] = eventually(on_model, what="an Event on the revoked Model")
+    eventually(on_model, what="an Event on the revoked Model")
+    eventually(on_pods, what="an Event on the pod using it")
+    # Every operator in the cluster watches Models (the session's too), but only the one whose
+    # namespaces these are reports: exactly one Event series per object.
+    [event] = on_model()
     assert event["reason"] == "ModelRevoked"
     assert f"{scenario.namespace}/uses-revoked" in event["note"]
-    # Every operator in the cluster watches Models (the session's too): one Event or more.
-    found = eventually(on_pods, what="an Event on the pod using it")
-    assert {e["regarding"]["name"] for e in found} == {"uses-revoked"}
-    assert all("trained on leaked data" in e["note"] for e in found)
+    [found] = on_pods()
+    assert found["regarding"]["name"] == "uses-revoked"
+    assert "trained on leaked data" in found["note"]
+
+
+def test_a_pod_using_the_revoked_model_drifts_and_the_others_do_not(
+    control_plane: controlplane.ControlPlane, scenario: Scenario
+) -> None:
+    def drifted() -> list[dict[str, Any]]:
+        return [e for e in events(control_plane, scenario.namespace) if e["reason"] == "PodDrifted"]
+
+    [event] = eventually(drifted, what="a PodDrifted Event")
+    assert regarding(event) == ("Pod", "uses-revoked")
+    assert (event["type"], event["action"]) == ("Warning", "Rejudge")
+    assert event["regarding"]["uid"]
+    assert "[models]" in event["note"] and "trained on leaked data" in event["note"]
+    # The pods that still pass (signed images, the GPU pod, the approved Model) have none.
+    assert [regarding(e) for e in drifted()] == [("Pod", "uses-revoked")]
 
 
 def test_an_exemption_is_reported_on_the_pod(
@@ -436,6 +455,8 @@ REAL = {
     "approved models": 'muster_models{state="approved"}',
     "revoked models": 'muster_models{state="revoked"}',
     "pods using revoked models": "muster_pods_using_revoked_models",
+    "drifted pods": 'muster_drifted_pods{check="models"}',
+    "model index look-ups": f'{CACHE}{{cache="models",result=~"hit|miss"}}',
     "exemptions used": "muster_exemptions_used_total",
     "events written": 'muster_events_total{outcome=~"created|updated"}',
     "GPU gate timed": 'muster_admission_duration_seconds_count{gate="gpu-stack"}',
@@ -485,6 +506,12 @@ def test_prometheus_scrapes_muster_and_every_panel_and_alert_has_real_data(
     # The alerts about what this scenario set up really hold.
     assert value(scraping, 'sum(muster_gpu_nodes{state="noncompliant"})') >= 1
     assert value(scraping, "sum(muster_pods_using_revoked_models)") >= 1
+    # Drift: the pod on the revoked Model, and only it (the panel's query, by check).
+    drift = {
+        sample["metric"]["check"]: float(sample["value"][1])
+        for sample in query(scraping, "sum by (check) (muster_drifted_pods)")
+    }
+    assert drift == {"models": 1.0, "image-signature": 0.0, "gpu-stack": 0.0}, drift
     expiry = query(scraping, "muster_webhook_certificate_expiry_timestamp_seconds")
     assert float(expiry[0]["value"][1]) > time.time()
     # Prometheus loaded the very rules file the chart ships, and evaluated it.

@@ -208,7 +208,7 @@ async def test_events_about_cluster_scoped_objects_live_in_default(
                 target=observations.ObjectRef(
                     "rbac.authorization.k8s.io/v1", "ClusterRole", f"{namespace}-probe"
                 ),
-                reason="GPUNodeNotCompliant",
+                reason="GPUStackNonCompliant",
                 type=observations.EventType.NORMAL,
                 note=f"probe {namespace}",
             )

@@ -123,9 +123,9 @@ def test_clean_mutation_and_dry_run_requests_make_no_events() -> None:
 
 
 def test_one_event_per_reason_with_every_finding_in_the_note() -> None:
-    verdict = findings.Verdict(denials=(finding(), finding(), finding("ImageSignatureInvalid")))
+    verdict = findings.Verdict(denials=(finding(), finding(), finding("ImageNotSigned")))
     found = observations.notices(subject(), gates.Phase.VALIDATE, verdict)
-    assert [notice.reason for notice in found] == ["ImageNotPinned", "ImageSignatureInvalid"]
+    assert [notice.reason for notice in found] == ["ImageNotPinned", "ImageNotSigned"]
     assert found[0].note.count("not pinned") == 2
 
 
