@@ -2,6 +2,7 @@
 
     python benchmarks/admission.py            # full run, prints a table, writes JSON
     python benchmarks/admission.py --smoke    # seconds; CI runs it so the suite cannot rot
+    python benchmarks/admission.py --e2e-ab --clients 50 --pods 300 --rounds 3
 
 Everything is real: a local etcd + kube-apiserver + controller-manager, ``muster run`` over
 TLS with its webhooks registered. Two layers:
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import platform
@@ -33,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from muster.adapters import controlplane, kube, localoperator
-from muster.core import scopes
+from muster.core import scopes, webhookconfigs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OWN_NAMESPACE = "muster-system"
@@ -144,7 +146,7 @@ async def webhook_direct(
 
 async def end_to_end(
     plane: controlplane.ControlPlane, namespace: str, *, pods: int, concurrency: int
-) -> dict[str, float]:
+) -> dict[str, Any]:
     context = plane.ssl_context()
     url = f"{plane.url}/api/v1/namespaces/{namespace}/pods"
     async with aiohttp.ClientSession(
@@ -166,7 +168,7 @@ async def end_to_end(
 
         await closed_loop(call, requests=min(20, pods), concurrency=concurrency)  # warm-up
         samples, wall = await closed_loop(call, requests=pods, concurrency=concurrency)
-    return summary(samples, wall)
+    return {**summary(samples, wall), "samples": samples, "wall_s": wall}
 
 
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -178,6 +180,49 @@ def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 def fmt(value: float) -> str:
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+ALWAYS_LABEL = "muster-bench.dev/always-mutate"
+
+
+def register_always_mutating(
+    plane: controlplane.ControlPlane, operator: localoperator.LocalOperator
+) -> None:
+    """A second pair of configurations for namespaces labelled ALWAYS_LABEL: the same webhooks
+    without the mutating ``may-mutate`` match condition, so every pod is also sent to the
+    mutation, as before that condition existed. Same ``muster run``, same run: an A/B."""
+    ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
+    with kube.api_client(plane.kubeconfig) as api:
+        for build in (webhookconfigs.validating, webhookconfigs.mutating):
+            manifest = build(operator.url, ca_bundle, own_namespace=OWN_NAMESPACE)
+            manifest["metadata"]["name"] = "always-mutate.muster-bench.dev"
+            hooks = [h for h in manifest["webhooks"] if h["name"].startswith("enforce.")]
+            for hook in hooks:
+                hook["namespaceSelector"] = {"matchLabels": {ALWAYS_LABEL: "true"}}
+                hook.pop("matchConditions", None)
+            manifest["webhooks"] = hooks
+            kube.apply_webhook_configuration(api, manifest)
+
+
+async def e2e_ab(
+    plane: controlplane.ControlPlane, *, pods: int, concurrency: int, rounds: int
+) -> dict[str, Any]:
+    """Pod creation: no webhook, Muster, and Muster with every pod also mutated, interleaved
+    ``rounds`` times; each variant's samples pooled."""
+    samples: dict[str, list[float]] = {"baseline": [], "judged": [], "always": []}
+    walls: dict[str, float] = dict.fromkeys(samples, 0.0)
+    for _ in range(rounds):
+        for variant in samples:
+            result = await end_to_end(plane, variant, pods=pods, concurrency=concurrency)
+            samples[variant] += result.pop("samples")
+            walls[variant] += result["wall_s"]
+    out: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds}
+    for variant, values in samples.items():
+        out[variant] = summary(values, walls[variant])
+    for variant in ("judged", "always"):
+        for stat in ("p50_ms", "p99_ms"):
+            out[f"{variant}_{stat[:3]}_ratio"] = out[variant][stat] / out["baseline"][stat]
+    return out
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,6 +238,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             kube.ensure_namespace(api, "judged", {scopes.ENFORCE_LABEL: "true"})
             kube.ensure_namespace(api, "baseline")
             kube.ensure_namespace(api, "bench", {scopes.ENFORCE_LABEL: "true"})
+        if args.e2e_ab:
+            register_always_mutating(plane, operator)
+            with kube.api_client(plane.kubeconfig) as api:
+                kube.ensure_namespace(api, "always", {ALWAYS_LABEL: "true"})
+            await asyncio.sleep(
+                2
+            )  # the apiserver picks the new configurations up through an informer
+            return {
+                "e2e_ab": [
+                    await e2e_ab(plane, pods=args.e2e_pods, concurrency=c, rounds=args.rounds)
+                    for c in args.e2e_concurrency
+                ]
+            }
         direct = []
         for containers in (1, 5):
             for concurrency in args.direct_concurrency:
@@ -208,6 +266,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # Interleave baseline and judged so drift in the machine's load hits both alike.
             base = await end_to_end(plane, "baseline", pods=args.e2e_pods, concurrency=concurrency)
             judged = await end_to_end(plane, "judged", pods=args.e2e_pods, concurrency=concurrency)
+            del base["samples"], judged["samples"]
             e2e.append(
                 {
                     "concurrency": concurrency,
@@ -240,6 +299,14 @@ def main() -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="a few requests, seconds long")
     parser.add_argument("--output", type=Path, default=None, help="JSON results file")
+    parser.add_argument(
+        "--e2e-ab",
+        action="store_true",
+        help="end to end only: no webhook vs Muster vs Muster with every pod also mutated",
+    )
+    parser.add_argument("--clients", default="50", help="--e2e-ab: concurrencies, e.g. 1,10,50")
+    parser.add_argument("--pods", type=int, default=300, help="--e2e-ab: pods per variant/round")
+    parser.add_argument("--rounds", type=int, default=3, help="--e2e-ab: interleaved rounds")
     args = parser.parse_args()
     if args.smoke:
         args.direct_requests, args.direct_concurrency = 200, [1, 10]
@@ -247,6 +314,30 @@ def main() -> int:
     else:
         args.direct_requests, args.direct_concurrency = 3000, [1, 10, 50]
         args.e2e_pods, args.e2e_concurrency = 300, [1, 10, 50]
+    if args.e2e_ab:
+        args.e2e_pods = args.pods
+        args.e2e_concurrency = [int(c) for c in args.clients.split(",")]
+        results = asyncio.run(run(args))
+        rows = []
+        for row in results["e2e_ab"]:
+            for variant in ("baseline", "judged", "always"):
+                stats = row[variant]
+                rows.append({
+                    "clients": row["concurrency"], "variant": variant, "n": stats["n"],
+                    "p50_ms": fmt(stats["p50_ms"]), "p99_ms": fmt(stats["p99_ms"]),
+                    "p50_ratio": fmt(row.get(f"{variant}_p50_ratio", 1.0)),
+                    "p99_ratio": fmt(row.get(f"{variant}_p99_ratio", 1.0)),
+                })  # fmt: skip
+        print("end to end, pod create: baseline = no webhook; judged = Muster (mutation only")
+        print("when needed); always = Muster with every pod also sent to the mutation")
+        print(
+            table(rows, ["clients", "variant", "n", "p50_ms", "p99_ms", "p50_ratio", "p99_ratio"])
+        )
+        output = args.output or RESULTS / "e2e-ab.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {output}")
+        return 0
     results = asyncio.run(run(args))
     direct_columns = [
         "containers",

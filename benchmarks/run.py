@@ -609,10 +609,13 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
             e2e["p99_ratio"] <= 1.10,
         ),
         goal(
+            # Sequential round trips, and (in brackets) every request sent: both must fit.
             "registry round trips per cold image (digest / tag)",
-            f"{trips['digest']['requests']} / {trips['tag']['requests']}",
+            f"{trips['digest']['round_trips']} / {trips['tag']['round_trips']} "
+            f"({trips['digest']['requests']} / {trips['tag']['requests']} requests)",
             "<= 3 / <= 4",
-            trips["digest"]["requests"] <= 3 and trips["tag"]["requests"] <= 4,
+            max(trips["digest"]["round_trips"], trips["digest"]["requests"]) <= 3
+            and max(trips["tag"]["round_trips"], trips["tag"]["requests"]) <= 4,
         ),
         goal("cold pod admission p99", f"{cold_p99:.1f} ms", "<= 50 ms", cold_p99 <= 50),
         goal("RSS with 10,000 cached results", f"{rss:.0f} MiB", "<= 200 MiB", rss <= 200),
@@ -740,9 +743,14 @@ def report(r: dict[str, Any]) -> str:
     t = r["round_trips"]
     lines += [
         "",
-        f"registry requests per cold verification: digest {t['digest']['requests']}, "
-        f"tag {t['tag']['requests']}; "
-        f"50 concurrent cold: {t['digest']['requests_50_concurrent']}",
+        "registry cost of one cold verification (cosign v3 bundle, tag fallback registry): "
+        "requests / sequential round trips",
+        f"by digest {t['digest']['requests']} / {t['digest']['round_trips']}, "
+        f"by tag {t['tag']['requests']} / {t['tag']['round_trips']}; "
+        f"first contact with the registry: by digest {t['digest']['requests_first_contact']}"
+        f" / {t['digest']['round_trips_first_contact']}, "
+        f"by tag {t['tag']['requests_first_contact']} / {t['tag']['round_trips_first_contact']}; "
+        f"50 concurrent cold by digest: {t['digest']['requests_50_concurrent']} requests",
     ]
     c = r["cache_10k"]
     lines += [

@@ -7,14 +7,18 @@ suite cannot silently rot as the gates change.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.integration import docblocks
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +31,30 @@ def _positive(where: str, value: Any) -> None:
     assert math.isfinite(value) and value > 0, f"{where} is not a positive number: {value!r}"
 
 
+def _documented_recipe() -> list[str]:
+    """docs/performance.md's ``make bench-smoke``, as the Makefile recipe it runs."""
+    (block,) = docblocks.named("delegated", "tests/integration/test_benchmarks_smoke.py")
+    (argv,) = list(docblocks.command_lines(block))
+    assert argv[0] == "make" and len(argv) == 2, argv
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(rf"^{re.escape(argv[1])}:.*\n\t(.+)$", makefile, re.M)
+    assert recipe is not None, f"no make target {argv[1]}"
+    words = recipe[1].split()
+    assert words[0] == "$(VENV)/python", words
+    return [sys.executable, *words[1:]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Smoke:
+    results: dict[str, Any]
+    printed: str
+
+
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
     output = tmp_path_factory.mktemp("bench") / "smoke.json"
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", f"--output={output}"],
+        [*_documented_recipe(), f"--output={output}"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -41,7 +64,28 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert done.returncode == 0, f"smoke run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert "goals" in done.stdout  # the table was printed
     loaded: dict[str, Any] = json.loads(output.read_text())
-    return loaded
+    return Smoke(loaded, done.stdout)
+
+
+@pytest.fixture(scope="module")
+def results(smoke: Smoke) -> dict[str, Any]:
+    return smoke.results
+
+
+def test_the_documented_tables_have_the_columns_the_suite_prints(smoke: Smoke) -> None:
+    """docs/performance.md's measured tables are illustrations, but their columns are real."""
+
+    def headers(text: str) -> list[str]:
+        first = ("layer ", "clients ", "hasher ", "goal ")
+        return [" ".join(line.split()) for line in text.splitlines() if line.startswith(first)]
+
+    documented = [
+        header
+        for block in docblocks.blocks("docs/performance.md")
+        if block.kind == "illustration"
+        for header in headers(block.body)
+    ]
+    assert documented == headers(smoke.printed)
 
 
 def test_webhook_direct_covers_every_case_warm_open_loop_and_cold(results: dict[str, Any]) -> None:
@@ -70,7 +114,8 @@ def test_webhook_direct_covers_every_case_warm_open_loop_and_cold(results: dict[
     assert results["cache_10k"]["entries"] == 10_000
     _positive("cache footprint", results["cache_10k"]["cache_mib"])
     for form in ("digest", "tag"):
-        _positive(f"round trips by {form}", results["round_trips"][form]["requests"])
+        for key in ("requests", "round_trips", "requests_first_contact"):
+            _positive(f"registry {key} by {form}", results["round_trips"][form][key])
 
 
 def test_end_to_end_has_baseline_and_muster_with_ratios(results: dict[str, Any]) -> None:

@@ -6,6 +6,17 @@ referrers API or its ``sha256-<hex>`` tag fallback). For a multi-arch index, a s
 index counts, and otherwise every platform manifest must be signed on its own. The decision is
 made by the pure :func:`muster.core.imagepolicies.judge`.
 
+The registry is asked in stages, each only when the previous one did not settle the decision,
+so a cold image pinned by digest costs three round trips and three requests whichever format
+signed it (one more for a tag, to resolve it):
+
+1. referrers (the API or its fallback tag), then each bundle's manifest, then its blob;
+2. only if those bundles do not satisfy the policy: the legacy ``.sig`` manifest, then its
+   layers (the judgement is monotone: more signatures can only satisfy more authorities, so
+   skipping this stage when the bundles already pass never changes a decision);
+3. only if the image still fails: its manifest, and when it is an index, the signatures of
+   every platform manifest.
+
 Caching keeps admission fast and registries calm:
 
 - decisions by (digest, policy name, policy generation), positive ones for ``ttl`` seconds,
@@ -22,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import enum
 import hashlib
 import logging
 import time
@@ -207,6 +219,31 @@ class Verifier:
 
         return await self._flights.run(key, work)
 
+    def cached(
+        self,
+        reference: references.ImageReference,
+        policies: Sequence[imagepolicies.CompiledPolicy],
+    ) -> ImageResult | None:
+        """What :meth:`verify` would answer, when every decision is in the cache; else None.
+
+        The warm path without a task or an await: a pod's admission asks this first for each
+        image and only awaits :meth:`verify` for the rest."""
+        if not policies:
+            return ImageResult(reference=reference, digest=reference.digest, decisions=())
+        digest = self.cached_digest(reference)
+        if digest is None:
+            return None
+        decisions = []
+        for policy in policies:
+            decision = self._decisions.get((reference.name, digest, *policy.key))
+            if decision is None:
+                return None  # verify() will look again, and tell the cache observer
+            decisions.append(decision)
+        if self.cache_observer is not None:
+            for _ in decisions:
+                self.cache_observer(True)
+        return ImageResult(reference, digest, tuple(zip(policies, decisions, strict=True)))
+
     async def verify(
         self,
         reference: references.ImageReference,
@@ -214,8 +251,9 @@ class Verifier:
         credentials: CredentialProvider | None = None,
     ) -> ImageResult:
         """Judge ``reference`` against every policy; registry trouble is a failed decision."""
-        if not policies:
-            return ImageResult(reference=reference, digest=reference.digest, decisions=())
+        known = self.cached(reference, policies)
+        if known is not None:
+            return known
         provider = _memoised(credentials)
         try:
             digest = await self.resolve(reference, provider)
@@ -244,17 +282,42 @@ class Verifier:
             self.cache_observer(cached is not None)
         if cached is not None:
             return cached
-        evidence = await self._evidence(reference, digest, credentials, platforms=False)
-        # Signature and certificate checks are CPU work (milliseconds for keyless bundles):
-        # off the event loop, so warm admissions answer while a cold one verifies.
-        decision = await asyncio.to_thread(imagepolicies.judge, policy, evidence)
+
+        async def work() -> imagepolicies.Decision:
+            decision = await self._judge_now(reference, digest, policy, credentials)
+            ttl = self.cache.ttl if decision.passed else self.cache.negative_ttl
+            self._decisions.put(key, decision, ttl)
+            return decision
+
+        # Five containers of one image judge it once.
+        return await self._flights.run(("decide", *key), work)
+
+    async def _judge_now(
+        self,
+        reference: references.ImageReference,
+        digest: str,
+        policy: imagepolicies.CompiledPolicy,
+        credentials: CredentialProvider | None,
+    ) -> imagepolicies.Decision:
+        evidence = await self._evidence(reference, digest, credentials, _Stage.BUNDLES)
+        decision: imagepolicies.Decision | None = None
+        if evidence.error is None and evidence.bundles:
+            decision = await _judge(policy, evidence)
+        if evidence.error is None and (decision is None or not decision.passed):
+            legacy = await self._evidence(reference, digest, credentials, _Stage.LEGACY)
+            if decision is None or legacy.error is not None or legacy.legacy or legacy.problems:
+                evidence = _merged(evidence, legacy)
+                decision = None
+        if decision is None:
+            decision = await _judge(policy, evidence)
         if not decision.passed and evidence.error is None:
             # Maybe a multi-arch index signed per platform: one more look, only on failure.
-            expanded = await self._evidence(reference, digest, credentials, platforms=True)
+            expanded = await self._evidence(reference, digest, credentials, _Stage.PLATFORMS)
             if expanded.is_index:
-                decision = await asyncio.to_thread(imagepolicies.judge, policy, expanded)
-        ttl = self.cache.ttl if decision.passed else self.cache.negative_ttl
-        self._decisions.put(key, decision, ttl)
+                decision = await _judge(
+                    policy,
+                    dataclasses.replace(evidence, is_index=True, platforms=expanded.platforms),
+                )
         return decision
 
     async def _evidence(
@@ -262,17 +325,22 @@ class Verifier:
         reference: references.ImageReference,
         digest: str,
         credentials: CredentialProvider | None,
-        *,
-        platforms: bool,
+        stage: _Stage,
     ) -> imagepolicies.Evidence:
-        key = ("evidence", reference.name, digest, platforms)
+        key = ("evidence", reference.name, digest, stage)
 
         async def work() -> imagepolicies.Evidence:
             client = await self._client_for(credentials)
             try:
-                if platforms:
-                    return await _with_platforms(client, reference, digest)
-                return await _signatures(client, reference, digest)
+                if stage is _Stage.PLATFORMS:
+                    return await _platforms(client, reference, digest)
+                if stage is _Stage.LEGACY:
+                    found, problems = await _legacy(client, reference, digest)
+                    return imagepolicies.Evidence(digest=digest, legacy=found, problems=problems)
+                bundles_found, problems = await _bundles(client, reference, digest)
+                return imagepolicies.Evidence(
+                    digest=digest, bundles=bundles_found, problems=problems
+                )
             except registries.RegistryError as error:
                 return imagepolicies.Evidence(digest=digest, error=f"registry error: {error}")
 
@@ -292,6 +360,7 @@ class Verifier:
                 self.client.settings,
                 snapshot.get,
                 operator_credentials=self.client.operator_credentials,
+                referrers_support=self.client.referrers_support,
             )
             client.observer = self.client.observer  # the same metrics, whoever's credentials
             self._clients[fingerprint] = client
@@ -300,6 +369,33 @@ class Verifier:
                 await oldest.close()
         self._clients.move_to_end(fingerprint)
         return client
+
+
+class _Stage(enum.Enum):
+    BUNDLES = "bundles"
+    LEGACY = "legacy"
+    PLATFORMS = "platforms"
+
+
+async def _judge(
+    policy: imagepolicies.CompiledPolicy, evidence: imagepolicies.Evidence
+) -> imagepolicies.Decision:
+    # Signature and certificate checks are CPU work (milliseconds for keyless bundles):
+    # off the event loop, so warm admissions answer while a cold one verifies.
+    return await asyncio.to_thread(imagepolicies.judge, policy, evidence)
+
+
+def _merged(
+    first: imagepolicies.Evidence, second: imagepolicies.Evidence
+) -> imagepolicies.Evidence:
+    """Both stages' findings about one digest; a registry error in either is the error."""
+    return dataclasses.replace(
+        first,
+        legacy=first.legacy + second.legacy,
+        bundles=first.bundles + second.bundles,
+        problems=second.problems + first.problems,
+        error=first.error or second.error,
+    )
 
 
 def _memoised(provider: CredentialProvider | None) -> CredentialProvider | None:
@@ -447,9 +543,11 @@ def _platform_name(descriptor: Mapping[str, Any], index: int) -> str | None:
     return f"{os_name}/{arch}" + (f"/{variant}" if isinstance(variant, str) and variant else "")
 
 
-async def _with_platforms(
+async def _platforms(
     client: registries.RegistryClient, reference: references.ImageReference, digest: str
 ) -> imagepolicies.Evidence:
+    """For an index: the signatures of each platform manifest (not of the index itself: the
+    caller has those already). Not an index: evidence with ``is_index`` false."""
     manifest = await client.manifest(reference.registry, reference.repository, digest)
     try:
         document = manifest.json()
@@ -469,12 +567,11 @@ async def _with_platforms(
         raise registries.RegistryError(f"index {digest} lists no runnable platform")
     if len(platforms) > MAX_PLATFORMS:
         raise registries.RegistryError(f"index {digest} lists more than {MAX_PLATFORMS} platforms")
-    direct, *per_platform = await asyncio.gather(
-        _signatures(client, reference, digest),
-        *(_signatures(client, reference, platform_digest) for _, platform_digest in platforms),
+    per_platform = await asyncio.gather(
+        *(_signatures(client, reference, platform_digest) for _, platform_digest in platforms)
     )
-    return dataclasses.replace(
-        direct,
+    return imagepolicies.Evidence(
+        digest=digest,
         is_index=True,
         platforms=tuple(
             (name, evidence) for (name, _), evidence in zip(platforms, per_platform, strict=True)

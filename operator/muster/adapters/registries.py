@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import ipaddress
 import json
@@ -45,11 +47,13 @@ __all__ = [
     "DigestMismatch",
     "Manifest",
     "NotFound",
+    "ReferrersSupport",
     "Refused",
     "RegistryClient",
     "RegistryError",
     "RegistrySettings",
     "RequestObserver",
+    "RoundTrips",
     "Unauthorized",
     "Unavailable",
     "check_files",
@@ -197,6 +201,8 @@ class RegistrySettings:
     max_blob_bytes: int = 16 * 1024 * 1024
     max_redirects: int = 3
     user_agent: str = "muster"
+    # How long what a registry's answers showed about its OCI referrers API is trusted.
+    referrers_api_ttl: float = 600.0
     # Egress (core/egress.py): host globs allowed / denied, and whether loopback and private
     # addresses are fine for every host. Insecure registries count as explicitly configured.
     allow_hosts: tuple[str, ...] = ()
@@ -253,6 +259,81 @@ def _check_digest(expected: str, data: bytes, what: str) -> None:
 RequestObserver = Callable[[str, str, float], None]
 
 
+class ReferrersSupport:
+    """Which registries answer the OCI 1.1 referrers API, as their own answers showed.
+
+    A registry of unknown support is asked both ways at once (the API and the ``sha256-<hex>``
+    fallback tag), so learning costs no extra round trip; once known, only the right request is
+    sent. Entries expire (``ttl``), so an upgraded registry is noticed. A wrong belief can only
+    hide signatures (a denial, never an allow), and a registry believed to have the API that
+    answers as if it had none is asked for the fallback tag at once. Shared by every client of
+    a process: support is a property of the registry, not of whoever's credentials.
+    """
+
+    MAX_REGISTRIES = 1024
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._known: dict[str, tuple[bool, float]] = {}
+
+    def get(self, registry: str) -> bool | None:
+        entry = self._known.get(registry)
+        if entry is None:
+            return None
+        supported, expires = entry
+        if expires <= self._clock():
+            del self._known[registry]
+            return None
+        return supported
+
+    def put(self, registry: str, supported: bool) -> None:
+        self._known.pop(registry, None)
+        self._known[registry] = (supported, self._clock() + self.ttl)
+        while len(self._known) > self.MAX_REGISTRIES:
+            del self._known[next(iter(self._known))]
+
+
+class RoundTrips:
+    """A request observer that measures what lookups cost: requests, and sequential depth.
+
+    The depth is the longest chain of requests each started after the previous one ended,
+    i.e. the round trips a caller waited for one after another (requests sent in parallel
+    count once). For one lookup that is exact; for several independent lookups at once it is
+    an upper bound (one lookup's request may happen to start after another's ended). For
+    benchmarks and tests; it keeps at most ``limit`` requests.
+    """
+
+    def __init__(self, then: RequestObserver | None = None, limit: int = 10_000) -> None:
+        self.then = then
+        self.limit = limit
+        self._finished: list[tuple[float, float, int]] = []  # (start, end, depth), by end
+        self.requests = 0
+
+    def __call__(self, registry: str, outcome: str, seconds: float) -> None:
+        end = time.perf_counter()
+        start = end - seconds
+        self.requests += 1
+        if len(self._finished) < self.limit:
+            before = [depth for _, ended, depth in self._finished if ended <= start]
+            self._finished.append((start, end, 1 + max(before, default=0)))
+        if self.then is not None:
+            self.then(registry, outcome, seconds)
+
+    @property
+    def depth(self) -> int:
+        return max((depth for _, _, depth in self._finished), default=0)
+
+    @property
+    def spans(self) -> list[tuple[float, float]]:
+        """(start, end) of each request, in ``time.perf_counter`` seconds, in order of end."""
+        return [(start, end) for start, end, _ in self._finished]
+
+    def reset(self) -> None:
+        self._finished.clear()
+        self.requests = 0
+
+
 def request_outcome(status: int) -> str:
     """A bounded name for an HTTP answer, for metrics: success, not_found, unauthorized, ..."""
     if status < 400:
@@ -277,8 +358,12 @@ class RegistryClient:
         credentials: CredentialSource | None = None,
         *,
         operator_credentials: CredentialSource | None = None,
+        referrers_support: ReferrersSupport | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
+        self.referrers_support = referrers_support or ReferrersSupport(
+            self.settings.referrers_api_ttl
+        )
         self._credentials = credentials or (lambda _registry: None)
         # The fallback for registries ``credentials`` has nothing for: given (shared with the
         # client it came from), or read from ``settings.credentials_file``.
@@ -306,9 +391,7 @@ class RegistryClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            context = ssl.create_default_context(
-                cafile=str(self.settings.ca_file) if self.settings.ca_file else None
-            )
+            context = _tls_context(self.settings.ca_file)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     ssl=context,
@@ -397,7 +480,41 @@ class RegistryClient:
         self, registry: str, repository: str, digest: str, artifact_type: str | None = None
     ) -> list[dict[str, Any]]:
         """Descriptors of manifests whose subject is ``digest``: the OCI 1.1 referrers API,
-        or the ``sha256-<hex>`` tag fallback index on registries without it."""
+        or the ``sha256-<hex>`` tag fallback index on registries without it.
+
+        One round trip: a registry whose support is not known yet is asked both ways at once
+        (see :class:`ReferrersSupport`)."""
+        supported = self.referrers_support.get(registry)
+        if supported is False:
+            descriptors = await self._fallback_referrers(registry, repository, digest)
+        elif supported is True:
+            found = await self._api_referrers(registry, repository, digest, artifact_type)
+            if found is None:  # it has no API after all (a rollback, a proxy in front)
+                found = await self._fallback_referrers(registry, repository, digest)
+            descriptors = found
+        else:
+            fallback = asyncio.ensure_future(self._fallback_referrers(registry, repository, digest))
+            try:
+                found = await self._api_referrers(registry, repository, digest, artifact_type)
+            except BaseException:
+                fallback.cancel()
+                with contextlib.suppress(BaseException):
+                    await fallback
+                raise
+            if found is None:
+                descriptors = await fallback
+            else:
+                with contextlib.suppress(RegistryError):
+                    await fallback  # sent in parallel; its answer is not needed
+                descriptors = found
+        if artifact_type is None:
+            return descriptors
+        return [d for d in descriptors if d.get("artifactType") == artifact_type]
+
+    async def _api_referrers(
+        self, registry: str, repository: str, digest: str, artifact_type: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The referrers API's answer; None (and remembered) when the registry has no API."""
         what = f"referrers of {registry}/{repository}@{digest}"
         query = f"?artifactType={urllib.parse.quote(artifact_type)}" if artifact_type else ""
         status, headers, body = await self._request(
@@ -411,21 +528,29 @@ class RegistryClient:
         )
         if status == 200 and headers.get("Content-Type", "").startswith(OCI_INDEX):
             descriptors = _descriptors(body, what)
-        elif status in (200, 404, 405, 400):
-            # No referrers API here: cosign and oras push an index under the fallback tag.
-            algorithm, _, hexdigest = digest.partition(":")
-            try:
-                index = await self.manifest(
-                    registry, repository, f"{algorithm}-{hexdigest}", accept=(OCI_INDEX,)
-                )
-            except NotFound:
-                return []
-            descriptors = _descriptors(index.raw, what)
-        else:
-            raise RegistryError(f"{what}: registry answered HTTP {status}")
-        if artifact_type is None:
+            self.referrers_support.put(registry, True)
             return descriptors
-        return [d for d in descriptors if d.get("artifactType") == artifact_type]
+        if status in (200, 404, 405, 400):
+            # No referrers API here: cosign and oras push an index under the fallback tag.
+            # Remembered only when the answer is unambiguous: a registry WITH the API answers
+            # 404 NAME_UNKNOWN for a repository it does not hold, which says nothing.
+            if status in (200, 405) or (status == 404 and not _distribution_error(body)):
+                self.referrers_support.put(registry, False)
+            return None
+        raise RegistryError(f"{what}: registry answered HTTP {status}")
+
+    async def _fallback_referrers(
+        self, registry: str, repository: str, digest: str
+    ) -> list[dict[str, Any]]:
+        what = f"referrers of {registry}/{repository}@{digest}"
+        algorithm, _, hexdigest = digest.partition(":")
+        try:
+            index = await self.manifest(
+                registry, repository, f"{algorithm}-{hexdigest}", accept=(OCI_INDEX,)
+            )
+        except NotFound:
+            return []
+        return _descriptors(index.raw, what)
 
     # -- transport --------------------------------------------------------------------------
 
@@ -505,6 +630,8 @@ class RegistryClient:
                     ):
                         url = urllib.parse.urljoin(url, response.headers["Location"])
                         continue
+                    if response.status == 404:  # its error code tells what was not found
+                        return 404, response.headers, await response.content.read(4096)
                     if response.status != 200:
                         return response.status, response.headers, b""
                     length = response.content_length
@@ -590,6 +717,15 @@ class RegistryClient:
             raise Refused(f"{what}: {refusal}")
 
 
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """One verifying context per CA bundle, shared by every client of the process: loading the
+    system's CA certificates takes tens of milliseconds, which a cold lookup with a new set of
+    pull secrets (a new client) would otherwise pay. A changed CA file needs a restart, as it
+    did before (each client kept the context it was created with)."""
+    return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -632,6 +768,17 @@ class CheckedResolver(aiohttp.abc.AbstractResolver):
 def _basic(credentials: Credentials) -> str:
     pair = f"{credentials.username}:{credentials.password}".encode()
     return "Basic " + base64.b64encode(pair).decode()
+
+
+def _distribution_error(body: bytes) -> bool:
+    """Whether a 404's body is a distribution-spec error (``{"errors": [{"code": ...}]}``)."""
+    try:
+        errors = json.loads(body).get("errors")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(errors, list) and any(
+        isinstance(error, dict) and isinstance(error.get("code"), str) for error in errors
+    )
 
 
 def _descriptors(raw: bytes, what: str) -> list[dict[str, Any]]:

@@ -8,12 +8,57 @@ from __future__ import annotations
 
 from typing import Any
 
-from muster.core import findings, scopes, subjects
+from muster.core import findings, modelregistry, scopes, subjects
 
-__all__ = ["NAME", "mutating", "validating"]
+__all__ = ["MAY_MUTATE", "MAY_MUTATE_PARTS", "NAME", "mutating", "validating"]
 
 NAME = "muster.dev"
 _MODE_LABEL_VALUES = {findings.Mode.ENFORCE: ["true", "enforce"], findings.Mode.WARN: ["warn"]}
+
+
+def _containers_may_mutate(field: str) -> str:
+    """A container list with an image not pinned by digest (the image gate pins it), GPU
+    resources (the GPU gate steers the pod) or a ``STORAGE_URI`` (the model gate verifies)."""
+    nvidia = "r.startsWith('nvidia.com/')"
+    return (
+        f"(has(object.spec.{field}) && object.spec.{field}.exists(c, "
+        "!has(c.image) || !c.image.contains('@') || "
+        "(has(c.env) && c.env.exists(e, has(e.name) && e.name == 'STORAGE_URI')) || "
+        "(has(c.resources) && ("
+        f"(has(c.resources.limits) && c.resources.limits.exists(r, {nvidia})) || "
+        f"(has(c.resources.requests) && c.resources.requests.exists(r, {nvidia}))))))"
+    )
+
+
+# The mutating webhooks' match condition (CEL, evaluated by the apiserver): false only for a
+# plain Pod in which no gate can change anything, so the apiserver skips the call. Each part
+# is one reason a gate's MUTATE phase may patch; every part errs towards calling. Anything
+# other than a Pod (workloads, subresources, bindings) is always sent. The chart carries the
+# same text (tests compare them), and tests/integration/test_mutation_conditions.py asks the
+# real apiserver to evaluate it for every kind of mutation.
+MAY_MUTATE_PARTS: tuple[str, ...] = (
+    "request.resource.group != ''",
+    "request.resource.resource != 'pods'",
+    "(has(request.subResource) && request.subResource != '')",  # omitted when empty
+    "!has(object.spec)",
+    # images: pinning (containers, init containers, ephemeral containers, image volumes)
+    *(_containers_may_mutate(field) for field in ("containers", "initContainers")),
+    "(has(object.spec.ephemeralContainers) && object.spec.ephemeralContainers.exists(c, "
+    "!has(c.image) || !c.image.contains('@')))",
+    # images and models: image volumes; models: claims that may hold a Model
+    "(has(object.spec.volumes) && object.spec.volumes.exists(v, "
+    "has(v.image) || has(v.persistentVolumeClaim)))",
+    # GPUs: device claims, NVIDIA node selectors, any node affinity
+    "(has(object.spec.resourceClaims) && size(object.spec.resourceClaims) > 0)",
+    "(has(object.spec.nodeSelector) && object.spec.nodeSelector.exists(k, "
+    "k.startsWith('nvidia.com/')))",
+    "(has(object.spec.affinity) && has(object.spec.affinity.nodeAffinity))",
+    # models: declared model volumes and KServe-style storage URIs in annotations
+    "(has(object.metadata.annotations) && object.metadata.annotations.exists(k, "
+    f"k == '{modelregistry.MODEL_VOLUMES_ANNOTATION}' || "
+    "k.matches('(?i)(storage-uri|storageuri)$')))",
+)
+MAY_MUTATE = " || ".join(MAY_MUTATE_PARTS)
 
 
 def _rules() -> list[dict[str, Any]]:
@@ -73,6 +118,7 @@ def _webhooks(
         }
         if kind == "mutate":
             hook["reinvocationPolicy"] = "IfNeeded"
+            hook["matchConditions"] = [{"name": "may-mutate", "expression": MAY_MUTATE}]
         hooks.append(hook)
     return hooks
 

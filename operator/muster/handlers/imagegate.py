@@ -383,6 +383,8 @@ class ImageGate:
         applicable = [policy for policy in policies if policy.applies_to(labels)]
         pins: list[Awaitable[list[Mapping[str, Any]]]] = []
         checks: list[Awaitable[list[findings.Finding]]] = []
+        found: list[list[findings.Finding]] = []  # per image use, in order
+        waiting: list[int] = []  # the uses whose findings ``checks`` will give
         for template in subject.templates:
             credentials = pull_secret_provider(
                 self.area.services.kube, subject.namespace, template.spec
@@ -399,20 +401,22 @@ class ImageGate:
                     if not reference.pinned and any(p.pin_digests for p in matching):
                         pins.append(self._pin(use, use.image, reference, credentials))
                 else:
+                    covering = [b for b in broken if b.covers(reference, labels)]
+                    known = None if covering else self.area.verifier.cached(reference, matching)
+                    if known is not None:  # warm: answered now, no task per image
+                        found.append(failure_findings(use, use.image, known))
+                        continue
+                    found.append([])  # filled in below, in the same order
+                    waiting.append(len(found) - 1)
                     checks.append(
-                        self._validate(
-                            use,
-                            use.image,
-                            reference,
-                            matching,
-                            credentials,
-                            [b for b in broken if b.covers(reference, labels)],
-                        )
+                        self._validate(use, use.image, reference, matching, credentials, covering)
                     )
         if phase is gates.Phase.MUTATE:
             patches = await asyncio.gather(*pins)
             return gates.GateResult(patch=tuple(op for ops in patches for op in ops))
-        found = await asyncio.gather(*checks)
+        if checks:
+            for slot, each in zip(waiting, await asyncio.gather(*checks), strict=True):
+                found[slot] = each
         return gates.GateResult(findings=tuple(f for each in found for f in each))
 
     async def _pin(

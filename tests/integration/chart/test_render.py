@@ -152,11 +152,16 @@ def test_webhooks_follow_the_same_rules_as_the_operator(kind: str, build: Any) -
             "port": 443,
         }
         conditions = {c["name"]: c["expression"] for c in got["matchConditions"]}
-        assert conditions == {
+        # The chart's own (values-driven) conditions, plus the operator's (the mutating
+        # webhooks' may-mutate), which must be the very same text.
+        chart_only = {
             "not-from-nodes": "!request.userInfo.username.startsWith('system:node:')",
             "spec-changed-on-update": "request.operation != 'UPDATE' || !has(object.spec) || "
             "!has(oldObject.spec) || object.spec != oldObject.spec",
         }
+        shared = {c["name"]: c["expression"] for c in want.get("matchConditions", [])}
+        assert conditions == {**chart_only, **shared}
+        assert ("may-mutate" in shared) == (kind == "MutatingWebhookConfiguration")
 
 
 def test_webhook_values() -> None:
@@ -173,6 +178,12 @@ def test_webhook_values() -> None:
     assert "monitoring" in excluded["values"]
     assert [c["name"] for c in hook["matchConditions"]] == ["not-from-nodes"]
     assert not rendering.by_kind(docs, "Job")
+
+
+def test_needless_mutations_can_be_sent_anyway() -> None:
+    docs = rendering.documents(rendering.template("--set=webhook.skipNeedlessMutations=false"))
+    for hook in _webhooks(docs, "MutatingWebhookConfiguration"):
+        assert "may-mutate" not in [c["name"] for c in hook["matchConditions"]]
 
 
 def test_cert_manager_injects_the_ca() -> None:

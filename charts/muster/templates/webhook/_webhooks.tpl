@@ -44,7 +44,8 @@ match operator/muster/core/webhookconfigs.py, which builds the development confi
   objectSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- if or $root.Values.webhook.skipNodeRequests $root.Values.webhook.skipUnchangedSpecUpdates }}
+  {{- $mayMutate := and (eq $kind "mutate") $root.Values.webhook.skipNeedlessMutations }}
+  {{- if or $root.Values.webhook.skipNodeRequests $root.Values.webhook.skipUnchangedSpecUpdates $mayMutate }}
   matchConditions:
     {{- if $root.Values.webhook.skipNodeRequests }}
     # Kubelets only create mirror pods of static pods that already run: admission cannot stop them.
@@ -56,6 +57,25 @@ match operator/muster/core/webhookconfigs.py, which builds the development confi
     # specs and pod templates all live under .spec; status updates use another subresource).
     - name: spec-changed-on-update
       expression: "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec"
+    {{- end }}
+    {{- if $mayMutate }}
+    # A plain Pod none of whose images, GPU resources, node selection, volumes or model
+    # annotations any gate would change is not sent to the mutating webhook (workloads always
+    # are). The same text as MAY_MUTATE in operator/muster/core/webhookconfigs.py.
+    - name: may-mutate
+      expression: >-
+        request.resource.group != '' ||
+        request.resource.resource != 'pods' ||
+        (has(request.subResource) && request.subResource != '') ||
+        !has(object.spec) ||
+        (has(object.spec.containers) && object.spec.containers.exists(c, !has(c.image) || !c.image.contains('@') || (has(c.env) && c.env.exists(e, has(e.name) && e.name == 'STORAGE_URI')) || (has(c.resources) && ((has(c.resources.limits) && c.resources.limits.exists(r, r.startsWith('nvidia.com/'))) || (has(c.resources.requests) && c.resources.requests.exists(r, r.startsWith('nvidia.com/'))))))) ||
+        (has(object.spec.initContainers) && object.spec.initContainers.exists(c, !has(c.image) || !c.image.contains('@') || (has(c.env) && c.env.exists(e, has(e.name) && e.name == 'STORAGE_URI')) || (has(c.resources) && ((has(c.resources.limits) && c.resources.limits.exists(r, r.startsWith('nvidia.com/'))) || (has(c.resources.requests) && c.resources.requests.exists(r, r.startsWith('nvidia.com/'))))))) ||
+        (has(object.spec.ephemeralContainers) && object.spec.ephemeralContainers.exists(c, !has(c.image) || !c.image.contains('@'))) ||
+        (has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.image) || has(v.persistentVolumeClaim))) ||
+        (has(object.spec.resourceClaims) && size(object.spec.resourceClaims) > 0) ||
+        (has(object.spec.nodeSelector) && object.spec.nodeSelector.exists(k, k.startsWith('nvidia.com/'))) ||
+        (has(object.spec.affinity) && has(object.spec.affinity.nodeAffinity)) ||
+        (has(object.metadata.annotations) && object.metadata.annotations.exists(k, k == 'muster.dev/model-volumes' || k.matches('(?i)(storage-uri|storageuri)$')))
     {{- end }}
   {{- end }}
 {{- end }}
