@@ -10,6 +10,9 @@ Other areas report their own Events (a Node's compliance, a Model's revocation) 
 submitting a :class:`~muster.core.observations.Notice` with ``delivery=Delivery.NOW`` and the
 object as ``target`` (``namespace=""`` for cluster-scoped objects) to ``Services.events``.
 
+A denied request with no owner is also reported on each policy object its findings name
+(``Finding.policy``: cluster-scoped, so those Events live in ``default``).
+
 Target resolution:
 
 * an owner that is a ReplicaSet is replaced by the ReplicaSet's own controller (its
@@ -63,7 +66,7 @@ def micro_time(seconds: float) -> str:
 def _path(ref: observations.ObjectRef) -> str:
     group, _, version = ref.api_version.rpartition("/")
     base = f"/apis/{group}/{version}" if group else f"/api/{version}"
-    plural = _PLURALS.get(ref.kind, ref.kind.lower() + "s")
+    plural = _PLURALS.get(ref.kind) or _plural(ref.kind)
     name = urllib.parse.quote(ref.name, safe="")
     if ref.namespace and ref.kind != "Namespace":
         return f"{base}/namespaces/{urllib.parse.quote(ref.namespace, safe='')}/{plural}/{name}"
@@ -71,6 +74,16 @@ def _path(ref: observations.ObjectRef) -> str:
 
 
 _PLURALS = {"Namespace": "namespaces", "Pod": "pods", "ReplicaSet": "replicasets"}
+
+
+def _plural(kind: str) -> str:
+    """The resource name the way ``kubectl`` guesses it: ImagePolicy -> imagepolicies."""
+    lower = kind.lower()
+    if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return lower[:-1] + "ies"
+    if lower.endswith(("s", "x", "ch", "sh")):
+        return lower + "es"
+    return lower + "s"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -286,8 +299,9 @@ class EventRecorder:
         while wait > 0:
             await asyncio.sleep(wait)
             wait = self._bucket.wait()
-        # Events about cluster-scoped objects (Nodes) live in "default", as the API asks.
-        namespace = target.namespace or notice.namespace or "default"
+        # Events about cluster-scoped objects (Nodes, policies) live in "default", as the API
+        # asks (it refuses them anywhere else).
+        namespace = target.namespace or "default"
         collection = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
         if due.name is not None:
             try:

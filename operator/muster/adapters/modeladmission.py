@@ -177,15 +177,19 @@ class ModelGate:
             index = await self.catalog.current()
         except kubeapi.ApiError as error:
             return _unavailable(f"cannot read the model registry ({error})")
-        policy = modelgate.effective_policy(index.policies_for(labels))
+        named = index.named_policies_for(labels)
+        policy = modelgate.effective_policy(list(named.values()))
         if policy is None:
             return gates.GateResult()
+        deciding = modelgate.deciding_policy(named)
         found: list[findings.Finding] = []
         patch: list[Mapping[str, Any]] = []
         for template in subject.templates:
             pvc_models, problems = await self._pvc_models(subject.namespace, template, policy.mode)
             uses, declared_problems = modelgate.model_uses(template, pvc_models)
-            problems += [dataclasses.replace(p, mode=policy.mode) for p in declared_problems]
+            problems += [
+                dataclasses.replace(p, mode=policy.mode, policy=deciding) for p in declared_problems
+            ]
             matches = await self._matches(uses, index, policy)
             if any(m.model is None for m in matches):
                 # A Model created a moment ago may not have reached this replica's index yet.
@@ -201,8 +205,16 @@ class ModelGate:
                     matches = await self._matches(uses, index, policy)
             if phase is gates.Phase.VALIDATE:
                 found.extend(problems)
-                found.extend(m.finding for m in matches if m.finding is not None)
-                found.extend(self._missing_verifiers(template, matches, policy.mode))
+                found.extend(
+                    findings.attributed(
+                        (m.finding for m in matches if m.finding is not None), deciding
+                    )
+                )
+                found.extend(
+                    findings.attributed(
+                        self._missing_verifiers(template, matches, policy.mode), deciding
+                    )
+                )
             else:
                 patch.extend(
                     modelgate.verifier_patch(

@@ -440,13 +440,24 @@ def _file_labels(
 # Output
 
 
-def _finding_data(finding: findings.Finding) -> dict[str, str]:
+def _policy_data(finding: findings.Finding) -> dict[str, str] | None:
+    """The policy object that decided a finding, as ``kind`` and ``name`` (None: no policy's)."""
+    if finding.policy is None:
+        return None
+    data = {"kind": finding.policy.kind, "name": finding.policy.name}
+    if finding.policy.namespace:
+        data["namespace"] = finding.policy.namespace
+    return data
+
+
+def _finding_data(finding: findings.Finding) -> dict[str, Any]:
     return {
         "check": finding.check,
         "reason": finding.reason,
         "subject": finding.subject,
         "message": finding.message,
         "mode": finding.mode.value,
+        "policy": _policy_data(finding),
     }
 
 
@@ -553,6 +564,11 @@ def as_sarif(outcomes: Sequence[Outcome]) -> dict[str, Any]:
                             "check": finding.check,
                             "subject": finding.subject,
                             "mode": finding.mode.value,
+                            **(
+                                {"policy": str(finding.policy)}
+                                if finding.policy is not None
+                                else {}
+                            ),
                         },
                     }
                 )

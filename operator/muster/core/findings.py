@@ -6,7 +6,11 @@ import dataclasses
 import enum
 from collections.abc import Iterable
 
-__all__ = ["Finding", "Mode", "Verdict", "judge"]
+from muster.core import crds
+
+__all__ = ["POLICY_API_VERSION", "Finding", "Mode", "PolicyRef", "Verdict", "attributed", "judge"]
+
+POLICY_API_VERSION = f"{crds.GROUP}/{crds.VERSION}"  # the API version of Muster's policies
 
 
 class Mode(enum.StrEnum):
@@ -17,11 +21,28 @@ class Mode(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PolicyRef:
+    """The policy object that decided a finding (an ImagePolicy, a GPUStackPolicy, a
+    ModelPolicy); Muster's policies are cluster-scoped, so ``namespace`` is empty for them."""
+
+    kind: str
+    name: str
+    namespace: str = ""
+    api_version: str = POLICY_API_VERSION
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Finding:
     """One violation of one rule by one part of a workload.
 
     ``reason`` is a stable CamelCase identifier (used for Events and metrics);
-    ``message`` is the one line a person reads.
+    ``message`` is the one line a person reads. ``policy`` names the policy object that
+    decided it, when one did (a denied pod with no owner is reported on that object); rules that
+    are no object's (digest pinning, exemptions, failures of Muster itself) leave it ``None``.
     """
 
     check: str
@@ -29,6 +50,7 @@ class Finding:
     subject: str
     message: str
     mode: Mode = Mode.ENFORCE
+    policy: PolicyRef | None = None
 
     def __str__(self) -> str:
         return f"{self.subject}: {self.message}"
@@ -54,6 +76,16 @@ class Verdict:
 
     def warning_lines(self, *, prefix: str = "muster") -> list[str]:
         return [f"{prefix}: {finding}" for finding in self.warnings]
+
+
+def attributed(found: Iterable[Finding], policy: PolicyRef | None) -> list[Finding]:
+    """``found``, with ``policy`` as the deciding policy of those that name none yet."""
+    if policy is None:
+        return list(found)
+    return [
+        finding if finding.policy is not None else dataclasses.replace(finding, policy=policy)
+        for finding in found
+    ]
 
 
 def judge(findings: Iterable[Finding]) -> Verdict:

@@ -22,11 +22,13 @@ __all__ = [
     "KnownNode",
     "Need",
     "affinity_patch",
+    "deciding_policy",
     "gpu_request",
     "need_from_envs",
     "node_findings",
     "placement_findings",
     "policies_for",
+    "policy_ref",
 ]
 
 CHECK = "gpu-stack"
@@ -149,8 +151,33 @@ class Need:
         return gpustack.capability(version.major_minor) if version is not None else None
 
 
-def _finding(subject: str, reason: str, message: str, mode: findings.Mode) -> findings.Finding:
-    return findings.Finding(check=CHECK, reason=reason, subject=subject, message=message, mode=mode)
+def _finding(
+    subject: str,
+    reason: str,
+    message: str,
+    mode: findings.Mode,
+    policy: findings.PolicyRef | None = None,
+) -> findings.Finding:
+    return findings.Finding(
+        check=CHECK, reason=reason, subject=subject, message=message, mode=mode, policy=policy
+    )
+
+
+def policy_ref(name: str) -> findings.PolicyRef:
+    """The GPUStackPolicy ``name`` as the policy a finding comes from."""
+    return findings.PolicyRef(kind="GPUStackPolicy", name=name)
+
+
+def deciding_policy(
+    policies: Mapping[str, gpupolicies.GPUStackPolicySpec],
+) -> findings.PolicyRef | None:
+    """The policy a finding every governing policy shares is attributed to: the first by name
+    in the strictest mode among them (the one that makes it a denial rather than a warning)."""
+    mode = _strictest(policies)
+    for name, spec in sorted(policies.items()):
+        if _mode(spec) is mode:
+            return policy_ref(name)
+    return None
 
 
 def need_from_envs(
@@ -271,6 +298,7 @@ def _policy_findings(
                         reason.code,
                         f"image {container.image}: {reason.message} by GPUStackPolicy {name}",
                         _mode(spec),
+                        policy_ref(name),
                     )
                 )
     return found
@@ -284,7 +312,8 @@ def placement_findings(
     subject: str = "pod",
 ) -> tuple[list[findings.Finding], list[str]]:
     """Findings for a GPU pod before scheduling, and the compliant nodes that could run it."""
-    found = list(need.problems) + _policy_findings(need, policies)
+    deciding = deciding_policy(policies)
+    found = findings.attributed(need.problems, deciding) + _policy_findings(need, policies)
     known = sorted(nodes, key=lambda node: node.name)
     candidates = [node.name for node in known if node.compliance.compliant and _fits(node, need)[0]]
     if not candidates:
@@ -305,6 +334,7 @@ def placement_findings(
                 "NoCompliantNode",
                 f"needs {wanted}; {detail}",
                 _strictest(policies),
+                deciding,
             )
         )
     return found, candidates
@@ -327,6 +357,7 @@ def node_findings(
     """Findings for a GPU pod placed on ``node_name`` directly (``spec.nodeName`` or a
     Binding): the node must be compliant and satisfy the pod's requirement."""
     mode = _strictest(policies)
+    deciding = deciding_policy(policies)
     if node is None:
         return [
             _finding(
@@ -335,6 +366,7 @@ def node_findings(
                 f"node {node_name} is not a GPU node Muster has judged; a GPU pod cannot be "
                 "bound to it",
                 mode,
+                deciding,
             )
         ]
     if not node.compliance.compliant:
@@ -345,6 +377,7 @@ def node_findings(
                 "NodeNotCompliant",
                 f"node {node_name} is {node.compliance.state}: {reasons}",
                 mode,
+                deciding,
             )
         ]
     ok, why = _fits(node, need)
@@ -356,6 +389,7 @@ def node_findings(
                 "NodeInsufficient",
                 f"node {node_name} cannot run {wanted}: {why}",
                 mode,
+                deciding,
             )
         ]
     return []

@@ -26,6 +26,7 @@ __all__ = [
     "VERIFIER_PREFIX",
     "Match",
     "ModelUse",
+    "deciding_policy",
     "effective_policy",
     "judge_use",
     "model_uses",
@@ -216,6 +217,20 @@ def effective_policy(
         unsafe_serialization=unsafe,
         require_signature=any(p.require_signature for p in policies),
     )
+
+
+def deciding_policy(
+    policies: Mapping[str, modelregistry.ModelPolicySpec],
+) -> findings.PolicyRef | None:
+    """The ModelPolicy the gate's findings are attributed to: of the policies selecting the
+    namespace (combined by :func:`effective_policy`), the first by name in the strictest mode."""
+    effective = effective_policy(list(policies.values()))
+    if effective is None:
+        return None
+    for name, spec in sorted(policies.items()):
+        if spec.mode is effective.mode:
+            return findings.PolicyRef(kind="ModelPolicy", name=name)
+    return None
 
 
 def judge_use(

@@ -231,11 +231,15 @@ class Index:
         return [m for m in self.models.values() if m.spec.oci_digest == digest]
 
     def policies_for(self, namespace_labels: Mapping[str, str]) -> list[ModelPolicySpec]:
-        return [
-            spec
-            for _, spec in sorted(self.policies.items())
+        return list(self.named_policies_for(namespace_labels).values())
+
+    def named_policies_for(self, namespace_labels: Mapping[str, str]) -> dict[str, ModelPolicySpec]:
+        """The policies selecting a namespace with these labels, by name (in name order)."""
+        return {
+            name: spec
+            for name, spec in sorted(self.policies.items())
             if selectors.matches(spec.namespace_selector, namespace_labels)
-        ]
+        }
 
 
 def parse_model(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> ModelEntry:

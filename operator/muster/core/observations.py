@@ -34,6 +34,7 @@ __all__ = [
     "controller_owner",
     "namespace_ref",
     "notices",
+    "policy_ref",
     "series_key",
     "truncate_note",
 ]
@@ -166,6 +167,17 @@ def namespace_ref(name: str) -> ObjectRef:
     return ObjectRef(api_version="v1", kind="Namespace", name=name, namespace=name)
 
 
+def policy_ref(policy: findings.PolicyRef) -> ObjectRef:
+    """The policy object a finding names, as an Event's object. Muster's policies are
+    cluster-scoped: their Events live in ``default``, as the Events API asks."""
+    return ObjectRef(
+        api_version=policy.api_version,
+        kind=policy.kind,
+        name=policy.name,
+        namespace=policy.namespace,
+    )
+
+
 def controller_owner(metadata: Mapping[str, Any], namespace: str) -> ObjectRef | None:
     """The controlling owner named in ``metadata.ownerReferences`` (else the first owner)."""
     raw = metadata.get("ownerReferences")
@@ -225,8 +237,11 @@ def notices(
 
     * an UPDATE: the object itself (it exists);
     * a denied CREATE of a Pod: its owner (``ownerReferences``: ReplicaSet, Job, training job;
-      the adapter climbs from a ReplicaSet to its Deployment), else the Namespace;
-    * a denied CREATE of a workload: the Namespace (there is no object yet);
+      the adapter climbs from a ReplicaSet to its Deployment);
+    * a denied CREATE with no owner (a bare Pod, a workload: there is no object yet): each
+      policy object the findings name (for the platform team; one Event per policy and reason,
+      with only that policy's findings) and the Namespace (for the namespace's users, who may
+      not read cluster-scoped policies' Events); the Namespace alone when no finding names one;
     * an admitted CREATE with warnings: the object once it exists, else its owner or Namespace.
     """
     if phase is not gates.Phase.VALIDATE or subject.dry_run:
@@ -252,7 +267,7 @@ def notices(
         by_reason[finding.reason].append(finding)
     action = "Denied" if denied else "Warned"
     about = "" if target == itself else f"{subject.display}: "
-    return [
+    planned = [
         Notice(
             target=target,
             delivery=delivery,
@@ -265,6 +280,40 @@ def notices(
         )
         for reason, found in sorted(by_reason.items())
     ]
+    if target is elsewhere and owner is None and denied:
+        planned.extend(_policy_notices(subject, by_reason, action))
+    return planned
+
+
+def _policy_notices(
+    subject: subjects.Subject,
+    by_reason: Mapping[str, Iterable[findings.Finding]],
+    action: str,
+) -> list[Notice]:
+    """One notice per policy object and reason, on the policy, with that policy's findings."""
+    planned: list[Notice] = []
+    for reason, found in sorted(by_reason.items()):
+        by_policy: dict[findings.PolicyRef, list[findings.Finding]] = {}
+        for finding in found:
+            if finding.policy is not None:
+                by_policy.setdefault(finding.policy, []).append(finding)
+        for policy, decided in sorted(by_policy.items(), key=lambda item: str(item[0])):
+            planned.append(
+                Notice(
+                    target=policy_ref(policy),
+                    delivery=Delivery.NOW,
+                    type=EventType.WARNING,
+                    reason=reason,
+                    action=action,
+                    note=truncate_note(
+                        f"{subject.display}: {action.lower()} by muster: {_lines(decided)}"
+                    ),
+                    # Not the subject's namespace: a cluster-scoped object's Events live in
+                    # "default", and a policy that is gone is no reason to post elsewhere.
+                    namespace=policy.namespace,
+                )
+            )
+    return planned
 
 
 # -- Event series ---------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class GPUStackGate:
         need, unreadable = await self._need(template)
         return [
             *unreadable,
-            *need.problems,
+            *findings.attributed(need.problems, gpupods.deciding_policy(policies)),
             *gpupods.node_findings(
                 need, policies, self._index.known(node_name), node_name, subject=label
             ),

@@ -43,7 +43,15 @@ from muster.core import (
 if TYPE_CHECKING:
     from muster.handlers import operator
 
-__all__ = ["CHECK", "ImageArea", "ImageGate", "area_for", "gate_factory", "register_controller"]
+__all__ = [
+    "CHECK",
+    "ImageArea",
+    "ImageGate",
+    "area_for",
+    "gate_factory",
+    "policy_ref",
+    "register_controller",
+]
 
 logger = logging.getLogger("muster.images")
 
@@ -325,11 +333,21 @@ def pull_secret_provider(
 # The gate
 
 
+def policy_ref(name: str) -> findings.PolicyRef:
+    """The ImagePolicy ``name`` as the policy a finding comes from."""
+    return findings.PolicyRef(kind="ImagePolicy", name=name)
+
+
 def _finding(
-    use: pods.ImageUse, reason: str, message: str, mode: str = "enforce"
+    use: pods.ImageUse, reason: str, message: str, mode: str = "enforce", *, policy: str
 ) -> findings.Finding:
     return findings.Finding(
-        check=CHECK, reason=reason, subject=use.label, message=message, mode=findings.Mode(mode)
+        check=CHECK,
+        reason=reason,
+        subject=use.label,
+        message=message,
+        mode=findings.Mode(mode),
+        policy=policy_ref(policy),
     )
 
 
@@ -343,6 +361,7 @@ def failure_findings(
             decision.reason,
             f"image {image!r} is rejected by ImagePolicy {policy.name!r}: {decision.message}",
             policy.mode,
+            policy=policy.name,
         )
         for policy, decision in result.decisions
         if not decision.passed
@@ -453,6 +472,7 @@ class ImageGate:
                     f"image {image!r} cannot be judged: ImagePolicy {policy.name!r} does not "
                     f"compile ({policy.reason})",
                     policy.mode,
+                    policy=policy.name,
                 )
             )
         if matching:

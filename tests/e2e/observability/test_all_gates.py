@@ -148,6 +148,7 @@ class Scenario:
         self.nodes = nodes
         self.models = models
         self.denials: dict[str, str] = {}
+        self.image_policy = ""
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +217,7 @@ def scenario(
 
     namespace = kubeclients.namespace(plane, "obs", NAMESPACE_LABELS)
     scenario = Scenario(namespace, nodes, models, registry.host)
+    scenario.image_policy = names["images"]
     with kubeclients.admin(plane) as api:
         core = client.CoreV1Api(api)
         rbac: Any = client.RbacAuthorizationV1Api(api)
@@ -323,6 +325,42 @@ def test_repeated_signature_denials_fold_into_one_event_series_on_the_namespace(
     assert event["reason"] == "ImageNotSigned"
     assert (event["type"], event["action"]) == ("Warning", "Denied")
     assert event["regarding"]["uid"]
+
+
+def test_a_denied_bare_pod_is_also_reported_on_the_image_policy_that_denied_it(
+    control_plane: controlplane.ControlPlane, scenario: Scenario
+) -> None:
+    name = scenario.image_policy
+
+    def folded() -> dict[str, Any] | None:
+        found = [
+            e
+            for e in events(control_plane, "default")  # a cluster-scoped object's Events
+            if regarding(e) == ("ImagePolicy", name) and "/unsigned:" in e["note"]
+        ]
+        if len(found) == 1 and (found[0].get("series") or {}).get("count") == 3:
+            return found[0]
+        return None
+
+    event = eventually(folded, what="one Event with series.count 3 on the ImagePolicy")
+    assert event["reason"] == "ImageNotSigned"
+    assert (event["type"], event["action"]) == ("Warning", "Denied")
+    assert event["regarding"]["apiVersion"] == f"{GROUP}/{VERSION}"
+    with kubeclients.admin(control_plane) as api:
+        objects: Any = client.CustomObjectsApi(api)
+        policy = objects.get_cluster_custom_object(GROUP, VERSION, "imagepolicies", name)
+    assert event["regarding"]["uid"] == policy["metadata"]["uid"]
+    assert event["note"].startswith(f"Pod {scenario.namespace}/unsigned: denied by muster:")
+    assert f"ImagePolicy {name!r}" in event["note"]
+    # The platform team finds it on the policy, with kubectl.
+    described = controlplane.kubectl(control_plane, "describe", "imagepolicy", name).stdout
+    assert "ImageNotSigned" in described and f"{scenario.namespace}/unsigned" in described
+    listed = controlplane.kubectl(
+        control_plane,
+        "get", "events", "-n", "default", "-o", "name",
+        "--field-selector", f"involvedObject.kind=ImagePolicy,involvedObject.name={name}",
+    ).stdout  # fmt: skip
+    assert event["metadata"]["name"] in listed
 
 
 def test_gpu_node_compliance_is_reported_on_the_node(

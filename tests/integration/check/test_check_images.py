@@ -89,6 +89,7 @@ def test_unsigned_denied_signed_admitted_and_pinned(images: dict[str, str], tmp_
     (denial,) = unsigned["denials"]
     assert denial["check"] == "image-signature"
     assert denial["subject"] == 'container "main"'
+    assert denial["policy"] == {"kind": "ImagePolicy", "name": "ci"}
     assert "is rejected by ImagePolicy 'ci': no signature found for sha256:" in denial["message"]
     assert signed["allowed"] is True
     assert signed["patch"] == [

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import controlplane, events, kubeapi
-from muster.core import observations
+from muster.adapters import controlplane, events, kubeapi, localoperator
+from muster.core import crds, findings, gates, observations, subjects
 from tests import kubeclients
 
 pytestmark = pytest.mark.integration
@@ -223,3 +223,74 @@ async def test_events_about_cluster_scoped_objects_live_in_default(
     finally:
         await recorder.stop()
         await kube.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{namespace}-probe")
+
+
+async def test_a_denied_bare_pod_is_reported_on_its_policy_and_its_namespace(
+    control_plane: controlplane.ControlPlane, kube: kubeapi.KubeApi, namespace: str
+) -> None:
+    localoperator.install_crds(control_plane)
+    name = f"{namespace}-models"
+    policy = await kube.create(
+        f"/apis/{crds.GROUP}/{crds.VERSION}/modelpolicies",
+        {
+            "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
+            "kind": "ModelPolicy",
+            "metadata": {"name": name},
+            "spec": {},
+        },
+    )
+    bare = subjects.Subject(
+        uid="u1",
+        api_version="admission.k8s.io/v1",
+        operation="CREATE",
+        group="",
+        resource="pods",
+        subresource="",
+        kind="Pod",
+        namespace=namespace,
+        name="trainer",
+        object={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "trainer"}},
+        templates=(),
+        user={"username": "alice"},
+        mode=findings.Mode.ENFORCE,
+        dry_run=False,
+    )
+    unapproved = findings.Finding(
+        check="models",
+        reason="ModelNotApproved",
+        subject='volume "weights"',
+        message="Model 'llama' is not registered; only approved Models may be mounted here",
+        policy=findings.PolicyRef(kind="ModelPolicy", name=name),
+    )
+    recorder = events.EventRecorder(kube)
+    recorder.start()
+    try:
+        planned = observations.notices(
+            bare, gates.Phase.VALIDATE, findings.Verdict(denials=(unapproved,))
+        )
+        assert [n.target.kind for n in planned] == ["Namespace", "ModelPolicy"]
+        for each in planned:
+            assert recorder.submit(each)
+
+        async def on_policy() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in await listed(kube, "default")
+                if e["regarding"]["kind"] == "ModelPolicy" and e["regarding"]["name"] == name
+            ]
+
+        (event,) = await eventually(on_policy, "the Event on the ModelPolicy, in default")
+        assert event["regarding"]["uid"] == policy["metadata"]["uid"]
+        assert event["regarding"]["apiVersion"] == f"{crds.GROUP}/{crds.VERSION}"
+        assert "namespace" not in event["regarding"]  # cluster-scoped
+        assert (event["reason"], event["action"]) == ("ModelNotApproved", "Denied")
+        assert event["note"].startswith(f"Pod {namespace}/trainer: denied by muster: volume")
+        (kept,) = await eventually(lambda: listed(kube, namespace), "the Namespace's Event")
+        assert kept["regarding"]["kind"] == "Namespace"
+        assert kept["reason"] == "ModelNotApproved"
+        # kubectl finds it the way the platform team looks: on the policy itself.
+        described = controlplane.kubectl(control_plane, "describe", "modelpolicy", name).stdout
+        assert "ModelNotApproved" in described, described
+    finally:
+        await recorder.stop()
+        await kube.delete(f"/apis/{crds.GROUP}/{crds.VERSION}/modelpolicies/{name}")

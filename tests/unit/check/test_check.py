@@ -92,6 +92,7 @@ def test_multi_document_stdin_and_json(tmp_path: Path) -> None:
         ("Deployment default/api", True, 8, 2),
     ]
     assert judged[0]["denials"][0]["reason"] == "ImageNotPinned"
+    assert judged[0]["denials"][0]["policy"] is None  # digest pinning is no policy object's
     assert judged[0]["message"].startswith("muster: container")
 
 
@@ -202,7 +203,12 @@ def test_model_gate_denies_an_unregistered_model_offline(tmp_path: Path) -> None
     assert result["mode"] == "enforce"  # "true" opts in to enforce
     (denial,) = result["denials"]
     assert denial["reason"] == "ModelNotApproved"
+    assert denial["policy"] == {"kind": "ModelPolicy", "name": "ml"}
     assert "llama" in result["message"]
+    code, out, _ = muster_check("--format", "sarif", "--policy", policies, pod)
+    assert code == common.EXIT_FAIL
+    (found,) = json.loads(out)["runs"][0]["results"]
+    assert found["properties"]["policy"] == "ModelPolicy ml"
 
 
 def test_model_gate_admits_a_registered_model_and_injects_the_verifier(tmp_path: Path) -> None:

@@ -137,6 +137,24 @@ def test_warn_policies_only_warn() -> None:
     assert found[0].mode is findings.Mode.WARN
 
 
+def test_findings_name_the_gpu_stack_policy_that_decided_them() -> None:
+    warn = gpupolicies.parse_spec({"mode": "warn"})
+    both = {"z-strict": gpupolicies.default_policy(), "a-lenient": warn}
+    assert gpupods.deciding_policy(both) == findings.PolicyRef("GPUStackPolicy", "z-strict")
+    assert gpupods.deciding_policy({"b": warn, "a": warn}) == gpupods.policy_ref("a")
+    assert gpupods.deciding_policy({}) is None
+    need = gpupods.need_from_envs(
+        [("c", "i", {"CUDA_VERSION": "12.0", "LD_PRELOAD": "/x.so"})], annotation=None
+    )
+    found, _ = gpupods.placement_findings(need, both, [])
+    assert {(f.reason, f.policy) for f in found} == {
+        ("LdPreloadInGPUImage", gpupods.policy_ref("z-strict")),
+        ("NoCompliantNode", gpupods.policy_ref("z-strict")),
+    }
+    (unknown,) = gpupods.node_findings(need, both, None, "x", subject="b")
+    assert unknown.policy == gpupods.policy_ref("z-strict")
+
+
 def test_binding_to_unknown_non_compliant_or_insufficient_nodes() -> None:
     need = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.6"})], annotation=None)
     h100_open = _node("h100", _h100(), PERMISSIVE)

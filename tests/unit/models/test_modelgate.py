@@ -182,6 +182,16 @@ def test_policies_combine_to_the_strictest() -> None:
     assert modelgate.effective_policy([warn, POLICY]).mode is findings.Mode.ENFORCE  # type: ignore[union-attr]
 
 
+def test_findings_are_attributed_to_the_strictest_model_policy() -> None:
+    warn = modelregistry.ModelPolicySpec.model_validate({"mode": "warn"})
+    ref = findings.PolicyRef("ModelPolicy", "z-enforce")
+    assert modelgate.deciding_policy({"a-warn": warn, "z-enforce": POLICY}) == ref
+    assert modelgate.deciding_policy({"b": warn, "a": warn}) == findings.PolicyRef(
+        "ModelPolicy", "a"
+    )
+    assert modelgate.deciding_policy({}) is None
+
+
 def test_selectors_follow_kubernetes_semantics() -> None:
     selector = selectors.LabelSelector.model_validate(
         {

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from muster.core import findings, gates, observations, subjects
+from muster.core import crds, findings, gates, observations, subjects
 
 pytestmark = pytest.mark.unit
 
@@ -103,6 +104,108 @@ def test_a_denied_workload_create_goes_to_the_namespace_and_an_update_to_itself(
     assert notice.target == observations.ObjectRef(
         "apps/v1", "Deployment", "trainer", "team", "d-uid"
     )
+
+
+def signed(policy: str, reason: str = "ImageNotSigned", image: str = "x") -> findings.Finding:
+    return findings.Finding(
+        check="image-signature",
+        reason=reason,
+        subject='container "c"',
+        message=f"image {image!r} is rejected by ImagePolicy {policy!r}: no signature",
+        policy=findings.PolicyRef(kind="ImagePolicy", name=policy),
+    )
+
+
+def test_a_denied_pod_without_owner_is_reported_on_each_policy_and_the_namespace() -> None:
+    verdict = findings.Verdict(
+        denials=(
+            signed("prod", image="a"),
+            signed("prod", image="b"),  # same policy and reason: one Event with both
+            signed("ml"),
+            signed("prod", reason="SignatureNotTrusted"),
+            finding(),  # digest pinning: no policy object, the Namespace only
+        )
+    )
+    found = observations.notices(subject(), gates.Phase.VALIDATE, verdict)
+    by_target = {(n.target.kind, n.target.name, n.reason): n for n in found}
+    assert sorted(by_target) == [
+        ("ImagePolicy", "ml", "ImageNotSigned"),
+        ("ImagePolicy", "prod", "ImageNotSigned"),
+        ("ImagePolicy", "prod", "SignatureNotTrusted"),
+        ("Namespace", "team", "ImageNotPinned"),
+        ("Namespace", "team", "ImageNotSigned"),
+        ("Namespace", "team", "SignatureNotTrusted"),
+    ]
+    assert len(found) == len(by_target)  # one Event per object and reason, never per finding
+    prod = by_target[("ImagePolicy", "prod", "ImageNotSigned")]
+    assert prod.target == observations.ObjectRef(
+        findings.POLICY_API_VERSION, "ImagePolicy", "prod", namespace=""
+    )
+    assert prod.namespace == ""  # cluster-scoped: the recorder posts it in "default"
+    assert prod.delivery is observations.Delivery.NOW
+    assert prod.action == "Denied"
+    assert prod.note.startswith("Pod team/trainer-abc12: denied by muster: container")
+    assert "'a'" in prod.note and "'b'" in prod.note and "'ml'" not in prod.note
+    # The Namespace Event keeps every finding of its reason, whichever policy decided it.
+    everything = by_target[("Namespace", "team", "ImageNotSigned")].note
+    assert "'prod'" in everything and "'ml'" in everything
+    assert f"{crds.GROUP}/{crds.VERSION}" == findings.POLICY_API_VERSION
+
+
+def test_a_denied_owned_pod_is_reported_on_its_owner_only() -> None:
+    verdict = findings.Verdict(denials=(signed("prod"),))
+    (notice,) = observations.notices(subject(metadata=OWNED), gates.Phase.VALIDATE, verdict)
+    assert notice.target.kind == "ReplicaSet"
+
+
+def test_policy_events_are_for_denied_creates_only() -> None:
+    verdict = findings.Verdict(denials=(signed("prod"),))
+    deployment = {"name": "trainer", "uid": "d-uid"}
+    create = subject(kind="Deployment", group="apps", resource="deployments", metadata=deployment)
+    targets = [n.target.kind for n in observations.notices(create, gates.Phase.VALIDATE, verdict)]
+    assert targets == ["Namespace", "ImagePolicy"]
+    update = subject(
+        kind="Deployment",
+        group="apps",
+        resource="deployments",
+        operation="UPDATE",
+        metadata=deployment,
+    )
+    (notice,) = observations.notices(update, gates.Phase.VALIDATE, verdict)
+    assert notice.target.kind == "Deployment"
+    warned = findings.Verdict(
+        warnings=(dataclasses.replace(signed("prod"), mode=findings.Mode.WARN),)
+    )
+    (notice,) = observations.notices(subject(), gates.Phase.VALIDATE, warned)
+    assert notice.target.kind == "Pod"  # on the pod once it exists, as before
+
+
+def test_repeated_denials_on_a_policy_fold_into_one_series() -> None:
+    verdict = findings.Verdict(denials=(signed("prod"),))
+    book = observations.SeriesBook()
+    keys = set()
+    for now in range(5):
+        for notice in observations.notices(subject(), gates.Phase.VALIDATE, verdict):
+            key = observations.series_key(notice, notice.target)
+            book.observe(key, float(now))
+            keys.add(key)
+    assert len(keys) == 2 and len(book) == 2  # the policy's series and the Namespace's
+    for key in keys:
+        due = book.due(key, 10.0)
+        assert isinstance(due, observations.Write) and due.count == 5
+
+
+def test_findings_compare_with_their_policy() -> None:
+    plain = finding()
+    decided = dataclasses.replace(plain, policy=findings.PolicyRef("ImagePolicy", "prod"))
+    assert plain != decided and len({plain, decided, finding()}) == 2
+    assert str(decided) == str(plain)  # the line a person reads is unchanged
+    assert str(decided.policy) == "ImagePolicy prod"
+    assert findings.attributed([plain, decided], findings.PolicyRef("ImagePolicy", "ml")) == [
+        dataclasses.replace(plain, policy=findings.PolicyRef("ImagePolicy", "ml")),
+        decided,  # a finding that names its policy keeps it
+    ]
+    assert findings.attributed([plain], None) == [plain]
 
 
 def test_a_warned_pod_is_reported_on_itself_once_created_else_its_owner() -> None:
