@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from kubernetes import client
 
 from muster.adapters import controlplane, kube
+from muster.core import crds
 
 
 def admin(plane: controlplane.ControlPlane) -> client.ApiClient:
@@ -58,3 +60,28 @@ def pod(name: str, *images: str, init_images: tuple[str, ...] = ()) -> dict[str,
             "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
         },
     }
+
+
+def create_cluster_object(
+    objects: client.CustomObjectsApi, plural: str, kind: str, name: str, spec: Any
+) -> None:
+    """Create one of Muster's cluster-scoped custom resources (a policy, a Model)."""
+    objects.create_cluster_custom_object(
+        crds.GROUP,
+        crds.VERSION,
+        plural,
+        {
+            "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+
+
+def create_muster_object(
+    plane: controlplane.ControlPlane, plural: str, kind: str, name: str, spec: Any
+) -> None:
+    """:func:`create_cluster_object` as the admin."""
+    with admin(plane) as api:
+        create_cluster_object(client.CustomObjectsApi(api), plural, kind, name, spec)

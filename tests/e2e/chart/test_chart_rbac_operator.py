@@ -160,20 +160,6 @@ def objects(control_plane: controlplane.ControlPlane) -> Iterator[Any]:
         yield client.CustomObjectsApi(api)
 
 
-def _create_cluster_object(objects: Any, plural: str, kind: str, name: str, spec: Any) -> None:
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        plural,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": kind,
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-
-
 def _condition(objects: Any, plural: str, name: str, kind: str) -> Callable[[], Any]:
     def probe() -> dict[str, Any] | None:
         obj = objects.get_cluster_custom_object(GROUP, VERSION, plural, name)
@@ -212,7 +198,7 @@ def test_image_policy_compiles_and_images_are_judged_and_pinned(
 ) -> None:
     del operator
     policy = f"chart-rbac-{RUN}"
-    _create_cluster_object(
+    kubeclients.create_cluster_object(
         objects,
         "imagepolicies",
         "ImagePolicy",
@@ -260,7 +246,9 @@ def gpu_nodes(
         {"branch": 450, "source": "test: R450 reached end of life"},
         {"branch": 470, "source": "test: R470 reached end of life"},
     ]
-    _create_cluster_object(objects, "gpustackpolicies", "GPUStackPolicy", policy_name, policy)
+    kubeclients.create_cluster_object(
+        objects, "gpustackpolicies", "GPUStackPolicy", policy_name, policy
+    )
     raw = json.loads(
         (GPU / "gfd-labels" / "gpu-operator-H100-mig-single-node-labels.json").read_text()
     )
@@ -390,14 +378,14 @@ def test_a_models_status_is_written_and_its_pods_counted(
     )
     reference = f"{registry.host}/chart-rbac/model@{image_digest}"
     name, policy = f"rbac-model-{RUN}", f"chart-rbac-{RUN}"
-    _create_cluster_object(
+    kubeclients.create_cluster_object(
         objects,
         "modelpolicies",
         "ModelPolicy",
         policy,
         {"namespaceSelector": {"matchLabels": {SUITE_LABEL: SUITE}}},
     )
-    _create_cluster_object(
+    kubeclients.create_cluster_object(
         objects,
         "models",
         "Model",

@@ -89,21 +89,6 @@ def denied(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any
     return str(json.loads(raised.value.body or "{}")["message"])
 
 
-def custom(plane: controlplane.ControlPlane, plural: str, name: str, kind: str, spec: Any) -> None:
-    with kubeclients.admin(plane) as api:
-        client.CustomObjectsApi(api).create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            plural,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": kind,
-                "metadata": {"name": name},
-                "spec": spec,
-            },
-        )
-
-
 def custom_status(plane: controlplane.ControlPlane, plural: str, name: str) -> dict[str, Any]:
     with kubeclients.admin(plane) as api:
         objects: Any = client.CustomObjectsApi(api)
@@ -181,19 +166,23 @@ def scenario(
         "models": f"obs-models-{RUN}",
     }
     selector = {"matchLabels": {SUITE_LABEL: NAMESPACE_LABELS[SUITE_LABEL]}}
-    custom(
+    kubeclients.create_muster_object(
         plane,
         "imagepolicies",
-        names["images"],
         "ImagePolicy",
+        names["images"],
         {
             "images": [f"{registry.host}/obs/**", f"{DEAD_REGISTRY}/obs/**"],
             "namespaceSelector": selector,
             "authorities": [{"name": "alice", "key": {"data": signers["alice"].pem}}],
         },
     )
-    custom(plane, "gpustackpolicies", names["gpu"], "GPUStackPolicy", copy.deepcopy(GPU_POLICY))
-    custom(plane, "modelpolicies", names["models"], "ModelPolicy", {"namespaceSelector": selector})
+    kubeclients.create_muster_object(
+        plane, "gpustackpolicies", "GPUStackPolicy", names["gpu"], copy.deepcopy(GPU_POLICY)
+    )
+    kubeclients.create_muster_object(
+        plane, "modelpolicies", "ModelPolicy", names["models"], {"namespaceSelector": selector}
+    )
     nodes = {"compliant": f"obs-h100-{RUN}", "noncompliant": f"obs-a100-{RUN}"}
     models = {"approved": f"obs-approved-{RUN}", "revoked": f"obs-revoked-{RUN}"}
     with kubeclients.admin(plane) as api:
@@ -205,7 +194,9 @@ def scenario(
             core.create_node({"metadata": {"name": node, "labels": {**labels, SUITE_LABEL: "obs"}}})
     models_dir = tmp_path_factory.mktemp("observability-models")
     for name in models.values():
-        custom(plane, "models", name, "Model", {"digest": model_digest(models_dir, name)})
+        kubeclients.create_muster_object(
+            plane, "models", "Model", name, {"digest": model_digest(models_dir, name)}
+        )
         eventually(indexed(plane, name), what=f"Model {name} indexed")
     eventually(
         lambda: any(

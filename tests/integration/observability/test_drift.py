@@ -75,21 +75,6 @@ async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[op
         await found.close()
 
 
-def custom(plane: controlplane.ControlPlane, plural: str, name: str, kind: str, spec: Any) -> None:
-    with kubeclients.admin(plane) as api:
-        client.CustomObjectsApi(api).create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            plural,
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": kind,
-                "metadata": {"name": name},
-                "spec": spec,
-            },
-        )
-
-
 def delete(plane: controlplane.ControlPlane, plural: str, name: str) -> None:
     with kubeclients.admin(plane) as api:
         client.CustomObjectsApi(api).delete_cluster_custom_object(GROUP, VERSION, plural, name)
@@ -159,14 +144,14 @@ async def test_a_revoked_model_makes_its_pod_drift_and_the_model_index_counts_lo
     labels = {scopes.ENFORCE_LABEL: "true", scopes.OPT_OUT_LABEL: "true", SUITE: "yes"}
     namespace = kubeclients.namespace(plane, "drift", labels)
     policy, model = f"drift-{run}", f"drift-model-{run}"
-    custom(
+    kubeclients.create_muster_object(
         plane,
         "modelpolicies",
-        policy,
         "ModelPolicy",
+        policy,
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
     )
-    custom(plane, "models", model, "Model", {"digest": DIGEST})
+    kubeclients.create_muster_object(plane, "models", "Model", model, {"digest": DIGEST})
     try:
         pipeline = operator.build_pipeline(services)
         assert services.areas[drift_handlers.PIPELINE_AREA] is pipeline
