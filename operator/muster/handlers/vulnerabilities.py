@@ -33,7 +33,7 @@ from muster.core import (
     subjects,
     vulnerabilities,
 )
-from muster.handlers import imagegate
+from muster.handlers import imagegate, podevents
 
 if TYPE_CHECKING:
     from muster.handlers import operator
@@ -360,6 +360,7 @@ class VulnerabilityGate:
                         mode=findings.Mode.ENFORCE
                         if violation.action == "deny"
                         else findings.Mode.WARN,
+                        policy=imagegate.policy_ref(policy.name),
                     )
                 )
         return result
@@ -402,12 +403,14 @@ def register_controller(registry: kopf.OperatorRegistry, services: operator.Serv
             area.index.put(body)
         services.metrics.set_image_vulnerabilities(area.index.totals())
 
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def queue_pod_images(body: kopf.Body, type: str | None, **_: Any) -> None:
-        if type == "DELETED":
+    def queue_pod_images(body: Mapping[str, Any], event_type: str | None) -> None:
+        if event_type == "DELETED":
             return
         for image in image_ids(body):
             area.enqueue(image)
+
+    if area.trivy is not None:  # a replica that does not scan has nothing to queue
+        podevents.listen(registry, "vulnerabilities", queue_pod_images)
 
     @kopf.on.startup(registry=registry)
     async def watch_db(**_: Any) -> None:

@@ -112,6 +112,12 @@ def stored_scan(plane: controlplane.ControlPlane, digest: str) -> dict[str, Any]
     return found if found.get("status", {}).get("scannedAt") else None
 
 
+def policy_events(plane: controlplane.ControlPlane, policy: str, reason: str) -> str | None:
+    """``kubectl describe imagepolicy`` when it lists an Event with ``reason``, else None."""
+    described = controlplane.kubectl(plane, "describe", "imagepolicy", policy).stdout
+    return described if reason in described else None
+
+
 def labels(mode: str) -> dict[str, str]:
     """Judged by this suite's operator in ``mode``, opted in (so it keeps the BOMs there), and
     left alone by the session operator (it honours the opt-out label; ours selects by label)."""
@@ -150,6 +156,12 @@ def test_vulnerable_image_denied_after_its_scan_and_clean_one_gets_a_bom(
     message = denial(control_plane, namespace, images["app"])
     assert "CVE-2099-0001 (HIGH, libplanted 1.0-1)" in message
     assert policy in message
+    # A bare pod has no owner: the platform team finds the denial on the ImagePolicy too.
+    described = eventually(
+        lambda: policy_events(control_plane, policy, "VulnerabilitiesAboveThreshold"),
+        "a VulnerabilitiesAboveThreshold Event on the ImagePolicy",
+    )
+    assert "CVE-2099-0001" in described
 
     # The clean image: denied until scanned, then admitted, pinned to the verified digest.
     denial(control_plane, namespace, images["clean"])
