@@ -2,6 +2,7 @@
 
     python benchmarks/profile_admission.py                 # CPU per request, JSON share
     python benchmarks/profile_admission.py --profile 25    # and the top 25 cProfile entries
+    python benchmarks/profile_admission.py --cold 10       # cold: 10 pods of 5 never-seen images
 
 The webhook app (``handlers/webhooks.py``) with every gate ``muster run`` has (built by
 ``operator.build_pipeline``) serves plain HTTP on loopback from its own thread; a client in
@@ -10,6 +11,11 @@ kube-apiserver v1.36 sends after defaulting (managed fields, tolerations, and so
 5 KB), all five images signed by the real cosign and pinned by digest, so every verification
 is a cache hit after the warm-up. Policies and the namespace come from an in-memory API
 (``objectstore.ObjectStore``, as ``muster check`` uses); the registry is the real local one.
+
+With ``--cold N`` it pushes and signs ``5 N`` more images (distinct digests) and sends N
+reviews of 5 of them each, one at a time, so every verification meets an empty cache and
+asks the registry; reported per image: the server thread's CPU and the whole process's CPU
+(which adds the worker thread that checks signatures, and the client's small share).
 
 The server's CPU is the CPU time of its thread only (``time.thread_time``), so the client's
 work is not counted; TLS is not included (``make bench`` measures it over TLS). "json" is the
@@ -173,20 +179,25 @@ def admission_review(images: list[str]) -> bytes:
     ).encode()
 
 
-def signed_images(registry: peers.Registry, work: Path) -> tuple[list[str], str]:
+def signed_images(
+    registry: peers.Registry, work: Path, cold: int = 0
+) -> tuple[list[str], list[str], str]:
+    """Five warm images and ``cold`` more with distinct digests, all signed; the public key."""
     peers.run_tool(
         "cosign", "generate-key-pair", f"--output-key-prefix={work / 'k'}", env=COSIGN_ENV
     )
     images = []
-    for index in range(5):
-        digest = peers.push_image(registry, f"bench/app-{index}", "v1", workdir=work)
-        ref = f"{registry.host}/bench/app-{index}@{digest}"
+    for index in range(5 + cold):
+        repository = f"bench/app-{index}" if index < 5 else f"bench/cold-{index}"
+        files = None if index < 5 else {"nonce": uuid.uuid4().bytes}
+        digest = peers.push_image(registry, repository, "v1", files=files, workdir=work)
+        ref = f"{registry.host}/{repository}@{digest}"
         peers.run_tool(
             "cosign", "sign", f"--key={work / 'k.key'}", "--tlog-upload=false",
             "--use-signing-config=false", "--allow-http-registry", "-y", ref, env=COSIGN_ENV,
         )  # fmt: skip
         images.append(ref)
-    return images, (work / "k.pub").read_text()
+    return images[:5], images[5:], (work / "k.pub").read_text()
 
 
 def services(registry: peers.Registry, public: str) -> operator.Services:
@@ -332,17 +343,61 @@ def measure(
 
 
 @contextlib.contextmanager
-def webhook(work: Path) -> Iterator[tuple[Server, list[str]]]:
+def webhook(work: Path, cold: int = 0) -> Iterator[tuple[Server, list[str], list[str]]]:
     (work / "registry").mkdir()
     with peers.registry(work / "registry") as registry:
-        images, public = signed_images(registry, work)
+        images, fresh, public = signed_images(registry, work, cold)
         shared = services(registry, public)
         pipeline = operator.build_pipeline(shared)
         with Server(webhooks.build_app(pipeline)) as server:
             try:
-                yield server, images
+                yield server, images, fresh
             finally:
                 asyncio.run_coroutine_threadsafe(shared.close(), server.loop).result(10)
+
+
+async def cold_reviews(server: Server, bodies: list[bytes]) -> list[tuple[float, float, float]]:
+    """(latency, server thread CPU, process CPU) of each review, sent one at a time."""
+    seen = []
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/json"}) as session:
+        for body in bodies:
+            thread_before, process_before = server.cpu(), time.process_time()
+            started = time.perf_counter()
+            async with session.post(f"{server.url}/validate/enforce", data=body) as response:
+                answer = await response.json()
+            latency = time.perf_counter() - started
+            if not answer["response"]["allowed"]:
+                raise SystemExit(f"denied: {answer['response'].get('status')}")
+            seen.append(
+                (latency, server.cpu() - thread_before, time.process_time() - process_before)
+            )
+    return seen
+
+
+def measure_cold(server: Server, fresh: list[str], profile: int) -> None:
+    """One 5-image review at a time, every image never seen before."""
+    bodies = [admission_review(fresh[i : i + 5]) for i in range(0, len(fresh) - 4, 5)]
+    if profile:
+        server.profile(True)
+    seen = asyncio.run(cold_reviews(server, bodies))
+    if profile:
+        server.profile(False)
+    latencies = sorted(latency for latency, _, _ in seen)
+    thread_cpu = sum(cpu for _, cpu, _ in seen) / len(seen)
+    process_cpu = sum(cpu for _, _, cpu in seen) / len(seen)
+    print(f"cold: {len(bodies)} reviews of 5 never-seen signed images, one at a time")
+    print(
+        f"per image: server thread CPU {1000 * thread_cpu / 5:.2f} ms, "
+        f"process CPU {1000 * process_cpu / 5:.2f} ms (means)"
+    )
+    print(
+        f"per review: latency p50 {1000 * latencies[len(latencies) // 2]:.2f} ms, "
+        f"max {1000 * latencies[-1]:.2f} ms (client)"
+    )
+    if profile:
+        stats = pstats.Stats(server.profiler)
+        stats.sort_stats("tottime").print_stats(profile)
+        stats.sort_stats("cumulative").print_stats(profile)
 
 
 def main() -> int:
@@ -353,11 +408,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--profile", type=int, default=0, help="print the top N by own time")
+    parser.add_argument("--cold", type=int, default=0, help="N cold 5-image reviews instead")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="muster-profile-") as scratch,
-        webhook(Path(scratch)) as (server, images),
+        webhook(Path(scratch), 5 * args.cold) as (server, images, fresh),
     ):
+        if args.cold:
+            # One warm review first: policies, namespace and connections are in place.
+            asyncio.run(load(server.url, admission_review(images), 20, 1))
+            measure_cold(server, fresh, args.profile)
+            return 0
         body = admission_review(images)
         asyncio.run(load(server.url, body, 200, args.concurrency))  # warm: every image cached
         result = measure(server, body, args.requests, args.concurrency, args.rounds)

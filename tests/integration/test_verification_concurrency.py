@@ -2,7 +2,11 @@
 
 The registry is the real one; the slowness is injected (a fault injector: no real peer can be
 asked for a verification that burns half a second of CPU) by replacing the policy judgement
-with one that blocks its thread the way CPU-bound crypto does.
+with one that blocks its thread the way CPU-bound crypto does. A judgement of a few public-key
+signatures (a tenth of a millisecond each) is made on the event loop, cheaper than the hop to
+a thread; keyless chains, log proofs and many signatures go to a worker thread. The policy here
+is key-based, so ``INLINE_SIGNATURE_CHECKS`` is lowered to send it there too: the injected
+slowness stands for one of those heavy judgements.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def test_a_slow_verification_does_not_delay_a_concurrent_warm_one(
             verifier = imageverifier.Verifier(client)
             first = await verifier.verify(warm_ref, [policy])  # now cached
             monkeypatch.setattr(imagepolicies, "judge", slow_judge)
+            monkeypatch.setattr(imageverifier, "INLINE_SIGNATURE_CHECKS", -1)
             started = time.perf_counter()
             cold = asyncio.create_task(verifier.verify(cold_ref, [policy]))
             while not judging.is_set() and not cold.done():  # noqa: ASYNC110  # set by a thread

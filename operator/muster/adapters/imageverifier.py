@@ -34,14 +34,16 @@ import asyncio
 import collections
 import dataclasses
 import enum
+import functools
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from muster.adapters import registries
-from muster.core import bundles, imagepolicies, references
+from muster.core import bundles, cosign, imagepolicies, references
 
 __all__ = ["CacheSettings", "CredentialProvider", "ImageResult", "Verifier"]
 
@@ -51,6 +53,8 @@ BUNDLE_ARTIFACT_PREFIX = "application/vnd.dev.sigstore.bundle"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 MAX_PLATFORMS = 32
 MAX_SIGNATURE_LAYERS = 32
+# At most this many public-key signature checks (about 0.1 ms each) run on the event loop.
+INLINE_SIGNATURE_CHECKS = 4
 
 CredentialProvider = Callable[[], Awaitable[Mapping[str, registries.Credentials]]]
 _Value = TypeVar("_Value")
@@ -174,6 +178,12 @@ class Verifier:
         )
         # Told about every decision-cache look-up (True: hit), e.g. ``Metrics.cache_lookup``.
         self.cache_observer: Callable[[bool], None] | None = None
+        # What each credential provider answered, while the provider lives: a pod's provider
+        # serves all its images, so one admission reads its ServiceAccount and pull secrets
+        # once, not once per cold image.
+        self._credentials: weakref.WeakKeyDictionary[CredentialProvider, _Credentials] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def requests(self) -> int:
@@ -254,7 +264,7 @@ class Verifier:
         known = self.cached(reference, policies)
         if known is not None:
             return known
-        provider = _memoised(credentials)
+        provider = self._memoised(credentials)
         try:
             digest = await self.resolve(reference, provider)
         except registries.RegistryError as error:
@@ -346,6 +356,18 @@ class Verifier:
 
         return await self._flights.run(key, work)
 
+    def _memoised(self, provider: CredentialProvider | None) -> CredentialProvider | None:
+        """``provider`` asked at most once while it lives, however many images it serves."""
+        if provider is None:
+            return None
+        try:
+            memo = self._credentials.get(provider)
+            if memo is None:
+                memo = self._credentials[provider] = _Credentials()
+        except TypeError:  # not weakly referenceable: once per verification
+            memo = _Credentials()
+        return functools.partial(memo.get, provider)
+
     async def _client_for(
         self, credentials: CredentialProvider | None
     ) -> registries.RegistryClient:
@@ -380,9 +402,36 @@ class _Stage(enum.Enum):
 async def _judge(
     policy: imagepolicies.CompiledPolicy, evidence: imagepolicies.Evidence
 ) -> imagepolicies.Decision:
-    # Signature and certificate checks are CPU work (milliseconds for keyless bundles):
-    # off the event loop, so warm admissions answer while a cold one verifies.
+    # Signature and certificate checks are CPU work (milliseconds for keyless bundles and
+    # log proofs): off the event loop, so warm admissions answer while a cold one verifies.
+    # One public-key signature check is a tenth of a millisecond, less than the hop to a
+    # worker thread costs: those few are checked right here.
+    if _attempts(policy, evidence) <= INLINE_SIGNATURE_CHECKS and _keys_only(policy):
+        return imagepolicies.judge(policy, evidence)
     return await asyncio.to_thread(imagepolicies.judge, policy, evidence)
+
+
+def _attempts(policy: imagepolicies.CompiledPolicy, evidence: imagepolicies.Evidence) -> int:
+    """Signature checks ``judge`` may make, at most (platforms count their own evidence)."""
+    per_authority = min(len(evidence.bundles), imagepolicies.MAX_BUNDLES) + min(
+        len(evidence.legacy), imagepolicies.MAX_BUNDLES
+    )
+    for _, platform in evidence.platforms:
+        per_authority += min(len(platform.bundles), imagepolicies.MAX_BUNDLES) + min(
+            len(platform.legacy), imagepolicies.MAX_BUNDLES
+        )
+    return per_authority * len(policy.authorities)
+
+
+def _keys_only(policy: imagepolicies.CompiledPolicy) -> bool:
+    """Every authority is a bare public key: no certificate chains, no log proofs."""
+    return all(
+        isinstance(authority.bundle, bundles.KeyAuthority)
+        and authority.bundle.trusted_root is None
+        and isinstance(authority.legacy, cosign.KeyAuthority)
+        and authority.legacy.rekor_keys is None
+        for authority in policy.authorities
+    )
 
 
 def _merged(
@@ -398,19 +447,18 @@ def _merged(
     )
 
 
-def _memoised(provider: CredentialProvider | None) -> CredentialProvider | None:
-    if provider is None:
-        return None
-    result: list[Mapping[str, registries.Credentials]] = []
-    lock = asyncio.Lock()
+class _Credentials:
+    """A provider's answer, asked for once (it holds no reference to the provider)."""
 
-    async def once() -> Mapping[str, registries.Credentials]:
-        async with lock:
-            if not result:
-                result.append(await provider())
-        return result[0]
+    def __init__(self) -> None:
+        self._result: list[Mapping[str, registries.Credentials]] = []
+        self._lock = asyncio.Lock()
 
-    return once
+    async def get(self, provider: CredentialProvider) -> Mapping[str, registries.Credentials]:
+        async with self._lock:
+            if not self._result:
+                self._result.append(await provider())
+        return self._result[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,7 @@ MANIFEST_MEDIA_TYPES = (
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _API_HOSTS = {"docker.io": "registry-1.docker.io"}
+MAX_URL_VERDICTS = 256  # egress verdicts a client remembers (registries, redirect hosts)
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -374,6 +375,11 @@ class RegistryClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
+        # The egress verdict of each (registry, scheme, host) a URL went to: the settings are
+        # frozen and the checks pure, so one verdict holds for the client's life. Addresses a
+        # host name resolves to are still checked at every resolution (CheckedResolver).
+        self._egress = self.settings.egress
+        self._url_verdicts: dict[tuple[str, str, str], str | None] = {}
         self.stats = RequestStats()
         # Told about every HTTP round trip: (registry, outcome, seconds); see request_outcome.
         self.observer: RequestObserver | None = None
@@ -700,21 +706,32 @@ class RegistryClient:
         """Refuse a URL before connecting: the registry named in the reference must pass the
         allow/deny lists, any host contacted (redirects, token services) the deny list, and an
         IP-literal host the address rule (host names are checked by :class:`CheckedResolver`)."""
-        policy = self.settings.egress
+        parts = urllib.parse.urlsplit(url)
+        key = (registry, parts.scheme, parts.netloc)
+        if key in self._url_verdicts:
+            refusal = self._url_verdicts[key]
+        else:
+            refusal = self._url_refusal(registry, parts.scheme, parts.netloc)
+            if len(self._url_verdicts) >= MAX_URL_VERDICTS:
+                self._url_verdicts.clear()
+            self._url_verdicts[key] = refusal
+        if refusal is not None:
+            raise Refused(f"{what}: {refusal}")
+
+    def _url_refusal(self, registry: str, scheme: str, netloc: str) -> str | None:
+        policy = self._egress
         host, port = egress.split_host(registry)
         refusal = egress.host_refusal(policy, host, port)
-        parts = urllib.parse.urlsplit(url)
-        if refusal is None and parts.scheme not in ("http", "https"):
-            refusal = f"scheme {parts.scheme!r} is not HTTP(S)"
-        target, target_port = egress.split_host(parts.netloc)
+        if refusal is None and scheme not in ("http", "https"):
+            refusal = f"scheme {scheme!r} is not HTTP(S)"
+        target, target_port = egress.split_host(netloc)
         if refusal is None and (target, target_port) != (host, port):
             refusal = egress.host_refusal(
                 dataclasses.replace(policy, allow=()), target, target_port
             )
         if refusal is None and _is_ip(target):
             refusal = egress.address_refusal(policy, target, target_port, target)
-        if refusal is not None:
-            raise Refused(f"{what}: {refusal}")
+        return refusal
 
 
 @functools.lru_cache(maxsize=8)

@@ -11,7 +11,8 @@ the CycloneDX 1.6 document of the pod's workload into the namespaced ``WorkloadB
 
 BOMs are bookkeeping and must never slow admission or the other controllers down, so:
 
-- the kopf handler only notes the pod (no I/O, no awaits): events of one workload within
+- the pod-event listener (:mod:`muster.handlers.podevents`) only notes the pod (no I/O, no
+  awaits), and returns at once for namespaces that did not opt in: events of one workload within
   :data:`DEBOUNCE_SECONDS` coalesce into one rewrite, and the pending set is bounded
   (:data:`QUEUE_CAPACITY`; beyond it events are dropped and counted, the next event of the
   workload brings it back);
@@ -44,7 +45,7 @@ import kopf
 import muster
 from muster.adapters import kubeapi, registries
 from muster.core import boms, crds, modelregistry, references, scopes
-from muster.handlers import imagegate
+from muster.handlers import imagegate, podevents
 from muster.handlers import vulnerabilities as vulnerabilities_
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ class Keeper:
         key = boms.workload_key(pod)
         self.stats.noted += 1
         if key in self._pending:
-            self._pending[key] = pod
+            self._pending[key] = dict(pod)  # kopf's body is a view: keep a copy
             self.stats.coalesced += 1
             return True
         try:
@@ -296,7 +297,7 @@ class Keeper:
         except asyncio.QueueFull:
             self.stats.dropped += 1
             return False
-        self._pending[key] = pod
+        self._pending[key] = dict(pod)
         return True
 
     @property
@@ -392,11 +393,12 @@ def register_controller(registry: kopf.OperatorRegistry, services: operator.Serv
     async def start_bom_workers(**_: Any) -> None:
         keeper.start()
 
-    @kopf.on.event("", "v1", "pods", registry=registry)
-    async def keep_bom(body: kopf.Body, type: str | None, **_: Any) -> None:
+    def keep_bom(body: Mapping[str, Any], event_type: str | None) -> None:
         # No I/O and no awaits here: note the pod, a worker writes the BOM later.
-        if type != "DELETED":
-            keeper.note(dict(body))
+        if event_type != "DELETED":
+            keeper.note(body)
+
+    podevents.listen(registry, "boms", keep_bom)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_bom_workers(**_: Any) -> None:

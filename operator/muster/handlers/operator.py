@@ -29,6 +29,7 @@ from muster.handlers import boms as boms_
 from muster.handlers import drift as drift_
 from muster.handlers import exemptions as exemptions_
 from muster.handlers import observability as observability_
+from muster.handlers import podevents as podevents_
 from muster.handlers import vulnerabilities as vulnerabilities_
 
 __all__ = [
@@ -191,6 +192,11 @@ def build_registry(services: Services) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: object) -> None:
         settings.posting.level = logging.WARNING
+        if not logging.getLogger("kopf.objects").isEnabledFor(logging.DEBUG):
+            # kopf logs "Handler ... succeeded." at INFO for every event of every handler: a
+            # log line per pod event of the whole cluster. Failures are warnings: still shown.
+            logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        podevents_.skip_diff_bases(settings, registry)
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 30
         logger.info("muster %s operator starting", muster.__version__)
