@@ -246,7 +246,7 @@ class Server:
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = runner.addresses[0][1]  # the port the OS chose for port 0
         self.url = f"http://127.0.0.1:{port}"
         self._ready.set()
         try:

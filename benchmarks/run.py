@@ -634,60 +634,45 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+# Columns of the latency table, and the measurement key each is read from.
+_LATENCY_COLUMNS = {
+    "p50": "p50_ms",
+    "p99": "p99_ms",
+    "max": "max_ms",
+    "rate/s": "throughput_per_s",
+    "cpu ms/req": "cpu_ms_per_request",
+    "req/cpu-s": "requests_per_cpu_second",
+    "rss MiB": "rss_mib",
+}
+
+
+def _latency_row(
+    layer: str, case: str, measured: dict[str, Any], *, without: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """One row of the latency table: the columns this measurement has, formatted."""
+    row: dict[str, Any] = {"layer": layer, "case": case}
+    for column, key in _LATENCY_COLUMNS.items():
+        if key in measured and column not in without:
+            row[column] = direct.fmt(measured[key])
+    return row
+
+
 def report(r: dict[str, Any]) -> str:
     f = direct.fmt
-    rows: list[dict[str, Any]] = []
-    for w in r["warm"]:
-        rows.append(
-            {
-                "layer": "direct warm",
-                "case": f"{w['case']}, c={w['concurrency']}",
-                "p50": f(w["p50_ms"]),
-                "p99": f(w["p99_ms"]),
-                "max": f(w["max_ms"]),
-                "rate/s": f(w["throughput_per_s"]),
-                "cpu ms/req": f(w["cpu_ms_per_request"]),
-                "req/cpu-s": f(w["requests_per_cpu_second"]),
-                "rss MiB": f(w["rss_mib"]),
-            }
-        )
-    for o in r["open_loop"]:
-        rows.append(
-            {
-                "layer": "direct open loop",
-                "case": f"{o['case']} @ {o['offered_per_s']:.0f}/s",
-                "p50": f(o["p50_ms"]),
-                "p99": f(o["p99_ms"]),
-                "max": f(o["max_ms"]),
-                "rate/s": f(o["throughput_per_s"]),
-                "cpu ms/req": f(o["cpu_ms_per_request"]),
-                "req/cpu-s": f(o["requests_per_cpu_second"]),
-            }
-        )
+    rows = [_latency_row("direct warm", f"{w['case']}, c={w['concurrency']}", w) for w in r["warm"]]
+    rows += [
+        _latency_row("direct open loop", f"{o['case']} @ {o['offered_per_s']:.0f}/s", o)
+        for o in r["open_loop"]
+    ]
     m = r["max_throughput"]
     rows.append(
-        {
-            "layer": "direct max (open)",
-            "case": f"pod, 5 containers @ {m['offered_per_s']:.0f}/s",
-            "p50": f(m["p50_ms"]),
-            "p99": f(m["p99_ms"]),
-            "max": f(m["max_ms"]),
-            "rate/s": f(m["throughput_per_s"]),
-            "cpu ms/req": f(m["cpu_ms_per_request"]),
-            "req/cpu-s": f(m["requests_per_cpu_second"]),
-        }
+        _latency_row("direct max (open)", f"pod, 5 containers @ {m['offered_per_s']:.0f}/s", m)
     )
-    for name, c in r["cold"].items():
-        rows.append(
-            {
-                "layer": "direct cold",
-                "case": f"{name} (n={c['n']})",
-                "p50": f(c["p50_ms"]),
-                "p99": f(c["p99_ms"]),
-                "max": f(c["max_ms"]),
-                "cpu ms/req": f(c["cpu_ms_per_request"]),
-            }
-        )
+    rows += [
+        # One request at a time: a rate would only say how slow the registry was.
+        _latency_row("direct cold", f"{name} (n={c['n']})", c, without=("rate/s",))
+        for name, c in r["cold"].items()
+    ]
     lines = [
         "latency in ms",
         direct.table(

@@ -5,37 +5,16 @@ kubectl's."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from muster.adapters import controlplane, processes, tools
+from tests.e2e import devcli
 from tests.integration import docblocks
 
 pytestmark = pytest.mark.e2e
-
-
-def _muster(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "muster", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=180,
-        check=False,
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
 def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -57,7 +36,7 @@ def test_the_readme_dev_block_runs_and_dev_down_leaves_nothing_behind(tmp_path: 
     (block,) = docblocks.named("delegated", "tests/e2e/test_dev.py")
     up, get_ns, down_ = list(docblocks.command_lines(block))
     assert (up, get_ns[0], down_) == (["muster", "dev", "up"], "kubectl", ["muster", "dev", "down"])
-    up_result = _muster(*up[1:], env=env)
+    up_result = devcli.muster(*up[1:], env=env)
     assert up_result.returncode == 0, up_result.stderr
     kubeconfig = workdir / "kubeconfig"
     assert f"export KUBECONFIG={kubeconfig}" in up_result.stdout
@@ -79,12 +58,12 @@ def test_the_readme_dev_block_runs_and_dev_down_leaves_nothing_behind(tmp_path: 
         (message,) = docblocks.named("real", "tests/e2e/test_dev.py")
         assert docblocks.matches(message, denied.stderr) == ""
 
-        again = _muster("dev", "up", env=env)
+        again = devcli.muster("dev", "up", env=env)
         assert again.returncode == 2
         assert "already up" in again.stderr
     finally:
-        down = _muster(*down_[1:], env=env)
+        down = devcli.muster(*down_[1:], env=env)
     assert down.returncode == 0, down.stderr
-    assert [name for name, pid in state.pids.items() if _alive(pid)] == []
+    assert [name for name, pid in state.pids.items() if devcli.alive(pid)] == []
     assert [name for name, port in state.ports.items() if processes.port_is_open(port)] == []
     assert not workdir.exists()

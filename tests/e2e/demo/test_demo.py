@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,29 +11,10 @@ import pytest
 from muster.adapters import controlplane, processes
 from muster.cli import common
 from tests.checkcli import muster_check
+from tests.e2e import devcli
 from tests.integration import docblocks
 
 pytestmark = pytest.mark.e2e
-
-
-def _muster(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "muster", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=300,
-        check=False,
-    )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
 def _make_demo() -> list[str]:
@@ -59,7 +37,7 @@ def _make_demo() -> list[str]:
 def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Path) -> None:
     env = {"MUSTER_DEV_DIR": str(tmp_path / "dev")}
     # --format=json: the steps as data, with the text output as "transcript"
-    up = _muster(*_make_demo(), "--format=json", env=env)
+    up = devcli.muster(*_make_demo(), "--format=json", env=env, timeout=300)
     state = controlplane.ControlPlaneState.load(tmp_path / "dev")
     try:
         assert up.returncode == 0, up.stdout + up.stderr
@@ -113,9 +91,9 @@ def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Pat
         assert message.startswith('muster: container "main": image ')
         assert steps["unsigned"]["output"].endswith(message)
     finally:
-        down = _muster("dev", "down", "--format=json", env=env)
+        down = devcli.muster("dev", "down", "--format=json", env=env, timeout=300)
     assert down.returncode == 0, down.stderr
     assert set(json.loads(down.stdout)["stopped"]) == set(state.pids)
     assert not (tmp_path / "dev").exists()
-    assert [name for name, pid in state.pids.items() if _alive(pid)] == []
+    assert [name for name, pid in state.pids.items() if devcli.alive(pid)] == []
     assert [name for name, port in state.ports.items() if processes.port_is_open(port)] == []
