@@ -50,7 +50,7 @@ from muster.core import crds, gpupolicies, gpustack, imagepolicies, scopes  # no
 RESULTS = HERE / "results"
 OWN_NAMESPACE = "muster-bench"
 JUDGED, BASELINE = "bench", "baseline"
-GPU = paths.SHARED_FIXTURES / "gpu"
+GPU = paths.FIXTURES / "gpu"
 COSIGN_ENV = {"COSIGN_PASSWORD": ""}
 GROUP_VERSION = f"{crds.GROUP}/{crds.VERSION}"
 

@@ -1,7 +1,7 @@
 """Fake host roots for the node agent, built from the real captures in the GPU fixtures.
 
 The toolkit's ``--version`` output is served by a tiny executable shell script in the fake
-root that prints the captured text verbatim (there is no toolkit binary here). The shared
+root that prints the captured text verbatim (there is no toolkit binary here). The
 fixtures hold no ``/proc/driver/nvidia/version`` capture, so that one line is written in the
 format NVIDIA's driver prints it (as quoted in the brief), with the driver version of a real
 ``nvidia-smi`` capture.
@@ -19,7 +19,7 @@ from tests import paths
 
 __all__ = ["KERNEL", "MODULE", "host_root", "module_digest", "toolkit_output"]
 
-GPU = paths.SHARED_FIXTURES / "gpu"
+GPU = paths.FIXTURES / "gpu"
 KERNEL = "6.8.0-51-generic"
 MODULE = f"lib/modules/{KERNEL}/updates/dkms/nvidia.ko.zst"
 MODULE_BYTES = b"\x28\xb5\x2f\xfd nvidia kernel module stand-in"

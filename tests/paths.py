@@ -1,21 +1,18 @@
-"""Where tests find the repository and the shared third-party fixtures."""
+"""Where tests find the repository and its third-party fixtures."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The real third-party test data lives beside the checkout (never inside it, never edited).
-SHARED_FIXTURES = Path(
-    os.environ.get("MUSTER_SHARED_FIXTURES", REPO.parent / "shared" / "fixtures")
-)
+# Real third-party test data, kept in the repository with its provenance and licences.
+FIXTURES = REPO / "tests" / "fixtures"
 
 
-def shared(*parts: str) -> Path:
-    """A path inside the shared fixtures; a missing one is an error, never a skip."""
-    path = SHARED_FIXTURES.joinpath(*parts)
+def fixture(*parts: str) -> Path:
+    """A path inside tests/fixtures; a missing one is an error, never a skip."""
+    path = FIXTURES.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"shared fixture {path} is missing; set MUSTER_SHARED_FIXTURES")
+        raise FileNotFoundError(f"test fixture {path.relative_to(REPO)} is missing")
     return path

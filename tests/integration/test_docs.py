@@ -307,7 +307,7 @@ def test_kubectl_and_helm_commands_run_against_a_real_cluster(
     monkeypatch.chdir(tmp_path)
     for folder in ("charts", "manifests"):
         (tmp_path / folder).symlink_to(docblocks.ROOT / folder)
-    root = paths.shared(
+    root = paths.fixture(
         "sigstore", "sigstore-python", "embedded-trust", "prod", "trusted_root.json"
     )
     shutil.copy(root, tmp_path / "trusted_root.json")
@@ -345,7 +345,7 @@ def _model_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
     fresh key, ``model.sig`` beside it, and the model pushed as an image."""
     model = folder / "llama-3-8b"
     model.mkdir()
-    weights = paths.shared("models", "safetensors", "mlverse-safetensors", "hello.safetensors")
+    weights = paths.fixture("models", "safetensors", "mlverse-safetensors", "hello.safetensors")
     shutil.copy(weights, model / "model.safetensors")
     (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}\n')
     key = ec.generate_private_key(ec.SECP256R1())
@@ -419,7 +419,7 @@ def _image_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
     assert release["key"]["data"].splitlines()[1].strip() == "...", "the example's key changed"
     release["key"]["data"] = Path(f"{prefix}.pub").read_text()
     example.write_text(yaml.safe_dump(policy))
-    trusted = paths.shared("sigstore", "sigstore-python", "embedded-trust", "prod")
+    trusted = paths.fixture("sigstore", "sigstore-python", "embedded-trust", "prod")
     shutil.copy(trusted / "trusted_root.json", folder / "trusted_root.json")
     return Peers(
         {"ghcr.io": host},
@@ -431,7 +431,7 @@ def _image_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
 def _gpu_peers(folder: Path, registry: peers.Registry, plane: controlplane.ControlPlane) -> Peers:
     """The real CUDA 12.4.1 image env, the real labels of an H100 node (driver 550.54.15) and
     Muster's default GPUStackPolicy, on which R550 is end of life: so exit 1."""
-    recipes = yaml.safe_load(paths.shared("gpu", "cuda-images", "cuda-image-env.yaml").read_text())
+    recipes = yaml.safe_load(paths.fixture("gpu", "cuda-images", "cuda-image-env.yaml").read_text())
     (recipe,) = [
         e
         for e in recipes["entries"]
@@ -440,7 +440,7 @@ def _gpu_peers(folder: Path, registry: peers.Registry, plane: controlplane.Contr
     env = {"CUDA_VERSION": "12.4.1", "NVIDIA_REQUIRE_CUDA": recipe["NVIDIA_REQUIRE_CUDA"]}
     digest = peers.push_image(registry, "docs-peers/team/trainer", "v1", env=env, workdir=folder)
     labels = json.loads(
-        paths.shared(
+        paths.fixture(
             "gpu", "gfd-labels", "gpu-operator-H100-mig-single-node-labels.json"
         ).read_text()
     )
@@ -648,7 +648,7 @@ def _untrusted_denial(folder: Path, registry: peers.Registry) -> tuple[list[obje
     policy["spec"]["images"] = [f"{host}/acme/**"]
     (release,) = [a for a in policy["spec"]["authorities"] if a["name"] == "release-key"]
     release["key"]["data"] = Path(f"{_cosign_key(folder, 'release')}.pub").read_text()
-    trusted = paths.shared("sigstore", "sigstore-python", "embedded-trust", "prod")
+    trusted = paths.fixture("sigstore", "sigstore-python", "embedded-trust", "prod")
     root = {
         "apiVersion": "v1",
         "kind": "ConfigMap",

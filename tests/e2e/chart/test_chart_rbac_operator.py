@@ -44,7 +44,7 @@ SUITE = "chart-rbac"
 LABELS = suite_labels(SUITE)
 GROUP, VERSION = crds.GROUP, crds.VERSION
 RUN = uuid.uuid4().hex[:5]
-GPU = paths.SHARED_FIXTURES / "gpu"
+GPU = paths.FIXTURES / "gpu"
 VERIFIER_IMAGE = "registry.example/muster/muster@sha256:" + "5e" * 32
 
 

@@ -28,7 +28,7 @@ from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL
 
 pytestmark = pytest.mark.e2e
 
-GPU = paths.SHARED_FIXTURES / "gpu"
+GPU = paths.FIXTURES / "gpu"
 RUN = uuid.uuid4().hex[:5]
 
 

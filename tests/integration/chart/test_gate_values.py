@@ -36,7 +36,7 @@ from muster.handlers import models
 from tests import gpuroots, kubeclients
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import CHART, ROOT
-from tests.paths import shared
+from tests.paths import fixture
 
 pytestmark = pytest.mark.integration
 
@@ -331,8 +331,8 @@ async def test_revoked_model_pods_are_evicted_with_the_chart_rbac(
 async def test_model_public_key_secret_ref_is_read_with_the_chart_rbac(
     release: Release, operator_kube: kubeapi.KubeApi
 ) -> None:
-    folder = shared("models", "model-transparency", "v1.0.0-elliptic-key")
-    public = shared("models", "model-transparency", "keys", "certificate", "signing-key-pub.pem")
+    folder = fixture("models", "model-transparency", "v1.0.0-elliptic-key")
+    public = fixture("models", "model-transparency", "keys", "certificate", "signing-key-pub.pem")
     bundle = json.loads((folder / "model.sig").read_text())
     signed = modelsigs.verify_with_key(bundle, public.read_bytes())
     keys = kubeclients.namespace(release.plane, "model-keys")

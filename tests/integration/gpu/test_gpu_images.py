@@ -16,7 +16,7 @@ from tests import paths, peers
 
 pytestmark = pytest.mark.integration
 
-GPU = paths.SHARED_FIXTURES / "gpu"
+GPU = paths.FIXTURES / "gpu"
 
 
 def _env(tag: str, arch: str = "amd64") -> dict[str, str]:

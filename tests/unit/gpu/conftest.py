@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.paths import shared
+from tests.paths import fixture
 
 
 def load_yaml(*parts: str) -> Any:
-    return yaml.safe_load(shared("gpu", *parts).read_text(encoding="utf-8"))
+    return yaml.safe_load(fixture("gpu", *parts).read_text(encoding="utf-8"))
 
 
 def label_sets() -> list[dict[str, Any]]:
@@ -26,7 +26,7 @@ def label_sets() -> list[dict[str, Any]]:
 
 
 def node_label_files() -> list[Path]:
-    return sorted(shared("gpu", "gfd-labels").glob("*-node-labels.json"))
+    return sorted(fixture("gpu", "gfd-labels").glob("*-node-labels.json"))
 
 
 def node_labels(path: Path) -> dict[str, str]:
@@ -61,7 +61,7 @@ _XML_CUDA = re.compile(r"<cuda_version>([0-9.]+)</cuda_version>")
 def smi_driver_cuda_pairs() -> list[tuple[str, str, str]]:
     """(file, driver, highest CUDA the driver reports) from every real nvidia-smi output."""
     pairs: list[tuple[str, str, str]] = []
-    root = shared("gpu", "nvidia-smi")
+    root = fixture("gpu", "nvidia-smi")
     for path in sorted(root.glob("extracted/*/nvidia-smi--version.txt")):
         text = path.read_text(encoding="utf-8")
         driver, cuda = _SMI_DRIVER.search(text), _SMI_CUDA.search(text)

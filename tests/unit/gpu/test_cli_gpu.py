@@ -13,7 +13,7 @@ import yaml
 
 from muster.cli import common, gpu
 from muster.core import gpustack
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.gpu.conftest import label_sets, node_label_files, node_labels
 
 pytestmark = pytest.mark.unit
@@ -275,5 +275,5 @@ def test_registered_into_the_real_command_line() -> None:
 
 
 def test_fixture_paths_are_real() -> None:
-    assert shared("gpu", "gfd-labels") == H100_JSON.parent
+    assert fixture("gpu", "gfd-labels") == H100_JSON.parent
     assert node_labels(H100_JSON)["nvidia.com/cuda.driver-version.full"] == "550.54.15"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from muster.core import cuda, gpupolicies, gpustack
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.gpu.conftest import (
     label_sets,
     node_label_files,
@@ -59,7 +59,7 @@ def test_real_h100_node_labels(path: Path) -> None:
 def test_real_h100_product_matches_nvidia_smi_list(path: Path) -> None:
     # GFD spells nvidia-smi -L's product name with dashes.
     kind = "mixed" if "mixed" in path.name else "single"
-    listing = shared("gpu", "nvidia-smi", "docs", f"gpu-operator-mig-{kind}-H100-L.txt")
+    listing = fixture("gpu", "nvidia-smi", "docs", f"gpu-operator-mig-{kind}-H100-L.txt")
     name = re.search(r"GPU 0: (.+?) \(UUID", listing.read_text(encoding="utf-8"))
     assert name is not None
     assert gpustack.node_facts(node_labels(path)).product == name[1].replace(" ", "-")
@@ -136,7 +136,7 @@ def test_label_set_edge_cases() -> None:
     assert mixed.mig_profiles == ("1g.5gb", "2g.10gb", "3g.21gb")
 
 
-E2E = shared("gpu", "gfd-labels", "gfd-e2e-regex")
+E2E = fixture("gpu", "gfd-labels", "gfd-e2e-regex")
 
 
 def test_the_labels_read_are_in_gfds_label_schema() -> None:

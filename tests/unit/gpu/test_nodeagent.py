@@ -19,7 +19,7 @@ from tests import gpuroots, paths
 pytestmark = pytest.mark.unit
 
 CAPTURE = (
-    paths.SHARED_FIXTURES
+    paths.FIXTURES
     / "gpu/nvidia-smi/extracted/linux-x86_64__nvidia-h100-80gb-hbm3__590.48.01"
     / "nvidia-smi--version.txt"
 )
@@ -108,7 +108,7 @@ def test_a_tampered_kernel_module_makes_the_node_non_compliant(tmp_path: Path) -
 def test_labels_claiming_another_driver_than_measured_are_a_violation(tmp_path: Path) -> None:
     real = json.loads(
         (
-            paths.SHARED_FIXTURES / "gpu/gfd-labels/gpu-operator-H100-mig-single-node-labels.json"
+            paths.FIXTURES / "gpu/gfd-labels/gpu-operator-H100-mig-single-node-labels.json"
         ).read_text()
     )
     root = gpuroots.host_root(tmp_path, driver="590.48.01")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from muster.core import catalog, cosign, imagepolicies, pullsecrets, references
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.signatures.conftest import (
     ALICE_DIGEST,
     KEYLESS_DIGEST,
@@ -19,11 +19,11 @@ from tests.unit.signatures.conftest import (
 
 pytestmark = pytest.mark.unit
 
-ALICE = (shared("sigstore", "connaisseur", "alice.key")).read_text()
-BOB = (shared("sigstore", "connaisseur", "bob.key")).read_text()
-CHARLIE = (shared("sigstore", "connaisseur", "charlie.key")).read_text()
+ALICE = (fixture("sigstore", "connaisseur", "alice.key")).read_text()
+BOB = (fixture("sigstore", "connaisseur", "bob.key")).read_text()
+CHARLIE = (fixture("sigstore", "connaisseur", "charlie.key")).read_text()
 ROOT_SOURCE = imagepolicies.Source("ConfigMap", "sigstore", "root", "trusted_root.json")
-PGI_ROOT = shared("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
+PGI_ROOT = fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
 TESTIMAGE = references.parse("docker.io/securesystemsengineering/testimage:multi-cosigned-alice")
 
 

@@ -10,13 +10,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.paths import shared
+from tests.paths import fixture
 
 MODEL_TRANSPARENCY = ("models", "model-transparency")
 
 
 def transparency(*parts: str) -> Path:
-    return shared(*MODEL_TRANSPARENCY, *parts)
+    return fixture(*MODEL_TRANSPARENCY, *parts)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import model_signing
 import pytest
 
 from muster import cli
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.models.conftest import transparency
 
 pytestmark = pytest.mark.unit
@@ -151,10 +151,10 @@ def test_verify_fixture_certificate_and_keyless(run: Run) -> None:
 
 
 def test_scan(run: Run, tmp_path: Path) -> None:
-    assert run("scan", shared("models", "safetensors"))[0] == 0
-    code, out, _ = run("scan", shared("pickles", "picklescan", "data", "malicious2_v4.pkl"))
+    assert run("scan", fixture("models", "safetensors"))[0] == 0
+    code, out, _ = run("scan", fixture("pickles", "picklescan", "data", "malicious2_v4.pkl"))
     assert code == 1 and "dangerous import posix.system" in out
-    code, out, _ = run("scan", shared("pickles"), "--format", "json")
+    code, out, _ = run("scan", fixture("pickles"), "--format", "json")
     data = json.loads(out)
     assert code == 1 and data["passes"] is False
     kinds = {f["path"]: f["kind"] for f in data["files"]}

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 
 from muster.adapters import modelfiles
 from muster.core import pickles
-from tests.paths import shared
+from tests.paths import fixture
 
 pytestmark = pytest.mark.unit
 
-EXPECTED = json.loads(shared("pickles", "EXPECTED.json").read_text())
+EXPECTED = json.loads(fixture("pickles", "EXPECTED.json").read_text())
 
 # How each verdict of the fixture table reads in Muster's terms.
 KINDS = {
@@ -32,7 +32,7 @@ KINDS = {
 
 @pytest.mark.parametrize("sample", EXPECTED, ids=[s["file"] for s in EXPECTED])
 def test_every_pickle_sample_is_classified_as_recorded(sample: dict[str, str]) -> None:
-    verdict = modelfiles.scan_file(shared("pickles", sample["file"]))
+    verdict = modelfiles.scan_file(fixture("pickles", sample["file"]))
     assert verdict is not None
     assert verdict.kind is KINDS[sample["verdict"]], verdict.message
     assert verdict.passes is (sample["verdict"] in ("BENIGN", "NOT-A-PICKLE"))
@@ -145,7 +145,7 @@ def test_keras_lambda_layer_is_unsafe(tmp_path: Path) -> None:
     assert verdict is not None and verdict.kind is pickles.Kind.SAFE
 
 
-SAFETENSORS = sorted(shared("models", "safetensors").rglob("*.safetensors"))
+SAFETENSORS = sorted(fixture("models", "safetensors").rglob("*.safetensors"))
 
 
 @pytest.mark.parametrize("path", SAFETENSORS, ids=[p.name for p in SAFETENSORS])

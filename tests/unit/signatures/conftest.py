@@ -16,7 +16,7 @@ import yaml
 from muster.cli import common
 from muster.cli import sigstore as sigstore_cli
 from muster.core import cosign, keys
-from tests.paths import shared
+from tests.paths import fixture
 
 ALICE_DIGEST = "sha256:071bf7a986f1ca9cb2a1f0bc8392822a7777f90d58f2d2c6f271913e08de7c81"
 KEYLESS_DIGEST = "sha256:31dc72a13a0c34b40eb95419d2b2fd67320c856baf3b72da518023ee8d370aee"
@@ -31,7 +31,7 @@ class Capture:
 
 
 def _testimage() -> Path:
-    return shared("sigstore", "connaisseur", "securesystemsengineering", "testimage")
+    return fixture("sigstore", "connaisseur", "securesystemsengineering", "testimage")
 
 
 def _blobs() -> dict[str, bytes]:
@@ -59,13 +59,13 @@ def keyless_capture() -> Capture:
 
 
 def connaisseur_key(name: str) -> keys.PublicKey:
-    return keys.load(shared("sigstore", "connaisseur", f"{name}.key").read_bytes())
+    return keys.load(fixture("sigstore", "connaisseur", f"{name}.key").read_bytes())
 
 
 @pytest.fixture(scope="session")
 def keyless_trust() -> cosign.TrustMaterial:
     """The keyless trust material of Connaisseur's 11_keyless.yaml (parsed here, not in core)."""
-    config = yaml.safe_load(shared("sigstore", "connaisseur", "11_keyless.yaml").read_text())
+    config = yaml.safe_load(fixture("sigstore", "connaisseur", "11_keyless.yaml").read_text())
     host = config["host"]
     return cosign.TrustMaterial.from_pem(
         fulcio=[host["fulcioCert"]], rekor=[host["rekorPubkey"]], ct=[host["ctLogPubkey"]]
@@ -79,7 +79,7 @@ def keyless_roots() -> dict[str, cosign.Identity]:
     Connaisseur's regexps are unanchored (Go MatchString); Muster full-matches, so the same
     intent reads ``.*(?:philipp).*``.
     """
-    config = yaml.safe_load(shared("sigstore", "connaisseur", "11_keyless.yaml").read_text())
+    config = yaml.safe_load(fixture("sigstore", "connaisseur", "11_keyless.yaml").read_text())
     identities = {}
     for root in config["trustRoots"]:
         keyless = root["keyless"]

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 
 from muster.core import bundles, cosign, keys
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.signatures import factories
 
 pytestmark = pytest.mark.unit
@@ -23,18 +23,18 @@ ANYONE = cosign.Identity(issuer_regexp=".*", subject_regexp=".*")
 @pytest.fixture(scope="module")
 def pgi_root() -> bundles.TrustedRoot:
     return bundles.load_trusted_root(
-        shared("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
+        fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
     )
 
 
 @pytest.fixture(scope="module")
 def production_root() -> bundles.TrustedRoot:
-    path = shared("sigstore", "sigstore-python", "embedded-trust", "prod", "trusted_root.json")
+    path = fixture("sigstore", "sigstore-python", "embedded-trust", "prod", "trusted_root.json")
     return bundles.load_trusted_root(path.read_bytes())
 
 
 def oci_bundle() -> bytes:
-    return shared("sigstore", "cosign", "oci-attestation.sigstore.json").read_bytes()
+    return fixture("sigstore", "cosign", "oci-attestation.sigstore.json").read_bytes()
 
 
 # --- cosign's real OCI bundle ----------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_cosign_oci_bundle_must_fail_otherwise(
 
 def test_cosign_oci_bundle_fails_against_a_foreign_trusted_root() -> None:
     foreign = bundles.load_trusted_root(
-        shared(
+        fixture(
             "sigstore",
             "conformance",
             "bundle-verify",
@@ -119,7 +119,7 @@ def test_cosign_oci_bundle_fails_against_a_foreign_trusted_root() -> None:
 
 
 def test_cosign_oci_bundle_cannot_pass_as_key_signed(pgi_root: bundles.TrustedRoot) -> None:
-    key = keys.load(shared("sigstore", "cosign", "release-cosign.pub").read_bytes())
+    key = keys.load(fixture("sigstore", "cosign", "release-cosign.pub").read_bytes())
     authority = bundles.KeyAuthority(name="k", key=key, trusted_root=pgi_root)
     with pytest.raises(bundles.Rejected, match="certificate-based"):
         bundles.verify_image(
@@ -131,7 +131,7 @@ def test_cosign_oci_bundle_cannot_pass_as_key_signed(pgi_root: bundles.TrustedRo
 
 
 def test_github_actions_bundle_by_digest(production_root: bundles.TrustedRoot) -> None:
-    bundle = shared(
+    bundle = fixture(
         "sigstore", "sigstore-python", "assets", "bundle_v3_github.whl.sigstore"
     ).read_bytes()
     digest = base64.b64decode(json.loads(bundle)["messageSignature"]["messageDigest"]["digest"])
@@ -278,10 +278,10 @@ MANAGED = ("sigstore", "conformance", "bundle-verify", "managed-key-and-trusted-
 
 def managed() -> tuple[bytes, keys.PublicKey, bundles.TrustedRoot, bundles.Artifact]:
     return (
-        shared(*MANAGED, "bundle.sigstore.json").read_bytes(),
-        keys.load(shared(*MANAGED, "key.pub").read_bytes()),
-        bundles.load_trusted_root(shared(*MANAGED, "trusted_root.json").read_bytes()),
-        bundles.Artifact.from_bytes(shared("sigstore", "conformance", "a.txt").read_bytes()),
+        fixture(*MANAGED, "bundle.sigstore.json").read_bytes(),
+        keys.load(fixture(*MANAGED, "key.pub").read_bytes()),
+        bundles.load_trusted_root(fixture(*MANAGED, "trusted_root.json").read_bytes()),
+        bundles.Artifact.from_bytes(fixture("sigstore", "conformance", "a.txt").read_bytes()),
     )
 
 
@@ -317,7 +317,7 @@ def test_key_bundle_log_entry_must_record_this_signature() -> None:
     with pytest.raises(bundles.Rejected, match="does not verify"):
         bundles.verify_artifact(bundle, artifact, key=key_authority().key, trusted_root=root)
     pgi = bundles.load_trusted_root(
-        shared("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
+        fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
     )
     with pytest.raises(bundles.Rejected, match="transparency log entry is invalid"):
         bundles.verify_artifact(bundle, artifact, key=managed()[1], trusted_root=pgi)
@@ -351,13 +351,13 @@ def test_artifact_digests() -> None:
 
 @pytest.mark.parametrize("name", ["trustedroot.badtype.json", "certificate_authority.json"])
 def test_bad_trusted_roots_are_refused(name: str) -> None:
-    data = shared("sigstore", "sigstore-python", "assets", "trusted_root", name).read_bytes()
+    data = fixture("sigstore", "sigstore-python", "assets", "trusted_root", name).read_bytes()
     with pytest.raises(bundles.InvalidTrustRoot, match="trusted root is invalid"):
         bundles.load_trusted_root(data)
 
 
 def test_trust_root_without_a_tlog_validity_start_is_refused() -> None:
-    data = shared(
+    data = fixture(
         "sigstore",
         "conformance",
         "bundle-verify",

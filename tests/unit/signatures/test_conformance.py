@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.signatures.conftest import run_cli
 
 pytestmark = pytest.mark.unit
 
-CONFORMANCE = shared("sigstore", "conformance")
+CONFORMANCE = fixture("sigstore", "conformance")
 EXPECTED: dict[str, Any] = json.loads((CONFORMANCE / "EXPECTED.json").read_text())
 CASES: list[dict[str, Any]] = EXPECTED["cases"]
 

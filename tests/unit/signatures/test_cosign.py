@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 
 from muster.core import cosign, keys
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.signatures import factories
 from tests.unit.signatures.conftest import (
     ALICE_DIGEST,
@@ -250,7 +250,7 @@ def test_without_ct_keys_the_sct_is_not_checked_and_says_so(
 def test_the_same_capture_verifies_with_a_trusted_root_json(keyless_capture: Capture) -> None:
     # cosign's public-good snapshot holds the same Fulcio CA, Rekor key and CT key.
     pgi = cosign.TrustMaterial.from_trusted_root(
-        shared("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
+        fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
     )
     verified = keyless(keyless_capture, pgi, PHILIPP)
     assert verified.sct_checked and verified.log_index == 98235800
@@ -260,7 +260,7 @@ def test_a_certificate_from_an_untrusted_ca_is_refused(
     keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
 ) -> None:
     custom = cosign.TrustMaterial.from_trusted_root(
-        shared(
+        fixture(
             "sigstore",
             "conformance",
             "bundle-verify",
@@ -517,7 +517,7 @@ def test_keyless_authority_needs_an_identity(keyless_trust: cosign.TrustMaterial
 
 def test_trust_material_from_a_trusted_root() -> None:
     trust = cosign.TrustMaterial.from_trusted_root(
-        shared("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
+        fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
     )
     assert trust.rekor_keys[0].log_id.startswith("c0d23d6ad406973f")
     assert len(trust.authorities) == 2
@@ -533,7 +533,7 @@ def test_trust_material_from_a_trusted_root() -> None:
         (b"{", "trusted root is invalid"),
         (b'{"mediaType": "application/json"}', "trusted root|media type"),
         (
-            shared(
+            fixture(
                 "sigstore", "sigstore-python", "assets", "trusted_root", "trustedroot.badtype.json"
             ).read_bytes(),
             "media type|trusted root is invalid",

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from muster.core import bundles, cosign, keys
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.signatures import factories
 from tests.unit.signatures.conftest import ALICE_DIGEST, connaisseur_key, signature_manifest
 
@@ -147,20 +147,20 @@ def test_key_loader_never_crashes(data: bytes | str) -> None:
 
 # --- bundles ---------------------------------------------------------------------------------
 
-HAPPY = shared(
+HAPPY = fixture(
     "sigstore",
     "conformance",
     "bundle-verify",
     "happy-path-v0.3-new-mediaType",
     "bundle.sigstore.json",
 )
-ARTIFACT = bundles.Artifact.from_bytes(shared("sigstore", "conformance", "a.txt").read_bytes())
+ARTIFACT = bundles.Artifact.from_bytes(fixture("sigstore", "conformance", "a.txt").read_bytes())
 IDENTITY = cosign.Identity(
     issuer="https://token.actions.githubusercontent.com",
     subject_regexp="https://github.com/sigstore-conformance/.*",
 )
 PRODUCTION = bundles.load_trusted_root(
-    shared(
+    fixture(
         "sigstore", "sigstore-python", "embedded-trust", "prod", "trusted_root.json"
     ).read_bytes()
 )

@@ -9,14 +9,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, x25519
 
 from muster.core import keys
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.signatures import factories
 
 pytestmark = pytest.mark.unit
 
 
 def pubkey(name: str) -> bytes:
-    return shared("sigstore", "cosign", "pubkeys", name).read_bytes()
+    return fixture("sigstore", "cosign", "pubkeys", name).read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_garbage_must_fail() -> None:
 
 
 def test_cosign_release_key_and_text_input() -> None:
-    text = shared("sigstore", "cosign", "release-cosign.pub").read_text()
+    text = fixture("sigstore", "cosign", "release-cosign.pub").read_text()
     assert keys.describe(keys.load(text)).startswith("ECDSA P-256")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.paths import shared
+from tests.paths import fixture
 from tests.unit.signatures.conftest import run_cli
 
 pytestmark = pytest.mark.unit
@@ -72,7 +72,7 @@ CASES = [
 def test_staging_bundle(
     bundle: str, artifact: str, identity: str, issuer: str, code: int, message: str
 ) -> None:
-    assets = shared("sigstore", "sigstore-python", "assets")
+    assets = fixture("sigstore", "sigstore-python", "assets")
     exact = "*" not in identity
     argv = [
         "sigstore",
