@@ -1,7 +1,9 @@
 """An image's environment, read from its config through the registry client.
 
-``NVIDIA_REQUIRE_CUDA``, ``CUDA_VERSION``, ``LD_PRELOAD`` and ``NVIDIA_DISABLE_REQUIRE`` travel in
-the image config's ``Env``: manifest -> config blob -> ``config.Env``. For a multi-arch index the
+``NVIDIA_REQUIRE_CUDA``, ``CUDA_VERSION``, ``LD_PRELOAD``, ``NVIDIA_DISABLE_REQUIRE`` and
+``NVIDIA_VISIBLE_DEVICES`` travel in the image config's ``Env``: manifest -> config blob ->
+``config.Env``. GPU pods' images are read, and where a GPUStackPolicy applies, the images of
+containers that request no GPU too (does the image hand them GPUs?). For a multi-arch index the
 ``linux/amd64`` image is read (the platform GPU nodes run). Content is digest-addressed, so a
 digest's answer is kept; a tag's answer is kept briefly.
 """

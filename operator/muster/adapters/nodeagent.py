@@ -10,7 +10,9 @@ What is read (all read-only; the DaemonSet mounts the host's paths under ``--hos
   ``nvidia-container-toolkit --version`` or ``nvidia-container-cli --version`` found under the
   host root's ``bin`` folders (or on ``PATH`` when the host root is ``/``);
 * SHA-256 of the NVIDIA kernel modules (``lib/modules/<running kernel>/**/nvidia*.ko*``; every
-  kernel's when the running one is unknown) and of ``libcuda.so*`` / ``libnvidia-ml.so*``.
+  kernel's when the running one is unknown) and of ``libcuda.so*`` / ``libnvidia-ml.so*``;
+* the toolkit's ``config.toml`` (``/etc/nvidia-container-runtime/``, or where the GPU Operator
+  installs it): whether ``NVIDIA_VISIBLE_DEVICES`` of unprivileged containers is honoured.
 
 The attestation (``muster.dev/gpu-attestation`` on the Node, see
 :func:`muster.core.gpustack.parse_attestation`) is what the operator compares with the node's
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -34,7 +37,7 @@ from typing import Any
 from muster.adapters import kubeapi
 from muster.core import gpustack
 
-__all__ = ["Measurement", "attestation", "measure", "publish", "run"]
+__all__ = ["TOOLKIT_CONFIGS", "Measurement", "attestation", "measure", "publish", "run"]
 
 logger = logging.getLogger("muster.nodeagent")
 
@@ -50,6 +53,12 @@ _LIBRARY_DIRS = (
 _LIBRARY_PATTERNS = ("libcuda.so*", "libnvidia-ml.so*")
 _MODULE_PATTERNS = ("nvidia*.ko", "nvidia*.ko.xz", "nvidia*.ko.zst", "nvidia*.ko.gz")
 _COMMAND_TIMEOUT_SECONDS = 10
+# Where the toolkit reads its config: the packages' path, and the GPU Operator's
+# (XDG_CONFIG_HOME=/usr/local/nvidia/toolkit/.config in its runtime wrappers).
+TOOLKIT_CONFIGS = (
+    "/etc/nvidia-container-runtime/config.toml",
+    "/usr/local/nvidia/toolkit/.config/nvidia-container-runtime/config.toml",
+)
 _CHUNK = 1 << 20
 
 
@@ -66,6 +75,9 @@ class Measurement:
     toolkit_command: str | None = None
     module_digests: dict[str, str] = dataclasses.field(default_factory=dict)
     library_digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    # accept-nvidia-visible-devices-envvar-when-unprivileged, and the files it was read from
+    toolkit_accepts_envvar: bool | None = None
+    toolkit_configs: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
@@ -79,6 +91,8 @@ class Measurement:
             "toolkitCommand": self.toolkit_command,
             "moduleDigests": self.module_digests,
             "libraryDigests": self.library_digests,
+            "toolkitAcceptsEnvvarUnprivileged": self.toolkit_accepts_envvar,
+            "toolkitConfigs": list(self.toolkit_configs),
             "problems": list(self.problems),
             "attestation": attestation(self),
         }
@@ -134,6 +148,30 @@ def _toolkit(root: Path, problems: list[str]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _toolkit_config(
+    root: Path, paths: tuple[str, ...], toolkit_found: bool, problems: list[str]
+) -> tuple[bool | None, tuple[str, ...]]:
+    """The toolkit's envvar setting: honoured if any config file present honours it (which one
+    the runtime reads depends on how it was installed); the toolkit's default without one."""
+    found: list[str] = []
+    verdicts: list[bool] = []
+    for shown in paths:
+        text = _read(root / shown.lstrip("/"))
+        if text is None:
+            continue
+        found.append(shown)
+        try:
+            verdicts.append(gpustack.parse_toolkit_config(text))
+        except gpustack.AgentOutputError as error:
+            problems.append(f"{shown}: {error}")
+            return None, tuple(found)
+    if verdicts:
+        return any(verdicts), tuple(found)
+    if toolkit_found:  # without a config file the toolkit runs on its default: honoured
+        return True, ()
+    return None, ()
+
+
 def _modules(root: Path, problems: list[str]) -> dict[str, str]:
     base = root / "lib" / "modules"
     release = (_read(root / "proc" / "sys" / "kernel" / "osrelease") or "").strip()
@@ -180,8 +218,11 @@ def _nvml(problems: list[str]) -> tuple[str | None, int | None]:
     return (driver.decode() if isinstance(driver, bytes) else str(driver)), cuda
 
 
-def measure(root: Path, *, use_nvml: bool = True) -> Measurement:
-    """Measure the node under ``root`` (the host's ``/``)."""
+def measure(
+    root: Path, *, use_nvml: bool = True, toolkit_configs: tuple[str, ...] = TOOLKIT_CONFIGS
+) -> Measurement:
+    """Measure the node under ``root`` (the host's ``/``); ``toolkit_configs`` are host paths
+    of the container toolkit's config file."""
     problems: list[str] = []
     driver: str | None = None
     open_module: bool | None = None
@@ -205,6 +246,7 @@ def measure(root: Path, *, use_nvml: bool = True) -> Measurement:
         problems.append(f"/proc says driver {driver} but /sys/module/nvidia says {module_version}")
     nvml_driver, cuda = _nvml(problems) if use_nvml else (None, None)
     toolkit, command = _toolkit(root, problems)
+    accepts, configs = _toolkit_config(root, toolkit_configs, command is not None, problems)
     return Measurement(
         driver=driver or module_version or nvml_driver,
         open_kernel_module=open_module,
@@ -215,6 +257,8 @@ def measure(root: Path, *, use_nvml: bool = True) -> Measurement:
         toolkit_command=command,
         module_digests=_modules(root, problems),
         library_digests=_libraries(root),
+        toolkit_accepts_envvar=accepts,
+        toolkit_configs=configs,
         problems=tuple(problems),
     )
 
@@ -232,6 +276,8 @@ def attestation(measurement: Measurement) -> dict[str, Any]:
         data["moduleDigests"] = measurement.module_digests
     if measurement.library_digests:
         data["libraryDigests"] = measurement.library_digests
+    if measurement.toolkit_accepts_envvar is not None:
+        data["toolkitAcceptsEnvvarUnprivileged"] = measurement.toolkit_accepts_envvar
     return data
 
 
@@ -244,10 +290,18 @@ async def publish(kube: kubeapi.KubeApi, node: str, measurement: Measurement) ->
     )
 
 
-async def run(kube: kubeapi.KubeApi, node: str, root: Path, interval: float) -> None:
+async def run(
+    kube: kubeapi.KubeApi,
+    node: str,
+    root: Path,
+    interval: float,
+    toolkit_configs: tuple[str, ...] = TOOLKIT_CONFIGS,
+) -> None:
     """Measure and publish every ``interval`` seconds until cancelled."""
     while True:
-        measurement = await asyncio.to_thread(measure, root)
+        measurement = await asyncio.to_thread(
+            functools.partial(measure, root, toolkit_configs=toolkit_configs)
+        )
         for problem in measurement.problems:
             logger.warning("%s", problem)
         try:

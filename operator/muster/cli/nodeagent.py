@@ -26,7 +26,8 @@ def register(subcommands: common.Subcommands) -> None:
         "node-agent",
         help="measure this GPU node's driver, CUDA and toolkit and publish the attestation",
         description="Measure the NVIDIA driver, the CUDA version it supports, the container "
-        "toolkit and the digests of the kernel modules and key libraries under a host root, "
+        "toolkit (its version, and whether it honours NVIDIA_VISIBLE_DEVICES from unprivileged "
+        "containers) and the digests of the kernel modules and key libraries under a host root, "
         "and publish them as the Node's muster.dev/gpu-attestation annotation.",
     )
     parser.add_argument(
@@ -45,6 +46,14 @@ def register(subcommands: common.Subcommands) -> None:
         type=float,
         default=300.0,
         help="seconds between measurements (default 300)",
+    )
+    parser.add_argument(
+        "--toolkit-config",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="host path of the container toolkit's config.toml, read under --host-root "
+        "(repeatable; default: " + ", ".join(nodeagent.TOOLKIT_CONFIGS) + ")",
     )
     parser.add_argument(
         "--once", action="store_true", help="measure once, print it, publish nothing"
@@ -67,6 +76,12 @@ def _text(measurement: nodeagent.Measurement) -> str:
         f"container toolkit: {measurement.toolkit or 'unknown'}"
         + (f" ({measurement.toolkit_command})" if measurement.toolkit_command else ""),
     ]
+    accepts = measurement.toolkit_accepts_envvar
+    where = ", ".join(measurement.toolkit_configs) or "no config file: the toolkit's default"
+    lines.append(
+        "NVIDIA_VISIBLE_DEVICES honoured from unprivileged containers: "
+        + ("unknown" if accepts is None else f"{'yes' if accepts else 'no'} ({where})")
+    )
     lines.extend(f"module {path}: {digest}" for path, digest in measurement.module_digests.items())
     lines.extend(
         f"library {path}: {digest}" for path, digest in measurement.library_digests.items()
@@ -81,8 +96,11 @@ def node_agent_command(args: argparse.Namespace) -> int:
         raise common.CommandError(f"--host-root {root} is not a directory")
     if args.interval <= 0:
         raise common.CommandError("--interval must be a positive number of seconds")
+    configs: tuple[str, ...] = tuple(args.toolkit_config or nodeagent.TOOLKIT_CONFIGS)
+    if not all(path.startswith("/") for path in configs):
+        raise common.CommandError("--toolkit-config takes absolute host paths")
     if args.once:
-        measurement = nodeagent.measure(root)
+        measurement = nodeagent.measure(root, toolkit_configs=configs)
         common.emit(args, _text(measurement), measurement.as_json())
         return common.EXIT_OK
     if not args.node_name:
@@ -95,13 +113,19 @@ def node_agent_command(args: argparse.Namespace) -> int:
     except Exception as error:  # kubernetes' ConfigException and file errors alike
         raise common.CommandError(f"no Kubernetes credentials: {error}") from None
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(credentials, args.node_name, root, args.interval))
+        asyncio.run(_serve(credentials, args.node_name, root, args.interval, configs))
     return common.EXIT_OK
 
 
-async def _serve(credentials: kubeapi.Credentials, node: str, root: Path, interval: float) -> None:
+async def _serve(
+    credentials: kubeapi.Credentials,
+    node: str,
+    root: Path,
+    interval: float,
+    configs: tuple[str, ...],
+) -> None:
     api = kubeapi.KubeApi(credentials)
     try:
-        await nodeagent.run(api, node, root, interval)
+        await nodeagent.run(api, node, root, interval, configs)
     finally:
         await api.close()

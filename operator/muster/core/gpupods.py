@@ -29,6 +29,7 @@ __all__ = [
     "placement_findings",
     "policies_for",
     "policy_ref",
+    "strictest_mode",
 ]
 
 CHECK = "gpu-stack"
@@ -173,7 +174,7 @@ def deciding_policy(
 ) -> findings.PolicyRef | None:
     """The policy a finding every governing policy shares is attributed to: the first by name
     in the strictest mode among them (the one that makes it a denial rather than a warning)."""
-    mode = _strictest(policies)
+    mode = strictest_mode(policies)
     for name, spec in sorted(policies.items()):
         if _mode(spec) is mode:
             return policy_ref(name)
@@ -333,14 +334,15 @@ def placement_findings(
                 subject,
                 "NoCompliantNode",
                 f"needs {wanted}; {detail}",
-                _strictest(policies),
+                strictest_mode(policies),
                 deciding,
             )
         )
     return found, candidates
 
 
-def _strictest(policies: Mapping[str, gpupolicies.GPUStackPolicySpec]) -> findings.Mode:
+def strictest_mode(policies: Mapping[str, gpupolicies.GPUStackPolicySpec]) -> findings.Mode:
+    """Warn only when every governing policy warns."""
     if policies and all(spec.mode == "warn" for spec in policies.values()):
         return findings.Mode.WARN
     return findings.Mode.ENFORCE
@@ -356,7 +358,7 @@ def node_findings(
 ) -> list[findings.Finding]:
     """Findings for a GPU pod placed on ``node_name`` directly (``spec.nodeName`` or a
     Binding): the node must be compliant and satisfy the pod's requirement."""
-    mode = _strictest(policies)
+    mode = strictest_mode(policies)
     deciding = deciding_policy(policies)
     if node is None:
         return [

@@ -165,6 +165,12 @@ class GPUStackPolicySpec(pydantic.BaseModel):
     minimum_toolkit_version: VersionText | None = None
     denied_toolkit_versions: tuple[ToolkitRange, ...] = ()
     require_attestation: bool = False
+    require_envvar_devices_off: bool = pydantic.Field(
+        default=False,
+        description="nodes' container toolkit must ignore NVIDIA_VISIBLE_DEVICES from "
+        "unprivileged containers (accept-nvidia-visible-devices-envvar-when-unprivileged = "
+        "false, as the node agent reports it)",
+    )
     known_good_module_digests: tuple[DigestText, ...] = pydantic.Field(
         default=(), description="sha256:<hex> digests of approved NVIDIA kernel modules"
     )

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import json
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 
 from muster.core import cuda, gpupolicies
@@ -25,6 +26,7 @@ __all__ = [
     "DRIVER_PARTS",
     "DRIVER_PARTS_OLD",
     "STATE_LABEL",
+    "TOOLKIT_ENVVAR_KEY",
     "AgentOutputError",
     "Attestation",
     "Compliance",
@@ -45,6 +47,7 @@ __all__ = [
     "parse_attestation",
     "parse_module_version",
     "parse_proc_driver_version",
+    "parse_toolkit_config",
     "parse_toolkit_version",
     "published_labels",
     "workload_cuda_allowed",
@@ -322,6 +325,25 @@ def parse_toolkit_version(text: str) -> ToolkitVersion:
     )
 
 
+# The container toolkit's config.toml key (top level) deciding whether an unprivileged
+# container's NVIDIA_VISIBLE_DEVICES is honoured; absent means true.
+TOOLKIT_ENVVAR_KEY = "accept-nvidia-visible-devices-envvar-when-unprivileged"
+
+
+def parse_toolkit_config(text: str) -> bool:
+    """Whether the toolkit ``config.toml`` text lets unprivileged containers pick GPUs with
+    ``NVIDIA_VISIBLE_DEVICES`` (its default, when the key is absent or commented out)."""
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise AgentOutputError(f"toolkit config is not TOML: {error}") from error
+    value = config.get(TOOLKIT_ENVVAR_KEY, True)
+    if not isinstance(value, bool):
+        # The toolkit refuses to load such a file; say what is wrong rather than guess.
+        raise AgentOutputError(f"{TOOLKIT_ENVVAR_KEY} is {value!r}, not true or false")
+    return value
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Attestation:
     """What Muster's node agent measured on the node itself."""
@@ -332,6 +354,8 @@ class Attestation:
     module_digests: tuple[tuple[str, str], ...] = ()  # (module file, "sha256:<hex>")
     brand: str | None = None
     library_digests: tuple[tuple[str, str], ...] = ()  # (libcuda.so.*, ..., "sha256:<hex>")
+    # The toolkit's TOOLKIT_ENVVAR_KEY as configured on the node (None: not reported).
+    toolkit_accepts_envvar: bool | None = None
 
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -340,7 +364,8 @@ _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 def parse_attestation(raw: object) -> Attestation:
     """The agent's JSON object (text or decoded): ``driverVersion``, ``cudaDriverVersion``
     (``12.4`` or ``12040``), ``toolkitVersion``, ``moduleDigests`` and ``libraryDigests`` (file
-    -> ``sha256:<hex>``), ``brand``. Anything else raises ValueError."""
+    -> ``sha256:<hex>``), ``brand``, ``toolkitAcceptsEnvvarUnprivileged`` (bool). Anything
+    else raises ValueError."""
     try:
         data = json.loads(raw) if isinstance(raw, str) else raw
     except json.JSONDecodeError as error:
@@ -349,7 +374,7 @@ def parse_attestation(raw: object) -> Attestation:
         raise ValueError("attestation must be a JSON object")
     unknown = set(data) - {
         "driverVersion", "cudaDriverVersion", "toolkitVersion", "moduleDigests", "brand",
-        "libraryDigests",
+        "libraryDigests", "toolkitAcceptsEnvvarUnprivileged",
     }  # fmt: skip
     if unknown:
         raise ValueError(f"attestation has unknown fields: {sorted(map(str, unknown))}")
@@ -364,6 +389,9 @@ def parse_attestation(raw: object) -> Attestation:
         raise ValueError("attestation toolkitVersion must be a string")
     if brand is not None and not isinstance(brand, str):
         raise ValueError("attestation brand must be a string")
+    accepts = data.get("toolkitAcceptsEnvvarUnprivileged")
+    if accepts is not None and not isinstance(accepts, bool):
+        raise ValueError("attestation toolkitAcceptsEnvvarUnprivileged must be true or false")
     if not isinstance(digests, Mapping):
         raise ValueError("attestation moduleDigests must map file names to digests")
     cuda_version: cuda.Version | None
@@ -390,6 +418,7 @@ def parse_attestation(raw: object) -> Attestation:
         module_digests=tuple(pairs),
         brand=brand,
         library_digests=tuple(library_pairs),
+        toolkit_accepts_envvar=accepts,
     )
 
 
@@ -502,6 +531,39 @@ def _toolkit_reasons(
     return reasons
 
 
+_ENVVAR_HARDENING = (
+    "NVIDIA GPU Operator, Security Considerations: Preventing Unprivileged Access to GPUs; "
+    "https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/latest/security.html"
+)
+
+
+def _envvar_reasons(
+    attestation: Attestation | None, policy: gpupolicies.GPUStackPolicySpec
+) -> list[Reason]:
+    if not policy.require_envvar_devices_off:
+        return []
+    accepts = attestation.toolkit_accepts_envvar if attestation is not None else None
+    if accepts is None:
+        return [
+            Reason(
+                "ToolkitEnvvarSettingUnknown",
+                f"the node agent did not report the container toolkit's {TOOLKIT_ENVVAR_KEY}",
+                state=State.UNKNOWN,
+            )
+        ]
+    if accepts:
+        return [
+            Reason(
+                "ToolkitAcceptsEnvvarDevices",
+                f"the container toolkit honours NVIDIA_VISIBLE_DEVICES from unprivileged "
+                f"containers ({TOOLKIT_ENVVAR_KEY} is true or unset): a pod reaches GPUs "
+                "without requesting them",
+                source=_ENVVAR_HARDENING,
+            )
+        ]
+    return []
+
+
 def _attestation_reasons(
     facts: NodeFacts, attestation: Attestation, policy: gpupolicies.GPUStackPolicySpec
 ) -> list[Reason]:
@@ -586,6 +648,7 @@ def assess(
     else:
         reasons.extend(_driver_reasons(driver, policy))
     reasons.extend(_toolkit_reasons(toolkit, policy))
+    reasons.extend(_envvar_reasons(attestation, policy))
     if any(reason.state is State.NON_COMPLIANT for reason in reasons):
         state = State.NON_COMPLIANT
     elif reasons:

@@ -69,7 +69,9 @@ REASONS: Mapping[str, str] = {
     "CudaNotAllowed": "the CUDA version a workload needs is not on the policy's allowlist",
     "CudaVersionUnknown": "the policy allowlists CUDA versions and the workload declares none",
     "CudaRequirementInvalid": "a CUDA requirement (NVIDIA_REQUIRE_CUDA or annotation) is invalid",
-    "ImageConfigUnreadable": "a GPU image's config could not be read for its CUDA requirement",
+    "ImageConfigUnreadable": "an image's config could not be read (a GPU image's CUDA "
+    "requirement, or NVIDIA_VISIBLE_DEVICES where a GPUStackPolicy applies)",
+    "GPUAccessNotRequested": "a container requesting no GPU sets NVIDIA_VISIBLE_DEVICES",
     "LdPreloadInGPUImage": "LD_PRELOAD in a GPU image's environment (NVIDIAScape)",
     "RequirementCheckDisabled": "NVIDIA_DISABLE_REQUIRE switches the runtime's CUDA check off",
     "GPUStackCompliant": "a node's GPU stack became compliant (on the Node)",

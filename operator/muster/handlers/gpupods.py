@@ -5,6 +5,10 @@ MUTATE adds required node affinity (``muster.dev/gpu-stack In [compliant]`` and
 could run, images whose environment defeats the runtime's checks (NVIDIAScape), a pod created
 with ``spec.nodeName`` on a node that is not compliant or too old, and a Binding (the
 ``pods/binding`` subresource: the scheduler's, or anyone's who bypasses it) to such a node.
+
+Where a ``GPUStackPolicy`` object selects the namespace, VALIDATE also denies a container that
+requests no GPU yet sets ``NVIDIA_VISIBLE_DEVICES`` (its env, or its image config: read for
+every such container, cached, under the admission deadline), see ``muster.core.gpuaccess``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from muster.adapters import gpuimages, kubeapi
-from muster.core import findings, gates, gpupods, gpupolicies, subjects
+from muster.core import findings, gates, gpuaccess, gpupods, gpupolicies, subjects
 from muster.handlers import gpunodes
 
 __all__ = ["GPUStackGate", "gates_for"]
@@ -44,7 +48,17 @@ class GPUStackGate:
         found: list[findings.Finding] = []
         patch: list[Mapping[str, Any]] = []
         for template in subject.templates:
+            if phase is gates.Phase.VALIDATE:
+                found.extend(await self._unrequested_access(subject.namespace, template))
             if not gpupods.gpu_request(template.spec):
+                continue
+            if template.partial and (
+                phase is gates.Phase.MUTATE
+                or any(image is None for _, image in gpupods.gpu_containers(template.spec))
+            ):
+                # Nothing is added to a part a controller merges into its runtime's template
+                # (a TrainJob's trainer); one whose images the runtime supplies is judged on
+                # the pods it ends up in.
                 continue
             policies = await self._policies(subject.namespace)
             if not policies:
@@ -74,6 +88,49 @@ class GPUStackGate:
         return gpupods.policies_for(
             self._index.effective_policies(), await self._namespace_labels(namespace)
         )
+
+    async def _declared_policies(self, namespace: str) -> dict[str, gpupolicies.GPUStackPolicySpec]:
+        """The GPUStackPolicy objects governing the namespace (never the built-in seed, which
+        judges GPU pods only: a cluster without a policy has not asked for more)."""
+        await self._index.refresh()
+        if not self._index.policies:
+            return {}
+        return gpupods.policies_for(
+            dict(self._index.policies), await self._namespace_labels(namespace)
+        )
+
+    async def _unrequested_access(
+        self, namespace: str, template: subjects.PodTemplate
+    ) -> list[findings.Finding]:
+        """Containers that request no GPU and reach GPUs through NVIDIA_VISIBLE_DEVICES."""
+        candidates = gpuaccess.candidates(template.spec)
+        if not candidates:
+            return []
+        policies = await self._declared_policies(namespace)
+        if not policies:
+            return []
+        # One read per image (several containers may share one); None: no image named.
+        images = list(
+            dict.fromkeys(c.image for c in candidates if gpuaccess.needs_image_env(c.container))
+        )
+        results = await asyncio.gather(*(self._env(i) for i in images), return_exceptions=True)
+        envs = dict(zip(images, results, strict=True))
+        found: list[findings.Finding] = []
+        exposures: list[gpuaccess.Exposure] = []
+        for candidate in candidates:
+            env: Mapping[str, str] | None = None
+            if gpuaccess.needs_image_env(candidate.container):
+                result = envs[candidate.image]
+                if isinstance(result, gpuimages.ImageEnvError):
+                    found.append(gpuaccess.unreadable_finding(candidate, str(result), policies))
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                env = result
+            item = gpuaccess.exposure(candidate, env)
+            if item is not None:
+                exposures.append(item)
+        return [*found, *gpuaccess.findings_for(exposures, policies)]
 
     async def _namespace_labels(self, namespace: str) -> dict[str, str]:
         cached = self._namespaces.get(namespace)

@@ -131,6 +131,7 @@ def test_the_crd_schema_is_structural() -> None:
         "minimumToolkitVersion",
         "deniedToolkitVersions",
         "requireAttestation",
+        "requireEnvvarDevicesOff",
         "knownGoodModuleDigests",
     }
     assert spec["properties"]["mode"]["enum"] == ["enforce", "warn"]
