@@ -108,7 +108,8 @@ async def test_a_busy_workload_is_rewritten_once_and_bystanders_never(
             keeper.note(pod(judged, f"web-7f8b9-{index}", "busy.example/web:v1", owner="web"))
             keeper.note(pod(bystander, f"other-{index}", "busy.example/other:v1"))
         noting = time.monotonic() - started
-        assert noting < 0.5, f"noting 80 pod events took {noting:.3f}s"
+        # Noting never waits for the debounce (80 x 0.3 s) nor for the API: a generous bound.
+        assert noting < 5, f"noting 80 pod events took {noting:.3f}s"
         assert keeper.stats.out_of_scope == 40
         assert keeper.pending == 1
         await asyncio.wait_for(keeper.drained(), timeout=30)

@@ -186,7 +186,8 @@ async def test_a_full_queue_drops_and_counts_instead_of_waiting(
     # No worker running: submit must still return at once.
     started = time.perf_counter()
     accepted = [recorder.submit(notice(namespace)) for _ in range(4)]
-    assert time.perf_counter() - started < 0.05
+    # Waiting for room would never end (no worker): any bound catches it, so a generous one.
+    assert time.perf_counter() - started < 1.0
     assert accepted == [True, True, False, False]
     assert outcomes == ["dropped", "dropped"]
     await recorder.stop()

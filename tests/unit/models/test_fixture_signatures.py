@@ -1,4 +1,4 @@
-"""The real model_signing signatures in the shared fixtures verify (or fail) as recorded."""
+"""The real model_signing signatures in the test fixtures verify (or fail) as recorded."""
 
 from __future__ import annotations
 

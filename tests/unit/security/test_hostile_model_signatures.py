@@ -1,4 +1,4 @@
-"""Hostile OMS (model_signing) signatures: real signed bundles from the shared fixtures with
+"""Hostile OMS (model_signing) signatures: real signed bundles from the test fixtures with
 fields mutated, truncated or replaced, and bundles of any shape. Verification answers with a
 SignatureError naming the problem, never another exception and never a pass."""
 
@@ -54,16 +54,17 @@ def _set(bundle: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _verify(bundle: Any, which: str) -> None:
+def _verify(bundle: Any, which: str) -> modelsigs.Signed:
     if which == "key":
-        modelsigs.verify_with_key(bundle, KEY_PEM)
-    else:
-        modelsigs.verify_with_certificates(bundle, CA_PEM)
+        return modelsigs.verify_with_key(bundle, KEY_PEM)
+    return modelsigs.verify_with_certificates(bundle, CA_PEM)
 
 
 def test_the_unmodified_fixtures_verify() -> None:
     for bundle, which in ((KEY_BUNDLE, "key"), (CERT_BUNDLE, "cert")):
-        _verify(modelsigs.read_bundle(bundle), which)
+        signed = _verify(modelsigs.read_bundle(bundle), which)
+        assert signed.signer, which
+        assert signed.manifest.resources, which  # it signs the model's files
 
 
 @settings(max_examples=150, deadline=1000)
