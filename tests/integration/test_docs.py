@@ -16,12 +16,9 @@ checks.
 
 from __future__ import annotations
 
-import argparse
 import base64
-import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import re
@@ -41,10 +38,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from muster import cli
 from muster.adapters import controlplane, localoperator
-from muster.cli import check
 from tests import paths, peers
 from tests.boms import schema_errors
-from tests.checkcli import muster_check
+from tests.commandline import muster
 from tests.integration import docblocks
 from tests.integration.chart import rendering
 
@@ -68,13 +64,8 @@ def examples(doc: str) -> list[docblocks.Block]:
 
 
 def run_muster(argv: list[str]) -> tuple[int, str, str]:
-    """``muster ARGV`` in-process (``check`` through its own parser until the CLI wires it)."""
-    if argv and argv[0] == "check":
-        return muster_check(*argv[1:])
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return code, out.getvalue(), err.getvalue()
+    """``muster ARGV`` in-process, through the real entry point."""
+    return muster(*argv)
 
 
 def _commands(block: docblocks.Block, program: str | tuple[str, ...]) -> list[list[str]]:
@@ -223,12 +214,6 @@ def test_muster_commands_that_need_peers_parse(doc: str) -> None:
                 assert error == "", f"{block.where}: {shlex.join(argv)}: {error}"
 
 
-def _check_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="muster", exit_on_error=False)
-    check.register(parser.add_subparsers())
-    return parser
-
-
 @pytest.mark.parametrize("doc", documented())
 def test_workflow_examples_call_muster_check_correctly(doc: str) -> None:
     for example in examples(doc):
@@ -246,7 +231,7 @@ def test_workflow_examples_call_muster_check_correctly(doc: str) -> None:
         assert lines, f"{example.where}: a workflow without muster check"
         for line in lines:
             argv = shlex.split(line.split(">")[0])[1:]
-            args = _check_parser().parse_args(argv)
+            args = cli.build_parser().parse_args(argv)  # the real command line
             assert args.files
 
 

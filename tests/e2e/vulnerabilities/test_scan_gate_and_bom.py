@@ -4,7 +4,6 @@ kept by the operator, collected by ``muster bom`` and valid CycloneDX 1.6."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import uuid
 from collections.abc import Iterator
@@ -15,11 +14,11 @@ import pytest
 from kubernetes import client
 
 from muster.adapters import controlplane
-from muster.cli import bom as bom_cli
 from muster.cli import common
 from muster.core import crds, scopes, vulnerabilities
 from tests import kubeclients, peers, trivydb
 from tests.boms import schema_errors
+from tests.commandline import muster
 from tests.e2e.images.test_image_admission import (
     compiled_condition,
     create_policy,
@@ -125,11 +124,11 @@ def labels(mode: str) -> dict[str, str]:
 
 
 def run_bom(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="muster")
-    bom_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["bom", *argv])
-    result: int = args.handler(args)
-    return result
+    code, _, err = muster("bom", *argv)
+    assert code in (0, common.EXIT_ERROR), err
+    if code:
+        raise common.CommandError(err)  # what it printed, for the callers that wait on it
+    return code
 
 
 def test_vulnerable_image_denied_after_its_scan_and_clean_one_gets_a_bom(

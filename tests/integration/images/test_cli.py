@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -13,26 +10,15 @@ import pytest
 import yaml
 
 from muster.adapters import processes
-from muster.cli import common
-from muster.cli import image as image_cli
 from tests import peers
+from tests.commandline import muster
 from tests.integration.images.conftest import Signer, sign_v2
 
 pytestmark = pytest.mark.integration
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="muster")
-    image_cli.register(parser.add_subparsers(dest="command"))
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        args = parser.parse_args(list(argv))
-        try:
-            code = int(args.handler(args))
-        except common.CommandError as error:
-            common.print_error(args, str(error))
-            code = common.EXIT_ERROR
-    return code, stdout.getvalue(), stderr.getvalue()
+    return muster(*argv)
 
 
 def write_policy(path: Path, name: str, spec: dict[str, Any]) -> Path:

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
 from muster.adapters import controlplane, localoperator
-from muster.cli import bom, common
+from muster.cli import common
 from tests import kubeclients
+from tests.commandline import muster
 
 pytestmark = pytest.mark.integration
 
 
-def run(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="muster")
-    bom.register(parser.add_subparsers())
-    args = parser.parse_args(["bom", *argv])
-    result: int = args.handler(args)
-    return result
+def refused(*argv: str) -> str:
+    """What ``muster bom ARGV`` says on stderr, having checked that it exits with an error."""
+    code, out, err = muster("bom", *argv)
+    assert (code, out) == (common.EXIT_ERROR, ""), (code, out, err)
+    return err
 
 
 @pytest.mark.parametrize(
@@ -27,8 +26,7 @@ def run(*argv: str) -> int:
     [("pod", "only-a-name"), ("workload", "ns/name"), ("namespace", "a/b"), ("cluster", "x")],
 )
 def test_malformed_targets_are_named(scope: str, target: str) -> None:
-    with pytest.raises(common.CommandError, match=f"bom {scope} takes"):
-        run(scope, target)
+    assert f"bom {scope} takes" in refused(scope, target)
 
 
 def test_nothing_stored_is_an_error_not_an_empty_bom(
@@ -38,10 +36,11 @@ def test_nothing_stored_is_an_error_not_an_empty_bom(
     namespace = kubeclients.namespace(control_plane, "bom-empty")
     kubeconfig = str(control_plane.kubeconfig)
     output = tmp_path / "bom.json"
-    with pytest.raises(common.CommandError, match="no BOM stored for workload"):
-        run("workload", f"{namespace}/Deployment/absent", "--kubeconfig", kubeconfig)
-    with pytest.raises(common.CommandError, match="no BOMs stored for namespace"):
-        run("namespace", namespace, "--kubeconfig", kubeconfig, "-o", str(output))
-    with pytest.raises(common.CommandError, match="no BOM stored for pod"):
-        run("pod", f"{namespace}/absent", "--kubeconfig", kubeconfig)
+    err = refused("workload", f"{namespace}/Deployment/absent", "--kubeconfig", kubeconfig)
+    assert "no BOM stored for workload" in err
+    err = refused("namespace", namespace, "--kubeconfig", kubeconfig, "-o", str(output))
+    assert "no BOMs stored for namespace" in err
+    assert "no BOM stored for pod" in refused(
+        "pod", f"{namespace}/absent", "--kubeconfig", kubeconfig
+    )
     assert not output.exists()

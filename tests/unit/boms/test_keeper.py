@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from muster import cli
 from muster.adapters import kubeapi, registries
-from muster.cli import run
 from muster.core import boms, scopes
 from muster.handlers import boms as keeping
 from muster.handlers import imagegate, operator, webhooks
@@ -116,9 +115,7 @@ def test_bom_keeping_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.keep_boms is True
 
     def keep_boms(*argv: str) -> bool:
-        parser = argparse.ArgumentParser(prog="muster")
-        run.register(parser.add_subparsers())
-        return bool(parser.parse_args(["run", *argv]).keep_boms)
+        return bool(cli.build_parser().parse_args(["run", *argv]).keep_boms)
 
     monkeypatch.delenv("MUSTER_KEEP_BOMS", raising=False)
     assert keep_boms() is True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from muster.cli import common, gpu
+from muster.cli import common
 from muster.core import gpustack
+from tests.commandline import muster
 from tests.paths import fixture
 from tests.unit.gpu.conftest import label_sets, node_label_files, node_labels
 
@@ -21,27 +21,10 @@ pytestmark = pytest.mark.unit
 Run = Callable[..., tuple[int, str, str]]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="muster")
-    gpu.register(parser.add_subparsers(dest="command"))
-    return parser
-
-
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    """Parse and dispatch like ``muster.cli.main`` does, returning (code, stdout, stderr)."""
-
-    def invoke(*argv: str | Path) -> tuple[int, str, str]:
-        args = _parser().parse_args([str(arg) for arg in argv])
-        try:
-            code = int(args.handler(args))
-        except common.CommandError as error:
-            common.print_error(args, str(error))
-            code = common.EXIT_ERROR
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
+def run() -> Run:
+    """``muster ARGV`` through the real entry point, returning (code, stdout, stderr)."""
+    return muster
 
 
 def write(path: Path, document: Any) -> Path:
@@ -256,22 +239,18 @@ def test_bad_input_in_json_format(run: Run) -> None:
     assert "gpu>=1" in json.loads(out)["error"]
 
 
-def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        _parser().parse_args(["gpu", "check", "--node", "x.yaml"])  # no --require
-    assert exit_.value.code == 2
-    assert "--require" in capsys.readouterr().err
-    args = _parser().parse_args(["gpu"])
-    assert args.handler(args) == common.EXIT_ERROR
+def test_usage_errors() -> None:
+    code, _, err = muster("gpu", "check", "--node", "x.yaml")  # no --require
+    assert code == 2 and "--require" in err
+    code, out, _ = muster("gpu")  # no subcommand: its help, and an error
+    assert code == common.EXIT_ERROR and "usage: muster gpu" in out
 
 
 def test_registered_into_the_real_command_line() -> None:
-    import muster.cli
-
     path = str(H100_JSON)
-    assert muster.cli.main(["gpu", "check", "--require", "cuda>=12.4", "--node", path]) == 0
-    assert muster.cli.main(["gpu", "check", "--require", "cuda>=13.0", "--node", path]) == 1
-    assert muster.cli.main(["gpu", "check", "--require", "cuda>>13", "--node", path]) == 2
+    assert muster("gpu", "check", "--require", "cuda>=12.4", "--node", path)[0] == 0
+    assert muster("gpu", "check", "--require", "cuda>=13.0", "--node", path)[0] == 1
+    assert muster("gpu", "check", "--require", "cuda>>13", "--node", path)[0] == 2
 
 
 def test_fixture_paths_are_real() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -11,10 +10,9 @@ from typing import Any
 import pytest
 
 from muster.adapters import nodeagent
-from muster.cli import common
-from muster.cli import nodeagent as nodeagent_cli
 from muster.core import gpupolicies, gpustack
 from tests import gpuroots, paths
+from tests.commandline import muster
 
 pytestmark = pytest.mark.unit
 
@@ -29,17 +27,6 @@ def _captured_driver() -> str:
     match = re.search(r"DRIVER version\s*:\s*(\S+)", CAPTURE.read_text())
     assert match is not None
     return match[1]
-
-
-def _cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="muster")
-    nodeagent_cli.register(parser.add_subparsers())
-    args = parser.parse_args(["node-agent", *argv])
-    try:
-        return int(args.handler(args))
-    except common.CommandError as error:
-        common.print_error(args, str(error))
-        return common.EXIT_ERROR
 
 
 def test_measures_driver_toolkit_and_digests_of_the_running_kernel(tmp_path: Path) -> None:
@@ -69,11 +56,12 @@ def test_every_captured_toolkit_output_is_read(tmp_path: Path, version: str) -> 
 
 
 def test_once_json_prints_a_measurement_whose_attestation_the_operator_reads(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     root = gpuroots.host_root(tmp_path, driver="590.48.01")
-    assert _cli("--once", "--format=json", f"--host-root={root}") == 0
-    printed: dict[str, Any] = json.loads(capsys.readouterr().out)
+    code, out, _ = muster("node-agent", "--once", "--format=json", f"--host-root={root}")
+    assert code == 0
+    printed: dict[str, Any] = json.loads(out)
     assert printed["driverVersion"] == "590.48.01"
     parsed = gpustack.parse_attestation(json.dumps(printed["attestation"]))
     assert str(parsed.driver) == "590.48.01"
@@ -145,8 +133,8 @@ def test_a_garbled_proc_file_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     assert any("not an NVRM version line" in p for p in measurement.problems)
 
 
-def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _cli("--once", f"--host-root={tmp_path / 'missing'}") == 2
-    assert "is not a directory" in capsys.readouterr().err
-    assert _cli(f"--host-root={tmp_path}", "--node-name=") == 2
-    assert "--node-name" in capsys.readouterr().err
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    code, _, err = muster("node-agent", "--once", f"--host-root={tmp_path / 'missing'}")
+    assert code == 2 and "is not a directory" in err
+    code, _, err = muster("node-agent", f"--host-root={tmp_path}", "--node-name=")
+    assert code == 2 and "--node-name" in err

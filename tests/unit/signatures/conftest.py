@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,9 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from muster.cli import common
-from muster.cli import sigstore as sigstore_cli
 from muster.core import cosign, keys
+from tests.commandline import muster
 from tests.paths import fixture
 
 ALICE_DIGEST = "sha256:071bf7a986f1ca9cb2a1f0bc8392822a7777f90d58f2d2c6f271913e08de7c81"
@@ -101,17 +97,6 @@ class CliResult:
 
 
 def run_cli(argv: Sequence[str]) -> CliResult:
-    """Run ``muster <argv>`` the way ``muster.cli.main`` dispatches, capturing the output."""
-    parser = argparse.ArgumentParser(prog="muster")
-    sigstore_cli.register(parser.add_subparsers(dest="command"))
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            args = parser.parse_args(list(argv))
-            code = int(args.handler(args))
-        except SystemExit as exit_:
-            code = int(exit_.code or 0)
-        except common.CommandError as error:
-            common.print_error(args, str(error))
-            code = common.EXIT_ERROR
-    return CliResult(code=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+    """Run ``muster <argv>`` through the real entry point, capturing the output."""
+    code, stdout, stderr = muster(*argv)
+    return CliResult(code=code, stdout=stdout, stderr=stderr)
