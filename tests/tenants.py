@@ -38,7 +38,11 @@ WORKLOAD_RULES: tuple[dict[str, Any], ...] = (
         "resources": ["pytorchjobs", "tfjobs", "mpijobs"],
         "verbs": _WRITE,
     },
-    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": _WRITE},
+    {
+        "apiGroups": ["trainer.kubeflow.org"],
+        "resources": ["trainjobs", "trainingruntimes"],
+        "verbs": _WRITE,
+    },
     {"apiGroups": ["ray.io"], "resources": ["rayclusters", "rayjobs"], "verbs": _WRITE},
     {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": _WRITE},
 )

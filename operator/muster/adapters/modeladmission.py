@@ -191,6 +191,8 @@ class ModelGate:
                 dataclasses.replace(p, mode=policy.mode, policy=deciding) for p in declared_problems
             ]
             matches = await self._matches(uses, index, policy)
+            if template.partial:
+                continue  # a part of a runtime's template: judged on the pods it ends up in
             if any(m.model is None for m in matches):
                 # A Model created a moment ago may not have reached this replica's index yet.
                 try:

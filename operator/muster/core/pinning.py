@@ -60,7 +60,7 @@ class PinningGate:
         found: list[findings.Finding] = []
         for template in subject.templates:
             containers = template.spec.get("containers")
-            if not isinstance(containers, list) or not containers:
+            if not template.partial and (not isinstance(containers, list) or not containers):
                 found.append(
                     findings.Finding(
                         check="pod-shape",
@@ -70,5 +70,5 @@ class PinningGate:
                     )
                 )
                 continue
-            found.extend(unpinned(pods.image_uses(template.spec, pointer=template.pointer)))
+            found.extend(unpinned(template.image_uses()))
         return gates.GateResult(findings=tuple(found))

@@ -4,6 +4,12 @@ Every gate judges pod templates, wherever they sit: ``/spec`` of a Pod, ``/spec/
 Deployment, ``/spec/jobTemplate/spec/template`` of a CronJob, every replica spec of a training
 job. Checking workloads at apply time makes ``kubectl apply`` fail fast instead of a
 ReplicaSet failing quietly later. Paths are data, so other training CRDs can be configured.
+
+Some workloads name images outside any whole pod template: a Kubeflow TrainJob's
+``spec.trainer.image`` and its overrides, merged by the controller into a runtime's template;
+a RayCluster's autoscaler image. Those are partial templates (:class:`PartialTemplate`,
+:class:`ContainerFields`): their images are judged like any, nothing is added to them, and the
+pods they end up in are judged whole when they are created.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from muster.core import findings, reviews, scopes
+from muster.core import findings, pods, reviews, scopes
 
 __all__ = [
     "DEFAULT_TEMPLATE_PATHS",
     "JUDGED_OPERATIONS",
+    "ContainerFields",
+    "Location",
+    "PartialTemplate",
     "PodTemplate",
     "Subject",
     "TemplatePaths",
@@ -26,8 +35,60 @@ __all__ = [
 
 JUDGED_OPERATIONS = frozenset({"CREATE", "UPDATE"})
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PartialTemplate:
+    """Part of a pod template that a controller merges into one Muster does not see (a
+    TrainJob's overrides or runtime patches of a TrainingRuntime's template). Its containers
+    may name no image (they name the runtime's containers), and it need have none."""
+
+    path: str
+    bare: bool = False  # the path names the pod spec's fields themselves, with no metadata
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ContainerFields:
+    """One container written as fields of a custom resource rather than in a pod spec (a
+    TrainJob's ``spec.trainer``): judged as a partial template holding that container, when
+    it names an image (without one, the controller uses a default it owns)."""
+
+    path: str
+    name: str  # the container's name in messages
+    resources: str = "resources"  # the field holding its resource requirements
+
+
+# A plain string is the path to a whole pod template (an object with metadata and spec).
+Location = str | PartialTemplate | ContainerFields
+
 # (API group, resource) -> where pod templates live; "*" matches every key or list index.
-TemplatePaths = Mapping[tuple[str, str], tuple[str, ...]]
+TemplatePaths = Mapping[tuple[str, str], tuple[Location, ...]]
+
+# Kubeflow Trainer's TrainJob (trainer.kubeflow.org/v1alpha1) has carried its overrides in
+# three shapes: 2.0 ``podSpecOverrides`` (the pod spec's fields, bare), 2.1
+# ``podTemplateOverrides`` (metadata and spec), 2.2 and later ``runtimePatches``. Initializer
+# images are never in a TrainJob: they live in its TrainingRuntime's template.
+_TRAINJOB: tuple[Location, ...] = (
+    ContainerFields("/spec/trainer", name="trainer", resources="resourcesPerNode"),
+    PartialTemplate(
+        "/spec/runtimePatches/*/trainingRuntimeSpec/template/spec/replicatedJobs/*"
+        "/template/spec/template"
+    ),
+    PartialTemplate("/spec/podTemplateOverrides/*"),
+    PartialTemplate("/spec/podSpecOverrides/*", bare=True),
+)
+
+
+def _ray_cluster(prefix: str) -> tuple[Location, ...]:
+    return (
+        f"{prefix}/headGroupSpec/template",
+        f"{prefix}/workerGroupSpecs/*/template",
+        # sidecars KubeRay adds to the head pod, each with an image of the user's choosing
+        ContainerFields(f"{prefix}/autoscalerOptions", name="autoscaler"),
+        ContainerFields(
+            f"{prefix}/historyServerOptions/collectorOptions", name="ray-history-collector"
+        ),
+    )
+
 
 DEFAULT_TEMPLATE_PATHS: TemplatePaths = {
     ("", "pods"): ("",),
@@ -39,15 +100,16 @@ DEFAULT_TEMPLATE_PATHS: TemplatePaths = {
     ("batch", "cronjobs"): ("/spec/jobTemplate/spec/template",),
     ("kubeflow.org", "pytorchjobs"): ("/spec/pytorchReplicaSpecs/*/template",),
     ("kubeflow.org", "tfjobs"): ("/spec/tfReplicaSpecs/*/template",),
+    # kubeflow.org/v1 (Training Operator) and v2beta1 (MPI Operator) alike
     ("kubeflow.org", "mpijobs"): ("/spec/mpiReplicaSpecs/*/template",),
-    ("kubeflow.org", "trainjobs"): ("/spec/podTemplateOverrides/*/spec",),
-    ("ray.io", "rayclusters"): (
-        "/spec/headGroupSpec/template",
-        "/spec/workerGroupSpecs/*/template",
+    ("trainer.kubeflow.org", "trainjobs"): _TRAINJOB,
+    ("trainer.kubeflow.org", "trainingruntimes"): (
+        "/spec/template/spec/replicatedJobs/*/template/spec/template",
     ),
+    ("ray.io", "rayclusters"): _ray_cluster("/spec"),
     ("ray.io", "rayjobs"): (
-        "/spec/rayClusterSpec/headGroupSpec/template",
-        "/spec/rayClusterSpec/workerGroupSpecs/*/template",
+        *_ray_cluster("/spec/rayClusterSpec"),
+        "/spec/submitterPodTemplate",
     ),
     ("jobset.x-k8s.io", "jobsets"): ("/spec/replicatedJobs/*/template/spec/template",),
 }
@@ -69,6 +131,21 @@ class PodTemplate:
     pointer: str  # to the pod spec, e.g. "/spec" or "/spec/template/spec"
     spec: Mapping[str, Any]
     metadata: Mapping[str, Any]
+    # A part merged into a template Muster does not see: gates judge its images and add
+    # nothing to it (no node affinity, no verifying init container).
+    partial: bool = False
+    # For a spec assembled from a resource's own fields: an image's pointer in ``spec`` ->
+    # where that image really is in the object (what a patch must name).
+    relocated: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def image_uses(self) -> Iterator[pods.ImageUse]:
+        """Every image this template names, each with the pointer to patch it in the object.
+        A partial template's container without an image is the runtime's: not a use."""
+        for use in pods.image_uses(self.spec, pointer=self.pointer):
+            if self.partial and use.image is None:
+                continue
+            where = self.relocated.get(use.pointer)
+            yield use if where is None else dataclasses.replace(use, pointer=where)
 
     @property
     def annotations(self) -> Mapping[str, str]:
@@ -132,23 +209,52 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def templates_of(obj: Mapping[str, Any], paths: Sequence[str]) -> tuple[PodTemplate, ...]:
+def _container_template(
+    fields: ContainerFields, pointer: str, node: Mapping[str, Any]
+) -> PodTemplate | None:
+    if node.get("image") is None:
+        return None  # the controller's default image, not the user's choice
+    container: dict[str, Any] = {"name": fields.name, "image": node["image"]}
+    for field, key in (("env", "env"), ("resources", fields.resources)):
+        if key in node:
+            container[field] = node[key]
+    return PodTemplate(
+        pointer=pointer,
+        spec={"containers": [container]},
+        metadata={},
+        partial=True,
+        relocated={f"{pointer}/containers/0/image": f"{pointer}/image"},
+    )
+
+
+def _template(location: Location, pointer: str, node: Mapping[str, Any]) -> PodTemplate | None:
+    if isinstance(location, ContainerFields):
+        return _container_template(location, pointer, node)
+    partial = isinstance(location, PartialTemplate)
+    if isinstance(location, PartialTemplate) and location.bare:
+        return PodTemplate(pointer=pointer, spec=node, metadata={}, partial=True)
+    spec = node.get("spec")
+    metadata = node.get("metadata")
+    return PodTemplate(
+        pointer=f"{pointer}/spec",
+        spec=spec if isinstance(spec, Mapping) else {},
+        metadata=metadata if isinstance(metadata, Mapping) else {},
+        partial=partial,
+    )
+
+
+def templates_of(obj: Mapping[str, Any], paths: Sequence[Location]) -> tuple[PodTemplate, ...]:
     """Every pod template found at ``paths`` (a missing one is simply absent)."""
     found: list[PodTemplate] = []
-    for path in paths:
+    for location in paths:
+        path = location if isinstance(location, str) else location.path
         parts = [part for part in path.split("/") if part]
         for pointer, node in _walk(obj, parts, ""):
             if not isinstance(node, Mapping):
                 continue
-            spec = node.get("spec")
-            metadata = node.get("metadata")
-            found.append(
-                PodTemplate(
-                    pointer=f"{pointer}/spec",
-                    spec=spec if isinstance(spec, Mapping) else {},
-                    metadata=metadata if isinstance(metadata, Mapping) else {},
-                )
-            )
+            template = _template(location, pointer, node)
+            if template is not None:
+                found.append(template)
     return tuple(found)
 
 

@@ -48,7 +48,11 @@ class GPUStackGate:
         found: list[findings.Finding] = []
         patch: list[Mapping[str, Any]] = []
         for template in subject.templates:
-            if phase is gates.Phase.VALIDATE:
+            # A part a controller merges into its runtime's template (a TrainJob's trainer or
+            # patches) may take GPU requests and images from the runtime, which Muster does not
+            # see: its GPU access is judged on the pods it ends up in and nothing is added to
+            # it; only a GPU request of its own, with images of its own, is placed here.
+            if phase is gates.Phase.VALIDATE and not template.partial:
                 found.extend(await self._unrequested_access(subject.namespace, template))
             if not gpupods.gpu_request(template.spec):
                 continue
@@ -56,9 +60,6 @@ class GPUStackGate:
                 phase is gates.Phase.MUTATE
                 or any(image is None for _, image in gpupods.gpu_containers(template.spec))
             ):
-                # Nothing is added to a part a controller merges into its runtime's template
-                # (a TrainJob's trainer); one whose images the runtime supplies is judged on
-                # the pods it ends up in.
                 continue
             policies = await self._policies(subject.namespace)
             if not policies:

@@ -408,7 +408,7 @@ class ImageGate:
             credentials = pull_secret_provider(
                 self.area.services.kube, subject.namespace, template.spec
             )
-            for use in pods.image_uses(template.spec, pointer=template.pointer):
+            for use in template.image_uses():
                 if not isinstance(use.image, str):
                     continue  # the pinning rule reports images that are missing
                 try:

@@ -300,7 +300,7 @@ class VulnerabilityGate:
             credentials = imagegate.pull_secret_provider(
                 self.area.services.kube, subject.namespace, template.spec
             )
-            for use in pods.image_uses(template.spec, pointer=template.pointer):
+            for use in template.image_uses():
                 if not isinstance(use.image, str):
                     continue
                 try:

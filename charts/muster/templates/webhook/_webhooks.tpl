@@ -110,7 +110,7 @@ Rules for kinds a cluster does not serve (e.g. Ray without its CRDs) simply neve
 - apiGroups: ["kubeflow.org"]
   apiVersions: ["*"]
   operations: ["CREATE", "UPDATE"]
-  resources: ["mpijobs", "pytorchjobs", "tfjobs", "trainjobs"]
+  resources: ["mpijobs", "pytorchjobs", "tfjobs"]
   scope: Namespaced
 - apiGroups: ["ray.io"]
   apiVersions: ["*"]
@@ -118,3 +118,8 @@ Rules for kinds a cluster does not serve (e.g. Ray without its CRDs) simply neve
   resources: ["rayclusters", "rayjobs"]
   scope: Namespaced
 {{- end -}}
+- apiGroups: ["trainer.kubeflow.org"]
+  apiVersions: ["*"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["trainingruntimes", "trainjobs"]
+  scope: Namespaced
