@@ -13,7 +13,7 @@ import pydantic
 
 from muster.adapters import registries
 from muster.cli import common
-from muster.core import drift, selectors
+from muster.core import deadlines, drift, selectors
 from muster.handlers import models, operator, webhooks
 
 __all__ = ["register"]
@@ -127,10 +127,21 @@ def register(subcommands: common.Subcommands) -> None:
         "repeatable; default: none, so no exemption is ever honoured)",
     )
     parser.add_argument(
+        "--webhook-timeout",
+        type=int,
+        default=deadlines.DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="the timeoutSeconds of Muster's webhook configurations (1-30; the chart passes "
+        "webhook.timeoutSeconds); the admission deadline is derived from it (default 10)",
+    )
+    parser.add_argument(
         "--admission-deadline",
         type=float,
-        default=8.0,
-        help="seconds the gates get per request; keep it below the webhook timeout (default 8)",
+        default=None,
+        metavar="SECONDS",
+        help="seconds the gates get per request; must be below --webhook-timeout (default: "
+        "the timeout less max(1s, 20%%), so 8 for 10). Each request also stops in time for "
+        "the time the apiserver says it has left",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
@@ -256,6 +267,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.drift_interval < 0:
         raise common.CommandError("--drift-interval must not be negative (0 turns drift off)")
     namespace_selector = _namespace_selector(args.namespace_selector)
+    admission_deadline = _admission_deadline(args.admission_deadline, args.webhook_timeout)
     settings = operator.OperatorSettings(
         webhook=webhooks.WebhookSettings(
             host=args.listen_address,
@@ -263,7 +275,7 @@ def _run(args: argparse.Namespace) -> int:
             tls=webhooks.TLSFiles(Path(args.tls_cert_file), Path(args.tls_key_file)),
         ),
         own_namespace=args.namespace,
-        admission_deadline=args.admission_deadline,
+        admission_deadline=admission_deadline,
         registry=registries.RegistrySettings(
             insecure_registries=frozenset(args.insecure_registry),
             ca_file=args.registry_ca_file,
@@ -297,6 +309,22 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as error:
         raise common.CommandError(f"cannot serve the webhook: {error}") from None
     return common.EXIT_OK
+
+
+def _admission_deadline(deadline: float | None, webhook_timeout: int) -> float:
+    """The deadline asked for, or the one derived from the webhook timeout; refused when the
+    apiserver would stop waiting first (it would report a webhook error, not Muster's reason)."""
+    try:
+        if deadline is None:
+            deadlines.check_timeout(webhook_timeout)
+            return deadlines.admission_deadline(webhook_timeout)
+        deadlines.check(deadline, webhook_timeout)
+    except ValueError as error:
+        raise common.CommandError(
+            f"--admission-deadline / --webhook-timeout: {error}"
+            + ("" if deadline is None else "; leave --admission-deadline out to derive it")
+        ) from None
+    return deadline
 
 
 def _namespace_selector(text: str | None) -> selectors.LabelSelector | None:

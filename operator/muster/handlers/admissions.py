@@ -3,6 +3,8 @@
 Gates run under an internal deadline safely below the webhook timeout, so the apiserver never
 times out on Muster: past the deadline the request is denied in enforce mode (warned about in
 warn mode) with a reason that says so. A gate that raises is a bug; it never becomes an allow.
+Each request's deadline is also kept below the time the apiserver says it has left (its
+``timeout`` parameter, core/deadlines.py), whatever the configured one.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from muster.core import admission, exemptions, findings, gates, reviews, subjects
+from muster.core import admission, deadlines, exemptions, findings, gates, reviews, subjects
 
 __all__ = ["Auditor", "Observer", "Pipeline"]
 
 logger = logging.getLogger("muster.admission")
 
-DEFAULT_DEADLINE_SECONDS = 8.0  # the chart's webhook timeout is 10 s
+# 8 s: below the chart's default webhook timeout of 10 s by the margin core/deadlines.py sets.
+DEFAULT_DEADLINE_SECONDS = deadlines.admission_deadline(deadlines.DEFAULT_WEBHOOK_TIMEOUT_SECONDS)
 
 
 class Observer(Protocol):
@@ -55,15 +58,27 @@ class Pipeline:
     auditor: Auditor | None = None
 
     async def review(
-        self, review: reviews.Review, phase: gates.Phase, mode: findings.Mode
+        self,
+        review: reviews.Review,
+        phase: gates.Phase,
+        mode: findings.Mode,
+        *,
+        time_left: float | None = None,
     ) -> reviews.Response:
+        """Judge one request; ``time_left``: the seconds the apiserver waits for this answer,
+        when it said (the gates then stop in time for the answer to reach it)."""
         subject = subjects.from_review(
             review, mode=mode, own_namespace=self.own_namespace, template_paths=self.template_paths
         )
         if subject is None:
             return admission.not_judged(review)
+        deadline = self.deadline
+        if time_left is not None and time_left > 0:
+            deadline = min(deadline, deadlines.admission_deadline(time_left))
         durations: dict[str, float] = {}
-        results = self._exempt(subject, phase, await self._run_gates(subject, phase, durations))
+        results = self._exempt(
+            subject, phase, await self._run_gates(subject, phase, durations, deadline=deadline)
+        )
         response = gates.respond(subject, results, phase)
         verdict = exemptions.without_used(gates.verdict(subject, results))
         for observer in self.observers:
@@ -117,8 +132,11 @@ class Pipeline:
         phase: gates.Phase,
         durations: dict[str, float],
         chosen: Sequence[gates.Gate] | None = None,
+        *,
+        deadline: float | None = None,
     ) -> list[gates.GateResult]:
         active = self.active_gates if chosen is None else chosen
+        deadline = self.deadline if deadline is None else deadline
 
         async def timed(gate: gates.Gate) -> gates.GateResult:
             started = time.perf_counter()
@@ -130,7 +148,7 @@ class Pipeline:
         tasks = [asyncio.ensure_future(timed(gate)) for gate in active]
         if not tasks:
             return []
-        _, pending = await asyncio.wait(tasks, timeout=self.deadline)
+        _, pending = await asyncio.wait(tasks, timeout=deadline)
         for task in pending:
             task.cancel()
         results: list[gates.GateResult] = []
@@ -140,7 +158,7 @@ class Pipeline:
                     _failure(
                         gate,
                         "DeadlineExceeded",
-                        f"no answer within {self.deadline:g}s "
+                        f"no answer within {deadline:g}s "
                         "(registry slow or unreachable?); try again",
                     )
                 )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from muster.core import admission, findings, gates, reviews
+from muster.core import admission, deadlines, findings, gates, reviews
 from muster.handlers import admissions
 
 __all__ = ["TLSFiles", "WebhookSettings", "build_app", "serve"]
@@ -62,7 +62,10 @@ async def _admit(request: web.Request) -> web.Response:
             admission.unjudgeable(error.uid, mode, f"malformed AdmissionReview: {error}", 400)
         )
     try:
-        response = await pipeline.review(review, phase, mode)
+        # The apiserver says how long it waits for this answer (?timeout=10s): the gates stop
+        # in time for it, whatever deadline Muster was started with.
+        time_left = deadlines.parse_go_duration(request.query.get("timeout", ""))
+        response = await pipeline.review(review, phase, mode, time_left=time_left)
     except Exception:  # a bug must never turn into an allow: fail closed, keep the trace in logs
         logger.exception("internal error judging %s", review["request"]["uid"])
         response = admission.unjudgeable(
