@@ -11,6 +11,8 @@ import binascii
 import json
 from collections.abc import Mapping
 
+from muster.core import references
+
 __all__ = ["InvalidPullSecret", "normalise_registry", "parse"]
 
 _DOCKER_HUB = {"index.docker.io", "registry-1.docker.io", "docker.io", "registry.hub.docker.com"}
@@ -24,7 +26,8 @@ def normalise_registry(key: str) -> str:
     host = key.strip()
     for scheme in ("https://", "http://"):
         host = host.removeprefix(scheme)
-    host = host.split("/", 1)[0]
+    # Then as image references name registries (case, trailing dot, :443), so the keys meet.
+    host = references.normalise_registry(host.split("/", 1)[0])
     return "docker.io" if host in _DOCKER_HUB else host
 
 

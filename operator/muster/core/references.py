@@ -2,6 +2,14 @@
 
 The grammar follows the distribution reference package (``docker.io/library/`` defaults, a
 first path component that is a registry only when it has a dot, a colon or is ``localhost``).
+
+Registry host names are normalised (:func:`normalise_registry`) before anything compares them,
+so one registry has one name: ``index.docker.io`` and ``registry-1.docker.io`` are
+``docker.io``, the default port ``:443`` is dropped, letters are lower case and a trailing dot
+is removed. ImagePolicy patterns go through the same normalisation (:func:`normalise_pattern`).
+Names that reach the same registry by other routes (``localhost:5000`` and ``127.0.0.1:5000``)
+cannot be told apart without the network: they stay distinct, and an image under a name no
+policy covers is refused for that (see ``muster.core.imagepolicies``).
 """
 
 from __future__ import annotations
@@ -10,9 +18,19 @@ import dataclasses
 import functools
 import re
 
-__all__ = ["DIGEST_ALGORITHMS", "ImageReference", "InvalidReference", "parse"]
+__all__ = [
+    "DIGEST_ALGORITHMS",
+    "ImageReference",
+    "InvalidReference",
+    "normalise_pattern",
+    "normalise_registry",
+    "parse",
+]
 
 DEFAULT_REGISTRY = "docker.io"
+# Other names of Docker Hub: the same registry, so the same policies.
+DOCKER_HUB_ALIASES = frozenset({"index.docker.io", "registry-1.docker.io"})
+DEFAULT_PORT = "443"  # registries are spoken to over HTTPS: host:443 is host
 DEFAULT_TAG = "latest"
 MAX_REFERENCE_LENGTH = 4096
 
@@ -20,9 +38,10 @@ DIGEST_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+# A trailing dot (a fully qualified name) is accepted and then normalised away.
 _DOMAIN = re.compile(
     r"^(?:\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*)(?::[0-9]{1,5})?$"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*\.?)(?::[0-9]{1,5})?$"
 )
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^([a-z0-9]+):([a-f0-9]+)$")
@@ -79,6 +98,52 @@ def _check_digest(digest: str) -> None:
         )
 
 
+def normalise_registry(host: str) -> str:
+    """One name per registry: lower case, no trailing dot, no default port, Docker Hub's aliases
+    as ``docker.io``. ``host`` is ``HOST``, ``HOST:PORT`` or ``[IPv6]:PORT``; it is not checked
+    here (the parser does that), so patterns with glob characters pass through too."""
+    name, port = host.lower(), None
+    bracket = name.rfind("]")
+    colon = name.rfind(":")
+    if colon > bracket and (bracket != -1 or name.count(":") == 1):
+        name, port = name[:colon], name[colon + 1 :]
+    if name.endswith(".") and name != ".":
+        name = name[:-1]
+    if name in DOCKER_HUB_ALIASES:
+        name = DEFAULT_REGISTRY
+    if port == DEFAULT_PORT:
+        port = None
+    return name if port is None else f"{name}:{port}"
+
+
+def _is_host(first: str) -> bool:
+    """Whether the first path component names a registry (distribution's rule)."""
+    return "." in first or ":" in first or first == "localhost" or first != first.lower()
+
+
+def normalise_pattern(pattern: str) -> str:
+    """An ImagePolicy glob read the way image references are: its registry part normalised, and
+    a pattern without a registry on Docker Hub (``nginx`` is ``docker.io/library/nginx``,
+    ``team/*`` is ``docker.io/team/*``). A first part with glob characters (``**``,
+    ``*.example.com``) may match any registry: only its case, trailing dot and port are
+    normalised."""
+    first, slash, rest = pattern.partition("/")
+    wild = any(ch in first for ch in "*?")
+    if not slash:
+        # A name always has a slash: such a pattern only makes sense as one repository.
+        if wild or _is_host(first):
+            return pattern
+        return f"{DEFAULT_REGISTRY}/library/{pattern}"
+    if wild:
+        return f"{normalise_registry(first)}/{rest}"
+    if not _is_host(first):
+        return f"{DEFAULT_REGISTRY}/{pattern}"
+    registry = normalise_registry(first)
+    if registry == DEFAULT_REGISTRY and "/" not in rest and not any(ch in rest for ch in "*?"):
+        rest = f"library/{rest}"
+    return f"{registry}/{rest}"
+
+
 def parse(text: str) -> ImageReference:
     """Parse ``text`` as an image reference, or raise :class:`InvalidReference` saying why."""
     if not isinstance(text, str):
@@ -111,16 +176,12 @@ def _parse(text: str) -> ImageReference:
             raise InvalidReference(f"tag {tag!r} in {text!r} is not a valid tag")
 
     first, _, rest = remainder.partition("/")
-    if rest and (
-        ("." in first) or (":" in first) or first == "localhost" or first != first.lower()
-    ):
-        registry, repository = first, rest
-        if not _DOMAIN.match(registry):
-            raise InvalidReference(f"registry {registry!r} in {text!r} is not a valid host")
+    if rest and _is_host(first):
+        if not _DOMAIN.match(first):
+            raise InvalidReference(f"registry {first!r} in {text!r} is not a valid host")
+        registry, repository = normalise_registry(first), rest
     else:
         registry, repository = DEFAULT_REGISTRY, remainder
-    if registry in ("index.docker.io", "registry-1.docker.io"):
-        registry = DEFAULT_REGISTRY
     if registry == DEFAULT_REGISTRY and "/" not in repository:
         repository = f"library/{repository}"
     if not repository or not _REPOSITORY.match(repository):

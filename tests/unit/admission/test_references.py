@@ -23,7 +23,19 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
         ("127.0.0.1:5000/a/b/c", "127.0.0.1:5000", "a/b/c", "latest", None),
         ("ghcr.io/org/app@" + DIGEST, "ghcr.io", "org/app", None, DIGEST),
         ("ghcr.io/org/app:v1@" + DIGEST, "ghcr.io", "org/app", "v1", DIGEST),
-        ("Registry/app", "Registry", "app", "latest", None),  # uppercase first part = a host
+        ("Registry/app", "registry", "app", "latest", None),  # uppercase first part = a host
+        # One registry, one name: Docker Hub's aliases, the default port, case, a trailing dot.
+        ("registry-1.docker.io/alpine", "docker.io", "library/alpine", "latest", None),
+        ("docker.io:443/team/app", "docker.io", "team/app", "latest", None),
+        ("INDEX.docker.io./team/app", "docker.io", "team/app", "latest", None),
+        ("GHCR.io:443/org/app:v1", "ghcr.io", "org/app", "v1", None),
+        ("ghcr.io./org/app", "ghcr.io", "org/app", "latest", None),
+        ("localhost.:5000/app", "localhost:5000", "app", "latest", None),
+        ("[::1]:443/app", "[::1]", "app", "latest", None),
+        ("[FE80::1]:5000/app", "[fe80::1]:5000", "app", "latest", None),
+        # Other ports and other names stay apart: they may be other registries.
+        ("ghcr.io:8443/org/app", "ghcr.io:8443", "org/app", "latest", None),
+        ("127.0.0.1:5000/app", "127.0.0.1:5000", "app", "latest", None),
         (
             "nvcr.io/nvidia/cuda:12.8.1-base-ubuntu24.04",
             "nvcr.io",
@@ -60,6 +72,8 @@ def test_parse_normalises_like_the_runtime(
         ("ghcr.io/", "repository"),
         ("ghcr.io//app", "repository"),
         ("-host.io/app", "not a valid host"),
+        ("ghcr.io../app", "not a valid host"),
+        ("./app", "not a valid host"),
     ],
 )
 def test_invalid_references_say_why(text: str, complaint: str) -> None:
@@ -81,7 +95,7 @@ _hex = st.text("0123456789abcdef", min_size=64, max_size=64)
 
 @settings(max_examples=200, deadline=None)
 @given(
-    host=st.sampled_from(["ghcr.io", "localhost:5000", "registry.example:443", "10.0.0.1"]),
+    host=st.sampled_from(["ghcr.io", "localhost:5000", "registry.example:8443", "10.0.0.1"]),
     path=st.lists(_component, min_size=1, max_size=3),
     tag=st.none() | _tag,
     digest=st.none() | _hex,
@@ -108,3 +122,90 @@ def test_arbitrary_text_parses_or_fails_cleanly(text: str) -> None:
         assert str(error)
     else:
         assert parsed.repository
+
+
+_plain = st.from_regex(r"[a-z0-9]{1,8}([_-][a-z0-9]{1,8}){0,2}", fullmatch=True)  # no host
+_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?", fullmatch=True)
+_host = st.builds(
+    lambda labels, port: ".".join(labels) + (f":{port}" if port else ""),
+    st.lists(_label, min_size=2, max_size=3),
+    st.none() | st.sampled_from(["443", "5000", "8443"]),
+)
+
+
+def _spellings(host: str) -> st.SearchStrategy[str]:
+    """Other ways to write ``host`` that reach the same registry."""
+    name, _, port = host.partition(":")
+    ports = [f":{port}"] if port and port != "443" else ["", ":443"]
+    return st.builds(
+        lambda upper, dot, suffix: (
+            (name.upper() if upper else name) + ("." if dot else "") + suffix
+        ),
+        st.booleans(),
+        st.booleans(),
+        st.sampled_from(ports),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), host=_host, path=st.lists(_component, min_size=1, max_size=3))
+def test_every_spelling_of_a_registry_parses_to_one_name(
+    data: st.DataObject, host: str, path: list[str]
+) -> None:
+    spelled = data.draw(_spellings(host))
+    digest = "sha256:" + "ab" * 32
+    one = references.parse(f"{host}/{'/'.join(path)}@{digest}")
+    other = references.parse(f"{spelled}/{'/'.join(path)}@{digest}")
+    assert other == one
+    assert references.normalise_registry(one.registry) == one.registry  # idempotent
+    assert ":443" not in one.registry and not one.registry.endswith(".")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    alias=st.sampled_from(["docker.io", "index.docker.io", "registry-1.docker.io"]),
+    upper=st.booleans(),
+    port=st.booleans(),
+    repository=st.lists(_plain, min_size=1, max_size=2),
+)
+def test_docker_hub_aliases_are_docker_io(
+    alias: str, upper: bool, port: bool, repository: list[str]
+) -> None:
+    host = (alias.upper() if upper else alias) + (":443" if port else "")
+    parsed = references.parse(f"{host}/{'/'.join(repository)}")
+    assert parsed == references.parse("/".join(repository))
+    assert parsed.registry == "docker.io"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "normalised"),
+    [
+        ("**", "**"),
+        ("*/acme/**", "*/acme/**"),
+        ("ghcr.io/acme/**", "ghcr.io/acme/**"),
+        ("GHCR.IO:443/acme/**", "ghcr.io/acme/**"),
+        ("ghcr.io./acme/*", "ghcr.io/acme/*"),
+        ("*.Example.COM:443/**", "*.example.com/**"),
+        ("index.docker.io/library/*", "docker.io/library/*"),
+        ("registry-1.docker.io/nginx", "docker.io/library/nginx"),
+        ("nginx", "docker.io/library/nginx"),
+        ("team/*", "docker.io/team/*"),
+        ("localhost:5000/**", "localhost:5000/**"),
+        ("127.0.0.1:5000/**", "127.0.0.1:5000/**"),
+    ],
+)
+def test_patterns_are_normalised_like_references(pattern: str, normalised: str) -> None:
+    assert references.normalise_pattern(pattern) == normalised
+    assert references.normalise_pattern(normalised) == normalised
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), host=_host, path=st.lists(_component, min_size=1, max_size=3))
+def test_a_pattern_covers_every_spelling_of_its_registry(
+    data: st.DataObject, host: str, path: list[str]
+) -> None:
+    from muster.core import imagepolicies
+
+    pattern = imagepolicies.compile_glob(f"{data.draw(_spellings(host))}/{path[0]}/**")
+    reference = references.parse(f"{data.draw(_spellings(host))}/{'/'.join(path)}/x")
+    assert pattern.fullmatch(reference.name)
