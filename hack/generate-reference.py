@@ -39,6 +39,13 @@ KEYS: dict[str, tuple[str, str, str, str]] = {
         "label", "Namespace", "you",
         "`true`: Muster leaves the namespace alone even if it carries `muster.dev/enforce`.",
     ),
+    "muster.dev/uncovered-images": (
+        "label", "Namespace", "you (platform team)",
+        "`deny`, `warn` or `allow`: what happens to an image no ImagePolicy covers in this "
+        "namespace, overriding `muster run --uncovered-images` (chart `images.uncovered`, default "
+        "`deny`); any other value counts as `deny`. The namespace guard keeps tenants from "
+        "lowering it.",
+    ),
     "muster.dev/cuda-requirement": (
         "annotation", "Pod / pod template", "you",
         "the CUDA requirement of the pod, in NVIDIA_REQUIRE_CUDA grammar (`cuda>=12.4`), when "

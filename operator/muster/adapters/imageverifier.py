@@ -241,16 +241,24 @@ class Verifier:
         if not policies:
             return ImageResult(reference=reference, digest=reference.digest, decisions=())
         digest = self.cached_digest(reference)
+        if all(policy.static is not None for policy in policies):
+            # Decided by name alone: no registry, no cache (digest pinning is its own rule).
+            return ImageResult(reference, digest, tuple((p, _static(p)) for p in policies))
         if digest is None:
             return None
         decisions = []
+        looked_up = 0
         for policy in policies:
+            if policy.static is not None:
+                decisions.append(_static(policy))
+                continue
             decision = self._decisions.get((reference.name, digest, *policy.key))
             if decision is None:
                 return None  # verify() will look again, and tell the cache observer
             decisions.append(decision)
+            looked_up += 1
         if self.cache_observer is not None:
-            for _ in decisions:
+            for _ in range(looked_up):
                 self.cache_observer(True)
         return ImageResult(reference, digest, tuple(zip(policies, decisions, strict=True)))
 
@@ -286,6 +294,8 @@ class Verifier:
         policy: imagepolicies.CompiledPolicy,
         credentials: CredentialProvider | None,
     ) -> imagepolicies.Decision:
+        if policy.static is not None:
+            return _static(policy)
         key = (reference.name, digest, *policy.key)
         cached = self._decisions.get(key)
         if self.cache_observer is not None:
@@ -391,6 +401,13 @@ class Verifier:
                 await oldest.close()
         self._clients.move_to_end(fingerprint)
         return client
+
+
+def _static(policy: imagepolicies.CompiledPolicy) -> imagepolicies.Decision:
+    decision = imagepolicies.judge_static(policy)
+    if decision is None:
+        raise ValueError(f"ImagePolicy {policy.name!r} has no static authority")
+    return decision
 
 
 class _Stage(enum.Enum):

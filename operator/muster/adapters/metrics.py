@@ -26,7 +26,7 @@ from prometheus_client import core as prometheus_core
 from prometheus_client import registry as prometheus_registry
 
 import muster
-from muster.core import drift, findings, gates, observations, subjects
+from muster.core import drift, findings, gates, imagepolicies, observations, subjects
 
 __all__ = [
     "CACHES",
@@ -171,6 +171,13 @@ class Metrics:
             ["check"],
             registry=r,
         )
+        self.images_passed_unsigned = prometheus_client.Counter(
+            "muster_images_passed_unsigned",
+            "Images admitted without a signature by a static-pass ImagePolicy, by policy and "
+            "namespace (one per image use, at validation).",
+            ["policy", "namespace"],
+            registry=r,
+        )
         self.exemptions = prometheus_client.Counter(
             "muster_exemptions_used",
             "Requests let through by an exemption that a rule would have stopped.",
@@ -246,6 +253,11 @@ class Metrics:
             return  # mutation repeats what validation reports: count each finding once
         namespace = self.namespaces(subject.namespace)
         for finding in reported:
+            if finding.reason == imagepolicies.PASSED_UNSIGNED:
+                # Admitted as a policy says: not a violation, but never silent.
+                policy = finding.policy.name if finding.policy is not None else ""
+                self.images_passed_unsigned.labels(policy, namespace).inc()
+                continue
             self.violations.labels(
                 finding.check, finding.reason, finding.mode.value, namespace
             ).inc()

@@ -87,6 +87,15 @@ def register(subcommands: common.Subcommands) -> None:
         help="mode of namespaces that carry no muster.dev/enforce label (default: enforce)",
     )
     parser.add_argument(
+        "--uncovered-images",
+        type=imagepolicies.Uncovered,
+        choices=list(imagepolicies.Uncovered),
+        default=imagepolicies.Uncovered.DENY,
+        help="images no ImagePolicy covers: deny (default, as muster run), warn or allow, "
+        f"as muster run --uncovered-images; a namespace's {imagepolicies.UNCOVERED_LABEL} "
+        "label overrides it",
+    )
+    parser.add_argument(
         "--namespace",
         default="default",
         help="namespace of objects that name none (default: default)",
@@ -362,6 +371,7 @@ def _services(args: argparse.Namespace, objects: Sequence[Mapping[str, Any]]) ->
         kubeconfig=args.kubeconfig,
         admission_deadline=args.timeout,
         model_verifier_image=args.verifier_image,
+        uncovered_images=args.uncovered_images,
         registry=registries.RegistrySettings(
             insecure_registries=frozenset(args.insecure_registry), ca_file=args.registry_ca_file
         ),

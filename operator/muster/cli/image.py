@@ -10,7 +10,9 @@ roots that a policy takes from a Secret or ConfigMap are read from local files g
 ``--material`` (e.g. ``--material ConfigMap/sigstore/root/trusted_root.json=root.json``), so
 nothing needs a cluster. The messages are the ones admission gives. Exit 0 when every policy
 that covers the image passes (warn-mode failures are printed as warnings), 1 when an enforcing
-policy rejects it, 2 on bad input or when the registry could not be read.
+policy rejects it or when no policy covers it (as admission denies uncovered images by default;
+``--uncovered-images warn|allow`` as ``muster run``), 2 on bad input or when the registry could
+not be read.
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ def register(subcommands: common.Subcommands) -> None:
         help="registry spoken to over plain HTTP (repeatable)",
     )
     verify.add_argument("--registry-ca-file", type=Path, help="extra CA bundle for registries")
+    verify.add_argument(
+        "--uncovered-images",
+        type=imagepolicies.Uncovered,
+        choices=list(imagepolicies.Uncovered),
+        default=imagepolicies.Uncovered.DENY,
+        help="an image no given policy covers: deny (default, exit 1), warn or allow (exit 0)",
+    )
     verify.add_argument(
         "--registry-credentials",
         type=Path,
@@ -174,12 +183,7 @@ def verify_image(args: argparse.Namespace) -> int:
     policies = _policies(args.policy, _materials(args.material))
     covering = imagepolicies.matching(policies, reference, None)
     if not covering:
-        common.emit(
-            args,
-            f"OK: {args.reference}: no ImagePolicy covers {reference.name}",
-            {"image": args.reference, "verified": True, "policies": []},
-        )
-        return common.EXIT_OK
+        return _uncovered(args, reference, policies)
     _check_registry_files(args)
     result = asyncio.run(_verify(args, reference, covering))
     lines: list[str] = []
@@ -223,6 +227,31 @@ def verify_image(args: argparse.Namespace) -> int:
         },
     )
     return code
+
+
+def _uncovered(
+    args: argparse.Namespace,
+    reference: references.ImageReference,
+    policies: list[imagepolicies.CompiledPolicy],
+) -> int:
+    """No policy covers the image: pinning alone admits nothing, so this fails by default."""
+    patterns = ", ".join(f"{p} ({policy.name})" for policy in policies for p in policy.patterns)
+    mode = imagepolicies.Uncovered(args.uncovered_images)
+    status = {"deny": "FAIL", "warn": "WARNING", "allow": "OK"}[mode.value]
+    common.emit(
+        args,
+        f"{status}: image {args.reference!r} ({reference.name}) is not covered by any "
+        f"ImagePolicy given (patterns: {patterns}); uncovered images: {mode}",
+        {
+            "image": args.reference,
+            "verified": False,
+            "covered": False,
+            "reason": "ImageNotCovered",
+            "uncovered": str(mode),
+            "policies": [],
+        },
+    )
+    return common.EXIT_FAIL if mode is imagepolicies.Uncovered.DENY else common.EXIT_OK
 
 
 def _check_registry_files(args: argparse.Namespace) -> None:

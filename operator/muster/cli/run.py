@@ -13,7 +13,7 @@ import pydantic
 
 from muster.adapters import registries
 from muster.cli import common
-from muster.core import deadlines, drift, selectors
+from muster.core import deadlines, drift, imagepolicies, selectors
 from muster.handlers import models, operator, webhooks
 
 __all__ = ["register"]
@@ -145,6 +145,16 @@ def register(subcommands: common.Subcommands) -> None:
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+    )
+    # -- image gate --
+    parser.add_argument(
+        "--uncovered-images",
+        type=imagepolicies.Uncovered,
+        choices=list(imagepolicies.Uncovered),
+        default=os.environ.get("MUSTER_UNCOVERED_IMAGES", str(imagepolicies.Uncovered.DENY)),
+        help="what happens to an image no ImagePolicy covers in a judged namespace: deny "
+        "(default), warn or allow; a namespace's "
+        f"{imagepolicies.UNCOVERED_LABEL} label overrides it",
     )
     # -- model gate --
     parser.add_argument(
@@ -295,6 +305,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_max_namespaces=args.metrics_max_namespaces,
         model_verifier_image=args.verifier_image,
         evict_revoked_model_pods=args.evict_revoked_model_pods,
+        uncovered_images=args.uncovered_images,
         exemption_groups=frozenset(args.exemption_group),
         trivy_cache_dir=args.trivy_cache_dir,
         trivy_db_repository=args.trivy_db_repository,

@@ -60,6 +60,8 @@ NOT_DRIFT = frozenset(
         "ModelRegistryUnavailable",
         "ModelLookupFailed",
         "ModelReferenceUnresolved",
+        # Not a problem at all: an ImagePolicy let the image in unsigned, as it says.
+        "ImagePassedUnsigned",
     }
 )
 _FINISHED = frozenset({"Succeeded", "Failed"})

@@ -10,11 +10,19 @@ ConfigMaps it refers to are fetched by the caller (:func:`sources_of` says which
 :func:`compile_policy` parses keys and trusted roots once into a :class:`CompiledPolicy`.
 :func:`judge` then decides from :class:`Evidence` (signature manifests and bundles the caller
 fetched from the registry) whether an image digest passes; nothing passes by default.
+
+An image that no policy applying to its namespace covers is not admitted for being pinned:
+:func:`uncovered_mode` says what happens to it (``deny`` by default, ``warn`` or ``allow`` by
+the operator's setting or the namespace label :data:`UNCOVERED_LABEL`) and
+:func:`uncovered_message` says why, naming the patterns that do exist. What a platform cannot
+sign is let in by name with a ``static`` authority (``{static: {action: pass}}``): still
+pinned, and reported every time (:data:`PASSED_UNSIGNED`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -27,6 +35,10 @@ from muster.core import vulnerabilities as vulnerabilities_
 
 __all__ = [
     "DEFAULT_TRUSTED_ROOT_KEY",
+    "DISALLOWED",
+    "NOT_COVERED",
+    "PASSED_UNSIGNED",
+    "UNCOVERED_LABEL",
     "Authority",
     "CompiledAuthority",
     "CompiledPolicy",
@@ -36,17 +48,31 @@ __all__ = [
     "InvalidImagePolicy",
     "LegacySignature",
     "Source",
+    "StaticSpec",
+    "Uncovered",
     "compile_glob",
     "compile_policy",
     "describe",
     "judge",
+    "judge_static",
     "matching",
     "parse_spec",
     "sources_of",
+    "uncovered_message",
+    "uncovered_mode",
 ]
 
 DEFAULT_TRUSTED_ROOT_KEY = "trusted_root.json"
 MAX_BUNDLES = 16  # signatures considered per image and format, against denial of service
+
+# Reasons (findings, Events, metrics) of the rules below.
+NOT_COVERED = "ImageNotCovered"  # no ImagePolicy applying to the namespace covers the image
+PASSED_UNSIGNED = "ImagePassedUnsigned"  # admitted without a signature by a static pass
+DISALLOWED = "ImageDisallowed"  # refused by a static fail
+# Per namespace: what happens to images no policy covers (deny, warn or allow). It lowers the
+# operator's default too, so the namespace guard must keep tenants from changing it.
+UNCOVERED_LABEL = "muster.dev/uncovered-images"
+MAX_PATTERNS_SHOWN = 8  # in a denial message; the rest are counted
 
 _CONFIG = pydantic.ConfigDict(
     extra="forbid",
@@ -142,8 +168,17 @@ class KeylessSpec(pydantic.BaseModel):
     trusted_root: TrustedRootRef
 
 
+class StaticSpec(pydantic.BaseModel):
+    """A decision by name, without signatures: ``pass`` admits the covered images unsigned
+    (still pinned, and reported as ``ImagePassedUnsigned``), ``fail`` refuses them."""
+
+    model_config = _CONFIG
+
+    action: Literal["pass", "fail"]
+
+
 class Authority(pydantic.BaseModel):
-    """One party whose signature counts: a key or a keyless identity."""
+    """One party whose signature counts (a key or a keyless identity), or a static decision."""
 
     model_config = _CONFIG
 
@@ -152,11 +187,16 @@ class Authority(pydantic.BaseModel):
     )
     key: PublicKeySource | None = None
     keyless: KeylessSpec | None = None
+    static: StaticSpec | None = pydantic.Field(
+        default=None,
+        description="pass or fail the covered images without looking for signatures; "
+        "must be the policy's only authority",
+    )
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> Authority:
-        if (self.key is None) == (self.keyless is None):
-            raise ValueError("an authority is exactly one of key and keyless")
+        if sum(kind is not None for kind in (self.key, self.keyless, self.static)) != 1:
+            raise ValueError("an authority is exactly one of key, keyless and static")
         return self
 
 
@@ -198,6 +238,9 @@ class ImagePolicySpec(pydantic.BaseModel):
             raise ValueError(
                 f"threshold {self.threshold} is more than the {len(self.authorities)} authorities"
             )
+        # A static decision mixed with signers would make the threshold meaningless.
+        if len(self.authorities) > 1 and any(a.static is not None for a in self.authorities):
+            raise ValueError("a static authority must be the policy's only authority")
         names = [name for _, name in self.named_authorities()]
         if len(set(names)) != len(names):
             raise ValueError("authority names must be unique")
@@ -233,9 +276,11 @@ def parse_spec(data: object) -> ImagePolicySpec:
 
 
 def compile_glob(pattern: str) -> re.Pattern[str]:
-    """``*`` within a path segment, ``**`` across segments, ``?`` one character."""
+    """``*`` within a path segment, ``**`` across segments, ``?`` one character; over the
+    pattern normalised as image references are (:func:`references.normalise_pattern`)."""
     if any(ch.isspace() for ch in pattern) or len(pattern) > 512:
         raise ValueError(f"image pattern {pattern!r} is not a valid glob")
+    pattern = references.normalise_pattern(pattern)
     parts = []
     index = 0
     while index < len(pattern):
@@ -311,6 +356,7 @@ class CompiledPolicy:
     pin_digests: bool
     patterns: tuple[str, ...] = ()
     vulnerabilities: vulnerabilities_.VulnerabilityRules | None = None
+    static: Literal["pass", "fail"] | None = None  # a static authority decides by name alone
 
     @property
     def key(self) -> tuple[str, int]:
@@ -361,9 +407,12 @@ def compile_policy(
     """Parse every key and trusted root once; raise :class:`InvalidImagePolicy` saying why not."""
     roots = _Roots(materials)
     compiled: list[CompiledAuthority] = []
+    static: Literal["pass", "fail"] | None = None
     for authority, label in spec.named_authorities():
         what = f"authority {label}"
-        if authority.key is not None:
+        if authority.static is not None:
+            static = authority.static.action
+        elif authority.key is not None:
             source = authority.key
             pem = (
                 source.data.encode()
@@ -413,6 +462,7 @@ def compile_policy(
         pin_digests=spec.pin_digests,
         patterns=spec.images,
         vulnerabilities=spec.vulnerabilities,
+        static=static,
     )
 
 
@@ -495,12 +545,33 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     return Decision(False, "SignatureNotTrusted", result.message)
 
 
+def judge_static(policy: CompiledPolicy) -> Decision | None:
+    """The decision of a static authority, which needs no evidence; None for signers."""
+    if policy.static == "pass":
+        return Decision(
+            True,
+            PASSED_UNSIGNED,
+            f"no signature needed: ImagePolicy {policy.name!r} passes the images it covers "
+            "(static pass)",
+        )
+    if policy.static == "fail":
+        return Decision(
+            False,
+            DISALLOWED,
+            f"ImagePolicy {policy.name!r} refuses every image it covers (static fail)",
+        )
+    return None
+
+
 def judge(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     """Does ``policy`` admit the image whose registry evidence this is?
 
     A signature on the digest itself counts (for an index: on the index). Otherwise, for an
     index, every platform manifest must pass on its own: the node may pull any of them.
     """
+    static = judge_static(policy)
+    if static is not None:
+        return static
     direct = _judge_one(policy, evidence)
     if direct.passed or not evidence.is_index or evidence.error is not None:
         return direct
@@ -533,6 +604,7 @@ def describe(policy: CompiledPolicy) -> dict[str, Any]:
         "images": list(policy.patterns),
         "mode": policy.mode,
         "authorities": [authority.name for authority in policy.authorities],
+        **({"static": policy.static} if policy.static is not None else {}),
         "threshold": policy.threshold,
         "pinDigests": policy.pin_digests,
     }
@@ -550,3 +622,86 @@ def matching(
         if policy.covers(reference)
         and (namespace_labels is None or policy.applies_to(namespace_labels))
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Images no policy covers
+
+
+class Uncovered(enum.StrEnum):
+    """What happens to an image that no ImagePolicy applying to its namespace covers."""
+
+    DENY = "deny"
+    WARN = "warn"
+    ALLOW = "allow"
+
+
+def uncovered_mode(default: Uncovered, labels: Mapping[str, str]) -> tuple[Uncovered, str]:
+    """The namespace's :data:`UNCOVERED_LABEL` value, else ``default``; and where it came from.
+
+    A value that is not deny, warn or allow counts as deny: a typo never lets images in."""
+    raw = labels.get(UNCOVERED_LABEL)
+    if raw is None:
+        return default, "the operator's default"
+    try:
+        return Uncovered(raw.strip().lower()), f"label {UNCOVERED_LABEL}={raw}"
+    except ValueError:
+        return Uncovered.DENY, f"label {UNCOVERED_LABEL}={raw!r} is not deny, warn or allow"
+
+
+def _elsewhere(pattern: str, reference: references.ImageReference) -> str | None:
+    """The registry under which ``pattern`` covers this very repository, when it is another
+    name than the image's (``127.0.0.1:5000`` for ``localhost:5000/app``); else None."""
+    normalised = references.normalise_pattern(pattern)
+    host, _, _ = normalised.partition("/")
+    if host == reference.registry or any(ch in host for ch in "*?"):
+        return None
+    if compile_glob(pattern).fullmatch(f"{host}/{reference.repository}"):
+        return host
+    return None
+
+
+def uncovered_message(
+    image: str,
+    reference: references.ImageReference,
+    namespace: str,
+    applicable: Sequence[CompiledPolicy],
+    *,
+    mode: Uncovered,
+    source: str,
+) -> str:
+    """Why an image is not admitted (or admitted with a warning): no policy covers it, here are
+    the patterns that exist for this namespace (those naming its repository or registry
+    first), and how to let it in."""
+    ranked: list[tuple[int, str, int, str]] = []
+    aliases: dict[str, str] = {}
+    for policy in applicable:
+        for index, pattern in enumerate(policy.patterns):
+            elsewhere = _elsewhere(pattern, reference)
+            if elsewhere is not None:
+                aliases.setdefault(elsewhere, policy.name)
+            same_registry = references.normalise_pattern(pattern).startswith(
+                f"{reference.registry}/"
+            )
+            rank = 0 if elsewhere is not None else 1 if same_registry else 2
+            ranked.append((rank, policy.name, index, f"{pattern} ({policy.name})"))
+    patterns = [shown for *_, shown in sorted(ranked)]
+    if patterns:
+        shown = ", ".join(patterns[:MAX_PATTERNS_SHOWN])
+        if len(patterns) > MAX_PATTERNS_SHOWN:
+            shown += f" and {len(patterns) - MAX_PATTERNS_SHOWN} more"
+        exist = f"the patterns of the ImagePolicies that apply here are {shown}"
+    else:
+        exist = "no ImagePolicy applies to this namespace"
+    alias = "".join(
+        f"; ImagePolicy {name!r} covers this repository as {host}, another name: a registry is "
+        "covered only under the names its policies give"
+        for host, name in sorted(aliases.items())[:1]
+    )
+    verdict = "denied" if mode is Uncovered.DENY else "admitted with a warning"
+    return (
+        f"image {image!r} is not covered by any ImagePolicy for namespace {namespace!r} "
+        f"(read as {reference.name}); {exist}{alias}. Uncovered images are {verdict} "
+        f"({source}): add an ImagePolicy whose images cover it (signed by a trusted authority, "
+        "or authorities [{static: {action: pass}}] to admit it unsigned)"
+    )

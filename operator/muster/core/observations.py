@@ -59,6 +59,9 @@ REASONS: Mapping[str, str] = {
     "ImageNotResolved": "the image's tag could not be resolved to a digest",
     "ImagePolicyInvalid": "an ImagePolicy that covers the image does not compile",
     "ImagePoliciesUnavailable": "the ImagePolicies could not be listed",
+    "ImageNotCovered": "no ImagePolicy that applies to the namespace covers the image",
+    "ImagePassedUnsigned": "a static-pass ImagePolicy admitted the image without a signature",
+    "ImageDisallowed": "a static-fail ImagePolicy refuses the images it covers",
     "NamespaceUnavailable": "the namespace's labels could not be read to select policies",
     # GPU stack
     "NoCompliantNode": "no compliant GPU node can run the pod's CUDA requirement",

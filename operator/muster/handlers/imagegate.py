@@ -12,6 +12,10 @@ At admission the gate, for every image use of every pod template:
   policy says ``pinDigests``;
 - VALIDATE: checks the image against every matching policy (all must pass); a failure names the
   container, the image, the policy and the reason in one line. Registry trouble is a failure.
+  An image no applicable policy covers is ``ImageNotCovered``: denied, warned or allowed as the
+  operator's ``--uncovered-images`` and the namespace's ``muster.dev/uncovered-images`` label
+  say (pinning alone never admits an image). An image a static-pass policy admits unsigned is
+  reported as ``ImagePassedUnsigned`` (a warning, an Event and a metric), every time.
 """
 
 from __future__ import annotations
@@ -354,8 +358,9 @@ def _finding(
 def failure_findings(
     use: pods.ImageUse, image: str, result: imageverifier.ImageResult
 ) -> list[findings.Finding]:
-    """One line per failed policy: container, image, policy, reason."""
-    return [
+    """One line per failed policy: container, image, policy, reason; and one warning per
+    policy that let the image in unsigned (static pass), so it is never silent."""
+    found = [
         _finding(
             use,
             decision.reason,
@@ -366,6 +371,48 @@ def failure_findings(
         for policy, decision in result.decisions
         if not decision.passed
     ]
+    if not found:
+        found = [
+            _finding(
+                use,
+                "ImagePassedUnsigned",
+                f"image {image!r} is let in without a signature by ImagePolicy "
+                f"{policy.name!r} (static pass)",
+                "warn",
+                policy=policy.name,
+            )
+            for policy, decision in result.decisions
+            if decision.passed and decision.reason == imagepolicies.PASSED_UNSIGNED
+        ]
+    return found
+
+
+def uncovered_finding(
+    use: pods.ImageUse,
+    image: str,
+    reference: references.ImageReference,
+    namespace: str,
+    applicable: Sequence[imagepolicies.CompiledPolicy],
+    labels: Mapping[str, str],
+    default: imagepolicies.Uncovered,
+) -> list[findings.Finding]:
+    """``ImageNotCovered`` for an image no applicable policy covers (none when allowed)."""
+    mode, source = imagepolicies.uncovered_mode(default, labels)
+    if mode is imagepolicies.Uncovered.ALLOW:
+        return []
+    return [
+        findings.Finding(
+            check=CHECK,
+            reason="ImageNotCovered",
+            subject=use.label,
+            message=imagepolicies.uncovered_message(
+                image, reference, namespace, applicable, mode=mode, source=source
+            ),
+            mode=findings.Mode.ENFORCE
+            if mode is imagepolicies.Uncovered.DENY
+            else findings.Mode.WARN,
+        )
+    ]
 
 
 class ImageGate:
@@ -375,6 +422,24 @@ class ImageGate:
 
     def __init__(self, area: ImageArea) -> None:
         self.area = area
+        settings = area.services.settings
+        self.uncovered = settings.uncovered_images
+        # Muster's own model verifier, which the model gate injects: the platform chose it when
+        # it installed Muster, so it counts as covered (by digest only; a tag is never trusted).
+        self.verifier: references.ImageReference | None = None
+        try:
+            verifier = references.parse(settings.model_verifier_image)
+        except references.InvalidReference:
+            verifier = None
+        if verifier is not None and verifier.pinned:
+            self.verifier = verifier
+
+    def _is_verifier(self, reference: references.ImageReference) -> bool:
+        return (
+            self.verifier is not None
+            and reference.name == self.verifier.name
+            and reference.digest == self.verifier.digest
+        )
 
     async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
         try:
@@ -385,8 +450,8 @@ class ImageGate:
             )
             return gates.GateResult(findings=(failed,) if phase is gates.Phase.VALIDATE else ())
         broken = list(self.area.store.errors.values())
-        if not policies and not broken:
-            return gates.GateResult()
+        if not policies and not broken and phase is gates.Phase.MUTATE:
+            return gates.GateResult()  # nothing to pin for (uncovered images are validation's)
         try:
             labels = await self.area.namespaces.labels(subject.namespace)
         except (kubeapi.ApiError, OSError, TimeoutError) as error:
@@ -421,6 +486,21 @@ class ImageGate:
                         pins.append(self._pin(use, use.image, reference, credentials))
                 else:
                     covering = [b for b in broken if b.covers(reference, labels)]
+                    if not matching and not covering:
+                        found.append(
+                            []
+                            if self._is_verifier(reference)
+                            else uncovered_finding(
+                                use,
+                                use.image,
+                                reference,
+                                subject.namespace,
+                                applicable,
+                                labels,
+                                self.uncovered,
+                            )
+                        )
+                        continue
                     known = None if covering else self.area.verifier.cached(reference, matching)
                     if known is not None:  # warm: answered now, no task per image
                         found.append(failure_findings(use, use.image, known))

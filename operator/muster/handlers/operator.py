@@ -23,7 +23,7 @@ from muster.adapters import events as events_
 from muster.adapters import kubeapi, registries
 from muster.adapters import metrics as metrics_
 from muster.core import drift as drift_core
-from muster.core import gates, observations, pinning, selectors
+from muster.core import gates, imagepolicies, observations, pinning, selectors
 from muster.handlers import admissions, gpunodes, gpupods, imagegate, models, webhooks
 from muster.handlers import boms as boms_
 from muster.handlers import drift as drift_
@@ -69,6 +69,9 @@ class OperatorSettings:
     # and whether pods using a revoked Model are evicted (default: Events and metrics only).
     model_verifier_image: str = models.DEFAULT_VERIFIER_IMAGE
     evict_revoked_model_pods: bool = False
+    # Image gate: what happens to an image no ImagePolicy covers (a namespace's
+    # muster.dev/uncovered-images label overrides it): never admitted for being pinned alone.
+    uncovered_images: imagepolicies.Uncovered = imagepolicies.Uncovered.DENY
     # Break-glass exemptions: groups whose members may use the muster.dev/exemption
     # annotation (empty: exemptions are impossible).
     exemption_groups: frozenset[str] = frozenset()

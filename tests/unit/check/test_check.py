@@ -37,15 +37,32 @@ spec:
 """
 
 
+# Images the platform lets in unsigned, by name (a static pass); as written in a cluster, with
+# Docker Hub's short names. Not pinned by the mutation here: the unit tests never reach a registry.
+VENDORS = """\
+apiVersion: muster.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: vendors}
+spec:
+  images: [nginx, vllm/vllm-openai, ghcr.io/acme/**]
+  pinDigests: false
+  authorities: [{static: {action: pass}}]
+"""
+
+
 def write(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text)
     return str(path)
 
 
+def vendors(tmp_path: Path) -> tuple[str, str]:
+    return "--policy", write(tmp_path, "vendors.yaml", VENDORS)
+
+
 def test_unpinned_image_is_denied_with_the_admission_message(tmp_path: Path) -> None:
     manifest = write(tmp_path, "pod.yaml", UNPINNED_POD)
-    code, out, _ = muster_check(manifest)
+    code, out, _ = muster_check(*vendors(tmp_path), manifest)
     assert code == common.EXIT_FAIL
     assert f"{manifest}:1  Pod team/web: DENIED (enforce)" in out
     assert (
@@ -54,15 +71,52 @@ def test_unpinned_image_is_denied_with_the_admission_message(tmp_path: Path) -> 
     ) in out
 
 
-def test_pinned_workload_is_admitted(tmp_path: Path) -> None:
-    code, out, _ = muster_check(write(tmp_path, "d.yaml", PINNED_DEPLOYMENT))
+def test_pinned_workload_is_admitted_when_a_policy_covers_it(tmp_path: Path) -> None:
+    code, out, _ = muster_check(*vendors(tmp_path), write(tmp_path, "d.yaml", PINNED_DEPLOYMENT))
     assert code == common.EXIT_OK
     assert "Deployment default/api: admitted (enforce)" in out
-    assert "1 judged: 0 denied, 1 admitted" in out
+    assert "1 judged: 0 denied, 1 admitted (1 with warnings)" in out
+    assert (
+        f"Warning: muster: container \"app\": image 'nginx@{DIGEST}' is let in without a "
+        "signature by ImagePolicy 'vendors' (static pass)"
+    ) in out
+
+
+def test_pinned_workload_no_policy_covers_is_denied_as_admission_would(tmp_path: Path) -> None:
+    deployment = write(tmp_path, "d.yaml", PINNED_DEPLOYMENT)
+    code, out, _ = muster_check("--format", "json", deployment)
+    assert code == common.EXIT_FAIL
+    (denial,) = json.loads(out)["results"][0]["denials"]
+    assert denial["reason"] == "ImageNotCovered"
+    assert f"image 'nginx@{DIGEST}' is not covered by any ImagePolicy" in denial["message"]
+    assert "read as docker.io/library/nginx" in denial["message"]
+    assert "no ImagePolicy applies to this namespace" in denial["message"]
+    other = VENDORS.replace("[nginx, ", "[").replace("vendors}", "others}")
+    code, out, _ = muster_check(
+        "--format", "json", "--policy", write(tmp_path, "o.yaml", other), deployment
+    )
+    (denial,) = json.loads(out)["results"][0]["denials"]
+    assert "vllm/vllm-openai (others), ghcr.io/acme/** (others)" in denial["message"]
+    # Warn and allow, by the flag (as muster run's) or by the namespace's label.
+    code, out, _ = muster_check("--uncovered-images", "warn", deployment)
+    assert code == common.EXIT_OK
+    assert 'Warning: muster: container "app": image' in out and "not covered" in out
+    code, out, _ = muster_check("--uncovered-images", "allow", deployment)
+    assert (code, "Warning" in out) == (common.EXIT_OK, False)
+    namespace = write(
+        tmp_path,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n"
+        "  labels: {muster.dev/uncovered-images: allow}\n",
+    )
+    code, out, _ = muster_check("--policy", namespace, deployment)
+    assert code == common.EXIT_OK, out
 
 
 def test_warn_mode_admits_with_the_warning(tmp_path: Path) -> None:
-    code, out, _ = muster_check("--mode", "warn", write(tmp_path, "pod.yaml", UNPINNED_POD))
+    code, out, _ = muster_check(
+        *vendors(tmp_path), "--mode", "warn", write(tmp_path, "pod.yaml", UNPINNED_POD)
+    )
     assert code == common.EXIT_OK
     assert "Warning: muster: container \"app\": image 'nginx:1.27' is not pinned" in out
 
@@ -74,7 +128,9 @@ def test_namespace_label_from_a_policy_file_sets_the_mode(tmp_path: Path) -> Non
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team\n"
         "  labels: {muster.dev/enforce: warn}\n",
     )
-    code, out, _ = muster_check("--policy", namespace, write(tmp_path, "p.yaml", UNPINNED_POD))
+    code, out, _ = muster_check(
+        *vendors(tmp_path), "--policy", namespace, write(tmp_path, "p.yaml", UNPINNED_POD)
+    )
     assert code == common.EXIT_OK
     assert "Pod team/web: admitted (warn)" in out
 
@@ -82,7 +138,7 @@ def test_namespace_label_from_a_policy_file_sets_the_mode(tmp_path: Path) -> Non
 def test_multi_document_stdin_and_json(tmp_path: Path) -> None:
     text = UNPINNED_POD + "---\n" + PINNED_DEPLOYMENT + "---\napiVersion: v1\nkind: Service\n"
     text += "metadata: {name: svc}\n"
-    code, out, _ = muster_check("--format", "json", "-", stdin=text)
+    code, out, _ = muster_check(*vendors(tmp_path), "--format", "json", "-", stdin=text)
     assert code == common.EXIT_FAIL
     data = json.loads(out)
     assert data["allowed"] is False
@@ -112,7 +168,9 @@ spec:
         spec:
           containers: [{name: pytorch, image: "ghcr.io/acme/train:v1"}]
 """
-    code, out, _ = muster_check("--format", "json", write(tmp_path, "job.yaml", job))
+    code, out, _ = muster_check(
+        *vendors(tmp_path), "--format", "json", write(tmp_path, "job.yaml", job)
+    )
     assert code == common.EXIT_FAIL
     denials = json.loads(out)["results"][0]["denials"]
     assert len(denials) == 2
@@ -121,7 +179,7 @@ spec:
 
 def test_sarif_has_one_result_per_finding_located_in_the_file(tmp_path: Path) -> None:
     manifest = write(tmp_path, "two.yaml", PINNED_DEPLOYMENT + "---\n" + UNPINNED_POD)
-    code, out, _ = muster_check("--format", "sarif", manifest)
+    code, out, _ = muster_check("--uncovered-images", "allow", "--format", "sarif", manifest)
     assert code == common.EXIT_FAIL
     sarif = json.loads(out)
     assert sarif["version"] == "2.1.0"
@@ -143,7 +201,13 @@ def test_sarif_has_one_result_per_finding_located_in_the_file(tmp_path: Path) ->
 
 def test_warnings_are_sarif_warnings(tmp_path: Path) -> None:
     code, out, _ = muster_check(
-        "--format", "sarif", "--mode", "warn", write(tmp_path, "p.yaml", UNPINNED_POD)
+        "--format",
+        "sarif",
+        "--mode",
+        "warn",
+        "--uncovered-images",
+        "allow",
+        write(tmp_path, "p.yaml", UNPINNED_POD),
     )
     assert code == common.EXIT_OK
     assert [r["level"] for r in json.loads(out)["runs"][0]["results"]] == ["warning"]
@@ -192,7 +256,9 @@ spec:
     - name: weights
       persistentVolumeClaim: {{claimName: weights}}
 """
-    return write(tmp_path, "models.yaml", policy), write(tmp_path, "serve.yaml", pod)
+    return write(tmp_path, "models.yaml", policy + "---\n" + VENDORS), write(
+        tmp_path, "serve.yaml", pod
+    )
 
 
 def test_model_gate_denies_an_unregistered_model_offline(tmp_path: Path) -> None:
@@ -207,8 +273,11 @@ def test_model_gate_denies_an_unregistered_model_offline(tmp_path: Path) -> None
     assert "llama" in result["message"]
     code, out, _ = muster_check("--format", "sarif", "--policy", policies, pod)
     assert code == common.EXIT_FAIL
-    (found,) = json.loads(out)["runs"][0]["results"]
+    results = json.loads(out)["runs"][0]["results"]
+    (found,) = [r for r in results if r["level"] == "error"]
     assert found["properties"]["policy"] == "ModelPolicy ml"
+    (passed,) = [r for r in results if r["level"] == "warning"]  # the vendors' static pass
+    assert passed["ruleId"] == "ImagePassedUnsigned"
 
 
 def test_model_gate_admits_a_registered_model_and_injects_the_verifier(tmp_path: Path) -> None:

@@ -59,7 +59,16 @@ def legacy(capture: Capture) -> imagepolicies.LegacySignature:
             spec(authorities=[{"key": {"data": ALICE}, "keyless": {}}]),
             "identities: Field required",
         ),
-        (spec(authorities=[{"name": "x"}]), "exactly one of key and keyless"),
+        (spec(authorities=[{"name": "x"}]), "exactly one of key, keyless and static"),
+        (spec(authorities=[{"static": {"action": "maybe"}}]), "action: Input should be"),
+        (
+            spec(authorities=[{"static": {"action": "pass"}, "key": {"data": ALICE}}]),
+            "exactly one of key, keyless and static",
+        ),
+        (
+            spec(authorities=[{"static": {"action": "pass"}}, {"key": {"data": ALICE}}]),
+            "a static authority must be the policy's only authority",
+        ),
         (spec(mode="audit"), "mode: Input should be 'enforce' or 'warn'"),
         (spec(threshold=2), "threshold 2 is more than the 1 authorities"),
         (spec(threshold=0), "threshold: Input should be greater than or equal to 1"),
@@ -134,6 +143,15 @@ def test_defaults_and_camel_case() -> None:
         ("docker.io/library/*", "nginx", True),
         ("127.0.0.1:5000/t?am/app", "127.0.0.1:5000/team/app", True),
         ("ghcr.io/acme/trainer", "ghcr.io/acme/trainer-evil", False),
+        # Patterns and references are normalised alike: one registry, one name.
+        ("GHCR.io:443/acme/*", "ghcr.io./acme/trainer", True),
+        ("ghcr.io/acme/*", "Ghcr.IO:443/acme/trainer", True),
+        ("index.docker.io/library/*", "registry-1.docker.io/nginx", True),
+        ("nginx", "docker.io/library/nginx@sha256:" + "a" * 64, True),
+        ("team/*", "index.docker.io/team/app", True),
+        ("ghcr.io/acme/*", "ghcr.io:8443/acme/trainer", False),
+        # The same registry under another name is another name: not covered.
+        ("127.0.0.1:5000/**", "localhost:5000/app", False),
     ],
 )
 def test_globs(pattern: str, image: str, matches: bool) -> None:
@@ -261,6 +279,8 @@ def test_crd_is_generated_from_the_model() -> None:
         "pinDigests",
         "vulnerabilities",
     }
+    authority = spec_schema["properties"]["authorities"]["items"]["properties"]
+    assert authority["static"]["properties"]["action"]["enum"] == ["pass", "fail"]
 
 
 # --- judging ------------------------------------------------------------------------------------
@@ -395,6 +415,109 @@ def test_connaisseur_keyless_capture_through_the_engine(
     wrong = imagepolicies.judge(with_identity(keyless_roots["bob-keyless"]), evidence)
     assert not wrong.passed
     assert "expected" in wrong.message
+
+
+# --- static authorities and uncovered images ---------------------------------------------------
+
+
+def test_static_pass_admits_without_evidence_and_says_so() -> None:
+    policy = compiled(
+        spec(images=["docker.io/istio/proxyv2"], authorities=[{"static": {"action": "pass"}}])
+    )
+    assert policy.static == "pass" and policy.authorities == ()
+    assert (
+        imagepolicies.sources_of(
+            imagepolicies.parse_spec(spec(authorities=[{"static": {"action": "pass"}}]))
+        )
+        == ()
+    )
+    decision = imagepolicies.judge(policy, imagepolicies.Evidence(digest=ALICE_DIGEST))
+    assert decision.passed
+    assert decision.reason == imagepolicies.PASSED_UNSIGNED == "ImagePassedUnsigned"
+    assert "'p'" in decision.message and "static pass" in decision.message
+    assert imagepolicies.describe(policy)["static"] == "pass"
+
+
+def test_static_fail_refuses_even_a_signed_image() -> None:
+    policy = compiled(spec(authorities=[{"name": "never", "static": {"action": "fail"}}]))
+    evidence = imagepolicies.Evidence(
+        digest=ALICE_DIGEST,
+        legacy=(legacy(signature_manifest(ALICE_DIGEST)),),
+    )
+    decision = imagepolicies.judge(policy, evidence)
+    assert not decision.passed
+    assert decision.reason == "ImageDisallowed"
+
+
+def test_signers_are_not_static() -> None:
+    assert imagepolicies.judge_static(compiled(spec())) is None
+
+
+@pytest.mark.parametrize(
+    ("default", "labels", "mode", "source"),
+    [
+        ("deny", {}, "deny", "the operator's default"),
+        ("allow", {}, "allow", "the operator's default"),
+        ("deny", {imagepolicies.UNCOVERED_LABEL: "allow"}, "allow", "label"),
+        ("allow", {imagepolicies.UNCOVERED_LABEL: "deny"}, "deny", "label"),
+        ("deny", {imagepolicies.UNCOVERED_LABEL: "Warn"}, "warn", "label"),
+        # A typo never lets images in.
+        ("allow", {imagepolicies.UNCOVERED_LABEL: "alow"}, "deny", "is not deny, warn or allow"),
+    ],
+)
+def test_uncovered_mode_from_the_operator_and_the_namespace(
+    default: str, labels: dict[str, str], mode: str, source: str
+) -> None:
+    found, said = imagepolicies.uncovered_mode(imagepolicies.Uncovered(default), labels)
+    assert found == imagepolicies.Uncovered(mode)
+    assert source in said
+
+
+def test_uncovered_message_names_the_image_and_the_patterns_that_exist() -> None:
+    image = "LOCALHOST:5000/app@sha256:" + "a" * 64
+    reference = references.parse(image)
+    policies = [compiled(spec(images=[f"127.0.0.1:5000/team{n}/**"])) for n in range(3)]
+    message = imagepolicies.uncovered_message(
+        image,
+        reference,
+        "team",
+        policies,
+        mode=imagepolicies.Uncovered.DENY,
+        source="the operator's default",
+    )
+    assert repr(image) in message
+    assert "localhost:5000/app" in message  # as it was read
+    assert "127.0.0.1:5000/team0/** (p)" in message
+    assert "namespace 'team'" in message and "denied" in message
+    assert "static: {action: pass}" in message
+    many = [compiled(spec(images=[f"r.io/a{n}/**" for n in range(20)]))]
+    long = imagepolicies.uncovered_message(
+        image, reference, "team", many, mode=imagepolicies.Uncovered.WARN, source="x"
+    )
+    assert "and 12 more" in long and "r.io/a7/**" in long and "r.io/a8/**" not in long
+    assert "admitted with a warning" in long
+    # A policy that covers the repository under another registry name comes first, and is
+    # named: the likely fix is to use the name the policy gives.
+    aliased = imagepolicies.uncovered_message(
+        image,
+        reference,
+        "team",
+        [
+            compiled(spec(images=["ghcr.io/x/**"])),
+            *policies,
+            compiled(spec(images=["127.0.0.1:5000/**"])),
+        ],
+        mode=imagepolicies.Uncovered.DENY,
+        source="x",
+    )
+    assert "apply here are 127.0.0.1:5000/** (p)," in aliased
+    assert aliased.index("ghcr.io/x/**") > aliased.index("team2")
+    assert "ImagePolicy 'p' covers this repository as 127.0.0.1:5000, another name" in aliased
+    assert "another name" not in message
+    none = imagepolicies.uncovered_message(
+        image, reference, "team", [], mode=imagepolicies.Uncovered.DENY, source="x"
+    )
+    assert "no ImagePolicy applies to this namespace" in none
 
 
 # --- pull secrets -------------------------------------------------------------------------------
