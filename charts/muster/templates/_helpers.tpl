@@ -120,6 +120,14 @@ Guards: values the schema cannot express, or that must hold even when schema val
 {{- if or (lt (int .Values.webhook.timeoutSeconds) 1) (gt (int .Values.webhook.timeoutSeconds) 30) -}}
 {{- fail "webhook.timeoutSeconds must be between 1 and 30 (the apiserver's limit)" -}}
 {{- end -}}
+{{- /* A deadline at or past the timeout: the apiserver gives up first, with its error, not Muster's reason. */ -}}
+{{- $deadline := .Values.webhook.admissionDeadlineSeconds | default 0 | float64 -}}
+{{- if lt $deadline 0.0 -}}
+{{- fail (printf "webhook.admissionDeadlineSeconds must not be negative, not %v (0 derives it from webhook.timeoutSeconds)" .Values.webhook.admissionDeadlineSeconds) -}}
+{{- end -}}
+{{- if and (gt $deadline 0.0) (ge $deadline (float64 .Values.webhook.timeoutSeconds)) -}}
+{{- fail (printf "webhook.admissionDeadlineSeconds (%v) must be below webhook.timeoutSeconds (%v): the apiserver would stop waiting first and report a webhook error instead of Muster's reason; set 0 to derive it from the timeout" .Values.webhook.admissionDeadlineSeconds .Values.webhook.timeoutSeconds) -}}
+{{- end -}}
 {{- if ge (int .Values.webhook.tls.renewBeforeDays) (int .Values.webhook.tls.validityDays) -}}
 {{- fail "webhook.tls.renewBeforeDays must be less than webhook.tls.validityDays" -}}
 {{- end -}}
