@@ -31,7 +31,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "RegistrySettings",
     "RequestObserver",
     "RoundTrips",
+    "Sink",
     "Unauthorized",
     "Unavailable",
     "check_files",
@@ -258,6 +259,8 @@ def _check_digest(expected: str, data: bytes, what: str) -> None:
 
 
 RequestObserver = Callable[[str, str, float], None]
+# Takes a streamed body chunk by chunk (RegistryClient.blob_stream); may raise to stop the stream.
+Sink = Callable[[bytes], Awaitable[None]]
 
 
 class ReferrersSupport:
@@ -482,6 +485,46 @@ class RegistryClient:
         _check_digest(digest, body, what)
         return body
 
+    async def blob_stream(
+        self, registry: str, repository: str, digest: str, sink: Sink, *, max_bytes: int
+    ) -> int:
+        """Pass a blob to ``sink`` as it arrives, never buffered whole (layers for a scan); its
+        size. The digest is checked over the streamed bytes: on a mismatch ``DigestMismatch``
+        is raised after the last chunk, so the caller must not trust what it passed on before
+        this returns. A stream cut short is ``Unavailable`` and never retried (a retry would
+        repeat chunks the sink already has); each read may stall ``request_timeout`` at most."""
+        what = f"blob {registry}/{repository}@{digest}"
+        algorithm = digest.partition(":")[0]
+        if algorithm not in ("sha256", "sha384", "sha512"):
+            raise DigestMismatch(f"{what}: unsupported digest algorithm {algorithm!r}")
+        hasher = hashlib.new(algorithm)
+        size = 0
+
+        async def checked(chunk: bytes) -> None:
+            nonlocal size
+            hasher.update(chunk)
+            size += len(chunk)
+            await sink(chunk)
+
+        status, _, _ = await self._request(
+            "GET",
+            registry,
+            repository,
+            f"/v2/{repository}/blobs/{digest}",
+            accept="*/*",
+            limit=max_bytes,
+            what=what,
+            sink=checked,
+        )
+        if status == 404:
+            raise NotFound(f"{what} does not exist")
+        if status != 200:
+            raise RegistryError(f"{what}: registry answered HTTP {status}")
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual != digest:
+            raise DigestMismatch(f"{what}: content digest {actual} does not match {digest}")
+        return size
+
     async def referrers(
         self, registry: str, repository: str, digest: str, artifact_type: str | None = None
     ) -> list[dict[str, Any]]:
@@ -570,6 +613,7 @@ class RegistryClient:
         accept: str,
         limit: int,
         what: str,
+        sink: Sink | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         scope = f"repository:{repository}:pull"
         attempt = 0
@@ -578,7 +622,7 @@ class RegistryClient:
             attempt += 1
             try:
                 status, headers, body = await self._send(
-                    method, self._base(registry) + path, registry, scope, accept, limit, what
+                    method, self._base(registry) + path, registry, scope, accept, limit, what, sink
                 )
             except (TimeoutError, aiohttp.ClientConnectionError) as error:
                 if attempt >= self.settings.max_attempts:
@@ -611,9 +655,25 @@ class RegistryClient:
         return float(self.settings.backoff_base * 2 ** (attempt - 1))
 
     async def _send(
-        self, method: str, url: str, registry: str, scope: str, accept: str, limit: int, what: str
+        self,
+        method: str,
+        url: str,
+        registry: str,
+        scope: str,
+        accept: str,
+        limit: int,
+        what: str,
+        sink: Sink | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         origin = urllib.parse.urlsplit(url).netloc
+        # A streamed body may take longer than one request's total timeout: bound each read.
+        streaming: dict[str, Any] = {}
+        if sink is not None:
+            streaming["timeout"] = aiohttp.ClientTimeout(
+                total=None,
+                connect=self.settings.request_timeout,
+                sock_read=self.settings.request_timeout,
+            )
         for _ in range(self.settings.max_redirects + 1):
             self._check_url(url, registry, what)
             headers = {"Accept": accept}
@@ -627,7 +687,7 @@ class RegistryClient:
             outcome = "unreachable"
             try:
                 async with self._client().request(
-                    method, url, headers=headers, allow_redirects=False
+                    method, url, headers=headers, allow_redirects=False, **streaming
                 ) as response:
                     outcome = request_outcome(response.status)
                     if (
@@ -643,6 +703,9 @@ class RegistryClient:
                     length = response.content_length
                     if length is not None and length > limit:
                         raise BlobTooLarge(f"{what} is {length} bytes, over the limit of {limit}")
+                    if sink is not None:
+                        await _stream(response, sink, limit, what)
+                        return response.status, response.headers, b""
                     body = bytearray()
                     async for chunk in response.content.iter_chunked(64 * 1024):
                         body += chunk
@@ -684,10 +747,16 @@ class RegistryClient:
         self._check_url(url, registry, what)
         self.stats.token_requests += 1
         # No redirects: the credentials go to the token service named by the challenge only.
-        async with self._client().get(url, headers=headers, allow_redirects=False) as response:
-            if response.status != 200:
-                raise Unauthorized(f"{what}: token service answered HTTP {response.status}")
-            raw = await response.content.read(64 * 1024)
+        try:
+            async with self._client().get(url, headers=headers, allow_redirects=False) as answered:
+                if answered.status != 200:
+                    raise Unauthorized(f"{what}: token service answered HTTP {answered.status}")
+                raw = await answered.content.read(64 * 1024)
+        except (TimeoutError, aiohttp.ClientError) as error:
+            # Unreachable is a registry error like any other, never a crash of the caller.
+            raise Unavailable(
+                f"{what}: token service unreachable ({type(error).__name__}: {error})"
+            ) from None
         try:
             answer = json.loads(raw)
             token = answer.get("token") or answer.get("access_token")
@@ -780,6 +849,20 @@ class CheckedResolver(aiohttp.abc.AbstractResolver):
     async def close(self) -> None:
         if self._inner is not None:
             await self._inner.close()
+
+
+async def _stream(response: aiohttp.ClientResponse, sink: Sink, limit: int, what: str) -> None:
+    received = 0
+    try:
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            received += len(chunk)
+            if received > limit:
+                raise BlobTooLarge(f"{what} is over the limit of {limit} bytes")
+            await sink(chunk)
+    except (TimeoutError, aiohttp.ClientError) as error:
+        raise Unavailable(
+            f"{what}: the stream broke after {received} bytes ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _basic(credentials: Credentials) -> str:
