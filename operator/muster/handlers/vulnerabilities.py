@@ -1,11 +1,17 @@
 """The vulnerability gate: asynchronous trivy scans stored as ImageScans, judged at admission.
 
-Every image digest Muster judges at admission or sees in a pod is queued (never scanned on
-the admission path), scanned by a bounded pool of trivy processes, and stored as the
+Every image digest admission resolves in a judged namespace is queued (never scanned on the
+admission path), scanned by a bounded pool of trivy processes, and stored as the
 cluster-scoped ``ImageScan`` named ``sha256-<hex>`` so every replica shares it and it survives
 restarts. A scan made with an older vulnerability DB is redone when the DB changes. The gate
 judges an ``ImagePolicy``'s ``vulnerabilities`` rules against the index of ImageScans (fed by
 this process's scans and a watch, re-listed when a digest is missing and the index is stale).
+
+Only what admission resolved is ever scanned: pod events (any namespace, any image a pod names)
+can re-queue a digest admission resolved, or one an ImageScan exists for (written by Muster
+only, for such digests), and always under the reference admission saw, never the pod's. So a
+pod in a namespace Muster does not judge cannot aim the scanner anywhere; and wherever a scan
+goes, trivy reaches registries only through Muster's client (``adapters/scanrelay.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ SCANS_PATH = f"/apis/{crds.GROUP}/{crds.VERSION}/{PLURAL}"
 RELIST_SECONDS = 10.0
 DB_POLL_SECONDS = 60.0
 MAX_QUEUE = 1000
+MAX_ADMITTED = 10_000  # digests admission resolved, remembered for pod events to re-queue
 
 
 def _parse_status(data: object) -> vulnerabilities.ImageScanStatus | None:
@@ -125,6 +132,8 @@ class ScanArea:
         default_factory=lambda: asyncio.Queue(MAX_QUEUE)
     )
     queued: set[str] = dataclasses.field(default_factory=set)
+    # digest -> the reference admission resolved it from, oldest first (bounded).
+    admitted: dict[str, str] = dataclasses.field(default_factory=dict)
     workers: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
     db_key: tuple[int, str] | None = None
     started: bool = False
@@ -161,6 +170,19 @@ class ScanArea:
         self.queued.add(digest)
         return True
 
+    def note_admitted(self, image: str, digest: str) -> None:
+        """Remember that admission resolved ``digest`` as ``image`` in a judged namespace."""
+        self.admitted.pop(digest, None)
+        self.admitted[digest] = image
+        while len(self.admitted) > MAX_ADMITTED:
+            del self.admitted[next(iter(self.admitted))]
+
+    def requeue_known(self, digest: str) -> bool:
+        """Queue ``digest`` again (a pod runs it) only when admission resolved it or an
+        ImageScan exists for it, under the reference recorded then; False otherwise."""
+        image = self.admitted.get(digest) or self.index.images.get(digest)
+        return image is not None and self.enqueue(image)
+
     def _start(self) -> None:
         if self.started or self.trivy is None:
             return
@@ -191,9 +213,8 @@ class ScanArea:
 
     async def scan_one(self, image: str, digest: str) -> vulnerabilities.ImageScanStatus:
         assert self.trivy is not None  # noqa: S101  # workers run only with a scanner
-        reference = references.parse(image)
         try:
-            status = await self.trivy.scan(image, reference.registry)
+            status = await self.trivy.scan(image)
             self.services.metrics.image_scanned(ok=True)
         except scanner.ScanError as error:
             self.services.metrics.image_scanned(ok=False)
@@ -252,8 +273,9 @@ def area_for(services: operator.Services) -> ScanArea:
                     db_repository=settings.trivy_db_repository,
                     timeout=settings.scan_timeout,
                     concurrency=settings.scan_concurrency,
-                    insecure_registries=settings.registry.insecure_registries,
-                )
+                ),
+                # Muster's own client: trivy reads every registry through it (scan relay).
+                services.registries,
             )
         area = services.areas[AREA] = ScanArea(
             services=services, trivy=trivy, index=ScanIndex(services.kube)
@@ -335,6 +357,7 @@ class VulnerabilityGate:
                     )
                 ]
         image = str(reference.with_digest(digest))
+        self.area.note_admitted(image, digest)
         try:
             scan = await self.area.index.get(digest)
         except (kubeapi.ApiError, OSError, TimeoutError) as error:
@@ -407,7 +430,7 @@ def register_controller(registry: kopf.OperatorRegistry, services: operator.Serv
         if event_type == "DELETED":
             return
         for image in image_ids(body):
-            area.enqueue(image)
+            area.requeue_known(image.rpartition("@")[2])
 
     if area.trivy is not None:  # a replica that does not scan has nothing to queue
         podevents.listen(registry, "vulnerabilities", queue_pod_images)

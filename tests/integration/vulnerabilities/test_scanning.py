@@ -25,18 +25,23 @@ from tests.integration.vulnerabilities.conftest import PLANTED, Images
 pytestmark = pytest.mark.integration
 
 
-def trivy_for(cache: Path, registry: peers.Registry, **fields: Any) -> scanner.Trivy:
-    return scanner.Trivy(
-        scanner.TrivySettings(
-            cache_dir=cache, insecure_registries=frozenset({registry.host}), **fields
-        )
-    )
+def trivy_for(cache: Path, reader: registries.RegistryClient, **fields: Any) -> scanner.Trivy:
+    return scanner.Trivy(scanner.TrivySettings(cache_dir=cache, **fields), reader)
+
+
+@pytest.fixture
+async def registry_client(registry: peers.Registry) -> AsyncIterator[registries.RegistryClient]:
+    settings = registries.RegistrySettings(insecure_registries=frozenset({registry.host}))
+    async with registries.RegistryClient(settings) as found:
+        yield found
 
 
 async def test_real_trivy_finds_the_planted_package(
-    trivy_cache: Path, registry: peers.Registry, planted_images: Images
+    trivy_cache: Path, registry_client: registries.RegistryClient, planted_images: Images
 ) -> None:
-    status = await trivy_for(trivy_cache, registry).scan(planted_images.vulnerable, registry.host)
+    status = await trivy_for(trivy_cache, registry_client).scan(planted_images.vulnerable)
+    # Every byte trivy read came through Muster's registry client (the scan relay).
+    assert registry_client.stats.requests >= 3  # the manifest, the config, the layer
     assert status.error == ""
     assert status.os == "debian 12.7"
     assert status.db_version == 2
@@ -50,21 +55,28 @@ async def test_real_trivy_finds_the_planted_package(
     assert by_id["CVE-2099-0001"].fixed_version == "1.0-2"
     assert by_id["CVE-2099-0002"].fixed_version == ""
 
-    clean = await trivy_for(trivy_cache, registry).scan(planted_images.clean, registry.host)
+    clean = await trivy_for(trivy_cache, registry_client).scan(planted_images.clean)
     assert sum(clean.counts.values()) == 0
 
 
 async def test_scan_failures_are_errors(
-    trivy_cache: Path, registry: peers.Registry, tmp_path: Path
+    trivy_cache: Path,
+    registry: peers.Registry,
+    registry_client: registries.RegistryClient,
+    planted_images: Images,
+    tmp_path: Path,
 ) -> None:
     missing = f"{registry.host}/vulns/absent@sha256:{'0' * 64}"
-    with pytest.raises(scanner.ScanError, match="trivy exited"):
-        await trivy_for(trivy_cache, registry).scan(missing, registry.host)
+    # Fetched before trivy starts: the registry's answer is the error, trivy never runs.
+    with pytest.raises(scanner.ScanError, match=r"not scanned: manifest .* does not exist"):
+        await trivy_for(trivy_cache, registry_client).scan(missing)
+    with pytest.raises(scanner.ScanError, match="only digest-pinned"):
+        await trivy_for(trivy_cache, registry_client).scan(f"{registry.host}/vulns/app:v1")
     with pytest.raises(scanner.ScanError, match="metadata"):
-        await trivy_for(tmp_path, registry).scan(missing, registry.host)
+        await trivy_for(tmp_path, registry_client).scan(missing)
     with pytest.raises(scanner.ScanError, match="within"):
-        slow = trivy_for(trivy_cache, registry, timeout=0.001)
-        await slow.scan(missing, registry.host)
+        slow = trivy_for(trivy_cache, registry_client, timeout=0.001)
+        await slow.scan(planted_images.vulnerable)
 
 
 @pytest.fixture
@@ -227,6 +239,8 @@ async def test_the_gate_denies_or_warns_through_the_pipeline(
     assert first["response"]["allowed"] is False
     assert "not scanned yet" in first["response"]["status"]["message"]
     assert planted_images.digest in area.queued  # queued by admission, scanned elsewhere
+    # Remembered as admission resolved it: pod events may re-queue only such digests.
+    assert area.admitted[planted_images.digest] == planted_images.vulnerable
 
     await area.queue.join()
     denied = await pipeline.review(
