@@ -185,14 +185,14 @@ class ModelGate:
         found: list[findings.Finding] = []
         patch: list[Mapping[str, Any]] = []
         for template in subject.templates:
+            if template.partial:
+                continue  # a part of a runtime's template: judged on the pods it ends up in
             pvc_models, problems = await self._pvc_models(subject.namespace, template, policy.mode)
             uses, declared_problems = modelgate.model_uses(template, pvc_models)
             problems += [
                 dataclasses.replace(p, mode=policy.mode, policy=deciding) for p in declared_problems
             ]
             matches = await self._matches(uses, index, policy)
-            if template.partial:
-                continue  # a part of a runtime's template: judged on the pods it ends up in
             if any(m.model is None for m in matches):
                 # A Model created a moment ago may not have reached this replica's index yet.
                 try:

@@ -70,7 +70,9 @@ def unregister(plane: controlplane.ControlPlane) -> None:
 class FaultProxy:
     """A registry front in its own thread. ``fault`` is one of None (pass through), "down"
     (connections dropped), "slow" (answers after ``delay`` s), "5xx" (503), "429" (429 with
-    Retry-After: 1) or "corrupt" (content changed, so it no longer matches its digest)."""
+    Retry-After: 1) or "corrupt" (content changed, so it no longer matches its digest).
+    ``only``, when set, limits the fault to requests whose path contains it (e.g. "/blobs/":
+    corrupt the signature payloads but nothing else)."""
 
     FAULTS = ("down", "slow", "5xx", "429", "corrupt")
 
@@ -78,6 +80,7 @@ class FaultProxy:
         self.upstream = upstream
         self.delay = delay
         self.fault: str | None = None
+        self.only: str | None = None
         self.requests = 0
         self.faulted = 0
         self.host = ""
@@ -114,7 +117,7 @@ class FaultProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
-        fault = self.fault
+        fault = self.fault if self.only is None or self.only in request.path else None
         if fault is not None:
             self.faulted += 1
         if fault == "down":

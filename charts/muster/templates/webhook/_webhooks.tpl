@@ -117,9 +117,9 @@ Rules for kinds a cluster does not serve (e.g. Ray without its CRDs) simply neve
   operations: ["CREATE", "UPDATE"]
   resources: ["rayclusters", "rayjobs"]
   scope: Namespaced
-{{- end -}}
 - apiGroups: ["trainer.kubeflow.org"]
   apiVersions: ["*"]
   operations: ["CREATE", "UPDATE"]
   resources: ["trainingruntimes", "trainjobs"]
   scope: Namespaced
+{{- end -}}

@@ -1,0 +1,174 @@
+"""A 5 s webhook never waits on an 8 s deadline, through the real apiserver.
+
+``muster run`` here keeps its default deadline (8 s, made for the default 10 s webhook), while
+its webhooks are registered with ``timeoutSeconds: 5`` and the registry answers 6 s late. The
+apiserver tells each call how long it waits (``?timeout=5s``) and Muster stops its gates in
+time (4 s) to answer with its own reason: a denial naming the deadline in enforce mode, a
+warning in warn mode, instead of the apiserver's "failed calling webhook ... deadline
+exceeded" after 5 s (a bare error in enforce mode, a silent admission under ``Ignore``).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from muster.adapters import controlplane, kube, localoperator
+from muster.core import crds, deadlines, webhookconfigs
+from tests import kubeclients, peers
+from tests.e2e.security.conftest import FaultProxy
+from tests.integration.images.conftest import Signer, sign_v3
+
+pytestmark = pytest.mark.e2e
+
+OWN_NAMESPACE = "muster-deadline-e2e"
+SELECT_LABEL = "muster-e2e.dev/deadline"
+CONFIGURATION = "deadline-e2e.muster.dev"
+WEBHOOK_TIMEOUT = 5
+SLOW_REGISTRY = 6.0
+
+
+def _registered(manifest: dict[str, Any]) -> dict[str, Any]:
+    manifest = copy.deepcopy(manifest)
+    manifest["metadata"]["name"] = CONFIGURATION
+    for hook in manifest["webhooks"]:
+        mode = hook["clientConfig"]["url"].rsplit("/", 1)[-1]
+        hook["namespaceSelector"] = {"matchLabels": {SELECT_LABEL: mode}}
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def slow_registry(registry: peers.Registry) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(registry.host, delay=SLOW_REGISTRY).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: controlplane.ControlPlane,
+    slow_registry: FaultProxy,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[localoperator.LocalOperator]:
+    localoperator.install_crds(control_plane)
+    started = localoperator.start(
+        control_plane,
+        own_namespace=OWN_NAMESPACE,
+        workdir=tmp_path_factory.mktemp("muster-deadline"),
+        extra_args=(f"--insecure-registry={slow_registry.host}",),  # default deadline: 8 s
+    )
+    try:
+        bundle = base64.b64encode(started.ca_file.read_bytes()).decode("ascii")
+        with contextlib.closing(kube.api_client(control_plane.kubeconfig)) as api:
+            kube.ensure_namespace(api, OWN_NAMESPACE)
+            for build in (webhookconfigs.validating, webhookconfigs.mutating):
+                manifest = build(
+                    started.url,
+                    bundle,
+                    own_namespace=OWN_NAMESPACE,
+                    timeout_seconds=WEBHOOK_TIMEOUT,
+                )
+                kube.apply_webhook_configuration(api, _registered(manifest))
+        yield started
+    finally:
+        with contextlib.closing(kube.api_client(control_plane.kubeconfig)) as api:
+            admission: Any = client.AdmissionregistrationV1Api(api)
+            with contextlib.suppress(client.ApiException):
+                admission.delete_validating_webhook_configuration(CONFIGURATION)
+            with contextlib.suppress(client.ApiException):
+                admission.delete_mutating_webhook_configuration(CONFIGURATION)
+        started.stop()
+        print(f"--- muster run (deadline) log ---\n{started.log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def policy(
+    control_plane: controlplane.ControlPlane,
+    operator: localoperator.LocalOperator,
+    slow_registry: FaultProxy,
+    signers: dict[str, Signer],
+) -> Iterator[str]:
+    name = f"deadline-{uuid.uuid4().hex[:6]}"
+    spec = {
+        "images": [f"{slow_registry.host}/deadline/**"],
+        "namespaceSelector": {"matchExpressions": [{"key": SELECT_LABEL, "operator": "Exists"}]},
+        "authorities": [{"name": "alice", "key": {"data": signers["alice"].pem}}],
+    }
+    with kubeclients.admin(control_plane) as api:
+        objects: Any = client.CustomObjectsApi(api)
+        kubeclients.create_cluster_object(objects, "imagepolicies", "ImagePolicy", name, spec)
+    yield name
+    with kubeclients.admin(control_plane) as api:
+        objects = client.CustomObjectsApi(api)
+        objects.delete_cluster_custom_object(crds.GROUP, crds.VERSION, "imagepolicies", name)
+
+
+def create(
+    plane: controlplane.ControlPlane, namespace: str, image: str
+) -> tuple[int, str, list[str], float]:
+    """(HTTP status, message, warnings, seconds) of creating a pod."""
+    started = time.monotonic()
+    with kubeclients.admin(plane) as api:
+        try:
+            answer = client.CoreV1Api(api).create_namespaced_pod(
+                namespace,
+                kubeclients.pod(f"d-{uuid.uuid4().hex[:8]}", image),
+                _preload_content=False,
+            )
+        except client.ApiException as error:
+            message = str(json.loads(error.body or "{}").get("message", ""))
+            return error.status, message, [], time.monotonic() - started
+        return answer.status, "", answer.headers.getlist("Warning"), time.monotonic() - started
+
+
+def test_a_short_webhook_timeout_cuts_the_deadline(
+    control_plane: controlplane.ControlPlane,
+    registry: peers.Registry,
+    slow_registry: FaultProxy,
+    signers: dict[str, Signer],
+    policy: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    workdir = tmp_path_factory.mktemp("deadline-images")
+    images = []
+    for n in range(3):
+        digest = peers.push_image(
+            registry, "deadline/app", f"v{n}", workdir=workdir, env={"D": uuid.uuid4().hex}
+        )
+        sign_v3(signers["alice"], f"{registry.host}/deadline/app@{digest}")
+        images.append(f"{slow_registry.host}/deadline/app@{digest}")
+    enforced = kubeclients.namespace(control_plane, "deadline", {SELECT_LABEL: "enforce"})
+    warned = kubeclients.namespace(control_plane, "deadline-warn", {SELECT_LABEL: "warn"})
+    # The policy is live: with a prompt registry the signed image is admitted.
+    started = time.monotonic()
+    while (answer := create(control_plane, enforced, images[0]))[0] != 201:
+        assert time.monotonic() - started < 30, answer
+        time.sleep(0.5)
+    expected = deadlines.admission_deadline(WEBHOOK_TIMEOUT)
+    assert expected == 4.0
+    slow_registry.fault = "slow"
+    try:
+        status, message, _, seconds = create(control_plane, enforced, images[1])
+        assert status == 403, message
+        assert "failed calling webhook" not in message, message
+        assert message.startswith("admission webhook"), message
+        assert f"no answer within {expected:g}s" in message, message
+        assert expected <= seconds < WEBHOOK_TIMEOUT, seconds
+        # Warn mode (failurePolicy Ignore): admitted, and the user is told why.
+        status, _, warnings, seconds = create(control_plane, warned, images[2])
+        assert status == 201
+        assert any(f"no answer within {expected:g}s" in w for w in warnings), warnings
+        assert seconds < WEBHOOK_TIMEOUT, seconds
+    finally:
+        slow_registry.fault = None
