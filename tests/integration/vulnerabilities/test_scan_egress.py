@@ -14,8 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
+import hashlib
+import io
+import json
 import socket
 import subprocess
+import tarfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,8 @@ from aiohttp import web
 
 from muster.adapters import registries, scanner, scanrelay
 from muster.core import scanrelay as relayrules
-from tests import peers
-from tests.integration.vulnerabilities.conftest import Images
+from tests import peers, trivydb
+from tests.integration.vulnerabilities.conftest import PLANTED, Images
 
 pytestmark = pytest.mark.integration
 
@@ -427,3 +432,73 @@ async def test_the_relay_serves_one_repository_and_cuts_corrupted_blobs(
             async with session.get(bad_blob) as cut:
                 await cut.read()
         assert any("does not match" in failure for failure in relay.failures)
+
+
+def push_db(registry: peers.Registry, repository: str, workdir: Path) -> None:
+    """The tiny DB as trivy's DB artifact (one titled tar.gz layer), pushed by crane as
+    ``repository:2`` (trivy's schema tag) from an OCI layout."""
+    db_dir = trivydb.write_db(workdir / "db-source", PLANTED)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in ("trivy.db", "metadata.json"):
+            tar.add(db_dir / name, arcname=name)
+    layout = workdir / "db-layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data), **extra}
+
+    layer = gzip.compress(buffer.getvalue(), mtime=0)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.aquasec.trivy.config.v1+json", b"{}"),
+            "layers": [
+                descriptor(
+                    "application/vnd.aquasec.trivy.db.layer.v1.tar+gzip",
+                    layer,
+                    annotations={"org.opencontainers.image.title": "db.tar.gz"},
+                )
+            ],
+        }
+    ).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [descriptor("application/vnd.oci.image.manifest.v1+json", manifest)],
+    }
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (layout / "index.json").write_text(json.dumps(index))
+    peers.run_tool("crane", "push", "--insecure", str(layout), f"{registry.host}/{repository}:2")
+
+
+async def test_the_vulnerability_db_is_downloaded_through_the_relay_too(
+    registry: peers.Registry, planted_images: Images, tmp_path: Path
+) -> None:
+    push_db(registry, "mirror/trivy-db", tmp_path)
+    allowed = frozenset({registry.host})
+    for number, written in enumerate(("", ":2")):  # trivy adds its schema tag when none is
+        cache = tmp_path / f"cache-{number}"
+        cache.mkdir()  # no DB yet: trivy downloads it, through the relay
+        settings = scanner.TrivySettings(
+            cache_dir=cache, timeout=60, db_repository=f"{registry.host}/mirror/trivy-db{written}"
+        )
+        async with reader(insecure_registries=allowed) as client:
+            status = await scanner.Trivy(settings, client).scan(planted_images.vulnerable)
+        assert status.counts["HIGH"] == 1
+        assert status.db_version == 2  # read from the downloaded DB's metadata
+        assert (cache / "db" / "trivy.db").is_file()
+    # A DB repository at a loopback service is refused like any registry: nothing connects.
+    async with Listener(LOOPBACK_SERVICE) as service:
+        settings = scanner.TrivySettings(
+            cache_dir=tmp_path / "cache-refused",
+            timeout=60,
+            db_repository=f"{service.address}/mirror/trivy-db",
+        )
+        async with reader(insecure_registries=allowed) as client:
+            with pytest.raises(scanner.ScanError, match=r"127\.0\.0\.9 is a loopback address"):
+                await scanner.Trivy(settings, client).scan(planted_images.vulnerable)
+        assert service.accepted == []
