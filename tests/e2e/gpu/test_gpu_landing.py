@@ -23,7 +23,7 @@ from kubernetes import client
 
 from muster.adapters import controlplane, kubeapi, localoperator, nodeagent
 from muster.core import crds, gpupolicies, gpustack
-from tests import gpuroots, kubeclients, paths, peers
+from tests import gpuroots, kubeclients, paths, peers, workloadkinds
 from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL
 
 pytestmark = pytest.mark.e2e
@@ -272,6 +272,50 @@ def test_pod_no_compliant_node_can_run_is_denied(
     assert "NoCompliantNode" not in message  # the reason id is for Events; people read this:
     assert "needs cuda>=12.8" in message
     assert f"h100-{RUN}: its driver supports CUDA 12.4, needed 12.8" in message
+
+
+def test_a_trainjobs_trainer_is_placed_like_a_gpu_pod_at_apply_time(
+    control_plane: controlplane.ControlPlane, cluster: dict[str, str]
+) -> None:
+    """A TrainJob (real CRD) whose trainer asks for GPUs with an image of its own is judged as
+    a GPU pod would be; nothing is written into it, and one taking its image from the runtime
+    is left to the pods the runtime creates."""
+    workloadkinds.install_crds(control_plane)
+    _eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
+    namespace = _namespace(control_plane)
+    gpus = {"limits": {"nvidia.com/gpu": "8"}}
+
+    def trainjob(name: str, **trainer: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "trainer.kubeflow.org/v1alpha1",
+            "kind": "TrainJob",
+            "metadata": {"name": name},
+            "spec": {
+                "runtimeRef": {"name": "torch-distributed"},
+                "trainer": {"numNodes": 2, "resourcesPerNode": gpus, **trainer},
+            },
+        }
+
+    with kubeclients.admin(control_plane) as api:
+        custom: Any = client.CustomObjectsApi(api)
+
+        def create(body: dict[str, Any]) -> Any:
+            return custom.create_namespaced_custom_object(
+                "trainer.kubeflow.org", "v1alpha1", namespace, "trainjobs", body
+            )
+
+        with pytest.raises(client.ApiException) as raised:
+            create(trainjob("too-new", image=cluster["cuda128"]))
+        assert raised.value.status == 403, raised.value.body
+        message = json.loads(raised.value.body)["message"]
+        assert "pod template /spec/trainer" in message
+        assert f"h100-{RUN}: its driver supports CUDA 12.4, needed 12.8" in message
+        admitted = create(trainjob("fits", image=cluster["cuda124"]))
+        assert (
+            admitted["spec"]["trainer"]
+            == trainjob("fits", image=cluster["cuda124"])["spec"]["trainer"]
+        )
+        create(trainjob("runtime-image"))
 
 
 def test_node_name_on_a_non_compliant_node_is_denied(
