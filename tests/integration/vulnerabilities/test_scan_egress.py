@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import socket
 import subprocess
 import tarfile
@@ -432,6 +433,33 @@ async def test_the_relay_serves_one_repository_and_cuts_corrupted_blobs(
             async with session.get(bad_blob) as cut:
                 await cut.read()
         assert any("does not match" in failure for failure in relay.failures)
+
+
+async def test_a_layer_larger_than_the_clients_read_cap_streams_through(
+    registry: peers.Registry, tmp_path: Path
+) -> None:
+    """Layers are streamed: one over the 16 MiB the client ever holds in memory passes whole."""
+    files = {"model.bin": os.urandom(20 * 1024 * 1024)}  # random: gzip cannot shrink it
+    digest = peers.push_image(registry, "vulns/big", files=files, workdir=tmp_path)
+    async with (
+        reader(insecure_registries=frozenset({registry.host})) as client,
+        scanrelay.Relay(client) as relay,
+        aiohttp.ClientSession() as session,
+    ):
+        upstream = relayrules.Upstream(registry.host, "vulns/big")
+        manifest = (await client.manifest(registry.host, "vulns/big", digest)).json()
+        layer = manifest["layers"][0]
+        assert layer["size"] > client.settings.max_blob_bytes
+        token = relay.add(upstream)
+        hashed = hashlib.sha256()
+        async with session.get(
+            f"http://{relay.host}/v2/{token}/vulns/big/blobs/{layer['digest']}"
+        ) as blob:
+            assert blob.status == 200
+            async for chunk in blob.content.iter_chunked(1024 * 1024):
+                hashed.update(chunk)
+        assert f"sha256:{hashed.hexdigest()}" == layer["digest"]
+        assert relay.failures == []
 
 
 def push_db(registry: peers.Registry, repository: str, workdir: Path) -> None:
