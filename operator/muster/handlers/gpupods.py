@@ -116,8 +116,7 @@ class GPUStackGate:
         )
         results = await asyncio.gather(*(self._env(i) for i in images), return_exceptions=True)
         envs = dict(zip(images, results, strict=True))
-        found: list[findings.Finding] = []
-        exposures: list[gpuaccess.Exposure] = []
+        found: list[findings.Finding] = []  # in the order of the containers
         for candidate in candidates:
             env: Mapping[str, str] | None = None
             if gpuaccess.needs_image_env(candidate.container):
@@ -130,8 +129,8 @@ class GPUStackGate:
                 env = result
             item = gpuaccess.exposure(candidate, env)
             if item is not None:
-                exposures.append(item)
-        return [*found, *gpuaccess.findings_for(exposures, policies)]
+                found.extend(gpuaccess.findings_for([item], policies))
+        return found
 
     async def _namespace_labels(self, namespace: str) -> dict[str, str]:
         cached = self._namespaces.get(namespace)

@@ -229,8 +229,9 @@ def test_node_agent_only_on_gpu_nodes() -> None:
     assert container["args"][0] == "node-agent"
     _hardened(pod, container)
     # Exactly what `muster node-agent` reads: the loaded driver and module versions, the running
-    # kernel's release and its modules (digests), the driver libraries (digests, NVML) and the
-    # toolkit binaries (versions). Each mounted read-only at the same path under /host.
+    # kernel's release and its modules (digests), the driver libraries (digests, NVML), the
+    # toolkit binaries (versions) and the toolkit's config folder (does it honour
+    # NVIDIA_VISIBLE_DEVICES?). Each mounted read-only at the same path under /host.
     host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
     assert host_paths == {
         "proc-driver-nvidia": "/proc/driver/nvidia",
@@ -239,11 +240,13 @@ def test_node_agent_only_on_gpu_nodes() -> None:
         "kernel-modules": "/lib/modules",
         "driver-libraries": "/usr/lib/x86_64-linux-gnu",
         "toolkit-binaries": "/usr/bin",
+        "toolkit-config": "/etc/nvidia-container-runtime",
     }
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     for name, path in host_paths.items():
         assert mounts[name] == {"name": name, "mountPath": f"/host{path}", "readOnly": True}
     assert container["args"][:2] == ["node-agent", "--host-root=/host"]
+    assert "--toolkit-config=/etc/nvidia-container-runtime/config.toml" in container["args"]
     # Its own ServiceAccount, allowed only to get and patch Nodes, confined to its own Node.
     account = f"{daemonset['metadata']['name']}"
     assert pod["serviceAccountName"] == account
