@@ -24,6 +24,7 @@ from muster.core import (
     drift,
     findings,
     gates,
+    imagepolicies,
     jsonpatches,
     modelregistry,
     scopes,
@@ -48,6 +49,8 @@ async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[op
     settings = operator.OperatorSettings(
         webhook=webhooks.WebhookSettings(),
         model_verifier_image="registry.example/muster/muster@sha256:" + "5e" * 32,
+        # Models are what drift here; the test's image is covered by no ImagePolicy.
+        uncovered_images=imagepolicies.Uncovered.ALLOW,
         # Like a second installation whose webhooks select its own namespaces: whatever other
         # operator runs on this shared control plane leaves ours alone (muster.dev/ignore).
         namespace_selector=selectors.LabelSelector.model_validate({"matchLabels": {SUITE: "yes"}}),
