@@ -70,9 +70,7 @@ class Tenant:
             core.patch_namespace(self.namespace, {"metadata": {"labels": labels}})
 
 
-def tenant(
-    plane: controlplane.ControlPlane, namespace: str, name: str = "tenant"
-) -> Tenant:
+def tenant(plane: controlplane.ControlPlane, namespace: str, name: str = "tenant") -> Tenant:
     """Grant ``namespace/name`` a tenant's rights over its own namespace (which must exist)."""
     role = f"tenant-{namespace}-{name}"
     subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
