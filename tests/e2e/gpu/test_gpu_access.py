@@ -210,6 +210,19 @@ def test_a_configmap_the_tenant_writes_counts_as_set(
     assert _create(tenant, fixed)[0].metadata.name == fixed["metadata"]["name"]
 
 
+def test_an_image_whose_config_cannot_be_read_fails_closed(
+    control_plane: controlplane.ControlPlane, setting: dict[str, str]
+) -> None:
+    tenant = _tenant(control_plane, "on")
+    missing = f"{setting['registry']}/nothing/here@sha256:{'0' * 64}"
+    message = _refused(tenant, _pod(missing))
+    assert f"cannot read image {missing}" in message
+    assert "whether its image sets NVIDIA_VISIBLE_DEVICES cannot be checked" in message
+    # Setting the variable in the pod spec settles it without reading the image.
+    answer = _create(tenant, _pod(missing, env=_visible("void")))
+    assert not [w for w in answer[1] if "NVIDIA_VISIBLE_DEVICES" in w]
+
+
 @pytest.mark.parametrize("value", ["void", "none"])
 def test_void_and_none_are_admitted_even_on_the_cuda_image(
     control_plane: controlplane.ControlPlane, setting: dict[str, str], value: str
