@@ -2,16 +2,21 @@
 the registry down, slower than the admission deadline, failing (5xx), throttling (429 with
 Retry-After) and serving content that does not match its digest.
 
-For each fault: unsigned images under an enforcing ImagePolicy are denied with a clear reason
-(and never created — a created one is a *wrong allow*, counted), the warn namespace admits with
-a warning, and once the fault clears a signed image is admitted again without a restart.
-The counts go to ``reliability-registry.json`` in pytest's temporary directory.
+For each fault: images under an enforcing ImagePolicy are denied with the one reason that
+fault must produce (checked in the message and in ``muster_violations_total``; never created —
+a created one is a *wrong allow*, counted), the warn namespace admits with a warning, and once
+the fault clears a signed image is admitted again without a restart. The corrupt fault is
+aimed at *signed* images: an unsigned one is denied for having no signature whether or not its
+answers are corrupted, so it would prove nothing. The counts go to
+``reliability-registry.json`` in pytest's temporary directory.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +24,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from muster.adapters import controlplane, localoperator
 from muster.core import crds
 from tests import kubeclients, peers
-from tests.e2e.security.conftest import SELECT_LABEL, FaultProxy
+from tests.e2e.security.conftest import DEADLINE, SELECT_LABEL, FaultProxy
 from tests.integration.images.conftest import Signer, sign_v3
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +55,13 @@ def images(
             registry, "faults/unsigned", f"u{n}", workdir=workdir, env={"N": str(n)}
         )
         found[f"unsigned-{n}"] = f"{fault_proxy.host}/faults/unsigned@{digest}"
+    # Signed images never judged before, for the corrupt fault (no cached verdict answers).
+    for n in range(PODS_PER_FAULT + 1):
+        digest = peers.push_image(
+            registry, "faults/signed", f"s{n}", workdir=workdir, env={"S": str(n)}
+        )
+        sign_v3(signers["alice"], f"{registry.host}/faults/signed@{digest}")
+        found[f"signed-{n}"] = f"{fault_proxy.host}/faults/signed@{digest}"
     return found
 
 
@@ -111,17 +124,43 @@ def eventually_admitted(plane: controlplane.ControlPlane, namespace: str, image:
         time.sleep(0.5)
 
 
+def violations(operator: localoperator.LocalOperator, namespace: str) -> collections.Counter[str]:
+    """``muster_violations_total`` of ``namespace`` in enforce mode, by reason."""
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+    found: collections.Counter[str] = collections.Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "muster_violations_total"
+                and labels.get("namespace") == namespace
+                and labels.get("mode") == "enforce"
+            ):
+                found[labels["reason"]] += int(sample.value)
+    return found
+
+
+# The one reason each fault must give, and the words of it users read. The registry client
+# makes 3 attempts (backoff 0.1 s, 0.2 s) and honours Retry-After; the gates get DEADLINE s.
 EXPECTED = {
-    "down": ("unreachable", "DeadlineExceeded", "no answer within"),
-    "slow": ("no answer within",),
-    "5xx": ("HTTP 503", "no answer within"),
-    "429": ("HTTP 429", "no answer within"),
-    "corrupt": ("does not match", "not signed", "no signature", "no answer within"),
+    # connections dropped: 3 attempts fail fast
+    "down": ("SignatureLookupFailed", "registry unreachable after 3 attempts"),
+    # every answer 4 s late: the deadline ends it
+    "slow": ("DeadlineExceeded", f"no answer within {DEADLINE:g}s"),
+    # 503 three times, well inside the deadline
+    "5xx": ("SignatureLookupFailed", "registry answered HTTP 503 3 times"),
+    # Retry-After: 1 is honoured, so two waits of 1 s reach the 2 s deadline before the third
+    # attempt (a client that ignored it would report HTTP 429 within 0.3 s)
+    "429": ("DeadlineExceeded", f"no answer within {DEADLINE:g}s"),
+    # a signed image whose signature index no longer matches the digest its registry claims
+    "corrupt": ("SignatureLookupFailed", "but content is sha256:"),
 }
 
 
 def test_registry_faults_never_become_allows(
     control_plane: controlplane.ControlPlane,
+    security_operator: localoperator.LocalOperator,
     fault_proxy: FaultProxy,
     images: dict[str, str],
     policy: str,
@@ -132,37 +171,47 @@ def test_registry_faults_never_become_allows(
     # Before any fault: the policy is live, signed passes, unsigned is denied.
     eventually_admitted(control_plane, enforced, images["signed"])
     fresh = iter(images[k] for k in sorted(images) if k.startswith("unsigned-"))
+    fresh_signed = iter(images[k] for k in sorted(images) if k.startswith("signed-"))
     unsigned = [next(fresh)]
+    corrupted: list[str] = []
     status, message, _ = create(control_plane, enforced, unsigned[0])
     assert status == 403, message
     assert "no signature" in message
     record: dict[str, Any] = {"faults": {}, "requests": 0, "wrong_allows": 0}
     for fault in FaultProxy.FAULTS:
+        # Each request names an image never judged before: signed ones for "corrupt".
+        pool, judged = (fresh_signed, corrupted) if fault == "corrupt" else (fresh, unsigned)
+        reason, words = EXPECTED[fault]
+        before = violations(security_operator, enforced)
         fault_proxy.fault = fault
         faulted_before = fault_proxy.faulted
         outcomes: list[str] = []
         wrong = 0
         for _ in range(PODS_PER_FAULT):
-            unsigned.append(next(fresh))
+            judged.append(next(pool))
             started = time.monotonic()
-            status, message, _ = create(control_plane, enforced, unsigned[-1])
+            status, message, _ = create(control_plane, enforced, judged[-1])
             assert time.monotonic() - started < 9, "the apiserver waited on Muster too long"
             record["requests"] += 1
             if status != 403:
                 wrong += 1
             outcomes.append(message)
-        assert wrong == 0, f"{fault}: unsigned images were admitted"
+        assert wrong == 0, f"{fault}: images were admitted"
         for message in outcomes:
             assert message.startswith("admission webhook"), message
             assert "muster" in message
-        if fault != "corrupt":  # a corrupt answer may be caught as a bad signature
-            assert any(any(e in m for e in EXPECTED[fault]) for m in outcomes), (fault, outcomes)
+            assert words in message, (fault, message)
+        # Exactly this reason, once per request: no other finding hides behind the words.
+        assert violations(security_operator, enforced) - before == {reason: PODS_PER_FAULT}, (
+            fault,
+            outcomes,
+        )
         # Warn mode: admitted, with the reason as a warning.
-        unsigned.append(next(fresh))
-        status, _, warnings = create(control_plane, warned, unsigned[-1])
+        judged.append(next(pool))
+        status, _, warnings = create(control_plane, warned, judged[-1])
         record["requests"] += 1
         assert status == 201
-        assert any("muster" in w for w in warnings), warnings
+        assert any(words in w for w in warnings), (fault, warnings)
         injected = fault_proxy.faulted - faulted_before
         assert injected > 0
         # Recovery, no restart: the fault clears, a signed image is admitted, and a new unsigned
@@ -185,7 +234,7 @@ def test_registry_faults_never_become_allows(
     # The apiserver itself holds the truth: no pod with the unsigned image exists.
     with kubeclients.admin(control_plane) as api:
         pods = client.CoreV1Api(api).list_namespaced_pod(enforced).items
-    created_unsigned = [p for p in pods if p.spec.containers[0].image in unsigned]
+    created_unsigned = [p for p in pods if p.spec.containers[0].image in unsigned + corrupted]
     assert created_unsigned == []
     out = Path(tmp_path_factory.getbasetemp()) / "reliability-registry.json"
     out.write_text(json.dumps(record, indent=2))

@@ -28,7 +28,7 @@ from kubernetes import client
 from muster.adapters import controlplane, kube, localoperator
 from tests import kubeclients, paths
 from tests.e2e.security.conftest import OWN_NAMESPACE, SELECT_LABEL, register, unregister
-from tests.e2e.security.test_rotation import Load, set_ca_bundle
+from tests.e2e.security.test_rotation import Load, covered, set_ca_bundle
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +42,7 @@ class Balancer:
         self.backends = backends
         self.port = 0
         self.connections: dict[int, int] = dict.fromkeys(backends, 0)
+        self.answered: dict[int, int] = dict.fromkeys(backends, 0)  # bytes each sent back
         self._next = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -81,15 +82,23 @@ class Balancer:
                 continue
             self.connections[port] += 1
             await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+                self._pipe(reader, up_writer),
+                self._pipe(up_reader, writer, answering=port),
+                return_exceptions=True,
             )
             return
         writer.close()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        answering: int | None = None,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if answering is not None:
+                    self.answered[answering] += len(data)
                 writer.write(data)
                 await writer.drain()
         finally:
@@ -155,7 +164,7 @@ def test_killing_one_of_two_replicas_under_load_admits_nothing_wrong(
         url = f"https://127.0.0.1:{balancer.port}"
         register(control_plane, first, url=url)
         set_ca_bundle(control_plane, url, first.ca_file.read_bytes() + second.ca_file.read_bytes())
-        with Load(control_plane, namespace) as load:
+        with covered(control_plane, namespace), Load(control_plane, namespace) as load:
             deadline = time.monotonic() + 30
             while load.allowed < 5:
                 assert time.monotonic() < deadline, (load.summary(), balancer.connections)
@@ -164,6 +173,7 @@ def test_killing_one_of_two_replicas_under_load_admits_nothing_wrong(
             victim = max(replicas, key=lambda r: balancer.connections[r.port])
             os.kill(victim.pid, signal.SIGKILL)  # no goodbye: in-flight requests just break
             killed_at = load.allowed
+            answered_at_kill = dict(balancer.answered)
             deadline = time.monotonic() + 30
             while load.allowed < killed_at + 10:
                 assert time.monotonic() < deadline, ("no failover", load.summary())
@@ -171,7 +181,9 @@ def test_killing_one_of_two_replicas_under_load_admits_nothing_wrong(
     summary = load.summary()
     assert load.wrong_allows == 0, summary
     survivor = next(r for r in replicas if r is not victim)
-    assert balancer.connections[survivor.port] > 0  # the survivor took over
+    # The survivor took over: it answered after the kill (both answered before it, so counting
+    # its connections would prove nothing).
+    assert balancer.answered[survivor.port] > answered_at_kill[survivor.port], balancer.answered
     assert load.other == [], load.other
     record = {"faults": {"replica-killed": 1}, **summary, "connections": balancer.connections}
     out = Path(tmp_path_factory.getbasetemp()) / "reliability-replicas.json"
