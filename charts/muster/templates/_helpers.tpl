@@ -109,6 +109,12 @@ Guards: values the schema cannot express, or that must hold even when schema val
 {{- if not .Values.webhook.modes -}}
 {{- fail "webhook.modes must name at least one mode (enforce, warn)" -}}
 {{- end -}}
+{{- if not (has .Values.enforcement.scope (list "namespaced" "cluster")) -}}
+{{- fail (printf "enforcement.scope: unknown scope %q (known: namespaced, cluster)" .Values.enforcement.scope) -}}
+{{- end -}}
+{{- if and (eq .Values.enforcement.scope "cluster") (not (has "enforce" .Values.webhook.modes)) -}}
+{{- fail "enforcement.scope cluster judges unlabelled namespaces in enforce mode: webhook.modes must include enforce" -}}
+{{- end -}}
 {{- range .Values.webhook.modes -}}
 {{- if not (has . (list "enforce" "warn")) -}}
 {{- fail (printf "webhook.modes: unknown mode %q (known: enforce, warn)" .) -}}

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from muster.adapters import controlplane, kube, processes
-from muster.core import catalog, pki, webhookconfigs
+from muster.core import catalog, pki, scopes, webhookconfigs
 
 __all__ = ["LocalOperator", "install_crds", "register_webhooks", "start"]
 
@@ -47,11 +47,13 @@ def start(
     workdir: Path,
     extra_args: tuple[str, ...] = (),
     kubeconfig: Path | None = None,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
 ) -> LocalOperator:
     """Start ``muster run`` on a random loopback port with a fresh serving certificate.
 
     ``kubeconfig`` is the identity it runs with (default: the control plane's admin), e.g. one
-    holding a ServiceAccount's token to prove that account's RBAC is enough.
+    holding a ServiceAccount's token to prove that account's RBAC is enough. ``enforcement``
+    must be the one its webhooks are registered with (:func:`register_webhooks`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     ca = pki.new_ca("muster-webhook-ca")
@@ -80,6 +82,8 @@ def start(
             f"--namespace={own_namespace}",
             "--metrics-address=127.0.0.1",
             f"--metrics-port={metrics_port}",
+            f"--enforcement-scope={enforcement.scope}",
+            *(f"--exclude-namespace={name}" for name in sorted(enforcement.excluded)),
             *extra_args,
         ],
         log=log,
@@ -113,7 +117,11 @@ def install_crds(plane: controlplane.ControlPlane) -> None:
 
 
 def register_webhooks(
-    plane: controlplane.ControlPlane, operator: LocalOperator, *, own_namespace: str
+    plane: controlplane.ControlPlane,
+    operator: LocalOperator,
+    *,
+    own_namespace: str,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
 ) -> None:
     """Point Validating and Mutating webhook configurations at ``operator``."""
     ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
@@ -121,7 +129,11 @@ def register_webhooks(
     with contextlib.closing(api):
         kube.ensure_namespace(api, own_namespace)
         for manifest in (
-            webhookconfigs.validating(operator.url, ca_bundle, own_namespace=own_namespace),
-            webhookconfigs.mutating(operator.url, ca_bundle, own_namespace=own_namespace),
+            webhookconfigs.validating(
+                operator.url, ca_bundle, own_namespace=own_namespace, enforcement=enforcement
+            ),
+            webhookconfigs.mutating(
+                operator.url, ca_bundle, own_namespace=own_namespace, enforcement=enforcement
+            ),
         ):
             kube.apply_webhook_configuration(api, manifest)

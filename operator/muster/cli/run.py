@@ -13,7 +13,7 @@ import pydantic
 
 from muster.adapters import registries
 from muster.cli import common
-from muster.core import deadlines, drift, imagepolicies, selectors
+from muster.core import deadlines, drift, imagepolicies, scopes, selectors
 from muster.handlers import models, operator, webhooks
 
 __all__ = ["register"]
@@ -52,6 +52,22 @@ def register(subcommands: common.Subcommands) -> None:
         "--namespace",
         default=os.environ.get("MUSTER_NAMESPACE", "muster-system"),
         help="Muster's own namespace, never judged (default muster-system)",
+    )
+    parser.add_argument(
+        "--enforcement-scope",
+        choices=[str(scope) for scope in scopes.Scope],
+        default=os.environ.get("MUSTER_ENFORCEMENT_SCOPE", str(scopes.Scope.NAMESPACED)),
+        help="namespaced: namespaces opt in with the muster.dev/enforce label; cluster: every "
+        "namespace is judged in enforce mode (muster.dev/enforce=warn selects warn) except "
+        "the excluded ones. Must match the webhooks' namespaceSelector (default namespaced)",
+    )
+    parser.add_argument(
+        "--exclude-namespace",
+        action="append",
+        default=[],
+        metavar="NAMESPACE",
+        help="a namespace never judged, besides kube-system, kube-public, kube-node-lease and "
+        "--namespace (repeatable; the chart passes webhook.excludeNamespaces)",
     )
     parser.add_argument(
         "--kubeconfig", default=None, help="kubeconfig to use (default: in-cluster or $KUBECONFIG)"
@@ -277,6 +293,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.drift_interval < 0:
         raise common.CommandError("--drift-interval must not be negative (0 turns drift off)")
     namespace_selector = _namespace_selector(args.namespace_selector)
+    try:
+        enforcement = scopes.Enforcement.of(args.enforcement_scope, args.exclude_namespace)
+    except ValueError:
+        raise common.CommandError(
+            f"--enforcement-scope {args.enforcement_scope!r} is not one of: "
+            + ", ".join(scopes.Scope)
+        ) from None
     admission_deadline = _admission_deadline(args.admission_deadline, args.webhook_timeout)
     settings = operator.OperatorSettings(
         webhook=webhooks.WebhookSettings(
@@ -285,6 +308,7 @@ def _run(args: argparse.Namespace) -> int:
             tls=webhooks.TLSFiles(Path(args.tls_cert_file), Path(args.tls_key_file)),
         ),
         own_namespace=args.namespace,
+        enforcement=enforcement,
         admission_deadline=admission_deadline,
         registry=registries.RegistrySettings(
             insecure_registries=frozenset(args.insecure_registry),

@@ -93,19 +93,25 @@ class PodFacts:
 
 
 def in_scope(
-    namespace: str | None, labels: Mapping[str, str] | None, *, own_namespace: str | None
+    namespace: str | None,
+    labels: Mapping[str, str] | None,
+    *,
+    own_namespace: str | None,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
 ) -> bool:
-    """Whether the operator keeps BOMs in this namespace: only namespaces that opted in.
+    """Whether the operator keeps BOMs in this namespace: only namespaces that are judged.
 
-    The opt-in label (``muster.dev/enforce=true|enforce|warn``) decides; never the control
-    plane's namespaces or Muster's own. The opt-out label is the webhook configuration's
-    business (an operator may be installed to judge opted-out namespaces), not this one's.
+    The opt-in label (``muster.dev/enforce=true|enforce|warn``) decides, or in cluster scope
+    every namespace is; never the control plane's namespaces, Muster's own or the excluded
+    ones. The opt-out label is the webhook configuration's business (an operator may be
+    installed to judge opted-out namespaces), not this one's.
     """
-    if not namespace or namespace in scopes.NEVER_JUDGED or namespace == own_namespace:
-        return False
     labels = dict(labels or {})
     labels.pop(scopes.OPT_OUT_LABEL, None)
-    return scopes.mode_for_namespace(namespace, labels, own_namespace=own_namespace) is not None
+    mode = scopes.mode_for_namespace(
+        namespace, labels, own_namespace=own_namespace, enforcement=enforcement
+    )
+    return mode is not None
 
 
 def workload_key(pod: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -75,6 +75,7 @@ def candidates(
     *,
     own_namespace: str | None,
     selector: selectors.LabelSelector | None = None,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
 ) -> list[Candidate]:
     """The pods to re-judge, each with its namespace's mode; namespaces not listed are skipped.
 
@@ -99,6 +100,7 @@ def candidates(
             namespace_labels[namespace],
             own_namespace=own_namespace,
             selector=selector,
+            enforcement=enforcement,
         )
         if mode is not None:
             chosen.append((pod, mode))

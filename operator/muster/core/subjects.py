@@ -264,6 +264,7 @@ def from_review(
     mode: findings.Mode,
     own_namespace: str | None,
     template_paths: TemplatePaths = DEFAULT_TEMPLATE_PATHS,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
 ) -> Subject | None:
     """The subject to judge, or None when Muster has no business with this request."""
     request = review["request"]
@@ -276,7 +277,10 @@ def from_review(
     # A misconfigured webhook must still never judge the control plane or Muster itself.
     if (
         scopes.mode_for_namespace(
-            namespace, {scopes.ENFORCE_LABEL: mode.value}, own_namespace=own_namespace
+            namespace,
+            {scopes.ENFORCE_LABEL: mode.value},
+            own_namespace=own_namespace,
+            enforcement=enforcement,
         )
         is None
     ):

@@ -1,7 +1,8 @@
 """Validating and mutating webhook configurations for development and tests.
 
 Production configurations come from the Helm chart; these follow the same rules: only
-namespaces that opt in, never the control plane's or Muster's own, and an opt-out label.
+namespaces that opt in (or, in cluster scope, every namespace), never the control plane's,
+Muster's own or the excluded ones, and an opt-out label.
 """
 
 from __future__ import annotations
@@ -83,22 +84,37 @@ def _rules() -> list[dict[str, Any]]:
 _RULES = _rules()
 
 
-def _namespace_selector(mode: findings.Mode, own_namespace: str) -> dict[str, Any]:
+def _mode_expression(mode: findings.Mode, scope: scopes.Scope) -> dict[str, Any]:
+    if scope is scopes.Scope.CLUSTER and mode is findings.Mode.ENFORCE:
+        # Every namespace not explicitly in warn mode, with or without the label (as
+        # scopes.Enforcement.labelled_mode decides it again in the handler).
+        return {"key": scopes.ENFORCE_LABEL, "operator": "NotIn", "values": ["warn"]}
+    return {"key": scopes.ENFORCE_LABEL, "operator": "In", "values": _MODE_LABEL_VALUES[mode]}
+
+
+def _namespace_selector(
+    mode: findings.Mode, own_namespace: str, enforcement: scopes.Enforcement
+) -> dict[str, Any]:
     return {
         "matchExpressions": [
-            {"key": scopes.ENFORCE_LABEL, "operator": "In", "values": _MODE_LABEL_VALUES[mode]},
+            _mode_expression(mode, enforcement.scope),
             {"key": scopes.OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]},
             {
                 "key": "kubernetes.io/metadata.name",
                 "operator": "NotIn",
-                "values": sorted(scopes.NEVER_JUDGED | {own_namespace}),
+                "values": sorted(scopes.NEVER_JUDGED | {own_namespace} | enforcement.excluded),
             },
         ]
     }
 
 
 def _webhooks(
-    kind: str, url: str, ca_bundle: str, own_namespace: str, timeout_seconds: int
+    kind: str,
+    url: str,
+    ca_bundle: str,
+    own_namespace: str,
+    timeout_seconds: int,
+    enforcement: scopes.Enforcement,
 ) -> list[dict[str, Any]]:
     hooks = []
     for mode in findings.Mode:
@@ -114,7 +130,7 @@ def _webhooks(
                 "caBundle": ca_bundle,
             },
             "rules": _RULES,
-            "namespaceSelector": _namespace_selector(mode, own_namespace),
+            "namespaceSelector": _namespace_selector(mode, own_namespace, enforcement),
         }
         if kind == "mutate":
             hook["reinvocationPolicy"] = "IfNeeded"
@@ -124,22 +140,36 @@ def _webhooks(
 
 
 def validating(
-    url: str, ca_bundle: str, *, own_namespace: str, timeout_seconds: int = 10
+    url: str,
+    ca_bundle: str,
+    *,
+    own_namespace: str,
+    timeout_seconds: int = 10,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": NAME, "labels": {"app.kubernetes.io/name": "muster"}},
-        "webhooks": _webhooks("validate", url, ca_bundle, own_namespace, timeout_seconds),
+        "webhooks": _webhooks(
+            "validate", url, ca_bundle, own_namespace, timeout_seconds, enforcement
+        ),
     }
 
 
 def mutating(
-    url: str, ca_bundle: str, *, own_namespace: str, timeout_seconds: int = 10
+    url: str,
+    ca_bundle: str,
+    *,
+    own_namespace: str,
+    timeout_seconds: int = 10,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
 ) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": NAME, "labels": {"app.kubernetes.io/name": "muster"}},
-        "webhooks": _webhooks("mutate", url, ca_bundle, own_namespace, timeout_seconds),
+        "webhooks": _webhooks(
+            "mutate", url, ca_bundle, own_namespace, timeout_seconds, enforcement
+        ),
     }

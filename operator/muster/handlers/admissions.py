@@ -16,7 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from muster.core import admission, deadlines, exemptions, findings, gates, reviews, subjects
+from muster.core import (
+    admission,
+    deadlines,
+    exemptions,
+    findings,
+    gates,
+    reviews,
+    scopes,
+    subjects,
+)
 
 __all__ = ["Auditor", "Observer", "Pipeline"]
 
@@ -48,6 +57,9 @@ class Pipeline:
     active_gates: Sequence[gates.Gate]
     own_namespace: str | None = None
     deadline: float = DEFAULT_DEADLINE_SECONDS
+    # Namespaces never judged besides the control plane's and Muster's own (the webhooks'
+    # namespaceSelector says the same: this holds even when they are misconfigured).
+    enforcement: scopes.Enforcement = scopes.NAMESPACED
     template_paths: subjects.TemplatePaths = dataclasses.field(
         default_factory=lambda: subjects.DEFAULT_TEMPLATE_PATHS
     )
@@ -68,7 +80,11 @@ class Pipeline:
         """Judge one request; ``time_left``: the seconds the apiserver waits for this answer,
         when it said (the gates then stop in time for the answer to reach it)."""
         subject = subjects.from_review(
-            review, mode=mode, own_namespace=self.own_namespace, template_paths=self.template_paths
+            review,
+            mode=mode,
+            own_namespace=self.own_namespace,
+            template_paths=self.template_paths,
+            enforcement=self.enforcement,
         )
         if subject is None:
             return admission.not_judged(review)

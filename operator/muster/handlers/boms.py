@@ -283,7 +283,10 @@ class Keeper:
         if labels is None:
             # Not seen by the namespace watch yet: the worker reads the labels and decides.
             labels = {scopes.ENFORCE_LABEL: "true"}
-        if not boms.in_scope(namespace, labels, own_namespace=self.services.settings.own_namespace):
+        settings = self.services.settings
+        if not boms.in_scope(
+            namespace, labels, own_namespace=settings.own_namespace, enforcement=settings.enforcement
+        ):
             self.stats.out_of_scope += 1
             return False
         key = boms.workload_key(pod)
@@ -351,8 +354,12 @@ class Keeper:
         started = time.monotonic()
         try:
             labels = await _namespace_labels(self.services, self.kube, namespace)
+            settings = self.services.settings
             if not boms.in_scope(
-                namespace, labels, own_namespace=self.services.settings.own_namespace
+                namespace,
+                labels,
+                own_namespace=settings.own_namespace,
+                enforcement=settings.enforcement,
             ):
                 self.stats.out_of_scope += 1
                 return

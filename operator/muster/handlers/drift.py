@@ -167,6 +167,7 @@ class DriftController:
                 found,
                 own_namespace=settings.own_namespace,
                 selector=settings.namespace_selector,
+                enforcement=settings.enforcement,
             )
             is not None
         ]
@@ -188,6 +189,7 @@ class DriftController:
             labels,
             own_namespace=settings.own_namespace,
             selector=settings.namespace_selector,
+            enforcement=settings.enforcement,
         )
 
         async def judge(
@@ -223,6 +225,7 @@ class DriftController:
             mode=mode,
             own_namespace=self.services.settings.own_namespace,
             template_paths=pipeline.template_paths,
+            enforcement=pipeline.enforcement,
         )
         if subject is None:
             return ()

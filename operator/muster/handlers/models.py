@@ -58,6 +58,7 @@ class ModelController:
     # Whose pods this operator reports on (and evicts): the namespaces admission judges.
     own_namespace: str | None = None
     namespace_selector: selectors.LabelSelector | None = None
+    enforcement: scopes.Enforcement = scopes.NAMESPACED
     # pod "namespace/name" -> ((model name, digest), ...) for pods not terminated
     usage: dict[str, tuple[tuple[str, str], ...]] = dataclasses.field(default_factory=dict)
     _counts: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -245,7 +246,11 @@ class ModelController:
             logger.warning("cannot read namespace %s, reporting on its pods: %s", namespace, error)
             return True
         return scopes.in_reach(
-            namespace, labels, own_namespace=self.own_namespace, selector=self.namespace_selector
+            namespace,
+            labels,
+            own_namespace=self.own_namespace,
+            selector=self.namespace_selector,
+            enforcement=self.enforcement,
         )
 
     async def _evict(self, namespace: str, name: str) -> None:
@@ -350,6 +355,7 @@ def _controller(services: operator.Services) -> ModelController:
         evict=services.settings.evict_revoked_model_pods,
         own_namespace=services.settings.own_namespace,
         namespace_selector=services.settings.namespace_selector,
+        enforcement=services.settings.enforcement,
     )
     metrics_ = services.metrics
     controller.catalog.cache_observer = lambda hit: metrics_.cache_lookup("models", hit=hit)

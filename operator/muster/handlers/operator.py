@@ -23,7 +23,7 @@ from muster.adapters import events as events_
 from muster.adapters import kubeapi, registries
 from muster.adapters import metrics as metrics_
 from muster.core import drift as drift_core
-from muster.core import gates, imagepolicies, observations, pinning, selectors
+from muster.core import gates, imagepolicies, observations, pinning, scopes, selectors
 from muster.handlers import admissions, gpunodes, gpupods, imagegate, models, webhooks
 from muster.handlers import boms as boms_
 from muster.handlers import drift as drift_
@@ -50,6 +50,9 @@ logger = logging.getLogger("muster.operator")
 class OperatorSettings:
     webhook: webhooks.WebhookSettings
     own_namespace: str = "muster-system"
+    # Which namespaces are judged: opted-in ones or, in cluster scope, all; and those never
+    # judged besides the control plane's and own_namespace. Every controller agrees on it.
+    enforcement: scopes.Enforcement = scopes.NAMESPACED
     admission_deadline: float = admissions.DEFAULT_DEADLINE_SECONDS
     kubeconfig: str | None = None
     registry: registries.RegistrySettings = dataclasses.field(
@@ -173,6 +176,7 @@ def build_pipeline(services: Services) -> admissions.Pipeline:
     pipeline = admissions.Pipeline(
         active_gates=[gate for area in GATE_AREAS for gate in area(services)],
         own_namespace=settings.own_namespace,
+        enforcement=settings.enforcement,
         deadline=settings.admission_deadline,
         observers=[observer for area in OBSERVER_AREAS for observer in area(services)],
         exemption_groups=settings.exemption_groups,

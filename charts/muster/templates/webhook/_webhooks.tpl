@@ -28,9 +28,16 @@ match operator/muster/core/webhookconfigs.py, which builds the development confi
     {{- include "muster.webhookRules" $root | nindent 4 }}
   namespaceSelector:
     matchExpressions:
+      {{- if and (eq $root.Values.enforcement.scope "cluster") (eq $mode "enforce") }}
+      # Cluster scope: every namespace not explicitly in warn mode, labelled or not.
+      - key: muster.dev/enforce
+        operator: NotIn
+        values: ["warn"]
+      {{- else }}
       - key: muster.dev/enforce
         operator: In
         values: {{ include "muster.modeLabelValues" $mode }}
+      {{- end }}
       - key: muster.dev/ignore
         operator: NotIn
         values: ["true"]
