@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -100,6 +101,14 @@ def metadata_address() -> Iterator[str | None]:
     finally:
         if added:
             _ip("addr", "del", f"{METADATA}/32", "dev", "lo")
+
+
+@pytest.fixture
+def cache(trivy_cache: Path, tmp_path: Path) -> Path:
+    """The tiny DB without trivy's cached analyses, so every scan reads the image's blobs."""
+    fresh = tmp_path / "trivy"
+    shutil.copytree(trivy_cache / "db", fresh / "db")
+    return fresh
 
 
 @contextlib.asynccontextmanager
@@ -184,30 +193,30 @@ def image_at(host: str, images: Images) -> str:
 
 
 async def test_an_image_at_a_loopback_service_is_never_contacted(
-    trivy_cache: Path, registry: peers.Registry
+    cache: Path, registry: peers.Registry
 ) -> None:
     async with Listener(LOOPBACK_SERVICE) as service, Listener("127.0.0.1") as by_name:
         # Loopback is allowed for the test registry alone (an --insecure-registry), not for
         # every host: neither an address nor a name that resolves there is contacted.
         async with reader(insecure_registries=frozenset({registry.host})) as client:
             with pytest.raises(scanner.ScanError, match=r"127\.0\.0\.9 is a loopback address"):
-                await trivy(trivy_cache, client).scan(f"{service.address}/internal@{NOWHERE}")
+                await trivy(cache, client).scan(f"{service.address}/internal@{NOWHERE}")
             assert client.stats.requests == 0  # an address: refused before any request
             # A name: resolved, and refused by the checking resolver before connecting.
             with pytest.raises(scanner.ScanError, match=r"'localhost' \(127.0.0.1\) is a loopback"):
-                await trivy(trivy_cache, client).scan(f"localhost:{by_name.port}/x@{NOWHERE}")
+                await trivy(cache, client).scan(f"localhost:{by_name.port}/x@{NOWHERE}")
         assert service.accepted == []
         assert by_name.accepted == []
         # The listener is real: with loopback opened to every registry
         # (--allow-private-registries) the same scan does connect (and fails: no registry).
         async with reader(allow_private=True) as client:
             with pytest.raises(scanner.ScanError, match="unreachable"):
-                await trivy(trivy_cache, client).scan(f"{service.address}/internal@{NOWHERE}")
+                await trivy(cache, client).scan(f"{service.address}/internal@{NOWHERE}")
         assert service.accepted
 
 
 async def test_an_image_at_the_metadata_address_is_never_contacted(
-    trivy_cache: Path, metadata_address: str | None
+    cache: Path, metadata_address: str | None
 ) -> None:
     async with contextlib.AsyncExitStack() as stack:
         service = (
@@ -220,7 +229,7 @@ async def test_an_image_at_the_metadata_address_is_never_contacted(
         # Not even --allow-private-registries opens the metadata address.
         async with reader(allow_private=True) as client:
             with pytest.raises(scanner.ScanError, match="is a cloud metadata address"):
-                await trivy(trivy_cache, client).scan(image)
+                await trivy(cache, client).scan(image)
             assert client.stats.requests == 0
         if service is None:
             print(f"{METADATA} could not be put on lo here: the refusal shown, no listener")
@@ -229,7 +238,7 @@ async def test_an_image_at_the_metadata_address_is_never_contacted(
         # Named exactly by the operator (--registry-allow HOST:PORT), it would be contacted.
         async with reader(allow_hosts=(service.address,)) as client:
             with pytest.raises(scanner.ScanError, match="unreachable"):
-                await trivy(trivy_cache, client).scan(image)
+                await trivy(cache, client).scan(image)
         assert service.accepted
 
 
@@ -266,7 +275,7 @@ INTERNAL = {
 @pytest.mark.parametrize("fault", ["blob-redirect", "token-realm"])
 @pytest.mark.parametrize("target", sorted(INTERNAL))
 async def test_redirects_and_token_realms_to_internal_hosts_are_refused_mid_scan(
-    trivy_cache: Path,
+    cache: Path,
     registry: peers.Registry,
     planted_images: Images,
     metadata_address: str | None,
@@ -290,7 +299,7 @@ async def test_redirects_and_token_realms_to_internal_hosts_are_refused_mid_scan
         during = "not scanned: " if fault == "token-realm" else "trivy exited 1: "
         async with reader(insecure_registries=frozenset({front})) as client:
             with pytest.raises(scanner.ScanError, match=f"{during}.*{internal.refusal}"):
-                await trivy(trivy_cache, client).scan(image)
+                await trivy(cache, client).scan(image)
         if service is None:
             print(f"{METADATA} could not be put on lo here: the refusal shown, no listener")
             return
@@ -301,13 +310,13 @@ async def test_redirects_and_token_realms_to_internal_hosts_are_refused_mid_scan
         async with reader(insecure_registries=frozenset({front}), allow_hosts=allowed) as client:
             # (An unreachable token service is a registry error too, not a crash.)
             with pytest.raises(scanner.ScanError, match="unreachable"):
-                await trivy(trivy_cache, client).scan(image)
+                await trivy(cache, client).scan(image)
         assert service.accepted
 
 
 @pytest.mark.parametrize("fault", ["blob-redirect", "token-realm"])
 async def test_trivy_on_its_own_would_reach_loopback_behind_any_proxy(
-    trivy_cache: Path, registry: peers.Registry, planted_images: Images, fault: str
+    cache: Path, registry: peers.Registry, planted_images: Images, fault: str
 ) -> None:
     """Why scans go through a relay and not just a proxy: trivy refuses redirects and realms
     to internal IP addresses itself, but follows a name that resolves to loopback, and Go
@@ -319,7 +328,7 @@ async def test_trivy_on_its_own_would_reach_loopback_behind_any_proxy(
         faults = redirect_blobs(where) if fault == "blob-redirect" else challenge(where)
         front = await stack.enter_async_context(faulty_registry(registry.host, faults))
         async with reader() as client, scanrelay.Relay(client) as relay:
-            output = await _trivy_alone(trivy_cache, image_at(front, planted_images), relay)
+            output = await _trivy_alone(cache, image_at(front, planted_images), relay)
         assert relay.strays == []  # not one request went to the proxy
         assert service.accepted, output
 
@@ -352,10 +361,10 @@ async def _trivy_alone(cache: Path, image: str, relay: scanrelay.Relay) -> bytes
 
 
 async def test_whatever_trivy_tries_past_the_relay_is_refused_and_recorded(
-    trivy_cache: Path, registry: peers.Registry
+    cache: Path, registry: peers.Registry
 ) -> None:
     async with reader() as client, scanrelay.Relay(client) as relay:
-        output = await _trivy_alone(trivy_cache, f"registry.example.invalid/x@{NOWHERE}", relay)
+        output = await _trivy_alone(cache, f"registry.example.invalid/x@{NOWHERE}", relay)
     assert b"registry.example.invalid" in output  # trivy failed on it
     assert relay.strays
     reached = ("reach registry.example.invalid:443 ", "reach http://registry.example.invalid/")
@@ -369,12 +378,12 @@ async def test_whatever_trivy_tries_past_the_relay_is_refused_and_recorded(
 
 
 async def test_a_scan_of_the_real_registry_goes_through_the_relay(
-    trivy_cache: Path, registry: peers.Registry, planted_images: Images
+    cache: Path, registry: peers.Registry, planted_images: Images
 ) -> None:
     seen: list[str] = []
     async with reader(insecure_registries=frozenset({registry.host})) as client:
         client.observer = lambda host, outcome, _: seen.append(f"{host} {outcome}")
-        status = await trivy(trivy_cache, client).scan(planted_images.vulnerable)
+        status = await trivy(cache, client).scan(planted_images.vulnerable)
     assert status.counts["HIGH"] == 1
     # Every registry round trip of the scan was Muster's client's, to the registry named.
     assert seen
