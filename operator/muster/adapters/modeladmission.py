@@ -54,11 +54,14 @@ class ModelCatalog:
     # -- fed by the operator's watches ------------------------------------------------------
 
     def model_changed(
-        self, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+        self, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], generation: object
     ) -> str | None:
-        """Index a Model; returns why it is invalid (and drops it) when it is."""
+        """Index a Model; returns why it is invalid (and drops it) when it is. ``generation``
+        (``metadata.generation``) decides whether its SignatureVerified condition counts."""
         try:
-            self.index.put_model(modelregistry.parse_model(name, spec, status))
+            self.index.put_model(
+                modelregistry.parse_model(name, spec, status, generation=generation)
+            )
         except (pydantic.ValidationError, ValueError) as error:
             self.index.models.pop(name, None)
             why = _first_error(error)
@@ -119,7 +122,10 @@ class ModelCatalog:
             for item in models.get("items") or ():
                 metadata = item.get("metadata") or {}
                 self.model_changed(
-                    str(metadata.get("name", "")), item.get("spec") or {}, item.get("status") or {}
+                    str(metadata.get("name", "")),
+                    item.get("spec") or {},
+                    item.get("status") or {},
+                    metadata.get("generation"),
                 )
             for item in policies.get("items") or ():
                 name = str((item.get("metadata") or {}).get("name", ""))

@@ -227,7 +227,12 @@ def _validate_policy(document: Document) -> None:
         elif kind == "ModelPolicy":
             modelregistry.ModelPolicySpec.model_validate(spec)
         else:
-            modelregistry.parse_model(name, spec or {}, body.get("status") or {})
+            modelregistry.parse_model(
+                name,
+                spec or {},
+                body.get("status") or {},
+                generation=(body.get("metadata") or {}).get("generation"),
+            )
     except imagepolicies.InvalidImagePolicy as error:
         raise common.CommandError(f"{where} is invalid: {error}") from None
     except pydantic.ValidationError as error:

@@ -316,7 +316,12 @@ def _read_model(name: str, kubeconfig: Path | None) -> modelregistry.ModelEntry:
     except OSError as error:  # urllib3 connection errors are OSErrors
         raise common.CommandError(f"cannot reach the cluster: {error}") from None
     try:
-        return modelregistry.parse_model(name, found.get("spec") or {}, found.get("status") or {})
+        return modelregistry.parse_model(
+            name,
+            found.get("spec") or {},
+            found.get("status") or {},
+            generation=(found.get("metadata") or {}).get("generation"),
+        )
     except pydantic.ValidationError as error:
         raise common.CommandError(
             f"Model {name!r} is invalid: {error.errors()[0]['msg']}"

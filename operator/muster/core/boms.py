@@ -231,9 +231,11 @@ def _model_components(
         properties.append({"name": "muster:model-signer", "value": signer})
     for condition in status.get("conditions") or []:
         if isinstance(condition, Mapping) and condition.get("type") == "SignatureVerified":
-            properties.append(
-                {"name": "muster:signature-verified", "value": str(condition.get("status"))}
-            )
+            # True only when written for this spec (a stale or forged status vouches for none).
+            generation = (model.get("metadata") or {}).get("generation")
+            verified = modelregistry.signature_verified(status, generation)
+            properties.append({"name": "muster:signature-verified", "value": str(verified)})
+            break
     properties.append({"name": "muster:revoked", "value": str(spec.revoked)})
     component["properties"] = properties
     card: dict[str, Any] = {}

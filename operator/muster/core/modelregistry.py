@@ -36,8 +36,12 @@ __all__ = [
     "SignatureSpec",
     "Training",
     "UnsafeSerialization",
+    "SIGNATURE_VERIFIED",
     "decode_models_annotation",
     "encode_models_annotation",
+    "parse_model",
+    "signature_verified",
+    "status_is_current",
 ]
 
 # On pods, written by the mutating gate: which Models the pod uses (JSON list of {name, digest}),
@@ -48,6 +52,8 @@ USES_MODELS_LABEL = "muster.dev/uses-models"
 MODEL_VOLUMES_ANNOTATION = "muster.dev/model-volumes"
 # On PersistentVolumeClaims (label or annotation): the Model the claim holds.
 MODEL_PVC_KEY = "muster.dev/model"
+# The Model status condition the operator writes after checking the signature.
+SIGNATURE_VERIFIED = "SignatureVerified"
 
 _CONFIG = pydantic.ConfigDict(
     extra="forbid",
@@ -242,16 +248,50 @@ class Index:
         }
 
 
-def parse_model(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> ModelEntry:
-    """A Model object's spec and status as an index entry; raises pydantic's ValidationError."""
-    conditions = status.get("conditions") if isinstance(status, Mapping) else None
-    verified = any(
+def signature_verified(status: object, generation: object) -> bool:
+    """Whether ``status`` says the signature of the spec at ``generation`` verified.
+
+    The condition counts only with its own ``observedGeneration`` equal to the object's
+    ``metadata.generation``: a status written for an earlier spec (stale, or forged before the
+    spec was changed) approves nothing, and neither does one without a generation.
+    """
+    if not isinstance(status, Mapping) or not isinstance(generation, int) or generation < 1:
+        return False
+    return any(
         isinstance(c, Mapping)
-        and c.get("type") == "SignatureVerified"
+        and c.get("type") == SIGNATURE_VERIFIED
         and c.get("status") == "True"
-        for c in conditions or ()
+        and c.get("observedGeneration") == generation
+        for c in status.get("conditions") or ()
     )
-    return ModelEntry(name=name, spec=ModelSpec.model_validate(spec), signature_verified=verified)
+
+
+def status_is_current(status: object, generation: object) -> bool:
+    """Whether the operator already wrote ``status`` for the spec at ``generation``: its
+    ``observedGeneration`` and its SignatureVerified condition's both match (older operators
+    wrote the condition without one; such a status is rewritten)."""
+    if not isinstance(status, Mapping) or status.get("observedGeneration") != generation:
+        return False
+    return any(
+        isinstance(c, Mapping)
+        and c.get("type") == SIGNATURE_VERIFIED
+        and c.get("observedGeneration") == generation
+        for c in status.get("conditions") or ()
+    )
+
+
+def parse_model(
+    name: str, spec: Mapping[str, Any], status: Mapping[str, Any], *, generation: object
+) -> ModelEntry:
+    """A Model object's spec and status as an index entry; raises pydantic's ValidationError.
+
+    ``generation`` is the object's ``metadata.generation`` (see :func:`signature_verified`).
+    """
+    return ModelEntry(
+        name=name,
+        spec=ModelSpec.model_validate(spec),
+        signature_verified=signature_verified(status, generation),
+    )
 
 
 def encode_models_annotation(entries: Iterable[ModelEntry]) -> str:

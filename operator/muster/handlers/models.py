@@ -78,7 +78,7 @@ class ModelController:
             return
         previous = self._seen.get(name)
         spec, status = body.get("spec") or {}, body.get("status") or {}
-        invalid = self.catalog.model_changed(name, spec, status)
+        invalid = self.catalog.model_changed(name, spec, status, metadata.get("generation"))
         if invalid is not None:
             logger.warning("Model %s is invalid and not approved: %s", name, invalid)
             if status.get("observedGeneration") != metadata.get("generation"):
@@ -86,7 +86,9 @@ class ModelController:
                     name,
                     {
                         "observedGeneration": metadata.get("generation"),
-                        "conditions": [_condition("False", "InvalidSpec", invalid)],
+                        "conditions": [
+                            _condition("False", "InvalidSpec", invalid, metadata.get("generation"))
+                        ],
                     },
                 )
             self.refresh_gauge()
@@ -94,8 +96,7 @@ class ModelController:
         current = self.catalog.index.by_name(name)
         if current is None:  # pragma: no cover - indexed just above
             return
-        generation = metadata.get("generation")
-        if status.get("observedGeneration") != generation:
+        if not modelregistry.status_is_current(status, metadata.get("generation")):
             await self._write_status(name, metadata, current)
         self._seen[name] = current.spec
         if previous is not None:
@@ -111,7 +112,7 @@ class ModelController:
         verified, reason, message = await self._signature(entry.spec)
         status = {
             "observedGeneration": metadata.get("generation"),
-            "conditions": [_condition(verified, reason, message)],
+            "conditions": [_condition(verified, reason, message, metadata.get("generation"))],
             "revoked": entry.spec.revoked,
             "pods": self._counts.get(name, 0),
         }
@@ -326,12 +327,15 @@ class ModelController:
         self.metrics.set_pods_using_revoked_models(self.revoked_pods())
 
 
-def _condition(status: str, reason: str, message: str) -> dict[str, str]:
+def _condition(status: str, reason: str, message: str, generation: object) -> dict[str, object]:
+    # observedGeneration: the condition vouches for this spec only (see
+    # modelregistry.signature_verified); a later spec is not verified by it.
     return {
-        "type": "SignatureVerified",
+        "type": modelregistry.SIGNATURE_VERIFIED,
         "status": status,
         "reason": reason,
         "message": message,
+        "observedGeneration": generation,
         "lastTransitionTime": _now(),
     }
 

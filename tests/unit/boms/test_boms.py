@@ -23,7 +23,7 @@ def model() -> dict[str, Any]:
     return {
         "apiVersion": "muster.dev/v1alpha1",
         "kind": "Model",
-        "metadata": {"name": "llama-ft"},
+        "metadata": {"name": "llama-ft", "generation": 2},
         "spec": {
             "digest": MODEL_DIGEST,
             "source": "hf://acme/llama-ft",
@@ -51,7 +51,9 @@ def model() -> dict[str, Any]:
                 "task": "text-generation",
             },
         },
-        "status": {"conditions": [{"type": "SignatureVerified", "status": "True"}]},
+        "status": {
+            "conditions": [{"type": "SignatureVerified", "status": "True", "observedGeneration": 2}]
+        },
     }
 
 
@@ -160,6 +162,7 @@ def test_workload_bom_is_valid_cyclonedx_1_6_with_the_ai_parts() -> None:
     assert {"name": "muster:model-signer", "value": "ml@acme.example (https://idp)"} in model_[
         "properties"
     ]
+    assert {"name": "muster:signature-verified", "value": "True"} in model_["properties"]
     dataset = components[f"dataset:acme-chat@{DATA_DIGEST}"]
     assert dataset["type"] == "data"
     assert dataset["data"][0]["contents"]["url"] == "s3://acme/chat"

@@ -26,12 +26,14 @@ def gate(namespace_labels: dict[str, str]) -> modeladmission.ModelGate:
     kube = kubeapi.KubeApi(kubeapi.Credentials(host="https://127.0.0.1:9", ca_file=None))
     catalog = modeladmission.ModelCatalog(kube, max_age=float("inf"))
     catalog.namespace_changed("team", namespace_labels)
-    assert catalog.model_changed("bert", {"digest": OMS}, {}) is None
+    assert catalog.model_changed("bert", {"digest": OMS}, {}, 1) is None
     assert (
-        catalog.model_changed("llama", {"digest": OMS, "ociReference": f"r.example/l@{OCI}"}, {})
+        catalog.model_changed(
+            "llama", {"digest": OMS, "ociReference": f"r.example/l@{OCI}"}, {}, 1
+        )
         is None
     )
-    assert catalog.model_changed("broken", {"digest": "nope"}, {}) is not None
+    assert catalog.model_changed("broken", {"digest": "nope"}, {}, 1) is not None
     assert (
         catalog.policy_changed("ml", {"namespaceSelector": {"matchLabels": {"team": "ml"}}}) is None
     )
