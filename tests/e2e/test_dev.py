@@ -5,12 +5,16 @@ kubectl's."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
-from muster.adapters import controlplane, processes, tools
+from muster.adapters import controlplane, kube, processes, tools
+from muster.core import gpustack, trustanchors
 from tests.e2e import devcli
 from tests.integration import docblocks
 
@@ -58,6 +62,8 @@ def test_the_readme_dev_block_runs_and_dev_down_leaves_nothing_behind(tmp_path: 
         (message,) = docblocks.named("real", "tests/e2e/test_dev.py")
         assert docblocks.matches(message, denied.stderr) == ""
 
+        _the_trust_anchor_guard_is_installed(kubeconfig)
+
         again = devcli.muster("dev", "up", env=env)
         assert again.returncode == 2
         assert "already up" in again.stderr
@@ -67,3 +73,39 @@ def test_the_readme_dev_block_runs_and_dev_down_leaves_nothing_behind(tmp_path: 
     assert [name for name, pid in state.pids.items() if devcli.alive(pid)] == []
     assert [name for name, port in state.ports.items() if processes.port_is_open(port)] == []
     assert not workdir.exists()
+
+
+def _the_trust_anchor_guard_is_installed(kubeconfig: Path) -> None:
+    """`muster dev up` installs the chart's trust-anchor policies for the identity its operator
+    runs as (the control plane's admin): anyone else allowed to patch Nodes cannot set Muster's
+    node labels."""
+    config = f"--kubeconfig={kubeconfig}"
+    writers = trustanchors.Writers(operator=controlplane.ADMIN_USER)
+    for manifest in trustanchors.manifests("muster", writers):
+        if manifest["kind"] != "ValidatingAdmissionPolicy":
+            continue
+        name = manifest["metadata"]["name"]
+        live = json.loads(
+            _kubectl(config, "get", "validatingadmissionpolicy", name, "-o=json").stdout
+        )
+        for field in ("failurePolicy", "variables", "validations"):  # the rest has defaults
+            assert live["spec"][field] == manifest["spec"][field], (name, field)
+    with kube.api_client(kubeconfig) as api:
+        client.CoreV1Api(api).create_node({"metadata": {"name": "dev-gpu"}})
+    role = "node-labeller"
+    for step in (
+        ["create", "clusterrole", role, "--verb=get,patch", "--resource=nodes"],
+        ["create", "clusterrolebinding", role, f"--clusterrole={role}", "--user=mallory"],
+    ):
+        assert _kubectl(config, *step).returncode == 0
+    forge = ["--as=mallory", "label", "node", "dev-gpu", f"{gpustack.STATE_LABEL}=compliant"]
+    deadline = time.monotonic() + 30
+    while "denied request" not in _kubectl(config, *forge, "--dry-run=server").stderr:
+        assert time.monotonic() < deadline, "the trust-anchor guard never took effect"
+        time.sleep(0.2)
+    refused = _kubectl(config, *forge)
+    assert refused.returncode == 1
+    assert (
+        f"node dev-gpu: {gpustack.STATE_LABEL} may only be written by Muster's operator "
+        f"{controlplane.ADMIN_USER}, not by mallory"
+    ) in refused.stderr

@@ -12,6 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 __all__ = [
     "api_client",
+    "apply_admission_policy",
     "apply_custom_resource_definition",
     "apply_webhook_configuration",
     "ensure_namespace",
@@ -64,6 +65,39 @@ def apply_webhook_configuration(api: client.ApiClient, manifest: Mapping[str, An
     except ApiException as error:
         if error.status != 409:
             raise
+        current = read(name)
+        body = dict(manifest)
+        body["metadata"] = {
+            **manifest["metadata"],
+            "resourceVersion": current.metadata.resource_version,
+        }
+        replace(name, body)
+
+
+def apply_admission_policy(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
+    """Create or replace a ValidatingAdmissionPolicy or its Binding given as a plain dict."""
+    admission: Any = client.AdmissionregistrationV1Api(api)
+    kind = manifest["kind"]
+    if kind == "ValidatingAdmissionPolicy":
+        create, read, replace = (
+            admission.create_validating_admission_policy,
+            admission.read_validating_admission_policy,
+            admission.replace_validating_admission_policy,
+        )
+    elif kind == "ValidatingAdmissionPolicyBinding":
+        create, read, replace = (
+            admission.create_validating_admission_policy_binding,
+            admission.read_validating_admission_policy_binding,
+            admission.replace_validating_admission_policy_binding,
+        )
+    else:
+        raise ValueError(f"not a validating admission policy or binding: {kind}")
+    try:
+        create(manifest)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        name = manifest["metadata"]["name"]
         current = read(name)
         body = dict(manifest)
         body["metadata"] = {

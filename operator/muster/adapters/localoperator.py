@@ -14,9 +14,15 @@ import urllib.request
 from pathlib import Path
 
 from muster.adapters import controlplane, kube, processes
-from muster.core import catalog, pki, scopes, webhookconfigs
+from muster.core import catalog, pki, scopes, trustanchors, webhookconfigs
 
-__all__ = ["LocalOperator", "install_crds", "register_webhooks", "start"]
+__all__ = [
+    "LocalOperator",
+    "install_crds",
+    "install_trust_anchor_guard",
+    "register_webhooks",
+    "start",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,3 +143,16 @@ def register_webhooks(
             ),
         ):
             kube.apply_webhook_configuration(api, manifest)
+
+
+def install_trust_anchor_guard(
+    plane: controlplane.ControlPlane, writers: trustanchors.Writers | None = None
+) -> None:
+    """The trust-anchor policies (muster.core.trustanchors), as the chart installs them. The
+    operator :func:`start` runs as the control plane's admin unless told otherwise, so that is
+    who writes Muster's Node labels and statuses by default."""
+    writers = writers or trustanchors.Writers(operator=controlplane.ADMIN_USER)
+    api = kube.api_client(plane.kubeconfig)
+    with contextlib.closing(api):
+        for manifest in trustanchors.manifests("muster", writers):
+            kube.apply_admission_policy(api, manifest)

@@ -150,6 +150,10 @@ def _start_operator(
     state.save()
     _progress(args, f"registering the validating and mutating webhooks ({operator.url})")
     localoperator.register_webhooks(plane, operator, own_namespace=OWN_NAMESPACE)
+    _progress(
+        args, "installing the trust-anchor guard: only Muster writes its Node labels and statuses"
+    )
+    localoperator.install_trust_anchor_guard(plane)
     api = kube.api_client(plane.kubeconfig)
     with contextlib.closing(api):
         kube.ensure_namespace(api, DEMO_NAMESPACE, {scopes.ENFORCE_LABEL: "true"})

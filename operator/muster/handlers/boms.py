@@ -285,7 +285,10 @@ class Keeper:
             labels = {scopes.ENFORCE_LABEL: "true"}
         settings = self.services.settings
         if not boms.in_scope(
-            namespace, labels, own_namespace=settings.own_namespace, enforcement=settings.enforcement
+            namespace,
+            labels,
+            own_namespace=settings.own_namespace,
+            enforcement=settings.enforcement,
         ):
             self.stats.out_of_scope += 1
             return False

@@ -112,6 +112,8 @@ def test_every_object_is_accepted(release: Release) -> None:
             "Secret",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingWebhookConfiguration",
         ]
     )
@@ -123,6 +125,8 @@ def test_every_object_is_accepted(release: Release) -> None:
             "ClusterRole",
             "ClusterRoleBinding",
             "MutatingWebhookConfiguration",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
             "ValidatingWebhookConfiguration",
         }
         live = release.plane.get(_path(doc, release.namespace if namespaced else None))
@@ -136,6 +140,7 @@ def _path(doc: dict[str, Any], namespace: str | None) -> str:
     plural = {
         "ClusterKopfPeering": "clusterkopfpeerings",
         "PodDisruptionBudget": "poddisruptionbudgets",
+        "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
     }.get(doc["kind"], doc["kind"].lower() + "s")
     if namespace:
         base += f"/namespaces/{namespace}"

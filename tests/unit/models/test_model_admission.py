@@ -28,9 +28,7 @@ def gate(namespace_labels: dict[str, str]) -> modeladmission.ModelGate:
     catalog.namespace_changed("team", namespace_labels)
     assert catalog.model_changed("bert", {"digest": OMS}, {}, 1) is None
     assert (
-        catalog.model_changed(
-            "llama", {"digest": OMS, "ociReference": f"r.example/l@{OCI}"}, {}, 1
-        )
+        catalog.model_changed("llama", {"digest": OMS, "ociReference": f"r.example/l@{OCI}"}, {}, 1)
         is None
     )
     assert catalog.model_changed("broken", {"digest": "nope"}, {}, 1) is not None
