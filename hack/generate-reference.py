@@ -33,11 +33,13 @@ KEYS: dict[str, tuple[str, str, str, str]] = {
     "muster.dev/enforce": (
         "label", "Namespace", "you",
         "`true`/`enforce` or `warn`: the namespace opts in to Muster; violations deny "
-        "(enforce) or admit with a warning (warn). Without it Muster never judges the namespace.",
+        "(enforce) or admit with a warning (warn). Without it Muster never judges the namespace "
+        "(in the default scope). Only namespace managers may remove or lower it (namespace guard).",
     ),
     "muster.dev/ignore": (
         "label", "Namespace", "you",
-        "`true`: Muster leaves the namespace alone even if it carries `muster.dev/enforce`.",
+        "`true`: Muster leaves the namespace alone even if it carries `muster.dev/enforce`. Only "
+        "namespace managers may set it (namespace guard).",
     ),
     "muster.dev/uncovered-images": (
         "label", "Namespace", "you (platform team)",

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 
 from muster.adapters import controlplane, kube, processes, tools
-from muster.core import gpustack, trustanchors
+from muster.core import gpustack, namespaceguard, trustanchors, webhookconfigs
 from tests.e2e import devcli
 from tests.integration import docblocks
 
@@ -62,6 +62,7 @@ def test_the_readme_dev_block_runs_and_dev_down_leaves_nothing_behind(tmp_path: 
         (message,) = docblocks.named("real", "tests/e2e/test_dev.py")
         assert docblocks.matches(message, denied.stderr) == ""
 
+        _the_namespace_guard_is_installed(kubeconfig)
         _the_trust_anchor_guard_is_installed(kubeconfig)
 
         again = devcli.muster("dev", "up", env=env)
@@ -73,6 +74,54 @@ def test_the_readme_dev_block_runs_and_dev_down_leaves_nothing_behind(tmp_path: 
     assert [name for name, pid in state.pids.items() if devcli.alive(pid)] == []
     assert [name for name, port in state.ports.items() if processes.port_is_open(port)] == []
     assert not workdir.exists()
+
+
+def _the_namespace_guard_is_installed(kubeconfig: Path) -> None:
+    """`muster dev up` installs the chart's namespace guard: someone allowed to patch the
+    namespace "demo" cannot lower its enforcement, a namespace manager can, and the refusal
+    is recorded as an Event in "demo"."""
+    config = f"--kubeconfig={kubeconfig}"
+    policy = json.loads(
+        _kubectl(
+            config, "get", "validatingadmissionpolicy", namespaceguard.DEV_NAME, "-o=json"
+        ).stdout
+    )
+    expected = namespaceguard.policy(namespaceguard.GuardSettings())["spec"]
+    for field in ("failurePolicy", "variables", "validations"):  # the rest has defaults added
+        assert policy["spec"][field] == expected[field], field
+    hooks = json.loads(
+        _kubectl(config, "get", "mutatingwebhookconfiguration", "muster.dev", "-o=json").stdout
+    )["webhooks"]
+    assert webhookconfigs.NAMESPACE_MODES in [hook["name"] for hook in hooks]
+    role = "namespace-labeller"
+    for step in (
+        ["create", "clusterrole", role, "--verb=get,patch", "--resource=namespaces"],
+        ["create", "clusterrolebinding", role, f"--clusterrole={role}", "--user=mallory",
+         "--user=alice"],
+    ):  # fmt: skip
+        assert _kubectl(config, *step).returncode == 0
+    remove = ["label", "namespace", "demo", "muster.dev/enforce-"]
+    deadline = time.monotonic() + 30
+    while (
+        "denied request" not in _kubectl(config, "--as=mallory", *remove, "--dry-run=server").stderr
+    ):
+        assert time.monotonic() < deadline, "the namespace guard never took effect"
+        time.sleep(0.2)
+    refused = _kubectl(config, "--as=mallory", *remove)
+    assert refused.returncode == 1
+    assert (
+        "muster: mallory may not lower the enforcement of namespace demo: muster.dev/enforce "
+        "from 'true' to (unset). Only namespace managers may: groups system:masters, "
+        "muster:namespace-managers; users (none)"
+    ) in refused.stderr
+    manager = ["--as=alice", f"--as-group={namespaceguard.MANAGER_GROUP}"]
+    allowed = _kubectl(config, *manager, *remove, "--dry-run=server")
+    assert allowed.returncode == 0, allowed.stderr
+    events = ["get", "events", "-n", "demo", "--field-selector=reason=NamespaceModeChangeRefused"]
+    deadline = time.monotonic() + 30
+    while "mallory tried to change namespace demo" not in _kubectl(config, *events).stdout:
+        assert time.monotonic() < deadline, "no NamespaceModeChangeRefused Event in demo"
+        time.sleep(0.5)
 
 
 def _the_trust_anchor_guard_is_installed(kubeconfig: Path) -> None:

@@ -14,15 +14,20 @@ import urllib.request
 from pathlib import Path
 
 from muster.adapters import controlplane, kube, processes
-from muster.core import catalog, pki, scopes, trustanchors, webhookconfigs
+from muster.core import catalog, namespaceguard, pki, scopes, trustanchors, webhookconfigs
 
 __all__ = [
+    "DEFAULT_GUARD",
     "LocalOperator",
     "install_crds",
+    "install_namespace_guard",
     "install_trust_anchor_guard",
     "register_webhooks",
     "start",
 ]
+
+# What `muster run` judges namespace changes with when started without --namespace-* flags.
+DEFAULT_GUARD = namespaceguard.GuardSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,8 +133,11 @@ def register_webhooks(
     *,
     own_namespace: str,
     enforcement: scopes.Enforcement = scopes.NAMESPACED,
+    namespace_guard: namespaceguard.GuardSettings | None = DEFAULT_GUARD,
 ) -> None:
-    """Point Validating and Mutating webhook configurations at ``operator``."""
+    """Point Validating and Mutating webhook configurations at ``operator``; with
+    ``namespace_guard`` (the settings ``operator`` was started with: by default, none given)
+    the mutating one also carries the record of namespace mode changes."""
     ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
     api = kube.api_client(plane.kubeconfig)
     with contextlib.closing(api):
@@ -139,10 +147,27 @@ def register_webhooks(
                 operator.url, ca_bundle, own_namespace=own_namespace, enforcement=enforcement
             ),
             webhookconfigs.mutating(
-                operator.url, ca_bundle, own_namespace=own_namespace, enforcement=enforcement
+                operator.url,
+                ca_bundle,
+                own_namespace=own_namespace,
+                enforcement=enforcement,
+                namespace_guard=namespace_guard,
             ),
         ):
             kube.apply_webhook_configuration(api, manifest)
+
+
+def install_namespace_guard(
+    plane: controlplane.ControlPlane,
+    settings: namespaceguard.GuardSettings = DEFAULT_GUARD,
+    name: str = namespaceguard.DEV_NAME,
+) -> None:
+    """The namespace guard (a ValidatingAdmissionPolicy and its binding), as the chart
+    installs it: only namespace managers may lower a namespace's enforcement."""
+    api = kube.api_client(plane.kubeconfig)
+    with contextlib.closing(api):
+        kube.apply_admission_policy(api, namespaceguard.policy(settings, name))
+        kube.apply_admission_policy(api, namespaceguard.binding(name))
 
 
 def install_trust_anchor_guard(

@@ -26,7 +26,15 @@ from prometheus_client import core as prometheus_core
 from prometheus_client import registry as prometheus_registry
 
 import muster
-from muster.core import drift, findings, gates, imagepolicies, observations, subjects
+from muster.core import (
+    drift,
+    findings,
+    gates,
+    imagepolicies,
+    namespaceguard,
+    observations,
+    subjects,
+)
 
 __all__ = [
     "CACHES",
@@ -66,6 +74,7 @@ DECISIONS = ("allowed", "warned", "denied")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8, 10)
 ERROR_REASONS = ("DeadlineExceeded", "InternalError")
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # trivy's, bounded
+NAMESPACE_MODES = tuple(mode.value for mode in namespaceguard.NamespaceMode)
 
 
 class _CertificateExpiry(prometheus_registry.Collector):
@@ -178,6 +187,13 @@ class Metrics:
             ["policy", "namespace"],
             registry=r,
         )
+        self.namespace_mode_changes = prometheus_client.Counter(
+            "muster_namespace_mode_changes",
+            "Attempts to change a namespace's Muster mode (or a protected label), by the mode "
+            "before and after and whether the namespace guard allowed or refused it.",
+            ["from", "to", "outcome"],
+            registry=r,
+        )
         self.exemptions = prometheus_client.Counter(
             "muster_exemptions_used",
             "Requests let through by an exemption that a rule would have stopped.",
@@ -228,6 +244,10 @@ class Metrics:
             self.events.labels(outcome)
         for outcome in ("scanned", "failed"):
             self.image_scans.labels(outcome)
+        for before in NAMESPACE_MODES:
+            for after in NAMESPACE_MODES:
+                for outcome in ("allowed", "refused"):
+                    self.namespace_mode_changes.labels(before, after, outcome)
         for severity in SEVERITIES:
             self.image_vulnerabilities.labels(severity).set(0)
 
@@ -297,6 +317,10 @@ class Metrics:
     def set_image_vulnerabilities(self, counts: Mapping[str, int]) -> None:
         for severity in SEVERITIES:
             self.image_vulnerabilities.labels(severity).set(counts.get(severity, 0))
+
+    def namespace_mode_change(self, before: str, after: str, outcome: str) -> None:
+        """One attempt to change a namespace's mode (``muster.core.namespaceguard``)."""
+        self.namespace_mode_changes.labels(before, after, outcome).inc()
 
     def event_outcome(self, outcome: str) -> None:
         self.events.labels(outcome).inc()

@@ -150,6 +150,11 @@ def _start_operator(
     state.save()
     _progress(args, f"registering the validating and mutating webhooks ({operator.url})")
     localoperator.register_webhooks(plane, operator, own_namespace=OWN_NAMESPACE)
+    managers = " and ".join(localoperator.DEFAULT_GUARD.manager_groups)
+    _progress(
+        args, f"installing the namespace guard: only {managers} may lower a namespace's enforcement"
+    )
+    localoperator.install_namespace_guard(plane)
     _progress(
         args, "installing the trust-anchor guard: only Muster writes its Node labels and statuses"
     )

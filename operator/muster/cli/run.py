@@ -13,7 +13,7 @@ import pydantic
 
 from muster.adapters import registries
 from muster.cli import common
-from muster.core import deadlines, drift, imagepolicies, scopes, selectors
+from muster.core import deadlines, drift, imagepolicies, namespaceguard, scopes, selectors
 from muster.handlers import models, operator, webhooks
 
 __all__ = ["register"]
@@ -141,6 +141,39 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="GROUP",
         help="users in this group may use the muster.dev/exemption annotation (break-glass; "
         "repeatable; default: none, so no exemption is ever honoured)",
+    )
+    # -- the namespace guard (a ValidatingAdmissionPolicy): what the record of namespace mode
+    # changes judges each attempt with; the chart passes its namespaceGuard values --
+    parser.add_argument(
+        "--namespace-manager-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="members of this group may lower a namespace's enforcement (repeatable; default, "
+        "when neither this nor --namespace-manager-user is given: "
+        + " and ".join(namespaceguard.DEFAULT_MANAGER_GROUPS)
+        + ")",
+    )
+    parser.add_argument(
+        "--namespace-manager-user",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="this user may lower a namespace's enforcement (repeatable)",
+    )
+    parser.add_argument(
+        "--protected-namespace-label",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a namespace label only namespace managers may add, change or remove (repeatable)",
+    )
+    parser.add_argument(
+        "--namespace-guard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the namespace guard is installed, so changes it forbids are recorded as refused "
+        "(default; --no-namespace-guard records every change as allowed)",
     )
     parser.add_argument(
         "--webhook-timeout",
@@ -331,6 +364,7 @@ def _run(args: argparse.Namespace) -> int:
         evict_revoked_model_pods=args.evict_revoked_model_pods,
         uncovered_images=args.uncovered_images,
         exemption_groups=frozenset(args.exemption_group),
+        namespace_guard=_namespace_guard(args),
         trivy_cache_dir=args.trivy_cache_dir,
         trivy_db_repository=args.trivy_db_repository,
         scan_concurrency=args.scan_concurrency,
@@ -360,6 +394,18 @@ def _admission_deadline(deadline: float | None, webhook_timeout: int) -> float:
             + ("" if deadline is None else "; leave --admission-deadline out to derive it")
         ) from None
     return deadline
+
+
+def _namespace_guard(args: argparse.Namespace) -> namespaceguard.GuardSettings:
+    managers = bool(args.namespace_manager_group or args.namespace_manager_user)
+    return namespaceguard.GuardSettings(
+        enabled=args.namespace_guard,
+        manager_groups=tuple(args.namespace_manager_group)
+        if managers
+        else namespaceguard.DEFAULT_MANAGER_GROUPS,
+        manager_users=tuple(args.namespace_manager_user),
+        protected_labels=tuple(args.protected_namespace_label),
+    )
 
 
 def _namespace_selector(text: str | None) -> selectors.LabelSelector | None:

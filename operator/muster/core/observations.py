@@ -102,6 +102,9 @@ REASONS: Mapping[str, str] = {
     "ExemptionUsed": "an exemption let a request through that a rule would have stopped",
     "ExemptionInvalid": "an exemption annotation gives no usable reason",
     "ExemptionNotAllowed": "an exemption was asked for by a user outside the exemption groups",
+    # the namespace guard's record of namespace mode changes
+    "NamespaceModeChanged": "a namespace's Muster mode or a protected label changed (Normal)",
+    "NamespaceModeChangeRefused": "the namespace guard refused lowering a namespace's enforcement",
     # drift of running pods
     "PodDrifted": "a running pod would no longer be admitted (on the Pod; drift controller)",
     # the pipeline

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from muster.core import findings, modelregistry, scopes, subjects
+from muster.core import findings, modelregistry, namespaceguard, scopes, subjects
 
-__all__ = ["MAY_MUTATE", "MAY_MUTATE_PARTS", "NAME", "mutating", "validating"]
+__all__ = [
+    "MAY_MUTATE",
+    "MAY_MUTATE_PARTS",
+    "NAME",
+    "NAMESPACE_MODES",
+    "mutating",
+    "namespace_modes",
+    "validating",
+]
 
 NAME = "muster.dev"
+NAMESPACE_MODES = f"modes.namespaces.{NAME}"  # the record of namespace mode changes
 _MODE_LABEL_VALUES = {findings.Mode.ENFORCE: ["true", "enforce"], findings.Mode.WARN: ["warn"]}
 
 
@@ -157,6 +166,40 @@ def validating(
     }
 
 
+def namespace_modes(
+    url: str, ca_bundle: str, guard: namespaceguard.GuardSettings, timeout_seconds: int = 10
+) -> dict[str, Any]:
+    """The record of namespace mode changes: a mutating webhook on Namespaces that never
+    patches or refuses (muster.core.namespaceguard says why mutating). It is sent only the
+    requests that touch a watched label, never dry runs, and Muster being down never blocks
+    a namespace change."""
+    return {
+        "name": NAMESPACE_MODES,
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "NoneOnDryRun",
+        "timeoutSeconds": min(timeout_seconds, namespaceguard.RECORD_TIMEOUT_SECONDS),
+        "failurePolicy": "Ignore",
+        "reinvocationPolicy": "Never",
+        "clientConfig": {
+            "url": f"{url.rstrip('/')}{namespaceguard.RECORD_PATH}",
+            "caBundle": ca_bundle,
+        },
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["*"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["namespaces", "namespaces/*"],
+                "scope": "Cluster",
+            }
+        ],
+        "matchConditions": [
+            {"name": "not-a-dry-run", "expression": namespaceguard.NOT_A_DRY_RUN},
+            {"name": "watched-label-changed", "expression": namespaceguard.record_condition(guard)},
+        ],
+    }
+
+
 def mutating(
     url: str,
     ca_bundle: str,
@@ -164,12 +207,16 @@ def mutating(
     own_namespace: str,
     timeout_seconds: int = 10,
     enforcement: scopes.Enforcement = scopes.NAMESPACED,
+    namespace_guard: namespaceguard.GuardSettings | None = None,
 ) -> dict[str, Any]:
+    """With ``namespace_guard``, the record of namespace mode changes too (the chart always
+    has it; test suites of their own leave it to the session's operator)."""
+    hooks = _webhooks("mutate", url, ca_bundle, own_namespace, timeout_seconds, enforcement)
+    if namespace_guard is not None:
+        hooks.append(namespace_modes(url, ca_bundle, namespace_guard, timeout_seconds))
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": NAME, "labels": {"app.kubernetes.io/name": "muster"}},
-        "webhooks": _webhooks(
-            "mutate", url, ca_bundle, own_namespace, timeout_seconds, enforcement
-        ),
+        "webhooks": hooks,
     }

@@ -23,8 +23,24 @@ from muster.adapters import events as events_
 from muster.adapters import kubeapi, registries
 from muster.adapters import metrics as metrics_
 from muster.core import drift as drift_core
-from muster.core import gates, imagepolicies, observations, pinning, scopes, selectors
-from muster.handlers import admissions, gpunodes, gpupods, imagegate, models, webhooks
+from muster.core import (
+    gates,
+    imagepolicies,
+    namespaceguard,
+    observations,
+    pinning,
+    scopes,
+    selectors,
+)
+from muster.handlers import (
+    admissions,
+    gpunodes,
+    gpupods,
+    imagegate,
+    models,
+    namespacemodes,
+    webhooks,
+)
 from muster.handlers import boms as boms_
 from muster.handlers import drift as drift_
 from muster.handlers import exemptions as exemptions_
@@ -38,6 +54,7 @@ __all__ = [
     "OBSERVER_AREAS",
     "OperatorSettings",
     "Services",
+    "build_namespace_modes",
     "build_pipeline",
     "build_registry",
     "run",
@@ -78,6 +95,12 @@ class OperatorSettings:
     # Break-glass exemptions: groups whose members may use the muster.dev/exemption
     # annotation (empty: exemptions are impossible).
     exemption_groups: frozenset[str] = frozenset()
+    # The namespace guard's settings, to record each namespace mode change as the guard (a
+    # ValidatingAdmissionPolicy installed beside Muster) judges it; its cluster_scope and
+    # uncovered_default follow ``enforcement`` and ``uncovered_images``.
+    namespace_guard: namespaceguard.GuardSettings = dataclasses.field(
+        default_factory=namespaceguard.GuardSettings
+    )
     # Vulnerability gate: trivy's cache (with db/trivy.db) or None for no scanning; an OCI
     # repository to download the DB from (None: offline), trivy processes at once, per-scan limit.
     trivy_cache_dir: Path | None = None
@@ -187,6 +210,19 @@ def build_pipeline(services: Services) -> admissions.Pipeline:
     return pipeline
 
 
+def build_namespace_modes(services: Services) -> namespacemodes.NamespaceModes:
+    """The record of namespace mode changes, judged with the guard's settings."""
+    settings = services.settings
+    guard = dataclasses.replace(
+        settings.namespace_guard,
+        cluster_scope=settings.enforcement.scope is scopes.Scope.CLUSTER,
+        uncovered_default=str(settings.uncovered_images),
+    )
+    return namespacemodes.NamespaceModes(
+        guard, services.metrics, services.events, settings.own_namespace
+    )
+
+
 def build_registry(services: Services) -> kopf.OperatorRegistry:
     """A fresh registry per operator (no import-time singletons)."""
     registry = kopf.OperatorRegistry()
@@ -229,7 +265,12 @@ async def run(settings: OperatorSettings) -> None:
             raise OSError(f"metrics port {settings.metrics_port}: {error}") from None
     stop_flag = asyncio.Event()
     webhook_task = asyncio.create_task(
-        webhooks.serve(settings.webhook, build_pipeline(services)), name="webhook-server"
+        webhooks.serve(
+            settings.webhook,
+            build_pipeline(services),
+            namespace_modes=build_namespace_modes(services),
+        ),
+        name="webhook-server",
     )
     webhook_task.add_done_callback(lambda _: stop_flag.set())
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from muster.core import admission, deadlines, findings, gates, reviews
-from muster.handlers import admissions
+from muster.handlers import admissions, namespacemodes
 
 __all__ = ["TLSFiles", "WebhookSettings", "build_app", "serve"]
 
@@ -84,9 +84,13 @@ async def _healthz(_: web.Request) -> web.Response:
 _PIPELINE = web.AppKey("pipeline", admissions.Pipeline)
 
 
-def build_app(pipeline: admissions.Pipeline) -> web.Application:
+def build_app(
+    pipeline: admissions.Pipeline, namespace_modes: namespacemodes.NamespaceModes | None = None
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[_PIPELINE] = pipeline
+    if namespace_modes is not None:  # the record of namespace mode changes
+        namespacemodes.build_route(app, namespace_modes)
     app.router.add_post("/{kind}/{mode}", _admit)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _healthz)
@@ -125,10 +129,12 @@ async def serve(
     pipeline: admissions.Pipeline,
     *,
     started: asyncio.Event | None = None,
+    namespace_modes: namespacemodes.NamespaceModes | None = None,
 ) -> None:
     """Serve admission until cancelled."""
     context = _ssl_context(settings.tls) if settings.tls else None
-    runner = web.AppRunner(build_app(pipeline), access_log=None, handle_signals=False)
+    app = build_app(pipeline, namespace_modes)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=context)

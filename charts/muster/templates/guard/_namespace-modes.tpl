@@ -1,0 +1,39 @@
+{{/*
+The record of namespace mode changes: a mutating webhook on Namespaces that never patches or
+refuses (the guard, a ValidatingAdmissionPolicy, decides; it runs after every mutating webhook,
+so this one also sees the attempts the guard refuses). The same entry as namespace_modes() in
+operator/muster/core/webhookconfigs.py; its match conditions come from files/namespace-guard.yaml.
+*/}}
+{{- define "muster.namespaceModesWebhook" -}}
+{{- $root := .root -}}
+{{- $file := $root.Files.Get "files/namespace-guard.yaml" | fromYaml -}}
+{{- $watched := concat (list "muster.dev/enforce" "muster.dev/ignore" "muster.dev/uncovered-images") $root.Values.namespaceGuard.protectedLabels | uniq | toJson -}}
+- name: modes.namespaces.muster.dev
+  admissionReviewVersions: ["v1"]
+  sideEffects: NoneOnDryRun
+  matchPolicy: Equivalent
+  timeoutSeconds: {{ min 5 (int $root.Values.webhook.timeoutSeconds) }}
+  failurePolicy: Ignore
+  reinvocationPolicy: Never
+  clientConfig:
+    service:
+      name: {{ include "muster.webhookServiceName" $root }}
+      namespace: {{ $root.Release.Namespace }}
+      path: /namespace-modes
+      port: 443
+    {{- with $.caBundle }}
+    caBundle: {{ . }}
+    {{- end }}
+  rules:
+    - apiGroups: [""]
+      apiVersions: ["*"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["namespaces", "namespaces/*"]
+      scope: Cluster
+  matchConditions:
+    - name: not-a-dry-run
+      expression: {{ $file.notADryRun | quote }}
+    - name: watched-label-changed
+      expression: {{ printf $file.recordCondition $watched $watched | quote }}
+{{- end -}}
+
