@@ -34,7 +34,9 @@ KEYS: dict[str, tuple[str, str, str, str]] = {
         "label", "Namespace", "you",
         "`true`/`enforce` or `warn`: the namespace opts in to Muster; violations deny "
         "(enforce) or admit with a warning (warn). Without it Muster never judges the namespace "
-        "(in the default scope). Only namespace managers may remove or lower it (namespace guard).",
+        "in the default scope; in cluster scope (chart `enforcement.scope: cluster`) every "
+        "namespace is judged in enforce mode and only `warn` lowers it. Only namespace managers "
+        "may remove or lower it (namespace guard).",
     ),
     "muster.dev/ignore": (
         "label", "Namespace", "you",
@@ -56,17 +58,20 @@ KEYS: dict[str, tuple[str, str, str, str]] = {
     "muster.dev/gpu-stack": (
         "label", "Node", "Muster (operator)",
         "`compliant`, `non-compliant` or `unknown`: the node's GPU stack judged against every "
-        "GPUStackPolicy; admission steers GPU pods to `compliant` nodes",
+        "GPUStackPolicy; admission steers GPU pods to `compliant` nodes. Only the operator may "
+        "write it (trust-anchor guard)",
     ),
     "muster.dev/cuda-capability": (
         "label", "Node", "Muster (operator)",
         "the highest CUDA version the node's driver supports, as NVML's integer (12.4 -> 12040), "
-        "so node affinity can compare it with `Gt`",
+        "so node affinity can compare it with `Gt`. Only the operator may write it (trust-anchor "
+        "guard)",
     ),
     "muster.dev/gpu-attestation": (
         "annotation", "Node", "Muster node agent",
         "JSON measurement of the node (driver, kernel module digest, container toolkit), "
-        "read by the operator when judging the node",
+        "read by the operator when judging the node. Only the agent of that node (or the "
+        "operator) may write it (trust-anchor guard)",
     ),
     "muster.dev/model": (
         "label or annotation", "PersistentVolumeClaim", "you",
