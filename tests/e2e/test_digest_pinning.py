@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 
 from muster.adapters import controlplane, localoperator
-from muster.core import scopes
+from muster.core import imagepolicies, scopes
 from tests import kubeclients
 from tests.e2e.conftest import OWN_NAMESPACE
 
@@ -20,6 +20,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("muster_operator")]
 
 PINNED = "registry.example/team/trainer@sha256:" + "ab" * 32
 UNPINNED = "registry.example/team/trainer:v1"
+# Digest pinning is what these tests are about: no ImagePolicy covers their image, which their
+# namespaces allow explicitly (tests/e2e/images/test_uncovered.py tests that rule).
+ENFORCED = {scopes.ENFORCE_LABEL: "true", imagepolicies.UNCOVERED_LABEL: "allow"}
+WARNED = {scopes.ENFORCE_LABEL: "warn", imagepolicies.UNCOVERED_LABEL: "allow"}
 
 
 def _create(plane: controlplane.ControlPlane, namespace: str, body: dict[str, object]) -> None:
@@ -38,7 +42,7 @@ def _denial(plane: controlplane.ControlPlane, namespace: str, body: dict[str, ob
 def test_unpinned_image_is_denied_naming_container_and_image(
     control_plane: controlplane.ControlPlane,
 ) -> None:
-    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    namespace = kubeclients.namespace(control_plane, "enforced", ENFORCED)
     message = _denial(control_plane, namespace, kubeclients.pod("trainer", UNPINNED))
     assert 'admission webhook "enforce.validate.pods.muster.dev" denied the request' in message
     assert 'container "c0"' in message
@@ -49,7 +53,7 @@ def test_unpinned_image_is_denied_naming_container_and_image(
 def test_every_unpinned_image_of_a_pod_is_named_once(
     control_plane: controlplane.ControlPlane,
 ) -> None:
-    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    namespace = kubeclients.namespace(control_plane, "enforced", ENFORCED)
     body = kubeclients.pod("multi", PINNED, "busybox", init_images=("alpine:3",))
     message = _denial(control_plane, namespace, body)
     assert "2 violations" in message
@@ -59,7 +63,7 @@ def test_every_unpinned_image_of_a_pod_is_named_once(
 
 
 def test_pinned_image_is_admitted(control_plane: controlplane.ControlPlane) -> None:
-    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    namespace = kubeclients.namespace(control_plane, "enforced", ENFORCED)
     _create(control_plane, namespace, kubeclients.pod("pinned", PINNED, init_images=(PINNED,)))
     with kubeclients.admin(control_plane) as api:
         created = client.CoreV1Api(api).read_namespaced_pod("pinned", namespace)
@@ -103,7 +107,7 @@ def test_system_and_own_namespace_are_never_blocked_even_when_labelled(
 def test_warn_mode_admits_with_a_warning_shown_by_kubectl(
     control_plane: controlplane.ControlPlane,
 ) -> None:
-    namespace = kubeclients.namespace(control_plane, "warned", {scopes.ENFORCE_LABEL: "warn"})
+    namespace = kubeclients.namespace(control_plane, "warned", WARNED)
     result = controlplane.kubectl(
         control_plane, "-n", namespace, "run", "warned", f"--image={UNPINNED}"
     )
@@ -113,7 +117,7 @@ def test_warn_mode_admits_with_a_warning_shown_by_kubectl(
 
 
 def test_kubectl_user_sees_the_denial(control_plane: controlplane.ControlPlane) -> None:
-    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    namespace = kubeclients.namespace(control_plane, "enforced", ENFORCED)
     result = controlplane.kubectl(
         control_plane, "-n", namespace, "run", "denied", f"--image={UNPINNED}", check=False
     )
@@ -195,7 +199,7 @@ def _deployment(name: str, image: str) -> dict[str, object]:
 def test_a_deployment_with_an_unpinned_image_fails_at_apply_time(
     control_plane: controlplane.ControlPlane,
 ) -> None:
-    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    namespace = kubeclients.namespace(control_plane, "enforced", ENFORCED)
     with kubeclients.admin(control_plane) as api, pytest.raises(client.ApiException) as raised:
         client.AppsV1Api(api).create_namespaced_deployment(
             namespace, _deployment("trainer", UNPINNED)
@@ -209,7 +213,7 @@ def test_a_deployment_with_an_unpinned_image_fails_at_apply_time(
 def test_a_pinned_deployment_is_admitted_and_so_are_its_pods(
     control_plane: controlplane.ControlPlane,
 ) -> None:
-    namespace = kubeclients.namespace(control_plane, "enforced", {scopes.ENFORCE_LABEL: "true"})
+    namespace = kubeclients.namespace(control_plane, "enforced", ENFORCED)
     with kubeclients.admin(control_plane) as api:
         client.AppsV1Api(api).create_namespaced_deployment(
             namespace, _deployment("trainer", PINNED)

@@ -17,13 +17,16 @@ import pytest
 from kubernetes import client
 
 from muster.adapters import controlplane, localoperator
-from muster.core import scopes
+from muster.core import imagepolicies, scopes
 from tests import kubeclients
 
 pytestmark = pytest.mark.e2e
 
 UNPINNED = "registry.example/team/trainer:v1"
 PINNED = "registry.example/team/trainer@sha256:" + "ab" * 32
+# The Events of digest pinning are what these tests read: no ImagePolicy covers their image,
+# which their namespaces allow explicitly (tests/e2e/images/test_uncovered.py tests that rule).
+ALLOW_UNCOVERED = {imagepolicies.UNCOVERED_LABEL: "allow"}
 T = TypeVar("T")
 
 
@@ -98,7 +101,9 @@ def deployment(name: str, image: str, *, paused: bool = False, replicas: int = 1
 
 @pytest.fixture(scope="module")
 def enforced(control_plane: controlplane.ControlPlane) -> str:
-    return kubeclients.namespace(control_plane, "obs-enforce", {scopes.ENFORCE_LABEL: "true"})
+    return kubeclients.namespace(
+        control_plane, "obs-enforce", {scopes.ENFORCE_LABEL: "true", **ALLOW_UNCOVERED}
+    )
 
 
 def test_repeated_denials_fold_into_one_event_series_on_the_namespace(
@@ -221,7 +226,9 @@ def test_warnings_are_reported_on_the_objects_once_they_exist(
     control_plane: controlplane.ControlPlane,
     muster_operator: localoperator.LocalOperator,
 ) -> None:
-    namespace = kubeclients.namespace(control_plane, "obs-warn", {scopes.ENFORCE_LABEL: "warn"})
+    namespace = kubeclients.namespace(
+        control_plane, "obs-warn", {scopes.ENFORCE_LABEL: "warn", **ALLOW_UNCOVERED}
+    )
     with kubeclients.admin(control_plane) as api:
         apps(api).create_namespaced_deployment(namespace, deployment("warned", UNPINNED))
 

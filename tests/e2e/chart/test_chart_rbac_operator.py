@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
 from muster.adapters import controlplane, localoperator, modelfiles
-from muster.core import crds, gpupolicies, gpustack, modelregistry
+from muster.core import crds, gpupolicies, gpustack, imagepolicies, modelregistry
 from tests import gpuroots, kubeclients, paths, peers
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 from tests.integration.chart import rendering
@@ -42,6 +42,9 @@ __all__ = ["signers"]  # the fixture, imported to be used here
 
 SUITE = "chart-rbac"
 LABELS = suite_labels(SUITE)
+# The GPU and model gates' namespaces: their images are covered by no ImagePolicy, which they
+# allow explicitly (the operator keeps the chart's default, deny, for the image gate's own).
+UNCOVERED_ALLOWED = {**LABELS, imagepolicies.UNCOVERED_LABEL: "allow"}
 GROUP, VERSION = crds.GROUP, crds.VERSION
 RUN = uuid.uuid4().hex[:5]
 GPU = paths.FIXTURES / "gpu"
@@ -316,7 +319,7 @@ def test_gpu_nodes_are_labelled_events_posted_and_gpu_pods_steered(
         k: str(entry[k]) for k in ("NVARCH", "CUDA_VERSION", "NVIDIA_REQUIRE_CUDA") if k in entry
     }
     digest = peers.push_image(registry, "chart-rbac/cuda", "12.4", env=env, workdir=tmp_path)
-    namespace = kubeclients.namespace(control_plane, "chart-rbac-gpu", LABELS)
+    namespace = kubeclients.namespace(control_plane, "chart-rbac-gpu", UNCOVERED_ALLOWED)
     body = _pod("train", f"{registry.host}/chart-rbac/cuda@{digest}")
     body["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
     with kubeclients.admin(control_plane) as api:
@@ -402,7 +405,7 @@ def test_a_models_status_is_written_and_its_pods_counted(
     try:
         verified = _wait(_condition(objects, "models", name, "SignatureVerified"), "status")
         assert (verified["status"], verified["reason"]) == ("True", "Verified"), verified
-        namespace = kubeclients.namespace(control_plane, "chart-rbac-models", LABELS)
+        namespace = kubeclients.namespace(control_plane, "chart-rbac-models", UNCOVERED_ALLOWED)
         body = _pod("uses-model", "registry.example/team/trainer@sha256:" + "ab" * 32)
         body["spec"]["containers"][0]["volumeMounts"] = [{"name": "weights", "mountPath": "/m"}]
         body["spec"]["volumes"] = [

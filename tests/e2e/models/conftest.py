@@ -39,6 +39,9 @@ def models_operator(
         extra_args=(
             f"--insecure-registry={registry.host}",
             f"--verifier-image={VERIFIER_IMAGE}",
+            # Models are what is judged here; images no ImagePolicy covers (image volumes
+            # included) are tests/e2e/images/test_uncovered.py's.
+            "--uncovered-images=allow",
             # Its pods are its own to report on (revocations, drift), as its webhooks select them.
             "--namespace-selector=" + json.dumps({"matchLabels": {SUITE_LABEL: "models"}}),
         ),
