@@ -142,3 +142,57 @@ def test_bad_input_and_registry_errors_exit_2(
     code, _, err = run_cli("image", "verify", "Not A Ref", f"--policy={policy}")
     assert code == 2
     assert "muster: error: image 'Not A Ref'" in err
+
+
+def test_an_image_no_policy_covers_exits_1_unless_allowed(
+    registry: peers.Registry, signers: dict[str, Signer], signed_image: str, tmp_path: Path
+) -> None:
+    policy = write_policy(
+        tmp_path / "p.yaml",
+        "others",
+        {
+            "images": [f"{registry.host}/others/**"],
+            "authorities": [{"key": {"data": signers["alice"].pem}}],
+        },
+    )
+    aliased = signed_image.replace("127.0.0.1:", "localhost:", 1)
+    code, out, _ = run_cli("image", "verify", aliased, "--policy", str(policy))
+    assert code == 1
+    assert out.startswith(f"FAIL: image '{aliased}' (localhost:")
+    assert (
+        f"is not covered by any ImagePolicy given (patterns: {registry.host}/others/** (others))"
+        in out
+    )
+    code, out, _ = run_cli(
+        "image",
+        "verify",
+        aliased,
+        "--policy",
+        str(policy),
+        "--uncovered-images",
+        "warn",
+        "--format",
+        "json",
+    )
+    assert code == 0
+    assert json.loads(out) | {"image": None} == {
+        "image": None,
+        "verified": False,
+        "covered": False,
+        "reason": "ImageNotCovered",
+        "uncovered": "warn",
+        "policies": [],
+    }
+    code, out, _ = run_cli(
+        "image", "verify", aliased, "--policy", str(policy), "--uncovered-images", "allow"
+    )
+    assert (code, out.split(":")[0]) == (0, "OK")
+    # A static pass says so and asks no registry.
+    passing = write_policy(
+        tmp_path / "pass.yaml",
+        "vendors",
+        {"images": [f"{registry.host}/cli/**"], "authorities": [{"static": {"action": "pass"}}]},
+    )
+    code, out, _ = run_cli("image", "verify", signed_image, "--policy", str(passing))
+    assert code == 0
+    assert "no signature needed: ImagePolicy 'vendors' passes the images it covers" in out
