@@ -16,15 +16,19 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from muster.adapters import controlplane, localoperator
+from muster.cli import common
 from muster.core import imagepolicies
 from tests import kubeclients, peers, tenants
+from tests.checkcli import muster_check
 from tests.e2e.images.conftest import SELECT_LABEL
 from tests.e2e.images.test_image_admission import compiled_condition, create_policy, delete_policy
 from tests.e2e.suites import suite_operator
@@ -186,7 +190,10 @@ def test_a_pinned_image_no_policy_covers_is_denied(
 
 
 def test_the_same_registry_under_another_name_is_denied(
-    control_plane: controlplane.ControlPlane, registry: peers.Registry, images: dict[str, str]
+    control_plane: controlplane.ControlPlane,
+    registry: peers.Registry,
+    images: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     tenant = namespace(control_plane, **{SELECT_LABEL: "enforce"})
     signed = images["signed/app"]
@@ -198,6 +205,22 @@ def test_the_same_registry_under_another_name_is_denied(
     assert f"covers this repository as {registry.host}, another name" in message
     (documented,) = docblocks.named("real", "tests/e2e/images/test_uncovered.py")
     assert docblocks.matches(documented, message) == ""
+    # muster check, reading the cluster's policies and labels, gives the same answer first.
+    manifest = tmp_path / "aliased.yaml"
+    manifest.write_text(
+        yaml.safe_dump(
+            {
+                **pod(aliased, name="aliased"),
+                "metadata": {"name": "aliased", "namespace": tenant.namespace},
+            }
+        )
+    )
+    code, out, err = muster_check(
+        "--kubeconfig", str(control_plane.kubeconfig), "--insecure-registry", registry.host,
+        str(manifest),
+    )  # fmt: skip
+    assert code == common.EXIT_FAIL, err
+    assert message.endswith(out.splitlines()[1].strip())
 
 
 @pytest.mark.parametrize(("label", "outcome"), [("warn", "warned"), ("allow", "admitted")])
