@@ -384,6 +384,9 @@ def verifier_container(volume: str, digest: str, image: str) -> dict[str, Any]:
         "imagePullPolicy": "IfNotPresent",
         "command": ["muster"],
         "args": ["model", "verify", path, "--digest", digest],
+        # The verifier never needs a GPU: saying so spares the GPU gate a read of its image's
+        # config (NVIDIA_VISIBLE_DEVICES, docs/gpu-stack.md) and keeps the toolkit away from it.
+        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
         "volumeMounts": [{"name": volume, "mountPath": path, "readOnly": True}],
         "securityContext": dict(_SECURITY_CONTEXT),
         "resources": {
@@ -394,7 +397,7 @@ def verifier_container(volume: str, digest: str, image: str) -> dict[str, Any]:
 
 
 # What makes a verifier the verifier: the validating gate compares exactly these.
-VERIFIER_FIELDS = ("image", "command", "args", "volumeMounts", "securityContext")
+VERIFIER_FIELDS = ("image", "command", "args", "env", "volumeMounts", "securityContext")
 
 
 def _get(container: object, field: str) -> object:

@@ -369,8 +369,8 @@ def test_scenarios_are_accepted_by_the_real_schemas(release: Release, scenario: 
         assert result.stderr.strip() == (
             'Warning: would violate PodSecurity "restricted:latest": restricted volume types '
             '(volumes "proc-driver-nvidia", "sys-module-nvidia", "kernel-release", '
-            '"kernel-modules", "driver-libraries", "toolkit-binaries" use restricted volume type '
-            '"hostPath")'
+            '"kernel-modules", "driver-libraries", "toolkit-binaries", "toolkit-config" use '
+            'restricted volume type "hostPath")'
         )
     else:
         assert "PodSecurity" not in result.stderr, result.stderr

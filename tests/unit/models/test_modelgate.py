@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from muster.core import findings, modelgate, modelregistry, selectors, subjects
+from muster.core import findings, gpuaccess, modelgate, modelregistry, selectors, subjects
 
 pytestmark = pytest.mark.unit
 
@@ -401,3 +401,10 @@ def test_replacing_and_adding_verifiers_in_one_patch_keeps_the_order() -> None:
         "muster-verify-a",
     ]
     assert init[2]["args"][-1] == OMS
+
+
+def test_the_verifier_asks_for_no_gpu_so_the_gpu_gate_needs_no_image_config() -> None:
+    container = modelgate.verifier_container("w", OMS, IMAGE)
+    assert not gpuaccess.needs_image_env(container)
+    candidate = gpuaccess.Candidate(label="init container 'v'", container=container, image=IMAGE)
+    assert gpuaccess.exposure(candidate, None) is None
