@@ -128,11 +128,15 @@ def test_only_findings_about_the_pod_from_drift_checks_are_drift() -> None:
         finding("gpu-stack", "ImageConfigUnreadable"),
         finding("digest-pinning", "ImageNotPinned"),
         finding("vulnerabilities", "VulnerabilitiesAboveThreshold"),
+        # A running image no policy covers is drift; one a static pass let in is not.
+        finding("image-signature", "ImageNotCovered"),
+        finding("image-signature", "ImagePassedUnsigned"),
     ]
     assert [f.reason for f in drift.drifted(found)] == [
         "SignatureNotTrusted",
         "ModelRevoked",
         "NodeNotCompliant",
+        "ImageNotCovered",
     ]
 
 
