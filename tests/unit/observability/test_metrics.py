@@ -83,6 +83,27 @@ def test_decisions_count_by_operation_phase_and_decision_without_pod_names() -> 
     assert (buckets["0.0025"], buckets["0.005"]) == (1, 4)
 
 
+def test_images_passed_unsigned_are_counted_by_policy_not_as_violations() -> None:
+    m = metrics.Metrics()
+    passed = findings.Finding(
+        "image-signature",
+        "ImagePassedUnsigned",
+        'container "istio-proxy"',
+        "image 'docker.io/istio/proxyv2@sha256:...' is let in without a signature",
+        mode=findings.Mode.WARN,
+        policy=findings.PolicyRef(kind="ImagePolicy", name="mesh"),
+    )
+    verdict = findings.Verdict(warnings=(passed,))
+    m.admission(pod("team", "p"), gates.Phase.VALIDATE, verdict, {})
+    m.admission(pod("team", "p"), gates.Phase.MUTATE, verdict, {})  # counted at validation
+    found = families(m)
+    (sample,) = [
+        s for s in found["muster_images_passed_unsigned"].samples if s.name.endswith("_total")
+    ]
+    assert (sample.labels, sample.value) == ({"policy": "mesh", "namespace": "team"}, 1)
+    assert not [s for s in found["muster_violations"].samples if s.name.endswith("_total")]
+
+
 def test_gate_errors_are_counted() -> None:
     m = metrics.Metrics()
     timeout = findings.Finding("signatures", "DeadlineExceeded", "gate signatures", "slow")
