@@ -31,7 +31,7 @@ from kubernetes import client
 from muster import cli
 from muster.adapters import controlplane, events, kubeapi, metrics, modeladmission, modelsigs
 from muster.adapters import nodeagent as nodeagent_
-from muster.core import gpupolicies, gpustack, modelregistry
+from muster.core import gpupolicies, gpustack, imagepolicies, modelregistry
 from muster.handlers import models
 from tests import gpuroots, kubeclients
 from tests.integration.chart import rendering
@@ -175,6 +175,19 @@ def test_egress_exemptions_and_boms_reach_muster_run() -> None:
     assert parsed.allow_private_registries and parsed.refuse_private_networks
     assert parsed.exemption_group == ["sre", "platform-oncall"]
     assert parsed.keep_boms is False
+
+
+def test_images_no_policy_covers_are_denied_unless_the_values_say_otherwise() -> None:
+    (default,) = _operator_pod()["containers"]
+    assert _parsed(default).uncovered_images is imagepolicies.Uncovered.DENY
+    (warned,) = _operator_pod("--set=images.uncovered=warn")["containers"]
+    assert _parsed(warned).uncovered_images is imagepolicies.Uncovered.WARN
+    refused = rendering.helm(
+        "template", "muster", str(CHART), "--kube-version", rendering.KUBE_VERSION,
+        "--set=images.uncovered=permit", check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "'/images/uncovered': value must be one of 'deny', 'warn', 'allow'" in refused.stderr
 
 
 def test_scanning_mounts_a_trivy_cache_and_passes_its_settings() -> None:
