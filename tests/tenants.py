@@ -17,7 +17,7 @@ from kubernetes import client
 from muster.adapters import controlplane
 from tests import kubeclients
 
-__all__ = ["Tenant", "WORKLOAD_RULES", "tenant"]
+__all__ = ["WORKLOAD_RULES", "Tenant", "tenant"]
 
 _WRITE = ["get", "list", "watch", "create", "update", "patch", "delete"]
 
