@@ -25,6 +25,7 @@ _SEEDS = (
     "[::1]:5000/repo@sha512:" + "f" * 128,
     "registry.example:443/a/b/c:tag_1.0-rc",
     "nvcr.io/nvidia/cuda:12.4.1-base-ubuntu22.04",
+    "registry./xam/rc",  # found by this harness: a dotless registry must keep naming itself
 )
 
 

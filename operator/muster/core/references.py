@@ -113,6 +113,11 @@ def normalise_registry(host: str) -> str:
         name = DEFAULT_REGISTRY
     if port == DEFAULT_PORT:
         port = None
+    if port is None and name and not _is_host(name) and not any(ch in name for ch in "*?["):
+        # A dotless host (`registry.:443/x`, `REGISTRY/x`) written bare would read as a Docker
+        # Hub namespace, so a pinned reference Muster writes back would pull from elsewhere:
+        # it keeps its default port, the one spelling that still names it.
+        port = DEFAULT_PORT
     return name if port is None else f"{name}:{port}"
 
 

@@ -23,7 +23,7 @@ DIGEST = "sha256:" + "0123456789abcdef" * 4
         ("127.0.0.1:5000/a/b/c", "127.0.0.1:5000", "a/b/c", "latest", None),
         ("ghcr.io/org/app@" + DIGEST, "ghcr.io", "org/app", None, DIGEST),
         ("ghcr.io/org/app:v1@" + DIGEST, "ghcr.io", "org/app", "v1", DIGEST),
-        ("Registry/app", "registry", "app", "latest", None),  # uppercase first part = a host
+        ("Registry/app", "registry:443", "app", "latest", None),  # uppercase first part = a host
         # One registry, one name: Docker Hub's aliases, the default port, case, a trailing dot.
         ("registry-1.docker.io/alpine", "docker.io", "library/alpine", "latest", None),
         ("docker.io:443/team/app", "docker.io", "team/app", "latest", None),
@@ -122,6 +122,26 @@ def test_arbitrary_text_parses_or_fails_cleanly(text: str) -> None:
         assert str(error)
     else:
         assert parsed.repository
+        # What Muster writes back (a pinned reference) must name the registry it judged.
+        assert references.parse(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "registry"),
+    [
+        ("registry.:443/team/app", "registry:443"),
+        ("registry./team/app", "registry:443"),
+        ("REGISTRY/team/app", "registry:443"),
+        ("registry:443/team/app", "registry:443"),
+        ("localhost./team/app", "localhost"),
+    ],
+)
+def test_a_dotless_registry_keeps_a_spelling_that_still_names_it(text: str, registry: str) -> None:
+    """Written bare, ``registry/team/app`` would be Docker Hub's ``registry/team/app``: the
+    pinned reference Muster patches into the pod would pull from another registry."""
+    parsed = references.parse(text)
+    assert parsed.registry == registry
+    assert references.parse(str(parsed)).registry == registry
 
 
 _plain = st.from_regex(r"[a-z0-9]{1,8}([_-][a-z0-9]{1,8}){0,2}", fullmatch=True)  # no host
@@ -130,6 +150,8 @@ _host = st.builds(
     lambda labels, port: ".".join(labels) + (f":{port}" if port else ""),
     st.lists(_label, min_size=2, max_size=3),
     st.none() | st.sampled_from(["443", "5000", "8443"]),
+) | st.builds(  # a dotless host is a host only with its port
+    lambda label, port: f"{label}:{port}", _label, st.sampled_from(["443", "5000", "8443"])
 )
 
 
@@ -144,7 +166,8 @@ def _spellings(host: str) -> st.SearchStrategy[str]:
         st.booleans(),
         st.booleans(),
         st.sampled_from(ports),
-    )
+    ).filter(lambda spelled: "." in spelled or ":" in spelled or spelled != spelled.lower())
+    # (a dotless name written bare, without port, is a Docker Hub namespace, not a host)
 
 
 @settings(max_examples=200, deadline=None)
@@ -158,7 +181,10 @@ def test_every_spelling_of_a_registry_parses_to_one_name(
     other = references.parse(f"{spelled}/{'/'.join(path)}@{digest}")
     assert other == one
     assert references.normalise_registry(one.registry) == one.registry  # idempotent
-    assert ":443" not in one.registry and not one.registry.endswith(".")
+    assert not one.registry.endswith(".")
+    # The default port is dropped, except from a dotless host, where it is what makes it one.
+    name, _, port = one.registry.partition(":")
+    assert port != "443" or "." not in name
 
 
 @settings(max_examples=200, deadline=None)

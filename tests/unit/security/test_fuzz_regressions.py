@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from muster.adapters import modelfiles
-from muster.core import findings, pickles, reviews, subjects
+from muster.core import findings, pickles, references, reviews, subjects
 
 pytestmark = pytest.mark.unit
 
@@ -73,3 +73,13 @@ def test_a_safetensors_header_with_a_list_dtype_is_malformed() -> None:
     verdict = pickles.check_safetensors("m.safetensors", prefix, header, 8 + len(header) + 4)
     assert verdict.kind is pickles.Kind.MALFORMED
     assert "unknown dtype" in verdict.message
+
+
+@pytest.mark.parametrize("text", ["registry./xam/rc", "registry.:443/xam/rc", "Registry/xam/rc"])
+def test_a_dotless_registry_round_trips(text: str) -> None:
+    """``registry./xam/rc`` names the registry ``registry``; once its trailing dot was
+    normalised away it printed as ``registry/xam/rc``, which is Docker Hub's repository: a
+    pinned reference written back into a pod would have pulled from another registry."""
+    parsed = references.parse(text)
+    assert parsed.registry == "registry:443"
+    assert references.parse(str(parsed)) == parsed
