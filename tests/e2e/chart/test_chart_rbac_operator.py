@@ -408,6 +408,9 @@ def test_a_models_status_is_written_and_its_pods_counted(
         namespace = kubeclients.namespace(control_plane, "chart-rbac-models", UNCOVERED_ALLOWED)
         body = _pod("uses-model", "registry.example/team/trainer@sha256:" + "ab" * 32)
         body["spec"]["containers"][0]["volumeMounts"] = [{"name": "weights", "mountPath": "/m"}]
+        # The suite's GPUStackPolicy selects this namespace too, and this image exists nowhere:
+        # saying the container wants no GPU spares the GPU gate a read of its config.
+        body["spec"]["containers"][0]["env"] = [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
         body["spec"]["volumes"] = [
             {"name": "weights", "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
         ]
