@@ -53,3 +53,23 @@ def containers(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
     spec = doc["spec"]["template"]["spec"] if "template" in doc["spec"] else doc["spec"]
     yield from spec.get("initContainers", [])
     yield from spec["containers"]
+
+
+def refusal(*args: str, schema: bool = True, kube_version: str = KUBE_VERSION) -> str:
+    """What helm says when it refuses to render the chart with these arguments.
+
+    ``schema=False`` renders without values.schema.json, so that only the guards in the
+    templates can refuse.
+    """
+    result = helm(
+        "template",
+        "muster",
+        str(CHART),
+        "--kube-version",
+        kube_version,
+        *(() if schema else ("--skip-schema-validation",)),
+        *args,
+        check=False,
+    )
+    assert result.returncode != 0, result.stdout
+    return result.stderr

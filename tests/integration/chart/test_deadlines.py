@@ -12,7 +12,6 @@ import pytest
 from muster.cli import main
 from muster.handlers import operator
 from tests.integration.chart import rendering
-from tests.integration.chart.rendering import CHART
 
 pytestmark = pytest.mark.integration
 
@@ -99,18 +98,8 @@ def test_an_explicit_deadline_below_the_timeout_is_passed(
 )
 def test_the_guard_refuses_what_cannot_work(values: list[str], message: str) -> None:
     # Without the schema: the guard in templates/_helpers.tpl alone must refuse.
-    result = rendering.helm(
-        "template",
-        "muster",
-        str(CHART),
-        "--kube-version",
-        rendering.KUBE_VERSION,
-        "--skip-schema-validation",
-        *(f"--set={value}" for value in values),
-        check=False,
-    )
-    assert result.returncode != 0
-    assert message in result.stderr, result.stderr
+    stderr = rendering.refusal(*(f"--set={value}" for value in values), schema=False)
+    assert message in stderr, stderr
 
 
 @pytest.mark.parametrize(
@@ -129,14 +118,5 @@ def test_the_guard_refuses_what_cannot_work(values: list[str], message: str) -> 
     ],
 )
 def test_the_schema_refuses_what_cannot_work(values: list[str], where: str) -> None:
-    result = rendering.helm(
-        "template",
-        "muster",
-        str(CHART),
-        "--kube-version",
-        rendering.KUBE_VERSION,
-        *(f"--set={value}" for value in values),
-        check=False,
-    )
-    assert result.returncode != 0
-    assert where in result.stderr, result.stderr
+    stderr = rendering.refusal(*(f"--set={value}" for value in values))
+    assert where in stderr, stderr
