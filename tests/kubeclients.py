@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -85,3 +86,18 @@ def create_muster_object(
     """:func:`create_cluster_object` as the admin."""
     with admin(plane) as api:
         create_cluster_object(client.CustomObjectsApi(api), plural, kind, name, spec)
+
+
+@contextlib.contextmanager
+def muster_object(
+    plane: controlplane.ControlPlane, plural: str, kind: str, name: str, spec: Any
+) -> Iterator[str]:
+    """:func:`create_muster_object` for the length of the block, deleted after; yields the name."""
+    create_muster_object(plane, plural, kind, name, spec)
+    try:
+        yield name
+    finally:
+        with admin(plane) as api:
+            client.CustomObjectsApi(api).delete_cluster_custom_object(
+                crds.GROUP, crds.VERSION, plural, name
+            )

@@ -14,6 +14,7 @@ import base64
 import contextlib
 import copy
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,8 +25,8 @@ from kubernetes import client
 
 from muster.adapters import controlplane, kube, localoperator
 from muster.core import webhookconfigs
-from tests import peers
-from tests.integration.images.conftest import signers
+from tests import kubeclients, peers
+from tests.integration.images.conftest import Signer, signers
 
 __all__ = ["FaultProxy", "fault_proxy", "security_operator", "signers"]
 
@@ -150,6 +151,26 @@ class FaultProxy:
                 if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")
             }
             return web.Response(status=answer.status, body=data, headers=headers)
+
+
+@contextlib.contextmanager
+def signed_image_policy(
+    plane: controlplane.ControlPlane,
+    prefix: str,
+    images: str,
+    signer: Signer,
+    label: str = SELECT_LABEL,
+) -> Iterator[str]:
+    """An ImagePolicy ``prefix-XXXXXX`` that wants ``signer``'s signature (authority ``alice``)
+    on ``images`` in namespaces carrying ``label``, for the length of the block."""
+    spec = {
+        "images": [images],
+        "namespaceSelector": {"matchExpressions": [{"key": label, "operator": "Exists"}]},
+        "authorities": [{"name": "alice", "key": {"data": signer.pem}}],
+    }
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    with kubeclients.muster_object(plane, "imagepolicies", "ImagePolicy", name, spec):
+        yield name
 
 
 @pytest.fixture(scope="module")

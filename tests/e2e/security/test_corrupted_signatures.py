@@ -24,17 +24,15 @@ import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from muster.adapters import controlplane, localoperator
-from muster.core import crds
 from tests import kubeclients, peers
-from tests.e2e.security.conftest import SELECT_LABEL, FaultProxy
+from tests.e2e.security.conftest import SELECT_LABEL, FaultProxy, signed_image_policy
 from tests.integration.images.conftest import Signer, sign_v2, sign_v3
 
 pytestmark = pytest.mark.e2e
@@ -116,19 +114,9 @@ def policy(
     fault_proxy: FaultProxy,
     signers: dict[str, Signer],
 ) -> Iterator[str]:
-    name = f"corrupted-{uuid.uuid4().hex[:6]}"
-    spec = {
-        "images": [f"{fault_proxy.host}/{REPOSITORY}"],
-        "namespaceSelector": {"matchExpressions": [{"key": SELECT_LABEL, "operator": "Exists"}]},
-        "authorities": [{"name": "alice", "key": {"data": signers["alice"].pem}}],
-    }
-    with kubeclients.admin(control_plane) as api:
-        objects: Any = client.CustomObjectsApi(api)
-        kubeclients.create_cluster_object(objects, "imagepolicies", "ImagePolicy", name, spec)
-    yield name
-    with kubeclients.admin(control_plane) as api:
-        objects = client.CustomObjectsApi(api)
-        objects.delete_cluster_custom_object(crds.GROUP, crds.VERSION, "imagepolicies", name)
+    images = f"{fault_proxy.host}/{REPOSITORY}"
+    with signed_image_policy(control_plane, "corrupted", images, signers["alice"]) as name:
+        yield name
 
 
 @pytest.fixture
@@ -269,7 +257,24 @@ def test_a_signed_tag_served_with_another_manifest_is_denied(
     admitted_again(control_plane, namespace, image)
 
 
-def test_another_images_v3_signature_does_not_sign_this_one(
+@pytest.mark.parametrize(
+    ("sign", "attach", "complaint"),
+    [
+        pytest.param(
+            sign_v3,
+            reattach_v3_signature,
+            "in-toto statement has no subject with digest {unsigned}",
+            id="v3",
+        ),
+        pytest.param(
+            sign_v2,
+            copy_v2_signature,
+            "payload signs {signed}, not the image digest {unsigned}",
+            id="v2",
+        ),
+    ],
+)
+def test_another_images_signature_does_not_sign_this_one(
     control_plane: controlplane.ControlPlane,
     security_operator: localoperator.LocalOperator,
     registry: peers.Registry,
@@ -277,12 +282,15 @@ def test_another_images_v3_signature_does_not_sign_this_one(
     signers: dict[str, Signer],
     policy: str,
     tmp_path_factory: pytest.TempPathFactory,
+    sign: Callable[[Signer, str], None],
+    attach: Callable[[peers.Registry, str, str], None],
+    complaint: str,
 ) -> None:
-    signed = _push(registry, tmp_path_factory, f"a-{uuid.uuid4().hex[:6]}")
-    unsigned = _push(registry, tmp_path_factory, f"b-{uuid.uuid4().hex[:6]}")
-    sign_v3(signers["alice"], f"{registry.host}/{REPOSITORY}@{signed}")
-    reattach_v3_signature(registry, signed, unsigned)
-    # The signed image itself passes: the bundle is genuine.
+    signed = _push(registry, tmp_path_factory, f"signed-{uuid.uuid4().hex[:6]}")
+    unsigned = _push(registry, tmp_path_factory, f"unsigned-{uuid.uuid4().hex[:6]}")
+    sign(signers["alice"], f"{registry.host}/{REPOSITORY}@{signed}")
+    attach(registry, signed, unsigned)
+    # The signed image itself passes: the signature is genuine.
     namespace = kubeclients.namespace(control_plane, "corrupted", {SELECT_LABEL: "enforce"})
     assert create(control_plane, namespace, f"{proxy.host}/{REPOSITORY}@{signed}")[0] == 201
     denied_for(
@@ -291,30 +299,5 @@ def test_another_images_v3_signature_does_not_sign_this_one(
         f"{proxy.host}/{REPOSITORY}@{unsigned}",
         "SignatureNotTrusted",
         policy,
-        f"in-toto statement has no subject with digest {unsigned}",
-    )
-
-
-def test_another_images_v2_signature_does_not_sign_this_one(
-    control_plane: controlplane.ControlPlane,
-    security_operator: localoperator.LocalOperator,
-    registry: peers.Registry,
-    proxy: FaultProxy,
-    signers: dict[str, Signer],
-    policy: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    signed = _push(registry, tmp_path_factory, f"c-{uuid.uuid4().hex[:6]}")
-    unsigned = _push(registry, tmp_path_factory, f"d-{uuid.uuid4().hex[:6]}")
-    sign_v2(signers["alice"], f"{registry.host}/{REPOSITORY}@{signed}")
-    copy_v2_signature(registry, signed, unsigned)
-    namespace = kubeclients.namespace(control_plane, "corrupted", {SELECT_LABEL: "enforce"})
-    assert create(control_plane, namespace, f"{proxy.host}/{REPOSITORY}@{signed}")[0] == 201
-    denied_for(
-        control_plane,
-        security_operator,
-        f"{proxy.host}/{REPOSITORY}@{unsigned}",
-        "SignatureNotTrusted",
-        policy,
-        f"payload signs {signed}, not the image digest {unsigned}",
+        complaint.format(signed=signed, unsigned=unsigned),
     )

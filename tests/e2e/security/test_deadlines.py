@@ -23,9 +23,9 @@ import pytest
 from kubernetes import client
 
 from muster.adapters import controlplane, kube, localoperator
-from muster.core import crds, deadlines, webhookconfigs
+from muster.core import deadlines, webhookconfigs
 from tests import kubeclients, peers
-from tests.e2e.security.conftest import FaultProxy
+from tests.e2e.security.conftest import FaultProxy, signed_image_policy
 from tests.integration.images.conftest import Signer, sign_v3
 
 pytestmark = pytest.mark.e2e
@@ -99,19 +99,14 @@ def policy(
     slow_registry: FaultProxy,
     signers: dict[str, Signer],
 ) -> Iterator[str]:
-    name = f"deadline-{uuid.uuid4().hex[:6]}"
-    spec = {
-        "images": [f"{slow_registry.host}/deadline/**"],
-        "namespaceSelector": {"matchExpressions": [{"key": SELECT_LABEL, "operator": "Exists"}]},
-        "authorities": [{"name": "alice", "key": {"data": signers["alice"].pem}}],
-    }
-    with kubeclients.admin(control_plane) as api:
-        objects: Any = client.CustomObjectsApi(api)
-        kubeclients.create_cluster_object(objects, "imagepolicies", "ImagePolicy", name, spec)
-    yield name
-    with kubeclients.admin(control_plane) as api:
-        objects = client.CustomObjectsApi(api)
-        objects.delete_cluster_custom_object(crds.GROUP, crds.VERSION, "imagepolicies", name)
+    with signed_image_policy(
+        control_plane,
+        "deadline",
+        f"{slow_registry.host}/deadline/**",
+        signers["alice"],
+        label=SELECT_LABEL,
+    ) as name:
+        yield name
 
 
 def create(

@@ -27,9 +27,8 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from muster.adapters import controlplane, localoperator
-from muster.core import crds
 from tests import kubeclients, peers
-from tests.e2e.security.conftest import DEADLINE, SELECT_LABEL, FaultProxy
+from tests.e2e.security.conftest import DEADLINE, SELECT_LABEL, FaultProxy, signed_image_policy
 from tests.integration.images.conftest import Signer, sign_v3
 
 pytestmark = pytest.mark.e2e
@@ -72,26 +71,9 @@ def policy(
     fault_proxy: FaultProxy,
     signers: dict[str, Signer],
 ) -> Iterator[str]:
-    name = f"faults-{uuid.uuid4().hex[:6]}"
-    body = {
-        "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
-        "kind": "ImagePolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "images": [f"{fault_proxy.host}/faults/**"],
-            "namespaceSelector": {
-                "matchExpressions": [{"key": SELECT_LABEL, "operator": "Exists"}]
-            },
-            "authorities": [{"name": "alice", "key": {"data": signers["alice"].pem}}],
-        },
-    }
-    with kubeclients.admin(control_plane) as api:
-        objects: Any = client.CustomObjectsApi(api)
-        objects.create_cluster_custom_object(crds.GROUP, crds.VERSION, "imagepolicies", body)
-    yield name
-    with kubeclients.admin(control_plane) as api:
-        objects = client.CustomObjectsApi(api)
-        objects.delete_cluster_custom_object(crds.GROUP, crds.VERSION, "imagepolicies", name)
+    images = f"{fault_proxy.host}/faults/**"
+    with signed_image_policy(control_plane, "faults", images, signers["alice"]) as name:
+        yield name
 
 
 def _pod(image: str) -> dict[str, Any]:
