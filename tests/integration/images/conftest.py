@@ -52,8 +52,12 @@ def sign_v3(signer: Signer, ref: str) -> None:
     )
 
 
-def sign_v2(signer: Signer, ref: str) -> None:
-    """cosign v2: a legacy ``sha256-<hex>.sig`` simple-signing manifest, no tlog."""
+def sign_v2(signer: Signer, ref: str, docker_config: Path | None = None) -> None:
+    """cosign v2: a legacy ``sha256-<hex>.sig`` simple-signing manifest, no tlog; with
+    ``docker_config``, cosign reads the registry's credentials from that folder."""
+    env = dict(COSIGN_ENV)
+    if docker_config is not None:
+        env["DOCKER_CONFIG"] = str(docker_config)
     peers.run_tool(
         "cosign2",
         "sign",
@@ -62,7 +66,7 @@ def sign_v2(signer: Signer, ref: str) -> None:
         "--allow-http-registry",
         "-y",
         ref,
-        env=COSIGN_ENV,
+        env=env,
     )
 
 

@@ -17,18 +17,20 @@ from muster.adapters import controlplane, kubeapi, registries
 from muster.core import findings, gates, imagepolicies, subjects
 from muster.handlers import imagegate, operator, webhooks
 from tests import kubeclients, peers
-from tests.integration.images.conftest import COSIGN_ENV, Signer, policy
+from tests.integration.images.conftest import Signer, policy, sign_v2
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def area(
-    control_plane: controlplane.ControlPlane, registry: peers.Registry
+@contextlib.asynccontextmanager
+async def area_with(
+    control_plane: controlplane.ControlPlane, registry: peers.Registry, **overrides: Any
 ) -> AsyncIterator[imagegate.ImageArea]:
+    """An image area of its own whose operator settings differ (``muster run`` flags)."""
     settings = operator.OperatorSettings(
         webhook=webhooks.WebhookSettings(),
         registry=registries.RegistrySettings(insecure_registries=frozenset({registry.host})),
+        **overrides,
     )
     services = operator.Services(
         settings=settings,
@@ -37,9 +39,19 @@ async def area(
     )
     found = imagegate.area_for(services)
     assert imagegate.area_for(services) is found  # one per process, shared with the controller
-    yield found
-    await found.verifier.close()
-    await services.close()
+    try:
+        yield found
+    finally:
+        await found.verifier.close()
+        await services.close()
+
+
+@pytest.fixture
+async def area(
+    control_plane: controlplane.ControlPlane, registry: peers.Registry
+) -> AsyncIterator[imagegate.ImageArea]:
+    async with area_with(control_plane, registry) as found:
+        yield found
 
 
 def use_policies(area: imagegate.ImageArea, *compiled: imagepolicies.CompiledPolicy) -> None:
@@ -79,22 +91,6 @@ def pod(image: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def sign(signer: Signer, ref: str, docker_config: Path | None = None) -> None:
-    env = dict(COSIGN_ENV)
-    if docker_config is not None:
-        env["DOCKER_CONFIG"] = str(docker_config)
-    peers.run_tool(
-        "cosign2",
-        "sign",
-        f"--key={signer.private}",
-        "--tlog-upload=false",
-        "--allow-http-registry",
-        "-y",
-        ref,
-        env=env,
-    )
-
-
 async def test_deployment_is_pinned_and_its_pods_hit_the_cache(
     area: imagegate.ImageArea,
     control_plane: controlplane.ControlPlane,
@@ -103,7 +99,7 @@ async def test_deployment_is_pinned_and_its_pods_hit_the_cache(
     tmp_path: Path,
 ) -> None:
     digest = peers.push_image(registry, "gate/app", "v1", workdir=tmp_path)
-    sign(signers["alice"], f"{registry.host}/gate/app@{digest}")
+    sign_v2(signers["alice"], f"{registry.host}/gate/app@{digest}")
     use_policies(area, policy(registry.host, signers["alice"]))
     namespace = kubeclients.namespace(control_plane, "gate")
     image = registry.ref("gate/app", "v1")
@@ -246,7 +242,7 @@ async def test_pull_secrets_of_the_service_account_are_used(
     config_dir = tmp_path / "cosign-docker-config"
     config_dir.mkdir()
     (config_dir / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}}}))
-    sign(signers["alice"], f"{host}/private/app@{digest}", docker_config=config_dir)
+    sign_v2(signers["alice"], f"{host}/private/app@{digest}", docker_config=config_dir)
     namespace = kubeclients.namespace(control_plane, "gate")
     secret_data = json.dumps({"auths": {f"http://{host}": {"auth": auth}}}).encode()
     with kubeclients.admin(control_plane) as api:
@@ -262,17 +258,7 @@ async def test_pull_secrets_of_the_service_account_are_used(
         core.create_namespaced_service_account(
             namespace, {"metadata": {"name": "trainer"}, "imagePullSecrets": [{"name": "pull"}]}
         )
-    settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(),
-        registry=registries.RegistrySettings(insecure_registries=frozenset({host})),
-    )
-    services = operator.Services(
-        settings=settings,
-        kube=kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig))),
-        registries=registries.RegistryClient(settings.registry),
-    )
-    area = imagegate.area_for(services)
-    try:
+    async with area_with(control_plane, private_registry) as area:
         use_policies(area, policy(host, signers["alice"]))
         gate = imagegate.ImageGate(area)
         image = f"{host}/private/app@{digest}"
@@ -291,35 +277,9 @@ async def test_pull_secrets_of_the_service_account_are_used(
             gates.Phase.VALIDATE,
         )
         assert with_pod_secret.findings == ()
-    finally:
-        await area.verifier.close()
-        await services.close()
 
 
 # --- images no policy covers, aliases, static authorities ----------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def area_with(
-    control_plane: controlplane.ControlPlane, registry: peers.Registry, **overrides: Any
-) -> AsyncIterator[imagegate.ImageArea]:
-    """An image area of its own whose operator settings differ (``muster run`` flags)."""
-    settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(),
-        registry=registries.RegistrySettings(insecure_registries=frozenset({registry.host})),
-        **overrides,
-    )
-    services = operator.Services(
-        settings=settings,
-        kube=kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig))),
-        registries=registries.RegistryClient(settings.registry),
-    )
-    found = imagegate.area_for(services)
-    try:
-        yield found
-    finally:
-        await found.verifier.close()
-        await services.close()
 
 
 def static(name: str, action: str, *images: str) -> imagepolicies.CompiledPolicy:
@@ -395,7 +355,7 @@ async def test_the_same_registry_under_another_name_is_not_covered(
     tmp_path: Path,
 ) -> None:
     digest = peers.push_image(registry, "gate/alias", "v1", workdir=tmp_path)
-    sign(signers["alice"], f"{registry.host}/gate/alias@{digest}")
+    sign_v2(signers["alice"], f"{registry.host}/gate/alias@{digest}")
     use_policies(area, policy(registry.host, signers["alice"], name="by-address"))
     namespace = kubeclients.namespace(control_plane, "gate")
     gate = imagegate.ImageGate(area)
