@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -37,6 +37,35 @@ def service_account(
     configuration.api_key = {"BearerToken": token}
     configuration.api_key_prefix = {"BearerToken": "Bearer"}
     return client.ApiClient(configuration)
+
+
+def user(name: str) -> dict[str, str]:
+    """An RBAC subject: the user ``name``."""
+    return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
+
+
+def bind_cluster_role(
+    plane: controlplane.ControlPlane,
+    role: str,
+    rules: Iterable[Mapping[str, Any]],
+    subjects: Iterable[Mapping[str, str]],
+) -> None:
+    """A ClusterRole ``role`` holding ``rules``, and a ClusterRoleBinding of the same name that
+    grants it to ``subjects``."""
+    with admin(plane) as api:
+        rbac: Any = client.RbacAuthorizationV1Api(api)
+        rbac.create_cluster_role({"metadata": {"name": role}, "rules": list(rules)})
+        rbac.create_cluster_role_binding(
+            {
+                "metadata": {"name": role},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": list(subjects),
+            }
+        )
 
 
 def namespace(

@@ -74,32 +74,15 @@ def tenant(plane: controlplane.ControlPlane, namespace: str, name: str = "tenant
     """Grant ``namespace/name`` a tenant's rights over its own namespace (which must exist)."""
     role = f"tenant-{namespace}-{name}"
     subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
+    own_namespace = {
+        "apiGroups": [""],
+        "resources": ["namespaces"],
+        "resourceNames": [namespace],
+        "verbs": ["get", "patch", "update"],
+    }
+    kubeclients.bind_cluster_role(plane, role, [own_namespace], [subject])
     with kubeclients.admin(plane) as api:
         rbac: Any = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
-            {
-                "metadata": {"name": role},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "resources": ["namespaces"],
-                        "resourceNames": [namespace],
-                        "verbs": ["get", "patch", "update"],
-                    }
-                ],
-            }
-        )
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": role},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role,
-                },
-                "subjects": [subject],
-            }
-        )
         rbac.create_namespaced_role(
             namespace, {"metadata": {"name": role}, "rules": list(WORKLOAD_RULES)}
         )

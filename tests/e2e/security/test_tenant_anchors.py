@@ -91,25 +91,16 @@ def _rbac(plane: controlplane.ControlPlane, namespace: str) -> None:
             ["model-editor"],
         ),
     }
+    for role, (rules, accounts) in roles.items():
+        kubeclients.bind_cluster_role(
+            plane,
+            role,
+            rules,
+            [{"kind": "ServiceAccount", "name": a, "namespace": namespace} for a in accounts],
+        )
     with kubeclients.admin(plane) as api:
-        rbac: Any = client.RbacAuthorizationV1Api(api)
         core: Any = client.CoreV1Api(api)
-        for role, (rules, accounts) in roles.items():
-            rbac.create_cluster_role({"metadata": {"name": role}, "rules": rules})
-            rbac.create_cluster_role_binding(
-                {
-                    "metadata": {"name": role},
-                    "roleRef": {
-                        "apiGroup": "rbac.authorization.k8s.io",
-                        "kind": "ClusterRole",
-                        "name": role,
-                    },
-                    "subjects": [
-                        {"kind": "ServiceAccount", "name": a, "namespace": namespace}
-                        for a in accounts
-                    ],
-                }
-            )
+        for _, accounts in roles.values():
             for account in accounts:
                 core.create_namespaced_service_account(namespace, {"metadata": {"name": account}})
 

@@ -98,33 +98,13 @@ def _probe(plane: controlplane.ControlPlane) -> Callable[[], bool]:
     name = f"guard-probe-{uuid.uuid4().hex[:6]}"
     with kubeclients.admin(plane) as api:
         kube.ensure_namespace(api, name)
-        rbac: Any = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
-            {
-                "metadata": {"name": name},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "resources": ["namespaces"],
-                        "resourceNames": [name],
-                        "verbs": ["patch"],
-                    }
-                ],
-            }
-        )
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": name},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": name,
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}
-                ],
-            }
-        )
+    patch = {
+        "apiGroups": [""],
+        "resources": ["namespaces"],
+        "resourceNames": [name],
+        "verbs": ["patch"],
+    }
+    kubeclients.bind_cluster_role(plane, name, [patch], [kubeclients.user(name)])
 
     def refused() -> bool:
         with kubeclients.admin(plane) as api:
@@ -435,34 +415,13 @@ def test_raising_enforcement_is_allowed_and_recorded(
 def _manager(plane: controlplane.ControlPlane, namespace: str) -> client.ApiClient:
     """Alice, a member of the managers group, with RBAC to patch this one namespace."""
     role = f"manager-{namespace}"
-    with kubeclients.admin(plane) as api:
-        rbac: Any = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
-            {
-                "metadata": {"name": role},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "resources": ["namespaces"],
-                        "resourceNames": [namespace],
-                        "verbs": ["get", "patch", "update"],
-                    }
-                ],
-            }
-        )
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": role},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role,
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}
-                ],
-            }
-        )
+    this_namespace = {
+        "apiGroups": [""],
+        "resources": ["namespaces"],
+        "resourceNames": [namespace],
+        "verbs": ["get", "patch", "update"],
+    }
+    kubeclients.bind_cluster_role(plane, role, [this_namespace], [kubeclients.user("alice")])
     api = kubeclients.admin(plane)
     api.set_default_header("Impersonate-User", "alice")
     api.set_default_header("Impersonate-Group", namespaceguard.MANAGER_GROUP)
@@ -534,27 +493,8 @@ def test_creating_a_namespace_outside_enforcement_is_refused(
     namespace, since the one asked for never exists. A manager may, and that is recorded on
     the new namespace."""
     role = f"creator-{uuid.uuid4().hex[:6]}"
-    with kubeclients.admin(control_plane) as api:
-        rbac: Any = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
-            {
-                "metadata": {"name": role},
-                "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}],
-            }
-        )
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": role},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role,
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": role}
-                ],
-            }
-        )
+    create = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["create"]}
+    kubeclients.bind_cluster_role(control_plane, role, [create], [kubeclients.user(role)])
     creator = kubeclients.admin(control_plane)
     creator.set_default_header("Impersonate-User", role)
     with contextlib.closing(creator):

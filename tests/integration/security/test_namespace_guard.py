@@ -135,34 +135,18 @@ def installed(
 def writers(control_plane: controlplane.ControlPlane) -> Iterator[dict[tuple[str, str], Any]]:
     """Clients for each identity, allowed by RBAC to create and update namespaces."""
     role = f"guard-matrix-{uuid.uuid4().hex[:6]}"
-    with kubeclients.admin(control_plane) as api:
-        rbac: Any = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
+    kubeclients.bind_cluster_role(
+        control_plane,
+        role,
+        [
             {
-                "metadata": {"name": role},
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "resources": ["namespaces"],
-                        "verbs": ["get", "create", "update", "patch"],
-                    }
-                ],
+                "apiGroups": [""],
+                "resources": ["namespaces"],
+                "verbs": ["get", "create", "update", "patch"],
             }
-        )
-        rbac.create_cluster_role_binding(
-            {
-                "metadata": {"name": role},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": role,
-                },
-                "subjects": [
-                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
-                    for user, _ in IDENTITIES
-                ],
-            }
-        )
+        ],
+        [kubeclients.user(user) for user, _ in IDENTITIES],
+    )
     clients = {who: _impersonating(control_plane, *who) for who in IDENTITIES}
     try:
         yield {who: client.CoreV1Api(api) for who, api in clients.items()}
