@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ def apply_webhook_configuration(api: client.ApiClient, manifest: Mapping[str, An
     """Create or replace a Validating/MutatingWebhookConfiguration given as a plain dict."""
     admission: Any = client.AdmissionregistrationV1Api(api)
     kind = manifest["kind"]
-    name = manifest["metadata"]["name"]
     if kind == "ValidatingWebhookConfiguration":
         create, read, replace = (
             admission.create_validating_webhook_configuration,
@@ -60,18 +59,7 @@ def apply_webhook_configuration(api: client.ApiClient, manifest: Mapping[str, An
         )
     else:
         raise ValueError(f"not a webhook configuration: {kind}")
-    try:
-        create(manifest)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        current = read(name)
-        body = dict(manifest)
-        body["metadata"] = {
-            **manifest["metadata"],
-            "resourceVersion": current.metadata.resource_version,
-        }
-        replace(name, body)
+    _create_or_replace(manifest, create, read, replace)
 
 
 def apply_admission_policy(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
@@ -92,6 +80,16 @@ def apply_admission_policy(api: client.ApiClient, manifest: Mapping[str, Any]) -
         )
     else:
         raise ValueError(f"not a validating admission policy or binding: {kind}")
+    _create_or_replace(manifest, create, read, replace)
+
+
+def _create_or_replace(
+    manifest: Mapping[str, Any],
+    create: Callable[[Mapping[str, Any]], Any],
+    read: Callable[[str], Any],
+    replace: Callable[[str, Mapping[str, Any]], Any],
+) -> None:
+    """Create a cluster-scoped object; if it exists, replace it at its current version."""
     try:
         create(manifest)
     except ApiException as error:
@@ -111,18 +109,12 @@ def apply_custom_resource_definition(api: client.ApiClient, manifest: Mapping[st
     """Create or replace a CRD given as a plain dict, then wait until it is established."""
     extensions: Any = client.ApiextensionsV1Api(api)
     name = manifest["metadata"]["name"]
-    try:
-        extensions.create_custom_resource_definition(manifest)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        current = extensions.read_custom_resource_definition(name)
-        body = dict(manifest)
-        body["metadata"] = {
-            **manifest["metadata"],
-            "resourceVersion": current.metadata.resource_version,
-        }
-        extensions.replace_custom_resource_definition(name, body)
+    _create_or_replace(
+        manifest,
+        extensions.create_custom_resource_definition,
+        extensions.read_custom_resource_definition,
+        extensions.replace_custom_resource_definition,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         conditions = extensions.read_custom_resource_definition(name).status.conditions or []
