@@ -17,9 +17,9 @@ from typing import Any
 from kubernetes import client
 
 from muster.adapters import controlplane, kube, localoperator
-from muster.core import scopes, webhookconfigs
+from muster.core import namespaceguard, scopes, webhookconfigs
 
-__all__ = ["SUITE_LABEL", "suite_labels", "suite_operator", "suite_selector"]
+__all__ = ["SUITE_LABEL", "mode_selector", "suite_labels", "suite_operator", "suite_selector"]
 
 SUITE_LABEL = "muster.dev/e2e"
 
@@ -41,6 +41,17 @@ def suite_selector(suite: str) -> Select:
     return select
 
 
+def mode_selector(label: str) -> Select:
+    """Namespaces labelled ``label`` with the hook's mode (``enforce`` or ``warn``), in place of
+    the real selector."""
+
+    def select(hook: dict[str, Any]) -> None:
+        mode = hook["clientConfig"]["url"].rsplit("/", 1)[-1]
+        hook["namespaceSelector"] = {"matchLabels": {label: mode}}
+
+    return select
+
+
 @contextlib.contextmanager
 def suite_operator(
     plane: controlplane.ControlPlane,
@@ -51,9 +62,13 @@ def suite_operator(
     select: Select,
     extra_args: Sequence[str] = (),
     kubeconfig: Path | None = None,
+    namespace_guard: namespaceguard.GuardSettings | None = None,
+    timeout_seconds: int = 10,
 ) -> Iterator[localoperator.LocalOperator]:
     """``kubeconfig``: the identity the operator runs with (default: the plane's admin); the
-    CRDs and webhook configurations are always put in place with the admin's."""
+    CRDs and webhook configurations are always put in place with the admin's.
+    ``namespace_guard``: the mutating configuration records namespace mode changes too.
+    ``timeout_seconds``: the webhooks' timeout, as the apiserver is told it."""
     localoperator.install_crds(plane)
     operator = localoperator.start(
         plane,
@@ -67,8 +82,22 @@ def suite_operator(
     try:
         ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
         kube.ensure_namespace(api, own_namespace)
-        for build in (webhookconfigs.validating, webhookconfigs.mutating):
-            manifest = copy.deepcopy(build(operator.url, ca_bundle, own_namespace=own_namespace))
+        for built in (
+            webhookconfigs.validating(
+                operator.url,
+                ca_bundle,
+                own_namespace=own_namespace,
+                timeout_seconds=timeout_seconds,
+            ),
+            webhookconfigs.mutating(
+                operator.url,
+                ca_bundle,
+                own_namespace=own_namespace,
+                timeout_seconds=timeout_seconds,
+                namespace_guard=namespace_guard,
+            ),
+        ):
+            manifest = copy.deepcopy(built)
             manifest["metadata"]["name"] = configuration
             for hook in manifest["webhooks"]:
                 select(hook)

@@ -26,6 +26,7 @@ from kubernetes import client
 from muster.adapters import controlplane, kube, localoperator
 from muster.core import webhookconfigs
 from tests import kubeclients, peers
+from tests.e2e.suites import mode_selector
 from tests.integration.images.conftest import Signer, signers
 
 __all__ = ["FaultProxy", "fault_proxy", "security_operator", "signers"]
@@ -36,13 +37,14 @@ CONFIGURATION = "security-e2e.muster.dev"
 BREAKGLASS = "muster-breakglass"
 DEADLINE = 2.0
 
+_by_mode = mode_selector(SELECT_LABEL)
+
 
 def own(manifest: dict[str, Any], name: str = CONFIGURATION) -> dict[str, Any]:
     manifest = copy.deepcopy(manifest)
     manifest["metadata"]["name"] = name
     for hook in manifest["webhooks"]:
-        mode = hook["clientConfig"]["url"].rsplit("/", 1)[-1]
-        hook["namespaceSelector"] = {"matchLabels": {SELECT_LABEL: mode}}
+        _by_mode(hook)
     return manifest
 
 

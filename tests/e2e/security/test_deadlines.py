@@ -10,22 +10,19 @@ exceeded" after 5 s (a bare error in enforce mode, a silent admission under ``Ig
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import copy
 import json
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, localoperator
-from muster.core import deadlines, webhookconfigs
+from muster.adapters import controlplane, localoperator
+from muster.core import deadlines
 from tests import kubeclients, peers
 from tests.e2e.security.conftest import FaultProxy, signed_image_policy
+from tests.e2e.suites import mode_selector, suite_operator
 from tests.integration.images.conftest import Signer, sign_v3
 
 pytestmark = pytest.mark.e2e
@@ -35,15 +32,6 @@ SELECT_LABEL = "muster-e2e.dev/deadline"
 CONFIGURATION = "deadline-e2e.muster.dev"
 WEBHOOK_TIMEOUT = 5
 SLOW_REGISTRY = 6.0
-
-
-def _registered(manifest: dict[str, Any]) -> dict[str, Any]:
-    manifest = copy.deepcopy(manifest)
-    manifest["metadata"]["name"] = CONFIGURATION
-    for hook in manifest["webhooks"]:
-        mode = hook["clientConfig"]["url"].rsplit("/", 1)[-1]
-        hook["namespaceSelector"] = {"matchLabels": {SELECT_LABEL: mode}}
-    return manifest
 
 
 @pytest.fixture(scope="module")
@@ -61,35 +49,16 @@ def operator(
     slow_registry: FaultProxy,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[localoperator.LocalOperator]:
-    localoperator.install_crds(control_plane)
-    started = localoperator.start(
+    with suite_operator(
         control_plane,
+        configuration=CONFIGURATION,
         own_namespace=OWN_NAMESPACE,
         workdir=tmp_path_factory.mktemp("muster-deadline"),
+        select=mode_selector(SELECT_LABEL),
         extra_args=(f"--insecure-registry={slow_registry.host}",),  # default deadline: 8 s
-    )
-    try:
-        bundle = base64.b64encode(started.ca_file.read_bytes()).decode("ascii")
-        with contextlib.closing(kube.api_client(control_plane.kubeconfig)) as api:
-            kube.ensure_namespace(api, OWN_NAMESPACE)
-            for build in (webhookconfigs.validating, webhookconfigs.mutating):
-                manifest = build(
-                    started.url,
-                    bundle,
-                    own_namespace=OWN_NAMESPACE,
-                    timeout_seconds=WEBHOOK_TIMEOUT,
-                )
-                kube.apply_webhook_configuration(api, _registered(manifest))
+        timeout_seconds=WEBHOOK_TIMEOUT,
+    ) as started:
         yield started
-    finally:
-        with contextlib.closing(kube.api_client(control_plane.kubeconfig)) as api:
-            admission: Any = client.AdmissionregistrationV1Api(api)
-            with contextlib.suppress(client.ApiException):
-                admission.delete_validating_webhook_configuration(CONFIGURATION)
-            with contextlib.suppress(client.ApiException):
-                admission.delete_mutating_webhook_configuration(CONFIGURATION)
-        started.stop()
-        print(f"--- muster run (deadline) log ---\n{started.log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,7 @@ a manager); it is removed at the end.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import copy
 import json
 import subprocess
 import time
@@ -34,6 +32,7 @@ from prometheus_client import parser
 from muster.adapters import controlplane, kube, localoperator, tools
 from muster.core import crds, namespaceguard, webhookconfigs
 from tests import kubeclients, peers, tenants
+from tests.e2e.suites import suite_operator
 from tests.integration import docblocks
 from tests.integration.chart import rendering
 from tests.integration.images.conftest import Signer
@@ -136,40 +135,16 @@ def guard_operator(
     chart_guard: dict[str, Any],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[localoperator.LocalOperator]:
-    localoperator.install_crds(control_plane)
-    operator = localoperator.start(
+    with suite_operator(
         control_plane,
+        configuration=CONFIGURATION,
         own_namespace=OWN_NAMESPACE,
         workdir=tmp_path_factory.mktemp("muster-namespace-guard"),
+        select=_select,
         extra_args=(f"--insecure-registry={registry.host}", f"--protected-namespace-label={TIER}"),
-    )
-    api = kube.api_client(control_plane.kubeconfig)
-    admission: Any = client.AdmissionregistrationV1Api(api)
-    try:
-        ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
-        kube.ensure_namespace(api, OWN_NAMESPACE)
-        for manifest in (
-            webhookconfigs.validating(operator.url, ca_bundle, own_namespace=OWN_NAMESPACE),
-            webhookconfigs.mutating(
-                operator.url, ca_bundle, own_namespace=OWN_NAMESPACE, namespace_guard=SETTINGS
-            ),
-        ):
-            manifest = copy.deepcopy(manifest)
-            manifest["metadata"]["name"] = CONFIGURATION
-            for hook in manifest["webhooks"]:
-                _select(hook)
-            kube.apply_webhook_configuration(api, manifest)
+        namespace_guard=SETTINGS,
+    ) as operator:
         yield operator
-    finally:
-        for delete in (
-            admission.delete_validating_webhook_configuration,
-            admission.delete_mutating_webhook_configuration,
-        ):
-            with contextlib.suppress(client.ApiException):
-                delete(CONFIGURATION)
-        api.close()
-        operator.stop()
-        print(f"--- muster run (namespace guard) log ---\n{operator.log.read_text()[-6000:]}")
 
 
 @pytest.fixture(scope="module")
