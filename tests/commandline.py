@@ -10,10 +10,16 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
 
 from muster import cli
 
-__all__ = ["muster"]
+if TYPE_CHECKING:
+    from muster.handlers import operator
+
+__all__ = ["muster", "run_settings"]
 
 
 def muster(*argv: str | Path, stdin: str | None = None) -> tuple[int, str, str]:
@@ -31,3 +37,22 @@ def muster(*argv: str | Path, stdin: str | None = None) -> tuple[int, str, str]:
     finally:
         sys.stdout, sys.stderr, sys.stdin = old
     return code, out_bytes.getvalue().decode(), err_bytes.getvalue().decode()
+
+
+def run_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, list[operator.OperatorSettings]]:
+    """Exit code of ``muster run ARGS`` (with a stand-in TLS pair) and the settings it started
+    the operator with: none where it refused, the operator's ``run`` being replaced."""
+    from muster.handlers import operator
+
+    seen: list[operator.OperatorSettings] = []
+
+    async def fake_run(settings: operator.OperatorSettings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(operator, "run", fake_run)
+    cert = tmp_path / "tls.crt"
+    cert.write_text("x")
+    code = cli.main(["run", f"--tls-cert-file={cert}", f"--tls-key-file={cert}", *args])
+    return code, seen

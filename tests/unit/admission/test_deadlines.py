@@ -15,9 +15,9 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muster.cli import main
 from muster.core import deadlines, findings, gates, pinning, subjects
 from muster.handlers import admissions, operator, webhooks
+from tests import commandline
 from tests.unit.admission.test_admission import PINNED, SlowGate, pod_review
 
 pytestmark = pytest.mark.unit
@@ -157,15 +157,7 @@ def test_the_time_left_is_passed_to_the_pipeline() -> None:
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> float | None:
-    seen: list[operator.OperatorSettings] = []
-
-    async def fake_run(settings: operator.OperatorSettings) -> None:
-        seen.append(settings)
-
-    monkeypatch.setattr(operator, "run", fake_run)
-    cert = tmp_path / "tls.crt"
-    cert.write_text("x")
-    code = main(["run", f"--tls-cert-file={cert}", f"--tls-key-file={cert}", *args])
+    code, seen = commandline.run_settings(tmp_path, monkeypatch, *args)
     if code != 0:
         assert code == 2
         return None

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from muster.cli import main
 from muster.core import drift, findings, gates, pinning, reviews, scopes, selectors, webhookconfigs
 from muster.handlers import admissions, operator
+from tests import commandline
 from tests.unit.admission.test_reviews import review
 
 pytestmark = pytest.mark.unit
@@ -187,15 +187,8 @@ def test_the_handler_never_judges_an_excluded_namespace() -> None:
 def _settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str
 ) -> operator.OperatorSettings | None:
-    seen: list[operator.OperatorSettings] = []
-
-    async def fake_run(settings: operator.OperatorSettings) -> None:
-        seen.append(settings)
-
-    monkeypatch.setattr(operator, "run", fake_run)
-    cert = tmp_path / "tls.crt"
-    cert.write_text("x")
-    if main(["run", f"--tls-cert-file={cert}", f"--tls-key-file={cert}", *args]) != 0:
+    code, seen = commandline.run_settings(tmp_path, monkeypatch, *args)
+    if code != 0:
         return None
     (settings,) = seen
     return settings

@@ -9,6 +9,7 @@ import pytest
 
 import muster
 from muster.cli import main
+from tests import commandline
 
 pytestmark = pytest.mark.unit
 
@@ -61,28 +62,16 @@ def test_run_flags_reach_the_operator_settings(
 ) -> None:
     # Every flag `muster run` offers must land in the settings it runs with.
     from muster.cli import run as run_cli
-    from muster.handlers import operator
 
-    seen: list[operator.OperatorSettings] = []
-
-    async def fake_run(settings: operator.OperatorSettings) -> None:
-        seen.append(settings)
-
-    monkeypatch.setattr(operator, "run", fake_run)
-    cert = tmp_path / "tls.crt"
-    cert.write_text("x")
-    code = main(
-        [
-            "run",
-            f"--tls-cert-file={cert}",
-            f"--tls-key-file={cert}",
-            "--port=9999",
-            "--insecure-registry=127.0.0.1:5000",
-            "--admission-deadline=3",
-            "--priority=7",
-            "--namespace=ops",
-            "--peering=muster",
-        ]
+    code, seen = commandline.run_settings(
+        tmp_path,
+        monkeypatch,
+        "--port=9999",
+        "--insecure-registry=127.0.0.1:5000",
+        "--admission-deadline=3",
+        "--priority=7",
+        "--namespace=ops",
+        "--peering=muster",
     )
     assert code == 0
     (settings,) = seen

@@ -20,6 +20,7 @@ from muster.core import (
     selectors,
     subjects,
 )
+from tests import commandline
 
 pytestmark = pytest.mark.unit
 
@@ -223,20 +224,13 @@ def test_bad_drift_flags_are_usage_errors(
 
 
 def test_drift_flags_reach_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from muster.handlers import operator
-
-    seen: list[operator.OperatorSettings] = []
-
-    async def fake_run(settings: operator.OperatorSettings) -> None:
-        seen.append(settings)
-
-    monkeypatch.setattr(operator, "run", fake_run)
-    cert = tmp_path / "tls.crt"
-    cert.write_text("x")
-    args = ["run", f"--tls-cert-file={cert}", f"--tls-key-file={cert}"]
-    assert main([*args, "--drift-interval=0"]) == 0
-    assert main([*args, '--namespace-selector={"matchLabels": {"suite": "x"}}']) == 0
-    off, scoped = seen
+    code, seen = commandline.run_settings(tmp_path, monkeypatch, "--drift-interval=0")
+    assert code == 0
+    (off,) = seen
+    selector = '--namespace-selector={"matchLabels": {"suite": "x"}}'
+    code, seen = commandline.run_settings(tmp_path, monkeypatch, selector)
+    assert code == 0
+    (scoped,) = seen
     assert off.drift_interval == 0 and off.namespace_selector is None
     assert scoped.drift_interval == drift.DEFAULT_INTERVAL_SECONDS
     assert scoped.namespace_selector is not None
