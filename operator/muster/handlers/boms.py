@@ -283,13 +283,7 @@ class Keeper:
         if labels is None:
             # Not seen by the namespace watch yet: the worker reads the labels and decides.
             labels = {scopes.ENFORCE_LABEL: "true"}
-        settings = self.services.settings
-        if not boms.in_scope(
-            namespace,
-            labels,
-            own_namespace=settings.own_namespace,
-            enforcement=settings.enforcement,
-        ):
+        if not self._in_scope(namespace, labels):
             self.stats.out_of_scope += 1
             return False
         key = boms.workload_key(pod)
@@ -305,6 +299,16 @@ class Keeper:
             return False
         self._pending[key] = dict(pod)
         return True
+
+    def _in_scope(self, namespace: str, labels: Mapping[str, str] | None) -> bool:
+        """Whether this operator's settings keep BOMs in ``namespace``."""
+        settings = self.services.settings
+        return boms.in_scope(
+            namespace,
+            labels,
+            own_namespace=settings.own_namespace,
+            enforcement=settings.enforcement,
+        )
 
     @property
     def pending(self) -> int:
@@ -357,13 +361,7 @@ class Keeper:
         started = time.monotonic()
         try:
             labels = await _namespace_labels(self.services, self.kube, namespace)
-            settings = self.services.settings
-            if not boms.in_scope(
-                namespace,
-                labels,
-                own_namespace=settings.own_namespace,
-                enforcement=settings.enforcement,
-            ):
+            if not self._in_scope(namespace, labels):
                 self.stats.out_of_scope += 1
                 return
             async with asyncio.timeout(self.timeout):
