@@ -8,15 +8,19 @@ session operator's webhooks (which honour the opt-out label) leave them to this 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from muster.adapters import controlplane, localoperator
+from muster.adapters import controlplane, kubeapi, localoperator, nodeagent
 from tests import peers
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 
-__all__ = ["NAMESPACE_LABELS", "SUITE_LABEL", "gpu_operator"]
+__all__ = ["NAMESPACE_LABELS", "SUITE_LABEL", "eventually", "gpu_operator", "publish_node"]
 
 OWN_NAMESPACE = "muster-gpu-e2e"
 NAMESPACE_LABELS = suite_labels("gpu")
@@ -42,3 +46,26 @@ def gpu_operator(
         ),
     ) as operator:
         yield operator
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """The first truthy answer of ``check``, asked every 0.2 s for ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+    return result
+
+
+def publish_node(plane: controlplane.ControlPlane, node: str, root: Path) -> None:
+    """What ``muster node-agent`` does each interval: measure under the host root, publish."""
+
+    async def publish() -> None:
+        api = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(plane.kubeconfig)))
+        try:
+            await nodeagent.publish(api, node, nodeagent.measure(root, use_nvml=False))
+        finally:
+            await api.close()
+
+    asyncio.run(publish())

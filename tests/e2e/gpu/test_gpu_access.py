@@ -11,23 +11,21 @@ toolkit's real ``config.toml`` makes a node non-compliant under ``requireEnvvarD
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kubeapi, localoperator, nodeagent
+from muster.adapters import controlplane, localoperator, nodeagent
 from muster.core import crds, gpustack
 from tests import cudaimages, gpuroots, kubeclients, paths, peers, tenants
-from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL
+from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL, eventually, publish_node
 from tests.integration import docblocks
 
 pytestmark = pytest.mark.e2e
@@ -312,28 +310,6 @@ def test_a_warn_policy_warns(
     assert 'muster: container "app": requests no GPU, yet NVIDIA_VISIBLE_DEVICES=all' in warning
 
 
-def _publish(plane: controlplane.ControlPlane, node: str, root: Path) -> None:
-    """What ``muster node-agent`` does each interval: measure under the host root, publish."""
-
-    async def publish() -> None:
-        api = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(plane.kubeconfig)))
-        try:
-            await nodeagent.publish(api, node, nodeagent.measure(root, use_nvml=False))
-        finally:
-            await api.close()
-
-    asyncio.run(publish())
-
-
-def _eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-    return result
-
-
 def test_a_node_whose_toolkit_honours_the_variable_is_non_compliant(
     control_plane: controlplane.ControlPlane, setting: dict[str, str], tmp_path: Path
 ) -> None:
@@ -366,15 +342,15 @@ def test_a_node_whose_toolkit_honours_the_variable_is_non_compliant(
             _policy(policy, {"requireEnvvarDevicesOff": True}),
         )  # fmt: skip
     try:
-        _publish(control_plane, node, root)
-        _eventually(lambda: state() == "non-compliant", "the default-configured node")
-        note = _eventually(events, "an Event on the node")[0].note
+        publish_node(control_plane, node, root)
+        eventually(lambda: state() == "non-compliant", "the default-configured node")
+        note = eventually(events, "an Event on the node")[0].note
         assert "accept-nvidia-visible-devices-envvar-when-unprivileged is true or unset" in note
         # NVIDIA's hardening, as its docs give it: the key uncommented and set to false.
         key = "accept-nvidia-visible-devices-envvar-when-unprivileged"
         config.write_text(packaged.replace(f"#{key} = true", f"{key} = false"))
-        _publish(control_plane, node, root)
-        _eventually(lambda: state() == "compliant", "the hardened node")
+        publish_node(control_plane, node, root)
+        eventually(lambda: state() == "compliant", "the hardened node")
     finally:
         with kubeclients.admin(control_plane) as api:
             _core(api).delete_node(node)

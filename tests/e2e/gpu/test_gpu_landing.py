@@ -8,10 +8,8 @@ apiserver's admission chain refuses a Binding to a non-compliant node.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -21,10 +19,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, kubeapi, localoperator, nodeagent
+from muster.adapters import controlplane, localoperator
 from muster.core import crds, gpupolicies, gpustack
 from tests import gpuroots, kubeclients, paths, peers, workloadkinds
-from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL
+from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL, eventually, publish_node
 
 pytestmark = pytest.mark.e2e
 
@@ -68,17 +66,6 @@ POLICY["endOfLifeBranches"] = [
     {"branch": 450, "source": "test: R450 reached end of life"},
     {"branch": 470, "source": "test: R470 reached end of life"},
 ]
-
-
-def _eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +168,8 @@ def test_controller_labels_nodes_and_posts_events(
     control_plane: controlplane.ControlPlane, cluster: dict[str, str]
 ) -> None:
     del cluster
-    h100 = _eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
-    a100 = _eventually(_labelled(control_plane, f"a100-{RUN}"), "A100 node labels")
+    h100 = eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
+    a100 = eventually(_labelled(control_plane, f"a100-{RUN}"), "A100 node labels")
     assert h100[gpustack.STATE_LABEL] == "compliant"
     assert h100[gpustack.CUDA_CAPABILITY_LABEL] == "12040"
     assert a100[gpustack.STATE_LABEL] == "non-compliant"
@@ -195,7 +182,7 @@ def test_controller_labels_nodes_and_posts_events(
             )
         return [e for e in found.items if e.reporting_controller == "muster.dev/operator"]
 
-    event = _eventually(events, "an Event on the A100 node")[0]
+    event = eventually(events, "an Event on the A100 node")[0]
     assert event.reason == "GPUStackNonCompliant"
     assert event.type == "Warning"
     assert "R450" in event.note and "end of life" in event.note
@@ -222,8 +209,8 @@ def test_controller_labels_nodes_and_posts_events(
 def test_gpu_pod_gets_affinity_and_lands_only_on_a_compliant_node(
     control_plane: controlplane.ControlPlane, cluster: dict[str, str]
 ) -> None:
-    _eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
-    _eventually(_labelled(control_plane, f"a100-{RUN}"), "A100 node labels")
+    eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
+    eventually(_labelled(control_plane, f"a100-{RUN}"), "A100 node labels")
     namespace = _namespace(control_plane)
     with kubeclients.admin(control_plane) as api:
         core: Any = client.CoreV1Api(api)
@@ -266,7 +253,7 @@ def test_gpu_pod_gets_affinity_and_lands_only_on_a_compliant_node(
 def test_pod_no_compliant_node_can_run_is_denied(
     control_plane: controlplane.ControlPlane, cluster: dict[str, str]
 ) -> None:
-    _eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
+    eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
     namespace = _namespace(control_plane)
     message = _denial(control_plane, namespace, _gpu_pod("new", cluster["cuda128"]))
     assert "NoCompliantNode" not in message  # the reason id is for Events; people read this:
@@ -281,7 +268,7 @@ def test_a_trainjobs_trainer_is_placed_like_a_gpu_pod_at_apply_time(
     a GPU pod would be; nothing is written into it, and one taking its image from the runtime
     is left to the pods the runtime creates."""
     workloadkinds.install_crds(control_plane)
-    _eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
+    eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
     namespace = _namespace(control_plane)
     gpus = {"limits": {"nvidia.com/gpu": "8"}}
 
@@ -321,7 +308,7 @@ def test_a_trainjobs_trainer_is_placed_like_a_gpu_pod_at_apply_time(
 def test_node_name_on_a_non_compliant_node_is_denied(
     control_plane: controlplane.ControlPlane, cluster: dict[str, str]
 ) -> None:
-    _eventually(_labelled(control_plane, f"a100-{RUN}"), "A100 node labels")
+    eventually(_labelled(control_plane, f"a100-{RUN}"), "A100 node labels")
     namespace = _namespace(control_plane)
     body = _gpu_pod("pinned", cluster["cuda124"], nodeName=f"a100-{RUN}")
     message = _denial(control_plane, namespace, body)
@@ -362,36 +349,23 @@ def test_non_gpu_pod_is_left_alone(
     assert created.spec.affinity is None
 
 
-def _publish(plane: controlplane.ControlPlane, node: str, root: Path) -> None:
-    """What ``muster node-agent`` does each interval: measure under the host root, publish."""
-
-    async def publish() -> None:
-        api = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(plane.kubeconfig)))
-        try:
-            await nodeagent.publish(api, node, nodeagent.measure(root, use_nvml=False))
-        finally:
-            await api.close()
-
-    asyncio.run(publish())
-
-
 def test_node_agent_attestation_backs_the_labels_and_a_tampered_module_is_caught(
     control_plane: controlplane.ControlPlane, cluster: dict[str, str], tmp_path: Path
 ) -> None:
     del cluster
     name = f"attested-{RUN}"
     root = gpuroots.host_root(tmp_path, driver="550.54.15")  # what the H100's labels claim
-    _publish(control_plane, name, root)
+    publish_node(control_plane, name, root)
 
     def state(wanted: str) -> Callable[[], bool]:
         return lambda: _node_labels(control_plane, name).get(gpustack.STATE_LABEL) == wanted
 
-    _eventually(state("compliant"), "the attested node to be compliant")
+    eventually(state("compliant"), "the attested node to be compliant")
     assert _node_labels(control_plane, name)[gpustack.CUDA_CAPABILITY_LABEL] == "12040"
 
     (root / gpuroots.MODULE).write_bytes(b"\x28\xb5\x2f\xfd a patched nvidia module")
-    _publish(control_plane, name, root)
-    _eventually(state("non-compliant"), "the tampered node to be non-compliant")
+    publish_node(control_plane, name, root)
+    eventually(state("non-compliant"), "the tampered node to be non-compliant")
 
     def tamper_event() -> list[Any]:
         with kubeclients.admin(control_plane) as api:
@@ -400,7 +374,7 @@ def test_node_agent_attestation_backs_the_labels_and_a_tampered_module_is_caught
             )
         return [e for e in found.items if e.reason == "GPUStackNonCompliant"]
 
-    note = _eventually(tamper_event, "an Event about the tampered node")[0].note
+    note = eventually(tamper_event, "an Event about the tampered node")[0].note
     assert "compliant -> non-compliant" in note
     assert f"kernel module /{gpuroots.MODULE} has digest" in note
 
@@ -428,7 +402,7 @@ def test_a_policy_that_does_not_compile_says_so_in_its_status(
             return next((c for c in conditions if c["type"] == "Compiled"), None)
 
         try:
-            condition = _eventually(compiled, "the Compiled condition")
+            condition = eventually(compiled, "the Compiled condition")
         finally:
             custom.delete_cluster_custom_object(crds.GROUP, crds.VERSION, "gpustackpolicies", name)
     assert condition["status"] == "False"
