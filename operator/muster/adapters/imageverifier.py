@@ -392,6 +392,7 @@ class Verifier:
                 self.client.settings,
                 snapshot.get,
                 operator_credentials=self.client.operator_credentials,
+                helpers=self.client.helpers,
                 referrers_support=self.client.referrers_support,
             )
             client.observer = self.client.observer  # the same metrics, whoever's credentials

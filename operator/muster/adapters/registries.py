@@ -38,6 +38,8 @@ from typing import Any
 import aiohttp
 import aiohttp.abc
 
+from muster.adapters import credhelpers
+from muster.core import credhelpers as helperrules
 from muster.core import egress, pullsecrets, references
 
 __all__ = [
@@ -195,6 +197,12 @@ class RegistrySettings:
     ca_file: Path | None = None
     # Operator-level dockerconfigjson: used when the pod's pull secrets have nothing for a host.
     credentials_file: Path | None = None
+    # Docker credential helpers per registry (exact host or glob), asked when the pod's pull
+    # secrets have nothing for a host, before ``credentials_file``; their answers are kept for
+    # ``credential_helper_ttl`` seconds, or until the registry refuses them.
+    credential_helpers: tuple[helperrules.HelperRule, ...] = ()
+    credential_helper_ttl: float = 600.0
+    credential_helper_timeout: float = 10.0
     request_timeout: float = 5.0
     max_attempts: int = 3
     backoff_base: float = 0.1
@@ -362,6 +370,7 @@ class RegistryClient:
         credentials: CredentialSource | None = None,
         *,
         operator_credentials: CredentialSource | None = None,
+        helpers: credhelpers.CredentialHelpers | None = None,
         referrers_support: ReferrersSupport | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
@@ -374,6 +383,16 @@ class RegistryClient:
         self.operator_credentials: CredentialSource | None = operator_credentials or (
             CredentialsFile(self.settings.credentials_file)
             if self.settings.credentials_file is not None
+            else None
+        )
+        # Credential helpers, shared like ``operator_credentials``: one cache of their answers.
+        self.helpers: credhelpers.CredentialHelpers | None = helpers or (
+            credhelpers.CredentialHelpers(
+                self.settings.credential_helpers,
+                ttl=self.settings.credential_helper_ttl,
+                timeout=self.settings.credential_helper_timeout,
+            )
+            if self.settings.credential_helpers
             else None
         )
         self._session: aiohttp.ClientSession | None = None
@@ -618,6 +637,7 @@ class RegistryClient:
         scope = f"repository:{repository}:pull"
         attempt = 0
         authorized_retry = False
+        helper_refreshed = False
         while True:
             attempt += 1
             try:
@@ -637,6 +657,15 @@ class RegistryClient:
                 authorized_retry = True
                 attempt -= 1  # authentication is not a failed attempt
                 await self._authenticate(registry, scope, headers.get("WWW-Authenticate", ""), what)
+                continue
+            if status == 401 and not helper_refreshed and self._helper_serves(registry):
+                # A helper's kept answer the registry refuses (rotated, expired early): ask the
+                # helper again, once.
+                helper_refreshed = True
+                attempt -= 1
+                await self._authenticate(
+                    registry, scope, headers.get("WWW-Authenticate", ""), what, refresh=True
+                )
                 continue
             if status == 401 or status == 403:
                 raise Unauthorized(f"{what}: registry refused access (HTTP {status})")
@@ -726,18 +755,49 @@ class RegistryClient:
             del self._tokens[(registry, scope)]
         return None
 
-    async def _authenticate(self, registry: str, scope: str, challenge: str, what: str) -> None:
+    def _helper_serves(self, registry: str) -> bool:
+        """Whether a helper answers for ``registry`` (the pod's own secrets come first)."""
+        return (
+            self.helpers is not None
+            and self.helpers.helper_for(registry) is not None
+            and self._credentials(registry) is None
+        )
+
+    async def _credentials_for(
+        self, registry: str, what: str, *, refresh: bool = False
+    ) -> tuple[Credentials | None, float]:
+        """Who vouches for us at ``registry``, and until when (``time.monotonic``): the pod's
+        own pull secrets, else its credential helper, else the operator's credentials file."""
+        credentials = self._credentials(registry)
+        if credentials is not None:
+            return credentials, float("inf")
+        if self.helpers is not None and self.helpers.helper_for(registry) is not None:
+            if refresh:
+                self.helpers.forget(registry)
+            try:
+                answer = await self.helpers.get(registry)
+            except credhelpers.HelperFailed as error:
+                raise Unauthorized(f"{what}: {error}") from None
+            if answer is not None:
+                expires = self.helpers.expires(registry)
+                return Credentials(*answer), float("inf") if expires is None else expires
+        if self.operator_credentials is not None:
+            return self.operator_credentials(registry), float("inf")
+        return None, float("inf")
+
+    async def _authenticate(
+        self, registry: str, scope: str, challenge: str, what: str, *, refresh: bool = False
+    ) -> None:
         scheme, _, params_text = challenge.partition(" ")
         params = dict(_CHALLENGE_PARAM.findall(params_text))
-        credentials = self._credentials(registry)
-        if credentials is None and self.operator_credentials is not None:
-            credentials = self.operator_credentials(registry)
+        credentials, valid_until = await self._credentials_for(registry, what, refresh=refresh)
         if scheme.lower() == "basic":
             if credentials is None:
                 raise Unauthorized(
                     f"{what}: registry requires credentials and none are configured for it"
                 )
-            self._tokens[(registry, scope)] = (_basic(credentials), float("inf"))
+            # A helper's answer is sent only while it is kept, then the helper is asked again.
+            self._tokens[(registry, scope)] = (_basic(credentials), valid_until)
             return
         if scheme.lower() != "bearer" or "realm" not in params:
             raise Unauthorized(f"{what}: unsupported authentication challenge {scheme!r}")
@@ -747,16 +807,23 @@ class RegistryClient:
         self._check_url(url, registry, what)
         self.stats.token_requests += 1
         # No redirects: the credentials go to the token service named by the challenge only.
+        refused, raw = False, b""
         try:
             async with self._client().get(url, headers=headers, allow_redirects=False) as answered:
-                if answered.status != 200:
+                if answered.status == 401 and not refresh and self._helper_serves(registry):
+                    refused = True  # the helper's kept answer: asked again below, once
+                elif answered.status != 200:
                     raise Unauthorized(f"{what}: token service answered HTTP {answered.status}")
-                raw = await answered.content.read(64 * 1024)
+                else:
+                    raw = await answered.content.read(64 * 1024)
         except (TimeoutError, aiohttp.ClientError) as error:
             # Unreachable is a registry error like any other, never a crash of the caller.
             raise Unavailable(
                 f"{what}: token service unreachable ({type(error).__name__}: {error})"
             ) from None
+        if refused:
+            await self._authenticate(registry, scope, challenge, what, refresh=True)
+            return
         try:
             answer = json.loads(raw)
             token = answer.get("token") or answer.get("access_token")

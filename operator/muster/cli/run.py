@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pydantic
 
-from muster.adapters import registries
+from muster.adapters import credhelpers, registries
 from muster.cli import common
+from muster.core import credhelpers as helperrules
 from muster.core import deadlines, drift, imagepolicies, namespaceguard, scopes, selectors
 from muster.handlers import models, operator, webhooks
 
@@ -105,6 +106,23 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="FILE",
         help="operator-level registry credentials (a dockerconfigjson file, e.g. a mounted "
         "Secret), used for a registry when the pod's own pull secrets have none for it",
+    )
+    parser.add_argument(
+        "--credential-helper",
+        action="append",
+        default=[],
+        metavar="REGISTRY=NAME",
+        help="ask docker-credential-NAME (on PATH) for credentials of REGISTRY, a host or a "
+        "glob such as '*.dkr.ecr.*.amazonaws.com', when the pod's pull secrets have none for "
+        "it; before --registry-credentials (repeatable)",
+    )
+    parser.add_argument(
+        "--credential-helper-ttl",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long a credential helper's answer is used before the helper is asked again "
+        "(sooner when the registry refuses it)",
     )
     # -- untrusted references (egress) ------------------------------------------------
     parser.add_argument(
@@ -319,6 +337,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.metrics_max_namespaces < 0:
         raise common.CommandError("--metrics-max-namespaces must not be negative")
     _check_registry_files(args.registry_ca_file, args.registry_credentials)
+    helpers = _credential_helpers(args.credential_helper, args.credential_helper_ttl)
     if args.trivy_cache_dir is not None and not args.trivy_cache_dir.is_dir():
         raise common.CommandError(f"--trivy-cache-dir {args.trivy_cache_dir} is not a directory")
     if args.scan_concurrency < 1 or args.scan_timeout <= 0:
@@ -347,6 +366,8 @@ def _run(args: argparse.Namespace) -> int:
             insecure_registries=frozenset(args.insecure_registry),
             ca_file=args.registry_ca_file,
             credentials_file=args.registry_credentials,
+            credential_helpers=helpers,
+            credential_helper_ttl=args.credential_helper_ttl,
             allow_hosts=tuple(args.registry_allow),
             deny_hosts=tuple(args.registry_deny),
             allow_private=args.allow_private_registries,
@@ -420,6 +441,18 @@ def _namespace_selector(text: str | None) -> selectors.LabelSelector | None:
             f"--namespace-selector is not a label selector: {where + ': ' if where else ''}"
             f"{first.get('msg')}"
         ) from None
+
+
+def _credential_helpers(rules: list[str], ttl: float) -> tuple[helperrules.HelperRule, ...]:
+    """The ``--credential-helper`` rules, each helper on PATH; a usage error otherwise."""
+    if not ttl > 0:
+        raise common.CommandError(f"--credential-helper-ttl {ttl:g}: must be above 0 seconds")
+    try:
+        parsed = tuple(helperrules.parse_rule(rule) for rule in rules)
+        credhelpers.check_rules(parsed)
+    except ValueError as error:
+        raise common.CommandError(f"--credential-helper: {error}") from None
+    return parsed
 
 
 def _check_registry_files(ca_file: Path | None, credentials_file: Path | None) -> None:
