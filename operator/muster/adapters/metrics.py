@@ -1,9 +1,11 @@
 """Muster's Prometheus metrics: one registry per process (never the global default one).
 
 Every metric is listed, with its labels and what to do about it, in ``docs/observability.md``.
-Cardinality is bounded: no pod names, image references or digests are labels; ``namespace``
-and ``registry`` values pass through :class:`muster.core.observations.BoundedLabel` (an
-allowlist, or the first N values seen; the rest become ``other``). Labelled children of the
+Cardinality is bounded: no pod names, image references or digests are labels;
+``resource_namespace`` (the judged object's namespace; ``namespace`` is the scrape target's own
+label, so a ServiceMonitor would rename it to ``exported_namespace``) and ``registry`` values
+pass through :class:`muster.core.observations.BoundedLabel` (an allowlist, or the first N values
+seen; the rest become ``other``). Labelled children of the
 known checks and states are created at start, so every dashboard panel has a series (at zero)
 even before the first event.
 
@@ -44,6 +46,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "MODEL_STATES",
     "REGISTRY_OUTCOMES",
+    "REQUEST_BUCKETS",
     "Metrics",
     "serve",
 ]
@@ -72,7 +75,16 @@ DECISIONS = ("allowed", "warned", "denied")
 # Admission is answered in milliseconds when caches are warm and in seconds when a registry is
 # slow; the deadline is 8 s and the webhook timeout 10 s.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 8, 10)
+# Whole requests, arrival to answer: fine steps around the internal deadline (8 s by default,
+# lower when the webhook timeout is) and the webhook timeout (10 s by default, at most 30 s), so
+# that the p99 against both reads off the buckets rather than interpolating across seconds.
+REQUEST_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 30,
+)  # fmt: skip
 ERROR_REASONS = ("DeadlineExceeded", "InternalError")
+# Why a request got no real verdict, once per request (muster.handlers.admissions).
+REQUEST_ERRORS = ("DeadlineExceeded", "InternalError", "MalformedReview", "PipelineFailed")
+MODES = tuple(mode.value for mode in findings.Mode)
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # trivy's, bounded
 NAMESPACE_MODES = tuple(mode.value for mode in namespaceguard.NamespaceMode)
 
@@ -129,6 +141,21 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.request_duration = prometheus_client.Histogram(
+            "muster_admission_request_duration_seconds",
+            "Time from a webhook request's arrival to its answer, every request (those cut off "
+            "at the deadline and those that failed too), by phase and mode.",
+            ["phase", "mode"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.request_errors = prometheus_client.Counter(
+            "muster_admission_request_errors",
+            "Requests answered without a real verdict (denied in enforce, warned in warn, or "
+            "refused when malformed), once per request, by phase, mode and reason.",
+            ["phase", "mode", "reason"],
+            registry=r,
+        )
         self.admission_errors = prometheus_client.Counter(
             "muster_admission_errors",
             "Gates that timed out or failed while judging (the request was denied or warned).",
@@ -138,7 +165,7 @@ class Metrics:
         self.violations = prometheus_client.Counter(
             "muster_violations",
             "Findings reported at validation, by check, reason, mode and namespace.",
-            ["check", "reason", "mode", "namespace"],
+            ["check", "reason", "mode", "resource_namespace"],
             registry=r,
         )
         self.registry_requests = prometheus_client.Counter(
@@ -184,7 +211,7 @@ class Metrics:
             "muster_images_passed_unsigned",
             "Images admitted without a signature by a static-pass ImagePolicy, by policy and "
             "namespace (one per image use, at validation).",
-            ["policy", "namespace"],
+            ["policy", "resource_namespace"],
             registry=r,
         )
         self.namespace_mode_changes = prometheus_client.Counter(
@@ -197,7 +224,7 @@ class Metrics:
         self.exemptions = prometheus_client.Counter(
             "muster_exemptions_used",
             "Requests let through by an exemption that a rule would have stopped.",
-            ["check", "namespace"],
+            ["check", "resource_namespace"],
             registry=r,
         )
         self.events = prometheus_client.Counter(
@@ -222,6 +249,11 @@ class Metrics:
         self._initialise()
 
     def _initialise(self) -> None:
+        for phase in gates.Phase:
+            for mode in MODES:
+                self.request_duration.labels(phase.value, mode)
+                for reason in REQUEST_ERRORS:
+                    self.request_errors.labels(phase.value, mode, reason)
         for operation in OPERATIONS:
             for phase in gates.Phase:
                 for decision in DECISIONS:
@@ -281,6 +313,15 @@ class Metrics:
             self.violations.labels(
                 finding.check, finding.reason, finding.mode.value, namespace
             ).inc()
+
+    def answered(
+        self, phase: gates.Phase, mode: findings.Mode, seconds: float, error: str | None
+    ) -> None:
+        """A ``RequestObserver`` (muster.handlers.admissions): one call per webhook answer."""
+        self.request_duration.labels(phase.value, mode.value).observe(seconds)
+        if error is not None:
+            reason = error if error in REQUEST_ERRORS else "PipelineFailed"
+            self.request_errors.labels(phase.value, mode.value, reason).inc()
 
     # -- for the gates ----------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 from collections.abc import Iterable
 
-from muster.core import crds
+from muster.core import crds, denials
 
 __all__ = ["POLICY_API_VERSION", "Finding", "Mode", "PolicyRef", "Verdict", "attributed", "judge"]
 
@@ -29,6 +29,8 @@ class PolicyRef:
     name: str
     namespace: str = ""
     api_version: str = POLICY_API_VERSION
+    # The policy's own words to the person denied (``spec.denial``); not part of its identity.
+    denial: denials.DenialSpec | None = dataclasses.field(default=None, compare=False)
 
     def __str__(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
@@ -55,6 +57,15 @@ class Finding:
     def __str__(self) -> str:
         return f"{self.subject}: {self.message}"
 
+    def line(self, *, separator: str = "\n  ") -> str:
+        """The finding as shown to the person denied: its reason code, then the deciding
+        policy's own message, help page and owner (``spec.denial``), when it sets them."""
+        text = f"{self} [{self.reason}]"
+        said = self.policy.denial.lines() if self.policy and self.policy.denial else []
+        if said:
+            text += f"{separator}{self.policy}: " + separator.join(said)
+        return text
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Verdict:
@@ -69,13 +80,14 @@ class Verdict:
 
     def message(self, *, prefix: str = "muster") -> str:
         """One line per denial, the way the apiserver shows it to ``kubectl`` users."""
-        lines = [str(finding) for finding in self.denials]
+        lines = [finding.line() for finding in self.denials]
         if len(lines) == 1:
             return f"{prefix}: {lines[0]}"
         return f"{prefix}: {len(lines)} violations:\n" + "\n".join(f"- {line}" for line in lines)
 
     def warning_lines(self, *, prefix: str = "muster") -> list[str]:
-        return [f"{prefix}: {finding}" for finding in self.warnings]
+        # A warning travels in an HTTP header: one line each.
+        return [f"{prefix}: {finding.line(separator='; ')}" for finding in self.warnings]
 
 
 def attributed(found: Iterable[Finding], policy: PolicyRef | None) -> list[Finding]:

@@ -164,9 +164,10 @@ def _finding(
     )
 
 
-def policy_ref(name: str) -> findings.PolicyRef:
+def policy_ref(name: str, spec: gpupolicies.GPUStackPolicySpec | None = None) -> findings.PolicyRef:
     """The GPUStackPolicy ``name`` as the policy a finding comes from."""
-    return findings.PolicyRef(kind="GPUStackPolicy", name=name)
+    denial = spec.denial if spec is not None else None
+    return findings.PolicyRef(kind="GPUStackPolicy", name=name, denial=denial)
 
 
 def deciding_policy(
@@ -177,7 +178,7 @@ def deciding_policy(
     mode = strictest_mode(policies)
     for name, spec in sorted(policies.items()):
         if _mode(spec) is mode:
-            return policy_ref(name)
+            return policy_ref(name, spec)
     return None
 
 
@@ -299,7 +300,7 @@ def _policy_findings(
                         reason.code,
                         f"image {container.image}: {reason.message} by GPUStackPolicy {name}",
                         _mode(spec),
-                        policy_ref(name),
+                        policy_ref(name, spec),
                     )
                 )
     return found

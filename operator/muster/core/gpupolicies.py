@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.core import crds, cuda, selectors
+from muster.core import crds, cuda, denials, selectors
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -180,6 +180,10 @@ class GPUStackPolicySpec(pydantic.BaseModel):
 
 def parse_spec(data: object) -> GPUStackPolicySpec:
     """A spec from decoded YAML/JSON; a bad one raises pydantic's ValidationError."""
+    denial: denials.DenialSpec | None = pydantic.Field(
+        default=None,
+        description="the policy's own message, help page and owner, shown with its denials",
+    )
     return GPUStackPolicySpec.model_validate(data)
 
 

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.core import bundles, cosign, keys, references, selectors
+from muster.core import bundles, cosign, denials, keys, references, selectors
 from muster.core import vulnerabilities as vulnerabilities_
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "compile_glob",
     "compile_policy",
     "describe",
+    "expected_signers",
     "judge",
     "judge_static",
     "matching",
@@ -224,6 +225,10 @@ class ImagePolicySpec(pydantic.BaseModel):
         default=None,
         description="known vulnerabilities the covered images may carry (from ImageScans)",
     )
+    denial: denials.DenialSpec | None = pydantic.Field(
+        default=None,
+        description="the policy's own message, help page and owner, shown with its denials",
+    )
 
     @pydantic.field_validator("images")
     @classmethod
@@ -357,6 +362,7 @@ class CompiledPolicy:
     patterns: tuple[str, ...] = ()
     vulnerabilities: vulnerabilities_.VulnerabilityRules | None = None
     static: Literal["pass", "fail"] | None = None  # a static authority decides by name alone
+    denial: denials.DenialSpec | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -463,6 +469,7 @@ def compile_policy(
         patterns=spec.images,
         vulnerabilities=spec.vulnerabilities,
         static=static,
+        denial=spec.denial,
     )
 
 
@@ -528,13 +535,39 @@ def _attempts(
     return attempts
 
 
+def _signer(authority: CompiledAuthority) -> str:
+    legacy = authority.legacy
+    if isinstance(legacy, cosign.KeyAuthority):
+        return f"{authority.name} ({keys.describe(legacy.key)})"
+    first = legacy.identities[0]
+    more = f" or {len(legacy.identities) - 1} more" if len(legacy.identities) > 1 else ""
+    subject = first.subject or f"/{first.subject_regexp}/"
+    issuer = first.issuer or f"/{first.issuer_regexp}/"
+    return f"{authority.name} (keyless: {subject} from {issuer}{more})"
+
+
+def expected_signers(policy: CompiledPolicy) -> str:
+    """Whom the policy trusts, for the person whose image was refused: each authority's name
+    and its key fingerprint or keyless identity (never key material)."""
+    signers = ", ".join(_signer(authority) for authority in policy.authorities[:3])
+    if len(policy.authorities) > 3:
+        signers += f" and {len(policy.authorities) - 3} more"
+    count = f"{policy.threshold} of " if policy.threshold > 1 else ""
+    return f"{count}{signers}"
+
+
 def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     if evidence.error is not None:
         return Decision(False, "SignatureLookupFailed", evidence.error)
     if not evidence.legacy and not evidence.bundles:
         extra = f" ({'; '.join(evidence.problems)})" if evidence.problems else ""
         reason = "SignatureInvalid" if evidence.problems else "ImageNotSigned"
-        return Decision(False, reason, f"no signature found for {evidence.digest}{extra}")
+        return Decision(
+            False,
+            reason,
+            f"no signature found for {evidence.digest}{extra}; "
+            f"it must be signed (cosign sign) by {expected_signers(policy)}",
+        )
     outcomes = [
         bundles.outcome(authority.name, _attempts(authority, evidence))
         for authority in policy.authorities
@@ -542,7 +575,11 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     result = bundles.threshold(outcomes, policy.threshold)
     if result.passed:
         return Decision(True, "Verified", result.message, signers=result.satisfied)
-    return Decision(False, "SignatureNotTrusted", result.message)
+    return Decision(
+        False,
+        "SignatureNotTrusted",
+        f"{result.message}; it must be signed (cosign sign) by {expected_signers(policy)}",
+    )
 
 
 def judge_static(policy: CompiledPolicy) -> Decision | None:

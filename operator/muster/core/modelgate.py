@@ -229,7 +229,7 @@ def deciding_policy(
         return None
     for name, spec in sorted(policies.items()):
         if spec.mode is effective.mode:
-            return findings.PolicyRef(kind="ModelPolicy", name=name)
+            return findings.PolicyRef(kind="ModelPolicy", name=name, denial=spec.denial)
     return None
 
 

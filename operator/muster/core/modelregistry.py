@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.core import findings, references, selectors
+from muster.core import denials, findings, references, selectors
 
 __all__ = [
     "MODELS_ANNOTATION",
@@ -200,6 +200,10 @@ class ModelPolicySpec(pydantic.BaseModel):
     mode: findings.Mode = findings.Mode.ENFORCE
     unsafe_serialization: UnsafeSerialization = pydantic.Field(default_factory=UnsafeSerialization)
     require_signature: bool = False
+    denial: denials.DenialSpec | None = pydantic.Field(
+        default=None,
+        description="the policy's own message, help page and owner, shown with its denials",
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

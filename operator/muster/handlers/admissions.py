@@ -27,7 +27,7 @@ from muster.core import (
     subjects,
 )
 
-__all__ = ["Auditor", "Observer", "Pipeline"]
+__all__ = ["Auditor", "Observer", "Pipeline", "RequestObserver", "request_error"]
 
 logger = logging.getLogger("muster.admission")
 
@@ -47,6 +47,31 @@ class Observer(Protocol):
     ) -> None: ...
 
 
+class RequestObserver(Protocol):
+    """Told about every request the webhook answered, however it ended, after the answer was
+    built: its phase and mode, the seconds from arrival to answer, and why it got no real
+    verdict (``request_error``), if so. Must be cheap and must not raise."""
+
+    def answered(
+        self, phase: gates.Phase, mode: findings.Mode, seconds: float, error: str | None
+    ) -> None: ...
+
+
+# Why a request got no real verdict, once per request whatever the number of gates involved;
+# the webhook adds MalformedReview (not an AdmissionReview) and PipelineFailed (judging raised:
+# the fail-closed answer).
+REQUEST_ERRORS = ("DeadlineExceeded", "InternalError", "MalformedReview", "PipelineFailed")
+
+
+def request_error(verdict: findings.Verdict) -> str | None:
+    """``DeadlineExceeded`` when a gate ran out of time, else ``InternalError`` when one failed."""
+    reasons = {finding.reason for finding in (*verdict.denials, *verdict.warnings)}
+    for reason in REQUEST_ERRORS[:2]:
+        if reason in reasons:
+            return reason
+    return None
+
+
 # Told about every honoured exemption (an Event and a metric). If it raises, the request is
 # denied: an exemption that cannot be audited is not granted.
 Auditor = Callable[[subjects.Subject, exemptions.Exemption], None]
@@ -64,6 +89,7 @@ class Pipeline:
         default_factory=lambda: subjects.DEFAULT_TEMPLATE_PATHS
     )
     observers: list[Observer] = dataclasses.field(default_factory=list)
+    request_observers: list[RequestObserver] = dataclasses.field(default_factory=list)
     # Break-glass exemptions (core/exemptions.py): groups whose members may use them (none:
     # exemptions are impossible) and who audits each one used.
     exemption_groups: frozenset[str] = frozenset()
@@ -79,6 +105,18 @@ class Pipeline:
     ) -> reviews.Response:
         """Judge one request; ``time_left``: the seconds the apiserver waits for this answer,
         when it said (the gates then stop in time for the answer to reach it)."""
+        response, _ = await self.judge(review, phase, mode, time_left=time_left)
+        return response
+
+    async def judge(
+        self,
+        review: reviews.Review,
+        phase: gates.Phase,
+        mode: findings.Mode,
+        *,
+        time_left: float | None = None,
+    ) -> tuple[reviews.Response, str | None]:
+        """:meth:`review`, and why the answer is no real verdict (:func:`request_error`)."""
         subject = subjects.from_review(
             review,
             mode=mode,
@@ -87,7 +125,7 @@ class Pipeline:
             enforcement=self.enforcement,
         )
         if subject is None:
-            return admission.not_judged(review)
+            return admission.not_judged(review), None
         deadline = self.deadline
         if time_left is not None and time_left > 0:
             deadline = min(deadline, deadlines.admission_deadline(time_left))
@@ -102,7 +140,16 @@ class Pipeline:
                 observer.decided(subject, phase, verdict, durations)
             except Exception:  # observability must never change a decision
                 logger.exception("observer %r failed", observer)
-        return response
+        return response, request_error(verdict)
+
+    def answered(
+        self, phase: gates.Phase, mode: findings.Mode, seconds: float, error: str | None
+    ) -> None:
+        for observer in self.request_observers:
+            try:
+                observer.answered(phase, mode, seconds, error)
+            except Exception:  # observability must never change an answer
+                logger.exception("request observer %r failed", observer)
 
     async def evaluate(
         self, subject: subjects.Subject, phase: gates.Phase, *, checks: frozenset[str] | None = None
@@ -159,14 +206,20 @@ class Pipeline:
             try:
                 return await gate.judge(subject, phase)
             finally:
-                durations[gate.name] = time.perf_counter() - started
+                # A gate cut off at the deadline was timed below, before the observers ran.
+                durations.setdefault(gate.name, time.perf_counter() - started)
 
+        began = time.perf_counter()
         tasks = [asyncio.ensure_future(timed(gate)) for gate in active]
         if not tasks:
             return []
         _, pending = await asyncio.wait(tasks, timeout=deadline)
-        for task in pending:
-            task.cancel()
+        for gate, task in zip(active, tasks, strict=True):
+            if task in pending:
+                # Its own ``finally`` runs only once the cancellation is delivered, after the
+                # observers have run: without this the slowest requests would go unrecorded.
+                durations[gate.name] = time.perf_counter() - began
+                task.cancel()
         results: list[gates.GateResult] = []
         for gate, task in zip(active, tasks, strict=True):
             if task in pending:

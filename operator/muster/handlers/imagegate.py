@@ -34,6 +34,7 @@ import kopf
 from muster.adapters import imageverifier, kubeapi, registries
 from muster.core import (
     crds,
+    denials,
     findings,
     gates,
     imagepolicies,
@@ -337,13 +338,19 @@ def pull_secret_provider(
 # The gate
 
 
-def policy_ref(name: str) -> findings.PolicyRef:
+def policy_ref(name: str, denial: denials.DenialSpec | None = None) -> findings.PolicyRef:
     """The ImagePolicy ``name`` as the policy a finding comes from."""
-    return findings.PolicyRef(kind="ImagePolicy", name=name)
+    return findings.PolicyRef(kind="ImagePolicy", name=name, denial=denial)
 
 
 def _finding(
-    use: pods.ImageUse, reason: str, message: str, mode: str = "enforce", *, policy: str
+    use: pods.ImageUse,
+    reason: str,
+    message: str,
+    mode: str = "enforce",
+    *,
+    policy: str,
+    denial: denials.DenialSpec | None = None,
 ) -> findings.Finding:
     return findings.Finding(
         check=CHECK,
@@ -351,7 +358,7 @@ def _finding(
         subject=use.label,
         message=message,
         mode=findings.Mode(mode),
-        policy=policy_ref(policy),
+        policy=policy_ref(policy, denial),
     )
 
 
@@ -367,6 +374,7 @@ def failure_findings(
             f"image {image!r} is rejected by ImagePolicy {policy.name!r}: {decision.message}",
             policy.mode,
             policy=policy.name,
+            denial=policy.denial,
         )
         for policy, decision in result.decisions
         if not decision.passed
@@ -380,6 +388,7 @@ def failure_findings(
                 f"{policy.name!r} (static pass)",
                 "warn",
                 policy=policy.name,
+                denial=policy.denial,
             )
             for policy, decision in result.decisions
             if decision.passed and decision.reason == imagepolicies.PASSED_UNSIGNED

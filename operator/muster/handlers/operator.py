@@ -202,6 +202,7 @@ def build_pipeline(services: Services) -> admissions.Pipeline:
         enforcement=settings.enforcement,
         deadline=settings.admission_deadline,
         observers=[observer for area in OBSERVER_AREAS for observer in area(services)],
+        request_observers=[services.metrics],
         exemption_groups=settings.exemption_groups,
         auditor=exemptions_.Auditor(services.metrics, services.events),
     )

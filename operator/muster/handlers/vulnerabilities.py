@@ -383,7 +383,7 @@ class VulnerabilityGate:
                         mode=findings.Mode.ENFORCE
                         if violation.action == "deny"
                         else findings.Mode.WARN,
-                        policy=imagegate.policy_ref(policy.name),
+                        policy=imagegate.policy_ref(policy.name, policy.denial),
                     )
                 )
         return result

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import ssl
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -43,12 +44,35 @@ class WebhookSettings:
 
 
 async def _admit(request: web.Request) -> web.Response:
+    started = time.perf_counter()
     pipeline = request.app[_PIPELINE]
     try:
         phase = gates.Phase(request.match_info["kind"])
         mode = findings.Mode(request.match_info["mode"])
     except ValueError:
         raise web.HTTPNotFound(text=f"no webhook at {request.path}\n") from None
+    error: str | None = "PipelineFailed"  # unless an answer says otherwise
+    try:
+        answer = await _answer(request, pipeline, phase, mode)
+        error = answer.error
+        return web.json_response(answer.review)
+    except web.HTTPBadRequest:
+        error = "MalformedReview"
+        raise
+    finally:
+        # Every answer, however it ended (a cancelled handler too), timed end to end.
+        pipeline.answered(phase, mode, time.perf_counter() - started, error)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    review: reviews.Response
+    error: str | None  # admissions.request_error, or MalformedReview / PipelineFailed
+
+
+async def _answer(
+    request: web.Request, pipeline: admissions.Pipeline, phase: gates.Phase, mode: findings.Mode
+) -> _Answer:
     body = await request.read()  # aiohttp answers 413 past client_max_size
     try:
         data = json.loads(body)
@@ -58,23 +82,24 @@ async def _admit(request: web.Request) -> web.Response:
         review = reviews.validate(data)
     except reviews.MalformedReview as error:
         logger.warning("malformed AdmissionReview: %s", error)
-        return web.json_response(
-            admission.unjudgeable(error.uid, mode, f"malformed AdmissionReview: {error}", 400)
+        return _Answer(
+            admission.unjudgeable(error.uid, mode, f"malformed AdmissionReview: {error}", 400),
+            "MalformedReview",
         )
     try:
         # The apiserver says how long it waits for this answer (?timeout=10s): the gates stop
         # in time for it, whatever deadline Muster was started with.
         time_left = deadlines.parse_go_duration(request.query.get("timeout", ""))
-        response = await pipeline.review(review, phase, mode, time_left=time_left)
+        return _Answer(*await pipeline.judge(review, phase, mode, time_left=time_left))
     except Exception:  # a bug must never turn into an allow: fail closed, keep the trace in logs
         logger.exception("internal error judging %s", review["request"]["uid"])
-        response = admission.unjudgeable(
+        failed = admission.unjudgeable(
             review["request"]["uid"],
             mode,
             "internal error while judging this request; see the muster operator logs",
             500,
         )
-    return web.json_response(response)
+        return _Answer(failed, "PipelineFailed")
 
 
 async def _healthz(_: web.Request) -> web.Response:

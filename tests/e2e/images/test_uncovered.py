@@ -120,7 +120,7 @@ def passed_unsigned(operator: localoperator.LocalOperator, policy: str, namespac
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == "muster_images_passed_unsigned_total"
-        and sample.labels == {"policy": policy, "namespace": namespace}
+        and sample.labels == {"policy": policy, "resource_namespace": namespace}
     )
 
 

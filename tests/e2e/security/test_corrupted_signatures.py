@@ -159,7 +159,7 @@ def violations(operator: localoperator.LocalOperator, namespace: str) -> dict[st
         for sample in family.samples:
             if (
                 sample.name == "muster_violations_total"
-                and sample.labels.get("namespace") == namespace
+                and sample.labels.get("resource_namespace") == namespace
             ):
                 found[sample.labels["reason"]] += int(sample.value)
     return dict(found)

@@ -90,7 +90,7 @@ def metric(operator: localoperator.LocalOperator, namespace: str, check: str) ->
         for sample in family.samples:
             if (
                 sample.name == "muster_exemptions_used_total"
-                and sample.labels.get("namespace") == namespace
+                and sample.labels.get("resource_namespace") == namespace
                 and sample.labels.get("check") == check
             ):
                 total += sample.value

@@ -116,7 +116,7 @@ def violations(operator: localoperator.LocalOperator, namespace: str) -> collect
             labels = sample.labels
             if (
                 sample.name == "muster_violations_total"
-                and labels.get("namespace") == namespace
+                and labels.get("resource_namespace") == namespace
                 and labels.get("mode") == "enforce"
             ):
                 found[labels["reason"]] += int(sample.value)

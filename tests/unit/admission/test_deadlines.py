@@ -149,7 +149,8 @@ def test_the_time_left_is_passed_to_the_pipeline() -> None:
     )
     assert answer["response"]["allowed"] is True
     assert answer["response"]["warnings"] == [
-        "muster: gate slow: no answer within 0.5s (registry slow or unreachable?); try again"
+        "muster: gate slow: no answer within 0.5s (registry slow or unreachable?); try again "
+        "[DeadlineExceeded]"
     ]
 
 

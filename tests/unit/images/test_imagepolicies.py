@@ -278,6 +278,7 @@ def test_crd_is_generated_from_the_model() -> None:
         "threshold",
         "pinDigests",
         "vulnerabilities",
+        "denial",
     }
     authority = spec_schema["properties"]["authorities"]["items"]["properties"]
     assert authority["static"]["properties"]["action"]["enum"] == ["pass", "fail"]

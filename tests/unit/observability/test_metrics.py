@@ -63,7 +63,7 @@ def test_decisions_count_by_operation_phase_and_decision_without_pod_names() -> 
     assert "secret-pod-name" not in text
     found = families(m)
     violations = {
-        s.labels["namespace"]: s.value
+        s.labels["resource_namespace"]: s.value
         for s in found["muster_violations"].samples
         if s.name.endswith("_total")
     }
@@ -100,7 +100,7 @@ def test_images_passed_unsigned_are_counted_by_policy_not_as_violations() -> Non
     (sample,) = [
         s for s in found["muster_images_passed_unsigned"].samples if s.name.endswith("_total")
     ]
-    assert (sample.labels, sample.value) == ({"policy": "mesh", "namespace": "team"}, 1)
+    assert (sample.labels, sample.value) == ({"policy": "mesh", "resource_namespace": "team"}, 1)
     assert not [s for s in found["muster_violations"].samples if s.name.endswith("_total")]
 
 

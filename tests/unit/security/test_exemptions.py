@@ -207,7 +207,7 @@ def test_the_auditor_posts_an_exemption_used_event_and_counts_it() -> None:
     assert "reason: INC-9" in notice.note
     assert "not pinned by digest" in notice.note
     sample = counted.registry.get_sample_value(
-        "muster_exemptions_used_total", {"check": pinning.CHECK, "namespace": "team"}
+        "muster_exemptions_used_total", {"check": pinning.CHECK, "resource_namespace": "team"}
     )
     assert sample == 1.0
     # A dry run changes nothing: counted, but no Event.
