@@ -133,8 +133,8 @@ def test_the_crd_schema_is_structural() -> None:
         "requireAttestation",
         "requireEnvvarDevicesOff",
         "knownGoodModuleDigests",
-    }
         "denial",
+    }
     assert spec["properties"]["mode"]["enum"] == ["enforce", "warn"]
     selector = spec["properties"]["namespaceSelector"]
     assert selector["nullable"] is True
