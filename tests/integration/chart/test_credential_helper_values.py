@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from muster.core import credhelpers
+from tests.integration import docblocks
 from tests.integration.chart import rendering
 
 pytestmark = pytest.mark.integration
@@ -87,3 +88,34 @@ def test_the_schema_refuses_a_helper_name_that_is_a_path() -> None:
     )
     assert refused.returncode != 0
     assert "registryCredentialHelpers" in refused.stderr
+
+
+def test_the_documented_cloud_registry_values_render(tmp_path: Path) -> None:
+    """The values docs/images.md shows for ECR and Artifact Registry, rendered by helm."""
+    (b,) = docblocks.named("delegated", "tests/integration/chart/test_credential_helper_values.py")
+    assert b.doc == "docs/images.md"
+    values = tmp_path / "cloud.yaml"
+    values.write_text(b.body)
+    documents = rendering.documents(rendering.template(f"--values={values}"))
+    pod = rendering.one(documents, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    rules = [
+        credhelpers.parse_rule(a.split("=", 1)[1])
+        for a in container["args"]
+        if a.startswith("--credential-helper=")
+    ]
+    assert credhelpers.helper_for(rules, "123456789012.dkr.ecr.us-east-1.amazonaws.com") == (
+        "ecr-login"
+    )
+    assert credhelpers.helper_for(rules, "europe-west4-docker.pkg.dev") == "gcr"
+    assert "--credential-helper-ttl=600" in container["args"]
+    (init,) = pod["initContainers"]
+    (mount,) = init["volumeMounts"]
+    assert mount["mountPath"] == "/opt/credential-helpers"
+    assert any(
+        m["name"] == mount["name"] and m["mountPath"] == mount["mountPath"]
+        for m in container["volumeMounts"]
+    )
+    path = next(e["value"] for e in container["env"] if e["name"] == "PATH")
+    assert path.split(":")[:2] == ["/opt/credential-helpers", "/opt/muster/bin"]
+    assert any(v["name"] == mount["name"] and "emptyDir" in v for v in pod["volumes"])
