@@ -1,10 +1,13 @@
 """GPU pods at admission: which pods need a GPU, what CUDA they need, where they may land.
 
-At admission time there is no node yet, so a GPU pod is steered with required node affinity
-onto nodes Muster found compliant and whose driver supports the CUDA version the pod's images
-need (``muster.dev/cuda-capability`` is an integer, so ``Gt`` can compare it). The scheduler
-can be bypassed (``spec.nodeName``, a hand-made Binding): those are judged against the node
-itself. Everything here is pure; image configs and Node facts arrive as data.
+At admission time there may be no node yet (an autoscaler adds GPU nodes for pending pods), so
+a GPU pod is steered *away* from nodes Muster judged bad: required node affinity
+``muster.dev/gpu-stack NotIn [non-compliant]`` (and ``unknown`` when the policy denies unknown
+nodes), which a node without the label (a node template, a node not judged yet) satisfies. The
+CUDA capability steers the same way: a node labelled with too low a capability is avoided, one
+without the label is not. The decision itself is taken at binding (the scheduler's Binding,
+``spec.nodeName``), against the node as it is then. Warn mode never steers. Everything here is
+pure; image configs and Node facts arrive as data.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ __all__ = [
     "ContainerNeed",
     "KnownNode",
     "Need",
+    "affinity_alternatives",
     "affinity_patch",
+    "avoided_states",
     "deciding_policy",
     "gpu_request",
     "need_from_envs",
@@ -29,7 +34,9 @@ __all__ = [
     "placement_findings",
     "policies_for",
     "policy_ref",
+    "steers",
     "strictest_mode",
+    "unknown_nodes_rule",
 ]
 
 CHECK = "gpu-stack"
@@ -313,14 +320,19 @@ def placement_findings(
     *,
     subject: str = "pod",
 ) -> tuple[list[findings.Finding], list[str]]:
-    """Findings for a GPU pod before scheduling, and the compliant nodes that could run it."""
+    """Findings for a GPU pod before scheduling, and the compliant nodes that could run it.
+
+    That no node known now could run it is a warning, never a denial: a node an autoscaler
+    adds for the pending pod is judged when the pod is bound to it."""
     deciding = deciding_policy(policies)
     found = findings.attributed(need.problems, deciding) + _policy_findings(need, policies)
     known = sorted(nodes, key=lambda node: node.name)
     candidates = [node.name for node in known if node.compliance.compliant and _fits(node, need)[0]]
     if not candidates:
         compliant = [node for node in known if node.compliance.compliant]
-        if not compliant:
+        if not known:
+            detail = "there is no GPU node yet"
+        elif not compliant:
             detail = "no GPU node is compliant with the GPU stack policy"
             states = ", ".join(f"{n.name} {n.compliance.state}" for n in known[:5])
             if states:
@@ -334,8 +346,9 @@ def placement_findings(
             _finding(
                 subject,
                 "NoCompliantNode",
-                f"needs {wanted}; {detail}",
-                strictest_mode(policies),
+                f"needs {wanted}; {detail}; it stays Pending until a node that can run it "
+                "joins, and a binding to any other GPU node is refused",
+                findings.Mode.WARN,
                 deciding,
             )
         )
@@ -349,6 +362,16 @@ def strictest_mode(policies: Mapping[str, gpupolicies.GPUStackPolicySpec]) -> fi
     return findings.Mode.ENFORCE
 
 
+_RULE_ORDER = {"allow": 0, "warn": 1, "deny": 2}
+
+
+def unknown_nodes_rule(policies: Mapping[str, gpupolicies.GPUStackPolicySpec]) -> str:
+    """What the governing policies give a node that cannot be judged: the strictest of their
+    ``unknownNodes`` (``deny`` when none governs, which never reaches a decision)."""
+    rules = [spec.unknown_nodes for spec in policies.values()]
+    return max(rules, key=_RULE_ORDER.__getitem__) if rules else "deny"
+
+
 def node_findings(
     need: Need,
     policies: Mapping[str, gpupolicies.GPUStackPolicySpec],
@@ -357,28 +380,48 @@ def node_findings(
     *,
     subject: str,
 ) -> list[findings.Finding]:
-    """Findings for a GPU pod placed on ``node_name`` directly (``spec.nodeName`` or a
-    Binding): the node must be compliant and satisfy the pod's requirement."""
+    """Findings for a GPU pod placed on ``node_name`` (``spec.nodeName`` or a Binding): the
+    node must be compliant and satisfy the pod's requirement. A node that is not a GPU node
+    Muster can judge (``None``), or one judged ``unknown``, gets what the policies'
+    ``unknownNodes`` says: denied like a non-compliant node, a warning, or nothing."""
     mode = strictest_mode(policies)
     deciding = deciding_policy(policies)
+    rule = unknown_nodes_rule(policies)
+    unknown_mode = mode if rule == "deny" else findings.Mode.WARN
     if node is None:
+        if rule == "allow":
+            return []
         return [
             _finding(
                 subject,
                 "NodeUnknown",
-                f"node {node_name} is not a GPU node Muster has judged; a GPU pod cannot be "
-                "bound to it",
-                mode,
+                f"node {node_name} has no GPU stack Muster can judge (no GPU Feature Discovery "
+                "labels, no node agent attestation); a GPU pod cannot be bound to it",
+                unknown_mode,
                 deciding,
             )
         ]
-    if not node.compliance.compliant:
-        reasons = "; ".join(str(reason) for reason in node.compliance.reasons[:3])
+    state = node.compliance.state
+    reasons = "; ".join(str(reason) for reason in node.compliance.reasons[:3])
+    if state is gpustack.State.UNKNOWN:
+        if rule != "allow":
+            return [
+                _finding(
+                    subject,
+                    "NodeUnknown",
+                    f"node {node_name} is unknown: {reasons}",
+                    unknown_mode,
+                    deciding,
+                )
+            ]
+        if node.compliance.cuda_version is None:
+            return []  # nothing to compare the pod's need with: allowed means allowed
+    elif not node.compliance.compliant:
         return [
             _finding(
                 subject,
                 "NodeNotCompliant",
-                f"node {node_name} is {node.compliance.state}: {reasons}",
+                f"node {node_name} is {state}: {reasons}",
                 mode,
                 deciding,
             )
@@ -401,48 +444,69 @@ def node_findings(
 # --- steering ----------------------------------------------------------------------------
 
 
-def affinity_expressions(capability: int | None) -> list[dict[str, Any]]:
-    """Match expressions that keep a pod on compliant nodes supporting ``capability``."""
-    expressions: list[dict[str, Any]] = [
-        {"key": gpustack.STATE_LABEL, "operator": "In", "values": [str(gpustack.State.COMPLIANT)]}
-    ]
-    if capability is not None:
-        expressions.append(
+def steers(policies: Mapping[str, gpupolicies.GPUStackPolicySpec]) -> bool:
+    """Whether admission writes node affinity: only when some governing policy enforces (warn
+    mode never changes where a pod may run)."""
+    return bool(policies) and strictest_mode(policies) is findings.Mode.ENFORCE
+
+
+def avoided_states(policies: Mapping[str, gpupolicies.GPUStackPolicySpec]) -> list[str]:
+    """The ``muster.dev/gpu-stack`` values a GPU pod is steered away from."""
+    avoided = [str(gpustack.State.NON_COMPLIANT)]
+    if unknown_nodes_rule(policies) == "deny":
+        avoided.append(str(gpustack.State.UNKNOWN))
+    return avoided
+
+
+def affinity_alternatives(
+    avoid: Sequence[str], capability: int | None
+) -> list[list[dict[str, Any]]]:
+    """Alternatives of match expressions (ORed) that keep a pod off nodes labelled with an
+    ``avoid`` state or with too low a CUDA capability. Every alternative is satisfied by a node
+    with none of Muster's labels (``NotIn`` and ``DoesNotExist`` match a missing label): a node
+    template an autoscaler scales from zero, a node not judged yet."""
+    state = {"key": gpustack.STATE_LABEL, "operator": "NotIn", "values": list(avoid)}
+    if capability is None:
+        return [[state]]
+    return [
+        [
+            state,
             {
                 "key": gpustack.CUDA_CAPABILITY_LABEL,
                 "operator": "Gt",
                 "values": [str(capability - 1)],
-            }
-        )
-    return expressions
+            },
+        ],
+        [state, {"key": gpustack.CUDA_CAPABILITY_LABEL, "operator": "DoesNotExist"}],
+    ]
 
 
-def _has_all(term: Mapping[str, Any], expressions: Sequence[Mapping[str, Any]]) -> bool:
+def _steered(term: Mapping[str, Any]) -> bool:
     present = term.get("matchExpressions")
-    return isinstance(present, list) and all(item in present for item in expressions)
+    return isinstance(present, list) and any(
+        isinstance(item, Mapping) and item.get("key") == gpustack.STATE_LABEL for item in present
+    )
 
 
-def affinity_patch(template: subjects.PodTemplate, capability: int | None) -> list[dict[str, Any]]:
+def affinity_patch(
+    template: subjects.PodTemplate, capability: int | None, avoid: Sequence[str]
+) -> list[dict[str, Any]]:
     """JSON patch operations adding required node affinity to the pod spec at
-    ``template.pointer``; every existing node selector term gets the expressions (terms are
-    ORed, so each must carry them). Nothing when they are already there (reinvocation)."""
-    expressions = affinity_expressions(capability)
+    ``template.pointer``. Terms are ORed, so every existing node selector term is combined with
+    every alternative. Nothing when every term already carries Muster's state expression
+    (reinvocation, or a workload's pod made from a template Muster steered)."""
+    alternatives = affinity_alternatives(avoid, capability)
     spec = template.spec
     base = template.pointer
     affinity = spec.get("affinity")
+    fresh = [{"matchExpressions": expressions} for expressions in alternatives]
     if not isinstance(affinity, Mapping):
         return [
-            {
-                "op": "add",
-                "path": f"{base}/affinity",
-                "value": {"nodeAffinity": _required(expressions)},
-            }
+            {"op": "add", "path": f"{base}/affinity", "value": {"nodeAffinity": _required(fresh)}}
         ]
     node = affinity.get("nodeAffinity")
     if not isinstance(node, Mapping):
-        return [
-            {"op": "add", "path": f"{base}/affinity/nodeAffinity", "value": _required(expressions)}
-        ]
+        return [{"op": "add", "path": f"{base}/affinity/nodeAffinity", "value": _required(fresh)}]
     required = node.get("requiredDuringSchedulingIgnoredDuringExecution")
     terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
     prefix = f"{base}/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
@@ -451,35 +515,22 @@ def affinity_patch(template: subjects.PodTemplate, capability: int | None) -> li
             {
                 "op": "add",
                 "path": prefix,
-                "value": _required(expressions)["requiredDuringSchedulingIgnoredDuringExecution"],
+                "value": _required(fresh)["requiredDuringSchedulingIgnoredDuringExecution"],
             }
         ]
-    ops: list[dict[str, Any]] = []
-    for index, term in enumerate(terms):
-        if not isinstance(term, Mapping) or _has_all(term, expressions):
+    if all(isinstance(term, Mapping) and _steered(term) for term in terms):
+        return []
+    combined: list[Any] = []
+    for term in terms:
+        if not isinstance(term, Mapping) or _steered(term):
+            combined.append(term)
             continue
         present = term.get("matchExpressions")
-        if isinstance(present, list):
-            missing = [item for item in expressions if item not in present]
-            ops.extend(
-                {"op": "add", "path": f"{prefix}/nodeSelectorTerms/{index}/matchExpressions/-",
-                 "value": item}
-                for item in missing
-            )  # fmt: skip
-        else:
-            ops.append(
-                {
-                    "op": "add",
-                    "path": f"{prefix}/nodeSelectorTerms/{index}/matchExpressions",
-                    "value": expressions,
-                }
-            )
-    return ops
+        own = list(present) if isinstance(present, list) else []
+        for expressions in alternatives:
+            combined.append({**term, "matchExpressions": own + expressions})
+    return [{"op": "replace", "path": f"{prefix}/nodeSelectorTerms", "value": combined}]
 
 
-def _required(expressions: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [{"matchExpressions": expressions}]
-        }
-    }
+def _required(terms: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}

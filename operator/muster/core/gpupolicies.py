@@ -153,6 +153,12 @@ class GPUStackPolicySpec(pydantic.BaseModel):
     model_config = _CONFIG
 
     mode: Literal["enforce", "warn"] = "enforce"
+    unknown_nodes: Literal["deny", "warn", "allow"] = pydantic.Field(
+        default="deny",
+        description="what a GPU pod bound to a node whose GPU stack cannot be judged (no GPU "
+        "Feature Discovery labels, no attestation where one is required) gets: deny (as a "
+        "non-compliant node, in the policy's mode), warn (admitted with a warning) or allow",
+    )
     namespace_selector: selectors.LabelSelector | None = pydantic.Field(
         default=None, description="a Kubernetes label selector for the namespaces it governs"
     )
@@ -174,16 +180,16 @@ class GPUStackPolicySpec(pydantic.BaseModel):
     known_good_module_digests: tuple[DigestText, ...] = pydantic.Field(
         default=(), description="sha256:<hex> digests of approved NVIDIA kernel modules"
     )
+    denial: denials.DenialSpec | None = pydantic.Field(
+        default=None,
+        description="the policy's own message, help page and owner, shown with its denials",
+    )
 
     _check_toolkit = pydantic.field_validator("minimum_toolkit_version")(_version)
 
 
 def parse_spec(data: object) -> GPUStackPolicySpec:
     """A spec from decoded YAML/JSON; a bad one raises pydantic's ValidationError."""
-    denial: denials.DenialSpec | None = pydantic.Field(
-        default=None,
-        description="the policy's own message, help page and owner, shown with its denials",
-    )
     return GPUStackPolicySpec.model_validate(data)
 
 

@@ -1,8 +1,10 @@
 """GPU node compliance: watch Nodes and GPUStackPolicies, label each GPU node with its state.
 
 Every GPU node (GPU Feature Discovery labels, or a node agent attestation) is judged against
-every compiled ``GPUStackPolicy`` (the built-in seed policy when there is none); the worst
-verdict wins. The node gets ``muster.dev/gpu-stack=compliant|non-compliant|unknown`` and
+every compiled ``GPUStackPolicy``; the worst verdict wins. Without any policy nothing is judged
+and Muster's labels are taken off: a cluster that has not asked for the GPU gate keeps
+scheduling its GPU pods as before. The node gets
+``muster.dev/gpu-stack=compliant|non-compliant|unknown`` and
 ``muster.dev/cuda-capability=<int>`` for node affinity, an Event when its state changes, and
 the gauge of nodes per state is kept. The same :class:`GPUIndex` answers the GPU pod gate; on a
 replica whose controllers are not active (peering), the gate refreshes it from the API.
@@ -37,7 +39,6 @@ __all__ = [
 logger = logging.getLogger("muster.gpunodes")
 
 AREA = "gpu-stack"
-BUILT_IN_POLICY = "(built-in default)"
 _MUSTER_LABELS = (gpustack.STATE_LABEL, gpustack.CUDA_CAPABILITY_LABEL)
 _API_REFRESH_SECONDS = 5.0
 _STATE_ORDER = {
@@ -117,12 +118,15 @@ class GPUIndex:
     _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     def effective_policies(self) -> dict[str, gpupolicies.GPUStackPolicySpec]:
-        if self.policies:
-            return dict(self.policies)
-        return {BUILT_IN_POLICY: gpupolicies.default_policy()}
+        """The policies nodes are judged against: the compiled GPUStackPolicy objects only (the
+        chart's default policy is one once enabled; no built-in judges in their absence)."""
+        return dict(self.policies)
 
     def known(self, name: str) -> gpupods.KnownNode | None:
+        """The node's judgement; None when it is not a GPU node or no policy judges."""
         node = self.nodes.get(name)
+        if not self.policies:
+            return None
         if node is None or not (node.facts.gpu or node.attestation or node.attestation_error):
             return None
         return gpupods.KnownNode(
@@ -155,6 +159,20 @@ class GPUIndex:
         self.policy_errors.pop(name, None)
         return None
 
+    async def fetch_node(self, name: str) -> gpupods.KnownNode | None:
+        """The node as it is now, read from the API: a node that joined (or got its GPU
+        Feature Discovery labels or attestation) after the last listing is judged too. None
+        when there is no such Node or it is not a GPU node."""
+        try:
+            body = await self.kube.get(f"/api/v1/nodes/{name}")
+        except kubeapi.ApiError as error:
+            if error.status != 404:
+                raise
+            self.nodes.pop(name, None)
+            return None
+        self.update_node(body)
+        return self.known(name)
+
     async def refresh(self) -> None:
         """Re-list Nodes and policies when the last listing is older than a few seconds."""
         if time.monotonic() - self._listed_at < _API_REFRESH_SECONDS:
@@ -166,7 +184,7 @@ class GPUIndex:
             try:
                 policies = await self.kube.get(_POLICIES_PATH)
             except kubeapi.ApiError as error:
-                if error.status != 404:  # no CRD: no policies, the built-in seed applies
+                if error.status != 404:  # no CRD: no policies, nothing is judged
                     raise
                 policies = {"items": []}
             self.nodes = {}

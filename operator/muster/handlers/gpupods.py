@@ -1,10 +1,13 @@
 """The GPU pod gate: CUDA needs read from image configs, pods steered to compliant GPU nodes.
 
-MUTATE adds required node affinity (``muster.dev/gpu-stack In [compliant]`` and
-``muster.dev/cuda-capability Gt <needed-1>``). VALIDATE denies a GPU pod that nothing compliant
-could run, images whose environment defeats the runtime's checks (NVIDIAScape), a pod created
-with ``spec.nodeName`` on a node that is not compliant or too old, and a Binding (the
-``pods/binding`` subresource: the scheduler's, or anyone's who bypasses it) to such a node.
+Only where a ``GPUStackPolicy`` object selects the namespace. MUTATE (enforce mode only) adds
+required node affinity steering away from nodes judged bad (``muster.dev/gpu-stack NotIn
+[non-compliant]``, see ``muster.core.gpupods``), which a node that does not exist yet satisfies.
+VALIDATE denies images whose environment defeats the runtime's checks (NVIDIAScape) or a CUDA
+the policy excludes, warns when no node known now could run the pod, and denies a pod created
+with ``spec.nodeName`` on a node that is not compliant or too old and a Binding (the
+``pods/binding`` subresource: the scheduler's, or anyone's who bypasses it) to such a node, the
+node read from the API when the binding arrives (it may have joined after the pod).
 
 Where a ``GPUStackPolicy`` object selects the namespace, VALIDATE also denies a container that
 requests no GPU yet sets ``NVIDIA_VISIBLE_DEVICES`` (its env, or its image config: read for
@@ -67,8 +70,12 @@ class GPUStackGate:
             need, unreadable = await self._need(template)
             where = "pod" if subject.is_pod else f"pod template {template.pointer}"
             if phase is gates.Phase.MUTATE:
-                if not unreadable:
-                    patch.extend(gpupods.affinity_patch(template, need.capability))
+                if not unreadable and gpupods.steers(policies):
+                    patch.extend(
+                        gpupods.affinity_patch(
+                            template, need.capability, gpupods.avoided_states(policies)
+                        )
+                    )
                 continue
             found.extend(unreadable)
             placed, _ = gpupods.placement_findings(
@@ -77,27 +84,14 @@ class GPUStackGate:
             found.extend(placed)
             node_name = template.spec.get("nodeName")
             if subject.is_pod and isinstance(node_name, str) and node_name:
-                found.extend(
-                    gpupods.node_findings(
-                        need, policies, self._index.known(node_name), node_name, subject=where
-                    )
-                )
+                node = await self._index.fetch_node(node_name)
+                found.extend(gpupods.node_findings(need, policies, node, node_name, subject=where))
         return gates.GateResult(findings=tuple(found), patch=tuple(patch))
 
     async def _policies(self, namespace: str) -> dict[str, gpupolicies.GPUStackPolicySpec]:
         await self._index.refresh()
         return gpupods.policies_for(
             self._index.effective_policies(), await self._namespace_labels(namespace)
-        )
-
-    async def _declared_policies(self, namespace: str) -> dict[str, gpupolicies.GPUStackPolicySpec]:
-        """The GPUStackPolicy objects governing the namespace (never the built-in seed, which
-        judges GPU pods only: a cluster without a policy has not asked for more)."""
-        await self._index.refresh()
-        if not self._index.policies:
-            return {}
-        return gpupods.policies_for(
-            dict(self._index.policies), await self._namespace_labels(namespace)
         )
 
     async def _unrequested_access(
@@ -107,7 +101,7 @@ class GPUStackGate:
         candidates = gpuaccess.candidates(template.spec)
         if not candidates:
             return []
-        policies = await self._declared_policies(namespace)
+        policies = await self._policies(namespace)
         if not policies:
             return []
         # One read per image (several containers may share one); None: no image named.
@@ -213,7 +207,7 @@ class GPUStackGate:
             *unreadable,
             *findings.attributed(need.problems, gpupods.deciding_policy(policies)),
             *gpupods.node_findings(
-                need, policies, self._index.known(node_name), node_name, subject=label
+                need, policies, await self._index.fetch_node(node_name), node_name, subject=label
             ),
         ]
 

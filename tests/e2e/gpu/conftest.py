@@ -9,8 +9,9 @@ session operator's webhooks (which honour the opt-out label) leave them to this 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,14 @@ from muster.adapters import controlplane, kubeapi, localoperator, nodeagent
 from tests import peers
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 
-__all__ = ["NAMESPACE_LABELS", "SUITE_LABEL", "eventually", "gpu_operator", "publish_node"]
+__all__ = [
+    "NAMESPACE_LABELS",
+    "SUITE_LABEL",
+    "eventually",
+    "gpu_operator",
+    "publish_node",
+    "warnings_of",
+]
 
 OWN_NAMESPACE = "muster-gpu-e2e"
 NAMESPACE_LABELS = suite_labels("gpu")
@@ -69,3 +77,14 @@ def publish_node(plane: controlplane.ControlPlane, node: str, root: Path) -> Non
             await api.close()
 
     asyncio.run(publish())
+
+
+def warnings_of(headers: Mapping[str, str] | None) -> list[str]:
+    """The texts of an apiserver response's Warning headers (``299 - "<text>"``, several
+    joined by ", " when folded into one header, quotes and backslashes escaped)."""
+    found: list[str] = []
+    for key, value in (headers or {}).items():
+        if key.lower() == "warning":
+            texts = re.findall(r'299 - "((?:[^"\\]|\\.)*)"', value)
+            found.extend(re.sub(r"\\(.)", r"\1", text) for text in texts)
+    return found

@@ -283,11 +283,11 @@ def test_a_gpu_requesting_pod_is_judged_as_before(
     body = _pod(setting["cuda"], env=_visible("all"), resources={"limits": {"nvidia.com/gpu": "1"}})
     created, warnings = _create(tenant, body)
     required = created.spec.affinity.node_affinity
-    (term,) = required.required_during_scheduling_ignored_during_execution.node_selector_terms
-    assert (term.match_expressions[0].key, term.match_expressions[0].values) == (
-        gpustack.STATE_LABEL,
-        ["compliant"],
-    )
+    terms = required.required_during_scheduling_ignored_during_execution.node_selector_terms
+    assert [(t.match_expressions[0].key, t.match_expressions[0].operator) for t in terms] == [
+        (gpustack.STATE_LABEL, "NotIn")
+    ] * 2  # steered off nodes judged bad, with and without a CUDA capability label
+    assert terms[0].match_expressions[0].values == ["non-compliant", "unknown"]
     assert not [w for w in warnings if "NVIDIA_VISIBLE_DEVICES" in w]
 
 

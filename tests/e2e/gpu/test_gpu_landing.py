@@ -2,8 +2,9 @@
 
 Nodes carry real GPU Feature Discovery label sets; images in the real registry carry the real
 ``NVIDIA_REQUIRE_CUDA`` strings of NVIDIA's CUDA images. The controller labels the nodes and
-posts Events; admission writes node affinity, denies what no compliant node could run, and the
-apiserver's admission chain refuses a Binding to a non-compliant node.
+posts Events; admission writes node affinity that steers away from nodes judged bad, warns about
+what no node known now could run, and the apiserver's admission chain refuses a Binding to a
+non-compliant node or one whose driver is too old.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from kubernetes import client
 from muster.adapters import controlplane, localoperator
 from muster.core import crds, gpupolicies, gpustack
 from tests import gpuroots, kubeclients, paths, peers, workloadkinds
-from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL, eventually, publish_node
+from tests.e2e.gpu.conftest import (
+    NAMESPACE_LABELS,
+    SUITE_LABEL,
+    eventually,
+    publish_node,
+    warnings_of,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -147,9 +154,14 @@ def _gpu_pod(name: str, image: str, **spec: Any) -> dict[str, Any]:
 
 
 def _affinity(pod: Any) -> list[tuple[str, str, list[str]]]:
+    """The first node selector term's expressions (the one that asks for enough CUDA)."""
     required = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
-    (term,) = required.node_selector_terms
-    return [(e.key, e.operator, e.values) for e in term.match_expressions]
+    first, unlabelled = required.node_selector_terms
+    assert [(e.key, e.operator) for e in unlabelled.match_expressions][-1] == (
+        gpustack.CUDA_CAPABILITY_LABEL,
+        "DoesNotExist",
+    )
+    return [(e.key, e.operator, e.values) for e in first.match_expressions]
 
 
 def _namespace(plane: controlplane.ControlPlane) -> str:
@@ -217,7 +229,7 @@ def test_gpu_pod_gets_affinity_and_lands_only_on_a_compliant_node(
         created = core.create_namespaced_pod(namespace, _gpu_pod("train", cluster["cuda124"]))
         expressions = _affinity(created)
         assert expressions == [
-            (gpustack.STATE_LABEL, "In", ["compliant"]),
+            (gpustack.STATE_LABEL, "NotIn", ["non-compliant", "unknown"]),
             (gpustack.CUDA_CAPABILITY_LABEL, "Gt", ["12039"]),
         ]
 
@@ -250,15 +262,33 @@ def test_gpu_pod_gets_affinity_and_lands_only_on_a_compliant_node(
         assert core.read_namespaced_pod("train", namespace).spec.node_name == f"h100-{RUN}"
 
 
-def test_pod_no_compliant_node_can_run_is_denied(
+def test_pod_no_known_node_can_run_is_warned_about_and_refused_at_binding(
     control_plane: controlplane.ControlPlane, cluster: dict[str, str]
 ) -> None:
+    """A node that could run it may still be added (an autoscaler scaling a pool from zero):
+    admission warns, and the binding to a node too old for it is refused."""
     eventually(_labelled(control_plane, f"h100-{RUN}"), "H100 node labels")
     namespace = _namespace(control_plane)
-    message = _denial(control_plane, namespace, _gpu_pod("new", cluster["cuda128"]))
-    assert "NoCompliantNode" not in message  # the reason id is for Events; people read this:
-    assert "needs cuda>=12.8" in message
-    assert f"h100-{RUN}: its driver supports CUDA 12.4, needed 12.8" in message
+    with kubeclients.admin(control_plane) as api:
+        core: Any = client.CoreV1Api(api)
+        created, _, headers = core.create_namespaced_pod_with_http_info(
+            namespace, _gpu_pod("new", cluster["cuda128"])
+        )
+        assert _affinity(created)[1] == (gpustack.CUDA_CAPABILITY_LABEL, "Gt", ["12079"])
+        (warning,) = [w for w in warnings_of(headers) if "needs cuda>=12.8" in w]
+        assert f"h100-{RUN}: its driver supports CUDA 12.4, needed 12.8" in warning
+        assert "stays Pending until a node that can run it joins" in warning
+        with pytest.raises(client.ApiException) as raised:
+            core.create_namespaced_pod_binding(
+                "new",
+                namespace,
+                {"metadata": {"name": "new"}, "target": {"kind": "Node", "name": f"h100-{RUN}"}},
+                _preload_content=False,
+            )
+    assert raised.value.status == 403, raised.value.body
+    message = json.loads(raised.value.body)["message"]
+    assert f"node h100-{RUN} cannot run cuda>=12.8" in message
+    assert "its driver supports CUDA 12.4, needed 12.8" in message
 
 
 def test_a_trainjobs_trainer_is_placed_like_a_gpu_pod_at_apply_time(
@@ -291,12 +321,22 @@ def test_a_trainjobs_trainer_is_placed_like_a_gpu_pod_at_apply_time(
                 "trainer.kubeflow.org", "v1alpha1", namespace, "trainjobs", body
             )
 
-        with pytest.raises(client.ApiException) as raised:
-            create(trainjob("too-new", image=cluster["cuda128"]))
-        assert raised.value.status == 403, raised.value.body
-        message = json.loads(raised.value.body)["message"]
-        assert "pod template /spec/trainer" in message
-        assert f"h100-{RUN}: its driver supports CUDA 12.4, needed 12.8" in message
+        # No node known now can run CUDA 12.8: a warning (a node may be added for it); its
+        # pods' bindings decide.
+        too_new, _, headers = custom.create_namespaced_custom_object_with_http_info(
+            "trainer.kubeflow.org",
+            "v1alpha1",
+            namespace,
+            "trainjobs",
+            trainjob("too-new", image=cluster["cuda128"]),
+        )
+        (warning,) = [w for w in warnings_of(headers) if "needs cuda>=12.8" in w]
+        assert "pod template /spec/trainer" in warning
+        assert f"h100-{RUN}: its driver supports CUDA 12.4, needed 12.8" in warning
+        assert (
+            too_new["spec"]["trainer"]
+            == trainjob("too-new", image=cluster["cuda128"])["spec"]["trainer"]
+        )
         admitted = create(trainjob("fits", image=cluster["cuda124"]))
         assert (
             admitted["spec"]["trainer"]

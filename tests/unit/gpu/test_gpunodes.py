@@ -31,12 +31,20 @@ def _node(name: str, labels: dict[str, str], annotations: dict[str, str] | None 
 H100 = node_labels(next(p for p in node_label_files() if "single" in p.name))
 
 
-def test_without_policies_the_seed_policy_judges() -> None:
+def test_without_policies_nothing_is_judged_until_the_default_policy_is_enabled() -> None:
     index = _index()
     index.update_node(_node("h100", H100))
+    assert index.effective_policies() == {}
+    assert index.known("h100") is None  # no verdict: Muster's labels come off, nothing steers
+    assert index.counts() == {"compliant": 0, "non-compliant": 0, "unknown": 0}
+    assert gpunodes.desired_labels(None) == {
+        gpustack.STATE_LABEL: None,
+        gpustack.CUDA_CAPABILITY_LABEL: None,
+    }
+    # The chart's default policy, once enabled, is a GPUStackPolicy like any other.
+    assert index.update_policy("muster-default", gpupolicies.DEFAULT_POLICY) is None
     known = index.known("h100")
     assert known is not None
-    assert gpunodes.BUILT_IN_POLICY in index.effective_policies()
     assert known.compliance.state is gpustack.State.NON_COMPLIANT  # R550 is end of life
     assert gpunodes.desired_labels(known.compliance) == {
         gpustack.STATE_LABEL: "non-compliant",

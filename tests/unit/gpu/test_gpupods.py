@@ -119,6 +119,9 @@ def test_placement_on_real_node_labels() -> None:
     assert candidates == []
     assert found[0].reason == "NoCompliantNode"
     assert "h100: its driver supports CUDA 12.4, needed 12.8" in found[0].message
+    # A node an autoscaler adds may run it: a warning, and the binding decides.
+    assert found[0].mode is findings.Mode.WARN
+    assert "stays Pending until a node that can run it joins" in found[0].message
 
 
 def test_no_compliant_node_names_the_states() -> None:
@@ -127,7 +130,15 @@ def test_no_compliant_node_names_the_states() -> None:
     found, _ = gpupods.placement_findings(need, DEFAULT, [h100])
     assert "no GPU node is compliant" in found[0].message
     assert "h100 non-compliant" in found[0].message
-    assert found[0].mode is findings.Mode.ENFORCE
+    assert found[0].mode is findings.Mode.WARN
+
+
+def test_no_gpu_node_at_all_is_a_warning_for_scale_from_zero() -> None:
+    need = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.0"})], annotation=None)
+    found, candidates = gpupods.placement_findings(need, DEFAULT, [])
+    assert candidates == []
+    assert [(f.reason, f.mode) for f in found] == [("NoCompliantNode", findings.Mode.WARN)]
+    assert "there is no GPU node yet" in found[0].message
 
 
 def test_warn_policies_only_warn() -> None:
@@ -168,18 +179,67 @@ def test_binding_to_unknown_non_compliant_or_insufficient_nodes() -> None:
     assert gpupods.node_findings(fine, PERMISSIVE, h100_open, "h100", subject="b") == []
 
 
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("deny", [("NodeUnknown", findings.Mode.ENFORCE)]),
+        ("warn", [("NodeUnknown", findings.Mode.WARN)]),
+        ("allow", []),
+    ],
+)
+def test_unknown_nodes_get_what_the_policy_says(
+    rule: str, expected: list[tuple[str, findings.Mode]]
+) -> None:
+    attested = {"a": gpupolicies.parse_spec({"requireAttestation": True, "unknownNodes": rule})}
+    need = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.4"})], annotation=None)
+    unattested = _node("h100", _h100(), attested)  # real labels, no node agent: unknown
+    assert unattested.compliance.state is gpustack.State.UNKNOWN
+    for node in (unattested, None):  # judged unknown, or no GPU stack to judge at all
+        found = gpupods.node_findings(need, attested, node, "h100", subject="b")
+        assert [(f.reason, f.mode) for f in found] == expected
+    # An allowed unknown node still has to run what the pod needs when its driver is known.
+    newer = gpupods.need_from_envs([("c", "i", {"CUDA_VERSION": "12.8"})], annotation=None)
+    found = gpupods.node_findings(newer, attested, unattested, "h100", subject="b")
+    assert [f.reason for f in found] == (
+        ["NodeUnknown"] if rule != "allow" else ["NodeInsufficient"]
+    )
+
+
+def test_the_strictest_unknown_nodes_rule_governs_and_deny_is_the_default() -> None:
+    assert gpupolicies.parse_spec({}).unknown_nodes == "deny"
+    allow = gpupolicies.parse_spec({"unknownNodes": "allow"})
+    warn = gpupolicies.parse_spec({"unknownNodes": "warn"})
+    assert gpupods.unknown_nodes_rule({"a": allow, "w": warn}) == "warn"
+    assert gpupods.unknown_nodes_rule({"a": allow}) == "allow"
+    assert gpupods.avoided_states({"a": allow}) == ["non-compliant"]
+    assert gpupods.avoided_states({"a": allow, "d": gpupolicies.parse_spec({})}) == [
+        "non-compliant",
+        "unknown",
+    ]
+
+
+def test_warn_mode_never_steers() -> None:
+    warn = gpupolicies.parse_spec({"mode": "warn"})
+    assert not gpupods.steers({"w": warn})
+    assert not gpupods.steers({})
+    assert gpupods.steers({"w": warn, "e": gpupolicies.parse_spec({})})
+
+
 def _patch(document: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 ``add`` (the only operation the gate emits), on a copy."""
+    """RFC 6902 ``add`` and ``replace`` (the operations the gate emits), on a copy."""
     result = copy.deepcopy(document)
     for op in ops:
-        assert op["op"] == "add"
+        assert op["op"] in ("add", "replace")
         *parents, last = [
             p.replace("~1", "/").replace("~0", "~") for p in op["path"][1:].split("/")
         ]
         node: Any = result
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
-        if isinstance(node, list):
+        if op["op"] == "replace":
+            assert last in node, f"replace of a missing {op['path']}"
+            node[last] = copy.deepcopy(op["value"])
+        elif isinstance(node, list):
             node.append(op["value"]) if last == "-" else node.insert(int(last), op["value"])
         else:
             assert last not in node, f"add would replace {op['path']}"
@@ -187,26 +247,73 @@ def _patch(document: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any
     return result
 
 
+AVOID = ["non-compliant", "unknown"]
+
+
 def _apply(spec: dict[str, Any], capability: int | None) -> dict[str, Any]:
     pod = {"spec": spec}
     template = subjects.templates_of(pod, ("",))[0]
-    ops = gpupods.affinity_patch(template, capability)
+    ops = gpupods.affinity_patch(template, capability, AVOID)
     patched = _patch(pod, ops)
     again = subjects.templates_of(patched, ("",))[0]
-    assert gpupods.affinity_patch(again, capability) == []  # reinvocation adds nothing
+    assert gpupods.affinity_patch(again, capability, AVOID) == []  # reinvocation adds nothing
     return patched["spec"]
 
 
-WANTED = [
-    {"key": "muster.dev/gpu-stack", "operator": "In", "values": ["compliant"]},
-    {"key": "muster.dev/cuda-capability", "operator": "Gt", "values": ["12039"]},
-]
+STATE = {"key": "muster.dev/gpu-stack", "operator": "NotIn", "values": AVOID}
+ENOUGH = {"key": "muster.dev/cuda-capability", "operator": "Gt", "values": ["12039"]}
+UNLABELLED = {"key": "muster.dev/cuda-capability", "operator": "DoesNotExist"}
+
+
+def _terms(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    required = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    terms: list[dict[str, Any]] = required["nodeSelectorTerms"]
+    return terms
+
+
+def _satisfied(terms: list[dict[str, Any]], labels: dict[str, str]) -> bool:
+    """The scheduler's reading of node selector terms (ORed; expressions ANDed)."""
+
+    def holds(expression: dict[str, Any]) -> bool:
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        if operator == "In":
+            return labels.get(key) in values
+        if operator == "NotIn":
+            return labels.get(key) not in values
+        if operator == "DoesNotExist":
+            return key not in labels
+        if operator == "Gt":
+            return key in labels and int(labels[key]) > int(values[0])
+        raise AssertionError(operator)
+
+    return any(all(holds(e) for e in term.get("matchExpressions", [])) for term in terms)
 
 
 def test_affinity_is_added_where_there_is_none() -> None:
-    spec = _apply(_gpu_spec(), 12040)
-    required = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert required == {"nodeSelectorTerms": [{"matchExpressions": WANTED}]}
+    terms = _terms(_apply(_gpu_spec(), 12040))
+    assert terms == [
+        {"matchExpressions": [STATE, ENOUGH]},
+        {"matchExpressions": [STATE, UNLABELLED]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("labels", "allowed"),
+    [
+        ({}, True),  # a node template scaled from zero, a node not judged yet
+        ({"muster.dev/gpu-stack": "compliant", "muster.dev/cuda-capability": "12040"}, True),
+        ({"muster.dev/gpu-stack": "compliant", "muster.dev/cuda-capability": "12080"}, True),
+        ({"muster.dev/gpu-stack": "compliant", "muster.dev/cuda-capability": "12020"}, False),
+        ({"muster.dev/gpu-stack": "non-compliant", "muster.dev/cuda-capability": "12080"}, False),
+        ({"muster.dev/gpu-stack": "unknown"}, False),
+        ({"nvidia.com/gpu.present": "true"}, True),
+    ],
+)
+def test_affinity_steers_away_from_bad_nodes_and_admits_unlabelled_ones(
+    labels: dict[str, str], allowed: bool
+) -> None:
+    assert _satisfied(_terms(_apply(_gpu_spec(), 12040)), labels) is allowed
 
 
 def test_affinity_joins_every_existing_term() -> None:
@@ -224,15 +331,20 @@ def test_affinity_joins_every_existing_term() -> None:
             },
         }
     )
-    terms = _apply(spec, 12040)["affinity"]["nodeAffinity"][
-        "requiredDuringSchedulingIgnoredDuringExecution"
-    ]["nodeSelectorTerms"]
-    assert terms[0]["matchExpressions"] == [*user[0]["matchExpressions"], *WANTED]
-    assert terms[1]["matchExpressions"] == WANTED
-    assert terms[1]["matchFields"] == user[1]["matchFields"]
+    terms = _terms(_apply(spec, 12040))
+    zone = user[0]["matchExpressions"]
+    assert [t["matchExpressions"] for t in terms] == [
+        [*zone, STATE, ENOUGH],
+        [*zone, STATE, UNLABELLED],
+        [STATE, ENOUGH],
+        [STATE, UNLABELLED],
+    ]
+    assert [t.get("matchFields") for t in terms[2:]] == [user[1]["matchFields"]] * 2
+    assert "matchFields" not in terms[0]
+    # The user's own term still restricts (the matchFields terms are left out: by node name).
+    assert _satisfied(terms[:2], {"zone": "a"}) and not _satisfied(terms[:2], {"zone": "b"})
 
 
 def test_affinity_without_a_cuda_need_keeps_only_the_state() -> None:
     spec = _apply(_gpu_spec(affinity={"nodeAffinity": {}}), None)
-    required = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-    assert required["nodeSelectorTerms"][0]["matchExpressions"] == WANTED[:1]
+    assert _terms(spec) == [{"matchExpressions": [STATE]}]

@@ -123,6 +123,7 @@ def test_the_crd_schema_is_structural() -> None:
             assert len(kinds & node.keys()) == 1, node
     assert set(spec["properties"]) == {
         "mode",
+        "unknownNodes",
         "namespaceSelector",
         "allowedDrivers",
         "deniedDrivers",
