@@ -38,6 +38,10 @@ def check_rules(rules: Iterable[credhelpers.HelperRule]) -> None:
 
 
 class CredentialHelpers:
+    # Registries whose answers are kept: a glob may match many hosts, and references are the
+    # tenants' to write.
+    MAX_REGISTRIES = 1024
+
     def __init__(
         self,
         rules: Iterable[credhelpers.HelperRule],
@@ -78,7 +82,12 @@ class CredentialHelpers:
             if entry is not None and entry[1] > self._clock():
                 return entry[0]
             answer = await self._run(helper, registry)
+            self._answers.pop(registry, None)
             self._answers[registry] = (answer, self._clock() + self.ttl)
+            while len(self._answers) > self.MAX_REGISTRIES:
+                del self._answers[next(iter(self._answers))]
+            if len(self._locks) > self.MAX_REGISTRIES:
+                self._locks = {name: held for name, held in self._locks.items() if held.locked()}
             return answer
 
     async def _run(self, helper: str, registry: str) -> tuple[str, str]:

@@ -138,3 +138,16 @@ async def test_a_helper_missing_from_path_is_named(tmp_path: Path) -> None:
         credhelpers.check_rules([rule])
     with pytest.raises(credhelpers.HelperFailed, match="docker-credential-absent-helper"):
         await credhelpers.CredentialHelpers([rule]).get("x.registry.test")
+
+
+async def test_kept_answers_are_bounded(helper: credhelper.Helper) -> None:
+    hosts = [f"r{index}.registry.test" for index in range(3)]
+    helper.set(servers=hosts, username="u", secret="one")
+    found = _helpers()
+    found.MAX_REGISTRIES = 2
+    for host in hosts:
+        assert await found.get(host) == ("u", "one")
+    assert found.expires(hosts[0]) is None  # the oldest was dropped
+    assert found.expires(hosts[2]) is not None
+    await found.get(hosts[0])
+    assert helper.asked == [*hosts, hosts[0]]
