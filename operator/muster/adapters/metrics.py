@@ -246,6 +246,11 @@ class Metrics:
             registry=r,
         )
         r.register(_CertificateExpiry(certfile))
+        # The process' CPU, memory and file descriptors, and the Python runtime, for the
+        # dashboard's process panels (this registry is not the default one that has them).
+        prometheus_client.ProcessCollector(registry=r)
+        prometheus_client.PlatformCollector(registry=r)
+        prometheus_client.GCCollector(registry=r)
         self._initialise()
 
     def _initialise(self) -> None:

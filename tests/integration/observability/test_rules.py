@@ -111,3 +111,41 @@ def test_the_chart_ships_the_same_rules_and_dashboards() -> None:
     (operator,) = [c for c in rendering.containers(deployment) if c["name"] == "operator"]
     assert "--metrics-port=8080" in operator["args"]
     assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in operator["ports"]
+
+
+def test_the_dashboard_configmap_carries_the_grafana_folder() -> None:
+    docs = rendering.documents(
+        rendering.template(
+            f"--values={rendering.CHART / 'ci' / 'monitoring-values.yaml'}",
+            "--set=metrics.grafanaDashboard.folder=Platform security",
+            "--set=metrics.grafanaDashboard.annotations.team=platform",
+        )
+    )
+    dashboards = rendering.one(docs, "ConfigMap")
+    assert dashboards["metadata"]["annotations"] == {
+        "grafana_folder": "Platform security",
+        "team": "platform",
+    }
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    plain = rendering.one(
+        rendering.documents(
+            rendering.template(f"--values={rendering.CHART / 'ci' / 'monitoring-values.yaml'}")
+        ),
+        "ConfigMap",
+    )
+    assert "annotations" not in plain["metadata"]
+
+
+def test_the_dashboard_scopes_every_muster_query_by_cluster_job_and_pod() -> None:
+    for path in (rendering.CHART / "dashboards").glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        names = [variable["name"] for variable in dashboard["templating"]["list"]]
+        assert names == ["datasource", "cluster", "job", "pod"]
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                expression = target["expr"]
+                assert "[5m]" not in expression, (panel["title"], expression)
+                for selector in re.findall(r"\b(?:muster|process)_[a-z_]+\{[^}]*\}", expression):
+                    assert 'job=~"$job"' in selector and 'pod=~"$pod"' in selector, selector
+                for selector in re.findall(r"\bapiserver_[a-z_]+\{[^}]*\}", expression):
+                    assert 'cluster=~"$cluster"' in selector, selector

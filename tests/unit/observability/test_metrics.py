@@ -169,5 +169,14 @@ def test_the_docs_describe_every_metric() -> None:
     for family in families(metrics.Metrics()).values():
         if family.name.endswith("_created"):  # prometheus-client's creation timestamps
             continue
+        if not family.name.startswith("muster_"):  # the process and Python runtime's
+            continue
         exposed.add(family.name + ("_total" if family.type == "counter" else ""))
     assert exposed <= documented
+
+
+def test_process_metrics_are_exposed_for_the_dashboard() -> None:
+    found = families(metrics.Metrics())
+    for name in ("process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds"):
+        assert found[name].samples[0].value > 0, name
+    assert "python_info" in found
