@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import json
 import ssl
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -276,6 +277,73 @@ def test_service_account_can_do_what_the_operator_needs_and_no_more(release: Rel
             with pytest.raises(client.ApiException) as error:
                 attempt()
             assert error.value.status == 403
+
+
+def _bind_view(
+    plane: controlplane.ControlPlane, account: str, namespace: str, *, cluster_wide: bool
+) -> None:
+    """Grant the built-in ``view`` role to ``account`` of the release's namespace: cluster-wide,
+    or only in ``namespace`` (as a team is usually given it)."""
+    subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}
+    body = {"metadata": {"name": account}, "roleRef": ref, "subjects": [subject]}
+    with kubeclients.admin(plane) as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        if cluster_wide:
+            rbac.create_cluster_role_binding(body)
+        else:
+            rbac.create_namespaced_role_binding(namespace, body)
+
+
+def _readable(call: Any) -> bool:
+    try:
+        call()
+    except client.ApiException as error:
+        assert error.status == 403, error
+        return False
+    return True
+
+
+def test_viewers_can_read_musters_objects(release: Release) -> None:
+    """The chart's read-only role is aggregated into ``view`` by the controller-manager: a
+    namespace viewer reads the namespace's WorkloadBOMs, a cluster-wide viewer also the
+    (cluster-scoped) policies, Models and ImageScans; neither may change them."""
+    team = kubeclients.namespace(release.plane, "muster-chart-view")
+    _bind_view(release.plane, "team-viewer", team, cluster_wide=False)
+    _bind_view(release.plane, f"{release.name}-viewer", release.namespace, cluster_wide=True)
+    with (
+        kubeclients.service_account(release.plane, team, "team-viewer") as local,
+        kubeclients.service_account(
+            release.plane, release.namespace, f"{release.name}-viewer"
+        ) as everywhere,
+    ):
+        boms = client.CustomObjectsApi(local)
+        policies = client.CustomObjectsApi(everywhere)
+        group = ("muster.dev", "v1alpha1")
+        # Aggregation is asynchronous: the controller copies the rules into `view` shortly.
+        deadline = time.monotonic() + 60
+        while not (
+            _readable(lambda: boms.list_namespaced_custom_object(*group, team, "workloadboms"))
+            and _readable(lambda: policies.list_cluster_custom_object(*group, "imagepolicies"))
+        ):
+            assert time.monotonic() < deadline, "the view role never got Muster's rules"
+            time.sleep(0.5)
+        for plural in ("gpustackpolicies", "models", "modelpolicies", "imagescans"):
+            policies.list_cluster_custom_object(*group, plural)
+        # A namespace viewer does not see cluster-scoped objects (RBAC, not the chart).
+        assert not _readable(lambda: boms.list_cluster_custom_object(*group, "imagepolicies"))
+        with pytest.raises(client.ApiException) as error:
+            policies.create_cluster_custom_object(
+                *group,
+                "imagepolicies",
+                {
+                    "apiVersion": "muster.dev/v1alpha1",
+                    "kind": "ImagePolicy",
+                    "metadata": {"name": "mine"},
+                    "spec": {"images": ["**"], "authorities": [{"static": {"action": "pass"}}]},
+                },
+            )
+        assert error.value.status == 403
 
 
 def _post(

@@ -116,6 +116,30 @@ def test_rbac_is_least_privilege() -> None:
     assert not rendering.by_kind(docs, "Role")
 
 
+def test_muster_objects_are_readable_by_viewers_unless_turned_off() -> None:
+    docs = rendering.documents(rendering.template())
+    (view,) = [
+        doc
+        for doc in rendering.by_kind(docs, "ClusterRole")
+        if doc["metadata"]["name"] == "muster-view"
+    ]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    (rule,) = view["rules"]
+    assert rule["apiGroups"] == ["muster.dev"] and rule["verbs"] == ["get", "list", "watch"]
+    assert set(rule["resources"]) == {
+        "imagepolicies",
+        "gpustackpolicies",
+        "models",
+        "modelpolicies",
+        "imagescans",
+        "workloadboms",
+    }
+    off = rendering.documents(rendering.template("--set", "rbac.aggregateToView=false"))
+    assert "muster-view" not in {
+        doc["metadata"]["name"] for doc in rendering.by_kind(off, "ClusterRole")
+    }
+
+
 def _webhooks(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     hooks: list[dict[str, Any]] = rendering.one(docs, kind)["webhooks"]
     return hooks
