@@ -151,7 +151,13 @@ async def test_denial_names_container_image_policy_and_reason(
         subject(namespace, pod(image, initContainers=[{"name": "setup", "image": image}])),
         gates.Phase.VALIDATE,
     )
-    lines = sorted((f.mode.value, str(f)) for f in result.findings)
+    # Each says whom the policy trusts to sign: its authority's name and key fingerprint.
+    signer = {"team": "alice (ECDSA", "audit": "bob (ECDSA"}
+    for finding in result.findings:
+        assert finding.policy is not None
+        expected = f"; it must be signed (cosign sign) by {signer[finding.policy.name]}"
+        assert expected in finding.message, finding.message
+    lines = sorted((f.mode.value, str(f).split("; it must be signed")[0]) for f in result.findings)
     assert lines == [
         (
             "enforce",
