@@ -250,7 +250,7 @@ def attempts(images: DemoImages) -> list[Attempt]:
         ),
         Attempt(
             "cuda-steered",
-            "GPU stack: a CUDA 12.4 pod; admission steers it to compliant GPU nodes",
+            "GPU stack: a CUDA 12.4 pod; admission steers it off GPU nodes judged bad",
             "admitted",
             _pod("cuda-steered", images.cuda, container=gpu),
             show="{.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution}",

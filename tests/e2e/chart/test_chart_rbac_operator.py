@@ -327,11 +327,20 @@ def test_gpu_nodes_are_labelled_events_posted_and_gpu_pods_steered(
     required = (
         created.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
     )
-    (term,) = required.node_selector_terms
-    expressions = [(e.key, e.operator, e.values) for e in term.match_expressions]
-    assert expressions == [
-        (gpustack.STATE_LABEL, "In", ["compliant"]),
-        (gpustack.CUDA_CAPABILITY_LABEL, "Gt", ["12039"]),
+    terms = [
+        [(e.key, e.operator, e.values) for e in term.match_expressions]
+        for term in required.node_selector_terms
+    ]
+    avoid = ["non-compliant", "unknown"]
+    assert terms == [
+        [
+            (gpustack.STATE_LABEL, "NotIn", avoid),
+            (gpustack.CUDA_CAPABILITY_LABEL, "Gt", ["12039"]),
+        ],
+        [
+            (gpustack.STATE_LABEL, "NotIn", avoid),
+            (gpustack.CUDA_CAPABILITY_LABEL, "DoesNotExist", None),
+        ],
     ]
 
 

@@ -54,13 +54,15 @@ def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Pat
         )
         assert steps["signed"]["outcome"] == "admitted"
         assert steps["signed"]["shown"].startswith(f"{registry}/demo/app:v1@sha256:")
-        # GPU stack: steered to compliant nodes; denied on the end-of-life A100
+        # GPU stack: steered away from non-compliant nodes; denied on the end-of-life A100
         assert steps["cuda-steered"]["outcome"] == "admitted"
         affinity = json.loads(steps["cuda-steered"]["shown"])
         expressions = affinity["nodeSelectorTerms"][0]["matchExpressions"]
-        assert {"key": "muster.dev/gpu-stack", "operator": "In", "values": ["compliant"]} in (
-            expressions
-        )
+        assert {
+            "key": "muster.dev/gpu-stack",
+            "operator": "NotIn",
+            "values": ["non-compliant", "unknown"],
+        } in expressions
         assert steps["cuda-on-a100"]["outcome"] == "denied"
         assert "node gpu-a100 is non-compliant" in steps["cuda-on-a100"]["output"]
         assert "R450" in steps["cuda-on-a100"]["output"]
