@@ -5,7 +5,8 @@ label sets, the image the real ``NVIDIA_REQUIRE_CUDA`` of NVIDIA's CUDA 12.4 bas
 are created *after* the pods, as a cluster autoscaler or Karpenter adds them for pending pods,
 and the pods are bound the way the scheduler binds them (``pods/binding``).
 
-This module's policies are its own and removed at the end; when it starts no other
+The image is signed and an ImagePolicy covering it wants that signature, as on a cluster that
+adopted Muster's image gate. This module's policies are its own and removed at the end; when it starts no other
 GPUStackPolicy exists (the other GPU modules remove theirs), which the first test checks.
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,12 +27,15 @@ from muster.adapters import controlplane, localoperator
 from muster.core import crds, gpustack
 from tests import kubeclients, paths, peers
 from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL, eventually, warnings_of
+from tests.integration.images.conftest import Signer, sign_v3
+from tests.integration.images.conftest import signers as signers  # the fixture
 
 pytestmark = pytest.mark.e2e
 
 GPU = paths.FIXTURES / "gpu"
 RUN = uuid.uuid4().hex[:5]
 SELECT = "muster.dev/gpu-rollout-e2e"  # which of this module's policies selects a namespace
+COVERED = {"muster.dev/gpu-rollout-images": RUN}  # the namespaces this module's ImagePolicy covers
 # The seed policy's toolkit rules need the node agent, which these nodes do not run; R450 is
 # end of life here so that a real A100 (driver 450.80.02) is non-compliant and an H100
 # (550.54.15) compliant.
@@ -88,15 +93,30 @@ def _policies(plane: controlplane.ControlPlane) -> list[str]:
 
 @pytest.fixture(scope="module")
 def image(
+    control_plane: controlplane.ControlPlane,
     registry: peers.Registry,
     gpu_operator: localoperator.LocalOperator,
+    signers: dict[str, Signer],
     tmp_path_factory: pytest.TempPathFactory,
-) -> str:
+) -> Iterator[str]:
+    """The CUDA image, signed, and an ImagePolicy covering it that wants that signature: the
+    cluster of a team that adopted Muster's image gate and has not asked for the GPU gate."""
     del gpu_operator
     workdir = tmp_path_factory.mktemp("gpu-rollout")
     tag = "12.4.1-base-ubuntu22.04"
-    digest = peers.push_image(registry, "gpu/rollout", tag, env=_image_env(tag), workdir=workdir)
-    return f"{registry.host}/gpu/rollout@{digest}"
+    repository = f"gpu-rollout-{RUN}/cuda"
+    digest = peers.push_image(registry, repository, tag, env=_image_env(tag), workdir=workdir)
+    ref = f"{registry.host}/{repository}@{digest}"
+    sign_v3(signers["alice"], ref)
+    spec = {
+        "images": [f"{registry.host}/gpu-rollout-{RUN}/**"],
+        "namespaceSelector": {"matchLabels": COVERED},
+        "authorities": [{"name": "alice", "key": {"data": signers["alice"].pem}}],
+    }
+    with kubeclients.muster_object(
+        control_plane, "imagepolicies", "ImagePolicy", f"gpu-rollout-{RUN}", spec
+    ):
+        yield ref
 
 
 class Cluster:
@@ -164,7 +184,7 @@ class Cluster:
 
 @contextlib.contextmanager
 def _cluster(plane: controlplane.ControlPlane, select: str | None) -> Iterator[Cluster]:
-    labels = dict(NAMESPACE_LABELS)
+    labels = {**NAMESPACE_LABELS, **COVERED}
     if select is not None:
         labels[SELECT] = select
     cluster = Cluster(plane, kubeclients.namespace(plane, "gpu-rollout", labels))
@@ -206,7 +226,7 @@ def _muster_labels(plane: controlplane.ControlPlane, node: str) -> dict[str, str
 
 
 def test_without_a_gpu_stack_policy_gpu_pods_schedule_as_before_muster(
-    control_plane: controlplane.ControlPlane, image: str
+    control_plane: controlplane.ControlPlane, registry: peers.Registry, image: str, tmp_path: Path
 ) -> None:
     """The chart at its defaults installs no GPUStackPolicy: an H100 on driver 550, which the
     seed policy calls end of life, takes GPU pods exactly as it would without Muster."""
@@ -214,6 +234,7 @@ def test_without_a_gpu_stack_policy_gpu_pods_schedule_as_before_muster(
     with _cluster(control_plane, None) as cluster:
         before, warnings = cluster.pod("before", image)  # no GPU node exists yet
         assert before.spec.affinity is None
+        assert [c.image for c in before.spec.containers] == [image]
         assert not [w for w in warnings if "GPU" in w or "CUDA" in w], warnings
         node = f"h100-as-before-{RUN}"
         cluster.node(node, _h100_labels())
@@ -228,6 +249,15 @@ def test_without_a_gpu_stack_policy_gpu_pods_schedule_as_before_muster(
         assert cluster.bind("old", old) == []
         assert _muster_labels(control_plane, node) == {}
         assert _muster_labels(control_plane, old) == {}
+        # The image gate is in force all along: the same image unsigned is refused.
+        tag = "12.4.1-base-ubuntu22.04"
+        repository = f"gpu-rollout-{RUN}/unsigned"
+        env = _image_env(tag)
+        digest = peers.push_image(registry, repository, tag, env=env, workdir=tmp_path)
+        with pytest.raises(client.ApiException) as raised:
+            cluster.pod("unsigned", f"{registry.host}/{repository}@{digest}")
+        assert raised.value.status == 403, raised.value.body
+        assert "no signature found" in json.loads(raised.value.body)["message"]
 
 
 @pytest.fixture(scope="module")
