@@ -43,7 +43,8 @@ def unpinned(
                 subject=use.label,
                 message=(
                     f"image {use.image!r} is not pinned by digest; "
-                    f"refer to it as {use.image}@sha256:<digest>"
+                    f"refer to it as {use.image}@sha256:<digest> "
+                    f"(crane digest {use.image} prints it)"
                 ),
                 mode=mode,
             )

@@ -77,7 +77,7 @@ def test_warn_mode_admits_with_warnings() -> None:
     assert response["allowed"] is True
     assert response["warnings"] == [
         "muster: container \"a\": image 'a:1' is not pinned by digest; "
-        "refer to it as a:1@sha256:<digest> [ImageNotPinned]"
+        "refer to it as a:1@sha256:<digest> (crane digest a:1 prints it) [ImageNotPinned]"
     ]
 
 

@@ -78,7 +78,7 @@ def test_the_image_is_found_where_the_api_puts_it(kind: workloadkinds.WorkloadKi
     assert response["allowed"] is False
     assert response["status"]["message"] == (
         f"muster: {kind.subject}: image '{TAG}' is not pinned by digest; "
-        f"refer to it as {TAG}@sha256:<digest> [ImageNotPinned]"
+        f"refer to it as {TAG}@sha256:<digest> (crane digest {TAG} prints it) [ImageNotPinned]"
     )
 
 
