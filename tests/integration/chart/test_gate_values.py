@@ -78,6 +78,31 @@ def test_default_gpu_stack_policy_is_generated_from_the_code() -> None:
     assert "CVE-2025-23266" in comment
 
 
+def test_the_default_gpu_stack_policy_can_warn_first_and_say_what_unknown_nodes_get() -> None:
+    rendered = rendering.template(
+        "--set=defaultPolicies.gpuStack.enabled=true",
+        "--set=defaultPolicies.gpuStack.mode=warn",
+        "--set=defaultPolicies.gpuStack.unknownNodes=allow",
+    )
+    policy = rendering.one(rendering.documents(rendered), "GPUStackPolicy")
+    assert policy["spec"] == {**gpupolicies.DEFAULT_POLICY, "mode": "warn", "unknownNodes": "allow"}
+    spec = gpupolicies.parse_spec(policy["spec"])
+    assert (spec.mode, spec.unknown_nodes) == ("warn", "allow")
+    assert "# source: NVIDIA Security Bulletin" in rendered  # the sources are kept
+    refused = rendering.helm(
+        "template",
+        "muster",
+        str(rendering.CHART),
+        "--set=defaultPolicies.gpuStack.enabled=true",
+        "--set=defaultPolicies.gpuStack.mode=off",
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "/defaultPolicies/gpuStack/mode': value must be one of 'enforce', 'warn'" in (
+        refused.stderr
+    )
+
+
 def test_registry_credentials_come_from_an_existing_secret() -> None:
     deployment = rendering.one(rendering.documents(rendering.template()), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
