@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -75,8 +75,9 @@ def _run(plane: controlplane.ControlPlane, block: docblocks.Block, words: dict[s
 def _admitted(plane: controlplane.ControlPlane, namespace: str) -> str:
     """'' when a pod in ``namespace`` is admitted (dry run), else the apiserver's refusal."""
     with kubeclients.admin(plane) as api:
+        core: Any = client.CoreV1Api(api)  # the generated types want V1Pod, not a dict
         try:
-            client.CoreV1Api(api).create_namespaced_pod(
+            core.create_namespaced_pod(
                 namespace, kubeclients.pod("app", "registry.example/app:v1"), dry_run="All"
             )
         except client.ApiException as error:
@@ -89,7 +90,7 @@ def _exists(plane: controlplane.ControlPlane, path: str) -> bool:
 
 
 def test_the_recovery_commands_let_pods_in_and_getting_back_restores_everything(
-    release: tuple[str, str], control_plane: controlplane.ControlPlane, tmp_path: Path
+    release: tuple[str, str], control_plane: controlplane.ControlPlane
 ) -> None:
     name, namespace = release
     plane = control_plane
