@@ -6,8 +6,9 @@ are created *after* the pods, as a cluster autoscaler or Karpenter adds them for
 and the pods are bound the way the scheduler binds them (``pods/binding``).
 
 The image is signed and an ImagePolicy covering it wants that signature, as on a cluster that
-adopted Muster's image gate. This module's policies are its own and removed at the end; when it starts no other
-GPUStackPolicy exists (the other GPU modules remove theirs), which the first test checks.
+adopted Muster's image gate. This module's policies are its own and removed at the end; when it
+starts no other GPUStackPolicy exists (the other GPU modules remove theirs), which the first test
+checks.
 """
 
 from __future__ import annotations
