@@ -1,0 +1,106 @@
+"""docs/denied.md: an entry for every reason a user can meet, and its example denials are what
+Muster's own code says.
+
+The examples are built the way the gates build them, without the registry: the pinning rule on
+the pod's image uses, the image gate's uncovered-image finding, and a compiled ImagePolicy's
+decision on an image without signatures rendered by the gate's failure findings; then the
+verdict's message, exactly as the webhook returns it to kubectl.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from muster.adapters import imageverifier
+from muster.core import findings, imagepolicies, observations, pinning, pods, references
+from muster.handlers import imagegate
+from tests.integration import docblocks
+from tests.paths import fixture
+
+pytestmark = pytest.mark.unit
+
+PAGE = "docs/denied.md"
+# Reasons no user meets as an answer to their own request: reported on Nodes (the GPU stack
+# controller's judgement of a node) or a Normal record of an admin's change.
+NOT_FOR_USERS = {
+    "GPUStackCompliant": "on the Node",
+    "GPUStackNonCompliant": "on the Node; users meet NodeNotCompliant",
+    "GPUStackUnknown": "on the Node; users meet NodeUnknown",
+    "NamespaceModeChanged": "a Normal Event of an allowed change",
+}
+ENTRY = re.compile(r"^### `(?P<reason>[A-Za-z]+)`\n(?P<body>.*?)(?=^##|\Z)", re.M | re.S)
+DIGEST = "sha256:" + "9d" * 32
+KEY = fixture("sigstore", "connaisseur", "alice.key").read_text()
+
+
+def _entries() -> dict[str, str]:
+    text = (docblocks.ROOT / PAGE).read_text()
+    return {m["reason"]: m["body"] for m in ENTRY.finditer(text)}
+
+
+def test_every_reason_a_user_can_meet_has_an_entry_with_a_next_step() -> None:
+    entries = _entries()
+    expected = set(observations.REASONS) - set(NOT_FOR_USERS)
+    assert not expected - set(entries), f"no entry in {PAGE}: {sorted(expected - set(entries))}"
+    assert not set(entries) - expected, f"not a reason users meet: {set(entries) - expected}"
+    assert set(NOT_FOR_USERS) <= set(observations.REASONS)
+    for reason, body in entries.items():
+        for part in ("- **Means**: ", "- **Fix**: ", "- **Ask**: "):
+            assert part in body, f"{PAGE} {reason}: no {part.strip(' -:*')}"
+
+
+def _use(image: str) -> pods.ImageUse:
+    return pods.ImageUse("container", "main", image, "/spec/containers/0/image")
+
+
+def _unsigned() -> str:
+    image = f"registry.example/ml/trainer:v1@{DIGEST}"
+    spec = imagepolicies.parse_spec(
+        {
+            "images": ["registry.example/ml/**"],
+            "authorities": [{"name": "ci-key", "key": {"data": KEY}}],
+            "denial": {
+                "message": "Images in ml-* namespaces are built and signed by the release "
+                "pipeline.",
+                "helpURL": "https://wiki.example.com/platform/image-signing",
+                "owner": "#ml-platform on Slack",
+            },
+        }
+    )
+    policy = imagepolicies.compile_policy("release", 1, spec, {})
+    decision = imagepolicies.judge(policy, imagepolicies.Evidence(digest=DIGEST))
+    result = imageverifier.ImageResult(references.parse(image), DIGEST, ((policy, decision),))
+    return findings.judge(imagegate.failure_findings(_use(image), image, result)).message()
+
+
+def _unpinned() -> str:
+    return findings.judge(pinning.unpinned([_use("registry.example/ml/trainer:v1")])).message()
+
+
+def _uncovered() -> str:
+    image = "docker.io/library/python:3.12"
+    found = imagegate.uncovered_finding(
+        _use(image),
+        image,
+        references.parse(image),
+        "ml-team",
+        [],
+        {},
+        imagepolicies.Uncovered.DENY,
+    )
+    return findings.judge(found).message()
+
+
+EXAMPLES = {"ImageNotSigned": _unsigned, "ImageNotPinned": _unpinned, "ImageNotCovered": _uncovered}
+
+
+def test_the_page_s_denials_are_what_the_gates_say() -> None:
+    blocks = docblocks.named("real", "tests/unit/check/test_denied_page.py")
+    shown = {re.findall(r"\[([A-Za-z]+)\]", block.body)[0]: block for block in blocks}
+    assert set(shown) == set(EXAMPLES) and len(blocks) == len(EXAMPLES)
+    for reason, block in shown.items():
+        real = EXAMPLES[reason]()
+        assert real.startswith("muster: ") and f"[{reason}]" in real
+        assert docblocks.matches(block, real) == ""
