@@ -35,6 +35,7 @@ __all__ = [
     "Exemption",
     "claims",
     "decide",
+    "hint",
     "user_groups",
     "user_name",
     "without_used",
@@ -201,6 +202,18 @@ def decide(
     )
     softened.append(gates.GateResult(findings=(notice,)))
     return Decision(tuple(softened), exemption)
+
+
+def hint(allowed_groups: frozenset[str]) -> str:
+    """The line a denial ends with where exemptions exist: who may grant one, and how. Empty
+    when there are no exemption groups (then nobody can, and saying so would only mislead)."""
+    if not allowed_groups:
+        return ""
+    groups = ", ".join(sorted(allowed_groups)[:3]) + (", ..." if len(allowed_groups) > 3 else "")
+    return (
+        f"In an emergency a member of {groups} may exempt it: annotation "
+        f'{ANNOTATION}: "<why>" (audited)'
+    )
 
 
 def without_used(verdict: findings.Verdict) -> findings.Verdict:

@@ -78,12 +78,15 @@ class Verdict:
     def allowed(self) -> bool:
         return not self.denials
 
-    def message(self, *, prefix: str = "muster") -> str:
-        """One line per denial, the way the apiserver shows it to ``kubectl`` users."""
+    def message(self, *, prefix: str = "muster", footer: str = "") -> str:
+        """One line per denial, the way the apiserver shows it to ``kubectl`` users; then
+        ``footer`` (what applies to the whole request, such as how to ask for an exemption)."""
         lines = [finding.line() for finding in self.denials]
         if len(lines) == 1:
-            return f"{prefix}: {lines[0]}"
-        return f"{prefix}: {len(lines)} violations:\n" + "\n".join(f"- {line}" for line in lines)
+            text = f"{prefix}: {lines[0]}"
+        else:
+            text = f"{prefix}: {len(lines)} violations:\n" + "\n".join(f"- {x}" for x in lines)
+        return f"{text}\n{footer}" if footer else text
 
     def warning_lines(self, *, prefix: str = "muster") -> list[str]:
         # A warning travels in an HTTP header: one line each.

@@ -51,9 +51,9 @@ def verdict(subject: subjects.Subject, results: Sequence[GateResult]) -> finding
 
 
 def respond(
-    subject: subjects.Subject, results: Sequence[GateResult], phase: Phase
+    subject: subjects.Subject, results: Sequence[GateResult], phase: Phase, *, footer: str = ""
 ) -> reviews.Response:
-    """One AdmissionReview answer from every gate's result."""
+    """One AdmissionReview answer from every gate's result (``footer`` ends a denial)."""
     judged = verdict(subject, results)
     if phase is Phase.MUTATE:
         patch = [operation for result in results for operation in result.patch]
@@ -67,7 +67,7 @@ def respond(
     return reviews.build_response(
         uid=subject.uid,
         allowed=judged.allowed,
-        message=None if judged.allowed else judged.message(),
+        message=None if judged.allowed else judged.message(footer=footer),
         code=403,
         warnings=judged.warning_lines(),
         api_version=subject.api_version,

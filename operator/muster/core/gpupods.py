@@ -421,7 +421,8 @@ def node_findings(
             _finding(
                 subject,
                 "NodeNotCompliant",
-                f"node {node_name} is {state}: {reasons}",
+                f"node {node_name} is {state}: {reasons}; run the pod on a compliant node "
+                "(kubectl get nodes -L muster.dev/gpu-stack)",
                 mode,
                 deciding,
             )
@@ -433,7 +434,8 @@ def node_findings(
             _finding(
                 subject,
                 "NodeInsufficient",
-                f"node {node_name} cannot run {wanted}: {why}",
+                f"node {node_name} cannot run {wanted}: {why}; run the pod on a node with a "
+                "newer driver (kubectl get nodes -L muster.dev/cuda-capability)",
                 mode,
                 deciding,
             )

@@ -133,7 +133,8 @@ class Pipeline:
         results = self._exempt(
             subject, phase, await self._run_gates(subject, phase, durations, deadline=deadline)
         )
-        response = gates.respond(subject, results, phase)
+        footer = exemptions.hint(self.exemption_groups)
+        response = gates.respond(subject, results, phase, footer=footer)
         verdict = exemptions.without_used(gates.verdict(subject, results))
         for observer in self.observers:
             try:

@@ -82,6 +82,12 @@ def test_without_the_annotation_nothing_changes() -> None:
     assert answer["allowed"] is False
     assert "not pinned by digest" in answer["status"]["message"]
     assert auditor.seen == []
+    # The denial says who could exempt it, and how; where nobody can, it says nothing of it.
+    assert answer["status"]["message"].endswith(
+        "[ImageNotPinned]\nIn an emergency a member of breakglass may exempt it: annotation "
+        'muster.dev/exemption: "<why>" (audited)'
+    )
+    assert "exempt" not in run(pod_review(pod(), None), groups=frozenset())["status"]["message"]
 
 
 def test_an_authorised_exemption_admits_with_a_warning_and_is_audited() -> None:
