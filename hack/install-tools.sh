@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the real third-party tools Muster is tested against (kube-apiserver, etcd,
-# kubectl, cosign v2 and v3, helm, crane, the referrers-capable test registry) from the
+# kubectl, cosign v2 and v3, helm, crane, Prometheus, the referrers-capable test registry) from the
 # Go module proxy, once per pinned version, into a cache outside the checkout.
 # Prints nothing but progress; the tools end up in "$MUSTER_TOOLS_DIR/bin".
 set -euo pipefail
@@ -11,6 +11,9 @@ COSIGN_V2_VERSION="${COSIGN_V2_VERSION:-v2.6.5}"
 COSIGN_V3_VERSION="${COSIGN_V3_VERSION:-v3.1.3}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
+# Prometheus' Go module version (v0.316.0 is Prometheus 3.16); Debian's build has no Kubernetes
+# service discovery, which the observability end-to-end test finds Muster through.
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${MUSTER_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/muster-tools}"
@@ -120,5 +123,16 @@ if [[ -d "$tdb_src" ]]; then
   fi
   link "$tdb_key" trivydb trivydb
 fi
+
+# Prometheus with only the Kubernetes service discovery compiled in (its build tags), and no
+# embedded web UI: the tests use its HTTP API.
+prom_key="prometheus-$PROMETHEUS_VERSION-k8s"
+if ! have "$prom_key" prometheus; then
+  log "go install github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+  GOBIN="$CACHE/$prom_key" go install -trimpath -ldflags='-s -w' -tags=remove_all_sd,enable_kubernetes_sd \
+    "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" 2>&1 | { grep -v '^go: downloading' || true; }
+  [[ -x "$CACHE/$prom_key/prometheus" ]] || { log "building prometheus failed"; exit 1; }
+fi
+link "$prom_key" prometheus prometheus
 
 log "tools ready in $BIN"

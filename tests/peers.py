@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from muster.adapters import localregistry, processes, tools
 
@@ -149,19 +150,25 @@ class Prometheus:
 
 @contextlib.contextmanager
 def prometheus(
-    workdir: Path, scrape_targets: list[str] | None = None, rule_files: list[Path] | None = None
+    workdir: Path,
+    scrape_targets: list[str] | None = None,
+    rule_files: list[Path] | None = None,
+    scrape_configs: list[dict[str, Any]] | None = None,
 ) -> Iterator[Prometheus]:
-    """Debian's Prometheus with a fast scrape interval, scraping ``scrape_targets``."""
+    """Debian's Prometheus with a fast scrape interval, scraping ``scrape_targets`` (job
+    ``muster``) or, when given, the ``scrape_configs`` as written (e.g. service discovery)."""
     port = processes.free_port()
+    if scrape_configs is None:
+        scrape_configs = [
+            {"job_name": "muster", "static_configs": [{"targets": scrape_targets or []}]}
+        ]
     config = workdir / "prometheus.yml"
     config.write_text(
         json.dumps(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(path) for path in rule_files or []],
-                "scrape_configs": [
-                    {"job_name": "muster", "static_configs": [{"targets": scrape_targets or []}]}
-                ],
+                "scrape_configs": scrape_configs,
             }
         )
     )

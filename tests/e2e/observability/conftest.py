@@ -23,7 +23,9 @@ __all__ = [
     "BREAKGLASS",
     "DEAD_REGISTRY",
     "NAMESPACE_LABELS",
+    "OWN_NAMESPACE",
     "SUITE",
+    "VERIFIER_IMAGE",
     "observed_operator",
     "signers",
 ]
@@ -51,6 +53,9 @@ def observed_operator(
         workdir=tmp_path_factory.mktemp("muster-observability-operator"),
         select=suite_selector(SUITE),
         extra_args=(
+            # Prometheus finds it through an EndpointSlice, which may not name a loopback
+            # address: listen on this machine's other addresses too.
+            "--metrics-address=0.0.0.0",
             f"--insecure-registry={registry.host}",
             f"--insecure-registry={DEAD_REGISTRY}",
             f"--exemption-group={BREAKGLASS}",
