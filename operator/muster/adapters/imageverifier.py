@@ -277,7 +277,10 @@ class Verifier:
             digest = await self.resolve(reference, provider)
         except registries.RegistryError as error:
             failed = imagepolicies.Decision(
-                False, "ImageNotResolved", f"cannot resolve the tag to a digest: {error}"
+                False,
+                "ImageNotResolved",
+                f"cannot resolve the tag to a digest: {error}; check the tag exists "
+                "(crane digest IMAGE) and the pod's pull secrets grant access, or give the digest",
             )
             return ImageResult(reference, None, tuple((policy, failed) for policy in policies))
         decisions = await asyncio.gather(

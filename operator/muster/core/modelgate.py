@@ -331,7 +331,9 @@ def judge_use(
                 _finding(
                     "ModelSignatureNotVerified",
                     use.label,
-                    f"Model {usable[0].name!r} has no verified signature and policy requires one",
+                    f"Model {usable[0].name!r} has no verified signature and policy requires one "
+                    "(sign it with model_signing, then muster model register it with the "
+                    "signature)",
                     mode,
                 ),
             )
