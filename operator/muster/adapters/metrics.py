@@ -325,8 +325,9 @@ class Metrics:
         """A ``RequestObserver`` (muster.handlers.admissions): one call per webhook answer."""
         self.request_duration.labels(phase.value, mode.value).observe(seconds)
         if error is not None:
-            reason = error if error in REQUEST_ERRORS else "PipelineFailed"
-            self.request_errors.labels(phase.value, mode.value, reason).inc()
+            # A metric label, not a finding's reason: the answer itself names no reason code.
+            label = error if error in REQUEST_ERRORS else "PipelineFailed"
+            self.request_errors.labels(phase.value, mode.value, label).inc()
 
     # -- for the gates ----------------------------------------------------------------------
 
