@@ -9,15 +9,26 @@ verdict's message, exactly as the webhook returns it to kubectl.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
 
 from muster.adapters import imageverifier
-from muster.core import findings, imagepolicies, observations, pinning, pods, references
-from muster.handlers import imagegate
+from muster.core import (
+    findings,
+    gates,
+    imagepolicies,
+    observations,
+    pinning,
+    pods,
+    references,
+    reviews,
+)
+from muster.handlers import admissions, imagegate
 from tests.integration import docblocks
 from tests.paths import fixture
+from tests.unit.admission.test_reviews import review
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +87,21 @@ def _unsigned() -> str:
 
 
 def _unpinned() -> str:
-    return findings.judge(pinning.unpinned([_use("registry.example/ml/trainer:v1")])).message()
+    """Through the whole admission pipeline (the pinning gate, on a cluster with an exemption
+    group), as the webhook answers it."""
+    pipeline = admissions.Pipeline(
+        active_gates=(pinning.PinningGate(),),
+        own_namespace="muster-system",
+        exemption_groups=frozenset({"ml-oncall"}),
+    )
+    pod = {
+        "metadata": {"name": "trainer", "namespace": "ml-team"},
+        "spec": {"containers": [{"name": "main", "image": "registry.example/ml/trainer:v1"}]},
+    }
+    data = reviews.validate(review(object=pod, namespace="ml-team"))
+    answer = asyncio.run(pipeline.review(data, gates.Phase.VALIDATE, findings.Mode.ENFORCE))
+    message: str = answer["response"]["status"]["message"]
+    return message
 
 
 def _uncovered() -> str:
