@@ -42,6 +42,7 @@ from tests.e2e.observability.conftest import (
     VERIFIER_IMAGE,
 )
 from tests.e2e.suites import SUITE_LABEL
+from tests.integration.chart import rendering
 from tests.integration.images.conftest import Signer, sign_v3
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("observed_operator")]
@@ -495,6 +496,19 @@ def dashboard_expressions() -> list[tuple[str, str]]:
     return found
 
 
+def chart_rules(*, namespace: str, release: str) -> list[dict[str, Any]]:
+    """The PrometheusRule's rules as the chart renders them (MusterDown is templated)."""
+    docs = rendering.documents(
+        rendering.template(
+            f"--values={CHART / 'ci' / 'monitoring-values.yaml'}",
+            release=release,
+            namespace=namespace,
+        )
+    )
+    rule = rendering.one(docs, "PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
 def alert_expressions() -> list[tuple[str, str]]:
     rules = yaml.safe_load(RULES.read_text())
     return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
@@ -572,6 +586,15 @@ def test_prometheus_scrapes_muster_and_every_panel_and_alert_has_real_data(
             "pod": discovery.POD,
         }, series["metric"]
         assert series["metric"]["container"] == discovery.CONTAINER
+    # The chart's MusterDown, rendered for a release named like the Service in this namespace,
+    # selects this target: absent() is empty while it is up.
+    [down] = [
+        r["expr"]
+        for r in chart_rules(namespace=OWN_NAMESPACE, release=discovery.SERVICE)
+        if r["alert"] == "MusterDown"
+    ]
+    assert f'namespace="{OWN_NAMESPACE}"' in down and not query(scraping, down), down
+    assert query(scraping, down.replace(OWN_NAMESPACE, "elsewhere"))  # it would fire
     assert not query(scraping, '{__name__=~"muster_.+", exported_namespace!=""}')
     assert not query(scraping, f'{{__name__=~"muster_.+", namespace!="{OWN_NAMESPACE}"}}')
     eventually(  # rates need two scrapes of the new values
