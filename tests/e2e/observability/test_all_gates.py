@@ -13,6 +13,7 @@ loaded; every dashboard panel's and every alert's PromQL must return data from t
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -28,8 +29,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator, modelfiles
-from muster.core import crds, exemptions, gpustack, modelregistry
+from muster.adapters import controlplane, kube, localoperator, modelfiles, processes
+from muster.core import crds, exemptions, gpustack, modelregistry, webhookconfigs
 from tests import kubeclients, paths, peers
 from tests.e2e.gpu.test_gpu_landing import POLICY as GPU_POLICY
 from tests.e2e.gpu.test_gpu_landing import _a100_labels, _h100_labels, _image_env
@@ -41,7 +42,7 @@ from tests.e2e.observability.conftest import (
     OWN_NAMESPACE,
     VERIFIER_IMAGE,
 )
-from tests.e2e.suites import SUITE_LABEL
+from tests.e2e.suites import SUITE_LABEL, mode_selector
 from tests.integration.chart import rendering
 from tests.integration.images.conftest import Signer, sign_v3
 
@@ -453,26 +454,6 @@ VARIABLES = {
     "$job": discovery.SERVICE,
     "$pod": discovery.POD,
 }
-# The apiserver's series that exist only once it happened: a webhook call failed open, or
-# failed and a fail-closed webhook rejected. A panel or alert reading them may be empty while
-# they are absent, and must answer once they exist (other suites on this apiserver may have
-# made them).
-ONLY_WHEN_IT_HAPPENS = (
-    "apiserver_admission_webhook_fail_open_count",
-    'apiserver_admission_webhook_rejection_count{name=~".+[.]muster[.]dev",'
-    'error_type=~"calling_webhook_error|apiserver_internal_error"}',
-)
-
-
-def happens_only(prometheus: peers.Prometheus, expression: str) -> bool:
-    """Whether ``expression`` reads a series that exists only once it happened, and none does."""
-    flat = " ".join(expression.split())
-    return any(
-        selector.split("{")[0] in flat
-        and (selector in flat or "{" not in selector)
-        and query(prometheus, f"absent({selector})")
-        for selector in ONLY_WHEN_IT_HAPPENS
-    )
 
 
 def expand(expression: str) -> str:
@@ -494,6 +475,48 @@ def dashboard_expressions() -> list[tuple[str, str]]:
     for path in sorted((CHART / "dashboards").glob("*.json")):
         walk(json.loads(path.read_text())["panels"])
     return found
+
+
+OUTAGE_LABEL = "muster.dev/e2e-outage"
+
+
+def outage(plane: controlplane.ControlPlane, operator: localoperator.LocalOperator) -> None:
+    """Muster's validating webhooks, as the chart registers them, pointing at a port nobody
+    listens on (every replica down), for two namespaces of their own: a pod in the warn one
+    is let through unjudged (fail open), one in the enforce one is rejected (fail closed)."""
+    dead = f"https://127.0.0.1:{processes.free_port()}"
+    ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
+    manifest = webhookconfigs.validating(dead, ca_bundle, own_namespace=OWN_NAMESPACE)
+    manifest["metadata"]["name"] = f"muster.dev.observability-outage-{RUN}"
+    for hook in manifest["webhooks"]:
+        mode_selector(OUTAGE_LABEL)(hook)
+    spaces = {
+        mode: kubeclients.namespace(plane, f"obs-{mode}", {OUTAGE_LABEL: mode})
+        for mode in ("warn", "enforce")
+    }
+    with kubeclients.admin(plane) as api:
+        kube.apply_webhook_configuration(api, manifest)
+        admission: Any = client.AdmissionregistrationV1Api(api)
+        try:
+            # The configuration reaches the apiserver's webhook cache within moments: until
+            # then a pod in the enforce namespace is created; afterwards it is rejected.
+            refusal = eventually(
+                lambda: _refused(api, spaces["enforce"]), what="the enforce webhook failing closed"
+            )
+            assert "failed calling webhook" in refusal, refusal
+            create_pod(api, spaces["warn"], pod("open", UNPINNED))  # let through unjudged
+        finally:
+            admission.delete_validating_webhook_configuration(manifest["metadata"]["name"])
+            for name in spaces.values():
+                client.CoreV1Api(api).delete_namespace(name)
+
+
+def _refused(api: client.ApiClient, namespace: str) -> str | None:
+    try:
+        create_pod(api, namespace, pod(f"closed-{uuid.uuid4().hex[:6]}", UNPINNED))
+    except client.ApiException as error:
+        return error.body or str(error)
+    return None
 
 
 def chart_rules(*, namespace: str, release: str) -> list[dict[str, Any]]:
@@ -614,6 +637,15 @@ def test_prometheus_scrapes_muster_and_every_panel_and_alert_has_real_data(
         lambda: query(scraping, "sum(rate(muster_registry_requests_total[5m])) > 0"),
         what="a registry request rate",
     )
+    # Muster's webhooks with no replica behind them: the warn one fails open, the enforce one
+    # fails closed; the apiserver counts both (its series exist only once it happened).
+    outage(control_plane, observed_operator)
+    for series in (
+        'apiserver_admission_webhook_fail_open_count{name="warn.validate.pods.muster.dev"}',
+        'apiserver_admission_webhook_rejection_count{name="enforce.validate.pods.muster.dev",'
+        'error_type="calling_webhook_error"}',
+    ):
+        eventually(above_zero(scraping, series), what=f"the apiserver's {series}")
     # The apiserver's side: it called this suite's enforce webhook, and denied through it.
     hook = 'name="enforce.validate.pods.muster.dev"'
     for series in (
@@ -625,13 +657,13 @@ def test_prometheus_scrapes_muster_and_every_panel_and_alert_has_real_data(
     empty: list[str] = []
     for title, expression in dashboard_expressions():
         assert "vector(0)" not in expression, f"panel {title!r} hides missing data"
-        if not answers(scraping, expression) and not happens_only(scraping, expression):
+        if not answers(scraping, expression):
             empty.append(f"panel {title!r}: {expression}")
     for alert, expression in alert_expressions():
         assert "vector(0)" not in expression, f"alert {alert} hides missing data"
         query(scraping, expression)  # valid PromQL
         for signal in signals(expression):
-            if not answers(scraping, signal) and not happens_only(scraping, signal):
+            if not answers(scraping, signal):
                 empty.append(f"alert {alert}: {signal}")
     assert not empty, "\n".join(empty)
     # The top-namespaces panel groups by the workload's namespace, not Muster's.
