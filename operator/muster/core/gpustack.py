@@ -721,7 +721,13 @@ def workload_cuda_allowed(
     if any(rule.contains(wanted) for rule in policy.allowed_cuda_versions):
         return []
     allowed = "; ".join(rule.describe() for rule in policy.allowed_cuda_versions)
-    return [Reason("CudaNotAllowed", f"CUDA {wanted} is not allowed (allowed: {allowed})")]
+    return [
+        Reason(
+            "CudaNotAllowed",
+            f"CUDA {wanted} is not allowed (allowed: {allowed}); "
+            "build on a base image with an allowed CUDA version",
+        )
+    ]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

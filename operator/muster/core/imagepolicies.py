@@ -558,7 +558,13 @@ def expected_signers(policy: CompiledPolicy) -> str:
 
 def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     if evidence.error is not None:
-        return Decision(False, "SignatureLookupFailed", evidence.error)
+        # Muster refuses what it could not check; the registry's own error says why.
+        return Decision(
+            False,
+            "SignatureLookupFailed",
+            f"{evidence.error}; retry once the registry answers "
+            "(muster image verify makes the same lookup)",
+        )
     if not evidence.legacy and not evidence.bundles:
         extra = f" ({'; '.join(evidence.problems)})" if evidence.problems else ""
         reason = "SignatureInvalid" if evidence.problems else "ImageNotSigned"

@@ -303,7 +303,7 @@ def judge_use(
                     "ModelNotApproved",
                     use.label,
                     f"Model {use.reference!r} is not registered; only approved Models may be "
-                    "mounted here",
+                    "mounted here: register it (muster model register) or mount an approved one",
                     mode,
                 ),
             )

@@ -259,7 +259,8 @@ def judge(
         reason="VulnerabilitiesAboveThreshold",
         message=(
             f"{len(over)} known vulnerabilities worse than {rules.max_severity}, the most "
-            f"ImagePolicy {policy!r} allows: {shown}{more}"
+            f"ImagePolicy {policy!r} allows: {shown}{more}; rebuild it with the fixed packages "
+            "(kubectl get imagescans lists every finding)"
         ),
         action=action,
     )
