@@ -53,9 +53,6 @@ def observed_operator(
         workdir=tmp_path_factory.mktemp("muster-observability-operator"),
         select=suite_selector(SUITE),
         extra_args=(
-            # Prometheus finds it through an EndpointSlice, which may not name a loopback
-            # address: listen on this machine's other addresses too.
-            "--metrics-address=0.0.0.0",
             f"--insecure-registry={registry.host}",
             f"--insecure-registry={DEAD_REGISTRY}",
             f"--exemption-group={BREAKGLASS}",

@@ -2,17 +2,19 @@
 
 No kubelet runs, so the objects a Deployment and the endpoint controllers would make are made
 here by hand: a Pod (it stays Pending), a Service with the chart's labels and port name, and an
-EndpointSlice that points at this machine's address and the real ``muster run``'s metrics port.
-The apiserver refuses loopback addresses in an EndpointSlice, so the address is the one this
-machine routes from. Prometheus discovers it with ``kubernetes_sd_configs`` (role
-``endpointslice``) and the relabelling the Prometheus operator generates for a ServiceMonitor
-(``namespace``, ``service``, ``pod``, ``container``, ``job``, ``endpoint`` from
-``__meta_kubernetes_*``), and also scrapes the apiserver itself for the webhook metrics.
+EndpointSlice that points at the real ``muster run``'s metrics port. The apiserver refuses
+loopback addresses in an EndpointSlice, so the slice names a documentation address
+(``192.0.2.10``, RFC 5737, never routed) and the scrape job's last relabelling rule, the one rule
+a ServiceMonitor would not have, maps it to the loopback address ``muster run`` listens on:
+the tests' traffic never leaves loopback. Prometheus discovers it with
+``kubernetes_sd_configs`` (role ``endpointslice``) and the relabelling the Prometheus
+operator generates for a ServiceMonitor (``namespace``, ``service``, ``pod``, ``container``,
+``job``, ``endpoint`` from ``__meta_kubernetes_*``), and also scrapes the apiserver itself
+for the webhook metrics.
 """
 
 from __future__ import annotations
 
-import socket
 import urllib.parse
 from typing import Any
 
@@ -32,23 +34,14 @@ SELECTOR = {
 }
 
 
-def host_address() -> str:
-    """This machine's outgoing IPv4 address (connecting a UDP socket sends no packet)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("203.0.113.1", 9))
-        except OSError as error:
-            raise AssertionError(
-                "this machine has no route off loopback; an EndpointSlice cannot name 127.0.0.1"
-            ) from error
-        address: str = probe.getsockname()[0]
-    assert not address.startswith("127."), address
-    return address
+# What the EndpointSlice names, and where the scrape really goes.
+PUBLISHED_ADDRESS = "192.0.2.10"
+LISTEN_ADDRESS = "127.0.0.1"
 
 
 def publish(plane: controlplane.ControlPlane, namespace: str, metrics_port: int, image: str) -> str:
     """The Pod, Service and EndpointSlice a chart install would have; returns the address."""
-    address = host_address()
+    address = PUBLISHED_ADDRESS
     with kubeclients.admin(plane) as api:
         core: Any = client.CoreV1Api(api)
         discovery: Any = client.DiscoveryV1Api(api)
@@ -170,6 +163,13 @@ def scrape_configs(plane: controlplane.ControlPlane, namespace: str) -> list[dic
                 "replacement": "${1}",
             },
             {"target_label": "endpoint", "replacement": PORT_NAME},
+            # Not the operator's: the published address stands for the loopback one.
+            {
+                "source_labels": ["__address__"],
+                "regex": f"{PUBLISHED_ADDRESS.replace('.', '[.]')}:(\\d+)",
+                "replacement": f"{LISTEN_ADDRESS}:${{1}}",
+                "target_label": "__address__",
+            },
         ],
     }
     apiserver = {
