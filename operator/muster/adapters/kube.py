@@ -41,46 +41,43 @@ def ensure_namespace(
             core.patch_namespace(name, {"metadata": {"labels": dict(labels)}})
 
 
+# The admission objects Muster applies, by kind: the client methods' common suffix.
+_WEBHOOK_CONFIGURATIONS = {
+    "ValidatingWebhookConfiguration": "validating_webhook_configuration",
+    "MutatingWebhookConfiguration": "mutating_webhook_configuration",
+}
+_ADMISSION_POLICIES = {
+    "ValidatingAdmissionPolicy": "validating_admission_policy",
+    "ValidatingAdmissionPolicyBinding": "validating_admission_policy_binding",
+}
+
+
+def _apply_admission_object(
+    api: client.ApiClient, manifest: Mapping[str, Any], kinds: Mapping[str, str], what: str
+) -> None:
+    kind = manifest["kind"]
+    if kind not in kinds:
+        raise ValueError(f"not {what}: {kind}")
+    admission: Any = client.AdmissionregistrationV1Api(api)
+    suffix = kinds[kind]
+    _create_or_replace(
+        manifest,
+        getattr(admission, f"create_{suffix}"),
+        getattr(admission, f"read_{suffix}"),
+        getattr(admission, f"replace_{suffix}"),
+    )
+
+
 def apply_webhook_configuration(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
     """Create or replace a Validating/MutatingWebhookConfiguration given as a plain dict."""
-    admission: Any = client.AdmissionregistrationV1Api(api)
-    kind = manifest["kind"]
-    if kind == "ValidatingWebhookConfiguration":
-        create, read, replace = (
-            admission.create_validating_webhook_configuration,
-            admission.read_validating_webhook_configuration,
-            admission.replace_validating_webhook_configuration,
-        )
-    elif kind == "MutatingWebhookConfiguration":
-        create, read, replace = (
-            admission.create_mutating_webhook_configuration,
-            admission.read_mutating_webhook_configuration,
-            admission.replace_mutating_webhook_configuration,
-        )
-    else:
-        raise ValueError(f"not a webhook configuration: {kind}")
-    _create_or_replace(manifest, create, read, replace)
+    _apply_admission_object(api, manifest, _WEBHOOK_CONFIGURATIONS, "a webhook configuration")
 
 
 def apply_admission_policy(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
     """Create or replace a ValidatingAdmissionPolicy or its Binding given as a plain dict."""
-    admission: Any = client.AdmissionregistrationV1Api(api)
-    kind = manifest["kind"]
-    if kind == "ValidatingAdmissionPolicy":
-        create, read, replace = (
-            admission.create_validating_admission_policy,
-            admission.read_validating_admission_policy,
-            admission.replace_validating_admission_policy,
-        )
-    elif kind == "ValidatingAdmissionPolicyBinding":
-        create, read, replace = (
-            admission.create_validating_admission_policy_binding,
-            admission.read_validating_admission_policy_binding,
-            admission.replace_validating_admission_policy_binding,
-        )
-    else:
-        raise ValueError(f"not a validating admission policy or binding: {kind}")
-    _create_or_replace(manifest, create, read, replace)
+    _apply_admission_object(
+        api, manifest, _ADMISSION_POLICIES, "a validating admission policy or binding"
+    )
 
 
 def _create_or_replace(

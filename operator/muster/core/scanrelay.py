@@ -92,7 +92,8 @@ def parse_path(path: str) -> Route | None:
         return None
     if not (_is_digest(reference) or (kind == "manifests" and _TAG.match(reference))):
         return None
-    return Route(token=token, repository=repository, kind=kind, reference=reference)  # type: ignore[arg-type]
+    narrowed: Kind = "manifests" if kind == "manifests" else "blobs"  # checked above
+    return Route(token=token, repository=repository, kind=narrowed, reference=reference)
 
 
 def route_refusal(upstream: Upstream | None, route: Route) -> str | None:
