@@ -34,8 +34,9 @@ from typing import Any
 
 import aiohttp
 
-from muster.adapters import controlplane, kube, localoperator
-from muster.core import scopes, webhookconfigs
+from muster.app import localoperator, webhookconfigs
+from muster.kernel import scopes
+from muster.platform import controlplane, kubesetup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OWN_NAMESPACE = "muster-system"
@@ -192,7 +193,7 @@ def register_always_mutating(
     without the mutating ``may-mutate`` match condition, so every pod is also sent to the
     mutation, as before that condition existed. Same ``muster run``, same run: an A/B."""
     ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
-    with kube.api_client(plane.kubeconfig) as api:
+    with kubesetup.api_client(plane.kubeconfig) as api:
         for build in (webhookconfigs.validating, webhookconfigs.mutating):
             manifest = build(operator.url, ca_bundle, own_namespace=OWN_NAMESPACE)
             manifest["metadata"]["name"] = "always-mutate.muster-bench.dev"
@@ -201,7 +202,7 @@ def register_always_mutating(
                 hook["namespaceSelector"] = {"matchLabels": {ALWAYS_LABEL: "true"}}
                 hook.pop("matchConditions", None)
             manifest["webhooks"] = hooks
-            kube.apply_webhook_configuration(api, manifest)
+            kubesetup.apply_webhook_configuration(api, manifest)
 
 
 async def e2e_ab(
@@ -234,14 +235,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             plane, own_namespace=OWN_NAMESPACE, workdir=work / "operator"
         )
         localoperator.register_webhooks(plane, operator, own_namespace=OWN_NAMESPACE)
-        with kube.api_client(plane.kubeconfig) as api:
-            kube.ensure_namespace(api, "judged", {scopes.ENFORCE_LABEL: "true"})
-            kube.ensure_namespace(api, "baseline")
-            kube.ensure_namespace(api, "bench", {scopes.ENFORCE_LABEL: "true"})
+        with kubesetup.api_client(plane.kubeconfig) as api:
+            kubesetup.ensure_namespace(api, "judged", {scopes.ENFORCE_LABEL: "true"})
+            kubesetup.ensure_namespace(api, "baseline")
+            kubesetup.ensure_namespace(api, "bench", {scopes.ENFORCE_LABEL: "true"})
         if args.e2e_ab:
             register_always_mutating(plane, operator)
-            with kube.api_client(plane.kubeconfig) as api:
-                kube.ensure_namespace(api, "always", {ALWAYS_LABEL: "true"})
+            with kubesetup.api_client(plane.kubeconfig) as api:
+                kubesetup.ensure_namespace(api, "always", {ALWAYS_LABEL: "true"})
             await asyncio.sleep(
                 2
             )  # the apiserver picks the new configurations up through an informer

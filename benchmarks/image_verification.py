@@ -26,8 +26,10 @@ sys.path.insert(0, str(REPO))  # the real peers are started by the test suite's 
 
 from tests import peers  # noqa: E402
 
-from muster.adapters import imageverifier, registries  # noqa: E402
-from muster.core import imagepolicies, references  # noqa: E402
+from muster.images import verifier as imageverifier  # noqa: E402
+from muster.images.rules import policies as imagepolicies  # noqa: E402
+from muster.kernel import references  # noqa: E402
+from muster.platform import registries  # noqa: E402
 
 ENV = {"COSIGN_PASSWORD": ""}
 

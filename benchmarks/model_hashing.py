@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from muster.adapters import modelfiles
+from muster.models import files as modelfiles
 
 
 def make_model(root: Path, small: int, small_size: int, large: int, large_mib: int) -> int:

@@ -44,8 +44,9 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # the real peers are started by th
 import run as suite  # noqa: E402
 from tests import peers  # noqa: E402
 
-from muster.adapters import controlplane, kube, localoperator  # noqa: E402
-from muster.core import scopes  # noqa: E402
+from muster.app import localoperator  # noqa: E402
+from muster.kernel import scopes  # noqa: E402
+from muster.platform import controlplane, kubesetup  # noqa: E402
 
 OWN_NAMESPACE = "muster-ab"
 
@@ -127,9 +128,9 @@ def turn(
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     plain, judged = f"plain-{tag}", f"judged-{tag}"
-    with kube.api_client(plane.kubeconfig) as api:
-        kube.ensure_namespace(api, plain)
-        kube.ensure_namespace(api, judged, {scopes.ENFORCE_LABEL: "true"})
+    with kubesetup.api_client(plane.kubeconfig) as api:
+        kubesetup.ensure_namespace(api, plain)
+        kubesetup.ensure_namespace(api, judged, {scopes.ENFORCE_LABEL: "true"})
     operator = start_operator(plane, registry, work / f"operator-{tag}", source)
     try:
         time.sleep(3)  # the apiserver picks the webhook configurations up through an informer
@@ -144,7 +145,7 @@ def turn(
             )
     finally:
         operator.stop()
-    with kube.api_client(plane.kubeconfig) as api:
+    with kubesetup.api_client(plane.kubeconfig) as api:
         core: Any = client.CoreV1Api(api)
         for namespace in (plain, judged):
             core.delete_namespace(namespace)
@@ -208,8 +209,8 @@ def main() -> int:
         try:
             with peers.registry(work / "registry") as registry:
                 localoperator.install_crds(plane)
-                with kube.api_client(plane.kubeconfig) as api:  # where the cold reviews are
-                    kube.ensure_namespace(api, suite.JUDGED, {scopes.ENFORCE_LABEL: "true"})
+                with kubesetup.api_client(plane.kubeconfig) as api:  # where the cold reviews are
+                    kubesetup.ensure_namespace(api, suite.JUDGED, {scopes.ENFORCE_LABEL: "true"})
                 # The same policies, GPU node and Model as the suite; the operator of the
                 # first turn compiles the ImagePolicy.
                 first = start_operator(plane, registry, work / "operator-setup", None)

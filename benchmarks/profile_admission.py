@@ -5,7 +5,7 @@
     python benchmarks/profile_admission.py --cold 10       # cold: 10 pods of 5 never-seen images
 
 The webhook app (``handlers/webhooks.py``) with every gate ``muster run`` has (built by
-``operator.build_pipeline``) serves plain HTTP on loopback from its own thread; a client in
+``runtime.build_pipeline``) serves plain HTTP on loopback from its own thread; a client in
 the main thread sends AdmissionReviews of a 5-container pod shaped exactly like the object a
 kube-apiserver v1.36 sends after defaulting (managed fields, tolerations, and so on; about
 5 KB), all five images signed by the real cosign and pinned by digest, so every verification
@@ -50,9 +50,10 @@ sys.path[:0] = [str(HERE.parent)]  # the real peers are started by the test suit
 
 from tests import peers  # noqa: E402
 
-from muster.adapters import objectstore, registries  # noqa: E402
-from muster.core import crds, scopes  # noqa: E402
-from muster.handlers import operator, webhooks  # noqa: E402
+from muster.admission import server as webhooks  # noqa: E402
+from muster.app import runtime  # noqa: E402
+from muster.kernel import crds, scopes  # noqa: E402
+from muster.platform import objectstore, registries  # noqa: E402
 
 COSIGN_ENV = {"COSIGN_PASSWORD": ""}
 NAMESPACE = "bench"
@@ -200,8 +201,8 @@ def signed_images(
     return images[:5], images[5:], (work / "k.pub").read_text()
 
 
-def services(registry: peers.Registry, public: str) -> operator.Services:
-    settings = operator.OperatorSettings(
+def services(registry: peers.Registry, public: str) -> runtime.Services:
+    settings = runtime.OperatorSettings(
         webhook=webhooks.WebhookSettings(),
         registry=registries.RegistrySettings(insecure_registries=frozenset({registry.host})),
     )
@@ -223,7 +224,7 @@ def services(registry: peers.Registry, public: str) -> operator.Services:
             },
         ]
     )
-    return operator.Services(
+    return runtime.Services(
         settings=settings, kube=store, registries=registries.RegistryClient(settings.registry)
     )
 
@@ -348,7 +349,7 @@ def webhook(work: Path, cold: int = 0) -> Iterator[tuple[Server, list[str], list
     with peers.registry(work / "registry") as registry:
         images, fresh, public = signed_images(registry, work, cold)
         shared = services(registry, public)
-        pipeline = operator.build_pipeline(shared)
+        pipeline = runtime.build_pipeline(shared)
         with Server(webhooks.build_app(pipeline)) as server:
             try:
                 yield server, images, fresh

@@ -44,8 +44,13 @@ import image_verification  # noqa: E402
 import model_hashing  # noqa: E402
 from tests import gpuroots, paths, peers  # noqa: E402
 
-from muster.adapters import controlplane, imageverifier, kube, localoperator  # noqa: E402
-from muster.core import crds, gpupolicies, gpustack, imagepolicies, scopes  # noqa: E402
+from muster.app import localoperator  # noqa: E402
+from muster.gpu.rules import policies as gpupolicies  # noqa: E402
+from muster.gpu.rules import stack as gpustack  # noqa: E402
+from muster.images import verifier as imageverifier  # noqa: E402
+from muster.images.rules import policies as imagepolicies  # noqa: E402
+from muster.kernel import crds, scopes  # noqa: E402
+from muster.platform import controlplane, kubesetup  # noqa: E402
 
 RESULTS = HERE / "results"
 OWN_NAMESPACE = "muster-bench"
@@ -134,7 +139,7 @@ def populate(
     gpu_policy["knownGoodModuleDigests"] = [gpuroots.module_digest()]
     gpu_policy["endOfLifeBranches"] = [{"branch": 470, "source": "bench: an old branch"}]
     node = f"h100-{uuid.uuid4().hex[:5]}"
-    with kube.api_client(plane.kubeconfig) as api:
+    with kubesetup.api_client(plane.kubeconfig) as api:
         create(api, "imagepolicies", "ImagePolicy", "bench", {
             "images": [f"{registry.host}/bench/**"],
             "authorities": [{"name": "bench", "key": {"data": public}}],
@@ -520,9 +525,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     extra_args=(f"--insecure-registry={registry.host}",),
                 )
                 localoperator.register_webhooks(plane, operator, own_namespace=OWN_NAMESPACE)
-                with kube.api_client(plane.kubeconfig) as api:
-                    kube.ensure_namespace(api, JUDGED, {scopes.ENFORCE_LABEL: "true"})
-                    kube.ensure_namespace(api, BASELINE)
+                with kubesetup.api_client(plane.kubeconfig) as api:
+                    kubesetup.ensure_namespace(api, JUDGED, {scopes.ENFORCE_LABEL: "true"})
+                    kubesetup.ensure_namespace(api, BASELINE)
                 images = populate(plane, registry, work, 6 * p["cold"])
                 results = asyncio.run(admission_layers(plane, registry, operator, images, p))
                 results["cache_10k"] = cache_footprint(p["cache_entries"])

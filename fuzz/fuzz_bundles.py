@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 with atheris.instrument_imports(include=["muster", "sigstore", "sigstore_models"]):
-    from muster.core import bundles, cosign, keys
+    from muster.signatures.rules import bundles, cosign, keys
 
 _DATA = Path(__file__).resolve().parent / "data"
 _KEY = keys.load(

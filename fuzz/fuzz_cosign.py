@@ -17,7 +17,8 @@ import _fuzzing
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["muster"]):
-    from muster.core import cosign, references
+    from muster.kernel import references
+    from muster.signatures.rules import cosign
 
 _DIGEST = "sha256:" + "5" * 64
 

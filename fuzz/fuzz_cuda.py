@@ -13,7 +13,7 @@ import _fuzzing
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["muster"]):
-    from muster.core import cuda
+    from muster.gpu.rules import cuda
 
 _SEEDS = (
     "cuda>=9.0",

@@ -23,8 +23,8 @@ with atheris.instrument_imports(include=["muster", "picklescan", "pickletools"])
     # modelfiles imports picklescan lazily: import it here so that it is instrumented.
     from picklescan import scanner  # type: ignore[import-untyped]  # noqa: F401
 
-    from muster.adapters import modelfiles
-    from muster.core import pickles
+    from muster.models import files as modelfiles
+    from muster.models.rules import pickles
 
 
 def seeds() -> Iterator[bytes]:

@@ -14,7 +14,7 @@ import _fuzzing
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["muster"]):
-    from muster.adapters import registries
+    from muster.platform import registries
 
 
 def seeds() -> Iterator[bytes]:

@@ -14,7 +14,7 @@ import _fuzzing
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["muster"]):
-    from muster.core import findings, reviews, scopes, subjects
+    from muster.kernel import findings, reviews, scopes, subjects
 
 _POD = {
     "apiVersion": "v1",

@@ -15,7 +15,7 @@ import _fuzzing
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["muster"]):
-    from muster.core import pickles
+    from muster.models.rules import pickles
 
 
 def _safetensors(header: dict[str, object], body: bytes) -> bytes:

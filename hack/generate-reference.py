@@ -3,7 +3,7 @@
 python hack/generate-reference.py          # write docs/reference.md
 python hack/generate-reference.py --check  # exit 1 when docs/reference.md is out of date
 
-Fields come from muster.core.catalog (the CRDs generated from the pydantic models the gates
+Fields come from muster.app.catalog (the CRDs generated from the pydantic models the gates
 validate with), so the reference cannot drift from what the apiserver accepts. Labels and
 annotations are found in the package source (every ``muster.dev/<key>`` string); each one must
 be described in KEYS below, or this script fails naming it.
@@ -19,7 +19,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from muster.core import catalog, gpustack
+from muster.app import catalog
+from muster.gpu.rules import stack as gpustack
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "docs" / "reference.md"

@@ -17,7 +17,7 @@ import pytest
 from muster import cli
 
 if TYPE_CHECKING:
-    from muster.handlers import operator
+    from muster.app import runtime
 
 __all__ = ["muster", "run_settings"]
 
@@ -41,17 +41,17 @@ def muster(*argv: str | Path, stdin: str | None = None) -> tuple[int, str, str]:
 
 def run_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str
-) -> tuple[int, list[operator.OperatorSettings]]:
+) -> tuple[int, list[runtime.OperatorSettings]]:
     """Exit code of ``muster run ARGS`` (with a stand-in TLS pair) and the settings it started
     the operator with: none where it refused, the operator's ``run`` being replaced."""
-    from muster.handlers import operator
+    from muster.app import runtime
 
-    seen: list[operator.OperatorSettings] = []
+    seen: list[runtime.OperatorSettings] = []
 
-    async def fake_run(settings: operator.OperatorSettings) -> None:
+    async def fake_run(settings: runtime.OperatorSettings) -> None:
         seen.append(settings)
 
-    monkeypatch.setattr(operator, "run", fake_run)
+    monkeypatch.setattr(runtime, "run", fake_run)
     cert = tmp_path / "tls.crt"
     cert.write_text("x")
     code = cli.main(["run", f"--tls-cert-file={cert}", f"--tls-key-file={cert}", *args])

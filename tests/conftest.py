@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import controlplane
+from muster.platform import controlplane
 from tests import peers
 
 LAYERS = ("unit", "integration", "e2e")

@@ -9,12 +9,12 @@ from typing import Any
 
 from kubernetes import client
 
-from muster.adapters import controlplane, kube
-from muster.core import crds
+from muster.kernel import crds
+from muster.platform import controlplane, kubesetup
 
 
 def admin(plane: controlplane.ControlPlane) -> client.ApiClient:
-    return kube.api_client(plane.kubeconfig)
+    return kubesetup.api_client(plane.kubeconfig)
 
 
 def service_account(
@@ -74,7 +74,7 @@ def namespace(
     """A fresh namespace (the control plane is shared by the session)."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     with admin(plane) as api:
-        kube.ensure_namespace(api, name, labels)
+        kubesetup.ensure_namespace(api, name, labels)
     return name
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from muster.adapters import localregistry, processes, tools
+from muster.platform import localregistry, processes, tools
 
 __all__ = [
     "Registry",

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes import client
 
-from muster.adapters import controlplane
+from muster.platform import controlplane
 from tests import kubeclients
 
 __all__ = ["WORKLOAD_RULES", "Tenant", "tenant"]

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane
+from muster.platform import controlplane
 from tests import kubeclients, paths
 
 __all__ = ["KINDS", "WorkloadKind", "crd_definitions", "install_crds", "resolve"]

@@ -4,7 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 
 OWN_NAMESPACE = "muster-system"
 

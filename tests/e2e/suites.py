@@ -16,8 +16,10 @@ from typing import Any
 
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, localoperator
-from muster.core import namespaceguard, scopes, webhookconfigs
+from muster.app import localoperator, webhookconfigs
+from muster.guards.rules import namespaces as namespaceguard
+from muster.kernel import scopes
+from muster.platform import controlplane, kubesetup
 
 __all__ = ["SUITE_LABEL", "mode_selector", "suite_labels", "suite_operator", "suite_selector"]
 
@@ -77,11 +79,11 @@ def suite_operator(
         extra_args=tuple(extra_args),
         kubeconfig=kubeconfig,
     )
-    api = kube.api_client(plane.kubeconfig)
+    api = kubesetup.api_client(plane.kubeconfig)
     admission: Any = client.AdmissionregistrationV1Api(api)
     try:
         ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
-        kube.ensure_namespace(api, own_namespace)
+        kubesetup.ensure_namespace(api, own_namespace)
         for built in (
             webhookconfigs.validating(
                 operator.url,
@@ -101,7 +103,7 @@ def suite_operator(
             manifest["metadata"]["name"] = configuration
             for hook in manifest["webhooks"]:
                 select(hook)
-            kube.apply_webhook_configuration(api, manifest)
+            kubesetup.apply_webhook_configuration(api, manifest)
         yield operator
     finally:
         for delete in (

@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, processes, tools
-from muster.core import gpustack, namespaceguard, trustanchors, webhookconfigs
+from muster.app import webhookconfigs
+from muster.gpu.rules import stack as gpustack
+from muster.guards.rules import namespaces as namespaceguard
+from muster.guards.rules import trustanchors
+from muster.platform import controlplane, kubesetup, processes, tools
 from tests.e2e import devcli
 from tests.integration import docblocks
 
@@ -139,7 +142,7 @@ def _the_trust_anchor_guard_is_installed(kubeconfig: Path) -> None:
         )
         for field in ("failurePolicy", "variables", "validations"):  # the rest has defaults
             assert live["spec"][field] == manifest["spec"][field], (name, field)
-    with kube.api_client(kubeconfig) as api:
+    with kubesetup.api_client(kubeconfig) as api:
         client.CoreV1Api(api).create_node({"metadata": {"name": "dev-gpu"}})
     role = "node-labeller"
     for step in (

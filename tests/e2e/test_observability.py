@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
-from muster.core import imagepolicies, scopes
+from muster.app import localoperator
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import scopes
+from muster.platform import controlplane
 from tests import kubeclients
 
 pytestmark = pytest.mark.e2e

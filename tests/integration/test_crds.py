@@ -8,8 +8,8 @@ import sys
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane
-from muster.core import catalog
+from muster.app import catalog
+from muster.platform import controlplane
 from tests import kubeclients
 from tests.paths import REPO
 

@@ -37,7 +37,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from muster import cli
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 from tests import paths, peers
 from tests.boms import schema_errors
 from tests.commandline import muster

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from muster.adapters import controlplane, kubeapi
+from muster.platform import controlplane, kubeapi
 from tests import kubeclients
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, processes
-from muster.core import modelregistry, webhookconfigs
+from muster.app import webhookconfigs
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane, kubesetup, processes
 from tests import kubeclients
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,7 @@ def probe(control_plane: controlplane.ControlPlane) -> Iterator[tuple[client.Api
     manifest["webhooks"] = [hook]
     api = kubeclients.admin(control_plane)
     admission: Any = client.AdmissionregistrationV1Api(api)
-    kube.apply_webhook_configuration(api, manifest)
+    kubesetup.apply_webhook_configuration(api, manifest)
     try:
         # The apiserver picks configurations up through an informer: wait until it calls.
         deadline = time.monotonic() + 30

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import processes
+from muster.platform import processes
 from tests import peers
 
 pytestmark = pytest.mark.integration

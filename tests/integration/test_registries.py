@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 
-from muster.adapters import registries
-from muster.core import references
+from muster.kernel import references
+from muster.platform import registries
 from tests import peers
 
 pytestmark = pytest.mark.integration
@@ -199,7 +199,7 @@ async def test_persistent_5xx_is_unavailable(faulty: tuple[Faults, str]) -> None
 
 
 async def test_unreachable_registry_is_unavailable() -> None:
-    from muster.adapters import processes
+    from muster.platform import processes
 
     host = f"127.0.0.1:{processes.free_port()}"
     async with client_for(host, backoff_base=0.01) as client:

@@ -19,8 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from muster.adapters import localregistry, processes, registries
-from muster.core import pki
+from muster.kernel import pki
+from muster.platform import localregistry, processes, registries
 from tests import peers
 
 pytestmark = pytest.mark.integration

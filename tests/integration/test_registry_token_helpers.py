@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import registries
-from muster.core import credhelpers as rules
+from muster.kernel import credhelpers as rules
+from muster.platform import registries
 from tests import credhelper
 from tests.integration import test_registry_token_auth as token_auth
 from tests.integration.test_registry_token_auth import token_registry, token_service

@@ -20,8 +20,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from muster.adapters import imageverifier, registries
-from muster.core import imagepolicies, references
+from muster.images import verifier as imageverifier
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import references
+from muster.platform import registries
 from tests import peers
 
 pytestmark = pytest.mark.integration

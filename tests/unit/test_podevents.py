@@ -11,16 +11,19 @@ from typing import Any
 import kopf
 import pytest
 
-from muster.adapters import objectstore, registries
-from muster.core import scopes
-from muster.handlers import boms, imagegate, operator, podevents, webhooks
+from muster.admission import server
+from muster.app import runtime
+from muster.boms import keeper as boms
+from muster.images import gate as imagegate
+from muster.kernel import scopes
+from muster.platform import objectstore, podevents, registries
 
 pytestmark = pytest.mark.unit
 
 
-def services(**settings: Any) -> operator.Services:
-    configured = operator.OperatorSettings(webhook=webhooks.WebhookSettings(), **settings)
-    return operator.Services(
+def services(**settings: Any) -> runtime.Services:
+    configured = runtime.OperatorSettings(webhook=server.WebhookSettings(), **settings)
+    return runtime.Services(
         settings=configured,
         kube=objectstore.ObjectStore([]),
         registries=registries.RegistryClient(configured.registry),
@@ -52,16 +55,16 @@ def pod(namespace: str, name: str = "p") -> dict[str, Any]:
 
 
 def test_the_all_pods_areas_share_one_kopf_handler(tmp_path: Path) -> None:
-    scanning = operator.build_registry(services(trivy_cache_dir=tmp_path))
+    scanning = runtime.build_registry(services(trivy_cache_dir=tmp_path))
     # BOMs and scans share "pod-events"; the model controller's handler only takes pods
     # labelled as using models (a label filter kopf applies before invoking anything).
     assert sorted(pod_handlers(scanning)) == ["controllers.<locals>.pod_event", "pod-events"]
     assert podevents.listeners(scanning) == ["vulnerabilities", "boms"]
     # A replica that does not scan has nothing to queue: no listener for it at all.
-    quiet = operator.build_registry(services())
+    quiet = runtime.build_registry(services())
     assert podevents.listeners(quiet) == ["boms"]
-    assert podevents.listeners(operator.build_registry(services(keep_boms=False))) == []
-    assert pod_handlers(operator.build_registry(services(keep_boms=False))) == [
+    assert podevents.listeners(runtime.build_registry(services(keep_boms=False))) == []
+    assert pod_handlers(runtime.build_registry(services(keep_boms=False))) == [
         "controllers.<locals>.pod_event"
     ]
 
@@ -90,7 +93,7 @@ def test_every_listener_hears_every_event_even_when_one_fails(
 
 def test_pods_of_namespaces_not_judged_are_not_kept() -> None:
     shared = services()
-    registry = operator.build_registry(shared)
+    registry = runtime.build_registry(shared)
     keeper = shared.areas[boms.KEEPER_AREA]
     namespaces = imagegate.area_for(shared).namespaces
     namespaces.update("judged", {scopes.ENFORCE_LABEL: "true"})

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import muster
-from muster.adapters import kubeapi
-from muster.core import boms, crds
-from muster.handlers import boms as stored
+from muster.boms import keeper as stored
+from muster.boms.rules import cyclonedx as boms
+from muster.kernel import crds
+from muster.platform import kubeapi
 
 from . import common
 

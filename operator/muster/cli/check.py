@@ -29,19 +29,15 @@ import pydantic
 import yaml
 
 import muster
-from muster.adapters import kubeapi, objectstore, registries
-from muster.core import (
-    findings,
-    gates,
-    gpupolicies,
-    imagepolicies,
-    jsonpatches,
-    modelregistry,
-    reviews,
-    scopes,
-    subjects,
-)
-from muster.handlers import admissions, models, operator, webhooks
+from muster.admission import pipeline as admissions
+from muster.admission import server
+from muster.app import runtime
+from muster.gpu.rules import policies as gpupolicies
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import findings, gates, jsonpatches, reviews, scopes, subjects
+from muster.models import controllers
+from muster.models.rules import registry as modelregistry
+from muster.platform import kubeapi, objectstore, registries
 
 from . import common
 
@@ -110,7 +106,7 @@ def register(subcommands: common.Subcommands) -> None:
     parser.add_argument("--registry-ca-file", type=Path, help="extra CA bundle for registries")
     parser.add_argument(
         "--verifier-image",
-        default=os.environ.get("MUSTER_VERIFIER_IMAGE", models.DEFAULT_VERIFIER_IMAGE),
+        default=os.environ.get("MUSTER_VERIFIER_IMAGE", controllers.DEFAULT_VERIFIER_IMAGE),
         metavar="REF",
         help="the model verifier init container image, as muster run --verifier-image",
     )
@@ -370,9 +366,11 @@ async def judge(
     return Outcome(document, display, True, "", verdict, patch, chosen.value)
 
 
-def _services(args: argparse.Namespace, objects: Sequence[Mapping[str, Any]]) -> operator.Services:
-    settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(),
+def _services(
+    args: argparse.Namespace, objects: Sequence[Mapping[str, Any]]
+) -> runtime.Services[runtime.OperatorSettings]:
+    settings = runtime.OperatorSettings(
+        webhook=server.WebhookSettings(),
         kubeconfig=args.kubeconfig,
         admission_deadline=args.timeout,
         model_verifier_image=args.verifier_image,
@@ -388,7 +386,7 @@ def _services(args: argparse.Namespace, objects: Sequence[Mapping[str, Any]]) ->
             raise common.CommandError(f"cannot use kubeconfig {args.kubeconfig}: {error}") from None
     else:
         kube = objectstore.ObjectStore(objects)
-    return operator.Services(
+    return runtime.Services(
         settings=settings, kube=kube, registries=registries.RegistryClient(settings.registry)
     )
 
@@ -410,7 +408,7 @@ async def _run(
     try:
         capture = _Capture()
         pipeline = admissions.Pipeline(
-            active_gates=[gate for area in operator.GATE_AREAS for gate in area(services)],
+            active_gates=[gate for area in runtime.GATE_AREAS for gate in area(services)],
             own_namespace=services.settings.own_namespace,
             deadline=args.timeout,
             observers=[capture],

@@ -25,8 +25,11 @@ from typing import Any
 
 import yaml
 
-from muster.adapters import controlplane, localregistry, tools
-from muster.core import gpupolicies, gpustack, modelregistry, scopes
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
+from muster.kernel import scopes
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane, localregistry, tools
 
 from . import common
 

@@ -9,9 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from muster.adapters import controlplane, kube, localoperator, localregistry, processes, tools
+from muster.app import localoperator
 from muster.cli import common, demo
-from muster.core import scopes
+from muster.kernel import scopes
+from muster.platform import controlplane, kubesetup, localregistry, processes, tools
 
 __all__ = ["default_dir", "register"]
 
@@ -159,9 +160,9 @@ def _start_operator(
         args, "installing the trust-anchor guard: only Muster writes its Node labels and statuses"
     )
     localoperator.install_trust_anchor_guard(plane)
-    api = kube.api_client(plane.kubeconfig)
+    api = kubesetup.api_client(plane.kubeconfig)
     with contextlib.closing(api):
-        kube.ensure_namespace(api, DEMO_NAMESPACE, {scopes.ENFORCE_LABEL: "true"})
+        kubesetup.ensure_namespace(api, DEMO_NAMESPACE, {scopes.ENFORCE_LABEL: "true"})
     return operator
 
 

@@ -17,9 +17,12 @@ from typing import Any
 import pydantic
 import yaml
 
-from muster.adapters import gpuimages, registries
 from muster.cli import common
-from muster.core import cuda, gpupolicies, gpustack
+from muster.gpu import imageenv as gpuimages
+from muster.gpu.rules import cuda
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
+from muster.platform import registries
 
 __all__ = ["register"]
 

@@ -25,9 +25,11 @@ from typing import Any, Literal
 
 import yaml
 
-from muster.adapters import imageverifier, registries
 from muster.cli import common
-from muster.core import imagepolicies, references
+from muster.images import verifier as imageverifier
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import references
+from muster.platform import registries
 
 __all__ = ["register"]
 

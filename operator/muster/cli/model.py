@@ -22,9 +22,11 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from muster.adapters import modelfiles, modelsigs
 from muster.cli import common, progress
-from muster.core import modelregistry, oms
+from muster.models import files as modelfiles
+from muster.models import signatures as modelsigs
+from muster.models.rules import oms
+from muster.models.rules import registry as modelregistry
 
 __all__ = ["register"]
 

@@ -15,8 +15,9 @@ import logging
 import os
 from pathlib import Path
 
-from muster.adapters import kubeapi, nodeagent
 from muster.cli import common
+from muster.gpu import nodeagent
+from muster.platform import kubeapi
 
 __all__ = ["register"]
 

@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pydantic
 
-from muster.adapters import credhelpers, registries
+from muster.admission import server
+from muster.app import runtime
 from muster.cli import common
-from muster.core import credhelpers as helperrules
-from muster.core import deadlines, drift, imagepolicies, namespaceguard, scopes, selectors
-from muster.handlers import models, operator, webhooks
+from muster.drift.rules import passes as drift
+from muster.guards.rules import namespaces as namespaceguard
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import credhelpers as helperrules
+from muster.kernel import deadlines, scopes, selectors
+from muster.models import controllers as models
+from muster.platform import credhelpers, registries
 
 __all__ = ["register"]
 
@@ -353,11 +358,11 @@ def _run(args: argparse.Namespace) -> int:
             + ", ".join(scopes.Scope)
         ) from None
     admission_deadline = _admission_deadline(args.admission_deadline, args.webhook_timeout)
-    settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(
+    settings = runtime.OperatorSettings(
+        webhook=server.WebhookSettings(
             host=args.listen_address,
             port=args.port,
-            tls=webhooks.TLSFiles(Path(args.tls_cert_file), Path(args.tls_key_file)),
+            tls=server.TLSFiles(Path(args.tls_cert_file), Path(args.tls_key_file)),
         ),
         own_namespace=args.namespace,
         enforcement=enforcement,
@@ -395,7 +400,7 @@ def _run(args: argparse.Namespace) -> int:
         namespace_selector=namespace_selector,
     )
     try:
-        asyncio.run(operator.run(settings))
+        asyncio.run(runtime.run(settings))
     except OSError as error:
         raise common.CommandError(f"cannot serve the webhook: {error}") from None
     return common.EXIT_OK

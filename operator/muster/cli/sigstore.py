@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from muster.cli import common
-from muster.core import bundles, cosign, keys
+from muster.signatures.rules import bundles, cosign, keys
 
 __all__ = ["register"]
 

@@ -28,8 +28,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator, modelfiles
-from muster.core import crds, gpupolicies, gpustack, imagepolicies, modelregistry
+from muster.app import localoperator
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import crds
+from muster.models import files as modelfiles
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane
 from tests import gpuroots, kubeclients, paths, peers
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 from tests.integration.chart import rendering

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import controlplane, processes
 from muster.cli import common
+from muster.platform import controlplane, processes
 from tests.checkcli import muster_check
 from tests.e2e import devcli
 from tests.integration import docblocks

@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import controlplane, kubeapi, localoperator, nodeagent
+from muster.app import localoperator
+from muster.gpu import nodeagent
+from muster.platform import controlplane, kubeapi
 from tests import peers
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 

@@ -22,8 +22,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator, nodeagent
-from muster.core import crds, gpustack
+from muster.app import localoperator
+from muster.gpu import nodeagent
+from muster.gpu.rules import stack as gpustack
+from muster.kernel import crds
+from muster.platform import controlplane
 from tests import cudaimages, gpuroots, kubeclients, paths, peers, tenants
 from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL, eventually, publish_node
 from tests.integration import docblocks

@@ -20,8 +20,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
-from muster.core import crds, gpupolicies, gpustack
+from muster.app import localoperator
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
+from muster.kernel import crds
+from muster.platform import controlplane
 from tests import gpuroots, kubeclients, paths, peers, workloadkinds
 from tests.e2e.gpu.conftest import (
     NAMESPACE_LABELS,

@@ -24,8 +24,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
-from muster.core import crds, gpustack
+from muster.app import localoperator
+from muster.gpu.rules import stack as gpustack
+from muster.kernel import crds
+from muster.platform import controlplane
 from tests import kubeclients, paths, peers
 from tests.e2e.gpu.conftest import NAMESPACE_LABELS, SUITE_LABEL, eventually, warnings_of
 from tests.integration.images.conftest import Signer, sign_v3

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 from tests import peers
 from tests.e2e.suites import suite_operator
 from tests.integration.images.conftest import signers

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 from tests import credhelper, kubeclients, peers
 from tests.e2e.images.test_image_admission import compiled_condition, create_policy, delete_policy
 from tests.e2e.suites import suite_operator

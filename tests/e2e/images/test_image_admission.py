@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane
-from muster.core import crds
+from muster.kernel import crds
+from muster.platform import controlplane
 from tests import kubeclients, peers
 from tests.e2e.images.conftest import SELECT_LABEL
 from tests.integration.images.conftest import Signer, sign_v3

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 from tests import kubeclients, peers
 from tests.e2e.images.conftest import SELECT_LABEL
 from tests.e2e.images.test_image_admission import compiled_condition, create_policy, delete_policy

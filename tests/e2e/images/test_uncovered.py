@@ -24,9 +24,10 @@ import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
 from muster.cli import common
-from muster.core import imagepolicies
+from muster.images.rules import policies as imagepolicies
+from muster.platform import controlplane
 from tests import kubeclients, peers, tenants
 from tests.checkcli import muster_check
 from tests.e2e.images.conftest import SELECT_LABEL

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 from tests import peers
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 

@@ -20,8 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
 from muster import cli
-from muster.adapters import controlplane, localoperator, modelfiles
-from muster.core import modelregistry
+from muster.app import localoperator
+from muster.models import files as modelfiles
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane
 from tests import kubeclients, peers
 from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL, VERIFIER_IMAGE
 

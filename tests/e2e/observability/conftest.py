@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from muster.adapters import controlplane, localoperator, processes
+from muster.app import localoperator
+from muster.platform import controlplane, processes
 from tests import peers
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 from tests.integration.images.conftest import signers

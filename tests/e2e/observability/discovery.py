@@ -20,7 +20,7 @@ from typing import Any
 
 from kubernetes import client
 
-from muster.adapters import controlplane
+from muster.platform import controlplane
 from tests import kubeclients
 
 SERVICE = "muster"  # the Service's name becomes the job label, as with a ServiceMonitor

@@ -29,8 +29,12 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, localoperator, modelfiles, processes
-from muster.core import crds, exemptions, gpustack, modelregistry, webhookconfigs
+from muster.app import localoperator, webhookconfigs
+from muster.gpu.rules import stack as gpustack
+from muster.kernel import crds, exemptions
+from muster.models import files as modelfiles
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane, kubesetup, processes
 from tests import kubeclients, paths, peers
 from tests.e2e.gpu.test_gpu_landing import POLICY as GPU_POLICY
 from tests.e2e.gpu.test_gpu_landing import _a100_labels, _h100_labels, _image_env
@@ -495,7 +499,7 @@ def outage(plane: controlplane.ControlPlane, operator: localoperator.LocalOperat
         for mode in ("warn", "enforce")
     }
     with kubeclients.admin(plane) as api:
-        kube.apply_webhook_configuration(api, manifest)
+        kubesetup.apply_webhook_configuration(api, manifest)
         admission: Any = client.AdmissionregistrationV1Api(api)
         try:
             # The configuration reaches the apiserver's webhook cache within moments: until

@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, localoperator
-from muster.core import webhookconfigs
+from muster.app import localoperator, webhookconfigs
+from muster.platform import controlplane, kubesetup
 from tests import kubeclients, peers
 from tests.e2e.suites import mode_selector
 from tests.integration.images.conftest import Signer, signers
@@ -52,17 +52,17 @@ def register(
     plane: controlplane.ControlPlane, operator: localoperator.LocalOperator, url: str | None = None
 ) -> None:
     ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
-    with contextlib.closing(kube.api_client(plane.kubeconfig)) as api:
-        kube.ensure_namespace(api, OWN_NAMESPACE)
+    with contextlib.closing(kubesetup.api_client(plane.kubeconfig)) as api:
+        kubesetup.ensure_namespace(api, OWN_NAMESPACE)
         for manifest in (
             webhookconfigs.validating(url or operator.url, ca_bundle, own_namespace=OWN_NAMESPACE),
             webhookconfigs.mutating(url or operator.url, ca_bundle, own_namespace=OWN_NAMESPACE),
         ):
-            kube.apply_webhook_configuration(api, own(manifest))
+            kubesetup.apply_webhook_configuration(api, own(manifest))
 
 
 def unregister(plane: controlplane.ControlPlane) -> None:
-    with contextlib.closing(kube.api_client(plane.kubeconfig)) as api:
+    with contextlib.closing(kubesetup.api_client(plane.kubeconfig)) as api:
         admission: Any = client.AdmissionregistrationV1Api(api)
         with contextlib.suppress(client.ApiException):
             admission.delete_validating_webhook_configuration(CONFIGURATION)

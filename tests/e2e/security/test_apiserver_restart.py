@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
-from muster.core import crds, scopes
+from muster.app import localoperator
+from muster.kernel import crds, scopes
+from muster.platform import controlplane
 from tests import kubeclients, peers
 from tests.integration.images.conftest import Signer, signers
 

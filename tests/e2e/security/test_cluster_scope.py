@@ -3,7 +3,7 @@ opt-in label, except the exclusions; `muster.dev/enforce=warn` still selects war
 `muster.dev/ignore=true` still opts out.
 
 An operator of its own runs with `--enforcement-scope=cluster`, its webhooks built by
-`muster.core.webhookconfigs` with the cluster-scope namespaceSelector (the chart's, compared in
+`muster.app.webhookconfigs` with the cluster-scope namespaceSelector (the chart's, compared in
 tests/integration/chart/test_scope_and_anchors.py). The control plane is shared by the whole
 session, so one extra selector expression confines these webhooks to this module's namespaces.
 The pods are created by a tenant, a ServiceAccount with ordinary rights in its own namespace.
@@ -23,8 +23,9 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, localoperator
-from muster.core import crds, scopes, webhookconfigs
+from muster.app import localoperator, webhookconfigs
+from muster.kernel import crds, scopes
+from muster.platform import controlplane, kubesetup
 from tests import kubeclients, peers, tenants
 from tests.integration.images.conftest import Signer, sign_v3
 
@@ -76,7 +77,7 @@ def _register(plane: controlplane.ControlPlane, operator: localoperator.LocalOpe
     ca_bundle = base64.b64encode(operator.ca_file.read_bytes()).decode("ascii")
     # The webhooks know one exclusion; the operator knows both (see EXCLUDED_BY_OPERATOR).
     selected = scopes.Enforcement.of("cluster", [EXCLUDED])
-    with contextlib.closing(kube.api_client(plane.kubeconfig)) as api:
+    with contextlib.closing(kubesetup.api_client(plane.kubeconfig)) as api:
         for build in (webhookconfigs.validating, webhookconfigs.mutating):
             manifest = build(
                 operator.url, ca_bundle, own_namespace=OWN_NAMESPACE, enforcement=selected
@@ -87,11 +88,11 @@ def _register(plane: controlplane.ControlPlane, operator: localoperator.LocalOpe
                 hook["namespaceSelector"]["matchExpressions"].append(
                     {"key": SCOPE_LABEL, "operator": "In", "values": [RUN]}
                 )
-            kube.apply_webhook_configuration(api, manifest)
+            kubesetup.apply_webhook_configuration(api, manifest)
 
 
 def _unregister(plane: controlplane.ControlPlane) -> None:
-    with contextlib.closing(kube.api_client(plane.kubeconfig)) as api:
+    with contextlib.closing(kubesetup.api_client(plane.kubeconfig)) as api:
         admission: Any = client.AdmissionregistrationV1Api(api)
         with contextlib.suppress(client.ApiException):
             admission.delete_validating_webhook_configuration(CONFIGURATION)
@@ -141,7 +142,7 @@ def cluster_operator(
 def _namespace(plane: controlplane.ControlPlane, name: str, **labels: str) -> tenants.Tenant:
     """A namespace of this module with ``labels`` (no opt-in label unless given), and its tenant."""
     with kubeclients.admin(plane) as api:
-        kube.ensure_namespace(api, name, {SCOPE_LABEL: RUN, **labels})
+        kubesetup.ensure_namespace(api, name, {SCOPE_LABEL: RUN, **labels})
     return tenants.tenant(plane, name)
 
 

@@ -30,7 +30,8 @@ import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 from tests import kubeclients, peers
 from tests.e2e.security.conftest import SELECT_LABEL, FaultProxy, signed_image_policy
 from tests.integration.images.conftest import Signer, sign_v2, sign_v3

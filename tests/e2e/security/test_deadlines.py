@@ -18,8 +18,9 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
-from muster.core import deadlines
+from muster.app import localoperator
+from muster.kernel import deadlines
+from muster.platform import controlplane
 from tests import kubeclients, peers
 from tests.e2e.security.conftest import FaultProxy, signed_image_policy
 from tests.e2e.suites import mode_selector, suite_operator

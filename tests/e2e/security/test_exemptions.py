@@ -14,8 +14,10 @@ import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from muster.adapters import controlplane, localoperator
-from muster.core import exemptions, pinning
+from muster.app import localoperator
+from muster.images.rules import pinning
+from muster.kernel import exemptions
+from muster.platform import controlplane
 from tests import kubeclients
 from tests.e2e.security.conftest import BREAKGLASS, SELECT_LABEL
 

@@ -25,7 +25,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane, kubesetup
 from tests import kubeclients, paths
 from tests.e2e.security.conftest import OWN_NAMESPACE, SELECT_LABEL, register, unregister
 from tests.e2e.security.test_rotation import Load, covered, set_ca_bundle
@@ -114,8 +115,8 @@ def replicas(
     crd = yaml.safe_load(
         (paths.REPO / "charts/muster/crds/clusterkopfpeerings.kopf.dev.yaml").read_text()
     )
-    with contextlib.closing(kube.api_client(control_plane.kubeconfig)) as api:
-        kube.apply_custom_resource_definition(api, crd)
+    with contextlib.closing(kubesetup.api_client(control_plane.kubeconfig)) as api:
+        kubesetup.apply_custom_resource_definition(api, crd)
         objects: Any = client.CustomObjectsApi(api)
         for _ in range(50):
             try:

@@ -24,8 +24,9 @@ import pytest
 from cryptography import x509
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, localoperator
-from muster.core import crds, pki, webhookconfigs
+from muster.app import localoperator, webhookconfigs
+from muster.kernel import crds, pki
+from muster.platform import controlplane, kubesetup
 from tests import kubeclients
 from tests.e2e.security.conftest import OWN_NAMESPACE, SELECT_LABEL, own
 
@@ -76,12 +77,12 @@ def covered(plane: controlplane.ControlPlane, namespace: str) -> Iterator[None]:
 
 def set_ca_bundle(plane: controlplane.ControlPlane, url: str, bundle: bytes) -> None:
     encoded = base64.b64encode(bundle).decode("ascii")
-    with contextlib.closing(kube.api_client(plane.kubeconfig)) as api:
+    with contextlib.closing(kubesetup.api_client(plane.kubeconfig)) as api:
         for manifest in (
             webhookconfigs.validating(url, encoded, own_namespace=OWN_NAMESPACE),
             webhookconfigs.mutating(url, encoded, own_namespace=OWN_NAMESPACE),
         ):
-            kube.apply_webhook_configuration(api, own(manifest))
+            kubesetup.apply_webhook_configuration(api, own(manifest))
 
 
 class Load:

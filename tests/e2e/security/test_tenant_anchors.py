@@ -32,9 +32,14 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, kubeapi, localoperator, modeladmission, tools
-from muster.adapters import nodeagent as nodeagent_
-from muster.core import crds, gpustack, modelgate, modelregistry
+from muster.app import localoperator
+from muster.gpu import nodeagent as nodeagent_
+from muster.gpu.rules import stack as gpustack
+from muster.kernel import crds
+from muster.models import gate as modeladmission
+from muster.models.rules import approval as modelgate
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane, kubeapi, kubesetup, tools
 from tests import gpuroots, kubeclients
 from tests.integration import docblocks
 from tests.integration.chart import rendering
@@ -143,7 +148,7 @@ def guard(
     docs = _policies(namespace, tmp_path_factory.mktemp("anchors"))
     with kubeclients.admin(control_plane) as api:
         for doc in docs:
-            kube.apply_admission_policy(api, doc)
+            kubesetup.apply_admission_policy(api, doc)
         core: Any = client.CoreV1Api(api)
         for node in installed.nodes:
             core.create_node(

@@ -29,8 +29,10 @@ import pytest
 from kubernetes import client
 from prometheus_client import parser
 
-from muster.adapters import controlplane, kube, localoperator, tools
-from muster.core import crds, namespaceguard, webhookconfigs
+from muster.app import localoperator, webhookconfigs
+from muster.guards.rules import namespaces as namespaceguard
+from muster.kernel import crds
+from muster.platform import controlplane, kubesetup, tools
 from tests import kubeclients, peers, tenants
 from tests.e2e.suites import suite_operator
 from tests.integration import docblocks
@@ -74,14 +76,14 @@ def chart_guard(control_plane: controlplane.ControlPlane) -> Iterator[dict[str, 
     docs = rendering.documents(rendered)
     policy = rendering.one(docs, "ValidatingAdmissionPolicy")
     binding = rendering.one(docs, "ValidatingAdmissionPolicyBinding")
-    # What the chart renders is what muster.core.namespaceguard decides with.
+    # What the chart renders is what muster.guards.rules.namespaces decides with.
     assert policy["spec"] == namespaceguard.policy_spec(SETTINGS)
     assert binding["spec"]["validationActions"] == ["Deny"]
     probe = _probe(control_plane)
     with kubeclients.admin(control_plane) as api:
         admission: Any = client.AdmissionregistrationV1Api(api)
-        kube.apply_admission_policy(api, policy)
-        kube.apply_admission_policy(api, binding)
+        kubesetup.apply_admission_policy(api, policy)
+        kubesetup.apply_admission_policy(api, binding)
         try:
             yield policy
         finally:
@@ -96,7 +98,7 @@ def _probe(plane: controlplane.ControlPlane) -> Callable[[], bool]:
     """Whether a user who may patch a namespace of its own is refused ``muster.dev/ignore``."""
     name = f"guard-probe-{uuid.uuid4().hex[:6]}"
     with kubeclients.admin(plane) as api:
-        kube.ensure_namespace(api, name)
+        kubesetup.ensure_namespace(api, name)
     patch = {
         "apiGroups": [""],
         "resources": ["namespaces"],

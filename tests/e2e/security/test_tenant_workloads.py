@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, localoperator
-from muster.core import crds
+from muster.app import localoperator
+from muster.kernel import crds
+from muster.platform import controlplane
 from tests import kubeclients, peers, tenants, workloadkinds
 from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
 from tests.integration.images.conftest import Signer, sign_v3

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
+from muster.platform import controlplane
 from tests import peers
 from tests.e2e.suites import mode_selector, suite_operator
 from tests.integration.images.conftest import signers

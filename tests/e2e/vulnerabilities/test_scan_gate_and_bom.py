@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane
 from muster.cli import common
-from muster.core import crds, scopes, vulnerabilities
+from muster.kernel import crds, scopes
+from muster.platform import controlplane
+from muster.vulnerabilities.rules import scans as vulnerabilities
 from tests import kubeclients, peers, trivydb
 from tests.boms import schema_errors
 from tests.commandline import muster

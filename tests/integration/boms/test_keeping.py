@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import controlplane, kubeapi, localoperator, registries
-from muster.core import crds, scopes
-from muster.handlers import boms as keeping
-from muster.handlers import imagegate, operator, webhooks
+from muster.admission import server as webhooks
+from muster.app import localoperator, runtime
+from muster.boms import keeper as keeping
+from muster.images import gate as imagegate
+from muster.kernel import crds, scopes
+from muster.platform import controlplane, kubeapi, registries
 from tests import kubeclients
 from tests.integration.images.conftest import Signer
 
@@ -23,11 +25,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[operator.Services]:
+async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[runtime.Services]:
     localoperator.install_crds(control_plane)
     kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig)))
-    found = operator.Services(
-        settings=operator.OperatorSettings(webhook=webhooks.WebhookSettings()),
+    found = runtime.Services(
+        settings=runtime.OperatorSettings(webhook=webhooks.WebhookSettings()),
         kube=kube,
         registries=registries.RegistryClient(),
     )
@@ -47,7 +49,7 @@ def pod(namespace: str, name: str, image: str, owner: str | None = None) -> dict
 
 async def test_keeping_a_bom_never_takes_a_new_policy_from_its_controller(
     control_plane: controlplane.ControlPlane,
-    services: operator.Services,
+    services: runtime.Services,
     signers: dict[str, Signer],
 ) -> None:
     """A new ImagePolicy that a BOM rewrite meets before the policy controller does.
@@ -93,7 +95,7 @@ async def test_keeping_a_bom_never_takes_a_new_policy_from_its_controller(
 
 
 async def test_a_busy_workload_is_rewritten_once_and_bystanders_never(
-    control_plane: controlplane.ControlPlane, services: operator.Services
+    control_plane: controlplane.ControlPlane, services: runtime.Services
 ) -> None:
     judged = kubeclients.namespace(control_plane, "bom-busy", {scopes.ENFORCE_LABEL: "warn"})
     bystander = kubeclients.namespace(control_plane, "bom-bystander")

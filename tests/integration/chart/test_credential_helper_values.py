@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from muster.core import credhelpers
+from muster.kernel import credhelpers
 from tests.integration import docblocks
 from tests.integration.chart import rendering
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from muster.app import runtime
 from muster.cli import main
-from muster.handlers import operator
 from tests.integration.chart import rendering
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,12 @@ def _rendered(*args: str) -> tuple[list[str], list[dict[str, Any]]]:
 
 def _deadline_run_gets(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> float:
     """The admission deadline ``muster run`` starts with, given the rendered arguments."""
-    seen: list[operator.OperatorSettings] = []
+    seen: list[runtime.OperatorSettings] = []
 
-    async def fake_run(settings: operator.OperatorSettings) -> None:
+    async def fake_run(settings: runtime.OperatorSettings) -> None:
         seen.append(settings)
 
-    monkeypatch.setattr(operator, "run", fake_run)
+    monkeypatch.setattr(runtime, "run", fake_run)
     pem = tmp_path / "tls.pem"
     pem.write_text("x")
     local = [

@@ -29,10 +29,15 @@ import yaml
 from kubernetes import client
 
 from muster import cli
-from muster.adapters import controlplane, events, kubeapi, metrics, modeladmission, modelsigs
-from muster.adapters import nodeagent as nodeagent_
-from muster.core import gpupolicies, gpustack, imagepolicies, modelregistry
-from muster.handlers import models
+from muster.gpu import nodeagent as nodeagent_
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
+from muster.images.rules import policies as imagepolicies
+from muster.models import controllers
+from muster.models import gate as modeladmission
+from muster.models import signatures as modelsigs
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane, events, kubeapi, metrics
 from tests import gpuroots, kubeclients
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import CHART, ROOT
@@ -313,8 +318,8 @@ def test_the_default_gpu_stack_policy_is_accepted_by_the_real_crd(release: Relea
     assert "gpustackpolicy.muster.dev/muster-default created (server dry run)" in result.stdout
 
 
-def _controller(kube: kubeapi.KubeApi) -> models.ModelController:
-    return models.ModelController(
+def _controller(kube: kubeapi.KubeApi) -> controllers.ModelController:
+    return controllers.ModelController(
         kube=kube,
         catalog=modeladmission.ModelCatalog(kube),
         recorder=events.EventRecorder(kube),

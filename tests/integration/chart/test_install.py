@@ -27,7 +27,7 @@ import yaml
 from cryptography import x509
 from kubernetes import client
 
-from muster.adapters import controlplane
+from muster.platform import controlplane
 from tests import kubeclients
 from tests.integration import docblocks
 from tests.integration.chart import rendering

@@ -1,6 +1,6 @@
 """The chart's namespace guard and record of namespace mode changes are the code's.
 
-The guard's CEL lives once, in ``muster.core.namespaceguard``: the chart reads it from
+The guard's CEL lives once, in ``muster.guards.rules.namespaces``: the chart reads it from
 ``files/namespace-guard.yaml`` (generated from the code) and adds the ``namespaceGuard``
 values. Rendered with any values, the policy equals ``namespaceguard.policy_spec`` for the same
 settings, the record's webhook entry equals ``webhookconfigs.namespace_modes``, and the operator
@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from muster import cli
+from muster.app import webhookconfigs
 from muster.cli import run
-from muster.core import namespaceguard, webhookconfigs
+from muster.guards.rules import namespaces as namespaceguard
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import ROOT
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, processes
+from muster.platform import controlplane, processes
 from tests import kubeclients
 from tests.integration import docblocks
 from tests.integration.chart import rendering

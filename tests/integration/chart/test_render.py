@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from muster.core import webhookconfigs
+from muster.app import webhookconfigs
 from tests import peers
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import CHART, ROOT, SCENARIOS
@@ -153,7 +153,7 @@ def _webhooks(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     ],
 )
 def test_webhooks_follow_the_same_rules_as_the_operator(kind: str, build: Any) -> None:
-    """The chart's webhooks and the development ones (muster.core.webhookconfigs) agree."""
+    """The chart's webhooks and the development ones (muster.app.webhookconfigs) agree."""
     docs = rendering.documents(rendering.template())
     expected = build("https://unused", "", own_namespace="muster-system")["webhooks"]
     # The record of namespace mode changes is compared in test_namespace_guard.py.

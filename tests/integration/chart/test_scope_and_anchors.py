@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from muster.core import scopes, trustanchors, webhookconfigs
+from muster.app import webhookconfigs
+from muster.guards.rules import trustanchors
+from muster.kernel import scopes
 from tests.integration.chart import rendering
 
 pytestmark = pytest.mark.integration
@@ -138,7 +140,7 @@ def _anchor_docs(*values: str) -> list[dict[str, Any]]:
 def test_the_chart_ships_the_policies_dev_up_installs(
     values: list[str], writers: trustanchors.Writers
 ) -> None:
-    """The chart adds its settings to files/trust-anchors.yaml; muster.core.trustanchors
+    """The chart adds its settings to files/trust-anchors.yaml; muster.guards.rules.trustanchors
     builds the same for `muster dev up`: the two must be the very same policies."""
     # helm orders what it renders by kind: compared by kind and name.
     rendered = {(d["kind"], d["metadata"]["name"]): d for d in _anchor_docs(*values)}

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from muster import cli
-from muster.adapters import gpuimages, registries
+from muster.gpu import imageenv as gpuimages
+from muster.platform import registries
 from tests import paths, peers
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import registries
-from muster.core import imagepolicies
+from muster.images.rules import policies as imagepolicies
+from muster.platform import registries
 from tests import peers
 
 COSIGN_ENV = {"COSIGN_PASSWORD": ""}

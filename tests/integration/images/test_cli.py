@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from muster.adapters import processes
+from muster.platform import processes
 from tests import peers
 from tests.commandline import muster
 from tests.integration.images.conftest import Signer, sign_v2

@@ -11,9 +11,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from muster.adapters import registries
-from muster.core import credhelpers as rules
-from muster.core import references
+from muster.kernel import credhelpers as rules
+from muster.kernel import references
+from muster.platform import registries
 from tests import credhelper, peers
 from tests.integration.images.test_cli import run_cli
 

@@ -13,9 +13,12 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kubeapi, registries
-from muster.core import findings, gates, imagepolicies, subjects
-from muster.handlers import imagegate, operator, webhooks
+from muster.admission import server
+from muster.app import runtime
+from muster.images import gate as imagegate
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import findings, gates, subjects
+from muster.platform import controlplane, kubeapi, registries
 from tests import kubeclients, peers
 from tests.integration.images.conftest import Signer, policy, sign_v2
 
@@ -27,12 +30,12 @@ async def area_with(
     control_plane: controlplane.ControlPlane, registry: peers.Registry, **overrides: Any
 ) -> AsyncIterator[imagegate.ImageArea]:
     """An image area of its own whose operator settings differ (``muster run`` flags)."""
-    settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(),
+    settings = runtime.OperatorSettings(
+        webhook=server.WebhookSettings(),
         registry=registries.RegistrySettings(insecure_registries=frozenset({registry.host})),
         **overrides,
     )
-    services = operator.Services(
+    services = runtime.Services(
         settings=settings,
         kube=kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig))),
         registries=registries.RegistryClient(settings.registry),

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import imageverifier, processes
-from muster.core import imagepolicies, references
+from muster.images import verifier as imageverifier
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import references
+from muster.platform import processes
 from tests import peers
 from tests.integration.images.conftest import Signer, client_for, policy, sign_v2, sign_v3
 

@@ -7,9 +7,11 @@ import uuid
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kubeapi, localoperator, registries
-from muster.core import crds, findings, gates, subjects
-from muster.handlers import imagegate, operator, webhooks
+from muster.admission import server
+from muster.app import localoperator, runtime
+from muster.images import gate as imagegate
+from muster.kernel import crds, findings, gates, subjects
+from muster.platform import controlplane, kubeapi, registries
 from tests import kubeclients
 from tests.integration.images.conftest import Signer
 
@@ -68,8 +70,8 @@ async def test_policies_that_cannot_be_listed_fail_closed(
         store = imagegate.PolicyStore(kube)
         with pytest.raises(imagegate.PoliciesUnavailable, match="cannot list ImagePolicies"):
             await store.snapshot()
-        services = operator.Services(
-            settings=operator.OperatorSettings(webhook=webhooks.WebhookSettings()),
+        services = runtime.Services(
+            settings=runtime.OperatorSettings(webhook=server.WebhookSettings()),
             kube=kube,
             registries=registries.RegistryClient(),
         )

@@ -15,15 +15,12 @@ import pytest
 from kubernetes import client
 from prometheus_client import parser as prometheus_parser
 
-from muster.adapters import (
-    controlplane,
-    imageverifier,
-    kubeapi,
-    localregistry,
-    registries,
-)
-from muster.core import gates, pki, references
-from muster.handlers import imagegate, operator, webhooks
+from muster.admission import server as webhooks
+from muster.app import runtime
+from muster.images import gate as imagegate
+from muster.images import verifier as imageverifier
+from muster.kernel import gates, pki, references
+from muster.platform import controlplane, kubeapi, localregistry, registries
 from tests import kubeclients, peers
 from tests.integration.images.conftest import COSIGN_ENV, Signer, policy
 from tests.integration.images.test_cli import run_cli, write_policy
@@ -113,7 +110,7 @@ def _docker_config(host: str, username: str, password: str) -> bytes:
     return json.dumps({"auths": {f"http://{host}": {"auth": auth}}}).encode()
 
 
-def _cache_counts(services: operator.Services) -> dict[str, float]:
+def _cache_counts(services: runtime.Services) -> dict[str, float]:
     text = services.metrics.exposition().decode()
     return {
         sample.labels["result"]: sample.value
@@ -161,13 +158,13 @@ async def test_operator_credentials_back_pods_without_their_own(
                 "data": {".dockerconfigjson": base64.b64encode(wrong).decode()},
             },
         )
-    settings = operator.OperatorSettings(
+    settings = runtime.OperatorSettings(
         webhook=webhooks.WebhookSettings(),
         registry=registries.RegistrySettings(
             insecure_registries=frozenset({host}), credentials_file=operator_file
         ),
     )
-    services = operator.Services(
+    services = runtime.Services(
         settings=settings,
         kube=kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig))),
         registries=registries.RegistryClient(settings.registry),

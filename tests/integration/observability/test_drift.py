@@ -18,21 +18,16 @@ import pytest
 import yaml
 from kubernetes import client
 
-from muster.adapters import controlplane, events, kube, kubeapi, localoperator, registries
-from muster.core import (
-    crds,
-    drift,
-    findings,
-    gates,
-    imagepolicies,
-    jsonpatches,
-    modelregistry,
-    scopes,
-    selectors,
-    subjects,
-)
-from muster.handlers import drift as drift_handlers
-from muster.handlers import imagegate, models, operator, webhooks
+from muster.admission import server
+from muster.app import localoperator, runtime
+from muster.drift import controller as drift_handlers
+from muster.drift.rules import passes as drift
+from muster.images import gate as imagegate
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import crds, findings, gates, jsonpatches, scopes, selectors, subjects
+from muster.models import controllers as models
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane, events, kubeapi, kubesetup, registries
 from tests import kubeclients, paths
 
 pytestmark = pytest.mark.integration
@@ -44,10 +39,10 @@ DIGEST = "sha256:" + "cd" * 32
 
 
 @pytest.fixture
-async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[operator.Services]:
+async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[runtime.Services]:
     localoperator.install_crds(control_plane)
-    settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(),
+    settings = runtime.OperatorSettings(
+        webhook=server.WebhookSettings(),
         model_verifier_image="registry.example/muster/muster@sha256:" + "5e" * 32,
         # Models are what drift here; the test's image is covered by no ImagePolicy.
         uncovered_images=imagepolicies.Uncovered.ALLOW,
@@ -56,7 +51,7 @@ async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[op
         namespace_selector=selectors.LabelSelector.model_validate({"matchLabels": {SUITE: "yes"}}),
     )
     kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig)))
-    found = operator.Services(
+    found = runtime.Services(
         settings=settings, kube=kube, registries=registries.RegistryClient(settings.registry)
     )
     found.events = events.EventRecorder(kube)
@@ -126,21 +121,21 @@ async def eventually(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
         await asyncio.sleep(0.2)
 
 
-def cache(services: operator.Services, result: str) -> float:
+def cache(services: runtime.Services, result: str) -> float:
     value = services.metrics.registry.get_sample_value(
         "muster_verification_cache_requests_total", {"cache": "models", "result": result}
     )
     return value or 0.0
 
 
-def drifted(services: operator.Services, check: str) -> float:
+def drifted(services: runtime.Services, check: str) -> float:
     value = services.metrics.registry.get_sample_value("muster_drifted_pods", {"check": check})
     assert value is not None
     return value
 
 
 async def test_a_revoked_model_makes_its_pod_drift_and_the_model_index_counts_lookups(
-    control_plane: controlplane.ControlPlane, services: operator.Services
+    control_plane: controlplane.ControlPlane, services: runtime.Services
 ) -> None:
     plane = control_plane
     run = uuid.uuid4().hex[:6]
@@ -156,7 +151,7 @@ async def test_a_revoked_model_makes_its_pod_drift_and_the_model_index_counts_lo
     )
     kubeclients.create_muster_object(plane, "models", "Model", model, {"digest": DIGEST})
     try:
-        pipeline = operator.build_pipeline(services)
+        pipeline = runtime.build_pipeline(services)
         assert services.areas[drift_handlers.PIPELINE_AREA] is pipeline
         catalog = models._controller(services).catalog
         catalog.min_reload_interval = 0.0
@@ -222,13 +217,13 @@ async def test_a_revoked_model_makes_its_pod_drift_and_the_model_index_counts_lo
 
 
 async def test_only_the_replica_kopf_peering_puts_in_charge_runs_drift_passes(
-    control_plane: controlplane.ControlPlane, services: operator.Services
+    control_plane: controlplane.ControlPlane, services: runtime.Services
 ) -> None:
     crd = yaml.safe_load(
         (paths.REPO / "charts/muster/crds/clusterkopfpeerings.kopf.dev.yaml").read_text()
     )
-    with contextlib.closing(kube.api_client(control_plane.kubeconfig)) as api:
-        kube.apply_custom_resource_definition(api, crd)
+    with contextlib.closing(kubesetup.api_client(control_plane.kubeconfig)) as api:
+        kubesetup.apply_custom_resource_definition(api, crd)
     name = f"drift-peering-{uuid.uuid4().hex[:6]}"
     now = datetime.datetime.now(datetime.UTC)
     # As kopf writes it: one entry per live replica, with its priority and when it was seen.

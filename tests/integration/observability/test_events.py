@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import controlplane, events, kubeapi, localoperator
-from muster.core import crds, findings, gates, observations, subjects
+from muster.app import localoperator
+from muster.kernel import crds, findings, gates, observations, subjects
+from muster.platform import controlplane, events, kubeapi
 from tests import kubeclients
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import parser
 
-from muster.adapters import metrics, processes, registries
-from muster.core import references
+from muster.kernel import references
+from muster.platform import metrics, processes, registries
 from tests import peers
 
 pytestmark = pytest.mark.integration

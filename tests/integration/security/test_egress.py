@@ -18,8 +18,8 @@ import aiohttp.abc
 import pytest
 from aiohttp import web
 
-from muster.adapters import registries
-from muster.core import egress
+from muster.kernel import egress
+from muster.platform import registries
 from tests import peers
 
 pytestmark = pytest.mark.integration

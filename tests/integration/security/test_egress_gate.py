@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import controlplane, kubeapi, registries
-from muster.core import findings, gates, subjects
-from muster.handlers import imagegate, operator, webhooks
+from muster.admission import server
+from muster.app import runtime
+from muster.images import gate as imagegate
+from muster.kernel import findings, gates, subjects
+from muster.platform import controlplane, kubeapi, registries
 from tests import kubeclients, peers
 from tests.integration.images import conftest as images
 
@@ -26,11 +28,11 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> images.Signer:
 
 async def _area(
     plane: controlplane.ControlPlane, settings: registries.RegistrySettings
-) -> tuple[imagegate.ImageArea, operator.Services]:
-    operator_settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(), registry=settings
+) -> tuple[imagegate.ImageArea, runtime.Services]:
+    operator_settings = runtime.OperatorSettings(
+        webhook=server.WebhookSettings(), registry=settings
     )
-    services = operator.Services(
+    services = runtime.Services(
         settings=operator_settings,
         kube=kubeapi.KubeApi(kubeapi.Credentials.resolve(str(plane.kubeconfig))),
         registries=registries.RegistryClient(settings),

@@ -1,7 +1,7 @@
 """The namespace guard, evaluated by the real kube-apiserver, decides as its Python twin.
 
-``muster.core.namespaceguard`` writes the guard once, as a ValidatingAdmissionPolicy (CEL) and
-as :func:`~muster.core.namespaceguard.decide` (Python), which the record of namespace mode
+``muster.guards.rules.namespaces`` writes the guard once, as a ValidatingAdmissionPolicy (CEL) and
+as :func:`~muster.guards.rules.namespaces.decide` (Python), which the record of namespace mode
 changes uses to tell allowed from refused. Here the apiserver is the oracle: for every pair of
 label sets (before, after) from a matrix, and for a user who is no manager, a manager by group
 and a manager by name, in both enforcement scopes, a server-side dry run of the UPDATE (and of
@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from muster.adapters import controlplane, kube, processes
-from muster.core import namespaceguard, webhookconfigs
+from muster.app import webhookconfigs
+from muster.guards.rules import namespaces as namespaceguard
+from muster.platform import controlplane, kubesetup, processes
 from tests import kubeclients
 
 pytestmark = pytest.mark.integration
@@ -117,8 +118,8 @@ def installed(
     }
     with kubeclients.admin(plane) as api:
         admission: Any = client.AdmissionregistrationV1Api(api)
-        kube.apply_admission_policy(api, namespaceguard.policy(settings, name))
-        kube.apply_admission_policy(api, bound)
+        kubesetup.apply_admission_policy(api, namespaceguard.policy(settings, name))
+        kubesetup.apply_admission_policy(api, bound)
         try:
             # The apiserver takes policies up through an informer: wait until this one bites.
             deadline = time.monotonic() + 30
@@ -171,7 +172,7 @@ def test_the_apiserver_decides_as_the_python_twin(
     created = f"{prefix}-new"
     for name, labels in zip(existing, LABEL_SETS, strict=True):
         with kubeclients.admin(control_plane) as api:
-            kube.ensure_namespace(api, name, labels)
+            kubesetup.ensure_namespace(api, name, labels)
     mallory, gitops = writers[MALLORY], writers[GITOPS]
     ignore = {"metadata": {"labels": {IGNORE: "true"}}}  # refused in both scopes
 
@@ -219,7 +220,7 @@ def test_the_policy_type_checks_without_warnings(control_plane: controlplane.Con
     settings = namespaceguard.GuardSettings(manager_users=("u",), protected_labels=(TIER,))
     with kubeclients.admin(control_plane) as api:
         admission: Any = client.AdmissionregistrationV1Api(api)
-        kube.apply_admission_policy(api, namespaceguard.policy(settings, name))
+        kubesetup.apply_admission_policy(api, namespaceguard.policy(settings, name))
         try:
             deadline = time.monotonic() + 30
             while True:
@@ -280,7 +281,7 @@ def record_probe(
     }
     with kubeclients.admin(plane) as api:
         admission: Any = client.AdmissionregistrationV1Api(api)
-        kube.apply_webhook_configuration(api, manifest)
+        kubesetup.apply_webhook_configuration(api, manifest)
         try:
             yield
         finally:
@@ -306,7 +307,7 @@ def test_the_record_is_sent_every_change_worth_recording(
     names = [f"record-{marker}-{index}" for index in range(len(LABEL_SETS))]
     with kubeclients.admin(control_plane) as api:
         for name, labels in zip(names, LABEL_SETS, strict=True):
-            kube.ensure_namespace(api, name, {**labels, **scoped})
+            kubesetup.ensure_namespace(api, name, {**labels, **scoped})
         core = client.CoreV1Api(api)
         with record_probe(control_plane, marker, dry_runs=True):
             # Wait until the apiserver calls it (configurations arrive through an informer).

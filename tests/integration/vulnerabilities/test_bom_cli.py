@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import controlplane, localoperator
+from muster.app import localoperator
 from muster.cli import common
+from muster.platform import controlplane
 from tests import kubeclients
 from tests.commandline import muster
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import registries, scanner
-from muster.core import credhelpers as rules
+from muster.kernel import credhelpers as rules
+from muster.platform import registries
+from muster.vulnerabilities import scanner
 from tests import credhelper, peers, trivydb
 
 pytestmark = pytest.mark.integration

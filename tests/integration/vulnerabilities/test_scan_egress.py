@@ -31,8 +31,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from muster.adapters import registries, scanner, scanrelay
-from muster.core import scanrelay as relayrules
+from muster.platform import registries
+from muster.vulnerabilities import relay as scanrelay
+from muster.vulnerabilities import scanner
+from muster.vulnerabilities.rules import relay as relayrules
 from tests import peers, trivydb
 from tests.integration.vulnerabilities.conftest import PLANTED, Images
 

@@ -16,9 +16,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
-from muster.adapters import controlplane, kubeapi, localoperator, registries, scanner
-from muster.core import crds, findings, gates, imagepolicies, references
-from muster.handlers import admissions, imagegate, operator, vulnerabilities, webhooks
+from muster.admission import pipeline as admissions
+from muster.admission import server
+from muster.app import localoperator, runtime
+from muster.images import gate as imagegate
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import crds, findings, gates, references
+from muster.platform import controlplane, kubeapi, registries
+from muster.vulnerabilities import gate as vulnerabilities
+from muster.vulnerabilities import scanner
 from tests import kubeclients, peers, trivydb
 from tests.integration.vulnerabilities.conftest import PLANTED, Images
 
@@ -91,18 +97,18 @@ async def services(
     registry: peers.Registry,
     tmp_path: Path,
     trivy_cache: Path,
-) -> AsyncIterator[operator.Services]:
+) -> AsyncIterator[runtime.Services]:
     localoperator.install_crds(control_plane)
     cache = tmp_path / "trivy"
     shutil.copytree(trivy_cache, cache)  # tests that rewrite the DB get their own copy
-    settings = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(),
+    settings = runtime.OperatorSettings(
+        webhook=server.WebhookSettings(),
         registry=registries.RegistrySettings(insecure_registries=frozenset({registry.host})),
         trivy_cache_dir=cache,
         scan_concurrency=2,
         scan_timeout=120,
     )
-    built = operator.Services(
+    built = runtime.Services(
         settings=settings,
         kube=kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig))),
         registries=registries.RegistryClient(settings.registry),
@@ -133,7 +139,7 @@ def read_scan(plane: controlplane.ControlPlane, digest: str) -> dict[str, Any]:
 
 async def test_queued_digests_are_scanned_into_imagescans_shared_by_replicas(
     control_plane: controlplane.ControlPlane,
-    services: operator.Services,
+    services: runtime.Services,
     planted_images: Images,
 ) -> None:
     delete_scan(control_plane, planted_images.digest)
@@ -161,7 +167,7 @@ async def test_queued_digests_are_scanned_into_imagescans_shared_by_replicas(
 
 async def test_a_changed_db_queues_a_rescan(
     control_plane: controlplane.ControlPlane,
-    services: operator.Services,
+    services: runtime.Services,
     planted_images: Images,
 ) -> None:
     area = vulnerabilities.area_for(services)
@@ -226,7 +232,7 @@ def review(namespace: str, image: str) -> dict[str, Any]:
 
 async def test_the_gate_denies_or_warns_through_the_pipeline(
     control_plane: controlplane.ControlPlane,
-    services: operator.Services,
+    services: runtime.Services,
     registry: peers.Registry,
     planted_images: Images,
 ) -> None:

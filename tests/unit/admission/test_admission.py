@@ -5,8 +5,10 @@ from typing import Any
 
 import pytest
 
-from muster.core import findings, gates, pinning, reviews, subjects, webhookconfigs
-from muster.handlers import admissions
+from muster.admission import pipeline as admissions
+from muster.app import webhookconfigs
+from muster.images.rules import pinning
+from muster.kernel import findings, gates, reviews, subjects
 from tests.unit.admission.test_reviews import review
 
 pytestmark = pytest.mark.unit

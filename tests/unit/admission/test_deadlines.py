@@ -15,8 +15,11 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muster.core import deadlines, findings, gates, pinning, subjects
-from muster.handlers import admissions, operator, webhooks
+from muster.admission import pipeline as admissions
+from muster.admission import server
+from muster.app import runtime
+from muster.images.rules import pinning
+from muster.kernel import deadlines, findings, gates, subjects
 from tests import commandline
 from tests.unit.admission.test_admission import PINNED, SlowGate, pod_review
 
@@ -34,7 +37,7 @@ def test_the_deadline_is_derived_from_the_timeout(timeout: int, deadline: float)
 
 def test_the_default_deadline_is_the_default_timeouts() -> None:
     assert admissions.DEFAULT_DEADLINE_SECONDS == 8.0
-    assert operator.OperatorSettings.__dataclass_fields__["admission_deadline"].default == 8.0
+    assert runtime.OperatorSettings.__dataclass_fields__["admission_deadline"].default == 8.0
 
 
 @given(st.floats(min_value=0.001, max_value=30))
@@ -106,7 +109,7 @@ async def _post(deadline: float, query: str) -> tuple[dict[str, Any], float]:
         own_namespace="muster-system",
         deadline=deadline,
     )
-    runner = web.AppRunner(webhooks.build_app(pipeline), handle_signals=False)
+    runner = web.AppRunner(server.build_app(pipeline), handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

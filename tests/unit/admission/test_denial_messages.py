@@ -8,17 +8,12 @@ from typing import Any
 import pydantic
 import pytest
 
-from muster.adapters import imageverifier
-from muster.core import (
-    denials,
-    findings,
-    gpupolicies,
-    imagepolicies,
-    modelregistry,
-    pods,
-    references,
-)
-from muster.handlers import imagegate
+from muster.gpu.rules import policies as gpupolicies
+from muster.images import gate as imagegate
+from muster.images import verifier as imageverifier
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import denials, findings, pods, references
+from muster.models.rules import registry as modelregistry
 from tests.paths import fixture
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from muster.core import gpupods, modelgate, modelregistry, pods, webhookconfigs
+from muster.app import webhookconfigs
+from muster.gpu.rules import pods as gpupods
+from muster.kernel import pods
+from muster.models.rules import approval as modelgate
+from muster.models.rules import registry as modelregistry
 
 pytestmark = pytest.mark.unit
 

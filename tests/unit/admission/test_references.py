@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import references
+from muster.kernel import references
 
 pytestmark = pytest.mark.unit
 
@@ -230,7 +230,7 @@ def test_patterns_are_normalised_like_references(pattern: str, normalised: str) 
 def test_a_pattern_covers_every_spelling_of_its_registry(
     data: st.DataObject, host: str, path: list[str]
 ) -> None:
-    from muster.core import imagepolicies
+    from muster.images.rules import policies as imagepolicies
 
     pattern = imagepolicies.compile_glob(f"{data.draw(_spellings(host))}/{path[0]}/**")
     reference = references.parse(f"{data.draw(_spellings(host))}/{'/'.join(path)}/x")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import reviews
+from muster.kernel import reviews
 
 pytestmark = pytest.mark.unit
 

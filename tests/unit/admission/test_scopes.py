@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from muster.core import drift, findings, gates, pinning, reviews, scopes, selectors, webhookconfigs
-from muster.handlers import admissions, operator
+from muster.admission import pipeline as admissions
+from muster.app import runtime, webhookconfigs
+from muster.drift.rules import passes as drift
+from muster.images.rules import pinning
+from muster.kernel import findings, gates, reviews, scopes, selectors
 from tests import commandline
 from tests.unit.admission.test_reviews import review
 
@@ -186,7 +189,7 @@ def test_the_handler_never_judges_an_excluded_namespace() -> None:
 
 def _settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str
-) -> operator.OperatorSettings | None:
+) -> runtime.OperatorSettings | None:
     code, seen = commandline.run_settings(tmp_path, monkeypatch, *args)
     if code != 0:
         return None

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from muster.core import findings, gpupods, reviews, subjects, webhookconfigs
+from muster.app import webhookconfigs
+from muster.gpu.rules import pods as gpupods
+from muster.kernel import findings, reviews, subjects
 from tests import paths, workloadkinds
 from tests.unit.admission import test_admission
 from tests.unit.admission.test_reviews import review

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from muster.core import boms, modelregistry, vulnerabilities
+from muster.boms.rules import cyclonedx as boms
+from muster.models.rules import registry as modelregistry
+from muster.vulnerabilities.rules import scans as vulnerabilities
 from tests.boms import schema_errors
 
 pytestmark = pytest.mark.unit

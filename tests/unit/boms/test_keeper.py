@@ -8,10 +8,13 @@ from typing import Any
 import pytest
 
 from muster import cli
-from muster.adapters import kubeapi, registries
-from muster.core import boms, scopes
-from muster.handlers import boms as keeping
-from muster.handlers import imagegate, operator, webhooks
+from muster.admission import server as webhooks
+from muster.app import runtime
+from muster.boms import keeper as keeping
+from muster.boms.rules import cyclonedx as boms
+from muster.images import gate as imagegate
+from muster.kernel import scopes
+from muster.platform import kubeapi, registries
 
 pytestmark = pytest.mark.unit
 
@@ -28,11 +31,11 @@ def pod(namespace: str, name: str, owner: str | None = None) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def services() -> AsyncIterator[operator.Services]:
+async def services() -> AsyncIterator[runtime.Services]:
     # Nothing here talks to an API server: note() must never do I/O.
     kube = kubeapi.KubeApi(kubeapi.Credentials(host="https://127.0.0.1:9", ca_file=None))
-    found = operator.Services(
-        settings=operator.OperatorSettings(webhook=webhooks.WebhookSettings(), own_namespace=OWN),
+    found = runtime.Services(
+        settings=runtime.OperatorSettings(webhook=webhooks.WebhookSettings(), own_namespace=OWN),
         kube=kube,
         registries=registries.RegistryClient(),
     )
@@ -65,7 +68,7 @@ def test_only_opted_in_namespaces_keep_boms(
 
 
 async def test_pods_of_namespaces_that_did_not_opt_in_are_not_kept(
-    services: operator.Services,
+    services: runtime.Services,
 ) -> None:
     keeper = keeping.Keeper(services, services.kube)
     assert not keeper.note(pod("bystander", "a"))
@@ -81,7 +84,7 @@ async def test_pods_of_namespaces_that_did_not_opt_in_are_not_kept(
 
 
 async def test_events_of_one_workload_coalesce_into_one_rewrite(
-    services: operator.Services,
+    services: runtime.Services,
 ) -> None:
     keeper = keeping.Keeper(services, services.kube)
     for index in range(50):
@@ -92,7 +95,7 @@ async def test_events_of_one_workload_coalesce_into_one_rewrite(
     assert keeper.stats.coalesced == 49
 
 
-async def test_the_pending_set_is_bounded(services: operator.Services) -> None:
+async def test_the_pending_set_is_bounded(services: runtime.Services) -> None:
     keeper = keeping.Keeper(services, services.kube, capacity=3)
     noted = [keeper.note(pod("judged", f"p{index}")) for index in range(5)]
     assert noted == [True, True, True, False, False]
@@ -102,7 +105,7 @@ async def test_the_pending_set_is_bounded(services: operator.Services) -> None:
     assert keeper.stats.dropped == 2
 
 
-async def test_deleting_pods_are_not_kept(services: operator.Services) -> None:
+async def test_deleting_pods_are_not_kept(services: runtime.Services) -> None:
     keeper = keeping.Keeper(services, services.kube)
     gone = pod("judged", "a")
     gone["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
@@ -111,7 +114,7 @@ async def test_deleting_pods_are_not_kept(services: operator.Services) -> None:
 
 
 def test_bom_keeping_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = operator.OperatorSettings(webhook=webhooks.WebhookSettings())
+    settings = runtime.OperatorSettings(webhook=webhooks.WebhookSettings())
     assert settings.keep_boms is True
 
     def keep_boms(*argv: str) -> bool:

@@ -14,18 +14,12 @@ import re
 
 import pytest
 
-from muster.adapters import imageverifier
-from muster.core import (
-    findings,
-    gates,
-    imagepolicies,
-    observations,
-    pinning,
-    pods,
-    references,
-    reviews,
-)
-from muster.handlers import admissions, imagegate
+from muster.admission import pipeline as admissions
+from muster.images import gate as imagegate
+from muster.images import verifier as imageverifier
+from muster.images.rules import pinning
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import findings, gates, observations, pods, references, reviews
 from tests.integration import docblocks
 from tests.paths import fixture
 from tests.unit.admission.test_reviews import review

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from muster.adapters import kubeapi, objectstore
-from muster.core import jsonpatches
+from muster.kernel import jsonpatches
+from muster.platform import kubeapi, objectstore
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from muster import cli
-from muster.adapters import modelfiles
 from muster.cli import progress
+from muster.models import files as modelfiles
 
 pytestmark = pytest.mark.unit
 

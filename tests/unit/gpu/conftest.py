@@ -85,7 +85,7 @@ def smi_driver_cuda_pairs() -> list[tuple[str, str, str]]:
 
 @pytest.fixture
 def default_policy_file(tmp_path: Path) -> Path:
-    from muster.core import gpupolicies
+    from muster.gpu.rules import policies as gpupolicies
 
     path = tmp_path / "policy.yaml"
     manifest = {

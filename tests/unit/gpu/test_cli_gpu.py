@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from muster.cli import common
-from muster.core import gpustack
+from muster.gpu.rules import stack as gpustack
 from tests.commandline import muster
 from tests.paths import fixture
 from tests.unit.gpu.conftest import label_sets, node_label_files, node_labels

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import cuda
+from muster.gpu.rules import cuda
 from tests.unit.gpu.conftest import image_entries, image_env
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import cuda
+from muster.gpu.rules import cuda
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import findings, gpuaccess, gpupods, gpupolicies
+from muster.gpu.rules import access as gpuaccess
+from muster.gpu.rules import pods as gpupods
+from muster.gpu.rules import policies as gpupolicies
+from muster.kernel import findings
 from tests import cudaimages
 from tests.unit.gpu.conftest import image_entries, image_env
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import kubeapi
-from muster.core import gpupolicies, gpustack
-from muster.handlers import gpunodes
+from muster.gpu import nodes as gpunodes
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
+from muster.platform import kubeapi
 from tests.unit.gpu.conftest import node_label_files, node_labels
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
-from muster.core import findings, gpupods, gpupolicies, gpustack, subjects
+from muster.gpu.rules import pods as gpupods
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
+from muster.kernel import findings, subjects
 from tests.unit.gpu.conftest import image_entries, node_label_files, node_labels
 
 pytestmark = pytest.mark.unit

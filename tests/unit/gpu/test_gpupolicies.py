@@ -9,7 +9,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from muster.core import cuda, gpupolicies
+from muster.gpu.rules import cuda
+from muster.gpu.rules import policies as gpupolicies
 
 pytestmark = pytest.mark.unit
 

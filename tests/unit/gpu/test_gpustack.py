@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import cuda, gpupolicies, gpustack
+from muster.gpu.rules import cuda
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
 from tests.paths import fixture
 from tests.unit.gpu.conftest import (
     label_sets,

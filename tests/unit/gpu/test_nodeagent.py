@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import nodeagent
-from muster.core import gpupolicies, gpustack
+from muster.gpu import nodeagent
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
 from tests import gpuroots, paths
 from tests.commandline import muster
 

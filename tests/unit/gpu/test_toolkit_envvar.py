@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import nodeagent
 from muster.cli import nodeagent as nodeagent_cli
-from muster.core import gpupolicies, gpustack
+from muster.gpu import nodeagent
+from muster.gpu.rules import policies as gpupolicies
+from muster.gpu.rules import stack as gpustack
 from tests import gpuroots, paths
 
 pytestmark = pytest.mark.unit

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from muster.adapters import imageverifier
+from muster.images import verifier as imageverifier
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import credhelpers
-from muster.core import credhelpers as rules
+from muster.kernel import credhelpers as rules
+from muster.platform import credhelpers
 from tests import credhelper
 
 pytestmark = pytest.mark.unit

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from muster.adapters import imageverifier, registries
-from muster.core import references
+from muster.images import verifier as imageverifier
+from muster.kernel import references
+from muster.platform import registries
 from tests.unit.images.test_imagepolicies import compiled, spec
 
 pytestmark = pytest.mark.unit

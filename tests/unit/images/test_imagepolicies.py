@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-from muster.core import catalog, cosign, imagepolicies, pullsecrets, references
+from muster.app import catalog
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import pullsecrets, references
+from muster.signatures.rules import cosign
 from tests.paths import fixture
 from tests.unit.signatures.conftest import (
     ALICE_DIGEST,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import imageverifier
-from muster.core import imagepolicies
+from muster.images import verifier as imageverifier
+from muster.images.rules import policies as imagepolicies
 from tests.unit.images.test_imagepolicies import (
     PGI_ROOT,
     ROOT_SOURCE,

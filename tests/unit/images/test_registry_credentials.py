@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import registries
-from muster.core import pki
+from muster.kernel import pki
+from muster.platform import registries
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from muster.adapters import registries
+from muster.platform import registries
 
 pytestmark = pytest.mark.unit
 

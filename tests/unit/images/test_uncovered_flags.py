@@ -6,21 +6,21 @@ from pathlib import Path
 
 import pytest
 
+from muster.app import runtime
 from muster.cli import main
-from muster.core import imagepolicies
-from muster.handlers import operator
+from muster.images.rules import policies as imagepolicies
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def seen(monkeypatch: pytest.MonkeyPatch) -> list[operator.OperatorSettings]:
-    found: list[operator.OperatorSettings] = []
+def seen(monkeypatch: pytest.MonkeyPatch) -> list[runtime.OperatorSettings]:
+    found: list[runtime.OperatorSettings] = []
 
-    async def record(settings: operator.OperatorSettings) -> None:
+    async def record(settings: runtime.OperatorSettings) -> None:
         found.append(settings)
 
-    monkeypatch.setattr(operator, "run", record)
+    monkeypatch.setattr(runtime, "run", record)
     return found
 
 
@@ -31,7 +31,7 @@ def run_args(tmp_path: Path) -> list[str]:
 
 
 def test_deny_is_the_default_and_the_flag_or_environment_changes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: list[operator.OperatorSettings]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seen: list[runtime.OperatorSettings]
 ) -> None:
     args = run_args(tmp_path)
     assert main(args) == 0
@@ -50,7 +50,7 @@ def test_an_unknown_value_is_a_usage_error(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    seen: list[operator.OperatorSettings],
+    seen: list[runtime.OperatorSettings],
     how: str,
 ) -> None:
     args = run_args(tmp_path)

@@ -10,7 +10,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from muster.adapters import modelfiles, modelsigs
+from muster.models import files as modelfiles
+from muster.models import signatures as modelsigs
 from tests.unit.models.conftest import copy_fixture, transparency
 
 pytestmark = pytest.mark.unit

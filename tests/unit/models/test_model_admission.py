@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import kubeapi, modeladmission, registries
-from muster.core import findings, gates, modelgate, modelregistry, reviews, subjects
+from muster.kernel import findings, gates, reviews, subjects
+from muster.models import gate as modeladmission
+from muster.models.rules import approval as modelgate
+from muster.models.rules import registry as modelregistry
+from muster.platform import kubeapi, registries
 from tests.unit.admission.test_reviews import review
 
 pytestmark = pytest.mark.unit

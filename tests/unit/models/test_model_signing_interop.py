@@ -14,8 +14,9 @@ import model_signing
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from muster.adapters import modelfiles, modelsigs
-from muster.core import oms
+from muster.models import files as modelfiles
+from muster.models import signatures as modelsigs
+from muster.models.rules import oms
 
 pytestmark = pytest.mark.unit
 

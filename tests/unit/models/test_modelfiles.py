@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import modelfiles
-from muster.core import oms
+from muster.models import files as modelfiles
+from muster.models.rules import oms
 
 pytestmark = pytest.mark.unit
 

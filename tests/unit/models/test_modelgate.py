@@ -9,7 +9,10 @@ from typing import Any
 import pydantic
 import pytest
 
-from muster.core import findings, gpuaccess, modelgate, modelregistry, selectors, subjects
+from muster.gpu.rules import access as gpuaccess
+from muster.kernel import findings, selectors, subjects
+from muster.models.rules import approval as modelgate
+from muster.models.rules import registry as modelregistry
 
 pytestmark = pytest.mark.unit
 

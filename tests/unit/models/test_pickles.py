@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muster.adapters import modelfiles
-from muster.core import pickles
+from muster.models import files as modelfiles
+from muster.models.rules import pickles
 from tests.paths import fixture
 
 pytestmark = pytest.mark.unit

@@ -15,8 +15,10 @@ import pytest
 import yaml
 
 from muster import cli
-from muster.adapters import modelfiles, modelsigs
-from muster.core import modelgate, modelregistry
+from muster.models import files as modelfiles
+from muster.models import signatures as modelsigs
+from muster.models.rules import approval as modelgate
+from muster.models.rules import registry as modelregistry
 
 pytestmark = pytest.mark.unit
 

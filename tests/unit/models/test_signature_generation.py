@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
-from muster.adapters import kubeapi, modeladmission
-from muster.core import boms, modelgate, modelregistry
+from muster.boms.rules import cyclonedx as boms
+from muster.models import gate as modeladmission
+from muster.models.rules import approval as modelgate
+from muster.models.rules import registry as modelregistry
+from muster.platform import kubeapi
 
 pytestmark = pytest.mark.unit
 

@@ -10,16 +10,8 @@ from typing import Any
 import pytest
 
 from muster.cli import main
-from muster.core import (
-    drift,
-    exemptions,
-    findings,
-    observations,
-    reviews,
-    scopes,
-    selectors,
-    subjects,
-)
+from muster.drift.rules import passes as drift
+from muster.kernel import exemptions, findings, observations, reviews, scopes, selectors, subjects
 from tests import commandline
 
 pytestmark = pytest.mark.unit

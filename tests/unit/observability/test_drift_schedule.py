@@ -14,15 +14,17 @@ from collections.abc import AsyncIterator, Callable
 import kopf
 import pytest
 
-from muster.adapters import kubeapi, registries
-from muster.handlers import drift, operator, webhooks
+from muster.admission import server
+from muster.app import runtime
+from muster.drift import controller as drift
+from muster.platform import kubeapi, registries
 
 pytestmark = pytest.mark.unit
 
 
 class Counting(drift.DriftController):
     def __init__(
-        self, services: operator.Services, *, interval: float, debounce: float, max_delay: float
+        self, services: runtime.Services, *, interval: float, debounce: float, max_delay: float
     ) -> None:
         super().__init__(services, interval=interval, debounce=debounce, max_delay=max_delay)
         self.ran: list[float] = []
@@ -41,11 +43,11 @@ async def until(condition: Callable[[], bool], within: float = 3.0) -> None:
 
 
 @pytest.fixture
-async def services() -> AsyncIterator[operator.Services]:
+async def services() -> AsyncIterator[runtime.Services]:
     # An address nothing listens on: a pass that reached the API would fail loudly.
     kube = kubeapi.KubeApi(kubeapi.Credentials(host="https://127.0.0.1:9", ca_file=None))
-    found = operator.Services(
-        settings=operator.OperatorSettings(webhook=webhooks.WebhookSettings()),
+    found = runtime.Services(
+        settings=runtime.OperatorSettings(webhook=server.WebhookSettings()),
         kube=kube,
         registries=registries.RegistryClient(),
     )
@@ -54,7 +56,7 @@ async def services() -> AsyncIterator[operator.Services]:
 
 
 async def test_a_burst_of_changes_is_one_pass_after_it_settles(
-    services: operator.Services,
+    services: runtime.Services,
 ) -> None:
     controller = Counting(services, interval=3600, debounce=0.2, max_delay=5)
     controller.start()
@@ -74,7 +76,7 @@ async def test_a_burst_of_changes_is_one_pass_after_it_settles(
 
 
 async def test_a_steady_stream_of_changes_still_gets_a_pass_by_max_delay(
-    services: operator.Services,
+    services: runtime.Services,
 ) -> None:
     controller = Counting(services, interval=3600, debounce=0.05, max_delay=0.15)
     controller.start()
@@ -88,7 +90,7 @@ async def test_a_steady_stream_of_changes_still_gets_a_pass_by_max_delay(
         await controller.stop()
 
 
-async def test_without_changes_a_pass_runs_every_interval(services: operator.Services) -> None:
+async def test_without_changes_a_pass_runs_every_interval(services: runtime.Services) -> None:
     controller = Counting(services, interval=0.05, debounce=5, max_delay=5)
     controller.start()
     try:
@@ -101,7 +103,7 @@ async def test_without_changes_a_pass_runs_every_interval(services: operator.Ser
 
 
 async def test_drift_interval_zero_registers_nothing_else_four_policy_watches(
-    services: operator.Services,
+    services: runtime.Services,
 ) -> None:
     services.settings = dataclasses.replace(services.settings, drift_interval=0)
     registry = kopf.OperatorRegistry()

@@ -10,8 +10,8 @@ import pytest
 from cryptography import x509
 from prometheus_client import parser
 
-from muster.adapters import metrics, registries
-from muster.core import findings, gates, observations, pki, subjects
+from muster.kernel import findings, gates, observations, pki, subjects
+from muster.platform import metrics, registries
 
 pytestmark = pytest.mark.unit
 

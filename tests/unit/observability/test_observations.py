@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from muster.core import crds, findings, gates, observations, subjects
+from muster.kernel import crds, findings, gates, observations, subjects
 
 pytestmark = pytest.mark.unit
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 import muster
-from muster.core import observations
+from muster.kernel import observations
 
 pytestmark = pytest.mark.unit
 

@@ -12,9 +12,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from muster.adapters import metrics
-from muster.core import findings, gates, pinning, reviews
-from muster.handlers import admissions, observability, webhooks
+from muster.admission import observer as observability
+from muster.admission import pipeline as admissions
+from muster.admission import server as webhooks
+from muster.images.rules import pinning
+from muster.kernel import findings, gates, reviews
+from muster.platform import metrics
 from tests.unit.admission.test_admission import PINNED, BrokenGate, SlowGate, pod_review
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import selectors
+from muster.kernel import selectors
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import egress
+from muster.kernel import egress
 
 pytestmark = pytest.mark.unit
 

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.adapters import metrics
-from muster.core import exemptions, findings, gates, pinning, reviews, subjects
-from muster.handlers import admissions
-from muster.handlers import exemptions as audit
+from muster.admission import audit
+from muster.admission import pipeline as admissions
+from muster.images.rules import pinning
+from muster.kernel import exemptions, findings, gates, reviews, subjects
+from muster.platform import metrics
 from tests.unit.admission.test_reviews import review
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from muster.adapters import modelfiles
-from muster.core import findings, pickles, references, reviews, subjects
+from muster.kernel import findings, references, reviews, subjects
+from muster.models import files as modelfiles
+from muster.models.rules import pickles
 
 pytestmark = pytest.mark.unit
 

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from muster.adapters import modelfiles
-from muster.core import pickles
+from muster.models import files as modelfiles
+from muster.models.rules import pickles
 
 pytestmark = pytest.mark.unit
 

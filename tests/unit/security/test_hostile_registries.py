@@ -16,7 +16,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from muster.adapters import registries
+from muster.platform import registries
 
 pytestmark = pytest.mark.unit
 

@@ -19,8 +19,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from muster.core import pinning
-from muster.handlers import admissions, webhooks
+from muster.admission import pipeline as admissions
+from muster.admission import server as webhooks
+from muster.images.rules import pinning
 
 pytestmark = pytest.mark.unit
 

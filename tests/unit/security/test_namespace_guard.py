@@ -11,9 +11,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import parser
 
-from muster.adapters import metrics
-from muster.core import namespaceguard, observations, webhookconfigs
-from muster.handlers import namespacemodes
+from muster.app import webhookconfigs
+from muster.guards import namespacemodes
+from muster.guards.rules import namespaces as namespaceguard
+from muster.kernel import observations
+from muster.platform import metrics
 
 pytestmark = pytest.mark.unit
 

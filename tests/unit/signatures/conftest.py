@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from muster.core import cosign, keys
+from muster.signatures.rules import cosign, keys
 from tests.commandline import muster
 from tests.paths import fixture
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from muster.core import bundles, cosign, keys
+from muster.signatures.rules import bundles, cosign, keys
 from tests.paths import fixture
 from tests.unit.signatures import factories
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from muster.core import cosign, keys
+from muster.signatures.rules import cosign, keys
 from tests.paths import fixture
 from tests.unit.signatures import factories
 from tests.unit.signatures.conftest import (

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from muster.core import bundles, cosign, keys
+from muster.signatures.rules import bundles, cosign, keys
 from tests.paths import fixture
 from tests.unit.signatures import factories
 from tests.unit.signatures.conftest import ALICE_DIGEST, connaisseur_key, signature_manifest

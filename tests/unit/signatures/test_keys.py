@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, x25519
 
-from muster.core import keys
+from muster.signatures.rules import keys
 from tests.paths import fixture
 from tests.unit.signatures import factories
 

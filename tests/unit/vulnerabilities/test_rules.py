@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.core import imagepolicies, vulnerabilities
-from muster.handlers import vulnerabilities as handler
+from muster.images.rules import policies as imagepolicies
+from muster.vulnerabilities import gate as handler
+from muster.vulnerabilities.rules import scans as vulnerabilities
 
 pytestmark = pytest.mark.unit
 

@@ -15,9 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from muster.adapters import objectstore, registries
-from muster.core import references, scanrelay
-from muster.handlers import operator, vulnerabilities, webhooks
+from muster.admission import server
+from muster.app import runtime
+from muster.kernel import references
+from muster.platform import objectstore, registries
+from muster.vulnerabilities import gate as vulnerabilities
+from muster.vulnerabilities.rules import relay as scanrelay
 
 pytestmark = pytest.mark.unit
 
@@ -140,11 +143,9 @@ def test_no_path_is_served_that_names_no_token_repository_and_reference(path: st
 # Which digests are scanned at all
 
 
-def scanning_services(cache: Path) -> operator.Services:
-    configured = operator.OperatorSettings(
-        webhook=webhooks.WebhookSettings(), trivy_cache_dir=cache
-    )
-    return operator.Services(
+def scanning_services(cache: Path) -> runtime.Services:
+    configured = runtime.OperatorSettings(webhook=server.WebhookSettings(), trivy_cache_dir=cache)
+    return runtime.Services(
         settings=configured,
         kube=objectstore.ObjectStore([]),
         registries=registries.RegistryClient(configured.registry),
@@ -170,7 +171,7 @@ def queued(area: vulnerabilities.ScanArea) -> list[tuple[str, str]]:
 
 def test_pod_events_queue_only_digests_admission_resolved(tmp_path: Path) -> None:
     shared = scanning_services(tmp_path)
-    registry = operator.build_registry(shared)
+    registry = runtime.build_registry(shared)
     area = vulnerabilities.area_for(shared)
     area.started = True  # no trivy workers: this test reads the queue itself
     handler: Any

@@ -2,7 +2,7 @@
 The record of namespace mode changes: a mutating webhook on Namespaces that never patches or
 refuses (the guard, a ValidatingAdmissionPolicy, decides; it runs after every mutating webhook,
 so this one also sees the attempts the guard refuses). The same entry as namespace_modes() in
-operator/muster/core/webhookconfigs.py; its match conditions come from files/namespace-guard.yaml.
+operator/muster/app/webhookconfigs.py; its match conditions come from files/namespace-guard.yaml.
 */}}
 {{- define "muster.namespaceModesWebhook" -}}
 {{- $root := .root -}}

@@ -1,6 +1,6 @@
 {{/*
 The webhooks of one configuration kind ("validate" or "mutate"), one per opt-in mode. The rules
-match operator/muster/core/webhookconfigs.py, which builds the development configurations.
+match operator/muster/app/webhookconfigs.py, which builds the development configurations.
 */}}
 {{- define "muster.webhooks" -}}
 {{- $root := .root -}}
@@ -68,7 +68,7 @@ match operator/muster/core/webhookconfigs.py, which builds the development confi
     {{- if $mayMutate }}
     # A plain Pod none of whose images, GPU resources, node selection, volumes or model
     # annotations any gate would change is not sent to the mutating webhook (workloads always
-    # are). The same text as MAY_MUTATE in operator/muster/core/webhookconfigs.py.
+    # are). The same text as MAY_MUTATE in operator/muster/app/webhookconfigs.py.
     - name: may-mutate
       expression: >-
         request.resource.group != '' ||
@@ -90,7 +90,7 @@ match operator/muster/core/webhookconfigs.py, which builds the development confi
 
 {{/*
 Pods and every workload kind whose pod templates Muster judges, grouped by API group: the same
-list as operator/muster/core/subjects.py (DEFAULT_TEMPLATE_PATHS), which the tests compare.
+list as operator/muster/kernel/subjects.py (DEFAULT_TEMPLATE_PATHS), which the tests compare.
 Rules for kinds a cluster does not serve (e.g. Ray without its CRDs) simply never match.
 */}}
 {{- define "muster.webhookRules" -}}

@@ -1,1 +1,0 @@
-"""I/O adapters: processes, files, the Kubernetes API and registries, over the pure core."""

@@ -1,0 +1,1 @@
+"""The composition root: the areas Muster is built from, wired into one process."""

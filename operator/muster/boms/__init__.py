@@ -1,0 +1,1 @@
+"""The AI-BOM: a CycloneDX document of what each workload runs, kept beside it."""

@@ -1,0 +1,1 @@
+"""The AI-BOM decided purely: CycloneDX 1.6 from facts the gates checked."""

@@ -1,0 +1,458 @@
+"""The AI-BOM: CycloneDX 1.6 JSON of what a workload runs, from facts Muster's gates checked.
+
+Built from plain Kubernetes objects (a pod, the Models it uses, its node, the ImageScans of its
+images) and the image signers the verification engine found, with no I/O. The document is
+written as JSON directly: cyclonedx-python-lib 11 has no model cards, ``data`` components or
+``formulation``, which an AI-BOM needs; tests validate the output against the 1.6 schema.
+
+- images: ``container`` components, version = the digest the gate verified, SHA-256 hash,
+  ``pkg:oci`` purl, the signing authorities as ``muster:signers``;
+- models: ``machine-learning-model`` components with the Model's OMS digest, source, licence,
+  signer and ``modelCard``; datasets as ``data`` components the model depends on;
+- training configuration: one ``formulation`` formula per model;
+- the GPU stack of the pod's node: a ``device`` component with its GPU labels;
+- vulnerabilities: from the ImageScans, each affecting the image component.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import pydantic
+from pydantic import alias_generators
+
+from muster.kernel import pods, references, scopes
+from muster.models.rules import registry as modelregistry
+from muster.vulnerabilities.rules import scans as vulnerabilities
+
+__all__ = [
+    "MAX_DOCUMENT_CHARS",
+    "SPEC_VERSION",
+    "ImageFacts",
+    "PodFacts",
+    "WorkloadBOMSpec",
+    "document",
+    "in_scope",
+    "merge",
+    "pod_components",
+    "workload_key",
+]
+
+SPEC_VERSION = "1.6"
+_SEVERITY = {
+    "CRITICAL": "critical",
+    "HIGH": "high",
+    "MEDIUM": "medium",
+    "LOW": "low",
+    "UNKNOWN": "unknown",
+}
+MAX_DOCUMENT_CHARS = 1_000_000  # a WorkloadBOM stays under etcd's 1.5 MB object limit
+_NODE_LABEL_PREFIXES = ("nvidia.com/", "muster.dev/", "feature.node.kubernetes.io/pci-10de")
+
+
+class WorkloadBOMSpec(pydantic.BaseModel):
+    """The AI-BOM of one workload, kept current by the operator (``muster bom`` reads it)."""
+
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=alias_generators.to_camel,
+        populate_by_name=True,
+    )
+
+    kind: str = pydantic.Field(min_length=1, description="the workload's kind, e.g. Deployment")
+    name: str = pydantic.Field(min_length=1, description="the workload's name")
+    content_sha256: str = pydantic.Field(
+        pattern=r"^[0-9a-f]{64}$", description="hash of the facts; rewritten when they change"
+    )
+    document: str = pydantic.Field(
+        max_length=MAX_DOCUMENT_CHARS, description="the CycloneDX 1.6 JSON document"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFacts:
+    """One image as admitted: the reference, its digest and who signed it (gate results)."""
+
+    image: str  # as written in the pod (pinned by the mutating gate)
+    digest: str | None
+    signers: tuple[str, ...] = ()
+    policies: tuple[str, ...] = ()
+    scan: vulnerabilities.ImageScanStatus | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PodFacts:
+    pod: Mapping[str, Any]
+    images: Sequence[ImageFacts]
+    models: Sequence[tuple[str, Mapping[str, Any] | None]]  # (name, Model object or None)
+    node: Mapping[str, Any] | None = None
+
+
+def in_scope(
+    namespace: str | None,
+    labels: Mapping[str, str] | None,
+    *,
+    own_namespace: str | None,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
+) -> bool:
+    """Whether the operator keeps BOMs in this namespace: only namespaces that are judged.
+
+    The opt-in label (``muster.dev/enforce=true|enforce|warn``) decides, or in cluster scope
+    every namespace is; never the control plane's namespaces, Muster's own or the excluded
+    ones. The opt-out label is the webhook configuration's business (an operator may be
+    installed to judge opted-out namespaces), not this one's.
+    """
+    labels = dict(labels or {})
+    labels.pop(scopes.OPT_OUT_LABEL, None)
+    mode = scopes.mode_for_namespace(
+        namespace, labels, own_namespace=own_namespace, enforcement=enforcement
+    )
+    return mode is not None
+
+
+def workload_key(pod: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(namespace, kind, name) of the workload a pod belongs to (itself when it has no owner)."""
+    metadata = pod.get("metadata") or {}
+    namespace = str(metadata.get("namespace", ""))
+    owners = [o for o in metadata.get("ownerReferences") or [] if isinstance(o, Mapping)]
+    owners.sort(key=lambda owner: owner.get("controller") is not True)
+    for owner in owners:
+        kind, name = owner.get("kind"), owner.get("name")
+        if isinstance(kind, str) and isinstance(name, str) and kind and name:
+            if kind == "ReplicaSet" and name.count("-") >= 1:
+                # A Deployment's ReplicaSet: name the Deployment (its pod-template hash dropped).
+                return namespace, "Deployment", name.rsplit("-", 1)[0]
+            return namespace, kind, name
+    return namespace, "Pod", str(metadata.get("name", ""))
+
+
+def _image_component(facts: ImageFacts) -> dict[str, Any]:
+    reference = references.parse(facts.image)
+    pinned = facts.digest or reference.digest
+    ref = f"image:{reference.name}@{pinned}" if pinned else f"image:{reference}"
+    component: dict[str, Any] = {
+        "type": "container",
+        "bom-ref": ref,
+        "name": reference.name,
+        "version": pinned or reference.tag or "",
+    }
+    if pinned and pinned.startswith("sha256:"):
+        component["hashes"] = [{"alg": "SHA-256", "content": pinned.removeprefix("sha256:")}]
+        repository = reference.repository.rsplit("/", 1)[-1]
+        component["purl"] = (
+            f"pkg:oci/{repository}@{quote(pinned, safe='')}"
+            f"?repository_url={quote(reference.name, safe='')}"
+        )
+    properties = [{"name": "muster:image", "value": str(reference)}]
+    properties.append({"name": "muster:signature-verified", "value": str(bool(facts.signers))})
+    properties += [{"name": "muster:signer", "value": signer} for signer in facts.signers]
+    properties += [{"name": "muster:image-policy", "value": name} for name in facts.policies]
+    if facts.scan is not None and not facts.scan.error:
+        properties.append({"name": "muster:scanned-at", "value": facts.scan.scanned_at})
+        properties.append({"name": "muster:vulnerability-db", "value": facts.scan.db_updated_at})
+    component["properties"] = properties
+    return component
+
+
+def _vulnerabilities(facts: ImageFacts, image_ref: str) -> list[dict[str, Any]]:
+    if facts.scan is None or facts.scan.error:
+        return []
+    found = []
+    for finding in facts.scan.findings:
+        vulnerability: dict[str, Any] = {
+            "bom-ref": f"vuln:{finding.id}:{finding.package}:{image_ref}",
+            "id": finding.id,
+            "source": {"name": "trivy"},
+            "ratings": [{"severity": _SEVERITY.get(finding.severity, "unknown")}],
+            "affects": [{"ref": image_ref}],
+            "properties": [
+                {"name": "muster:package", "value": finding.package},
+                {"name": "muster:installed-version", "value": finding.installed_version},
+            ],
+        }
+        if finding.title:
+            vulnerability["description"] = finding.title
+        if finding.fixed_version:
+            vulnerability["recommendation"] = (
+                f"upgrade {finding.package} to {finding.fixed_version}"
+            )
+        found.append(vulnerability)
+    return found
+
+
+def _dataset_ref(dataset: modelregistry.Dataset) -> str:
+    return f"dataset:{dataset.name}@{dataset.digest or 'unpinned'}"
+
+
+def _model_components(
+    name: str, model: Mapping[str, Any] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(components, dependencies, formulation) for one Model the pod uses."""
+    ref = f"model:{name}"
+    if model is None:
+        missing = {
+            "type": "machine-learning-model",
+            "bom-ref": ref,
+            "name": name,
+            "properties": [{"name": "muster:model-registered", "value": "False"}],
+        }
+        return [missing], [], []
+    spec = modelregistry.ModelSpec.model_validate(model.get("spec") or {})
+    status = model.get("status") or {}
+    component: dict[str, Any] = {
+        "type": "machine-learning-model",
+        "bom-ref": ref,
+        "name": name,
+        "version": spec.digest,
+        "hashes": [{"alg": "SHA-256", "content": spec.digest.removeprefix("sha256:")}],
+    }
+    if spec.license:
+        component["licenses"] = [{"license": {"name": spec.license}}]
+    references_: list[dict[str, Any]] = []
+    if spec.source:
+        references_.append({"type": "distribution", "url": spec.source})
+    if spec.oci_reference:
+        references_.append({"type": "distribution", "url": f"oci://{spec.oci_reference}"})
+    if references_:
+        component["externalReferences"] = references_
+    properties = [{"name": "muster:model-digest-kind", "value": "oms-root"}]
+    if spec.format:
+        properties.append({"name": "muster:model-format", "value": spec.format})
+    if spec.signature is not None:
+        signer = (
+            f"{spec.signature.keyless.identity} ({spec.signature.keyless.issuer})"
+            if spec.signature.keyless is not None
+            else "public key"
+        )
+        properties.append({"name": "muster:model-signer", "value": signer})
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, Mapping) and condition.get("type") == "SignatureVerified":
+            # True only when written for this spec (a stale or forged status vouches for none).
+            generation = (model.get("metadata") or {}).get("generation")
+            verified = modelregistry.signature_verified(status, generation)
+            properties.append({"name": "muster:signature-verified", "value": str(verified)})
+            break
+    properties.append({"name": "muster:revoked", "value": str(spec.revoked)})
+    component["properties"] = properties
+    card: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
+    if spec.card is not None and spec.card.task:
+        parameters["task"] = spec.card.task
+    if spec.training is not None and spec.training.base_model:
+        parameters["architectureFamily"] = spec.training.base_model
+    if spec.datasets:
+        parameters["datasets"] = [{"ref": _dataset_ref(d)} for d in spec.datasets]
+    if parameters:
+        card["modelParameters"] = parameters
+    if spec.card is not None:
+        considerations: dict[str, Any] = {}
+        if spec.card.intended_use:
+            considerations["useCases"] = [spec.card.intended_use]
+        if spec.card.limitations:
+            considerations["technicalLimitations"] = [spec.card.limitations]
+        if considerations:
+            card["considerations"] = considerations
+        if spec.card.description:
+            component["description"] = spec.card.description
+        if spec.card.authors:
+            component["authors"] = [{"name": author} for author in spec.card.authors]
+    if card:
+        component["modelCard"] = card
+    components = [component]
+    for dataset in spec.datasets:
+        data: dict[str, Any] = {"type": "dataset", "name": dataset.name}
+        if dataset.source:
+            data["contents"] = {"url": dataset.source}
+        entry: dict[str, Any] = {
+            "type": "data",
+            "bom-ref": _dataset_ref(dataset),
+            "name": dataset.name,
+            "data": [data],
+        }
+        if dataset.digest and dataset.digest.startswith("sha256:"):
+            entry["hashes"] = [
+                {"alg": "SHA-256", "content": dataset.digest.removeprefix("sha256:")}
+            ]
+            entry["version"] = dataset.digest
+        if dataset.license:
+            entry["licenses"] = [{"license": {"name": dataset.license}}]
+        if dataset.source:
+            entry["externalReferences"] = [{"type": "distribution", "url": dataset.source}]
+        components.append(entry)
+    dependencies = [{"ref": ref, "dependsOn": [_dataset_ref(d) for d in spec.datasets]}]
+    formulation: list[dict[str, Any]] = []
+    if spec.training is not None:
+        training = []
+        if spec.training.base_model:
+            training.append(
+                {"name": "muster:training.base-model", "value": spec.training.base_model}
+            )
+        if spec.training.config_digest:
+            training.append(
+                {"name": "muster:training.config-digest", "value": spec.training.config_digest}
+            )
+        if spec.training.framework:
+            training.append({"name": "muster:training.framework", "value": spec.training.framework})
+        training.append({"name": "muster:training.produces", "value": ref})
+        training += [
+            {"name": "muster:training.dataset", "value": _dataset_ref(d)} for d in spec.datasets
+        ]
+        formulation.append({"bom-ref": f"formula:{name}", "properties": training})
+    return components, dependencies, formulation
+
+
+def _node_component(node: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = node.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    properties = [
+        {"name": f"label:{key}", "value": str(value)}
+        for key, value in sorted(labels.items())
+        if key.startswith(_NODE_LABEL_PREFIXES)
+    ]
+    attestation = annotations.get("muster.dev/gpu-attestation")
+    if isinstance(attestation, str):
+        properties.append(
+            {
+                "name": "muster:gpu-attestation-sha256",
+                "value": hashlib.sha256(attestation.encode()).hexdigest(),
+            }
+        )
+    return {
+        "type": "device",
+        "bom-ref": f"node:{metadata.get('name', '')}",
+        "name": str(metadata.get("name", "")),
+        "description": "the node the workload runs on, with its GPU stack",
+        "properties": properties,
+    }
+
+
+def pod_components(facts: PodFacts) -> dict[str, Any]:
+    """components, dependencies, vulnerabilities and formulation of one pod."""
+    metadata = facts.pod.get("metadata") or {}
+    namespace, kind, name = workload_key(facts.pod)
+    root = f"workload:{namespace}/{kind}/{name}"
+    components: list[dict[str, Any]] = []
+    dependencies: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
+    formulation: list[dict[str, Any]] = []
+    direct: list[str] = []
+    for image in facts.images:
+        component = _image_component(image)
+        components.append(component)
+        direct.append(component["bom-ref"])
+        found += _vulnerabilities(image, component["bom-ref"])
+    for model_name, model in facts.models:
+        parts, depends, formulas = _model_components(model_name, model)
+        components += parts
+        dependencies += depends
+        formulation += formulas
+        direct.append(f"model:{model_name}")
+    if facts.node is not None:
+        node = _node_component(facts.node)
+        components.append(node)
+        direct.append(node["bom-ref"])
+    dependencies.append({"ref": root, "dependsOn": direct})
+    workload = {
+        "type": "application",
+        "bom-ref": root,
+        "name": name,
+        "group": namespace,
+        "properties": [
+            {"name": "muster:kind", "value": kind},
+            {"name": "muster:pod", "value": str(metadata.get("name", ""))},
+        ],
+    }
+    return {
+        "components": [workload, *components],
+        "dependencies": dependencies,
+        "vulnerabilities": found,
+        "formulation": formulation,
+    }
+
+
+def _unique(items: Iterable[Mapping[str, Any]], key: str) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for item in items:
+        seen.setdefault(str(item.get(key)), dict(item))
+    return list(seen.values())
+
+
+def merge(parts: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Several pods' parts as one: components and vulnerabilities once per bom-ref."""
+    parts = list(parts)
+    dependencies: dict[str, set[str]] = {}
+    for part in parts:
+        for dependency in part.get("dependencies", []):
+            dependencies.setdefault(dependency["ref"], set()).update(
+                dependency.get("dependsOn", [])
+            )
+    return {
+        "components": _unique((c for p in parts for c in p.get("components", [])), "bom-ref"),
+        "dependencies": [
+            {"ref": ref, "dependsOn": sorted(depends)} for ref, depends in dependencies.items()
+        ],
+        "vulnerabilities": _unique(
+            (v for p in parts for v in p.get("vulnerabilities", [])), "bom-ref"
+        ),
+        "formulation": _unique((f for p in parts for f in p.get("formulation", [])), "bom-ref"),
+    }
+
+
+def document(
+    subject: str,
+    parts: Iterable[Mapping[str, Any]],
+    *,
+    timestamp: str,
+    version: str,
+    serial: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """The CycloneDX 1.6 document about ``subject`` (a pod, workload, namespace or cluster)."""
+    merged = merge(parts)
+    bom: dict[str, Any] = {
+        "$schema": "http://cyclonedx.org/schema/bom-1.6.schema.json",
+        "bomFormat": "CycloneDX",
+        "specVersion": SPEC_VERSION,
+        "serialNumber": f"urn:uuid:{serial or uuid.uuid4()}",
+        "version": 1,
+        "metadata": {
+            "timestamp": timestamp,
+            "tools": {
+                "components": [{"type": "application", "name": "muster", "version": version}]
+            },
+            "component": {"type": "application", "bom-ref": "subject", "name": subject},
+        },
+        "components": merged["components"],
+        "dependencies": [
+            {
+                "ref": "subject",
+                "dependsOn": sorted(
+                    c["bom-ref"] for c in merged["components"] if c["type"] == "application"
+                ),
+            },
+            *merged["dependencies"],
+        ],
+    }
+    if merged["vulnerabilities"]:
+        bom["vulnerabilities"] = merged["vulnerabilities"]
+    if merged["formulation"]:
+        bom["formulation"] = merged["formulation"]
+    return bom
+
+
+def images_of(pod: Mapping[str, Any]) -> list[str]:
+    """The images of a pod's containers as written (pinned by the mutating gate)."""
+    spec = pod.get("spec") or {}
+    return list(
+        dict.fromkeys(
+            use.image
+            for use in pods.image_uses(spec, pointer="/spec")
+            if isinstance(use.image, str)
+        )
+    )

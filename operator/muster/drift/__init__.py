@@ -1,0 +1,1 @@
+"""Drift: running pods re-judged by the admission gates when policies or facts change."""

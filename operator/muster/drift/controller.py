@@ -1,0 +1,275 @@
+"""Drift of running pods: existing pods re-judged by the admission gates, on the active peer.
+
+Every ``--drift-interval`` seconds, and :data:`DEBOUNCE_SECONDS` after the last change to an
+ImagePolicy, GPUStackPolicy, Model or ModelPolicy (a burst of changes is one pass, delayed at
+most :data:`MAX_DELAY_SECONDS`), the controller:
+
+1. lists the namespaces and keeps those admission judges (``muster.kernel.scopes.watched_mode``),
+2. lists their pods and keeps the running ones (``muster.drift.rules.passes.candidates``),
+3. builds for each the Subject admission would build for its CREATE and runs the drift checks'
+   gates in the VALIDATE phase through the admission pipeline (same gates, same caches, same
+   deadline; :data:`CONCURRENCY` pods at a time),
+4. sets ``muster_drifted_pods{check}`` to the pods with at least one finding per check, and
+   posts one Warning Event ``PodDrifted`` on each drifted pod naming the findings (repeats fold
+   into the Event's series).
+
+Only the replica that runs the controllers does this: the policy watches run on the active kopf
+peer only, and the periodic pass checks the peering object with kopf's own rule first. Nothing
+here runs on the admission path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import kopf
+
+from muster.admission import pipeline as admissions
+from muster.drift.rules import passes as drift
+from muster.kernel import crds, findings, gates, scopes, subjects
+from muster.platform import events, kubeapi
+from muster.platform.services import Services, SharedSettings
+
+__all__ = [
+    "CONCURRENCY",
+    "DEBOUNCE_SECONDS",
+    "MAX_DELAY_SECONDS",
+    "PIPELINE_AREA",
+    "DriftController",
+    "register_controller",
+]
+
+
+class DriftSettings(SharedSettings, Protocol):
+    """What the drift controller reads: its interval and the operator's peering."""
+
+    @property
+    def drift_interval(self) -> float: ...
+
+    @property
+    def peering(self) -> str | None: ...
+
+    @property
+    def priority(self) -> int: ...
+
+
+logger = logging.getLogger("muster.drift")
+
+PIPELINE_AREA = "pipeline"  # where build_pipeline leaves the admission pipeline in Services
+DEBOUNCE_SECONDS = 5.0
+MAX_DELAY_SECONDS = 30.0
+CONCURRENCY = 4
+PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
+# Policies whose changes can make admitted pods fail now: (group, version, plural).
+POLICY_RESOURCES = (
+    (crds.GROUP, crds.VERSION, "imagepolicies"),
+    (crds.GROUP, crds.VERSION, "gpustackpolicies"),
+    (crds.GROUP, crds.VERSION, "models"),
+    (crds.GROUP, crds.VERSION, "modelpolicies"),
+)
+
+
+class DriftController:
+    """One per process; :meth:`poke` from the policy watches, :meth:`start` the loop."""
+
+    def __init__(
+        self,
+        services: Services[DriftSettings],
+        *,
+        interval: float,
+        debounce: float = DEBOUNCE_SECONDS,
+        max_delay: float = MAX_DELAY_SECONDS,
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self.services = services
+        self.interval = interval
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self.concurrency = concurrency
+        self.passes = 0
+        self._poked = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        """A policy changed: re-judge soon (no I/O, no waiting)."""
+        self._poked.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="muster-drift")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self.interval)
+            if self._poked.is_set():
+                await self._settle()
+            try:
+                if await self.active():
+                    await self.run_pass()
+            except asyncio.CancelledError:
+                raise
+            except (kubeapi.ApiError, OSError, TimeoutError) as error:
+                logger.warning("drift pass failed, trying again at the next one: %s", error)
+            except Exception:  # one failed pass must not stop the next
+                logger.exception("drift pass failed")
+
+    async def _settle(self) -> None:
+        """Wait until no poke came for ``debounce`` seconds (at most ``max_delay``)."""
+        deadline = time.monotonic() + self.max_delay
+        while self._poked.is_set():
+            self._poked.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), min(self.debounce, left))
+
+    async def active(self) -> bool:
+        """Whether this replica runs the controllers (always, without peering)."""
+        settings = self.services.settings
+        if settings.peering is None:
+            return True
+        try:
+            peering = await self.services.kube.get(
+                f"{PEERINGS}/{urllib.parse.quote(settings.peering, safe='')}"
+            )
+        except (kubeapi.ApiError, OSError, TimeoutError) as error:
+            logger.warning("cannot read the peering object, skipping this drift pass: %s", error)
+            return False
+        return drift.active_peer(
+            peering.get("status"), settings.priority, datetime.datetime.now(datetime.UTC)
+        )
+
+    # -- one pass ---------------------------------------------------------------------------
+
+    async def run_pass(self) -> dict[str, int]:
+        """Re-judge every running pod in scope; returns the counts per check it set."""
+        pipeline = self.services.areas.get(PIPELINE_AREA)
+        if not isinstance(pipeline, admissions.Pipeline):
+            logger.warning("no admission pipeline in this process: no drift pass")
+            return {}
+        started = time.monotonic()
+        kube = self.services.kube
+        listed = await kube.get("/api/v1/namespaces")
+        labels: dict[str, Mapping[str, str]] = {}
+        for item in listed.get("items") or ():
+            metadata = item.get("metadata") or {}
+            labels[str(metadata.get("name", ""))] = metadata.get("labels") or {}
+        settings = self.services.settings
+        scoped = [
+            name
+            for name, found in labels.items()
+            if scopes.watched_mode(
+                name,
+                found,
+                own_namespace=settings.own_namespace,
+                selector=settings.namespace_selector,
+                enforcement=settings.enforcement,
+            )
+            is not None
+        ]
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def pods_of(namespace: str) -> list[Mapping[str, Any]]:
+            async with limit:
+                try:
+                    found = await kube.get(f"/api/v1/namespaces/{namespace}/pods")
+                except kubeapi.ApiError as error:
+                    if error.status != 404:
+                        logger.warning("cannot list the pods of %s: %s", namespace, error)
+                    return []
+            return list(found.get("items") or ())
+
+        pods = [pod for each in await asyncio.gather(*map(pods_of, scoped)) for pod in each]
+        chosen = drift.candidates(
+            pods,
+            labels,
+            own_namespace=settings.own_namespace,
+            selector=settings.namespace_selector,
+            enforcement=settings.enforcement,
+        )
+
+        async def judge(
+            pod: Mapping[str, Any], mode: findings.Mode
+        ) -> tuple[findings.Finding, ...]:
+            async with limit:
+                return await self._judge(pipeline, pod, mode)
+
+        results = await asyncio.gather(*(judge(pod, mode) for pod, mode in chosen))
+        totals = drift.counts(results)
+        for check, count in totals.items():
+            self.services.metrics.set_drifted_pods(check, count)
+        recorder = self.services.events
+        drifted = [(pod, found) for (pod, _), found in zip(chosen, results, strict=True) if found]
+        if recorder is not None and drifted:
+            recorder.start()
+            for pod, found in drifted:
+                recorder.submit(drift.notice(pod, found))
+        self.passes += 1
+        logger.info(
+            "drift pass: %d pods re-judged in %.2fs, drifted: %s",
+            len(chosen),
+            time.monotonic() - started,
+            ", ".join(f"{check}={count}" for check, count in sorted(totals.items())),
+        )
+        return totals
+
+    async def _judge(
+        self, pipeline: admissions.Pipeline, pod: Mapping[str, Any], mode: findings.Mode
+    ) -> tuple[findings.Finding, ...]:
+        subject = subjects.from_review(
+            drift.pod_review(pod),
+            mode=mode,
+            own_namespace=self.services.settings.own_namespace,
+            template_paths=pipeline.template_paths,
+            enforcement=pipeline.enforcement,
+        )
+        if subject is None:
+            return ()
+        results = await pipeline.evaluate(
+            subject, gates.Phase.VALIDATE, checks=frozenset(drift.CHECKS)
+        )
+        verdict = gates.verdict(subject, results)
+        return drift.drifted((*verdict.denials, *verdict.warnings))
+
+
+def register_controller(registry: kopf.OperatorRegistry, services: Services[DriftSettings]) -> None:
+    interval = services.settings.drift_interval
+    if interval <= 0:
+        return  # drift detection turned off
+    if services.events is None:
+        services.events = events.EventRecorder(services.kube)
+    controller = services.areas["drift"] = DriftController(services, interval=interval)
+
+    @kopf.on.startup(registry=registry)
+    async def start_drift(**_: Any) -> None:
+        controller.start()
+
+    def watch(resource: Sequence[str]) -> None:
+        @kopf.on.event(*resource, id=f"drift-{resource[2]}", registry=registry)
+        async def policy_changed(**_: Any) -> None:
+            controller.poke()  # no I/O here: the pass runs later, once the changes settle
+
+    for resource in POLICY_RESOURCES:
+        watch(resource)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_drift(**_: Any) -> None:
+        await controller.stop()

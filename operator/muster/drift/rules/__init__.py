@@ -1,0 +1,1 @@
+"""Drift decided purely: which pods to re-judge and what to count."""

@@ -1,0 +1,196 @@
+"""Drift of running pods, decided purely: which pods to re-judge, how to judge them, what to count.
+
+A pod *drifts* when it was admitted but would no longer be: re-judged now, as admission would
+judge its CREATE (the same gates, the same VALIDATE phase, the namespace's current mode), at
+least one finding of a drift check comes back. Policies change (a key is replaced, a Model
+revoked, a GPU policy tightened) and facts change (a node's GPU stack), but the pod keeps
+running: drift is what tells the SRE so. The I/O (listing pods, running the gates, posting
+Events and setting gauges) lives in ``muster.drift.controller``.
+
+What is not drift:
+
+* findings that say the gate could not find out (:data:`NOT_DRIFT`: a deadline, a failure, an
+  apiserver or registry that did not answer): they say nothing about the pod;
+* pods admitted under a break-glass exemption (annotation ``muster.dev/exemption``): they were
+  let through knowingly and audited then (``ExemptionUsed``);
+* pods that finished (``Succeeded``/``Failed``) or are being deleted.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from muster.kernel import exemptions, findings, observations, reviews, scopes, selectors
+
+__all__ = [
+    "CHECKS",
+    "DEFAULT_INTERVAL_SECONDS",
+    "NOT_DRIFT",
+    "REASON",
+    "Candidate",
+    "active_peer",
+    "candidates",
+    "counts",
+    "drifted",
+    "notice",
+    "pod_review",
+]
+
+# The gates a drift pass runs (and the bounded ``check`` label of ``muster_drifted_pods``):
+# the ones whose answer changes with policies and facts. Digest pinning cannot drift (a pod's
+# image references are immutable) and vulnerability scans have their own asynchronous path.
+CHECKS = ("image-signature", "gpu-stack", "models")
+REASON = "PodDrifted"
+DEFAULT_INTERVAL_SECONDS = 300.0
+# Findings that say the gate could not find out (the apiserver or a registry did not answer,
+# the gate ran out of time or failed), not that the pod is wrong: at admission they deny, fail
+# safe; for a running pod they would turn every hiccup into a wave of drift. They are seen in
+# the registry and admission error metrics instead.
+NOT_DRIFT = frozenset(
+    {
+        "DeadlineExceeded",
+        "InternalError",
+        "ImagePoliciesUnavailable",
+        "NamespaceUnavailable",
+        "SignatureLookupFailed",
+        "ImageNotResolved",
+        "ImageConfigUnreadable",
+        "ModelRegistryUnavailable",
+        "ModelLookupFailed",
+        "ModelReferenceUnresolved",
+        # Not a problem at all: an ImagePolicy let the image in unsigned, as it says.
+        "ImagePassedUnsigned",
+    }
+)
+_FINISHED = frozenset({"Succeeded", "Failed"})
+
+Candidate = tuple[Mapping[str, Any], findings.Mode]
+
+
+def candidates(
+    pods: Iterable[Mapping[str, Any]],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+    *,
+    own_namespace: str | None,
+    selector: selectors.LabelSelector | None = None,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
+) -> list[Candidate]:
+    """The pods to re-judge, each with its namespace's mode; namespaces not listed are skipped.
+
+    Namespaces are chosen as admission chooses them (:func:`muster.kernel.scopes.watched_mode`).
+    """
+    chosen: list[Candidate] = []
+    for pod in pods:
+        metadata = pod.get("metadata")
+        if not isinstance(metadata, Mapping) or metadata.get("deletionTimestamp"):
+            continue
+        status = pod.get("status")
+        if isinstance(status, Mapping) and status.get("phase") in _FINISHED:
+            continue
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, Mapping) and exemptions.ANNOTATION in annotations:
+            continue
+        namespace = metadata.get("namespace")
+        if not isinstance(namespace, str) or namespace not in namespace_labels:
+            continue
+        mode = scopes.watched_mode(
+            namespace,
+            namespace_labels[namespace],
+            own_namespace=own_namespace,
+            selector=selector,
+            enforcement=enforcement,
+        )
+        if mode is not None:
+            chosen.append((pod, mode))
+    return chosen
+
+
+def pod_review(pod: Mapping[str, Any]) -> reviews.Review:
+    """The AdmissionReview admission would get for creating ``pod`` as it is stored now."""
+    metadata = pod.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    return {
+        "apiVersion": reviews.API_VERSION,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": f"drift-{metadata.get('uid') or f'{namespace}/{name}'}",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "name": name,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:muster:drift"},
+            "object": dict(pod),
+            "dryRun": True,  # nothing is created, and the decision observers stay quiet
+        },
+    }
+
+
+def drifted(found: Iterable[findings.Finding]) -> tuple[findings.Finding, ...]:
+    """The findings that are drift: of a drift check, and about the pod (not the gate)."""
+    return tuple(f for f in found if f.check in CHECKS and f.reason not in NOT_DRIFT)
+
+
+def counts(
+    results: Iterable[Sequence[findings.Finding]], checks: Iterable[str] = CHECKS
+) -> dict[str, int]:
+    """Pods with at least one finding, per check; every check in ``checks`` at least at zero."""
+    total = dict.fromkeys(checks, 0)
+    for found in results:
+        for check in {finding.check for finding in found}:
+            total[check] = total.get(check, 0) + 1
+    return total
+
+
+def notice(pod: Mapping[str, Any], found: Sequence[findings.Finding]) -> observations.Notice:
+    """The Warning Event on a drifted pod, naming every finding (sorted, so repeats fold)."""
+    metadata = pod.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    lines = sorted({f"[{f.check}] {f}" for f in found})
+    return observations.Notice(
+        target=observations.ObjectRef(
+            api_version="v1",
+            kind="Pod",
+            name=name,
+            namespace=namespace,
+            uid=str(metadata.get("uid") or ""),
+        ),
+        delivery=observations.Delivery.NOW,
+        type=observations.EventType.WARNING,
+        reason=REASON,
+        action="Rejudge",
+        note=observations.truncate_note(
+            "this running pod would no longer be admitted: " + "; ".join(lines)
+        ),
+        namespace=namespace,
+    )
+
+
+def active_peer(status: Mapping[str, Any] | None, priority: int, now: datetime.datetime) -> bool:
+    """Whether a replica of ``priority`` runs the controllers, by kopf's own peering rule.
+
+    kopf pauses a replica while a live peer (``lastseen + lifetime`` after ``now``) has a
+    higher priority, and pauses every replica while two live peers share one. The status lists
+    this replica too, under an identity it does not know: two live entries at its own priority
+    are a tie (it and another), one is itself.
+    """
+    same = 0
+    for peer in (status or {}).values():
+        if not isinstance(peer, Mapping):
+            continue
+        try:
+            other = int(peer.get("priority", 0))
+            lifetime = datetime.timedelta(seconds=int(peer.get("lifetime", 60)))
+            lastseen = datetime.datetime.fromisoformat(str(peer["lastseen"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if lastseen.tzinfo is None:
+            lastseen = lastseen.replace(tzinfo=datetime.UTC)
+        if lastseen + lifetime <= now:
+            continue  # dead: kopf ignores it (and cleans it up)
+        if other > priority:
+            return False
+        same += other == priority
+    return same < 2

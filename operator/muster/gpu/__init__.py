@@ -1,0 +1,1 @@
+"""The GPU stack gate: node drivers, the CUDA an image needs, the container toolkit."""

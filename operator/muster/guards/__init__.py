@@ -1,0 +1,1 @@
+"""Guards beside Muster: admission policies that keep tenants from lowering enforcement."""

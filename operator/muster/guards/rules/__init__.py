@@ -1,0 +1,1 @@
+"""The guards decided purely: the namespace guard and the trust-anchor policies."""

@@ -1,0 +1,1 @@
+"""The image gate: signatures and digest pinning for every container image a pod runs."""

@@ -1,0 +1,1 @@
+"""The image gate decided purely: ImagePolicy, the decision it makes, digest pinning."""

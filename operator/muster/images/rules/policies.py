@@ -1,0 +1,751 @@
+"""The ``ImagePolicy`` spec and the decision it makes about one image digest.
+
+A policy names the images it covers (glob patterns over the normalised ``registry/repository``
+name: ``*`` stays inside one path segment, ``**`` crosses them, ``?`` is one character), the
+namespaces it applies to (a Kubernetes label selector), the authorities it trusts (public keys
+or keyless identities with a trusted root) and how many of them must vouch for an image.
+
+Everything here is pure. A policy is validated once (:func:`parse_spec`), the Secrets and
+ConfigMaps it refers to are fetched by the caller (:func:`sources_of` says which), and
+:func:`compile_policy` parses keys and trusted roots once into a :class:`CompiledPolicy`.
+:func:`judge` then decides from :class:`Evidence` (signature manifests and bundles the caller
+fetched from the registry) whether an image digest passes; nothing passes by default.
+
+An image that no policy applying to its namespace covers is not admitted for being pinned:
+:func:`uncovered_mode` says what happens to it (``deny`` by default, ``warn`` or ``allow`` by
+the operator's setting or the namespace label :data:`UNCOVERED_LABEL`) and
+:func:`uncovered_message` says why, naming the patterns that do exist. What a platform cannot
+sign is let in by name with a ``static`` authority (``{static: {action: pass}}``): still
+pinned, and reported every time (:data:`PASSED_UNSIGNED`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import alias_generators
+
+from muster.images.rules import scanrules
+from muster.kernel import denials, references, selectors
+from muster.signatures.rules import bundles, cosign, keys
+
+__all__ = [
+    "DEFAULT_TRUSTED_ROOT_KEY",
+    "DISALLOWED",
+    "NOT_COVERED",
+    "PASSED_UNSIGNED",
+    "UNCOVERED_LABEL",
+    "Authority",
+    "CompiledAuthority",
+    "CompiledPolicy",
+    "Decision",
+    "Evidence",
+    "ImagePolicySpec",
+    "InvalidImagePolicy",
+    "LegacySignature",
+    "Source",
+    "StaticSpec",
+    "Uncovered",
+    "compile_glob",
+    "compile_policy",
+    "describe",
+    "expected_signers",
+    "judge",
+    "judge_static",
+    "matching",
+    "parse_spec",
+    "sources_of",
+    "uncovered_message",
+    "uncovered_mode",
+]
+
+DEFAULT_TRUSTED_ROOT_KEY = "trusted_root.json"
+MAX_BUNDLES = 16  # signatures considered per image and format, against denial of service
+
+# Reasons (findings, Events, metrics) of the rules below.
+NOT_COVERED = "ImageNotCovered"  # no ImagePolicy applying to the namespace covers the image
+PASSED_UNSIGNED = "ImagePassedUnsigned"  # admitted without a signature by a static pass
+DISALLOWED = "ImageDisallowed"  # refused by a static fail
+# Per namespace: what happens to images no policy covers (deny, warn or allow). It lowers the
+# operator's default too, so the namespace guard must keep tenants from changing it.
+UNCOVERED_LABEL = "muster.dev/uncovered-images"
+MAX_PATTERNS_SHOWN = 8  # in a denial message; the rest are counted
+
+_CONFIG = pydantic.ConfigDict(
+    extra="forbid",
+    frozen=True,
+    alias_generator=alias_generators.to_camel,
+    populate_by_name=True,
+)
+_DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+_KEY_NAME = r"^[-._a-zA-Z0-9]{1,253}$"
+DnsName = Annotated[str, pydantic.StringConstraints(pattern=_DNS_NAME)]
+KeyName = Annotated[str, pydantic.StringConstraints(pattern=_KEY_NAME)]
+
+
+class InvalidImagePolicy(ValueError):
+    """A policy that cannot be compiled; the message says which field and why."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec
+
+
+class SecretKeyRef(pydantic.BaseModel):
+    """One key of a Secret in a named namespace."""
+
+    model_config = _CONFIG
+
+    namespace: DnsName
+    name: DnsName
+    key: KeyName
+
+
+class TrustedRootRef(pydantic.BaseModel):
+    """A Sigstore ``trusted_root.json`` held by a ConfigMap or a Secret (air-gapped roots)."""
+
+    model_config = _CONFIG
+
+    kind: Literal["ConfigMap", "Secret"] = "ConfigMap"
+    namespace: DnsName
+    name: DnsName
+    key: KeyName = DEFAULT_TRUSTED_ROOT_KEY
+
+
+class PublicKeySource(pydantic.BaseModel):
+    """A public key (PEM: ECDSA P-256/P-384, Ed25519, RSA), inline or from a Secret."""
+
+    model_config = _CONFIG
+
+    data: str | None = pydantic.Field(default=None, description="inline PEM public key")
+    secret_ref: SecretKeyRef | None = None
+    trusted_root: TrustedRootRef | None = pydantic.Field(
+        default=None,
+        description="when set, signatures must also carry a transparency-log entry it trusts",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> PublicKeySource:
+        if (self.data is None) == (self.secret_ref is None):
+            raise ValueError("give exactly one of data and secretRef")
+        return self
+
+
+class IdentitySpec(pydantic.BaseModel):
+    """A keyless signer: OIDC issuer and certificate subject, each exact or a full-match regexp."""
+
+    model_config = _CONFIG
+
+    issuer: str | None = None
+    issuer_reg_exp: str | None = None
+    subject: str | None = None
+    subject_reg_exp: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _checked(self) -> IdentitySpec:
+        try:
+            self.identity()
+        except cosign.InvalidPolicy as error:
+            raise ValueError(str(error).replace("_regexp", "RegExp")) from None
+        return self
+
+    def identity(self) -> cosign.Identity:
+        return cosign.Identity(
+            issuer=self.issuer,
+            subject=self.subject,
+            issuer_regexp=self.issuer_reg_exp,
+            subject_regexp=self.subject_reg_exp,
+        )
+
+
+class KeylessSpec(pydantic.BaseModel):
+    model_config = _CONFIG
+
+    identities: tuple[IdentitySpec, ...] = pydantic.Field(min_length=1)
+    trusted_root: TrustedRootRef
+
+
+class StaticSpec(pydantic.BaseModel):
+    """A decision by name, without signatures: ``pass`` admits the covered images unsigned
+    (still pinned, and reported as ``ImagePassedUnsigned``), ``fail`` refuses them."""
+
+    model_config = _CONFIG
+
+    action: Literal["pass", "fail"]
+
+
+class Authority(pydantic.BaseModel):
+    """One party whose signature counts (a key or a keyless identity), or a static decision."""
+
+    model_config = _CONFIG
+
+    name: str | None = pydantic.Field(
+        default=None, max_length=63, description="shown in messages; default authorities[i]"
+    )
+    key: PublicKeySource | None = None
+    keyless: KeylessSpec | None = None
+    static: StaticSpec | None = pydantic.Field(
+        default=None,
+        description="pass or fail the covered images without looking for signatures; "
+        "must be the policy's only authority",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> Authority:
+        if sum(kind is not None for kind in (self.key, self.keyless, self.static)) != 1:
+            raise ValueError("an authority is exactly one of key, keyless and static")
+        return self
+
+
+class ImagePolicySpec(pydantic.BaseModel):
+    """Which images must be signed by whom, in which namespaces."""
+
+    model_config = _CONFIG
+
+    images: tuple[Annotated[str, pydantic.StringConstraints(min_length=1)], ...] = pydantic.Field(
+        min_length=1,
+        description="glob patterns over registry/repository, e.g. ghcr.io/acme/**",
+    )
+    namespace_selector: selectors.LabelSelector | None = pydantic.Field(
+        default=None, description="namespaces the policy applies to (default: every judged one)"
+    )
+    mode: Literal["enforce", "warn"] = "enforce"
+    authorities: tuple[Authority, ...] = pydantic.Field(min_length=1)
+    threshold: int | None = pydantic.Field(
+        default=None, ge=1, description="how many distinct authorities must sign (default 1)"
+    )
+    pin_digests: bool = pydantic.Field(
+        default=True, description="rewrite tags to repo:tag@sha256:... at admission"
+    )
+    vulnerabilities: scanrules.VulnerabilityRules | None = pydantic.Field(
+        default=None,
+        description="known vulnerabilities the covered images may carry (from ImageScans)",
+    )
+    denial: denials.DenialSpec | None = pydantic.Field(
+        default=None,
+        description="the policy's own message, help page and owner, shown with its denials",
+    )
+
+    @pydantic.field_validator("images")
+    @classmethod
+    def _globs(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            compile_glob(value)
+        return values
+
+    @pydantic.model_validator(mode="after")
+    def _threshold(self) -> ImagePolicySpec:
+        if self.threshold is not None and self.threshold > len(self.authorities):
+            raise ValueError(
+                f"threshold {self.threshold} is more than the {len(self.authorities)} authorities"
+            )
+        # A static decision mixed with signers would make the threshold meaningless.
+        if len(self.authorities) > 1 and any(a.static is not None for a in self.authorities):
+            raise ValueError("a static authority must be the policy's only authority")
+        names = [name for _, name in self.named_authorities()]
+        if len(set(names)) != len(names):
+            raise ValueError("authority names must be unique")
+        return self
+
+    def named_authorities(self) -> list[tuple[Authority, str]]:
+        return [
+            (authority, authority.name or f"authorities[{index}]")
+            for index, authority in enumerate(self.authorities)
+        ]
+
+
+def _first_error(error: pydantic.ValidationError) -> str:
+    problems = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(part) for part in item["loc"]) or "spec"
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+def parse_spec(data: object) -> ImagePolicySpec:
+    """Validate a spec, or raise :class:`InvalidImagePolicy` naming the field."""
+    if not isinstance(data, Mapping):
+        raise InvalidImagePolicy("spec must be an object")
+    try:
+        return ImagePolicySpec.model_validate(dict(data))
+    except pydantic.ValidationError as error:
+        raise InvalidImagePolicy(_first_error(error)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching
+
+
+def compile_glob(pattern: str) -> re.Pattern[str]:
+    """``*`` within a path segment, ``**`` across segments, ``?`` one character; over the
+    pattern normalised as image references are (:func:`references.normalise_pattern`)."""
+    if any(ch.isspace() for ch in pattern) or len(pattern) > 512:
+        raise ValueError(f"image pattern {pattern!r} is not a valid glob")
+    pattern = references.normalise_pattern(pattern)
+    parts = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**", index):
+            parts.append(".*")
+            index += 2
+        elif pattern[index] == "*":
+            parts.append("[^/]*")
+            index += 1
+        elif pattern[index] == "?":
+            parts.append("[^/]")
+            index += 1
+        else:
+            parts.append(re.escape(pattern[index]))
+            index += 1
+    return re.compile("".join(parts))
+
+
+# ---------------------------------------------------------------------------------------------
+# Compilation
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Source:
+    """A Secret or ConfigMap key a policy needs; the caller fetches its bytes."""
+
+    kind: Literal["ConfigMap", "Secret"]
+    namespace: str
+    name: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name} key {self.key!r}"
+
+
+def _source(ref: SecretKeyRef | TrustedRootRef) -> Source:
+    kind: Literal["ConfigMap", "Secret"] = ref.kind if isinstance(ref, TrustedRootRef) else "Secret"
+    return Source(kind=kind, namespace=ref.namespace, name=ref.name, key=ref.key)
+
+
+def sources_of(spec: ImagePolicySpec) -> tuple[Source, ...]:
+    """Every Secret/ConfigMap key the policy refers to, each once, in a stable order."""
+    found: dict[Source, None] = {}
+    for authority in spec.authorities:
+        if authority.key is not None:
+            if authority.key.secret_ref is not None:
+                found[_source(authority.key.secret_ref)] = None
+            if authority.key.trusted_root is not None:
+                found[_source(authority.key.trusted_root)] = None
+        if authority.keyless is not None:
+            found[_source(authority.keyless.trusted_root)] = None
+    return tuple(found)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompiledAuthority:
+    """One authority ready to verify both formats: legacy ``.sig`` manifests and bundles."""
+
+    name: str
+    legacy: cosign.KeyAuthority | cosign.KeylessAuthority
+    bundle: bundles.KeyAuthority | bundles.KeylessAuthority
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    name: str
+    generation: int
+    images: tuple[re.Pattern[str], ...]
+    namespace_selector: selectors.LabelSelector | None
+    mode: Literal["enforce", "warn"]
+    authorities: tuple[CompiledAuthority, ...]
+    threshold: int
+    pin_digests: bool
+    patterns: tuple[str, ...] = ()
+    vulnerabilities: scanrules.VulnerabilityRules | None = None
+    static: Literal["pass", "fail"] | None = None  # a static authority decides by name alone
+    denial: denials.DenialSpec | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What a cached decision is valid for: a new generation invalidates it."""
+        return (self.name, self.generation)
+
+    def covers(self, reference: references.ImageReference) -> bool:
+        return any(pattern.fullmatch(reference.name) for pattern in self.images)
+
+    def applies_to(self, namespace_labels: Mapping[str, str]) -> bool:
+        return selectors.matches(self.namespace_selector, namespace_labels)
+
+
+@dataclasses.dataclass
+class _Roots:
+    """Each trusted root parsed once per compilation, for both verification paths."""
+
+    materials: Mapping[Source, bytes]
+    legacy: dict[Source, cosign.TrustMaterial] = dataclasses.field(default_factory=dict)
+    bundle: dict[Source, bundles.TrustedRoot] = dataclasses.field(default_factory=dict)
+
+    def data(self, source: Source, what: str) -> bytes:
+        data = self.materials.get(source)
+        if data is None:
+            raise InvalidImagePolicy(f"{what}: {source} was not found")
+        return data
+
+    def load(
+        self, ref: TrustedRootRef, what: str
+    ) -> tuple[cosign.TrustMaterial, bundles.TrustedRoot]:
+        source = _source(ref)
+        if source not in self.bundle:
+            data = self.data(source, what)
+            try:
+                self.bundle[source] = bundles.load_trusted_root(data)
+                self.legacy[source] = cosign.TrustMaterial.from_trusted_root(data)
+            except (bundles.InvalidTrustRoot, cosign.InvalidTrustMaterial) as error:
+                raise InvalidImagePolicy(f"{what}: {source}: {error}") from None
+        return self.legacy[source], self.bundle[source]
+
+
+def compile_policy(
+    name: str,
+    generation: int,
+    spec: ImagePolicySpec,
+    materials: Mapping[Source, bytes],
+) -> CompiledPolicy:
+    """Parse every key and trusted root once; raise :class:`InvalidImagePolicy` saying why not."""
+    roots = _Roots(materials)
+    compiled: list[CompiledAuthority] = []
+    static: Literal["pass", "fail"] | None = None
+    for authority, label in spec.named_authorities():
+        what = f"authority {label}"
+        if authority.static is not None:
+            static = authority.static.action
+        elif authority.key is not None:
+            source = authority.key
+            pem = (
+                source.data.encode()
+                if source.data is not None
+                else roots.data(_source(source.secret_ref), what)  # type: ignore[arg-type]
+            )
+            try:
+                key = keys.load(pem)
+            except keys.InvalidKey as error:
+                raise InvalidImagePolicy(f"{what}: public key is invalid: {error}") from None
+            legacy_root, bundle_root = (
+                roots.load(source.trusted_root, what) if source.trusted_root else (None, None)
+            )
+            compiled.append(
+                CompiledAuthority(
+                    name=label,
+                    legacy=cosign.KeyAuthority(
+                        name=label,
+                        key=key,
+                        rekor_keys=legacy_root.rekor_keys if legacy_root else None,
+                    ),
+                    bundle=bundles.KeyAuthority(name=label, key=key, trusted_root=bundle_root),
+                )
+            )
+        elif authority.keyless is not None:
+            identities = tuple(identity.identity() for identity in authority.keyless.identities)
+            legacy_root, bundle_root = roots.load(authority.keyless.trusted_root, what)
+            compiled.append(
+                CompiledAuthority(
+                    name=label,
+                    legacy=cosign.KeylessAuthority(
+                        name=label, identities=identities, trust=legacy_root
+                    ),
+                    bundle=bundles.KeylessAuthority(
+                        name=label, identities=identities, trusted_root=bundle_root
+                    ),
+                )
+            )
+    return CompiledPolicy(
+        name=name,
+        generation=generation,
+        images=tuple(compile_glob(pattern) for pattern in spec.images),
+        namespace_selector=spec.namespace_selector,
+        mode=spec.mode,
+        authorities=tuple(compiled),
+        threshold=spec.threshold or 1,
+        pin_digests=spec.pin_digests,
+        patterns=spec.images,
+        vulnerabilities=spec.vulnerabilities,
+        static=static,
+        denial=spec.denial,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LegacySignature:
+    """A ``sha256-<hex>.sig`` manifest and the payload blobs it names."""
+
+    manifest: bytes
+    blobs: Mapping[str, bytes]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the registry holds about one digest; ``error`` when it could not be read."""
+
+    digest: str
+    legacy: tuple[LegacySignature, ...] = ()
+    bundles: tuple[bytes, ...] = ()
+    problems: tuple[str, ...] = ()  # signature artifacts that were unreadable
+    error: str | None = None
+    # For an index: evidence of each platform manifest (cosign signs either or both).
+    platforms: tuple[tuple[str, Evidence], ...] = ()
+    is_index: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether one policy admits one digest, with the one-line reason when it does not."""
+
+    passed: bool
+    reason: str  # CamelCase, stable
+    message: str
+    signers: tuple[str, ...] = ()
+
+
+def _attempts(
+    authority: CompiledAuthority, evidence: Evidence
+) -> list[cosign.Verified | cosign.Rejected]:
+    attempts: list[cosign.Verified | cosign.Rejected] = []
+    for signature in evidence.legacy[:MAX_BUNDLES]:
+        try:
+            attempts.append(
+                cosign.verify(
+                    signature.manifest,
+                    signature.blobs,
+                    digest=evidence.digest,
+                    authority=authority.legacy,
+                )
+            )
+        except cosign.Rejected as error:
+            attempts.append(cosign.Rejected(f"legacy signature: {error}"))
+    for index, bundle in enumerate(evidence.bundles[:MAX_BUNDLES]):
+        try:
+            attempts.append(
+                bundles.verify_image(bundle, digest=evidence.digest, authority=authority.bundle)
+            )
+        except cosign.Rejected as error:
+            attempts.append(cosign.Rejected(f"bundle {index + 1}: {error}"))
+    return attempts
+
+
+def _signer(authority: CompiledAuthority) -> str:
+    legacy = authority.legacy
+    if isinstance(legacy, cosign.KeyAuthority):
+        return f"{authority.name} ({keys.describe(legacy.key)})"
+    first = legacy.identities[0]
+    more = f" or {len(legacy.identities) - 1} more" if len(legacy.identities) > 1 else ""
+    subject = first.subject or f"/{first.subject_regexp}/"
+    issuer = first.issuer or f"/{first.issuer_regexp}/"
+    return f"{authority.name} (keyless: {subject} from {issuer}{more})"
+
+
+def expected_signers(policy: CompiledPolicy) -> str:
+    """Whom the policy trusts, for the person whose image was refused: each authority's name
+    and its key fingerprint or keyless identity (never key material)."""
+    signers = ", ".join(_signer(authority) for authority in policy.authorities[:3])
+    if len(policy.authorities) > 3:
+        signers += f" and {len(policy.authorities) - 3} more"
+    count = f"{policy.threshold} of " if policy.threshold > 1 else ""
+    return f"{count}{signers}"
+
+
+def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
+    if evidence.error is not None:
+        # Muster refuses what it could not check; the registry's own error says why.
+        return Decision(
+            False,
+            "SignatureLookupFailed",
+            f"{evidence.error}; retry once the registry answers "
+            "(muster image verify makes the same lookup)",
+        )
+    if not evidence.legacy and not evidence.bundles:
+        extra = f" ({'; '.join(evidence.problems)})" if evidence.problems else ""
+        reason = "SignatureInvalid" if evidence.problems else "ImageNotSigned"
+        return Decision(
+            False,
+            reason,
+            f"no signature found for {evidence.digest}{extra}; "
+            f"it must be signed (cosign sign) by {expected_signers(policy)}",
+        )
+    outcomes = [
+        bundles.outcome(authority.name, _attempts(authority, evidence))
+        for authority in policy.authorities
+    ]
+    result = bundles.threshold(outcomes, policy.threshold)
+    if result.passed:
+        return Decision(True, "Verified", result.message, signers=result.satisfied)
+    return Decision(
+        False,
+        "SignatureNotTrusted",
+        f"{result.message}; it must be signed (cosign sign) by {expected_signers(policy)}",
+    )
+
+
+def judge_static(policy: CompiledPolicy) -> Decision | None:
+    """The decision of a static authority, which needs no evidence; None for signers."""
+    if policy.static == "pass":
+        return Decision(
+            True,
+            PASSED_UNSIGNED,
+            f"no signature needed: ImagePolicy {policy.name!r} passes the images it covers "
+            "(static pass)",
+        )
+    if policy.static == "fail":
+        return Decision(
+            False,
+            DISALLOWED,
+            f"ImagePolicy {policy.name!r} refuses every image it covers (static fail)",
+        )
+    return None
+
+
+def judge(policy: CompiledPolicy, evidence: Evidence) -> Decision:
+    """Does ``policy`` admit the image whose registry evidence this is?
+
+    A signature on the digest itself counts (for an index: on the index). Otherwise, for an
+    index, every platform manifest must pass on its own: the node may pull any of them.
+    """
+    static = judge_static(policy)
+    if static is not None:
+        return static
+    direct = _judge_one(policy, evidence)
+    if direct.passed or not evidence.is_index or evidence.error is not None:
+        return direct
+    if not evidence.platforms:
+        return direct
+    signers: list[str] = []
+    for platform, platform_evidence in evidence.platforms:
+        decision = _judge_one(policy, platform_evidence)
+        if not decision.passed:
+            return Decision(
+                False,
+                direct.reason,
+                f"{direct.message}; and platform {platform} "
+                f"({platform_evidence.digest}): {decision.message}",
+            )
+        signers.extend(decision.signers)
+    return Decision(
+        True,
+        "Verified",
+        f"every platform manifest is signed ({len(evidence.platforms)})",
+        signers=tuple(dict.fromkeys(signers)),
+    )
+
+
+def describe(policy: CompiledPolicy) -> dict[str, Any]:
+    """A summary for logs and the CLI (no key material)."""
+    return {
+        "name": policy.name,
+        "generation": policy.generation,
+        "images": list(policy.patterns),
+        "mode": policy.mode,
+        "authorities": [authority.name for authority in policy.authorities],
+        **({"static": policy.static} if policy.static is not None else {}),
+        "threshold": policy.threshold,
+        "pinDigests": policy.pin_digests,
+    }
+
+
+def matching(
+    policies: Sequence[CompiledPolicy],
+    reference: references.ImageReference,
+    namespace_labels: Mapping[str, str] | None,
+) -> list[CompiledPolicy]:
+    """Policies that cover this image (and namespace, when labels are given)."""
+    return [
+        policy
+        for policy in policies
+        if policy.covers(reference)
+        and (namespace_labels is None or policy.applies_to(namespace_labels))
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Images no policy covers
+
+
+class Uncovered(enum.StrEnum):
+    """What happens to an image that no ImagePolicy applying to its namespace covers."""
+
+    DENY = "deny"
+    WARN = "warn"
+    ALLOW = "allow"
+
+
+def uncovered_mode(default: Uncovered, labels: Mapping[str, str]) -> tuple[Uncovered, str]:
+    """The namespace's :data:`UNCOVERED_LABEL` value, else ``default``; and where it came from.
+
+    A value that is not deny, warn or allow counts as deny: a typo never lets images in."""
+    raw = labels.get(UNCOVERED_LABEL)
+    if raw is None:
+        return default, "the operator's default"
+    try:
+        return Uncovered(raw.strip().lower()), f"label {UNCOVERED_LABEL}={raw}"
+    except ValueError:
+        return Uncovered.DENY, f"label {UNCOVERED_LABEL}={raw!r} is not deny, warn or allow"
+
+
+def _elsewhere(pattern: str, reference: references.ImageReference) -> str | None:
+    """The registry under which ``pattern`` covers this very repository, when it is another
+    name than the image's (``127.0.0.1:5000`` for ``localhost:5000/app``); else None."""
+    normalised = references.normalise_pattern(pattern)
+    host, _, _ = normalised.partition("/")
+    if host == reference.registry or any(ch in host for ch in "*?"):
+        return None
+    if compile_glob(pattern).fullmatch(f"{host}/{reference.repository}"):
+        return host
+    return None
+
+
+def uncovered_message(
+    image: str,
+    reference: references.ImageReference,
+    namespace: str,
+    applicable: Sequence[CompiledPolicy],
+    *,
+    mode: Uncovered,
+    source: str,
+) -> str:
+    """Why an image is not admitted (or admitted with a warning): no policy covers it, here are
+    the patterns that exist for this namespace (those naming its repository or registry
+    first), and how to let it in."""
+    ranked: list[tuple[int, str, int, str]] = []
+    aliases: dict[str, str] = {}
+    for policy in applicable:
+        for index, pattern in enumerate(policy.patterns):
+            elsewhere = _elsewhere(pattern, reference)
+            if elsewhere is not None:
+                aliases.setdefault(elsewhere, policy.name)
+            same_registry = references.normalise_pattern(pattern).startswith(
+                f"{reference.registry}/"
+            )
+            rank = 0 if elsewhere is not None else 1 if same_registry else 2
+            ranked.append((rank, policy.name, index, f"{pattern} ({policy.name})"))
+    patterns = [shown for *_, shown in sorted(ranked)]
+    if patterns:
+        shown = ", ".join(patterns[:MAX_PATTERNS_SHOWN])
+        if len(patterns) > MAX_PATTERNS_SHOWN:
+            shown += f" and {len(patterns) - MAX_PATTERNS_SHOWN} more"
+        exist = f"the patterns of the ImagePolicies that apply here are {shown}"
+    else:
+        exist = "no ImagePolicy applies to this namespace"
+    alias = "".join(
+        f"; ImagePolicy {name!r} covers this repository as {host}, another name: a registry is "
+        "covered only under the names its policies give"
+        for host, name in sorted(aliases.items())[:1]
+    )
+    verdict = "denied" if mode is Uncovered.DENY else "admitted with a warning"
+    return (
+        f"image {image!r} is not covered by any ImagePolicy for namespace {namespace!r} "
+        f"(read as {reference.name}); {exist}{alias}. Uncovered images are {verdict} "
+        f"({source}): add an ImagePolicy whose images cover it (signed by a trusted authority, "
+        "or authorities [{static: {action: pass}}] to admit it unsigned)"
+    )

@@ -1,0 +1,1 @@
+"""The vocabulary every area shares, decided purely: findings, subjects, references, reviews."""

@@ -1,0 +1,1 @@
+"""The model gate: approved models, their OMS digests and signatures, re-verified on the node."""

@@ -1,0 +1,432 @@
+"""The model gate's operator side: the Model index, Model status, and revocation.
+
+* Models, ModelPolicies and namespace labels are watched into the in-memory
+  :class:`~muster.models.gate.ModelCatalog` the admission gate reads.
+* A Model's status says whether its OMS signature verified (condition ``SignatureVerified``,
+  checked once per generation) and how many running pods use it.
+* Pods admitted with models carry the label ``muster.dev/uses-models=true`` and the annotation
+  ``muster.dev/models`` (written by the mutating gate). When a Model is revoked, or its digest
+  changes under running pods, those pods are found by label, get a Warning Event each, the Model
+  gets one Event naming them, the gauge ``muster_pods_using_revoked_models`` counts them, and with
+  ``--evict-revoked-model-pods`` they are evicted. The sweep runs from the Model watch, so only
+  on the active kopf peer, and reports only on pods in namespaces this installation judges
+  (``muster.kernel.scopes.in_reach``): each pod and the Model get one Event series, however many
+  replicas or installations watch the Model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import datetime
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import kopf
+
+import muster
+from muster.kernel import gates, observations, scopes, selectors
+from muster.models import gate as modeladmission
+from muster.models import signatures as modelsigs
+from muster.models.rules import oms
+from muster.models.rules import registry as modelregistry
+from muster.platform import events, kubeapi, metrics
+from muster.platform.services import Services, SharedSettings
+
+__all__ = ["AREA", "ModelController", "controllers", "gates_for"]
+
+
+class ModelSettings(SharedSettings, Protocol):
+    """What the model area reads from the process's settings."""
+
+    @property
+    def evict_revoked_model_pods(self) -> bool: ...
+
+    @property
+    def model_verifier_image(self) -> str: ...
+
+
+logger = logging.getLogger("muster.models")
+
+AREA = "models"
+GROUP, VERSION = "muster.dev", "v1alpha1"
+MODELS = f"/apis/{GROUP}/{VERSION}/models"
+TERMINATED = frozenset({"Succeeded", "Failed"})
+# The chart passes its own image (pinned by digest when configured); this is the fallback.
+DEFAULT_VERIFIER_IMAGE = f"ghcr.io/muster-dev/muster:{muster.__version__}"
+
+
+@dataclasses.dataclass
+class ModelController:
+    """State shared by the model gate and the model controllers of one process."""
+
+    kube: kubeapi.KubeApi
+    catalog: modeladmission.ModelCatalog
+    recorder: events.EventRecorder
+    metrics: metrics.Metrics
+    evict: bool = False
+    # Whose pods this operator reports on (and evicts): the namespaces admission judges.
+    own_namespace: str | None = None
+    namespace_selector: selectors.LabelSelector | None = None
+    enforcement: scopes.Enforcement = scopes.NAMESPACED
+    # pod "namespace/name" -> ((model name, digest), ...) for pods not terminated
+    usage: dict[str, tuple[tuple[str, str], ...]] = dataclasses.field(default_factory=dict)
+    _counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The last spec this controller saw per Model: transitions are detected against it, not
+    # against the gate's index (which re-lists on its own and may already hold the new spec).
+    _seen: dict[str, modelregistry.ModelSpec] = dataclasses.field(default_factory=dict)
+
+    # -- Models ---------------------------------------------------------------------------
+
+    async def model_event(self, event_type: str, body: Mapping[str, Any]) -> None:
+        metadata = body.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        if event_type == "DELETED":
+            self.catalog.model_deleted(name)
+            self._seen.pop(name, None)
+            self.refresh_gauge()
+            return
+        previous = self._seen.get(name)
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        invalid = self.catalog.model_changed(name, spec, status, metadata.get("generation"))
+        if invalid is not None:
+            logger.warning("Model %s is invalid and not approved: %s", name, invalid)
+            if status.get("observedGeneration") != metadata.get("generation"):
+                await self._patch_status(
+                    name,
+                    {
+                        "observedGeneration": metadata.get("generation"),
+                        "conditions": [
+                            _condition("False", "InvalidSpec", invalid, metadata.get("generation"))
+                        ],
+                    },
+                )
+            self.refresh_gauge()
+            return
+        current = self.catalog.index.by_name(name)
+        if current is None:  # pragma: no cover - indexed just above
+            return
+        if not modelregistry.status_is_current(status, metadata.get("generation")):
+            await self._write_status(name, metadata, current)
+        self._seen[name] = current.spec
+        if previous is not None:
+            if current.spec.revoked and not previous.revoked:
+                await self.sweep(name, metadata, previous.digest, revoked=True)
+            elif current.spec.digest != previous.digest:
+                await self.sweep(name, metadata, previous.digest, revoked=False)
+        self.refresh_gauge()
+
+    async def _write_status(
+        self, name: str, metadata: Mapping[str, Any], entry: modelregistry.ModelEntry
+    ) -> None:
+        verified, reason, message = await self._signature(entry.spec)
+        status = {
+            "observedGeneration": metadata.get("generation"),
+            "conditions": [_condition(verified, reason, message, metadata.get("generation"))],
+            "revoked": entry.spec.revoked,
+            "pods": self._counts.get(name, 0),
+        }
+        if not await self._patch_status(name, status):
+            return
+        self.catalog.index.put_model(
+            dataclasses.replace(entry, signature_verified=verified == "True")
+        )
+
+    async def _patch_status(self, name: str, status: Mapping[str, Any]) -> bool:
+        try:
+            await self.kube.patch(f"{MODELS}/{name}/status", {"status": status})
+        except kubeapi.ApiError as error:
+            logger.warning("cannot write the status of Model %s: %s", name, error)
+            return False
+        return True
+
+    async def _signature(self, spec: modelregistry.ModelSpec) -> tuple[str, str, str]:
+        """("True"|"False", reason, message) for the Model's OMS signature."""
+        signature = spec.signature
+        if signature is None:
+            return "False", "NoSignature", "the Model names no signature"
+        if signature.bundle is None:
+            return "False", "NoBundle", "the Model carries no signature bundle (model.sig)"
+        bundle = json.loads(signature.bundle)  # validated JSON object by the spec model
+        try:
+            if signature.keyless is not None:
+                keyless = signature.keyless
+                signed = await asyncio.to_thread(
+                    modelsigs.verify_with_sigstore, bundle, keyless.identity, keyless.issuer
+                )
+            else:
+                pem = await self._public_key(signature)
+                signed = modelsigs.verify_with_key(bundle, pem)
+        except (modelsigs.SignatureError, kubeapi.ApiError, oms.OmsError) as error:
+            return "False", "SignatureInvalid", str(error)[:900]
+        if signed.manifest.digest != spec.digest:
+            return (
+                "False",
+                "DigestMismatch",
+                f"the signature signs {signed.manifest.digest}, the Model says {spec.digest}",
+            )
+        return "True", "Verified", f"signed by {signed.signer}"
+
+    async def _public_key(self, signature: modelregistry.SignatureSpec) -> bytes:
+        if signature.public_key is not None:
+            return signature.public_key.encode()
+        ref = signature.public_key_secret_ref
+        if ref is None:
+            raise modelsigs.InputError("the Model names no public key")
+        secret = await self.kube.get(f"/api/v1/namespaces/{ref.namespace}/secrets/{ref.name}")
+        data = (secret.get("data") or {}).get(ref.key)
+        if not isinstance(data, str):
+            raise modelsigs.InputError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
+        return base64.b64decode(data)
+
+    # -- revocation -------------------------------------------------------------------------
+
+    async def sweep(
+        self, name: str, metadata: Mapping[str, Any], digest: str, *, revoked: bool
+    ) -> list[str]:
+        """Events on every running pod using Model ``name`` at ``digest`` and on the Model."""
+        pods = await self.kube.get(
+            "/api/v1/pods", params={"labelSelector": f"{modelregistry.USES_MODELS_LABEL}=true"}
+        )
+        entry = self.catalog.index.by_name(name)
+        why = (entry.spec.revocation_reason if entry else None) or "no reason given"
+        reason = "ModelRevoked" if revoked else "ModelDigestChanged"
+        affected: list[str] = []
+        for pod in pods.get("items") or ():
+            pod_meta = pod.get("metadata") or {}
+            if (pod.get("status") or {}).get("phase") in TERMINATED:
+                continue
+            pairs = modelregistry.decode_models_annotation(
+                (pod_meta.get("annotations") or {}).get(modelregistry.MODELS_ANNOTATION)
+            )
+            if (name, digest) not in pairs:
+                continue
+            namespace, pod_name = str(pod_meta.get("namespace")), str(pod_meta.get("name"))
+            if not await self._in_scope(namespace):
+                continue  # another installation judges that namespace and reports on it
+            affected.append(f"{namespace}/{pod_name}")
+            note = (
+                f"Model {name!r} ({digest}) used by this pod is revoked: {why}"
+                if revoked
+                else f"Model {name!r} changed its digest; this pod runs {digest}, "
+                f"no longer approved"
+            )
+            self.recorder.submit(
+                observations.Notice(
+                    target=observations.ObjectRef(
+                        "v1", "Pod", pod_name, namespace, str(pod_meta.get("uid", ""))
+                    ),
+                    delivery=observations.Delivery.NOW,
+                    type=observations.EventType.WARNING,
+                    reason=reason,
+                    action="Revoke",
+                    note=observations.truncate_note(note),
+                    namespace=namespace,
+                )
+            )
+            if self.evict:
+                await self._evict(namespace, pod_name)
+        if not affected:
+            # Nothing of ours uses it: say nothing, so that installations with disjoint
+            # namespaces (or a replica that is not in charge) do not repeat each other.
+            return affected
+        listed = ", ".join(affected[:20]) + (" ..." if len(affected) > 20 else "")
+        summary = (
+            f"{len(affected)} running pod(s) use this {'revoked' if revoked else 'replaced'} "
+            f"Model at {digest}" + (f": {listed}" if affected else "")
+        )
+        self.recorder.submit(
+            observations.Notice(
+                target=observations.ObjectRef(
+                    f"{GROUP}/{VERSION}", "Model", name, "", str(metadata.get("uid", ""))
+                ),
+                delivery=observations.Delivery.NOW,
+                type=observations.EventType.WARNING,
+                reason=reason,
+                action="Revoke",
+                note=observations.truncate_note(summary),
+                namespace="default",
+            )
+        )
+        return affected
+
+    async def _in_scope(self, namespace: str) -> bool:
+        try:
+            labels = await self.catalog.namespace_labels(namespace)
+        except kubeapi.ApiError as error:
+            logger.warning("cannot read namespace %s, reporting on its pods: %s", namespace, error)
+            return True
+        return scopes.in_reach(
+            namespace,
+            labels,
+            own_namespace=self.own_namespace,
+            selector=self.namespace_selector,
+            enforcement=self.enforcement,
+        )
+
+    async def _evict(self, namespace: str, name: str) -> None:
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        try:
+            await self.kube.create(f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", body)
+        except kubeapi.ApiError as error:
+            logger.warning("cannot evict pod %s/%s: %s", namespace, name, error)
+
+    # -- pods -------------------------------------------------------------------------------
+
+    async def pod_event(self, event_type: str, body: Mapping[str, Any]) -> None:
+        metadata = body.get("metadata") or {}
+        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        phase = (body.get("status") or {}).get("phase")
+        before = self.usage.get(key, ())
+        if event_type == "DELETED" or phase in TERMINATED:
+            self.usage.pop(key, None)
+        else:
+            self.usage[key] = tuple(
+                modelregistry.decode_models_annotation(
+                    (metadata.get("annotations") or {}).get(modelregistry.MODELS_ANNOTATION)
+                )
+            )
+        after = self.usage.get(key, ())
+        self.refresh_gauge()
+        changed = {name for name, _ in before} ^ {name for name, _ in after}
+        await self._write_counts(changed)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for pairs in self.usage.values():
+            for name in {name for name, _ in pairs}:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    async def _write_counts(self, names: set[str]) -> None:
+        counts = self.counts()
+        for name in sorted(names):
+            count = counts.get(name, 0)
+            if self._counts.get(name) == count or self.catalog.index.by_name(name) is None:
+                continue
+            try:
+                await self.kube.patch(f"{MODELS}/{name}/status", {"status": {"pods": count}})
+            except kubeapi.ApiError as error:
+                logger.warning("cannot write the pod count of Model %s: %s", name, error)
+                continue
+            self._counts[name] = count
+
+    def revoked_pods(self) -> int:
+        """Running pods that use a revoked Model, or a Model at a digest it no longer has."""
+        index = self.catalog.index
+        total = 0
+        for pairs in self.usage.values():
+            for name, digest in pairs:
+                entry = index.by_name(name)
+                if entry is not None and (entry.spec.revoked or entry.spec.digest != digest):
+                    total += 1
+                    break
+        return total
+
+    def refresh_gauge(self) -> None:
+        index = self.catalog.index
+        revoked = sum(1 for m in index.models.values() if m.spec.revoked)
+        invalid = sum(1 for key in index.invalid if key.startswith("Model/"))
+        self.metrics.set_models(
+            {"approved": len(index.models) - revoked, "revoked": revoked, "invalid": invalid}
+        )
+        self.metrics.set_pods_using_revoked_models(self.revoked_pods())
+
+
+def _condition(status: str, reason: str, message: str, generation: object) -> dict[str, object]:
+    # observedGeneration: the condition vouches for this spec only (see
+    # modelregistry.signature_verified); a later spec is not verified by it.
+    return {
+        "type": modelregistry.SIGNATURE_VERIFIED,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+        "lastTransitionTime": _now(),
+    }
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _controller(services: Services[ModelSettings]) -> ModelController:
+    """One ModelController per Services (shared by the gate and the controllers)."""
+    existing = services.areas.get(AREA)
+    if isinstance(existing, ModelController):
+        return existing
+    if services.events is None:
+        services.events = events.EventRecorder(services.kube)
+    controller = ModelController(
+        kube=services.kube,
+        catalog=modeladmission.ModelCatalog(services.kube),
+        recorder=services.events,
+        metrics=services.metrics,
+        evict=services.settings.evict_revoked_model_pods,
+        own_namespace=services.settings.own_namespace,
+        namespace_selector=services.settings.namespace_selector,
+        enforcement=services.settings.enforcement,
+    )
+    metrics_ = services.metrics
+    controller.catalog.cache_observer = lambda hit: metrics_.cache_lookup("models", hit=hit)
+    services.areas[AREA] = controller
+    return controller
+
+
+def gates_for(services: Services[ModelSettings]) -> Sequence[gates.Gate]:
+    controller = _controller(services)
+    image = services.settings.model_verifier_image
+    return [
+        modeladmission.ModelGate(
+            catalog=controller.catalog,
+            kube=services.kube,
+            registries=services.registries,
+            verifier_image=image,
+        )
+    ]
+
+
+def controllers(registry: kopf.OperatorRegistry, services: Services[ModelSettings]) -> None:
+    controller = _controller(services)
+
+    @kopf.on.startup(registry=registry)
+    async def start_model_events(**_: object) -> None:
+        controller.recorder.start()  # idempotent: the recorder is shared by every area
+        controller.refresh_gauge()
+
+    @kopf.on.event(GROUP, VERSION, "models", registry=registry)
+    async def model_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
+        await controller.model_event(str(event.get("type")), body)
+
+    @kopf.on.event(GROUP, VERSION, "modelpolicies", registry=registry)
+    async def policy_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
+        name = str(body.get("metadata", {}).get("name", ""))
+        if event.get("type") == "DELETED":
+            controller.catalog.policy_deleted(name)
+            return
+        invalid = controller.catalog.policy_changed(name, body.get("spec") or {})
+        if invalid is not None:
+            logger.warning("ModelPolicy %s is invalid: %s", name, invalid)
+
+    @kopf.on.event("", "v1", "namespaces", registry=registry)
+    async def namespace_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
+        name = str(body.get("metadata", {}).get("name", ""))
+        if event.get("type") == "DELETED":
+            controller.catalog.namespace_deleted(name)
+        else:
+            controller.catalog.namespace_changed(
+                name, dict(body.get("metadata", {}).get("labels") or {})
+            )
+
+    @kopf.on.event(
+        "", "v1", "pods", labels={modelregistry.USES_MODELS_LABEL: "true"}, registry=registry
+    )
+    async def pod_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
+        await controller.pod_event(str(event.get("type")), body)

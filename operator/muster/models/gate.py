@@ -1,0 +1,343 @@
+"""The model gate at admission: the Model index it reads, and the lookups it needs (PVC labels,
+namespace labels, tag resolution).
+
+The index is fed by the operator's watches (fast path) and re-listed from the API when it is
+older than ``max_age`` or when a lookup misses, so a replica whose watches are paused by peering,
+or one that has just started, still judges against the registry as it is, within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pydantic
+
+from muster.kernel import findings, gates, references, subjects
+from muster.models.rules import approval as modelgate
+from muster.models.rules import registry as modelregistry
+from muster.platform import kubeapi, registries
+
+__all__ = ["ModelCatalog", "ModelGate"]
+
+logger = logging.getLogger("muster.models")
+
+MODELS_PATH = "/apis/muster.dev/v1alpha1/models"
+POLICIES_PATH = "/apis/muster.dev/v1alpha1/modelpolicies"
+
+
+class ModelCatalog:
+    """Models, ModelPolicies and namespace labels, in memory."""
+
+    def __init__(
+        self,
+        kube: kubeapi.KubeApi,
+        *,
+        max_age: float = 30.0,
+        min_reload_interval: float = 1.0,
+        namespace_max_age: float = 10.0,
+    ) -> None:
+        self.kube = kube
+        self.index = modelregistry.Index()
+        self.max_age = max_age
+        self.min_reload_interval = min_reload_interval
+        self.namespace_max_age = namespace_max_age
+        self._loaded_at = float("-inf")
+        self._namespaces: dict[str, tuple[float, Mapping[str, str]]] = {}
+        self._lock = asyncio.Lock()
+        # Told about every look-up of the index (True: answered from memory; False: re-listed
+        # from the API), e.g. Metrics.cache_lookup("models", hit=...).
+        self.cache_observer: Callable[[bool], None] | None = None
+
+    # -- fed by the operator's watches ------------------------------------------------------
+
+    def model_changed(
+        self, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], generation: object
+    ) -> str | None:
+        """Index a Model; returns why it is invalid (and drops it) when it is. ``generation``
+        (``metadata.generation``) decides whether its SignatureVerified condition counts."""
+        try:
+            self.index.put_model(
+                modelregistry.parse_model(name, spec, status, generation=generation)
+            )
+        except (pydantic.ValidationError, ValueError) as error:
+            self.index.models.pop(name, None)
+            why = _first_error(error)
+            self.index.invalid[f"Model/{name}"] = why
+            return why
+        return None
+
+    def model_deleted(self, name: str) -> None:
+        self.index.models.pop(name, None)
+        self.index.invalid.pop(f"Model/{name}", None)
+
+    def policy_changed(self, name: str, spec: Mapping[str, Any]) -> str | None:
+        try:
+            self.index.put_policy(name, modelregistry.ModelPolicySpec.model_validate(spec))
+        except pydantic.ValidationError as error:
+            # A broken policy must not silently stop protecting its namespaces: keep the last
+            # good version when there is one.
+            why = _first_error(error)
+            self.index.invalid[f"ModelPolicy/{name}"] = why
+            return why
+        return None
+
+    def policy_deleted(self, name: str) -> None:
+        self.index.policies.pop(name, None)
+        self.index.invalid.pop(f"ModelPolicy/{name}", None)
+
+    def namespace_changed(self, name: str, labels: Mapping[str, str]) -> None:
+        self._namespaces[name] = (time.monotonic(), dict(labels))
+
+    def namespace_deleted(self, name: str) -> None:
+        self._namespaces.pop(name, None)
+
+    # -- read by the gate -------------------------------------------------------------------
+
+    async def current(self) -> modelregistry.Index:
+        if time.monotonic() - self._loaded_at > self.max_age:
+            self.observe(hit=False)
+            await self.reload()
+        else:
+            self.observe(hit=True)
+        return self.index
+
+    def observe(self, *, hit: bool) -> None:
+        if self.cache_observer is not None:
+            self.cache_observer(hit)
+
+    async def reload(self, *, if_older_than: float | None = None) -> bool:
+        """Re-list Models and ModelPolicies; False when skipped (listed recently)."""
+        async with self._lock:
+            age = time.monotonic() - self._loaded_at
+            if if_older_than is not None and age < if_older_than:
+                return False
+            models, policies = await asyncio.gather(
+                _list(self.kube, MODELS_PATH), _list(self.kube, POLICIES_PATH)
+            )
+            fresh = modelregistry.Index()
+            previous, self.index = self.index, fresh
+            for item in models.get("items") or ():
+                metadata = item.get("metadata") or {}
+                self.model_changed(
+                    str(metadata.get("name", "")),
+                    item.get("spec") or {},
+                    item.get("status") or {},
+                    metadata.get("generation"),
+                )
+            for item in policies.get("items") or ():
+                name = str((item.get("metadata") or {}).get("name", ""))
+                if self.policy_changed(name, item.get("spec") or {}) and name in previous.policies:
+                    fresh.policies[name] = previous.policies[name]
+            self._loaded_at = time.monotonic()
+            return True
+
+    async def namespace_labels(self, name: str) -> Mapping[str, str]:
+        cached = self._namespaces.get(name)
+        if cached is not None and time.monotonic() - cached[0] < self.namespace_max_age:
+            return cached[1]
+        namespace = await self.kube.get(f"/api/v1/namespaces/{name}")
+        labels = (namespace.get("metadata") or {}).get("labels") or {}
+        self.namespace_changed(name, labels)
+        return dict(labels)
+
+
+async def _list(kube: kubeapi.KubeApi, path: str) -> dict[str, Any]:
+    try:
+        return await kube.get(path)
+    except kubeapi.ApiError as error:
+        # No CRD, no policy: nothing can select a namespace, so there is nothing to enforce.
+        # Every other failure propagates and fails the gate safe.
+        if error.status == 404:
+            return {"items": []}
+        raise
+
+
+def _first_error(error: Exception) -> str:
+    if isinstance(error, pydantic.ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(error)
+
+
+@dataclasses.dataclass
+class ModelGate:
+    """Pods in namespaces a ModelPolicy selects may mount approved, non-revoked Models only."""
+
+    catalog: ModelCatalog
+    kube: kubeapi.KubeApi
+    registries: registries.RegistryClient
+    verifier_image: str
+    name: str = modelgate.CHECK
+
+    async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
+        if subject.subresource or (subject.is_pod and subject.operation != "CREATE"):
+            # A pod's volumes and init containers are immutable: what it mounts was judged at
+            # CREATE. Judging updates again would block finalizer removal on revoked models.
+            return gates.GateResult()
+        try:
+            labels = await self.catalog.namespace_labels(subject.namespace)
+            index = await self.catalog.current()
+        except kubeapi.ApiError as error:
+            return _unavailable(f"cannot read the model registry ({error})")
+        named = index.named_policies_for(labels)
+        policy = modelgate.effective_policy(list(named.values()))
+        if policy is None:
+            return gates.GateResult()
+        deciding = modelgate.deciding_policy(named)
+        found: list[findings.Finding] = []
+        patch: list[Mapping[str, Any]] = []
+        for template in subject.templates:
+            if template.partial:
+                continue  # a part of a runtime's template: judged on the pods it ends up in
+            pvc_models, problems = await self._pvc_models(subject.namespace, template, policy.mode)
+            uses, declared_problems = modelgate.model_uses(template, pvc_models)
+            problems += [
+                dataclasses.replace(p, mode=policy.mode, policy=deciding) for p in declared_problems
+            ]
+            matches = await self._matches(uses, index, policy)
+            if any(m.model is None for m in matches):
+                # A Model created a moment ago may not have reached this replica's index yet.
+                try:
+                    reloaded = await self.catalog.reload(
+                        if_older_than=self.catalog.min_reload_interval
+                    )
+                except kubeapi.ApiError as error:
+                    return _unavailable(f"cannot read the model registry ({error})")
+                if reloaded:
+                    self.catalog.observe(hit=False)  # an unknown Model forced a re-list
+                    index = self.catalog.index
+                    matches = await self._matches(uses, index, policy)
+            if phase is gates.Phase.VALIDATE:
+                found.extend(problems)
+                found.extend(
+                    findings.attributed(
+                        (m.finding for m in matches if m.finding is not None), deciding
+                    )
+                )
+                found.extend(
+                    findings.attributed(
+                        self._missing_verifiers(template, matches, policy.mode), deciding
+                    )
+                )
+            else:
+                patch.extend(
+                    modelgate.verifier_patch(
+                        template,
+                        matches,
+                        self.verifier_image,
+                    )
+                )
+        return gates.GateResult(findings=tuple(found), patch=tuple(patch))
+
+    async def _pvc_models(
+        self, namespace: str, template: subjects.PodTemplate, mode: findings.Mode
+    ) -> tuple[dict[str, str], list[findings.Finding]]:
+        claims = sorted(set(modelgate.pvc_claims(template).values()))
+        models: dict[str, str] = {}
+        problems: list[findings.Finding] = []
+
+        async def read(claim: str) -> None:
+            try:
+                pvc = await self.kube.get(
+                    f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
+                )
+            except kubeapi.ApiError as error:
+                if error.status == 404:
+                    return  # not created yet: nothing marks it as a model
+                problems.append(
+                    findings.Finding(
+                        check=modelgate.CHECK,
+                        reason="ModelLookupFailed",
+                        subject=f'PVC "{claim}"',
+                        message=f"cannot tell whether it holds a model ({error})",
+                        mode=mode,
+                    )
+                )
+                return
+            metadata = pvc.get("metadata") or {}
+            for field in ("labels", "annotations"):
+                value = (metadata.get(field) or {}).get(modelregistry.MODEL_PVC_KEY)
+                if isinstance(value, str) and value:
+                    models[claim] = value
+                    return
+
+        await asyncio.gather(*(read(claim) for claim in claims))
+        return models, problems
+
+    async def _matches(
+        self,
+        uses: list[modelgate.ModelUse],
+        index: modelregistry.Index,
+        policy: modelregistry.ModelPolicySpec,
+    ) -> list[modelgate.Match]:
+        async def one(use: modelgate.ModelUse) -> modelgate.Match:
+            digest, error = None, None
+            if use.is_oci and use.reference:
+                try:
+                    reference = references.parse(use.reference)
+                except references.InvalidReference:
+                    reference = None  # judge_use names the problem
+                if reference is not None and reference.digest is None:
+                    try:
+                        digest = await self.registries.resolve(reference)
+                    except registries.RegistryError as failure:
+                        error = str(failure)
+            return modelgate.judge_use(use, index, policy, oci_digest=digest, resolve_error=error)
+
+        return list(await asyncio.gather(*(one(use) for use in uses)))
+
+    def _missing_verifiers(
+        self,
+        template: subjects.PodTemplate,
+        matches: list[modelgate.Match],
+        mode: findings.Mode,
+    ) -> list[findings.Finding]:
+        existing = template.spec.get("initContainers")
+        by_name = {
+            c.get("name"): c
+            for c in (existing if isinstance(existing, list) else ())
+            if isinstance(c, Mapping)
+        }
+        missing: list[findings.Finding] = []
+        for match in matches:
+            if match.model is None or match.finding is not None or not match.use.needs_verifier:
+                continue
+            expected = modelgate.verifier_container(
+                match.use.where, match.model.spec.digest, self.verifier_image
+            )
+            actual = by_name.get(expected["name"])
+            if actual is None or any(
+                actual.get(field) != expected[field] for field in modelgate.VERIFIER_FIELDS
+            ):
+                missing.append(
+                    findings.Finding(
+                        check=modelgate.CHECK,
+                        reason="ModelVerifierMissing",
+                        subject=match.use.label,
+                        message=f"has no verifying init container {expected['name']!r} "
+                        "(is Muster's mutating webhook registered?)",
+                        mode=mode,
+                    )
+                )
+        return missing
+
+
+def _unavailable(message: str) -> gates.GateResult:
+    # Fail safe: without the registry, nothing can be approved (the namespace mode still
+    # turns this into a warning in warn namespaces).
+    return gates.GateResult(
+        findings=(
+            findings.Finding(
+                check=modelgate.CHECK,
+                reason="ModelRegistryUnavailable",
+                subject="models",
+                message=message,
+            ),
+        )
+    )

@@ -1,0 +1,487 @@
+"""The model gate's decisions: which models a pod mounts, whether each is approved, and the
+init containers that re-verify the bytes admission cannot see.
+
+Four ways a pod uses a model: an image volume (``volumes[].image.reference``), a KServe
+``oci://`` storage URI (the ``STORAGE_URI`` env of a container, or a ``storage-uri``
+annotation), a PersistentVolumeClaim labelled ``muster.dev/model: <Model>``, and a volume
+declared in the pod annotation ``muster.dev/model-volumes: '{"vol": "model"}'``. OCI models are
+content-addressed, so the digest decides at admission; PVCs and declared volumes are verified on
+the node by an init container running ``muster model verify`` before any workload container.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from muster.kernel import findings, references, subjects
+from muster.models.rules import registry as modelregistry
+
+__all__ = [
+    "CHECK",
+    "MOUNT_ROOT",
+    "VERIFIER_FIELDS",
+    "VERIFIER_PREFIX",
+    "Match",
+    "ModelUse",
+    "deciding_policy",
+    "effective_policy",
+    "judge_use",
+    "model_uses",
+    "pvc_claims",
+    "verifier_container",
+    "verifier_name",
+    "verifier_patch",
+]
+
+CHECK = "models"  # the check name in findings, Events and metrics
+MOUNT_ROOT = "/models"
+VERIFIER_PREFIX = "muster-verify-"
+STORAGE_INITIALIZER = "storage-initializer"  # KServe's init container that downloads models
+OCI_SCHEME = "oci://"
+
+UseKind = Literal["imageVolume", "storageUri", "pvc", "declaredVolume"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelUse:
+    """One model a pod template uses; ``reference`` is an OCI reference or a Model name."""
+
+    kind: UseKind
+    where: str  # volume name, or container name for a storage URI
+    reference: str
+    claim: str | None = None  # the PVC behind a pvc or declared volume
+
+    @property
+    def label(self) -> str:
+        if self.kind == "imageVolume":
+            return f'image volume "{self.where}"'
+        if self.kind == "storageUri":
+            return f'storage URI of "{self.where}"'
+        if self.claim is not None:
+            return f'volume "{self.where}" (PVC "{self.claim}")'
+        return f'volume "{self.where}"'
+
+    @property
+    def is_oci(self) -> bool:
+        return self.kind in ("imageVolume", "storageUri")
+
+    @property
+    def needs_verifier(self) -> bool:
+        """Bytes admission cannot see: verified on the node before the workload starts."""
+        return not self.is_oci
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Match:
+    """The outcome for one use: the Model it matched (if any) and what is wrong (if anything)."""
+
+    use: ModelUse
+    model: modelregistry.ModelEntry | None
+    finding: findings.Finding | None
+
+
+def _volumes(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    volumes = spec.get("volumes")
+    if not isinstance(volumes, list):
+        return []
+    return [v for v in volumes if isinstance(v, Mapping) and isinstance(v.get("name"), str)]
+
+
+def _containers(spec: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    for field in ("initContainers", "containers"):
+        items = spec.get(field)
+        if isinstance(items, list):
+            yield from (c for c in items if isinstance(c, Mapping))
+
+
+def pvc_claims(template: subjects.PodTemplate) -> dict[str, str]:
+    """Volume name -> claim name for every PVC volume of the template."""
+    claims: dict[str, str] = {}
+    for volume in _volumes(template.spec):
+        source = volume.get("persistentVolumeClaim")
+        if isinstance(source, Mapping) and isinstance(source.get("claimName"), str):
+            claims[volume["name"]] = source["claimName"]
+    return claims
+
+
+def model_uses(
+    template: subjects.PodTemplate, pvc_models: Mapping[str, str]
+) -> tuple[list[ModelUse], list[findings.Finding]]:
+    """Every model the template uses, and findings for declarations that make no sense.
+
+    ``pvc_models`` maps claim names to the Model their ``muster.dev/model`` label or annotation
+    names (looked up by the caller: claims live in the API, not in the pod).
+    """
+    uses: list[ModelUse] = []
+    problems: list[findings.Finding] = []
+    volumes = {v["name"]: v for v in _volumes(template.spec)}
+    claims = pvc_claims(template)
+    for name, volume in volumes.items():
+        image = volume.get("image")
+        if isinstance(image, Mapping):
+            reference = image.get("reference")
+            uses.append(
+                ModelUse("imageVolume", name, reference if isinstance(reference, str) else "")
+            )
+    for container in _containers(template.spec):
+        env = container.get("env")
+        for variable in env if isinstance(env, list) else ():
+            if (
+                isinstance(variable, Mapping)
+                and variable.get("name") == "STORAGE_URI"
+                and isinstance(variable.get("value"), str)
+                and variable["value"].startswith(OCI_SCHEME)
+            ):
+                uses.append(
+                    ModelUse(
+                        "storageUri",
+                        str(container.get("name", "?")),
+                        variable["value"][len(OCI_SCHEME) :],
+                    )
+                )
+    for key, value in sorted(template.annotations.items()):
+        if (
+            key.lower().endswith(("storage-uri", "storageuri"))
+            and isinstance(value, str)
+            and value.startswith(OCI_SCHEME)
+        ):
+            uses.append(ModelUse("storageUri", f"annotation {key}", value[len(OCI_SCHEME) :]))
+    declared: dict[str, str] = {}
+    raw = template.annotations.get(modelregistry.MODEL_VOLUMES_ANNOTATION)
+    if raw is not None:
+        declared, problem = _declared(raw)
+        if problem is not None:
+            problems.append(problem)
+    for volume_name, model_name in sorted(declared.items()):
+        if volume_name not in volumes:
+            problems.append(
+                _finding(
+                    "ModelVolumeUnknown",
+                    f'volume "{volume_name}"',
+                    f"is declared in {modelregistry.MODEL_VOLUMES_ANNOTATION} as Model "
+                    f"{model_name!r} but the pod has no volume of that name",
+                )
+            )
+            continue
+        uses.append(
+            ModelUse("declaredVolume", volume_name, model_name, claim=claims.get(volume_name))
+        )
+    for volume_name, claim in sorted(claims.items()):
+        pvc_model = pvc_models.get(claim)
+        if volume_name not in declared and pvc_model is not None:
+            uses.append(ModelUse("pvc", volume_name, pvc_model, claim=claim))
+    return uses, problems
+
+
+def _declared(raw: object) -> tuple[dict[str, str], findings.Finding | None]:
+    subject = f"annotation {modelregistry.MODEL_VOLUMES_ANNOTATION}"
+    try:
+        parsed = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError as error:
+        return {}, _finding("ModelVolumesInvalid", subject, f"is not JSON ({error})")
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in parsed.items()
+    ):
+        return {}, _finding(
+            "ModelVolumesInvalid",
+            subject,
+            'must be a JSON object of volume name to Model name, e.g. {"weights": "llama-3-8b"}',
+        )
+    return dict(parsed), None
+
+
+def _finding(
+    reason: str, subject: str, message: str, mode: findings.Mode = findings.Mode.ENFORCE
+) -> findings.Finding:
+    return findings.Finding(check=CHECK, reason=reason, subject=subject, message=message, mode=mode)
+
+
+def effective_policy(
+    policies: Sequence[modelregistry.ModelPolicySpec],
+) -> modelregistry.ModelPolicySpec | None:
+    """The strictest combination of every policy selecting a namespace (None: no policy)."""
+    if not policies:
+        return None
+    enforce = any(p.mode is findings.Mode.ENFORCE for p in policies)
+    refusing = [p for p in policies if p.unsafe_serialization.action == "refuse"]
+    if refusing:
+        unsafe = modelregistry.UnsafeSerialization(action="refuse")
+    else:
+        allowed = set.intersection(*(set(p.unsafe_serialization.allow) for p in policies))
+        unsafe = modelregistry.UnsafeSerialization(action="allow", allow=tuple(sorted(allowed)))
+    return modelregistry.ModelPolicySpec(
+        mode=findings.Mode.ENFORCE if enforce else findings.Mode.WARN,
+        unsafe_serialization=unsafe,
+        require_signature=any(p.require_signature for p in policies),
+    )
+
+
+def deciding_policy(
+    policies: Mapping[str, modelregistry.ModelPolicySpec],
+) -> findings.PolicyRef | None:
+    """The ModelPolicy the gate's findings are attributed to: of the policies selecting the
+    namespace (combined by :func:`effective_policy`), the first by name in the strictest mode."""
+    effective = effective_policy(list(policies.values()))
+    if effective is None:
+        return None
+    for name, spec in sorted(policies.items()):
+        if spec.mode is effective.mode:
+            return findings.PolicyRef(kind="ModelPolicy", name=name, denial=spec.denial)
+    return None
+
+
+def judge_use(
+    use: ModelUse,
+    index: modelregistry.Index,
+    policy: modelregistry.ModelPolicySpec,
+    *,
+    oci_digest: str | None = None,
+    resolve_error: str | None = None,
+) -> Match:
+    """Whether ``use`` is an approved, non-revoked Model under ``policy``.
+
+    For OCI uses the caller passes the digest the reference names (its own, or the one the
+    registry resolved a tag to) or why it could not be resolved.
+    """
+    mode = policy.mode
+    if use.is_oci:
+        if not use.reference:
+            return Match(
+                use, None, _finding("ModelReferenceInvalid", use.label, "has no reference", mode)
+            )
+        try:
+            reference = references.parse(use.reference)
+        except references.InvalidReference as error:
+            return Match(
+                use,
+                None,
+                _finding(
+                    "ModelReferenceInvalid",
+                    use.label,
+                    f"{use.reference!r} is not a valid OCI reference: {error}",
+                    mode,
+                ),
+            )
+        digest = reference.digest or oci_digest
+        if digest is None:
+            why = f" ({resolve_error})" if resolve_error else ""
+            return Match(
+                use,
+                None,
+                _finding(
+                    "ModelReferenceUnresolved",
+                    use.label,
+                    f"{use.reference!r} is not pinned by digest and could not be resolved{why}; "
+                    "pin it as <reference>@sha256:<digest>",
+                    mode,
+                ),
+            )
+        candidates = index.by_oci_digest(digest)
+        shown = use.reference if reference.digest else f"{use.reference} ({digest})"
+        if not candidates:
+            return Match(
+                use,
+                None,
+                _finding(
+                    "ModelNotApproved",
+                    use.label,
+                    f"{shown!r} is not an approved Model: no Model has ociReference with "
+                    f"digest {digest}; register it (muster model register) or use an approved one",
+                    mode,
+                ),
+            )
+    else:
+        entry = index.by_name(use.reference)
+        if entry is None:
+            return Match(
+                use,
+                None,
+                _finding(
+                    "ModelNotApproved",
+                    use.label,
+                    f"Model {use.reference!r} is not registered; only approved Models may be "
+                    "mounted here: register it (muster model register) or mount an approved one",
+                    mode,
+                ),
+            )
+        candidates = [entry]
+    usable = [c for c in candidates if not c.spec.revoked]
+    if not usable:
+        revoked = candidates[0]
+        reason = revoked.spec.revocation_reason or "no reason given"
+        return Match(
+            use,
+            revoked,
+            _finding(
+                "ModelRevoked",
+                use.label,
+                f"Model {revoked.name!r} ({use.reference}) is revoked: {reason}",
+                mode,
+            ),
+        )
+    if policy.require_signature:
+        signed = [c for c in usable if c.signature_verified]
+        if not signed:
+            return Match(
+                use,
+                usable[0],
+                _finding(
+                    "ModelSignatureNotVerified",
+                    use.label,
+                    f"Model {usable[0].name!r} has no verified signature and policy requires one "
+                    "(sign it with model_signing, then muster model register it with the "
+                    "signature)",
+                    mode,
+                ),
+            )
+        usable = signed
+    entry = usable[0]
+    unsafe = policy.unsafe_serialization
+    if entry.spec.unsafe_serialization and (
+        unsafe.action == "refuse" or entry.name not in unsafe.allow
+    ):
+        return Match(
+            use,
+            entry,
+            _finding(
+                "ModelUnsafeSerialization",
+                use.label,
+                f"Model {entry.name!r} uses pickle-based serialization, which policy refuses "
+                "(convert it to safetensors, or allow it in the ModelPolicy)",
+                mode,
+            ),
+        )
+    return Match(use, entry, None)
+
+
+# -- mutation ---------------------------------------------------------------------------------
+
+_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def verifier_name(volume: str) -> str:
+    name = f"{VERIFIER_PREFIX}{volume}"
+    if len(name) <= 63:
+        return name
+    return f"{VERIFIER_PREFIX}{hashlib.sha256(volume.encode()).hexdigest()[:12]}"
+
+
+def verifier_container(volume: str, digest: str, image: str) -> dict[str, Any]:
+    """The init container that re-measures ``volume`` and refuses to let the pod start on a
+    mismatch (``muster model verify`` exits non-zero)."""
+    path = f"{MOUNT_ROOT}/{volume}"
+    return {
+        "name": verifier_name(volume),
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["muster"],
+        "args": ["model", "verify", path, "--digest", digest],
+        # The verifier never needs a GPU: saying so spares the GPU gate a read of its image's
+        # config (NVIDIA_VISIBLE_DEVICES, docs/gpu-stack.md) and keeps the toolkit away from it.
+        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
+        "volumeMounts": [{"name": volume, "mountPath": path, "readOnly": True}],
+        "securityContext": dict(_SECURITY_CONTEXT),
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "64Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+    }
+
+
+# What makes a verifier the verifier: the validating gate compares exactly these.
+VERIFIER_FIELDS = ("image", "command", "args", "env", "volumeMounts", "securityContext")
+
+
+def _get(container: object, field: str) -> object:
+    return container.get(field) if isinstance(container, Mapping) else None
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def verifier_patch(
+    template: subjects.PodTemplate,
+    matches: Sequence[Match],
+    image: str,
+    *,
+    add_verifiers: bool = True,
+) -> list[dict[str, Any]]:
+    """JSON patch ops: one verifier per model volume admission cannot see (after KServe's
+    storage-initializer when present, otherwise first), plus the ``muster.dev/models``
+    annotation and ``muster.dev/uses-models`` label naming every matched Model."""
+    operations: list[dict[str, Any]] = []
+    spec_pointer = template.pointer
+    meta_pointer = spec_pointer[: -len("/spec")] + "/metadata"
+    if add_verifiers:
+        existing = template.spec.get("initContainers")
+        init = [c for c in existing if isinstance(c, Mapping)] if isinstance(existing, list) else []
+        names = [c.get("name") for c in init]
+        position = names.index(STORAGE_INITIALIZER) + 1 if STORAGE_INITIALIZER in names else 0
+        new = [
+            verifier_container(m.use.where, m.model.spec.digest, image)
+            for m in matches
+            if m.model is not None and m.finding is None and m.use.needs_verifier
+        ]
+        for index, container in enumerate(existing if isinstance(existing, list) else ()):
+            # A verifier written earlier (a workload template, an older Muster image, a Model
+            # re-registered with another digest) is brought up to date, never duplicated.
+            wanted = next((c for c in new if c["name"] == _get(container, "name")), None)
+            if wanted is not None and any(
+                _get(container, field) != wanted[field] for field in VERIFIER_FIELDS
+            ):
+                operations.append(
+                    {
+                        "op": "replace",
+                        "path": f"{spec_pointer}/initContainers/{index}",
+                        "value": wanted,
+                    }
+                )
+        new = [c for c in new if c["name"] not in names]
+        if new:
+            if not isinstance(existing, list):
+                operations.append(
+                    {"op": "add", "path": f"{spec_pointer}/initContainers", "value": new}
+                )
+            else:
+                for offset, container in enumerate(new):
+                    operations.append(
+                        {
+                            "op": "add",
+                            "path": f"{spec_pointer}/initContainers/{position + offset}",
+                            "value": container,
+                        }
+                    )
+    entries = [m.model for m in matches if m.model is not None]
+    if entries:
+        value = modelregistry.encode_models_annotation(entries)
+        for field, key, item in (
+            ("annotations", modelregistry.MODELS_ANNOTATION, value),
+            ("labels", modelregistry.USES_MODELS_LABEL, "true"),
+        ):
+            current = template.metadata.get(field)
+            if not isinstance(template.metadata, Mapping) or not template.metadata:
+                operations.append(
+                    {"op": "add", "path": meta_pointer, "value": {field: {key: item}}}
+                )
+                template = dataclasses.replace(template, metadata={field: {key: item}})
+            elif not isinstance(current, Mapping):
+                operations.append(
+                    {"op": "add", "path": f"{meta_pointer}/{field}", "value": {key: item}}
+                )
+            else:
+                operations.append(
+                    {"op": "add", "path": f"{meta_pointer}/{field}/{_escape(key)}", "value": item}
+                )
+    return operations

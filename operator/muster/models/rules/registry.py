@@ -1,0 +1,320 @@
+"""The approved-model registry: ``Model`` and ``ModelPolicy`` specs, and the index the gate reads.
+
+A ``Model`` names one model by its OpenSSF Model Signing root digest (the digest the init
+container re-measures on the node), optionally by the OCI digest it is shipped as (image volumes,
+KServe ``oci://`` modelcars), and carries what an AI-BOM needs: source, format, licence, datasets,
+training provenance and model card. A ``ModelPolicy`` says which namespaces may only use approved
+models and how strict that is. Both are validated here once (pydantic, unknown fields refused) and
+their CRD schemas are generated from the same models. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import alias_generators
+
+from muster.kernel import denials, findings, references, selectors
+
+__all__ = [
+    "MODELS_ANNOTATION",
+    "MODEL_PVC_KEY",
+    "MODEL_VOLUMES_ANNOTATION",
+    "SIGNATURE_VERIFIED",
+    "USES_MODELS_LABEL",
+    "Dataset",
+    "Index",
+    "Keyless",
+    "ModelCard",
+    "ModelEntry",
+    "ModelPolicySpec",
+    "ModelSpec",
+    "SecretKeyRef",
+    "SignatureSpec",
+    "Training",
+    "UnsafeSerialization",
+    "decode_models_annotation",
+    "encode_models_annotation",
+    "parse_model",
+    "signature_verified",
+    "status_is_current",
+]
+
+# On pods, written by the mutating gate: which Models the pod uses (JSON list of {name, digest}),
+# and a label so that the operator can find those pods with a label selector on revocation.
+MODELS_ANNOTATION = "muster.dev/models"
+USES_MODELS_LABEL = "muster.dev/uses-models"
+# On pods: volumes whose bytes admission cannot see, declared as holding a Model.
+MODEL_VOLUMES_ANNOTATION = "muster.dev/model-volumes"
+# On PersistentVolumeClaims (label or annotation): the Model the claim holds.
+MODEL_PVC_KEY = "muster.dev/model"
+# The Model status condition the operator writes after checking the signature.
+SIGNATURE_VERIFIED = "SignatureVerified"
+
+_CONFIG = pydantic.ConfigDict(
+    extra="forbid",
+    frozen=True,
+    alias_generator=alias_generators.to_camel,
+    populate_by_name=True,
+)
+DigestText = Annotated[str, pydantic.StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+SourceText = Annotated[
+    str, pydantic.StringConstraints(pattern=r"^(hf|s3|gs|az|oci|pvc|https?)://\S+$")
+]
+
+
+class SecretKeyRef(pydantic.BaseModel):
+    """A key of a Secret holding a public key PEM."""
+
+    model_config = _CONFIG
+
+    name: str = pydantic.Field(min_length=1)
+    namespace: str = pydantic.Field(min_length=1)
+    key: str = "key.pub"
+
+
+class Keyless(pydantic.BaseModel):
+    """The Sigstore keyless signer: certificate identity and OIDC issuer, matched exactly."""
+
+    model_config = _CONFIG
+
+    identity: str = pydantic.Field(min_length=1)
+    issuer: str = pydantic.Field(min_length=1)
+
+
+class SignatureSpec(pydantic.BaseModel):
+    """How the model's OMS signature must verify; ``bundle`` is the ``model.sig`` JSON."""
+
+    model_config = _CONFIG
+
+    bundle: str | None = pydantic.Field(default=None, description="the OMS signature (JSON)")
+    public_key: str | None = pydantic.Field(default=None, description="EC public key, PEM")
+    public_key_secret_ref: SecretKeyRef | None = None
+    keyless: Keyless | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_verifier(self) -> SignatureSpec:
+        chosen = [self.public_key, self.public_key_secret_ref, self.keyless]
+        if sum(item is not None for item in chosen) != 1:
+            raise ValueError("give exactly one of publicKey, publicKeySecretRef or keyless")
+        if self.bundle is not None:
+            try:
+                parsed = json.loads(self.bundle)
+            except ValueError as error:
+                raise ValueError(f"bundle is not JSON ({error})") from None
+            if not isinstance(parsed, dict) or "dsseEnvelope" not in parsed:
+                raise ValueError("bundle is not a Sigstore bundle with a DSSE envelope")
+        return self
+
+
+class Dataset(pydantic.BaseModel):
+    """A dataset the model was trained or fine-tuned on."""
+
+    model_config = _CONFIG
+
+    name: str = pydantic.Field(min_length=1)
+    digest: str | None = None
+    source: str | None = None
+    license: str | None = None
+
+
+class Training(pydantic.BaseModel):
+    """Where the weights came from: base model, training configuration, framework."""
+
+    model_config = _CONFIG
+
+    base_model: str | None = None
+    config_digest: DigestText | None = None
+    framework: str | None = None
+
+
+class ModelCard(pydantic.BaseModel):
+    """Model card fields carried into the AI-BOM."""
+
+    model_config = _CONFIG
+
+    description: str | None = None
+    authors: tuple[str, ...] = ()
+    intended_use: str | None = None
+    limitations: str | None = None
+    task: str | None = None
+
+
+class ModelSpec(pydantic.BaseModel):
+    """One approved model."""
+
+    model_config = _CONFIG
+
+    digest: DigestText = pydantic.Field(description="OMS root digest, sha256:<hex>")
+    oci_reference: str | None = pydantic.Field(
+        default=None, description="OCI artifact/image holding the model, pinned by digest"
+    )
+    source: SourceText | None = pydantic.Field(
+        default=None, description="where the weights come from, e.g. hf://org/name@rev"
+    )
+    format: str | None = pydantic.Field(default=None, description="safetensors, gguf, onnx, ...")
+    license: str | None = None
+    signature: SignatureSpec | None = None
+    datasets: tuple[Dataset, ...] = ()
+    training: Training | None = None
+    card: ModelCard | None = None
+    unsafe_serialization: bool = pydantic.Field(
+        default=False, description="the model holds pickle-based files"
+    )
+    revoked: bool = False
+    revocation_reason: str | None = None
+
+    @pydantic.field_validator("oci_reference")
+    @classmethod
+    def _pinned(cls, value: str | None) -> str | None:
+        if value is not None and not references.parse(value).pinned:
+            raise ValueError(f"ociReference {value!r} must be pinned by digest (@sha256:...)")
+        return value
+
+    @property
+    def oci_digest(self) -> str | None:
+        return None if self.oci_reference is None else references.parse(self.oci_reference).digest
+
+
+class UnsafeSerialization(pydantic.BaseModel):
+    """Pickle-based models: refused, or allowed for the Models named in ``allow``."""
+
+    model_config = _CONFIG
+
+    action: Literal["refuse", "allow"] = "refuse"
+    allow: tuple[str, ...] = ()
+
+
+class ModelPolicySpec(pydantic.BaseModel):
+    """Which namespaces may only use approved models, and how strictly."""
+
+    model_config = _CONFIG
+
+    namespace_selector: selectors.LabelSelector = pydantic.Field(
+        default_factory=selectors.LabelSelector, description="namespaces it applies to (empty: all)"
+    )
+    mode: findings.Mode = findings.Mode.ENFORCE
+    unsafe_serialization: UnsafeSerialization = pydantic.Field(default_factory=UnsafeSerialization)
+    require_signature: bool = False
+    denial: denials.DenialSpec | None = pydantic.Field(
+        default=None,
+        description="the policy's own message, help page and owner, shown with its denials",
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """A Model as the gate sees it: its spec and whether its signature verified."""
+
+    name: str
+    spec: ModelSpec
+    signature_verified: bool = False
+
+
+@dataclasses.dataclass
+class Index:
+    """Models by name, OMS digest and OCI digest, and the ModelPolicies (in memory)."""
+
+    models: dict[str, ModelEntry] = dataclasses.field(default_factory=dict)
+    policies: dict[str, ModelPolicySpec] = dataclasses.field(default_factory=dict)
+    invalid: dict[str, str] = dataclasses.field(default_factory=dict)  # name -> why
+
+    def put_model(self, entry: ModelEntry) -> None:
+        self.invalid.pop(f"Model/{entry.name}", None)
+        self.models[entry.name] = entry
+
+    def put_policy(self, name: str, spec: ModelPolicySpec) -> None:
+        self.invalid.pop(f"ModelPolicy/{name}", None)
+        self.policies[name] = spec
+
+    def by_name(self, name: str) -> ModelEntry | None:
+        return self.models.get(name)
+
+    def by_digest(self, digest: str) -> list[ModelEntry]:
+        return [m for m in self.models.values() if m.spec.digest == digest]
+
+    def by_oci_digest(self, digest: str) -> list[ModelEntry]:
+        return [m for m in self.models.values() if m.spec.oci_digest == digest]
+
+    def policies_for(self, namespace_labels: Mapping[str, str]) -> list[ModelPolicySpec]:
+        return list(self.named_policies_for(namespace_labels).values())
+
+    def named_policies_for(self, namespace_labels: Mapping[str, str]) -> dict[str, ModelPolicySpec]:
+        """The policies selecting a namespace with these labels, by name (in name order)."""
+        return {
+            name: spec
+            for name, spec in sorted(self.policies.items())
+            if selectors.matches(spec.namespace_selector, namespace_labels)
+        }
+
+
+def signature_verified(status: object, generation: object) -> bool:
+    """Whether ``status`` says the signature of the spec at ``generation`` verified.
+
+    The condition counts only with its own ``observedGeneration`` equal to the object's
+    ``metadata.generation``: a status written for an earlier spec (stale, or forged before the
+    spec was changed) approves nothing, and neither does one without a generation.
+    """
+    if not isinstance(status, Mapping) or not isinstance(generation, int) or generation < 1:
+        return False
+    return any(
+        isinstance(c, Mapping)
+        and c.get("type") == SIGNATURE_VERIFIED
+        and c.get("status") == "True"
+        and c.get("observedGeneration") == generation
+        for c in status.get("conditions") or ()
+    )
+
+
+def status_is_current(status: object, generation: object) -> bool:
+    """Whether the operator already wrote ``status`` for the spec at ``generation``: its
+    ``observedGeneration`` and its SignatureVerified condition's both match (older operators
+    wrote the condition without one; such a status is rewritten)."""
+    if not isinstance(status, Mapping) or status.get("observedGeneration") != generation:
+        return False
+    return any(
+        isinstance(c, Mapping)
+        and c.get("type") == SIGNATURE_VERIFIED
+        and c.get("observedGeneration") == generation
+        for c in status.get("conditions") or ()
+    )
+
+
+def parse_model(
+    name: str, spec: Mapping[str, Any], status: Mapping[str, Any], *, generation: object
+) -> ModelEntry:
+    """A Model object's spec and status as an index entry; raises pydantic's ValidationError.
+
+    ``generation`` is the object's ``metadata.generation`` (see :func:`signature_verified`).
+    """
+    return ModelEntry(
+        name=name,
+        spec=ModelSpec.model_validate(spec),
+        signature_verified=signature_verified(status, generation),
+    )
+
+
+def encode_models_annotation(entries: Iterable[ModelEntry]) -> str:
+    """The ``muster.dev/models`` annotation value: JSON list of ``{name, digest}``, sorted."""
+    unique = {(e.name, e.spec.digest) for e in entries}
+    return json.dumps([{"name": n, "digest": d} for n, d in sorted(unique)], separators=(",", ":"))
+
+
+def decode_models_annotation(value: object) -> list[tuple[str, str]]:
+    """``(name, digest)`` pairs from a pod's annotation; anything malformed yields nothing."""
+    if not isinstance(value, str):
+        return []
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return []
+    pairs: list[tuple[str, str]] = []
+    if isinstance(parsed, list):
+        for item in parsed:
+            if isinstance(item, Mapping) and isinstance(item.get("name"), str):
+                pairs.append((item["name"], str(item.get("digest", ""))))
+    return pairs

@@ -1,0 +1,1 @@
+"""Shared I/O every area uses: the Kubernetes API, registries, Events, metrics, processes."""

@@ -1,0 +1,1 @@
+"""Signature formats: how evidence is found and what verifying it against an authority proves."""

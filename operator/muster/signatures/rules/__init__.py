@@ -1,0 +1,1 @@
+"""Signature formats decided purely: keys, legacy cosign payloads, Sigstore bundles."""

@@ -1,0 +1,1 @@
+"""The vulnerability gate: trivy scans stored as ImageScans, judged at admission."""
