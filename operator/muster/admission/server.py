@@ -14,16 +14,16 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
 
 from muster.admission import pipeline as admissions
-from muster.guards import namespacemodes
 from muster.kernel import answers as admission
 from muster.kernel import deadlines, findings, gates, reviews
 
-__all__ = ["TLSFiles", "WebhookSettings", "build_app", "serve"]
+__all__ = ["Handler", "TLSFiles", "WebhookSettings", "build_app", "serve"]
 
 logger = logging.getLogger("muster.webhook")
 
@@ -111,13 +111,17 @@ async def _healthz(_: web.Request) -> web.Response:
 _PIPELINE = web.AppKey("pipeline", admissions.Pipeline)
 
 
+# Another webhook served beside admission (the guard's record of namespace mode changes).
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
 def build_app(
-    pipeline: admissions.Pipeline, namespace_modes: namespacemodes.NamespaceModes | None = None
+    pipeline: admissions.Pipeline, extra_posts: Mapping[str, Handler] | None = None
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[_PIPELINE] = pipeline
-    if namespace_modes is not None:  # the record of namespace mode changes
-        namespacemodes.build_route(app, namespace_modes)
+    for path, handler in (extra_posts or {}).items():
+        app.router.add_post(path, handler)
     app.router.add_post("/{kind}/{mode}", _admit)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _healthz)
@@ -156,11 +160,11 @@ async def serve(
     pipeline: admissions.Pipeline,
     *,
     started: asyncio.Event | None = None,
-    namespace_modes: namespacemodes.NamespaceModes | None = None,
+    extra_posts: Mapping[str, Handler] | None = None,
 ) -> None:
-    """Serve admission until cancelled."""
+    """Serve admission (and ``extra_posts``: path -> handler) until cancelled."""
     context = _ssl_context(settings.tls) if settings.tls else None
-    app = build_app(pipeline, namespace_modes)
+    app = build_app(pipeline, extra_posts)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -12,8 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import kopf
@@ -23,29 +22,18 @@ from muster.admission import audit as exemptions_
 from muster.admission import observer as observability_
 from muster.admission import pipeline as admissions
 from muster.admission import server as webhooks
-from muster.boms import keeper as boms_
+from muster.app import areas
+from muster.app.settings import OperatorSettings
 from muster.drift import controller as drift_
-from muster.drift.rules import passes as drift_core
-from muster.gpu import gate as gpupods
-from muster.gpu import nodes as gpunodes
 from muster.guards import namespacemodes
-from muster.guards.rules import namespaces as namespaceguard
-from muster.images import gate as imagegate
-from muster.images.rules import pinning
-from muster.images.rules import policies as imagepolicies
-from muster.kernel import gates, observations, scopes, selectors
-from muster.models import controllers as models
+from muster.kernel import observations, scopes
 from muster.platform import events as events_
 from muster.platform import kubeapi, registries
 from muster.platform import metrics as metrics_
 from muster.platform import podevents as podevents_
 from muster.platform import services as services_
-from muster.vulnerabilities import gate as vulnerabilities_
 
 __all__ = [
-    "CONTROLLER_AREAS",
-    "GATE_AREAS",
-    "OBSERVER_AREAS",
     "OperatorSettings",
     "Services",
     "build_namespace_modes",
@@ -57,62 +45,6 @@ __all__ = [
 logger = logging.getLogger("muster.operator")
 
 
-@dataclasses.dataclass(frozen=True)
-class OperatorSettings:
-    webhook: webhooks.WebhookSettings
-    own_namespace: str = "muster-system"
-    # Which namespaces are judged: opted-in ones or, in cluster scope, all; and those never
-    # judged besides the control plane's and own_namespace. Every controller agrees on it.
-    enforcement: scopes.Enforcement = scopes.NAMESPACED
-    admission_deadline: float = admissions.DEFAULT_DEADLINE_SECONDS
-    kubeconfig: str | None = None
-    registry: registries.RegistrySettings = dataclasses.field(
-        default_factory=registries.RegistrySettings
-    )
-    # Peering makes exactly one replica run controllers; admission is served by every replica.
-    peering: str | None = None
-    priority: int = 0
-    liveness_endpoint: str | None = None
-    # Observability: /metrics on this address and port (None: not served); namespace labels
-    # limited to metrics_namespaces when given, else to the first metrics_max_namespaces seen.
-    metrics_address: str = "0.0.0.0"  # noqa: S104  # Prometheus scrapes the pod IP
-    metrics_port: int | None = None
-    metrics_namespaces: frozenset[str] | None = None
-    metrics_max_namespaces: int = 100
-    # Model gate: the image of the init container that re-verifies model volumes on the node,
-    # and whether pods using a revoked Model are evicted (default: Events and metrics only).
-    model_verifier_image: str = models.DEFAULT_VERIFIER_IMAGE
-    evict_revoked_model_pods: bool = False
-    # Image gate: what happens to an image no ImagePolicy covers (a namespace's
-    # muster.dev/uncovered-images label overrides it): never admitted for being pinned alone.
-    uncovered_images: imagepolicies.Uncovered = imagepolicies.Uncovered.DENY
-    # Break-glass exemptions: groups whose members may use the muster.dev/exemption
-    # annotation (empty: exemptions are impossible).
-    exemption_groups: frozenset[str] = frozenset()
-    # The namespace guard's settings, to record each namespace mode change as the guard (a
-    # ValidatingAdmissionPolicy installed beside Muster) judges it; its cluster_scope and
-    # uncovered_default follow ``enforcement`` and ``uncovered_images``.
-    namespace_guard: namespaceguard.GuardSettings = dataclasses.field(
-        default_factory=namespaceguard.GuardSettings
-    )
-    # Vulnerability gate: trivy's cache (with db/trivy.db) or None for no scanning; an OCI
-    # repository to download the DB from (None: offline), trivy processes at once, per-scan limit.
-    trivy_cache_dir: Path | None = None
-    trivy_db_repository: str | None = None
-    scan_concurrency: int = 2
-    scan_timeout: float = 300.0
-    # AI-BOM: keep a WorkloadBOM per running workload in opted-in namespaces current.
-    keep_boms: bool = True
-    # Drift: re-judge running pods every drift_interval seconds and when policies change
-    # (0: off). namespace_selector: the namespaces whose existing pods the controllers judge
-    # (drift, revocation Events) when the webhooks select other than the default (opted in and
-    # not opted out); None: that default.
-    drift_interval: float = drift_core.DEFAULT_INTERVAL_SECONDS
-    namespace_selector: selectors.LabelSelector | None = None
-
-
-# Every area's settings protocol is met by OperatorSettings; mypy checks it where the areas are
-# listed below.
 Services = services_.Services
 
 
@@ -130,56 +62,30 @@ def create_services(settings: OperatorSettings) -> Services[OperatorSettings]:
     return services
 
 
-GateFactory = Callable[[Services[OperatorSettings]], Sequence[gates.Gate]]
-ControllerRegistrar = Callable[[kopf.OperatorRegistry, Services[OperatorSettings]], None]
-ObserverFactory = Callable[[Services[OperatorSettings]], Sequence[admissions.Observer]]
-
-
-def _pinning_gates(services: Services[OperatorSettings]) -> Sequence[gates.Gate]:
-    del services  # the rule needs no I/O
-    return [pinning.PinningGate()]
-
-
 def _metrics(settings: OperatorSettings) -> metrics_.Metrics:
     return metrics_.Metrics(
         namespaces=observations.BoundedLabel(
             limit=settings.metrics_max_namespaces, allowed=settings.metrics_namespaces
         ),
         certfile=settings.webhook.tls.certfile if settings.webhook.tls else None,
+        labels=areas.metric_labels(),
     )
 
 
-def _observability(services: Services[OperatorSettings]) -> Sequence[admissions.Observer]:
+def _observers(services: Services[OperatorSettings]) -> Sequence[admissions.Observer]:
+    # Every decision becomes metrics and Events, whichever area made it.
     return [observability_.DecisionObserver(services.metrics, services.events)]
-
-
-GATE_AREAS: tuple[GateFactory, ...] = (
-    _pinning_gates,
-    gpupods.gates_for,
-    models.gates_for,
-    imagegate.gate_factory,
-    vulnerabilities_.gate_factory,
-)
-CONTROLLER_AREAS: tuple[ControllerRegistrar, ...] = (
-    gpunodes.register,
-    models.controllers,
-    imagegate.register_controller,
-    vulnerabilities_.register_controller,
-    boms_.register_controller,
-    drift_.register_controller,
-)
-OBSERVER_AREAS: tuple[ObserverFactory, ...] = (_observability,)
 
 
 def build_pipeline(services: Services[OperatorSettings]) -> admissions.Pipeline:
     """The gates every admission request goes through, built once per process."""
     settings = services.settings
     pipeline = admissions.Pipeline(
-        active_gates=[gate for area in GATE_AREAS for gate in area(services)],
+        active_gates=areas.gates(services),
         own_namespace=settings.own_namespace,
         enforcement=settings.enforcement,
         deadline=settings.admission_deadline,
-        observers=[observer for area in OBSERVER_AREAS for observer in area(services)],
+        observers=list(_observers(services)),
         request_observers=[services.metrics],
         exemption_groups=settings.exemption_groups,
         auditor=exemptions_.Auditor(services.metrics, services.events),
@@ -223,8 +129,9 @@ def build_registry(services: Services[OperatorSettings]) -> kopf.OperatorRegistr
         settings.networking.request_timeout = 30
         logger.info("muster %s operator starting", muster.__version__)
 
-    for area in CONTROLLER_AREAS:
-        area(registry, services)
+    for area in areas.AREAS:
+        if area.controllers is not None:
+            area.controllers(registry, services)
     return registry
 
 
@@ -247,7 +154,7 @@ async def run(settings: OperatorSettings) -> None:
         webhooks.serve(
             settings.webhook,
             build_pipeline(services),
-            namespace_modes=build_namespace_modes(services),
+            extra_posts={namespacemodes.PATH: build_namespace_modes(services).handle},
         ),
         name="webhook-server",
     )

@@ -31,7 +31,7 @@ import yaml
 import muster
 from muster.admission import pipeline as admissions
 from muster.admission import server
-from muster.app import runtime
+from muster.app import areas, runtime
 from muster.gpu.rules import policies as gpupolicies
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import findings, gates, jsonpatches, reviews, scopes, subjects
@@ -408,7 +408,7 @@ async def _run(
     try:
         capture = _Capture()
         pipeline = admissions.Pipeline(
-            active_gates=[gate for area in runtime.GATE_AREAS for gate in area(services)],
+            active_gates=areas.gates(services),
             own_namespace=services.settings.own_namespace,
             deadline=args.timeout,
             observers=[capture],

@@ -33,7 +33,7 @@ import kopf
 
 from muster.admission import pipeline as admissions
 from muster.drift.rules import passes as drift
-from muster.kernel import crds, findings, gates, scopes, subjects
+from muster.kernel import findings, gates, scopes, subjects
 from muster.platform import events, kubeapi
 from muster.platform.services import Services, SharedSettings
 
@@ -68,12 +68,6 @@ MAX_DELAY_SECONDS = 30.0
 CONCURRENCY = 4
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 # Policies whose changes can make admitted pods fail now: (group, version, plural).
-POLICY_RESOURCES = (
-    (crds.GROUP, crds.VERSION, "imagepolicies"),
-    (crds.GROUP, crds.VERSION, "gpustackpolicies"),
-    (crds.GROUP, crds.VERSION, "models"),
-    (crds.GROUP, crds.VERSION, "modelpolicies"),
-)
 
 
 class DriftController:
@@ -83,12 +77,14 @@ class DriftController:
         self,
         services: Services[DriftSettings],
         *,
+        rules: drift.DriftRules,
         interval: float,
         debounce: float = DEBOUNCE_SECONDS,
         max_delay: float = MAX_DELAY_SECONDS,
         concurrency: int = CONCURRENCY,
     ) -> None:
         self.services = services
+        self.rules = rules
         self.interval = interval
         self.debounce = debounce
         self.max_delay = max_delay
@@ -213,7 +209,7 @@ class DriftController:
                 return await self._judge(pipeline, pod, mode)
 
         results = await asyncio.gather(*(judge(pod, mode) for pod, mode in chosen))
-        totals = drift.counts(results)
+        totals = drift.counts(results, self.rules.checks)
         for check, count in totals.items():
             self.services.metrics.set_drifted_pods(check, count)
         recorder = self.services.events
@@ -244,19 +240,26 @@ class DriftController:
         if subject is None:
             return ()
         results = await pipeline.evaluate(
-            subject, gates.Phase.VALIDATE, checks=frozenset(drift.CHECKS)
+            subject, gates.Phase.VALIDATE, checks=frozenset(self.rules.checks)
         )
         verdict = gates.verdict(subject, results)
-        return drift.drifted((*verdict.denials, *verdict.warnings))
+        return drift.drifted((*verdict.denials, *verdict.warnings), self.rules)
 
 
-def register_controller(registry: kopf.OperatorRegistry, services: Services[DriftSettings]) -> None:
+def register_controller(
+    registry: kopf.OperatorRegistry,
+    services: Services[DriftSettings],
+    *,
+    rules: drift.DriftRules,
+    watched: Sequence[tuple[str, str, str]],
+) -> None:
+    """Re-judge running pods every interval, and soon after any ``watched`` resource changes."""
     interval = services.settings.drift_interval
     if interval <= 0:
         return  # drift detection turned off
     if services.events is None:
         services.events = events.EventRecorder(services.kube)
-    controller = services.areas["drift"] = DriftController(services, interval=interval)
+    controller = services.areas["drift"] = DriftController(services, rules=rules, interval=interval)
 
     @kopf.on.startup(registry=registry)
     async def start_drift(**_: Any) -> None:
@@ -267,7 +270,7 @@ def register_controller(registry: kopf.OperatorRegistry, services: Services[Drif
         async def policy_changed(**_: Any) -> None:
             controller.poke()  # no I/O here: the pass runs later, once the changes settle
 
-    for resource in POLICY_RESOURCES:
+    for resource in watched:
         watch(resource)
 
     @kopf.on.cleanup(registry=registry)

@@ -21,6 +21,7 @@ from muster.kernel import findings, gates, subjects
 
 __all__ = [
     "OTHER",
+    "PASSED_UNSIGNED",
     "REASONS",
     "BoundedLabel",
     "Delivery",
@@ -45,6 +46,10 @@ OTHER = "other"  # the label value every value past a bound is folded into
 # ``muster_violations``, and what it means. Exactly the reasons the code emits: a unit test
 # (tests/unit/observability/test_reasons.py) reads the source and fails on any difference, and
 # another checks that docs/observability.md describes them all.
+# An image admitted without a signature because an ImagePolicy says so: not a violation, but
+# never silent (counted apart from violations, never drift).
+PASSED_UNSIGNED = "ImagePassedUnsigned"
+
 REASONS: Mapping[str, str] = {
     # digest pinning and pod specs
     "ImageNotPinned": "an image is referred to by tag, not by digest",

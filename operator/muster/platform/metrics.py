@@ -17,6 +17,7 @@ Gate owners call the small functions here (:meth:`Metrics.cache_lookup`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,34 +29,23 @@ from prometheus_client import core as prometheus_core
 from prometheus_client import registry as prometheus_registry
 
 import muster
-from muster.drift.rules import passes as drift
-from muster.guards.rules import namespaces as namespaceguard
-from muster.images.rules import policies as imagepolicies
 from muster.kernel import findings, gates, observations, subjects
 
 __all__ = [
-    "CACHES",
-    "CHECKS",
-    "DRIFT_CHECKS",
     "GPU_NODE_STATES",
     "LATENCY_BUCKETS",
     "MODEL_STATES",
     "REGISTRY_OUTCOMES",
     "REQUEST_BUCKETS",
+    "Labels",
     "Metrics",
     "serve",
 ]
 
 logger = logging.getLogger("muster.metrics")
 
-# Checks (gate names) whose series exist from the start; others appear when first used.
-CHECKS = ("digest-pinning", "image-signature", "gpu-stack", "models", "vulnerabilities")
-# signatures: the image gate's signature decisions; image-configs: the image configs the GPU gate
-# reads; models: the model gate's in-memory Model index (a miss is a re-list from the API).
-CACHES = ("signatures", "image-configs", "models")
 GPU_NODE_STATES = ("compliant", "noncompliant", "unknown")
 MODEL_STATES = ("approved", "revoked", "invalid")
-DRIFT_CHECKS = drift.CHECKS  # the checks the drift controller re-runs on running pods
 REGISTRY_OUTCOMES = (
     "success",
     "not_found",
@@ -81,7 +71,20 @@ ERROR_REASONS = ("DeadlineExceeded", "InternalError")
 REQUEST_ERRORS = ("DeadlineExceeded", "InternalError", "MalformedReview", "PipelineFailed")
 MODES = tuple(mode.value for mode in findings.Mode)
 SEVERITIES = ("UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL")  # trivy's, bounded
-NAMESPACE_MODES = tuple(mode.value for mode in namespaceguard.NamespaceMode)
+
+
+@dataclasses.dataclass(frozen=True)
+class Labels:
+    """Label values whose series exist from the start (others appear when first used).
+
+    They come from the areas' declarations (``muster.admission.areas``), not from a list kept
+    here: the gates' checks, their caches, the checks drift re-runs, and the namespace modes.
+    """
+
+    checks: tuple[str, ...] = ()
+    caches: tuple[str, ...] = ()
+    drift_checks: tuple[str, ...] = ()
+    namespace_modes: tuple[str, ...] = ()
 
 
 class _CertificateExpiry(prometheus_registry.Collector):
@@ -114,7 +117,9 @@ class Metrics:
         namespaces: observations.BoundedLabel | None = None,
         registries: observations.BoundedLabel | None = None,
         certfile: Path | None = None,
+        labels: Labels | None = None,
     ) -> None:
+        self.labels = labels or Labels()
         self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
         self.namespaces = namespaces or observations.BoundedLabel(limit=100)
         self.registries = registries or observations.BoundedLabel(limit=20)
@@ -258,26 +263,26 @@ class Metrics:
             for phase in gates.Phase:
                 for decision in DECISIONS:
                     self.admission_requests.labels(operation, phase.value, decision)
-        for check in CHECKS:
+        for check in self.labels.checks:
             self.admission_duration.labels(check)
             for reason in ERROR_REASONS:
                 self.admission_errors.labels(check, reason)
             self.exemptions.labels(check, observations.OTHER)
-        for cache in CACHES:
+        for cache in self.labels.caches:
             for result in ("hit", "miss"):
                 self.cache_requests.labels(cache, result)
         for state in GPU_NODE_STATES:
             self.gpu_nodes.labels(state).set(0)
         for state in MODEL_STATES:
             self.models.labels(state).set(0)
-        for check in DRIFT_CHECKS:
+        for check in self.labels.drift_checks:
             self.drifted_pods.labels(check).set(0)
         for outcome in ("created", "updated", "dropped", "failed"):
             self.events.labels(outcome)
         for outcome in ("scanned", "failed"):
             self.image_scans.labels(outcome)
-        for before in NAMESPACE_MODES:
-            for after in NAMESPACE_MODES:
+        for before in self.labels.namespace_modes:
+            for after in self.labels.namespace_modes:
                 for outcome in ("allowed", "refused"):
                     self.namespace_mode_changes.labels(before, after, outcome)
         for severity in SEVERITIES:
@@ -305,7 +310,7 @@ class Metrics:
             return  # mutation repeats what validation reports: count each finding once
         namespace = self.namespaces(subject.namespace)
         for finding in reported:
-            if finding.reason == imagepolicies.PASSED_UNSIGNED:
+            if finding.reason == observations.PASSED_UNSIGNED:
                 # Admitted as a policy says: not a violation, but never silent.
                 policy = finding.policy.name if finding.policy is not None else ""
                 self.images_passed_unsigned.labels(policy, namespace).inc()

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from muster.app import areas
 from muster.cli import main
+from muster.drift import area as drift_area
 from muster.drift.rules import passes as drift
 from muster.kernel import exemptions, findings, observations, reviews, scopes, selectors, subjects
 from tests import commandline
@@ -104,12 +106,17 @@ def test_a_pod_is_judged_as_admission_judges_its_creation() -> None:
     assert "metadata" in stored and review["request"]["object"] is not stored
 
 
+# What the drift pass re-runs and ignores, as the areas declare it.
+RULES = drift_area.rules(areas.GATES)
+
+
 def finding(check: str, reason: str, subject: str = 'container "main"') -> findings.Finding:
     return findings.Finding(check=check, reason=reason, subject=subject, message=f"{reason}!")
 
 
 def test_only_findings_about_the_pod_from_drift_checks_are_drift() -> None:
-    assert drift.NOT_DRIFT.issubset(observations.REASONS)  # real reasons, spelled right
+    assert RULES.not_drift.issubset(observations.REASONS)  # real reasons, spelled right
+    assert set(RULES.checks) == {"image-signature", "gpu-stack", "models"}
     found = [
         finding("image-signature", "SignatureNotTrusted"),
         finding("models", "ModelRevoked"),
@@ -125,7 +132,7 @@ def test_only_findings_about_the_pod_from_drift_checks_are_drift() -> None:
         finding("image-signature", "ImageNotCovered"),
         finding("image-signature", "ImagePassedUnsigned"),
     ]
-    assert [f.reason for f in drift.drifted(found)] == [
+    assert [f.reason for f in drift.drifted(found, RULES)] == [
         "SignatureNotTrusted",
         "ModelRevoked",
         "NodeNotCompliant",
@@ -139,8 +146,12 @@ def test_pods_are_counted_once_per_check_and_every_check_has_a_value() -> None:
         (finding("models", "ModelRevoked"), finding("image-signature", "ImageNotSigned")),
         (),
     ]
-    assert drift.counts(results) == {"image-signature": 1, "gpu-stack": 0, "models": 2}
-    assert drift.counts([]) == dict.fromkeys(drift.CHECKS, 0)
+    assert drift.counts(results, RULES.checks) == {
+        "image-signature": 1,
+        "gpu-stack": 0,
+        "models": 2,
+    }
+    assert drift.counts([], RULES.checks) == dict.fromkeys(RULES.checks, 0)
 
 
 def test_the_event_names_every_finding_in_a_stable_order() -> None:

@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from prometheus_client import parser
 
+from muster.app import areas
 from muster.kernel import findings, gates, observations, pki, subjects
 from muster.platform import metrics, registries
 
@@ -42,14 +43,14 @@ def pod(namespace: str, name: str) -> subjects.Subject:
 
 
 def test_series_exist_at_zero_before_anything_happens() -> None:
-    found = families(metrics.Metrics())
+    found = families(metrics.Metrics(labels=areas.metric_labels()))
     requests = found["muster_admission_requests"].samples
     assert len([s for s in requests if s.name.endswith("_total")]) == 2 * 2 * 3
     states = {s.labels["state"]: s.value for s in found["muster_gpu_nodes"].samples}
     assert states == {"compliant": 0, "noncompliant": 0, "unknown": 0}
     assert found["muster_pods_using_revoked_models"].samples[0].value == 0
     caches = {s.labels["cache"] for s in found["muster_verification_cache_requests"].samples}
-    assert caches == set(metrics.CACHES)
+    assert caches == {"signatures", "image-configs", "models"} == set(areas.metric_labels().caches)
 
 
 def test_decisions_count_by_operation_phase_and_decision_without_pod_names() -> None:

@@ -9,8 +9,8 @@ Events and setting gauges) lives in ``muster.drift.controller``.
 
 What is not drift:
 
-* findings that say the gate could not find out (:data:`NOT_DRIFT`: a deadline, a failure, an
-  apiserver or registry that did not answer): they say nothing about the pod;
+* findings that say the gate could not find out (:attr:`DriftRules.not_drift`: a deadline, a
+  failure, an apiserver or registry that did not answer): they say nothing about the pod;
 * pods admitted under a break-glass exemption (annotation ``muster.dev/exemption``): they were
   let through knowingly and audited then (``ExemptionUsed``);
 * pods that finished (``Succeeded``/``Failed``) or are being deleted.
@@ -18,6 +18,7 @@ What is not drift:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,11 +26,11 @@ from typing import Any
 from muster.kernel import exemptions, findings, observations, reviews, scopes, selectors
 
 __all__ = [
-    "CHECKS",
     "DEFAULT_INTERVAL_SECONDS",
-    "NOT_DRIFT",
+    "PIPELINE_NOT_DRIFT",
     "REASON",
     "Candidate",
+    "DriftRules",
     "active_peer",
     "candidates",
     "counts",
@@ -38,32 +39,13 @@ __all__ = [
     "pod_review",
 ]
 
-# The gates a drift pass runs (and the bounded ``check`` label of ``muster_drifted_pods``):
-# the ones whose answer changes with policies and facts. Digest pinning cannot drift (a pod's
-# image references are immutable) and vulnerability scans have their own asynchronous path.
-CHECKS = ("image-signature", "gpu-stack", "models")
 REASON = "PodDrifted"
 DEFAULT_INTERVAL_SECONDS = 300.0
-# Findings that say the gate could not find out (the apiserver or a registry did not answer,
-# the gate ran out of time or failed), not that the pod is wrong: at admission they deny, fail
-# safe; for a running pod they would turn every hiccup into a wave of drift. They are seen in
-# the registry and admission error metrics instead.
-NOT_DRIFT = frozenset(
-    {
-        "DeadlineExceeded",
-        "InternalError",
-        "ImagePoliciesUnavailable",
-        "NamespaceUnavailable",
-        "SignatureLookupFailed",
-        "ImageNotResolved",
-        "ImageConfigUnreadable",
-        "ModelRegistryUnavailable",
-        "ModelLookupFailed",
-        "ModelReferenceUnresolved",
-        # Not a problem at all: an ImagePolicy let the image in unsigned, as it says.
-        "ImagePassedUnsigned",
-    }
-)
+# Findings that say the pipeline could not find out (a gate ran out of time or failed), not that
+# the pod is wrong: at admission they deny, fail safe; for a running pod they would turn every
+# hiccup into a wave of drift. They are seen in the admission error metrics instead. Each area
+# adds its own such reasons (``Area.not_drift``: an apiserver or registry that did not answer).
+PIPELINE_NOT_DRIFT = frozenset({"DeadlineExceeded", "InternalError"})
 _FINISHED = frozenset({"Succeeded", "Failed"})
 
 Candidate = tuple[Mapping[str, Any], findings.Mode]
@@ -128,14 +110,23 @@ def pod_review(pod: Mapping[str, Any]) -> reviews.Review:
     }
 
 
-def drifted(found: Iterable[findings.Finding]) -> tuple[findings.Finding, ...]:
+@dataclasses.dataclass(frozen=True)
+class DriftRules:
+    """What a drift pass re-runs and ignores, from the areas' declarations."""
+
+    # The gates a pass runs (and the bounded ``check`` label of ``muster_drifted_pods``): the
+    # ones whose answer changes with policies and facts.
+    checks: tuple[str, ...]
+    # Reasons that say nothing about the pod (see PIPELINE_NOT_DRIFT).
+    not_drift: frozenset[str] = PIPELINE_NOT_DRIFT
+
+
+def drifted(found: Iterable[findings.Finding], rules: DriftRules) -> tuple[findings.Finding, ...]:
     """The findings that are drift: of a drift check, and about the pod (not the gate)."""
-    return tuple(f for f in found if f.check in CHECKS and f.reason not in NOT_DRIFT)
+    return tuple(f for f in found if f.check in rules.checks and f.reason not in rules.not_drift)
 
 
-def counts(
-    results: Iterable[Sequence[findings.Finding]], checks: Iterable[str] = CHECKS
-) -> dict[str, int]:
+def counts(results: Iterable[Sequence[findings.Finding]], checks: Iterable[str]) -> dict[str, int]:
     """Pods with at least one finding, per check; every check in ``checks`` at least at zero."""
     total = dict.fromkeys(checks, 0)
     for found in results:

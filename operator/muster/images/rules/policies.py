@@ -31,7 +31,7 @@ import pydantic
 from pydantic import alias_generators
 
 from muster.images.rules import scanrules
-from muster.kernel import denials, references, selectors
+from muster.kernel import denials, observations, references, selectors
 from muster.signatures.rules import bundles, cosign, keys
 
 __all__ = [
@@ -69,7 +69,7 @@ MAX_BUNDLES = 16  # signatures considered per image and format, against denial o
 
 # Reasons (findings, Events, metrics) of the rules below.
 NOT_COVERED = "ImageNotCovered"  # no ImagePolicy applying to the namespace covers the image
-PASSED_UNSIGNED = "ImagePassedUnsigned"  # admitted without a signature by a static pass
+PASSED_UNSIGNED = observations.PASSED_UNSIGNED  # admitted unsigned by a static pass
 DISALLOWED = "ImageDisallowed"  # refused by a static fail
 # Per namespace: what happens to images no policy covers (deny, warn or allow). It lowers the
 # operator's default too, so the namespace guard must keep tenants from changing it.

@@ -1,0 +1,73 @@
+"""What an area declares: the one registration that plugs a gate (or a reader of gates) in.
+
+An area is a folder (``muster/images``, ``muster/gpu``, ...) plus one :class:`Area` in its
+``area.py``, listed once in ``muster.app.areas``. Everything that used to keep its own list of
+gate names reads the declarations instead: ``muster run`` and ``muster check`` build the
+admission pipeline from :attr:`Area.gates`, the operator registers :attr:`Area.controllers`, the
+drift pass re-runs :attr:`Area.drift_checks` and ignores :attr:`Area.not_drift`, metrics create
+their series from :attr:`Area.checks` and :attr:`Area.caches`, and the chart's CRDs are
+generated from :attr:`Area.resources`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, TypeVar
+
+import kopf
+
+from muster.admission import pipeline
+from muster.kernel import gates
+from muster.platform import metrics
+from muster.platform.services import Services
+
+__all__ = ["Area", "metric_labels", "resources"]
+
+SettingsT = TypeVar("SettingsT", contravariant=True)
+
+GateFactory = Callable[[Services[SettingsT]], Sequence[gates.Gate]]
+ControllerRegistrar = Callable[[kopf.OperatorRegistry, Services[SettingsT]], None]
+ObserverFactory = Callable[[Services[SettingsT]], Sequence[pipeline.Observer]]
+ResourceDefinition = Callable[[], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Area(Generic[SettingsT]):
+    """One area of Muster, typed by the settings protocol its factories read."""
+
+    name: str
+    # The ``check`` its gates' findings carry (bounded metrics labels, created at zero).
+    checks: tuple[str, ...] = ()
+    # Checks whose answer changes with policies and facts: the drift pass re-runs them on
+    # running pods. Digest pinning cannot drift; scans have their own asynchronous path.
+    drift_checks: tuple[str, ...] = ()
+    # Reasons that say the gate could not find out (or let a pod in as a policy says), not that
+    # a running pod is wrong: never counted as drift.
+    not_drift: frozenset[str] = frozenset()
+    # Resources (group, version, plural) whose changes make the drift pass run soon.
+    drift_watches: tuple[tuple[str, str, str], ...] = ()
+    # Its caches' names in muster_cache_requests_total.
+    caches: tuple[str, ...] = ()
+    # Its custom resources (the chart's CRDs and docs/reference.md are generated from them).
+    resources: tuple[ResourceDefinition, ...] = ()
+    # Admission gates, kopf controllers and decision observers, built once per process.
+    gates: GateFactory[SettingsT] | None = None
+    controllers: ControllerRegistrar[SettingsT] | None = None
+    observers: ObserverFactory[SettingsT] | None = None
+
+
+def metric_labels(areas: Iterable[Area[Any]], namespace_modes: Sequence[str]) -> metrics.Labels:
+    """The label values metrics create their series with, from every area's declaration."""
+    listed = tuple(areas)
+    return metrics.Labels(
+        checks=tuple(check for area in listed for check in area.checks),
+        caches=tuple(cache for area in listed for cache in area.caches),
+        drift_checks=tuple(check for area in listed for check in area.drift_checks),
+        namespace_modes=tuple(namespace_modes),
+    )
+
+
+def resources(areas: Iterable[Area[Any]]) -> list[dict[str, Any]]:
+    """Every custom resource the areas define, in declaration order."""
+    return [build() for area in areas for build in area.resources]
