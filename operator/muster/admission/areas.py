@@ -11,8 +11,9 @@ generated from :attr:`Area.resources`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import kopf
@@ -22,7 +23,7 @@ from muster.kernel import gates
 from muster.platform import metrics
 from muster.platform.services import Services
 
-__all__ = ["Area", "metric_labels", "resources"]
+__all__ = ["Area", "FlagError", "Flags", "metric_labels", "resources"]
 
 SettingsT = TypeVar("SettingsT", contravariant=True)
 
@@ -30,6 +31,23 @@ GateFactory = Callable[[Services[SettingsT]], Sequence[gates.Gate]]
 ControllerRegistrar = Callable[[kopf.OperatorRegistry, Services[SettingsT]], None]
 ObserverFactory = Callable[[Services[SettingsT]], Sequence[pipeline.Observer]]
 ResourceDefinition = Callable[[], dict[str, Any]]
+
+
+class FlagError(ValueError):
+    """A flag's value cannot be used; the message names the flag and says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    """An area's ``muster run`` flags, the settings they set, and the chart values behind them."""
+
+    # Adds the area's flags (in its own argument group) to ``muster run``.
+    add: Callable[[argparse.ArgumentParser], None]
+    # The settings fields (``muster.app.settings.OperatorSettings``) the parsed flags set;
+    # raises FlagError for a value that cannot be used.
+    settings: Callable[[argparse.Namespace], Mapping[str, object]]
+    # Flag -> the chart value (a values.yaml path) the chart's Deployment passes it from.
+    chart_values: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +73,8 @@ class Area(Generic[SettingsT]):
     gates: GateFactory[SettingsT] | None = None
     controllers: ControllerRegistrar[SettingsT] | None = None
     observers: ObserverFactory[SettingsT] | None = None
+    # Its ``muster run`` flags and chart values.
+    flags: Flags | None = None
 
 
 def metric_labels(areas: Iterable[Area[Any]], namespace_modes: Sequence[str]) -> metrics.Labels:

@@ -15,6 +15,7 @@ from muster.app.settings import OperatorSettings
 from muster.boms import area as boms
 from muster.drift import area as drift
 from muster.gpu import area as gpu
+from muster.guards import area as guards
 from muster.guards.rules import namespaces as namespaceguard
 from muster.images import area as images
 from muster.kernel import gates as gates_
@@ -33,7 +34,12 @@ GATES: tuple[areas.Area[OperatorSettings], ...] = (
     vulnerabilities.AREA,
 )
 # Every area: the gates, then those that read what the gates decided.
-AREAS: tuple[areas.Area[OperatorSettings], ...] = (*GATES, boms.AREA, drift.declare(GATES))
+AREAS: tuple[areas.Area[OperatorSettings], ...] = (
+    *GATES,
+    boms.AREA,
+    drift.declare(GATES),
+    guards.AREA,
+)
 
 
 def gates(services: Services[OperatorSettings]) -> Sequence[gates_.Gate]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from muster.admission import areas
-from muster.boms import keeper
+from muster.boms import flags, keeper
 from muster.boms.rules import resources
 
 __all__ = ["AREA"]
@@ -12,4 +12,5 @@ AREA = areas.Area[keeper.BomSettings](
     name="boms",
     resources=(resources.workload_bom,),
     controllers=keeper.register_controller,
+    flags=flags.FLAGS,
 )

@@ -8,18 +8,16 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pydantic
 
+from muster.admission import areas as areas_
 from muster.admission import server
-from muster.app import runtime
+from muster.app import areas, runtime
 from muster.cli import common
-from muster.drift.rules import passes as drift
-from muster.guards.rules import namespaces as namespaceguard
-from muster.images.rules import policies as imagepolicies
 from muster.kernel import credhelpers as helperrules
 from muster.kernel import deadlines, scopes, selectors
-from muster.models import controllers as models
 from muster.platform import credhelpers, registries
 
 __all__ = ["register"]
@@ -165,39 +163,6 @@ def register(subcommands: common.Subcommands) -> None:
         help="users in this group may use the muster.dev/exemption annotation (break-glass; "
         "repeatable; default: none, so no exemption is ever honoured)",
     )
-    # -- the namespace guard (a ValidatingAdmissionPolicy): what the record of namespace mode
-    # changes judges each attempt with; the chart passes its namespaceGuard values --
-    parser.add_argument(
-        "--namespace-manager-group",
-        action="append",
-        default=[],
-        metavar="GROUP",
-        help="members of this group may lower a namespace's enforcement (repeatable; default, "
-        "when neither this nor --namespace-manager-user is given: "
-        + " and ".join(namespaceguard.DEFAULT_MANAGER_GROUPS)
-        + ")",
-    )
-    parser.add_argument(
-        "--namespace-manager-user",
-        action="append",
-        default=[],
-        metavar="USER",
-        help="this user may lower a namespace's enforcement (repeatable)",
-    )
-    parser.add_argument(
-        "--protected-namespace-label",
-        action="append",
-        default=[],
-        metavar="KEY",
-        help="a namespace label only namespace managers may add, change or remove (repeatable)",
-    )
-    parser.add_argument(
-        "--namespace-guard",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="the namespace guard is installed, so changes it forbids are recorded as refused "
-        "(default; --no-namespace-guard records every change as allowed)",
-    )
     parser.add_argument(
         "--webhook-timeout",
         type=int,
@@ -217,29 +182,6 @@ def register(subcommands: common.Subcommands) -> None:
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
-    )
-    # -- image gate --
-    parser.add_argument(
-        "--uncovered-images",
-        type=imagepolicies.Uncovered,
-        choices=list(imagepolicies.Uncovered),
-        default=os.environ.get("MUSTER_UNCOVERED_IMAGES", str(imagepolicies.Uncovered.DENY)),
-        help="what happens to an image no ImagePolicy covers in a judged namespace: deny "
-        "(default), warn or allow; a namespace's "
-        f"{imagepolicies.UNCOVERED_LABEL} label overrides it",
-    )
-    # -- model gate --
-    parser.add_argument(
-        "--verifier-image",
-        default=os.environ.get("MUSTER_VERIFIER_IMAGE", models.DEFAULT_VERIFIER_IMAGE),
-        metavar="IMAGE",
-        help="image of the init container that re-verifies model volumes on the node "
-        "(Muster's own image; pin it by digest)",
-    )
-    parser.add_argument(
-        "--evict-revoked-model-pods",
-        action="store_true",
-        help="evict running pods that use a revoked Model (default: Events and metrics only)",
     )
     # -- observability ------------------------------------------------------------------
     parser.add_argument(
@@ -268,51 +210,6 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="N",
         help="without --metrics-namespace, how many namespaces get their own label (default 100)",
     )
-    # Vulnerability scanning (trivy, asynchronous; never on the admission path).
-    parser.add_argument(
-        "--trivy-cache-dir",
-        type=Path,
-        default=os.environ.get("MUSTER_TRIVY_CACHE_DIR") or None,
-        metavar="DIR",
-        help="trivy's cache with the vulnerability DB in DIR/db (trivy.db, metadata.json); "
-        "without it no images are scanned",
-    )
-    parser.add_argument(
-        "--trivy-db-repository",
-        default=None,
-        metavar="REPOSITORY",
-        help="OCI repository trivy may download the DB from (default: never download, offline)",
-    )
-    parser.add_argument(
-        "--scan-concurrency",
-        type=int,
-        default=2,
-        metavar="N",
-        help="trivy processes running at once (default 2)",
-    )
-    parser.add_argument(
-        "--scan-timeout",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="how long one scan may take (default 300)",
-    )
-    parser.add_argument(
-        "--keep-boms",
-        action=argparse.BooleanOptionalAction,
-        default=os.environ.get("MUSTER_KEEP_BOMS", "true") != "false",
-        help="keep a WorkloadBOM (CycloneDX 1.6 AI-BOM) current for every running workload in "
-        "opted-in namespaces (default on; --no-keep-boms turns it off)",
-    )
-    # -- drift of running pods ----------------------------------------------------------
-    parser.add_argument(
-        "--drift-interval",
-        type=float,
-        default=float(os.environ.get("MUSTER_DRIFT_INTERVAL", drift.DEFAULT_INTERVAL_SECONDS)),
-        metavar="SECONDS",
-        help="re-judge running pods in opted-in namespaces this often, and soon after a policy "
-        "or Model changes (default 300; 0 turns drift detection off)",
-    )
     parser.add_argument(
         "--namespace-selector",
         default=os.environ.get("MUSTER_NAMESPACE_SELECTOR") or None,
@@ -321,6 +218,9 @@ def register(subcommands: common.Subcommands) -> None:
         "namespaces whose running pods the controllers judge (drift, revocations), for "
         "webhooks that select namespaces otherwise; default: not labelled muster.dev/ignore=true",
     )
+    for area in areas.AREAS:  # each area's own flags, in a group of its own
+        if area.flags is not None:
+            area.flags.add(parser)
     parser.set_defaults(handler=_run)
 
 
@@ -343,12 +243,6 @@ def _run(args: argparse.Namespace) -> int:
         raise common.CommandError("--metrics-max-namespaces must not be negative")
     _check_registry_files(args.registry_ca_file, args.registry_credentials)
     helpers = _credential_helpers(args.credential_helper, args.credential_helper_ttl)
-    if args.trivy_cache_dir is not None and not args.trivy_cache_dir.is_dir():
-        raise common.CommandError(f"--trivy-cache-dir {args.trivy_cache_dir} is not a directory")
-    if args.scan_concurrency < 1 or args.scan_timeout <= 0:
-        raise common.CommandError("--scan-concurrency and --scan-timeout must be positive")
-    if args.drift_interval < 0:
-        raise common.CommandError("--drift-interval must not be negative (0 turns drift off)")
     namespace_selector = _namespace_selector(args.namespace_selector)
     try:
         enforcement = scopes.Enforcement.of(args.enforcement_scope, args.exclude_namespace)
@@ -386,18 +280,9 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         metrics_namespaces=frozenset(args.metrics_namespace) if args.metrics_namespace else None,
         metrics_max_namespaces=args.metrics_max_namespaces,
-        model_verifier_image=args.verifier_image,
-        evict_revoked_model_pods=args.evict_revoked_model_pods,
-        uncovered_images=args.uncovered_images,
         exemption_groups=frozenset(args.exemption_group),
-        namespace_guard=_namespace_guard(args),
-        trivy_cache_dir=args.trivy_cache_dir,
-        trivy_db_repository=args.trivy_db_repository,
-        scan_concurrency=args.scan_concurrency,
-        scan_timeout=args.scan_timeout,
-        keep_boms=args.keep_boms,
-        drift_interval=args.drift_interval,
         namespace_selector=namespace_selector,
+        **_area_settings(args),
     )
     try:
         asyncio.run(runtime.run(settings))
@@ -422,16 +307,17 @@ def _admission_deadline(deadline: float | None, webhook_timeout: int) -> float:
     return deadline
 
 
-def _namespace_guard(args: argparse.Namespace) -> namespaceguard.GuardSettings:
-    managers = bool(args.namespace_manager_group or args.namespace_manager_user)
-    return namespaceguard.GuardSettings(
-        enabled=args.namespace_guard,
-        manager_groups=tuple(args.namespace_manager_group)
-        if managers
-        else namespaceguard.DEFAULT_MANAGER_GROUPS,
-        manager_users=tuple(args.namespace_manager_user),
-        protected_labels=tuple(args.protected_namespace_label),
-    )
+def _area_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings each area's own flags set (muster.admission.areas.Flags)."""
+    found: dict[str, Any] = {}
+    for area in areas.AREAS:
+        if area.flags is None:
+            continue
+        try:
+            found.update(area.flags.settings(args))
+        except areas_.FlagError as error:
+            raise common.CommandError(str(error)) from None
+    return found
 
 
 def _namespace_selector(text: str | None) -> selectors.LabelSelector | None:

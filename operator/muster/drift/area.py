@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from muster.admission import areas
-from muster.drift import controller
+from muster.drift import controller, flags
 from muster.drift.rules import passes
 
 __all__ = ["declare", "rules"]
@@ -30,4 +30,5 @@ def declare(watched: Sequence[areas.Area[Any]]) -> areas.Area[controller.DriftSe
             rules=rules(watched),
             watched=tuple(resource for area in watched for resource in area.drift_watches),
         ),
+        flags=flags.FLAGS,
     )

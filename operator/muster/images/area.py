@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from muster.admission import areas
-from muster.images import gate
+from muster.images import flags, gate
 from muster.images.rules import pinning, resources
 from muster.kernel import crds, gates, observations
 from muster.platform.services import Services
@@ -35,4 +35,5 @@ AREA = areas.Area[gate.ImageSettings](
     resources=(resources.image_policy,),
     gates=_gates,
     controllers=gate.register_controller,
+    flags=flags.FLAGS,
 )

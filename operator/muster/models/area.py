@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from muster.admission import areas
 from muster.kernel import crds
-from muster.models import controllers
+from muster.models import controllers, flags
 from muster.models.rules import approval, resources
 
 __all__ = ["AREA"]
@@ -25,4 +25,5 @@ AREA = areas.Area[controllers.ModelSettings](
     resources=(resources.model, resources.model_policy),
     gates=controllers.gates_for,
     controllers=controllers.controllers,
+    flags=flags.FLAGS,
 )

@@ -6,7 +6,7 @@ Scans have their own asynchronous path, so drift does not re-run this gate.
 from __future__ import annotations
 
 from muster.admission import areas
-from muster.vulnerabilities import gate
+from muster.vulnerabilities import flags, gate
 from muster.vulnerabilities.rules import resources
 
 __all__ = ["AREA"]
@@ -17,4 +17,5 @@ AREA = areas.Area[gate.ScanSettings](
     resources=(resources.image_scan,),
     gates=gate.gate_factory,
     controllers=gate.register_controller,
+    flags=flags.FLAGS,
 )

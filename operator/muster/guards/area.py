@@ -1,0 +1,10 @@
+"""The guards' registration: their flags (the guard policies themselves are the chart's)."""
+
+from __future__ import annotations
+
+from muster.admission import areas
+from muster.guards import flags
+
+__all__ = ["AREA"]
+
+AREA = areas.Area[object](name="guards", flags=flags.FLAGS)
