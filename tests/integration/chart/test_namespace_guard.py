@@ -17,7 +17,7 @@ import pytest
 
 from muster import cli
 from muster.app import webhookconfigs
-from muster.cli import run
+from muster.guards import flags as guards_flags
 from muster.guards.rules import namespaces as namespaceguard
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import ROOT
@@ -37,7 +37,9 @@ def _operator_args(docs: list[dict[str, Any]]) -> Any:
 
 
 def _operator_settings(docs: list[dict[str, Any]]) -> namespaceguard.GuardSettings:
-    return run._namespace_guard(_operator_args(docs))
+    guard = guards_flags.FLAGS.settings(_operator_args(docs))["namespace_guard"]
+    assert isinstance(guard, namespaceguard.GuardSettings)
+    return guard
 
 
 def test_the_generated_file_is_current() -> None:
