@@ -4,7 +4,7 @@
     python benchmarks/profile_admission.py --profile 25    # and the top 25 cProfile entries
     python benchmarks/profile_admission.py --cold 10       # cold: 10 pods of 5 never-seen images
 
-The webhook app (``handlers/webhooks.py``) with every gate ``muster run`` has (built by
+The webhook app (``admission/server.py``) with every gate ``muster run`` has (built by
 ``runtime.build_pipeline``) serves plain HTTP on loopback from its own thread; a client in
 the main thread sends AdmissionReviews of a 5-container pod shaped exactly like the object a
 kube-apiserver v1.36 sends after defaulting (managed fields, tolerations, and so on; about

@@ -1,5 +1,5 @@
 """Auditing break-glass exemptions: every honoured exemption becomes an ``ExemptionUsed`` Event
-and a ``muster_exemptions_used`` increment. The rule itself is pure (``core/exemptions.py``)."""
+and a ``muster_exemptions_used`` increment. The rule itself is pure (``kernel/exemptions.py``)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Gates run under an internal deadline safely below the webhook timeout, so the ap
 times out on Muster: past the deadline the request is denied in enforce mode (warned about in
 warn mode) with a reason that says so. A gate that raises is a bug; it never becomes an allow.
 Each request's deadline is also kept below the time the apiserver says it has left (its
-``timeout`` parameter, core/deadlines.py), whatever the configured one.
+``timeout`` parameter, kernel/deadlines.py), whatever the configured one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = ["Auditor", "Observer", "Pipeline", "RequestObserver", "request_error"
 
 logger = logging.getLogger("muster.admission")
 
-# 8 s: below the chart's default webhook timeout of 10 s by the margin core/deadlines.py sets.
+# 8 s: below the chart's default webhook timeout of 10 s by the margin kernel/deadlines.py sets.
 DEFAULT_DEADLINE_SECONDS = deadlines.admission_deadline(deadlines.DEFAULT_WEBHOOK_TIMEOUT_SECONDS)
 
 
@@ -81,7 +81,7 @@ class Pipeline:
     )
     observers: list[Observer] = dataclasses.field(default_factory=list)
     request_observers: list[RequestObserver] = dataclasses.field(default_factory=list)
-    # Break-glass exemptions (core/exemptions.py): groups whose members may use them (none:
+    # Break-glass exemptions (kernel/exemptions.py): groups whose members may use them (none:
     # exemptions are impossible) and who audits each one used.
     exemption_groups: frozenset[str] = frozenset()
     auditor: Auditor | None = None

@@ -1,4 +1,4 @@
-"""The admission webhook server: HTTPS in, AdmissionReview out, decisions made in muster.core.
+"""The admission webhook server: HTTPS in, AdmissionReview out, decisions made by the gates.
 
 Muster serves admission itself (aiohttp) rather than through kopf's webhook machinery so that
 every replica answers admission whether or not it is the active operator peer, malformed

@@ -7,7 +7,7 @@ Two decisions, both pure:
   always wins; a non-empty allow list admits only the hosts it matches.
 - :func:`address_refusal`: may a connection go to this IP address? Every address a host name
   resolves to is checked (and the connection pinned to the checked addresses, see
-  ``adapters/registries.py``), so DNS rebinding cannot swap an internal address in afterwards.
+  ``platform/registries.py``), so DNS rebinding cannot swap an internal address in afterwards.
 
 The rule for special addresses:
 

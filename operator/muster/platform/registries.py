@@ -8,7 +8,7 @@
   sent across a redirect to another host, never logged.
 - Retries with exponential backoff on 429 and 5xx, honouring ``Retry-After``; one pooled
   connection set per client, reused across requests.
-- Egress is checked (``core/egress.py``): registry hosts against the allow/deny lists, and every
+- Egress is checked (``kernel/egress.py``): registry hosts against the allow/deny lists, and every
   address a host name resolves to against the loopback/private/link-local/metadata rule. The
   checking resolver hands aiohttp exactly the addresses it checked, so the connection is pinned
   to them (no second lookup that DNS rebinding could answer differently). Redirect targets and
@@ -213,7 +213,7 @@ class RegistrySettings:
     user_agent: str = "muster"
     # How long what a registry's answers showed about its OCI referrers API is trusted.
     referrers_api_ttl: float = 600.0
-    # Egress (core/egress.py): host globs allowed / denied, and whether loopback and private
+    # Egress (kernel/egress.py): host globs allowed / denied, and whether loopback and private
     # addresses are fine for every host. Insecure registries count as explicitly configured.
     allow_hosts: tuple[str, ...] = ()
     deny_hosts: tuple[str, ...] = ()

@@ -11,7 +11,7 @@ Only what admission resolved is ever scanned: pod events (any namespace, any ima
 can re-queue a digest admission resolved, or one an ImageScan exists for (written by Muster
 only, for such digests), and always under the reference admission saw, never the pod's. So a
 pod in a namespace Muster does not judge cannot aim the scanner anywhere; and wherever a scan
-goes, trivy reaches registries only through Muster's client (``adapters/scanrelay.py``).
+goes, trivy reaches registries only through Muster's client (``vulnerabilities/relay.py``).
 """
 
 from __future__ import annotations

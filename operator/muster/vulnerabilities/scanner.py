@@ -8,7 +8,7 @@ it from that OCI repository instead; otherwise every scan runs with ``--skip-db-
 never from trivy's log text.
 
 trivy connects to no registry itself: each scan gets a relay on loopback
-(``adapters/scanrelay.py``) that serves the image, and the DB repository when set, through
+(``vulnerabilities/relay.py``) that serves the image, and the DB repository when set, through
 Muster's registry client and its egress rules; trivy's proxy variables point at the relay,
 which refuses anything proxied. The pinned manifest is fetched before trivy starts, so an image
 Muster must not reach fails with the client's own refusal and trivy never runs.

@@ -1,9 +1,9 @@
 """What the scan relay answers: the registry endpoint on loopback that trivy pulls images from.
 
-trivy never connects to a registry itself. Each scan gets a relay (``adapters/scanrelay.py``)
+trivy never connects to a registry itself. Each scan gets a relay (``vulnerabilities/relay.py``)
 on ``127.0.0.1`` that serves exactly the image being scanned, under
 ``127.0.0.1:PORT/<token>/<repository>``, and fetches every manifest and blob with Muster's own
-registry client: the same egress rules (``core/egress.py``: allow and deny lists, every
+registry client: the same egress rules (``kernel/egress.py``: allow and deny lists, every
 resolved address checked and the connection pinned to it), the same redirect and token-realm
 checks, the same TLS and ``--insecure-registry`` handling.
 
