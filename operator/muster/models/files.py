@@ -682,314 +682,34 @@ def _merge(label: str, verdicts: Sequence[pickles.FileVerdict]) -> pickles.FileV
 
 
 # -- 7z ------------------------------------------------------------------------------
-# picklescan needs py7zr for 7z; a pickle hidden in a 7z archive still has to be judged,
-# so Muster reads the small subset of 7z that matters: one-coder folders compressed with
-# LZMA, LZMA2, Deflate, BZip2 or stored. Anything else (filters chains, encryption) is
-# reported as uninspectable, which fails.
-
-
-class _SevenZipUnsupported(Exception):
-    """A 7z feature Muster does not decode (encryption, coder chains)."""
-
-
-class _SevenZipReader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def byte(self) -> int:
-        if self.pos >= len(self.data):
-            raise ValueError("7z header ends early")
-        value = self.data[self.pos]
-        self.pos += 1
-        return value
-
-    def take(self, size: int) -> bytes:
-        if size < 0 or self.pos + size > len(self.data):
-            raise ValueError("7z header ends early")
-        value = self.data[self.pos : self.pos + size]
-        self.pos += size
-        return value
-
-    def number(self) -> int:
-        # 7z's variable-length integer: leading 1-bits of the first byte count extra bytes.
-        first = self.byte()
-        mask = 0x80
-        value = 0
-        for index in range(8):
-            if not first & mask:
-                return value | ((first & (mask - 1)) << (8 * index))
-            value |= self.byte() << (8 * index)
-            mask >>= 1
-        return value
-
-    def bits(self, count: int) -> list[bool]:
-        out: list[bool] = []
-        current = 0
-        for index in range(count):
-            if index % 8 == 0:
-                current = self.byte()
-            out.append(bool(current & (0x80 >> (index % 8))))
-        return out
-
-    def digests(self, count: int) -> None:
-        defined = [True] * count if self.byte() else self.bits(count)
-        self.take(4 * sum(defined))
-
-
-@dataclasses.dataclass
-class _Folder:
-    coders: list[tuple[bytes, bytes]]  # (method id, properties), outermost first
-    main_output: int = 0  # which coder's output is the folder's content
-    unpack_size: int = 0
-
-
-@dataclasses.dataclass
-class _Streams:
-    pack_pos: int = 0
-    pack_sizes: list[int] = dataclasses.field(default_factory=list)
-    folders: list[_Folder] = dataclasses.field(default_factory=list)
-    substreams: list[list[int]] = dataclasses.field(default_factory=list)
-
-
-def _7z_streams(reader: _SevenZipReader) -> _Streams:
-    streams = _Streams()
-    counts: list[int] | None = None
-    sizes: list[list[int]] | None = None
-    while (kind := reader.byte()) != 0x00:
-        if kind == 0x06:  # PackInfo
-            streams.pack_pos = reader.number()
-            count = reader.number()
-            while (sub := reader.byte()) != 0x00:
-                if sub == 0x09:
-                    streams.pack_sizes = [reader.number() for _ in range(count)]
-                elif sub == 0x0A:
-                    reader.digests(count)
-                else:
-                    raise ValueError(f"unexpected 7z pack property {sub}")
-        elif kind == 0x07:  # UnpackInfo
-            if reader.byte() != 0x0B:
-                raise ValueError("7z unpack info without folders")
-            count = reader.number()
-            if reader.byte() != 0:
-                raise _SevenZipUnsupported("external 7z folder data")
-            outputs = [_7z_folder(reader, streams) for _ in range(count)]
-            if reader.byte() != 0x0C:
-                raise ValueError("7z folders without unpack sizes")
-            for folder, total_out in zip(streams.folders, outputs, strict=True):
-                # One size per coder output; the outermost coder's is the folder's.
-                folder.unpack_size = [reader.number() for _ in range(total_out)][folder.main_output]
-            while (sub := reader.byte()) != 0x00:
-                if sub == 0x0A:
-                    reader.digests(count)
-                else:
-                    raise ValueError(f"unexpected 7z unpack property {sub}")
-        elif kind == 0x08:  # SubStreamsInfo
-            counts = [1] * len(streams.folders)
-            while (sub := reader.byte()) != 0x00:
-                if sub == 0x0D:
-                    counts = [reader.number() for _ in streams.folders]
-                elif sub == 0x09:
-                    sizes = []
-                    for folder, count in zip(streams.folders, counts, strict=True):
-                        known = [reader.number() for _ in range(max(count - 1, 0))]
-                        sizes.append([*known, folder.unpack_size - sum(known)] if count else [])
-                elif sub == 0x0A:
-                    reader.digests(sum(c for c in counts if c != 1) + counts.count(1))
-                else:
-                    raise ValueError(f"unexpected 7z substream property {sub}")
-        else:
-            raise ValueError(f"unexpected 7z streams property {kind}")
-    if sizes is None:
-        sizes = [
-            [folder.unpack_size] if (counts is None or counts[i] == 1) else []
-            for i, folder in enumerate(streams.folders)
-        ]
-    streams.substreams = sizes
-    return streams
-
-
-def _7z_folder(reader: _SevenZipReader, streams: _Streams) -> int:
-    """Read one folder; only a linear chain of one-in one-out coders is supported."""
-    count = reader.number()
-    if not 1 <= count <= 4:
-        raise _SevenZipUnsupported(f"7z folder with {count} coders")
-    coders = []
-    for _ in range(count):
-        flag = reader.byte()
-        method = reader.take(flag & 0x0F)
-        if flag & 0x10 and (reader.number(), reader.number()) != (1, 1):
-            raise _SevenZipUnsupported("7z coder with several streams")
-        properties = reader.take(reader.number()) if flag & 0x20 else b""
-        if flag & 0x80:
-            raise _SevenZipUnsupported("7z alternative coder methods")
-        coders.append((method, properties))
-    # Bind pairs say which coder's output feeds which coder's input (one stream each).
-    feeds = {}
-    for _ in range(count - 1):
-        in_index, out_index = reader.number(), reader.number()
-        feeds[in_index] = out_index
-    finals = [index for index in range(count) if index not in feeds.values()]
-    if len(finals) != 1 or len(feeds) != count - 1:
-        raise _SevenZipUnsupported("7z coders are not a simple chain")
-    chain = [finals[0]]
-    while chain[-1] in feeds and len(chain) <= count:
-        chain.append(feeds[chain[-1]])
-    if sorted(chain) != list(range(count)):
-        raise _SevenZipUnsupported("7z coders are not a simple chain")
-    # Outermost (final output) first: the order lzma's raw filter chains expect.
-    streams.folders.append(_Folder([coders[index] for index in chain], main_output=finals[0]))
-    return count
-
-
-_LZMA_FILTERS = {
-    b"\x03\x03\x01\x03": "FILTER_X86",
-    b"\x03\x03\x02\x05": "FILTER_POWERPC",
-    b"\x03\x03\x04\x01": "FILTER_IA64",
-    b"\x03\x03\x05\x01": "FILTER_ARM",
-    b"\x03\x03\x07\x01": "FILTER_ARMTHUMB",
-    b"\x03\x03\x08\x05": "FILTER_SPARC",
-}
-
-
-def _7z_decode(folder: _Folder, packed: bytes, limit: int) -> bytes:
-    import bz2
-    import lzma
-    import zlib
-
-    if folder.unpack_size > limit:
-        raise _SevenZipUnsupported(f"7z folder unpacks to {folder.unpack_size} bytes, over {limit}")
-    if len(folder.coders) == 1:
-        method, props = folder.coders[0]
-        if method == b"\x00":
-            return packed[: folder.unpack_size]
-        if method == b"\x04\x01\x08":  # Deflate
-            return zlib.decompressobj(-15).decompress(packed, folder.unpack_size)
-        if method == b"\x04\x02\x02":  # BZip2
-            return bz2.BZ2Decompressor().decompress(packed, folder.unpack_size)
-    filters: list[dict[str, int]] = []
-    for method, props in folder.coders:
-        if method.startswith(b"\x06\xf1\x07"):
-            raise _SevenZipUnsupported("encrypted 7z archive")
-        if method == b"\x21":  # LZMA2: one property byte encodes the dictionary size
-            bits = props[0] if props else 0
-            size = 0xFFFFFFFF if bits >= 40 else (2 | (bits & 1)) << (bits // 2 + 11)
-            filters.append({"id": lzma.FILTER_LZMA2, "dict_size": size})
-        elif method == b"\x03\x01\x01" and len(props) == 5:  # LZMA
-            lc, rest = props[0] % 9, props[0] // 9
-            filters.append(
-                {
-                    "id": lzma.FILTER_LZMA1,
-                    "lc": lc,
-                    "lp": rest % 5,
-                    "pb": rest // 5,
-                    "dict_size": int.from_bytes(props[1:5], "little"),
-                }
-            )
-        elif method in _LZMA_FILTERS:
-            filters.append({"id": getattr(lzma, _LZMA_FILTERS[method])})
-        elif method == b"\x03" and len(props) == 1:  # Delta
-            filters.append({"id": lzma.FILTER_DELTA, "dist": props[0] + 1})
-        else:
-            raise _SevenZipUnsupported(f"7z coder {method.hex()} is not supported")
-    decoder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=filters)
-    return decoder.decompress(packed, folder.unpack_size)
-
-
-def _7z_unpack(data: bytes, streams: _Streams, limit: int) -> list[bytes]:
-    """Every substream of every folder, in archive order."""
-    out: list[bytes] = []
-    offset = 32 + streams.pack_pos
-    for folder, pack_size, sizes in zip(
-        streams.folders, streams.pack_sizes, streams.substreams, strict=True
-    ):
-        unpacked = _7z_decode(folder, data[offset : offset + pack_size], limit)
-        offset += pack_size
-        cursor = 0
-        for size in sizes:
-            out.append(unpacked[cursor : cursor + size])
-            cursor += size
-    return out
-
-
-def _7z_files(data: bytes, limit: int) -> list[tuple[str, bytes]]:
-    """``(name, content)`` of each file in a 7z archive held in ``data``."""
-    if len(data) < 32:
-        raise ValueError("7z signature header is truncated")
-    offset = int.from_bytes(data[12:20], "little")
-    size = int.from_bytes(data[20:28], "little")
-    header = data[32 + offset : 32 + offset + size]
-    if len(header) != size:
-        raise ValueError("7z header lies past the end of the file")
-    for _ in range(4):  # a header may itself be packed, but not forever
-        reader = _SevenZipReader(header)
-        kind = reader.byte()
-        if kind == 0x17:  # EncodedHeader: decode it, then read again
-            header = b"".join(_7z_unpack(data, _7z_streams(reader), limit))
-            continue
-        if kind != 0x01:
-            raise ValueError(f"unexpected 7z header type {kind}")
-        return _7z_header(reader, data, limit)
-    raise ValueError("7z header is encoded too many times")
-
-
-def _7z_header(reader: _SevenZipReader, data: bytes, limit: int) -> list[tuple[str, bytes]]:
-    contents: list[bytes] = []
-    names: list[str] = []
-    empty: list[bool] = []
-    while (kind := reader.byte()) != 0x00:
-        if kind == 0x02:  # ArchiveProperties
-            while reader.byte() != 0x00:
-                reader.take(reader.number())
-        elif kind == 0x03:  # AdditionalStreamsInfo
-            _7z_streams(reader)
-        elif kind == 0x04:  # MainStreamsInfo
-            contents = _7z_unpack(data, _7z_streams(reader), limit)
-        elif kind == 0x05:  # FilesInfo
-            count = reader.number()
-            empty = [False] * count
-            names = [f"file-{index}" for index in range(count)]
-            while (prop := reader.byte()) != 0x00:
-                body = _SevenZipReader(reader.take(reader.number()))
-                if prop == 0x0E:
-                    empty = body.bits(count)
-                elif prop == 0x11:
-                    if body.byte() != 0:
-                        raise _SevenZipUnsupported("external 7z file names")
-                    text = body.data[body.pos :].decode("utf-16-le", errors="replace")
-                    names = text.split("\0")[:count]
-        else:
-            raise ValueError(f"unexpected 7z header property {kind}")
-    streams = iter(contents)
-    files = []
-    for name, is_empty in zip(names, empty, strict=False):
-        files.append((name, b"" if is_empty else next(streams, b"")))
-    return files
 
 
 def _scan_7z(
     handle: IO[bytes], label: str, allowed: Sequence[str], limits: Limits
 ) -> pickles.FileVerdict:
-    data = handle.read(limits.max_member_bytes + 1)
-    if len(data) > limits.max_member_bytes:
-        return pickles.FileVerdict(
-            label, pickles.Kind.UNSCANNABLE, (f"7z archive over {limits.max_member_bytes} bytes",)
-        )
-    try:
-        files = _7z_files(data, limits.max_member_bytes)
-    except _SevenZipUnsupported as error:
-        return pickles.FileVerdict(label, pickles.Kind.UNSCANNABLE, (f"{error}",))
-    except (ValueError, EOFError, OSError, LookupError) as error:  # lzma/zlib errors included
-        return pickles.FileVerdict(
-            label, pickles.Kind.MALFORMED, (f"unreadable 7z archive: {error}",)
-        )
-    if len(files) > limits.max_entries:
-        return pickles.FileVerdict(
-            label, pickles.Kind.UNSCANNABLE, (f"7z holds {len(files)} entries",)
-        )
-    verdicts = []
-    for name, content in files:
+    # py7zr costs about 0.1 s to import: paid only when a model holds a 7z archive.
+    from muster.models import sevenzip
+
+    verdicts: list[pickles.FileVerdict] = []
+
+    def wanted(name: str, head: bytes) -> bool:
         suffix = os.path.splitext(name.lower())[1]
-        if suffix in _PICKLE_SUFFIXES or content.startswith(_PICKLE_MAGIC):
-            verdicts.append(_scan_pickle(io.BytesIO(content), f"{label}:{name}", allowed))
+        return suffix in _PICKLE_SUFFIXES or head.startswith(_PICKLE_MAGIC)
+
+    def judge(name: str, content: bytes) -> None:
+        verdicts.append(_scan_pickle(io.BytesIO(content), f"{label}:{name}", allowed))
+
+    try:
+        sevenzip.read_members(
+            handle,
+            wanted=wanted,
+            judge=judge,
+            max_entries=limits.max_entries,
+            max_member_bytes=limits.max_member_bytes,
+            max_total_bytes=limits.max_total_bytes,
+        )
+    except sevenzip.Refused as error:
+        return pickles.FileVerdict(label, pickles.Kind.UNSCANNABLE, (str(error),))
+    except sevenzip.Malformed as error:
+        return pickles.FileVerdict(label, pickles.Kind.MALFORMED, (str(error),))
     return _merge(label, verdicts)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import lzma
 import struct
 import zipfile
 from pathlib import Path
@@ -241,80 +240,6 @@ def test_npy_header_parsing() -> None:
         pickles.npy_header(objects[:-3])
     with pytest.raises(ValueError, match=r"invalid \.npy header"):
         pickles.npy_header(npy(b"__import__('os')"))
-
-
-def seven_zip_number(value: int) -> bytes:
-    if value < 0x80:
-        return bytes([value])
-    if value < 0x4000:
-        return bytes([0x80 | (value >> 8), value & 0xFF])
-    assert value < 0x200000
-    return bytes([0xC0 | (value >> 16), value & 0xFF, (value >> 8) & 0xFF])
-
-
-def seven_zip(
-    name: str, content: bytes, coder: bytes | None = None, size: int | None = None
-) -> bytes:
-    """A one-file 7z archive, LZMA2-compressed, written field by field."""
-    packed = lzma.compress(
-        content, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}]
-    )
-    coder = coder or b"\x21\x21\x01\x10"  # LZMA2, one property byte: 1 MiB dictionary
-    n = seven_zip_number
-    names = name.encode("utf-16-le") + b"\x00\x00"
-    header = (
-        b"\x01\x04"
-        + b"\x06" + n(0) + n(1) + b"\x09" + n(len(packed)) + b"\x00"
-        + b"\x07\x0b" + n(1) + b"\x00" + n(1) + coder
-        + b"\x0c" + n(len(content) if size is None else size) + b"\x00"
-        + b"\x00"
-        + b"\x05" + n(1) + b"\x11" + n(len(names) + 1) + b"\x00" + names + b"\x00"
-        + b"\x00"
-    )  # fmt: skip
-    start = (
-        b"7z\xbc\xaf\x27\x1c\x00\x04"
-        + b"\x00" * 4
-        + len(packed).to_bytes(8, "little")
-        + len(header).to_bytes(8, "little")
-        + b"\x00" * 4
-    )
-    return start + packed + header
-
-
-def test_7z_with_allowed_pickle_is_safe_and_with_unknown_global_unsafe(tmp_path: Path) -> None:
-    good = tmp_path / "good.7z"
-    good.write_bytes(seven_zip("weights/data.pkl", STATE_DICT))
-    verdict = modelfiles.scan_file(good)
-    assert verdict is not None and verdict.kind is pickles.Kind.SAFE
-    assert verdict.imports == ("collections.OrderedDict",)
-    bad = tmp_path / "bad.7z"
-    bad.write_bytes(seven_zip("data.pkl", UNKNOWN_CALL))
-    verdict = modelfiles.scan_file(bad)
-    assert verdict is not None and verdict.kind is pickles.Kind.UNSAFE
-    assert "bad.7z:data.pkl: import mymodule.func is not on the allowlist" in verdict.message
-
-
-def test_encrypted_7z_is_unscannable(tmp_path: Path) -> None:
-    archive = tmp_path / "secret.7z"
-    archive.write_bytes(seven_zip("data.pkl", STATE_DICT, coder=b"\x24\x06\xf1\x07\x01\x01\x00"))
-    verdict = modelfiles.scan_file(archive)
-    assert verdict is not None and verdict.kind is pickles.Kind.UNSCANNABLE
-    assert "encrypted" in verdict.message
-
-
-def test_7z_bomb_is_refused(tmp_path: Path) -> None:
-    archive = tmp_path / "bomb.7z"
-    archive.write_bytes(seven_zip("data.pkl", STATE_DICT, size=50_000))
-    verdict = modelfiles.scan_file(archive, limits=modelfiles.Limits(max_member_bytes=10_000))
-    assert verdict is not None and verdict.kind is pickles.Kind.UNSCANNABLE
-    assert "over 10000" in verdict.message
-
-
-def test_truncated_7z_is_malformed(tmp_path: Path) -> None:
-    archive = tmp_path / "cut.7z"
-    archive.write_bytes(seven_zip("data.pkl", STATE_DICT)[:-6])
-    verdict = modelfiles.scan_file(archive)
-    assert verdict is not None and verdict.kind is pickles.Kind.MALFORMED
 
 
 @given(st.binary(max_size=300))
