@@ -48,6 +48,7 @@ from muster.images import gate as imagegate
 from muster.kernel import crds, references, scopes
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, podevents, registries
+from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
 from muster.vulnerabilities import gate as vulnerabilities_
 
@@ -146,13 +147,8 @@ async def _image_facts(
 async def _namespace_labels(
     services: Services[BomSettings], kube: kubeapi.KubeApi, namespace: str
 ) -> Mapping[str, str]:
-    """From the image area's namespace watch; read once through our own client on a miss."""
-    watched = imagegate.area_for(services).namespaces.watched.get(namespace)
-    if watched is not None:
-        return watched
-    obj = await kube.get(f"/api/v1/namespaces/{namespace}")
-    labels: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
-    return labels
+    """From the process's one namespace index; a miss is read through our own client."""
+    return await platformnamespaces.index_for(services).labels(namespace, via=kube)
 
 
 async def collect(
@@ -287,9 +283,9 @@ class Keeper:
         namespace = metadata.get("namespace")
         if not isinstance(namespace, str) or metadata.get("deletionTimestamp"):
             return False
-        labels = imagegate.area_for(self.services).namespaces.watched.get(namespace)
+        labels = platformnamespaces.index_for(self.services).last_known(namespace)
         if labels is None:
-            # Not seen by the namespace watch yet: the worker reads the labels and decides.
+            # Not seen by the namespace index yet: the worker reads the labels and decides.
             labels = {scopes.ENFORCE_LABEL: "true"}
         if not self._in_scope(namespace, labels):
             self.stats.out_of_scope += 1
@@ -404,6 +400,7 @@ def register_controller(registry: kopf.OperatorRegistry, services: Services[BomS
     # A client of its own: BOM writes never queue for the connections admission uses.
     kube = kubeapi.KubeApi(services.kube.credentials, connection_limit=BOM_CONNECTIONS)
     keeper = services.areas[KEEPER_AREA] = Keeper(services, kube)
+    platformnamespaces.watch(registry, services)  # which namespaces opted in
 
     @kopf.on.startup(registry=registry)
     async def start_bom_workers(**_: Any) -> None:

@@ -17,7 +17,6 @@ every such container, cached, under the admission deadline), see ``muster.gpu.ru
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,11 +27,10 @@ from muster.gpu.rules import pods as gpupods
 from muster.gpu.rules import policies as gpupolicies
 from muster.kernel import findings, gates, subjects
 from muster.platform import kubeapi
+from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 
 __all__ = ["GPUStackGate", "gates_for"]
-
-_NAMESPACE_TTL_SECONDS = 10.0
 
 
 class GPUStackGate:
@@ -41,12 +39,16 @@ class GPUStackGate:
     name = gpupods.CHECK
 
     def __init__(
-        self, index: gpunodes.GPUIndex, reader: gpuimages.ImageEnvReader, kube: kubeapi.KubeApi
+        self,
+        index: gpunodes.GPUIndex,
+        reader: gpuimages.ImageEnvReader,
+        kube: kubeapi.KubeApi,
+        namespaces: platformnamespaces.NamespaceIndex,
     ) -> None:
         self._index = index
         self._reader = reader
         self._kube = kube
-        self._namespaces: dict[str, tuple[float, dict[str, str]]] = {}
+        self._namespaces = namespaces  # the process's one, shared with the other gates
 
     async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
         if subject.is_pod and subject.subresource == "binding":
@@ -96,7 +98,7 @@ class GPUStackGate:
     async def _policies(self, namespace: str) -> dict[str, gpupolicies.GPUStackPolicySpec]:
         await self._index.refresh()
         return gpupods.policies_for(
-            self._index.effective_policies(), await self._namespace_labels(namespace)
+            self._index.effective_policies(), await self._namespaces.labels(namespace)
         )
 
     async def _unrequested_access(
@@ -130,15 +132,6 @@ class GPUStackGate:
             if item is not None:
                 found.extend(gpuaccess.findings_for([item], policies))
         return found
-
-    async def _namespace_labels(self, namespace: str) -> dict[str, str]:
-        cached = self._namespaces.get(namespace)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        body = await self._kube.get(f"/api/v1/namespaces/{namespace}")
-        labels = {str(k): str(v) for k, v in (body.get("metadata", {}).get("labels") or {}).items()}
-        self._namespaces[namespace] = (time.monotonic() + _NAMESPACE_TTL_SECONDS, labels)
-        return labels
 
     async def _need(
         self, template: subjects.PodTemplate
@@ -222,4 +215,11 @@ def gates_for(services: Services[object]) -> Sequence[gates.Gate]:
     reader = gpuimages.ImageEnvReader(services.registries)
     metrics = services.metrics
     reader.cache_observer = lambda hit: metrics.cache_lookup("image-configs", hit=hit)
-    return [GPUStackGate(gpunodes.index_for(services), reader, services.kube)]
+    return [
+        GPUStackGate(
+            gpunodes.index_for(services),
+            reader,
+            services.kube,
+            platformnamespaces.index_for(services),
+        )
+    ]

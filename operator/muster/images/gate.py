@@ -45,6 +45,7 @@ from muster.kernel import (
     subjects,
 )
 from muster.platform import kubeapi, registries
+from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 
 __all__ = [
@@ -238,40 +239,13 @@ class BrokenPolicy:
 
 
 @dataclasses.dataclass
-class NamespaceIndex:
-    """Namespace labels, fed by a watch; a miss is read once from the API and kept briefly."""
-
-    kube: kubeapi.KubeApi
-    ttl: float = REFRESH_SECONDS
-    watched: dict[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
-    fetched: dict[str, tuple[float, Mapping[str, str]]] = dataclasses.field(default_factory=dict)
-
-    def update(self, name: str, labels: Mapping[str, str] | None) -> None:
-        if labels is None:
-            self.watched.pop(name, None)
-        else:
-            self.watched[name] = dict(labels)
-        self.fetched.pop(name, None)
-
-    async def labels(self, name: str) -> Mapping[str, str]:
-        if name in self.watched:
-            return self.watched[name]
-        cached = self.fetched.get(name)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        obj = await self.kube.get(f"/api/v1/namespaces/{name}")
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        self.fetched[name] = (time.monotonic() + self.ttl, labels)
-        return labels
-
-
-@dataclasses.dataclass
 class ImageArea:
     """Everything the image area shares between its gate and its controller, per process."""
 
     services: Services[ImageSettings]
     store: PolicyStore
-    namespaces: NamespaceIndex
+    # The process's one namespace index, shared with every other area that selects by labels.
+    namespaces: platformnamespaces.NamespaceIndex
     verifier: imageverifier.Verifier
 
 
@@ -285,7 +259,7 @@ def area_for(services: Services[ImageSettings]) -> ImageArea:
         area = services.areas[AREA] = ImageArea(
             services=services,
             store=PolicyStore(services.kube),
-            namespaces=NamespaceIndex(services.kube),
+            namespaces=platformnamespaces.index_for(services),
             verifier=imageverifier.Verifier(services.registries),
         )
         metrics = services.metrics
@@ -689,11 +663,8 @@ def register_controller(registry: kopf.OperatorRegistry, services: Services[Imag
     async def start_recompiling(**_: Any) -> None:
         recompiler.append(asyncio.create_task(recompile_forever(), name="imagepolicy-recompile"))
 
-    @kopf.on.event("", "v1", "namespaces", registry=registry)
-    async def index_namespace(
-        name: str, labels: Mapping[str, str], type: str | None, **_: Any
-    ) -> None:
-        area.namespaces.update(name, None if type == "DELETED" else labels)
+    # Namespace labels select the policies: the process's one namespace watch feeds them.
+    platformnamespaces.watch(registry, services)
 
     @kopf.on.cleanup(registry=registry)
     async def close_clients(**_: Any) -> None:

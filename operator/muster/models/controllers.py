@@ -1,7 +1,8 @@
 """The model gate's operator side: the Model index, Model status, and revocation.
 
-* Models, ModelPolicies and namespace labels are watched into the in-memory
-  :class:`~muster.models.gate.ModelCatalog` the admission gate reads.
+* Models and ModelPolicies are watched into the in-memory
+  :class:`~muster.models.gate.ModelCatalog` the admission gate reads; namespace labels into the
+  process's one :class:`~muster.platform.namespaces.NamespaceIndex`.
 * A Model's status says whether its OMS signature verified (condition ``SignatureVerified``,
   checked once per generation) and how many running pods use it.
 * Pods admitted with models carry the label ``muster.dev/uses-models=true`` and the annotation
@@ -34,6 +35,7 @@ from muster.models import signatures as modelsigs
 from muster.models.rules import oms
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics
+from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
 
 __all__ = ["AREA", "ModelController", "controllers", "gates_for"]
@@ -65,6 +67,8 @@ class ModelController:
 
     kube: kubeapi.KubeApi
     catalog: modeladmission.ModelCatalog
+    # The process's one namespace index, shared with the gates.
+    namespaces: platformnamespaces.NamespaceIndex
     recorder: events.EventRecorder
     metrics: metrics.Metrics
     evict: bool = False
@@ -255,7 +259,7 @@ class ModelController:
 
     async def _in_scope(self, namespace: str) -> bool:
         try:
-            labels = await self.catalog.namespace_labels(namespace)
+            labels = await self.namespaces.labels(namespace)
         except kubeapi.ApiError as error:
             logger.warning("cannot read namespace %s, reporting on its pods: %s", namespace, error)
             return True
@@ -367,6 +371,7 @@ def _controller(services: Services[ModelSettings]) -> ModelController:
     controller = ModelController(
         kube=services.kube,
         catalog=modeladmission.ModelCatalog(services.kube),
+        namespaces=platformnamespaces.index_for(services),
         recorder=services.events,
         metrics=services.metrics,
         evict=services.settings.evict_revoked_model_pods,
@@ -386,6 +391,7 @@ def gates_for(services: Services[ModelSettings]) -> Sequence[gates.Gate]:
     return [
         modeladmission.ModelGate(
             catalog=controller.catalog,
+            namespaces=controller.namespaces,
             kube=services.kube,
             registries=services.registries,
             verifier_image=image,
@@ -415,15 +421,8 @@ def controllers(registry: kopf.OperatorRegistry, services: Services[ModelSetting
         if invalid is not None:
             logger.warning("ModelPolicy %s is invalid: %s", name, invalid)
 
-    @kopf.on.event("", "v1", "namespaces", registry=registry)
-    async def namespace_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
-        name = str(body.get("metadata", {}).get("name", ""))
-        if event.get("type") == "DELETED":
-            controller.catalog.namespace_deleted(name)
-        else:
-            controller.catalog.namespace_changed(
-                name, dict(body.get("metadata", {}).get("labels") or {})
-            )
+    # ModelPolicies select namespaces by label: the process's one namespace watch feeds them.
+    platformnamespaces.watch(registry, services)
 
     @kopf.on.event(
         "", "v1", "pods", labels={modelregistry.USES_MODELS_LABEL: "true"}, registry=registry

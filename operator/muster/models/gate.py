@@ -1,5 +1,5 @@
 """The model gate at admission: the Model index it reads, and the lookups it needs (PVC labels,
-namespace labels, tag resolution).
+tag resolution; namespace labels come from the process's one index, muster.platform.namespaces).
 
 The index is fed by the operator's watches (fast path) and re-listed from the API when it is
 older than ``max_age`` or when a lookup misses, so a replica whose watches are paused by peering,
@@ -21,6 +21,7 @@ from muster.kernel import findings, gates, references, subjects
 from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, registries
+from muster.platform import namespaces as platformnamespaces
 
 __all__ = ["ModelCatalog", "ModelGate"]
 
@@ -31,7 +32,7 @@ POLICIES_PATH = "/apis/muster.dev/v1alpha1/modelpolicies"
 
 
 class ModelCatalog:
-    """Models, ModelPolicies and namespace labels, in memory."""
+    """Models and ModelPolicies, in memory."""
 
     def __init__(
         self,
@@ -39,15 +40,12 @@ class ModelCatalog:
         *,
         max_age: float = 30.0,
         min_reload_interval: float = 1.0,
-        namespace_max_age: float = 10.0,
     ) -> None:
         self.kube = kube
         self.index = modelregistry.Index()
         self.max_age = max_age
         self.min_reload_interval = min_reload_interval
-        self.namespace_max_age = namespace_max_age
         self._loaded_at = float("-inf")
-        self._namespaces: dict[str, tuple[float, Mapping[str, str]]] = {}
         self._lock = asyncio.Lock()
         # Told about every look-up of the index (True: answered from memory; False: re-listed
         # from the API), e.g. Metrics.cache_lookup("models", hit=...).
@@ -90,12 +88,6 @@ class ModelCatalog:
         self.index.policies.pop(name, None)
         self.index.invalid.pop(f"ModelPolicy/{name}", None)
 
-    def namespace_changed(self, name: str, labels: Mapping[str, str]) -> None:
-        self._namespaces[name] = (time.monotonic(), dict(labels))
-
-    def namespace_deleted(self, name: str) -> None:
-        self._namespaces.pop(name, None)
-
     # -- read by the gate -------------------------------------------------------------------
 
     async def current(self) -> modelregistry.Index:
@@ -136,15 +128,6 @@ class ModelCatalog:
             self._loaded_at = time.monotonic()
             return True
 
-    async def namespace_labels(self, name: str) -> Mapping[str, str]:
-        cached = self._namespaces.get(name)
-        if cached is not None and time.monotonic() - cached[0] < self.namespace_max_age:
-            return cached[1]
-        namespace = await self.kube.get(f"/api/v1/namespaces/{name}")
-        labels = (namespace.get("metadata") or {}).get("labels") or {}
-        self.namespace_changed(name, labels)
-        return dict(labels)
-
 
 async def _list(kube: kubeapi.KubeApi, path: str) -> dict[str, Any]:
     try:
@@ -170,6 +153,8 @@ class ModelGate:
     """Pods in namespaces a ModelPolicy selects may mount approved, non-revoked Models only."""
 
     catalog: ModelCatalog
+    # The process's one namespace index, shared with the other gates.
+    namespaces: platformnamespaces.NamespaceIndex
     kube: kubeapi.KubeApi
     registries: registries.RegistryClient
     verifier_image: str
@@ -181,7 +166,7 @@ class ModelGate:
             # CREATE. Judging updates again would block finalizer removal on revoked models.
             return gates.GateResult()
         try:
-            labels = await self.catalog.namespace_labels(subject.namespace)
+            labels = await self.namespaces.labels(subject.namespace)
             index = await self.catalog.current()
         except kubeapi.ApiError as error:
             return _unavailable(f"cannot read the model registry ({error})")

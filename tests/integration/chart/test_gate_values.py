@@ -38,6 +38,7 @@ from muster.models import gate as modeladmission
 from muster.models import signatures as modelsigs
 from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane, events, kubeapi, metrics
+from muster.platform import namespaces as platformnamespaces
 from tests import gpuroots, kubeclients
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import CHART, ROOT
@@ -322,6 +323,7 @@ def _controller(kube: kubeapi.KubeApi) -> controllers.ModelController:
     return controllers.ModelController(
         kube=kube,
         catalog=modeladmission.ModelCatalog(kube),
+        namespaces=platformnamespaces.NamespaceIndex(kube),
         recorder=events.EventRecorder(kube),
         metrics=metrics.Metrics(),
         evict=True,

@@ -14,6 +14,7 @@ from muster.models import gate as modeladmission
 from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, registries
+from muster.platform import namespaces as platformnamespaces
 from tests.unit.admission.test_reviews import review
 
 pytestmark = pytest.mark.unit
@@ -28,7 +29,9 @@ def gate(namespace_labels: dict[str, str]) -> modeladmission.ModelGate:
     # An address nothing listens on: the test fails loudly if the gate ever calls out.
     kube = kubeapi.KubeApi(kubeapi.Credentials(host="https://127.0.0.1:9", ca_file=None))
     catalog = modeladmission.ModelCatalog(kube, max_age=float("inf"))
-    catalog.namespace_changed("team", namespace_labels)
+    # As the namespace watch feeds it, and never older than it may be.
+    namespaces = platformnamespaces.NamespaceIndex(kube, ttl=float("inf"))
+    namespaces.update("team", namespace_labels)
     assert catalog.model_changed("bert", {"digest": OMS}, {}, 1) is None
     assert (
         catalog.model_changed("llama", {"digest": OMS, "ociReference": f"r.example/l@{OCI}"}, {}, 1)
@@ -39,7 +42,11 @@ def gate(namespace_labels: dict[str, str]) -> modeladmission.ModelGate:
         catalog.policy_changed("ml", {"namespaceSelector": {"matchLabels": {"team": "ml"}}}) is None
     )
     return modeladmission.ModelGate(
-        catalog=catalog, kube=kube, registries=registries.RegistryClient(), verifier_image=IMAGE
+        catalog=catalog,
+        namespaces=namespaces,
+        kube=kube,
+        registries=registries.RegistryClient(),
+        verifier_image=IMAGE,
     )
 
 
