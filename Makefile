@@ -43,12 +43,14 @@ bench: setup
 bench-smoke: setup
 	$(VENV)/python benchmarks/run.py --smoke
 
-# Regenerate everything derived from the code: CRDs, the default policies, the CRD reference,
-# the chart README's values table and the plain manifests (tests fail when any of them drifts).
+# Regenerate everything derived from the code: CRDs, the default policies, the chart's webhook
+# sources, the CRD reference, the chart README's values table and the plain manifests (tests
+# fail when any of them drifts).
 .PHONY: generate
 generate: setup
 	$(VENV)/python hack/generate-crds.py
 	$(VENV)/python hack/generate-default-policies.py
+	$(VENV)/python hack/generate-webhooks.py
 	$(VENV)/python hack/generate-reference.py
 	$(VENV)/python hack/chart-values-table.py
 	bash hack/render-manifests.sh

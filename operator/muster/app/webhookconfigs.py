@@ -2,7 +2,9 @@
 
 Production configurations come from the Helm chart; these follow the same rules: only
 namespaces that opt in (or, in cluster scope, every namespace), never the control plane's,
-Muster's own or the excluded ones, and an opt-out label.
+Muster's own or the excluded ones, and an opt-out label. The chart's rules, namespace selector
+parts and match conditions are written from here (:func:`chart_sources`, which
+``hack/generate-webhooks.py`` writes into ``charts/muster/files/webhooks.yaml``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ __all__ = [
     "MAY_MUTATE_PARTS",
     "NAME",
     "NAMESPACE_MODES",
+    "NOT_FROM_NODES",
+    "SPEC_CHANGED_ON_UPDATE",
+    "chart_sources",
     "mutating",
     "namespace_modes",
     "validating",
@@ -45,8 +50,8 @@ def _containers_may_mutate(field: str) -> str:
 # The mutating webhooks' match condition (CEL, evaluated by the apiserver): false only for a
 # plain Pod in which no gate can change anything, so the apiserver skips the call. Each part
 # is one reason a gate's MUTATE phase may patch; every part errs towards calling. Anything
-# other than a Pod (workloads, subresources, bindings) is always sent. The chart carries the
-# same text (tests compare them), and tests/integration/test_mutation_conditions.py asks the
+# other than a Pod (workloads, subresources, bindings) is always sent. The chart's copy is
+# generated from it (chart_sources), and tests/integration/test_mutation_conditions.py asks the
 # real apiserver to evaluate it for every kind of mutation.
 MAY_MUTATE_PARTS: tuple[str, ...] = (
     "request.resource.group != ''",
@@ -71,6 +76,17 @@ MAY_MUTATE_PARTS: tuple[str, ...] = (
     "k.matches('(?i)(storage-uri|storageuri)$')))",
 )
 MAY_MUTATE = " || ".join(MAY_MUTATE_PARTS)
+
+# The chart's own match conditions, each behind a value (webhook.skipNodeRequests,
+# webhook.skipUnchangedSpecUpdates); development configurations leave them out.
+# Kubelets only create mirror pods of static pods that already run: admission cannot stop them.
+NOT_FROM_NODES = "!request.userInfo.username.startsWith('system:node:')"
+# Label, annotation, finalizer and owner updates cannot change anything Muster judges (pod specs
+# and pod templates all live under .spec; status updates use another subresource).
+SPEC_CHANGED_ON_UPDATE = (
+    "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) || "
+    "object.spec != oldObject.spec"
+)
 
 
 def _rules() -> list[dict[str, Any]]:
@@ -103,13 +119,16 @@ def _mode_expression(mode: findings.Mode, scope: scopes.Scope) -> dict[str, Any]
     return {"key": scopes.ENFORCE_LABEL, "operator": "In", "values": _MODE_LABEL_VALUES[mode]}
 
 
+_OPT_OUT_EXPRESSION = {"key": scopes.OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]}
+
+
 def _namespace_selector(
     mode: findings.Mode, own_namespace: str, enforcement: scopes.Enforcement
 ) -> dict[str, Any]:
     return {
         "matchExpressions": [
             _mode_expression(mode, enforcement.scope),
-            {"key": scopes.OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]},
+            _OPT_OUT_EXPRESSION,
             {
                 "key": "kubernetes.io/metadata.name",
                 "operator": "NotIn",
@@ -168,6 +187,17 @@ def validating(
     }
 
 
+_NAMESPACE_MODES_RULES = [
+    {
+        "apiGroups": [""],
+        "apiVersions": ["*"],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": ["namespaces", "namespaces/*"],
+        "scope": "Cluster",
+    }
+]
+
+
 def namespace_modes(
     url: str, ca_bundle: str, guard: namespaceguard.GuardSettings, timeout_seconds: int = 10
 ) -> dict[str, Any]:
@@ -186,15 +216,7 @@ def namespace_modes(
             "url": f"{url.rstrip('/')}{namespaceguard.RECORD_PATH}",
             "caBundle": ca_bundle,
         },
-        "rules": [
-            {
-                "apiGroups": [""],
-                "apiVersions": ["*"],
-                "operations": ["CREATE", "UPDATE"],
-                "resources": ["namespaces", "namespaces/*"],
-                "scope": "Cluster",
-            }
-        ],
+        "rules": _NAMESPACE_MODES_RULES,
         "matchConditions": [
             {"name": "not-a-dry-run", "expression": namespaceguard.NOT_A_DRY_RUN},
             {"name": "watched-label-changed", "expression": namespaceguard.record_condition(guard)},
@@ -221,4 +243,33 @@ def mutating(
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": NAME, "labels": {"app.kubernetes.io/name": "muster"}},
         "webhooks": hooks,
+    }
+
+
+def chart_sources() -> dict[str, Any]:
+    """What the chart builds its webhooks from, so that they cannot differ from these: the pod
+    webhooks' rules, the parts of their namespace selector (per scope and mode), their match
+    conditions by name, and the record of namespace mode changes' name, path, longest timeout
+    and rules. Its match conditions come from files/namespace-guard.yaml."""
+    return {
+        "pods": {
+            "rules": _RULES,
+            "modeExpressions": {
+                scope.value: {mode.value: _mode_expression(mode, scope) for mode in findings.Mode}
+                for scope in scopes.Scope
+            },
+            "optOutExpression": _OPT_OUT_EXPRESSION,
+            "neverJudged": sorted(scopes.NEVER_JUDGED),
+            "matchConditions": {
+                "not-from-nodes": NOT_FROM_NODES,
+                "spec-changed-on-update": SPEC_CHANGED_ON_UPDATE,
+                "may-mutate": MAY_MUTATE,
+            },
+        },
+        "namespaceModes": {
+            "name": NAMESPACE_MODES,
+            "path": namespaceguard.RECORD_PATH,
+            "maxTimeoutSeconds": namespaceguard.RECORD_TIMEOUT_SECONDS,
+            "rules": _NAMESPACE_MODES_RULES,
+        },
     }

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 
 from muster.app import webhookconfigs
@@ -79,6 +81,47 @@ def test_defaults_are_safe() -> None:
     _hardened(job["spec"]["template"]["spec"], job["spec"]["template"]["spec"]["containers"][0])
     test_pod = rendering.one(docs, "Pod")
     assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    _hardened(test_pod["spec"], test_pod["spec"]["containers"][0])
+
+
+# Each component's own security context values: (values key, kind, container).
+COMPONENTS = [
+    ("operator", "Deployment", "operator"),
+    ("nodeAgent", "DaemonSet", "node-agent"),
+    ("hooks.preDelete", "Job", "delete-webhooks"),
+    ("tests", "Pod", "readyz"),
+]
+
+
+@pytest.mark.parametrize(("key", "kind", "name"), COMPONENTS, ids=[c[0] for c in COMPONENTS])
+def test_each_component_has_its_own_security_context(key: str, kind: str, name: str) -> None:
+    docs = rendering.documents(
+        rendering.template(
+            "--set=nodeAgent.enabled=true",
+            f"--set={key}.podSecurityContext.runAsUser=4242",
+            f"--set={key}.securityContext.seccompProfile.type=Localhost",
+            f"--set={key}.securityContext.seccompProfile.localhostProfile=muster.json",
+        )
+    )
+    changed = 0
+    for doc in docs:
+        if doc["kind"] not in {k for _, k, _ in COMPONENTS}:
+            continue
+        spec = doc["spec"]["template"]["spec"] if "template" in doc["spec"] else doc["spec"]
+        (container,) = spec["containers"]
+        mine = doc["kind"] == kind
+        assert (spec["securityContext"]["runAsUser"] == 4242) is mine, doc["kind"]
+        assert ("seccompProfile" in container["securityContext"]) is mine, doc["kind"]
+        if mine:
+            assert container["name"] == name
+            assert container["securityContext"]["seccompProfile"] == {
+                "type": "Localhost",
+                "localhostProfile": "muster.json",
+            }
+            # The rest of the hardened defaults stay.
+            _hardened(spec, container)
+            changed += 1
+    assert changed == 1
 
 
 def test_rbac_is_least_privilege() -> None:
@@ -145,6 +188,31 @@ def _webhooks(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return hooks
 
 
+def test_webhook_sources_do_not_drift() -> None:
+    """files/webhooks.yaml is what hack/generate-webhooks.py writes from the code today."""
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "generate-webhooks.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert check.returncode == 0, f"run python hack/generate-webhooks.py:\n{check.stderr}"
+    committed = yaml.safe_load((CHART / "files" / "webhooks.yaml").read_text())
+    assert committed == webhookconfigs.chart_sources()
+
+
+def test_a_missing_webhook_sources_file_stops_the_render(tmp_path: Path) -> None:
+    chart = tmp_path / "muster"
+    shutil.copytree(CHART, chart)
+    (chart / "files" / "webhooks.yaml").write_text("not: [the, sources]\n")
+    result = rendering.helm(
+        "template", "muster", str(chart), "--kube-version", rendering.KUBE_VERSION, check=False
+    )
+    assert result.returncode != 0, result.stdout
+    assert "files/webhooks.yaml is missing or unreadable" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("kind", "build"),
     [
@@ -153,7 +221,8 @@ def _webhooks(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     ],
 )
 def test_webhooks_follow_the_same_rules_as_the_operator(kind: str, build: Any) -> None:
-    """The chart's webhooks and the development ones (muster.app.webhookconfigs) agree."""
+    """The chart's rendered webhooks and the development ones (muster.app.webhookconfigs)
+    agree: the chart's generated sources are read the way the code uses them."""
     docs = rendering.documents(rendering.template())
     expected = build("https://unused", "", own_namespace="muster-system")["webhooks"]
     # The record of namespace mode changes is compared in test_namespace_guard.py.
@@ -180,9 +249,8 @@ def test_webhooks_follow_the_same_rules_as_the_operator(kind: str, build: Any) -
         # The chart's own (values-driven) conditions, plus the operator's (the mutating
         # webhooks' may-mutate), which must be the very same text.
         chart_only = {
-            "not-from-nodes": "!request.userInfo.username.startsWith('system:node:')",
-            "spec-changed-on-update": "request.operation != 'UPDATE' || !has(object.spec) || "
-            "!has(oldObject.spec) || object.spec != oldObject.spec",
+            "not-from-nodes": webhookconfigs.NOT_FROM_NODES,
+            "spec-changed-on-update": webhookconfigs.SPEC_CHANGED_ON_UPDATE,
         }
         shared = {c["name"]: c["expression"] for c in want.get("matchConditions", [])}
         assert conditions == {**chart_only, **shared}
@@ -332,6 +400,13 @@ def test_monitoring_renders_when_asked() -> None:
         (["--set", "operator.scanning.cache=x"], "additional properties 'cache' not allowed"),
         (["--set", "operator.scanning.concurrency=0"], "/operator/scanning/concurrency"),
         (["--set", "operator.keepBoms=yes"], "/operator/keepBoms"),
+        (["--set", "nodeAgent.securityContext.privileged=yes"], "/nodeAgent/securityContext"),
+        (["--set", "tests.securityContext.runAsRoot=true"], "additional properties 'runAsRoot'"),
+        (
+            ["--set", "hooks.preDelete.podSecurityContext.seccompProfile.type=None"],
+            "/hooks/preDelete/podSecurityContext/seccompProfile/type",
+        ),
+        (["--set", "operator.podSecurityContext.runAsUser=-1"], "/operator/podSecurityContext"),
     ],
 )
 def test_schema_rejects_bad_values(args: list[str], message: str) -> None:
@@ -345,6 +420,11 @@ def test_schema_rejects_bad_values(args: list[str], message: str) -> None:
         (["--set", "webhook.modes={enforce,audit}"], 'unknown mode "audit"'),
         (["--set", "image.tag=latest"], 'must not be "latest"'),
         (["--set", "webhook.tls.renewBeforeDays=400"], "renewBeforeDays must be less"),
+        (
+            ["--set", "nodeAgent.enabled=true", "--set", "nodeAgent.securityContext=null"],
+            "nodeAgent.securityContext is required",
+        ),
+        (["--set", "tests.podSecurityContext=null"], "tests.podSecurityContext is required"),
     ],
 )
 def test_guards_hold_without_the_schema(args: list[str], message: str) -> None:
@@ -352,7 +432,15 @@ def test_guards_hold_without_the_schema(args: list[str], message: str) -> None:
 
 
 def test_old_kubernetes_is_refused() -> None:
-    assert "needs Kubernetes 1.30 or newer" in rendering.refusal(kube_version="1.29.0")
+    """Chart.yaml's kubeVersion is the floor docs/compatibility.md states; helm refuses below."""
+    floor = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    assert floor == ">=1.30.0-0"
+    assert "**1.30 or newer**" in (ROOT / "docs" / "compatibility.md").read_text()
+    refused = rendering.refusal(kube_version="1.29.0")
+    assert "chart requires kubeVersion: >=1.30.0-0" in refused
+    assert "incompatible with Kubernetes v1.29.0" in refused
+    for accepted in ("1.30.0", "1.37.0-alpha.1"):
+        rendering.template("--kube-version", accepted)
 
 
 def test_manifests_do_not_drift_from_the_chart() -> None:

@@ -1,11 +1,35 @@
 {{/*
-The webhooks of one configuration kind ("validate" or "mutate"), one per opt-in mode. The rules
-match operator/muster/app/webhookconfigs.py, which builds the development configurations.
+What the webhooks are built from: files/webhooks.yaml, which hack/generate-webhooks.py writes
+from operator/muster/app/webhookconfigs.py (rules, namespace selector parts, match conditions).
+As JSON; a file that is missing or unreadable stops the render.
+*/}}
+{{- define "muster.webhookSources" -}}
+{{- $sources := .Files.Get "files/webhooks.yaml" | fromYaml -}}
+{{- if not (and (hasKey $sources "pods") (hasKey $sources "namespaceModes")) -}}
+{{- fail (printf "files/webhooks.yaml is missing or unreadable (run hack/generate-webhooks.py): %v" ($sources.Error | default "no pods or namespaceModes")) -}}
+{{- end -}}
+{{- toJson $sources -}}
+{{- end -}}
+
+{{/* Namespaces no webhook ever judges: the control plane's, Muster's own, and any listed. */}}
+{{- define "muster.excludedNamespaces" -}}
+{{- $names := concat .sources.neverJudged (list .root.Release.Namespace) .root.Values.webhook.excludeNamespaces -}}
+{{- toJson ($names | uniq | sortAlpha) -}}
+{{- end -}}
+
+{{/*
+The webhooks of one configuration kind ("validate" or "mutate"), one per opt-in mode, as
+webhookconfigs.validating and webhookconfigs.mutating build the development configurations.
 */}}
 {{- define "muster.webhooks" -}}
 {{- $root := .root -}}
 {{- $kind := .kind -}}
+{{- $pods := (include "muster.webhookSources" $root | fromJson).pods -}}
 {{- range $mode := $root.Values.webhook.modes }}
+{{- $modeExpression := index $pods.modeExpressions $root.Values.enforcement.scope $mode | default dict -}}
+{{- if not $modeExpression -}}
+{{- fail (printf "webhook.modes: unknown mode %q in scope %q" $mode $root.Values.enforcement.scope) -}}
+{{- end }}
 - name: {{ printf "%s.%s.pods.muster.dev" $mode $kind }}
   admissionReviewVersions: ["v1"]
   sideEffects: None
@@ -24,26 +48,21 @@ match operator/muster/app/webhookconfigs.py, which builds the development config
     {{- with $.caBundle }}
     caBundle: {{ . }}
     {{- end }}
+  # Pods and every workload kind whose pod templates Muster judges; rules for kinds a cluster
+  # does not serve (e.g. Ray without its CRDs) simply never match.
   rules:
-    {{- include "muster.webhookRules" $root | nindent 4 }}
+    {{- range $pods.rules }}
+    - {{ toJson . }}
+    {{- end }}
   namespaceSelector:
+    # The opt-in (in cluster scope, enforce selects every namespace not in warn mode), the
+    # opt-out, the namespaces never judged, then webhook.namespaceSelectorExpressions.
     matchExpressions:
-      {{- if and (eq $root.Values.enforcement.scope "cluster") (eq $mode "enforce") }}
-      # Cluster scope: every namespace not explicitly in warn mode, labelled or not.
-      - key: muster.dev/enforce
-        operator: NotIn
-        values: ["warn"]
-      {{- else }}
-      - key: muster.dev/enforce
-        operator: In
-        values: {{ include "muster.modeLabelValues" $mode }}
-      {{- end }}
-      - key: muster.dev/ignore
-        operator: NotIn
-        values: ["true"]
+      - {{ toJson $modeExpression }}
+      - {{ toJson $pods.optOutExpression }}
       - key: kubernetes.io/metadata.name
         operator: NotIn
-        values: {{ include "muster.excludedNamespaces" $root }}
+        values: {{ include "muster.excludedNamespaces" (dict "root" $root "sources" $pods) }}
       {{- with $root.Values.webhook.namespaceSelectorExpressions }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
@@ -51,82 +70,23 @@ match operator/muster/app/webhookconfigs.py, which builds the development config
   objectSelector:
     {{- toYaml . | nindent 4 }}
   {{- end }}
-  {{- $mayMutate := and (eq $kind "mutate") $root.Values.webhook.skipNeedlessMutations }}
-  {{- if or $root.Values.webhook.skipNodeRequests $root.Values.webhook.skipUnchangedSpecUpdates $mayMutate }}
+  {{- /* Each condition's reason is beside its text in webhookconfigs.py; the values turn them on. */ -}}
+  {{- $conditions := list -}}
+  {{- if $root.Values.webhook.skipNodeRequests -}}
+  {{- $conditions = append $conditions "not-from-nodes" -}}
+  {{- end -}}
+  {{- if $root.Values.webhook.skipUnchangedSpecUpdates -}}
+  {{- $conditions = append $conditions "spec-changed-on-update" -}}
+  {{- end -}}
+  {{- if and (eq $kind "mutate") $root.Values.webhook.skipNeedlessMutations -}}
+  {{- $conditions = append $conditions "may-mutate" -}}
+  {{- end -}}
+  {{- with $conditions }}
   matchConditions:
-    {{- if $root.Values.webhook.skipNodeRequests }}
-    # Kubelets only create mirror pods of static pods that already run: admission cannot stop them.
-    - name: not-from-nodes
-      expression: "!request.userInfo.username.startsWith('system:node:')"
-    {{- end }}
-    {{- if $root.Values.webhook.skipUnchangedSpecUpdates }}
-    # Label, annotation, finalizer and owner updates cannot change anything Muster judges (pod
-    # specs and pod templates all live under .spec; status updates use another subresource).
-    - name: spec-changed-on-update
-      expression: "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) || object.spec != oldObject.spec"
-    {{- end }}
-    {{- if $mayMutate }}
-    # A plain Pod none of whose images, GPU resources, node selection, volumes or model
-    # annotations any gate would change is not sent to the mutating webhook (workloads always
-    # are). The same text as MAY_MUTATE in operator/muster/app/webhookconfigs.py.
-    - name: may-mutate
-      expression: >-
-        request.resource.group != '' ||
-        request.resource.resource != 'pods' ||
-        (has(request.subResource) && request.subResource != '') ||
-        !has(object.spec) ||
-        (has(object.spec.containers) && object.spec.containers.exists(c, !has(c.image) || !c.image.contains('@') || (has(c.env) && c.env.exists(e, has(e.name) && e.name == 'STORAGE_URI')) || (has(c.resources) && ((has(c.resources.limits) && c.resources.limits.exists(r, r.startsWith('nvidia.com/'))) || (has(c.resources.requests) && c.resources.requests.exists(r, r.startsWith('nvidia.com/'))))))) ||
-        (has(object.spec.initContainers) && object.spec.initContainers.exists(c, !has(c.image) || !c.image.contains('@') || (has(c.env) && c.env.exists(e, has(e.name) && e.name == 'STORAGE_URI')) || (has(c.resources) && ((has(c.resources.limits) && c.resources.limits.exists(r, r.startsWith('nvidia.com/'))) || (has(c.resources.requests) && c.resources.requests.exists(r, r.startsWith('nvidia.com/'))))))) ||
-        (has(object.spec.ephemeralContainers) && object.spec.ephemeralContainers.exists(c, !has(c.image) || !c.image.contains('@'))) ||
-        (has(object.spec.volumes) && object.spec.volumes.exists(v, has(v.image) || has(v.persistentVolumeClaim))) ||
-        (has(object.spec.resourceClaims) && size(object.spec.resourceClaims) > 0) ||
-        (has(object.spec.nodeSelector) && object.spec.nodeSelector.exists(k, k.startsWith('nvidia.com/'))) ||
-        (has(object.spec.affinity) && has(object.spec.affinity.nodeAffinity)) ||
-        (has(object.metadata.annotations) && object.metadata.annotations.exists(k, k == 'muster.dev/model-volumes' || k.matches('(?i)(storage-uri|storageuri)$')))
+    {{- range $name := . }}
+    - name: {{ $name }}
+      expression: {{ index $pods.matchConditions $name | toJson }}
     {{- end }}
   {{- end }}
 {{- end }}
-{{- end -}}
-
-{{/*
-Pods and every workload kind whose pod templates Muster judges, grouped by API group: the same
-list as operator/muster/kernel/subjects.py (DEFAULT_TEMPLATE_PATHS), which the tests compare.
-Rules for kinds a cluster does not serve (e.g. Ray without its CRDs) simply never match.
-*/}}
-{{- define "muster.webhookRules" -}}
-- apiGroups: [""]
-  apiVersions: ["*"]
-  operations: ["CREATE", "UPDATE"]
-  resources: ["bindings", "pods", "pods/binding", "pods/ephemeralcontainers"]
-  scope: Namespaced
-- apiGroups: ["apps"]
-  apiVersions: ["*"]
-  operations: ["CREATE", "UPDATE"]
-  resources: ["daemonsets", "deployments", "replicasets", "statefulsets"]
-  scope: Namespaced
-- apiGroups: ["batch"]
-  apiVersions: ["*"]
-  operations: ["CREATE", "UPDATE"]
-  resources: ["cronjobs", "jobs"]
-  scope: Namespaced
-- apiGroups: ["jobset.x-k8s.io"]
-  apiVersions: ["*"]
-  operations: ["CREATE", "UPDATE"]
-  resources: ["jobsets"]
-  scope: Namespaced
-- apiGroups: ["kubeflow.org"]
-  apiVersions: ["*"]
-  operations: ["CREATE", "UPDATE"]
-  resources: ["mpijobs", "pytorchjobs", "tfjobs"]
-  scope: Namespaced
-- apiGroups: ["ray.io"]
-  apiVersions: ["*"]
-  operations: ["CREATE", "UPDATE"]
-  resources: ["rayclusters", "rayjobs"]
-  scope: Namespaced
-- apiGroups: ["trainer.kubeflow.org"]
-  apiVersions: ["*"]
-  operations: ["CREATE", "UPDATE"]
-  resources: ["trainingruntimes", "trainjobs"]
-  scope: Namespaced
 {{- end -}}
