@@ -19,11 +19,11 @@ from typing import Any, Generic, TypeVar
 import kopf
 
 from muster.admission import pipeline
-from muster.kernel import gates
+from muster.kernel import gates, observations
 from muster.platform import metrics
 from muster.platform.services import Services
 
-__all__ = ["Area", "FlagError", "Flags", "metric_labels", "resources"]
+__all__ = ["Area", "FlagError", "Flags", "metric_labels", "reasons", "resources"]
 
 SettingsT = TypeVar("SettingsT", contravariant=True)
 
@@ -75,6 +75,8 @@ class Area(Generic[SettingsT]):
     observers: ObserverFactory[SettingsT] | None = None
     # Its ``muster run`` flags and chart values.
     flags: Flags | None = None
+    # Every reason it reports (Events, the reason label of muster_violations) and what it means.
+    reasons: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def metric_labels(areas: Iterable[Area[Any]], namespace_modes: Sequence[str]) -> metrics.Labels:
@@ -91,3 +93,14 @@ def metric_labels(areas: Iterable[Area[Any]], namespace_modes: Sequence[str]) ->
 def resources(areas: Iterable[Area[Any]]) -> list[dict[str, Any]]:
     """Every custom resource the areas define, in declaration order."""
     return [build() for area in areas for build in area.resources]
+
+
+def reasons(areas: Iterable[Area[Any]]) -> dict[str, str]:
+    """Every reason Muster reports: the pipeline's own and each area's; a reason belongs to one."""
+    found = dict(observations.PIPELINE_REASONS)
+    for area in areas:
+        for reason, meaning in area.reasons.items():
+            if reason in found:
+                raise ValueError(f"reason {reason} is declared twice (area {area.name})")
+            found[reason] = meaning
+    return found

@@ -24,7 +24,7 @@ from muster.platform import metrics
 from muster.platform.services import Services
 from muster.vulnerabilities import area as vulnerabilities
 
-__all__ = ["AREAS", "GATES", "gates", "metric_labels"]
+__all__ = ["AREAS", "GATES", "gates", "metric_labels", "reasons"]
 
 # The admission gates: they judge pods, and drift re-runs the ones that can drift.
 GATES: tuple[areas.Area[OperatorSettings], ...] = (
@@ -51,3 +51,8 @@ def metric_labels() -> metrics.Labels:
     """The label values Muster's series are created with, from the declarations."""
     modes = tuple(mode.value for mode in namespaceguard.NamespaceMode)
     return areas.metric_labels(AREAS, namespace_modes=modes)
+
+
+def reasons() -> dict[str, str]:
+    """Every reason Muster reports, and what it means (Events, metrics, docs)."""
+    return areas.reasons(AREAS)

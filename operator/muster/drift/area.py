@@ -31,4 +31,9 @@ def declare(watched: Sequence[areas.Area[Any]]) -> areas.Area[controller.DriftSe
             watched=tuple(resource for area in watched for resource in area.drift_watches),
         ),
         flags=flags.FLAGS,
+        reasons={
+            # drift of running pods
+            "PodDrifted": "a running pod would no longer be admitted (on the Pod; drift "
+            "controller)",
+        },
     )

@@ -7,4 +7,13 @@ from muster.guards import flags
 
 __all__ = ["AREA"]
 
-AREA = areas.Area[object](name="guards", flags=flags.FLAGS)
+AREA = areas.Area[object](
+    name="guards",
+    flags=flags.FLAGS,
+    reasons={
+        # the namespace guard's record of namespace mode changes
+        "NamespaceModeChanged": "a namespace's Muster mode or a protected label changed (Normal)",
+        "NamespaceModeChangeRefused": "the namespace guard refused lowering a namespace's "
+        "enforcement",
+    },
+)

@@ -36,4 +36,23 @@ AREA = areas.Area[gate.ImageSettings](
     gates=_gates,
     controllers=gate.register_controller,
     flags=flags.FLAGS,
+    reasons={
+        # digest pinning and pod specs
+        "ImageNotPinned": "an image is referred to by tag, not by digest",
+        "ImageMissing": "a container names no image",
+        "ImageReferenceInvalid": "an image reference does not parse",
+        "PodSpecInvalid": "a pod template is not a valid pod spec",
+        # image signatures
+        "ImageNotSigned": "an ImagePolicy covers the image and it carries no signature",
+        "SignatureInvalid": "signatures exist but none could be read or checked",
+        "SignatureNotTrusted": "no signature by the ImagePolicy's trusted keys or identities "
+        "verifies",
+        "SignatureLookupFailed": "the registry could not be asked for the image's signatures",
+        "ImageNotResolved": "the image's tag could not be resolved to a digest",
+        "ImagePolicyInvalid": "an ImagePolicy that covers the image does not compile",
+        "ImagePoliciesUnavailable": "the ImagePolicies could not be listed",
+        "ImageNotCovered": "no ImagePolicy that applies to the namespace covers the image",
+        "ImagePassedUnsigned": "a static-pass ImagePolicy admitted the image without a signature",
+        "ImageDisallowed": "a static-fail ImagePolicy refuses the images it covers",
+    },
 )

@@ -22,7 +22,7 @@ from muster.kernel import findings, gates, subjects
 __all__ = [
     "OTHER",
     "PASSED_UNSIGNED",
-    "REASONS",
+    "PIPELINE_REASONS",
     "BoundedLabel",
     "Delivery",
     "EventType",
@@ -42,79 +42,24 @@ __all__ = [
 
 OTHER = "other"  # the label value every value past a bound is folded into
 
-# Every reason Muster reports, as an Event's reason and as the ``reason`` label of
-# ``muster_violations``, and what it means. Exactly the reasons the code emits: a unit test
-# (tests/unit/observability/test_reasons.py) reads the source and fails on any difference, and
-# another checks that docs/observability.md describes them all.
 # An image admitted without a signature because an ImagePolicy says so: not a violation, but
 # never silent (counted apart from violations, never drift).
 PASSED_UNSIGNED = "ImagePassedUnsigned"
 
-REASONS: Mapping[str, str] = {
-    # digest pinning and pod specs
-    "ImageNotPinned": "an image is referred to by tag, not by digest",
-    "ImageMissing": "a container names no image",
-    "ImageReferenceInvalid": "an image reference does not parse",
-    "PodSpecInvalid": "a pod template is not a valid pod spec",
-    # image signatures
-    "ImageNotSigned": "an ImagePolicy covers the image and it carries no signature",
-    "SignatureInvalid": "signatures exist but none could be read or checked",
-    "SignatureNotTrusted": "no signature by the ImagePolicy's trusted keys or identities verifies",
-    "SignatureLookupFailed": "the registry could not be asked for the image's signatures",
-    "ImageNotResolved": "the image's tag could not be resolved to a digest",
-    "ImagePolicyInvalid": "an ImagePolicy that covers the image does not compile",
-    "ImagePoliciesUnavailable": "the ImagePolicies could not be listed",
-    "ImageNotCovered": "no ImagePolicy that applies to the namespace covers the image",
-    "ImagePassedUnsigned": "a static-pass ImagePolicy admitted the image without a signature",
-    "ImageDisallowed": "a static-fail ImagePolicy refuses the images it covers",
-    "NamespaceUnavailable": "the namespace's labels could not be read to select policies",
-    # GPU stack
-    "NoCompliantNode": "no compliant GPU node can run the pod's CUDA requirement",
-    "NodeNotCompliant": "a pod is placed on a GPU node that is not compliant",
-    "NodeInsufficient": "a pod is placed on a compliant GPU node too old for its CUDA",
-    "NodeUnknown": "a GPU pod is placed on a node Muster has not judged",
-    "BindingInvalid": "a Binding names no target node",
-    "CudaNotAllowed": "the CUDA version a workload needs is not on the policy's allowlist",
-    "CudaVersionUnknown": "the policy allowlists CUDA versions and the workload declares none",
-    "CudaRequirementInvalid": "a CUDA requirement (NVIDIA_REQUIRE_CUDA or annotation) is invalid",
-    "ImageConfigUnreadable": "an image's config could not be read (a GPU image's CUDA "
-    "requirement, or NVIDIA_VISIBLE_DEVICES where a GPUStackPolicy applies)",
-    "GPUAccessNotRequested": "a container requesting no GPU sets NVIDIA_VISIBLE_DEVICES",
-    "LdPreloadInGPUImage": "LD_PRELOAD in a GPU image's environment (NVIDIAScape)",
-    "RequirementCheckDisabled": "NVIDIA_DISABLE_REQUIRE switches the runtime's CUDA check off",
-    "GPUStackCompliant": "a node's GPU stack became compliant (on the Node)",
-    "GPUStackNonCompliant": "a node's GPU stack is not compliant with policy (on the Node)",
-    "GPUStackUnknown": "a node's GPU stack cannot be judged (on the Node)",
-    # models
-    "ModelNotApproved": "a model reference does not match an approved digest",
-    "ModelRevoked": "a Model's approval was revoked (on the Model and each Pod using it)",
-    "ModelDigestChanged": "a Model's digest changed under running pods (on the Model and Pods)",
-    "ModelSignatureNotVerified": "the policy requires a verified signature the Model lacks",
-    "ModelUnsafeSerialization": "the Model's files use a format the policy refuses (pickle)",
-    "ModelReferenceInvalid": "a model reference does not parse",
-    "ModelReferenceUnresolved": "a model image's tag could not be resolved to a digest",
-    "ModelVolumeUnknown": "the model-volumes annotation names a volume the pod lacks",
-    "ModelVolumesInvalid": "the model-volumes annotation is not valid",
-    "ModelVerifierMissing": "a model volume has no verifying init container",
-    "ModelLookupFailed": "a PVC could not be read to tell whether it holds a model",
-    "ModelRegistryUnavailable": "the Models and ModelPolicies could not be listed",
-    # vulnerabilities
-    "VulnerabilitiesAboveThreshold": "an image's scan has findings above the policy's threshold",
-    "ImageNotScanned": "no scan of the image digest exists yet (it is queued)",
-    "ImageScanFailed": "the last scan of the image digest failed",
-    "DigestUnresolved": "the image's digest could not be found to look its scan up",
+# The reasons the pipeline itself reports, and what they mean; each area declares its own
+# (``Area.reasons``). Together they are exactly the reasons the code emits: a unit test
+# (tests/unit/observability/test_reasons.py) reads the source and fails on any difference, and
+# another checks that docs/observability.md describes them all.
+PIPELINE_REASONS: Mapping[str, str] = {
     # exemptions
     "ExemptionUsed": "an exemption let a request through that a rule would have stopped",
     "ExemptionInvalid": "an exemption annotation gives no usable reason",
     "ExemptionNotAllowed": "an exemption was asked for by a user outside the exemption groups",
-    # the namespace guard's record of namespace mode changes
-    "NamespaceModeChanged": "a namespace's Muster mode or a protected label changed (Normal)",
-    "NamespaceModeChangeRefused": "the namespace guard refused lowering a namespace's enforcement",
-    # drift of running pods
-    "PodDrifted": "a running pod would no longer be admitted (on the Pod; drift controller)",
     # the pipeline
     "DeadlineExceeded": "a gate gave no answer within the admission deadline",
     "InternalError": "a gate failed; see the operator logs",
+    # every gate that reads namespace labels
+    "NamespaceUnavailable": "the namespace's labels could not be read to select policies",
 }
 
 NOTE_LIMIT = 1024  # events.k8s.io/v1 rejects notes longer than 1 kB

@@ -26,4 +26,19 @@ AREA = areas.Area[controllers.ModelSettings](
     gates=controllers.gates_for,
     controllers=controllers.controllers,
     flags=flags.FLAGS,
+    reasons={
+        # models
+        "ModelNotApproved": "a model reference does not match an approved digest",
+        "ModelRevoked": "a Model's approval was revoked (on the Model and each Pod using it)",
+        "ModelDigestChanged": "a Model's digest changed under running pods (on the Model and Pods)",
+        "ModelSignatureNotVerified": "the policy requires a verified signature the Model lacks",
+        "ModelUnsafeSerialization": "the Model's files use a format the policy refuses (pickle)",
+        "ModelReferenceInvalid": "a model reference does not parse",
+        "ModelReferenceUnresolved": "a model image's tag could not be resolved to a digest",
+        "ModelVolumeUnknown": "the model-volumes annotation names a volume the pod lacks",
+        "ModelVolumesInvalid": "the model-volumes annotation is not valid",
+        "ModelVerifierMissing": "a model volume has no verifying init container",
+        "ModelLookupFailed": "a PVC could not be read to tell whether it holds a model",
+        "ModelRegistryUnavailable": "the Models and ModelPolicies could not be listed",
+    },
 )

@@ -18,4 +18,12 @@ AREA = areas.Area[gate.ScanSettings](
     gates=gate.gate_factory,
     controllers=gate.register_controller,
     flags=flags.FLAGS,
+    reasons={
+        # vulnerabilities
+        "VulnerabilitiesAboveThreshold": "an image's scan has findings above the policy's "
+        "threshold",
+        "ImageNotScanned": "no scan of the image digest exists yet (it is queued)",
+        "ImageScanFailed": "the last scan of the image digest failed",
+        "DigestUnresolved": "the image's digest could not be found to look its scan up",
+    },
 )

@@ -3,10 +3,10 @@
 It serves only the repositories registered under its tokens (the image being scanned, and the
 vulnerability DB repository when trivy may download it), fetching every manifest and blob with
 Muster's :class:`~muster.platform.registries.RegistryClient`, so each connection a scan causes
-passes the client's egress rules; see ``vulnerabilities/rules/relay.py`` for why a relay and not a proxy.
-Blobs are streamed, never held whole. Requests trivy sends to it as its HTTP(S) proxy are
-refused and recorded, as is everything the client refused or could not fetch, so the scan's
-error names the real cause rather than trivy's account of it.
+passes the client's egress rules; see ``vulnerabilities/rules/relay.py`` for why a relay and
+not a proxy. Blobs are streamed, never held whole. Requests trivy sends to it as its HTTP(S)
+proxy are refused and recorded, as is everything the client refused or could not fetch, so the
+scan's error names the real cause rather than trivy's account of it.
 """
 
 from __future__ import annotations

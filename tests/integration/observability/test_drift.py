@@ -19,7 +19,8 @@ import yaml
 from kubernetes import client
 
 from muster.admission import server
-from muster.app import localoperator, runtime
+from muster.app import areas, localoperator, runtime
+from muster.drift import area as drift_area
 from muster.drift import controller as drift_handlers
 from muster.drift.rules import passes as drift
 from muster.images import gate as imagegate
@@ -31,6 +32,8 @@ from muster.platform import controlplane, events, kubeapi, kubesetup, registries
 from tests import kubeclients, paths
 
 pytestmark = pytest.mark.integration
+# What the drift pass re-runs and ignores, as the areas declare it.
+RULES = drift_area.rules(areas.GATES)
 
 GROUP, VERSION = crds.GROUP, crds.VERSION
 SUITE = "muster.dev/integration-drift"
@@ -170,7 +173,7 @@ async def test_a_revoked_model_makes_its_pod_drift_and_the_model_index_counts_lo
         assert (cache(services, "miss"), cache(services, "hit")) == (2, 2)
 
         await admit(pipeline, namespace, body("no-model", None), plane)
-        controller = drift_handlers.DriftController(services, interval=300)
+        controller = drift_handlers.DriftController(services, rules=RULES, interval=300)
         assert await controller.active()  # no peering: this process runs the controllers
 
         # Nothing changed yet: nothing drifted.
@@ -263,10 +266,12 @@ async def test_only_the_replica_kopf_peering_puts_in_charge_runs_drift_passes(
             )
             settings = dataclasses.replace(services.settings, peering=name, priority=priority)
             services.settings = settings
-            controller = drift_handlers.DriftController(services, interval=300)
+            controller = drift_handlers.DriftController(services, rules=RULES, interval=300)
             assert await controller.active() is expected, priority
         # A peering object that cannot be read: no pass (never two replicas at once).
         services.settings = dataclasses.replace(services.settings, peering=f"{name}-missing")
-        assert not await drift_handlers.DriftController(services, interval=300).active()
+        assert not await drift_handlers.DriftController(
+            services, rules=RULES, interval=300
+        ).active()
     finally:
         await services.kube.delete(f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}")

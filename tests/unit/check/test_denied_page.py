@@ -15,11 +15,12 @@ import re
 import pytest
 
 from muster.admission import pipeline as admissions
+from muster.app import areas
 from muster.images import gate as imagegate
 from muster.images import verifier as imageverifier
 from muster.images.rules import pinning
 from muster.images.rules import policies as imagepolicies
-from muster.kernel import findings, gates, observations, pods, references, reviews
+from muster.kernel import findings, gates, pods, references, reviews
 from tests.integration import docblocks
 from tests.paths import fixture
 from tests.unit.admission.test_reviews import review
@@ -47,10 +48,10 @@ def _entries() -> dict[str, str]:
 
 def test_every_reason_a_user_can_meet_has_an_entry_with_a_next_step() -> None:
     entries = _entries()
-    expected = set(observations.REASONS) - set(NOT_FOR_USERS)
+    expected = set(areas.reasons()) - set(NOT_FOR_USERS)
     assert not expected - set(entries), f"no entry in {PAGE}: {sorted(expected - set(entries))}"
     assert not set(entries) - expected, f"not a reason users meet: {set(entries) - expected}"
-    assert set(NOT_FOR_USERS) <= set(observations.REASONS)
+    assert set(NOT_FOR_USERS) <= set(areas.reasons())
     for reason, body in entries.items():
         for part in ("- **Means**: ", "- **Fix**: ", "- **Ask**: "):
             assert part in body, f"{PAGE} {reason}: no {part.strip(' -:*')}"

@@ -13,7 +13,7 @@ from muster.app import areas
 from muster.cli import main
 from muster.drift import area as drift_area
 from muster.drift.rules import passes as drift
-from muster.kernel import exemptions, findings, observations, reviews, scopes, selectors, subjects
+from muster.kernel import exemptions, findings, reviews, scopes, selectors, subjects
 from tests import commandline
 
 pytestmark = pytest.mark.unit
@@ -115,7 +115,7 @@ def finding(check: str, reason: str, subject: str = 'container "main"') -> findi
 
 
 def test_only_findings_about_the_pod_from_drift_checks_are_drift() -> None:
-    assert RULES.not_drift.issubset(observations.REASONS)  # real reasons, spelled right
+    assert RULES.not_drift.issubset(areas.reasons())  # real reasons, spelled right
     assert set(RULES.checks) == {"image-signature", "gpu-stack", "models"}
     found = [
         finding("image-signature", "SignatureNotTrusted"),

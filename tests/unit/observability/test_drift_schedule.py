@@ -15,7 +15,8 @@ import kopf
 import pytest
 
 from muster.admission import server
-from muster.app import runtime
+from muster.app import areas, runtime
+from muster.drift import area as drift_area
 from muster.drift import controller as drift
 from muster.platform import kubeapi, registries
 
@@ -26,7 +27,13 @@ class Counting(drift.DriftController):
     def __init__(
         self, services: runtime.Services, *, interval: float, debounce: float, max_delay: float
     ) -> None:
-        super().__init__(services, interval=interval, debounce=debounce, max_delay=max_delay)
+        super().__init__(
+            services,
+            rules=drift_area.rules(areas.GATES),
+            interval=interval,
+            debounce=debounce,
+            max_delay=max_delay,
+        )
         self.ran: list[float] = []
 
     async def run_pass(self) -> dict[str, int]:
@@ -107,10 +114,13 @@ async def test_drift_interval_zero_registers_nothing_else_four_policy_watches(
 ) -> None:
     services.settings = dataclasses.replace(services.settings, drift_interval=0)
     registry = kopf.OperatorRegistry()
-    drift.register_controller(registry, services)
+    # Registered as muster run registers it: the drift area declared over the gates.
+    register = drift_area.declare(areas.GATES).controllers
+    assert register is not None
+    register(registry, services)
     assert "drift" not in services.areas
     services.settings = dataclasses.replace(services.settings, drift_interval=300)
-    drift.register_controller(registry, services)
+    register(registry, services)
     assert isinstance(services.areas["drift"], drift.DriftController)
     # kopf's registry of event handlers (not public API, but the only place they are listed).
     watched = {

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from muster.app import areas
 from muster.kernel import crds, findings, gates, observations, subjects
 
 pytestmark = pytest.mark.unit
@@ -318,4 +319,4 @@ def test_an_allowlist_names_exactly_its_namespaces() -> None:
 def test_the_docs_describe_every_event_reason() -> None:
     text = DOCS.read_text()
     documented = set(re.findall(r"^\| `([A-Za-z]+)` \|", text, re.MULTILINE))
-    assert set(observations.REASONS) <= documented
+    assert set(areas.reasons()) <= documented

@@ -1,4 +1,5 @@
-"""``observations.REASONS`` is exactly the set of reasons the code reports.
+"""The declared reasons (the pipeline's and each area's: ``muster.app.areas.reasons()``) are
+exactly the reasons the code reports.
 
 A reason reaches an Event or the ``reason`` label of ``muster_violations`` through a few
 carriers: a ``Finding``, a ``Notice``, a failed image ``Decision``, a vulnerability
@@ -28,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import muster
-from muster.kernel import observations
+from muster.app import areas
 
 pytestmark = pytest.mark.unit
 
@@ -188,7 +189,7 @@ def emitted() -> frozenset[str]:
 
 def test_reasons_lists_exactly_what_the_code_reports() -> None:
     reported = emitted()
-    listed = set(observations.REASONS)
+    listed = set(areas.reasons())
     assert not reported - listed, f"reported but not in REASONS: {sorted(reported - listed)}"
     assert not listed - reported, f"in REASONS but never reported: {sorted(listed - reported)}"
 
