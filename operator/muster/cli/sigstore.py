@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from muster.cli import common
-from muster.signatures.rules import bundles, cosign, keys
+from muster.signatures.rules import authorities, bundles, keys, proofs, trust
 
 __all__ = ["register"]
 
@@ -90,7 +90,7 @@ def _artifact(text: str) -> bundles.Artifact:
     return bundles.Artifact.from_bytes(_read(Path(text), "artifact", MAX_ARTIFACT_BYTES))
 
 
-def _trusted_root(args: argparse.Namespace) -> bundles.TrustedRoot:
+def _trusted_root(args: argparse.Namespace) -> trust.TrustedRoot:
     if args.trusted_root is not None:
         data = _read(args.trusted_root, "trusted root")
     else:
@@ -102,12 +102,12 @@ def _trusted_root(args: argparse.Namespace) -> bundles.TrustedRoot:
         except OSError as error:
             raise common.CommandError(f"shipped trusted root is unreadable: {error}") from None
     try:
-        return bundles.load_trusted_root(data)
-    except bundles.InvalidTrustRoot as error:
+        return trust.load_trusted_root(data)
+    except trust.InvalidTrustRoot as error:
         raise common.CommandError(str(error)) from None
 
 
-def _identities(args: argparse.Namespace) -> tuple[cosign.Identity, ...]:
+def _identities(args: argparse.Namespace) -> tuple[authorities.Identity, ...]:
     subject = (args.certificate_identity, args.certificate_identity_regexp)
     issuer = (args.certificate_oidc_issuer, args.certificate_oidc_issuer_regexp)
     if subject == (None, None) or issuer == (None, None):
@@ -116,14 +116,14 @@ def _identities(args: argparse.Namespace) -> tuple[cosign.Identity, ...]:
         )
     try:
         return (
-            cosign.Identity(
+            authorities.Identity(
                 subject=subject[0],
                 subject_regexp=subject[1],
                 issuer=issuer[0],
                 issuer_regexp=issuer[1],
             ),
         )
-    except cosign.InvalidPolicy as error:
+    except authorities.InvalidPolicy as error:
         raise common.CommandError(str(error)) from None
 
 
@@ -161,14 +161,14 @@ def verify_bundle(args: argparse.Namespace) -> int:
             key=key,
             trusted_root=trusted_root,
         )
-    except bundles.Rejected as error:
+    except proofs.Rejected as error:
         common.emit(
             args,
             f"FAIL: {args.artifact}: {error}",
             {"verified": False, "artifact": args.artifact, "reason": str(error)},
         )
         return common.EXIT_FAIL
-    except cosign.InvalidPolicy as error:
+    except authorities.InvalidPolicy as error:
         raise common.CommandError(str(error)) from None
     when = verified.integrated_time.isoformat() if verified.integrated_time else None
     common.emit(

@@ -1,8 +1,9 @@
 """The image-signature engine: reference -> digest -> signatures on the registry -> decision.
 
-For each image it finds both on-registry formats cosign writes: the legacy ``sha256-<hex>.sig``
-simple-signing manifest, and Sigstore bundles attached as OCI 1.1 referrers (through the
-referrers API or its ``sha256-<hex>`` tag fallback). For a multi-arch index, a signature on the
+For each image it asks the registry for the evidence of every signature format in
+:data:`muster.signatures.registered.FORMATS` (today Sigstore bundles attached as OCI 1.1
+referrers, then cosign's legacy ``sha256-<hex>.sig`` simple-signing manifest). For a multi-arch
+index, a signature on the
 index counts, and otherwise every platform manifest must be signed on its own. The decision is
 made by the pure :func:`muster.images.rules.policies.judge`.
 
@@ -10,11 +11,11 @@ The registry is asked in stages, each only when the previous one did not settle 
 so a cold image pinned by digest costs three round trips and three requests whichever format
 signed it (one more for a tag, to resolve it):
 
-1. referrers (the API or its fallback tag), then each bundle's manifest, then its blob;
-2. only if those bundles do not satisfy the policy: the legacy ``.sig`` manifest, then its
-   layers (the judgement is monotone: more signatures can only satisfy more authorities, so
-   skipping this stage when the bundles already pass never changes a decision);
-3. only if the image still fails: its manifest, and when it is an index, the signatures of
+1. each format in turn (bundles: referrers, then each bundle's manifest, then its blob), the
+   next only if what was found so far does not satisfy the policy (legacy: the ``.sig``
+   manifest, then its layers; the judgement is monotone: more signatures can only satisfy
+   more authorities, so skipping a format once the policy passes never changes a decision);
+2. only if the image still fails: its manifest, and when it is an index, the signatures of
    every platform manifest.
 
 Caching keeps admission fast and registries calm:
@@ -33,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import enum
 import functools
 import hashlib
 import logging
@@ -45,16 +45,14 @@ from typing import Any, Generic, TypeVar
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import references
 from muster.platform import registries
-from muster.signatures.rules import bundles, cosign
+from muster.signatures import fetching, registered
+from muster.signatures.rules import authorities, formats
 
 __all__ = ["CacheSettings", "CredentialProvider", "ImageResult", "Verifier"]
 
 logger = logging.getLogger("muster.images")
 
-BUNDLE_ARTIFACT_PREFIX = "application/vnd.dev.sigstore.bundle"
-EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 MAX_PLATFORMS = 32
-MAX_SIGNATURE_LAYERS = 32
 # At most this many public-key signature checks (about 0.1 ms each) run on the event loop.
 INLINE_SIGNATURE_CHECKS = 4
 
@@ -324,20 +322,24 @@ class Verifier:
         policy: imagepolicies.CompiledPolicy,
         credentials: CredentialProvider | None,
     ) -> imagepolicies.Decision:
-        evidence = await self._evidence(reference, digest, credentials, _Stage.BUNDLES)
+        evidence = imagepolicies.Evidence(digest=digest)
         decision: imagepolicies.Decision | None = None
-        if evidence.error is None and evidence.bundles:
-            decision = await _judge(policy, evidence)
-        if evidence.error is None and (decision is None or not decision.passed):
-            legacy = await self._evidence(reference, digest, credentials, _Stage.LEGACY)
-            if decision is None or legacy.error is not None or legacy.legacy or legacy.problems:
-                evidence = _merged(evidence, legacy)
-                decision = None
+        for signature_format in registered.FORMATS:
+            found = await self._evidence(reference, digest, credentials, signature_format)
+            if decision is not None and found.error is None and not _anything(found):
+                continue  # nothing new: the decision on what was found before stands
+            evidence, decision = _merged(evidence, found), None
+            if evidence.error is not None:
+                break
+            if any(signatures.items for signatures in evidence.signatures):
+                decision = await _judge(policy, evidence)
+                if decision.passed:
+                    break
         if decision is None:
             decision = await _judge(policy, evidence)
         if not decision.passed and evidence.error is None:
             # Maybe a multi-arch index signed per platform: one more look, only on failure.
-            expanded = await self._evidence(reference, digest, credentials, _Stage.PLATFORMS)
+            expanded = await self._evidence(reference, digest, credentials, None)
             if expanded.is_index:
                 decision = await _judge(
                     policy,
@@ -350,21 +352,19 @@ class Verifier:
         reference: references.ImageReference,
         digest: str,
         credentials: CredentialProvider | None,
-        stage: _Stage,
+        stage: fetching.SignatureFormat | None,
     ) -> imagepolicies.Evidence:
-        key = ("evidence", reference.name, digest, stage)
+        """One format's evidence, or with ``stage`` None the platforms of an index."""
+        key = ("evidence", reference.name, digest, stage.format.name if stage else "platforms")
 
         async def work() -> imagepolicies.Evidence:
             client = await self._client_for(credentials)
             try:
-                if stage is _Stage.PLATFORMS:
+                if stage is None:
                     return await _platforms(client, reference, digest)
-                if stage is _Stage.LEGACY:
-                    found, problems = await _legacy(client, reference, digest)
-                    return imagepolicies.Evidence(digest=digest, legacy=found, problems=problems)
-                bundles_found, problems = await _bundles(client, reference, digest)
+                fetched = await stage.fetch(client, reference, digest)
                 return imagepolicies.Evidence(
-                    digest=digest, bundles=bundles_found, problems=problems
+                    digest=digest, signatures=(fetched.found,), problems=fetched.problems
                 )
             except registries.RegistryError as error:
                 return imagepolicies.Evidence(digest=digest, error=f"registry error: {error}")
@@ -416,12 +416,6 @@ def _static(policy: imagepolicies.CompiledPolicy) -> imagepolicies.Decision:
     return decision
 
 
-class _Stage(enum.Enum):
-    BUNDLES = "bundles"
-    LEGACY = "legacy"
-    PLATFORMS = "platforms"
-
-
 async def _judge(
     policy: imagepolicies.CompiledPolicy, evidence: imagepolicies.Evidence
 ) -> imagepolicies.Decision:
@@ -436,23 +430,18 @@ async def _judge(
 
 def _attempts(policy: imagepolicies.CompiledPolicy, evidence: imagepolicies.Evidence) -> int:
     """Signature checks ``judge`` may make, at most (platforms count their own evidence)."""
-    per_authority = min(len(evidence.bundles), imagepolicies.MAX_BUNDLES) + min(
-        len(evidence.legacy), imagepolicies.MAX_BUNDLES
-    )
-    for _, platform in evidence.platforms:
-        per_authority += min(len(platform.bundles), imagepolicies.MAX_BUNDLES) + min(
-            len(platform.legacy), imagepolicies.MAX_BUNDLES
-        )
+    per_authority = _checks(evidence) + sum(_checks(platform) for _, platform in evidence.platforms)
     return per_authority * len(policy.authorities)
+
+
+def _checks(evidence: imagepolicies.Evidence) -> int:
+    return sum(min(len(found.items), formats.MAX_PER_FORMAT) for found in evidence.signatures)
 
 
 def _keys_only(policy: imagepolicies.CompiledPolicy) -> bool:
     """Every authority is a bare public key: no certificate chains, no log proofs."""
     return all(
-        isinstance(authority.bundle, bundles.KeyAuthority)
-        and authority.bundle.trusted_root is None
-        and isinstance(authority.legacy, cosign.KeyAuthority)
-        and authority.legacy.rekor_keys is None
+        isinstance(authority, authorities.KeyAuthority) and authority.trusted_root is None
         for authority in policy.authorities
     )
 
@@ -460,14 +449,21 @@ def _keys_only(policy: imagepolicies.CompiledPolicy) -> bool:
 def _merged(
     first: imagepolicies.Evidence, second: imagepolicies.Evidence
 ) -> imagepolicies.Evidence:
-    """Both stages' findings about one digest; a registry error in either is the error."""
+    """Two stages' findings about one digest; a registry error in either is the error.
+
+    The later stage's evidence and problems come first: judged and reported in that order,
+    the legacy signatures of an image read before its bundles, as they always have."""
     return dataclasses.replace(
         first,
-        legacy=first.legacy + second.legacy,
-        bundles=first.bundles + second.bundles,
+        signatures=second.signatures + first.signatures,
         problems=second.problems + first.problems,
         error=first.error or second.error,
     )
+
+
+def _anything(evidence: imagepolicies.Evidence) -> bool:
+    """Whether a stage found evidence or a problem worth a new judgement."""
+    return bool(evidence.problems) or any(found.items for found in evidence.signatures)
 
 
 class _Credentials:
@@ -491,113 +487,20 @@ class _Credentials:
 async def _signatures(
     client: registries.RegistryClient, reference: references.ImageReference, digest: str
 ) -> imagepolicies.Evidence:
-    (legacy, legacy_problems), (found, bundle_problems) = await asyncio.gather(
-        _legacy(client, reference, digest), _bundles(client, reference, digest)
+    """Every format's evidence about one digest at once (a platform of an index)."""
+    fetched = await asyncio.gather(
+        *(
+            signature_format.fetch(client, reference, digest)
+            for signature_format in registered.FORMATS
+        )
     )
+    # Ordered as the staged lookup merges them: the format asked last first.
+    ordered = tuple(reversed(fetched))
     return imagepolicies.Evidence(
         digest=digest,
-        legacy=legacy,
-        bundles=found,
-        problems=(*legacy_problems, *bundle_problems),
+        signatures=tuple(result.found for result in ordered),
+        problems=tuple(problem for result in ordered for problem in result.problems),
     )
-
-
-async def _legacy(
-    client: registries.RegistryClient, reference: references.ImageReference, digest: str
-) -> tuple[tuple[imagepolicies.LegacySignature, ...], tuple[str, ...]]:
-    algorithm, _, hexdigest = digest.partition(":")
-    try:
-        manifest = await client.manifest(
-            reference.registry, reference.repository, f"{algorithm}-{hexdigest}.sig"
-        )
-    except registries.NotFound:
-        return (), ()
-    try:
-        layers = manifest.json().get("layers")
-    except (ValueError, registries.RegistryError):
-        return (), ("legacy signature manifest is not a JSON object",)
-    if not isinstance(layers, list) or not layers:
-        return (), ("legacy signature manifest has no layers",)
-    wanted = {
-        layer["digest"]
-        for layer in layers[:MAX_SIGNATURE_LAYERS]
-        if isinstance(layer, dict) and isinstance(layer.get("digest"), str)
-    }
-    blobs: dict[str, bytes] = {}
-    problems: list[str] = []
-
-    async def fetch(blob_digest: str) -> None:
-        try:
-            blobs[blob_digest] = await client.blob(
-                reference.registry, reference.repository, blob_digest, max_bytes=1024 * 1024
-            )
-        except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
-            problems.append(f"legacy signature payload: {error}")
-
-    await asyncio.gather(*(fetch(blob) for blob in sorted(wanted)))
-    return (imagepolicies.LegacySignature(manifest=manifest.raw, blobs=blobs),), tuple(problems)
-
-
-async def _bundles(
-    client: registries.RegistryClient, reference: references.ImageReference, digest: str
-) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
-    descriptors = await client.referrers(reference.registry, reference.repository, digest)
-    # Registries report a referrer's artifactType differently (ggcr gives the config media
-    # type when cosign puts artifactType beside the empty config): also look at manifests
-    # that may be bundles, and let their layer decide.
-    wanted = [
-        descriptor
-        for descriptor in descriptors
-        if isinstance(descriptor.get("digest"), str)
-        and (
-            _is_bundle_type(descriptor.get("artifactType"))
-            or descriptor.get("artifactType") in (None, "", EMPTY_CONFIG)
-        )
-    ][: imagepolicies.MAX_BUNDLES]
-    problems: list[str] = []
-
-    async def fetch(descriptor: dict[str, Any]) -> bytes | None:
-        what = f"bundle manifest {descriptor['digest']}"
-        try:
-            manifest = await client.manifest(
-                reference.registry, reference.repository, descriptor["digest"]
-            )
-            document = manifest.json()
-            layers = document.get("layers")
-            subject = document.get("subject")
-            if not isinstance(subject, dict) or subject.get("digest") != digest:
-                problems.append(f"{what} does not name the image as its subject")
-                return None
-            if (
-                not isinstance(layers, list)
-                or len(layers) != 1
-                or not isinstance(layers[0], dict)
-                or not _is_bundle_type(layers[0].get("mediaType"))
-                or not isinstance(layers[0].get("digest"), str)
-            ):
-                if _is_bundle_type(descriptor.get("artifactType")):
-                    problems.append(f"{what} does not hold exactly one bundle layer")
-                return None  # another kind of referrer (an SBOM, an attestation, ...)
-            return await client.blob(
-                reference.registry,
-                reference.repository,
-                layers[0]["digest"],
-                max_bytes=bundles.MAX_BUNDLE_BYTES,
-            )
-        except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
-            problems.append(str(error))
-        except (ValueError, registries.RegistryError) as error:
-            if isinstance(error, registries.Unavailable | registries.Unauthorized):
-                raise
-            problems.append(f"{what}: {error}")
-        return None
-
-    fetched = await asyncio.gather(*(fetch(descriptor) for descriptor in wanted))
-    return tuple(bundle for bundle in fetched if bundle is not None), tuple(problems)
-
-
-def _is_bundle_type(media_type: object) -> bool:
-    return isinstance(media_type, str) and media_type.startswith(BUNDLE_ARTIFACT_PREFIX)
 
 
 def _platform_name(descriptor: Mapping[str, Any], index: int) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from muster.app import catalog
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import pullsecrets, references
-from muster.signatures.rules import cosign
+from muster.signatures.rules import authorities, bundles, cosign, formats, trust
 from tests.paths import fixture
 from tests.unit.signatures.conftest import (
     ALICE_DIGEST,
@@ -42,10 +42,15 @@ def compiled(data: dict[str, Any], materials: dict[imagepolicies.Source, bytes] 
     return imagepolicies.compile_policy("p", 3, imagepolicies.parse_spec(data), materials or {})
 
 
-def legacy(capture: Capture) -> imagepolicies.LegacySignature:
-    return imagepolicies.LegacySignature(
+def legacy(capture: Capture) -> cosign.LegacySignature:
+    return cosign.LegacySignature(
         manifest=json.dumps(capture.manifest).encode(), blobs=capture.blobs
     )
+
+
+def legacy_found(*signatures: cosign.LegacySignature) -> tuple[formats.Found, ...]:
+    """Evidence as the registry's legacy ``.sig`` lookup hands it to the judge."""
+    return (formats.Found(cosign.FORMAT, signatures),)
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -240,7 +245,7 @@ def test_compile_resolves_secret_keys_and_roots() -> None:
         {imagepolicies.Source("Secret", "k", "s", "pub"): ALICE.encode(), ROOT_SOURCE: PGI_ROOT},
     )
     assert [a.name for a in policy.authorities] == ["a", "ci"]
-    assert isinstance(policy.authorities[1].legacy, cosign.KeylessAuthority)
+    assert isinstance(policy.authorities[1], authorities.KeylessAuthority)
     assert policy.key == ("p", 3)
 
 
@@ -292,7 +297,10 @@ def test_crd_is_generated_from_the_model() -> None:
 
 def test_alice_capture_passes_a_policy_trusting_alice() -> None:
     evidence = imagepolicies.Evidence(
-        digest=ALICE_DIGEST, legacy=(legacy(signature_manifest(ALICE_DIGEST)),)
+        digest=ALICE_DIGEST,
+        signatures=legacy_found(
+            legacy(signature_manifest(ALICE_DIGEST)),
+        ),
     )
     decision = imagepolicies.judge(compiled(spec()), evidence)
     assert decision.passed, decision.message
@@ -301,7 +309,10 @@ def test_alice_capture_passes_a_policy_trusting_alice() -> None:
 
 def test_untrusted_key_fails_with_the_reason() -> None:
     evidence = imagepolicies.Evidence(
-        digest=ALICE_DIGEST, legacy=(legacy(signature_manifest(ALICE_DIGEST)),)
+        digest=ALICE_DIGEST,
+        signatures=legacy_found(
+            legacy(signature_manifest(ALICE_DIGEST)),
+        ),
     )
     decision = imagepolicies.judge(
         compiled(spec(authorities=[{"name": "bob", "key": {"data": BOB}}])), evidence
@@ -313,7 +324,10 @@ def test_untrusted_key_fails_with_the_reason() -> None:
 
 def test_threshold_two_of_three() -> None:
     evidence = imagepolicies.Evidence(
-        digest=ALICE_DIGEST, legacy=(legacy(signature_manifest(ALICE_DIGEST)),)
+        digest=ALICE_DIGEST,
+        signatures=legacy_found(
+            legacy(signature_manifest(ALICE_DIGEST)),
+        ),
     )
     authorities = [
         {"name": "alice", "key": {"data": ALICE}},
@@ -329,7 +343,12 @@ def test_threshold_two_of_three() -> None:
 
 def test_signature_for_another_digest_does_not_count() -> None:
     capture = signature_manifest(ALICE_DIGEST)
-    evidence = imagepolicies.Evidence(digest="sha256:" + "1" * 64, legacy=(legacy(capture),))
+    evidence = imagepolicies.Evidence(
+        digest="sha256:" + "1" * 64,
+        signatures=legacy_found(
+            legacy(capture),
+        ),
+    )
     decision = imagepolicies.judge(compiled(spec()), evidence)
     assert not decision.passed
     assert "not the image digest" in decision.message
@@ -346,7 +365,10 @@ def test_no_signature_and_lookup_errors_are_failures() -> None:
     garbage = imagepolicies.judge(
         policy,
         imagepolicies.Evidence(
-            digest=ALICE_DIGEST, legacy=(imagepolicies.LegacySignature(b"garbage", {}),)
+            digest=ALICE_DIGEST,
+            signatures=legacy_found(
+                cosign.LegacySignature(b"garbage", {}),
+            ),
         ),
     )
     assert not garbage.passed
@@ -354,7 +376,9 @@ def test_no_signature_and_lookup_errors_are_failures() -> None:
 
 
 def test_malformed_bundle_is_a_failure_not_a_crash() -> None:
-    evidence = imagepolicies.Evidence(digest=ALICE_DIGEST, bundles=(b"{not json",))
+    evidence = imagepolicies.Evidence(
+        digest=ALICE_DIGEST, signatures=(formats.Found(bundles.FORMAT, (b"{not json",)),)
+    )
     decision = imagepolicies.judge(compiled(spec()), evidence)
     assert not decision.passed
     assert "bundle 1: bundle is invalid" in decision.message
@@ -362,7 +386,10 @@ def test_malformed_bundle_is_a_failure_not_a_crash() -> None:
 
 def test_index_passes_when_every_platform_is_signed() -> None:
     signed = imagepolicies.Evidence(
-        digest=ALICE_DIGEST, legacy=(legacy(signature_manifest(ALICE_DIGEST)),)
+        digest=ALICE_DIGEST,
+        signatures=legacy_found(
+            legacy(signature_manifest(ALICE_DIGEST)),
+        ),
     )
     index = imagepolicies.Evidence(
         digest="sha256:" + "2" * 64,
@@ -386,21 +413,18 @@ def test_index_passes_when_every_platform_is_signed() -> None:
 
 def test_connaisseur_keyless_capture_through_the_engine(
     keyless_capture: Capture,
-    keyless_trust: cosign.TrustMaterial,
-    keyless_roots: dict[str, cosign.Identity],
+    keyless_trust: trust.TrustMaterial,
+    keyless_roots: dict[str, authorities.Identity],
 ) -> None:
     # Connaisseur ships PEM trust material, not a trusted_root.json: build the compiled
-    # authority from it directly (the bundle side never runs: the capture is legacy only).
+    # authority from it directly (no bundle is judged: the capture is legacy only).
     template = compiled(keyless_spec(), {ROOT_SOURCE: PGI_ROOT})
-    bundle_side = template.authorities[0].bundle
 
-    def with_identity(identity: cosign.Identity) -> imagepolicies.CompiledPolicy:
-        authority = imagepolicies.CompiledAuthority(
+    def with_identity(identity: authorities.Identity) -> imagepolicies.CompiledPolicy:
+        authority = authorities.KeylessAuthority(
             name="philipp",
-            legacy=cosign.KeylessAuthority(
-                name="philipp", identities=(identity,), trust=keyless_trust
-            ),
-            bundle=bundle_side,
+            identities=(identity,),
+            trusted_root=trust.TrustedRoot.from_material(keyless_trust),
         )
         return imagepolicies.CompiledPolicy(
             name="keyless",
@@ -413,7 +437,12 @@ def test_connaisseur_keyless_capture_through_the_engine(
             pin_digests=True,
         )
 
-    evidence = imagepolicies.Evidence(digest=KEYLESS_DIGEST, legacy=(legacy(keyless_capture),))
+    evidence = imagepolicies.Evidence(
+        digest=KEYLESS_DIGEST,
+        signatures=legacy_found(
+            legacy(keyless_capture),
+        ),
+    )
     ok = imagepolicies.judge(with_identity(keyless_roots["philipp-keyless"]), evidence)
     assert ok.passed, ok.message
     wrong = imagepolicies.judge(with_identity(keyless_roots["bob-keyless"]), evidence)
@@ -446,7 +475,9 @@ def test_static_fail_refuses_even_a_signed_image() -> None:
     policy = compiled(spec(authorities=[{"name": "never", "static": {"action": "fail"}}]))
     evidence = imagepolicies.Evidence(
         digest=ALICE_DIGEST,
-        legacy=(legacy(signature_manifest(ALICE_DIGEST)),),
+        signatures=legacy_found(
+            legacy(signature_manifest(ALICE_DIGEST)),
+        ),
     )
     decision = imagepolicies.judge(policy, evidence)
     assert not decision.passed

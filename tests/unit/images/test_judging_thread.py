@@ -17,6 +17,7 @@ from tests.unit.images.test_imagepolicies import (
     compiled,
     keyless_spec,
     legacy,
+    legacy_found,
     spec,
 )
 from tests.unit.signatures.conftest import ALICE_DIGEST, signature_manifest
@@ -45,7 +46,8 @@ def judged_on(
 
 def signed(count: int) -> imagepolicies.Evidence:
     return imagepolicies.Evidence(
-        digest=ALICE_DIGEST, legacy=(legacy(signature_manifest(ALICE_DIGEST)),) * count
+        digest=ALICE_DIGEST,
+        signatures=legacy_found(*(legacy(signature_manifest(ALICE_DIGEST)),) * count),
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from muster.signatures.rules import cosign, keys
+from muster.signatures.rules import authorities, keys, trust
 from tests.commandline import muster
 from tests.paths import fixture
 
@@ -59,17 +59,17 @@ def connaisseur_key(name: str) -> keys.PublicKey:
 
 
 @pytest.fixture(scope="session")
-def keyless_trust() -> cosign.TrustMaterial:
+def keyless_trust() -> trust.TrustMaterial:
     """The keyless trust material of Connaisseur's 11_keyless.yaml (parsed here, not in core)."""
     config = yaml.safe_load(fixture("sigstore", "connaisseur", "11_keyless.yaml").read_text())
     host = config["host"]
-    return cosign.TrustMaterial.from_pem(
+    return trust.TrustMaterial.from_pem(
         fulcio=[host["fulcioCert"]], rekor=[host["rekorPubkey"]], ct=[host["ctLogPubkey"]]
     )
 
 
 @pytest.fixture(scope="session")
-def keyless_roots() -> dict[str, cosign.Identity]:
+def keyless_roots() -> dict[str, authorities.Identity]:
     """11_keyless.yaml's trust roots as Muster identities.
 
     Connaisseur's regexps are unanchored (Go MatchString); Muster full-matches, so the same
@@ -79,7 +79,7 @@ def keyless_roots() -> dict[str, cosign.Identity]:
     identities = {}
     for root in config["trustRoots"]:
         keyless = root["keyless"]
-        identities[root["name"]] = cosign.Identity(
+        identities[root["name"]] = authorities.Identity(
             issuer_regexp=f".*(?:{keyless['issuerRegex']}).*",
             subject=keyless.get("subject"),
             subject_regexp=(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from muster.signatures.rules import bundles, cosign, keys
+from muster.signatures.rules import authorities, bundles, keys, proofs, trust
 from tests.paths import fixture
 from tests.unit.signatures import factories
 
@@ -17,20 +17,20 @@ pytestmark = pytest.mark.unit
 
 OCI_DIGEST = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4"
 ATTESTATION = "https://cosign.sigstore.dev/attestation/v1"
-ANYONE = cosign.Identity(issuer_regexp=".*", subject_regexp=".*")
+ANYONE = authorities.Identity(issuer_regexp=".*", subject_regexp=".*")
 
 
 @pytest.fixture(scope="module")
-def pgi_root() -> bundles.TrustedRoot:
-    return bundles.load_trusted_root(
+def pgi_root() -> trust.TrustedRoot:
+    return trust.load_trusted_root(
         fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
     )
 
 
 @pytest.fixture(scope="module")
-def production_root() -> bundles.TrustedRoot:
+def production_root() -> trust.TrustedRoot:
     path = fixture("sigstore", "sigstore-python", "embedded-trust", "prod", "trusted_root.json")
-    return bundles.load_trusted_root(path.read_bytes())
+    return trust.load_trusted_root(path.read_bytes())
 
 
 def oci_bundle() -> bytes:
@@ -40,8 +40,10 @@ def oci_bundle() -> bytes:
 # --- cosign's real OCI bundle ----------------------------------------------------------------
 
 
-def test_cosign_oci_bundle_verifies_against_its_trusted_root(pgi_root: bundles.TrustedRoot) -> None:
-    authority = bundles.KeylessAuthority(name="pgi", identities=(ANYONE,), trusted_root=pgi_root)
+def test_cosign_oci_bundle_verifies_against_its_trusted_root(pgi_root: trust.TrustedRoot) -> None:
+    authority = authorities.KeylessAuthority(
+        name="pgi", identities=(ANYONE,), trusted_root=pgi_root
+    )
     verified = bundles.verify_image(
         oci_bundle(), digest=OCI_DIGEST, authority=authority, predicate_type=ATTESTATION
     )
@@ -54,9 +56,13 @@ def test_cosign_oci_bundle_verifies_against_its_trusted_root(pgi_root: bundles.T
     assert verified.integrated_time.isoformat() == "2025-02-28T19:18:11+00:00"
 
 
-def test_cosign_oci_bundle_with_an_exact_identity(pgi_root: bundles.TrustedRoot) -> None:
-    exact = cosign.Identity(issuer="https://github.com/login/oauth", subject="cody@soyland.com")
-    authority = bundles.KeylessAuthority(name="cody", identities=(exact,), trusted_root=pgi_root)
+def test_cosign_oci_bundle_with_an_exact_identity(pgi_root: trust.TrustedRoot) -> None:
+    exact = authorities.Identity(
+        issuer="https://github.com/login/oauth", subject="cody@soyland.com"
+    )
+    authority = authorities.KeylessAuthority(
+        name="cody", identities=(exact,), trusted_root=pgi_root
+    )
     assert bundles.verify_image(
         oci_bundle(), digest=OCI_DIGEST, authority=authority, predicate_type=ATTESTATION
     )
@@ -68,13 +74,13 @@ def test_cosign_oci_bundle_with_an_exact_identity(pgi_root: bundles.TrustedRoot)
         ("sha256:" + "0" * 64, ANYONE, ATTESTATION, "no subject with digest sha256:0000"),
         (
             OCI_DIGEST,
-            cosign.Identity(issuer_regexp=".*", subject_regexp="wrong"),
+            authorities.Identity(issuer_regexp=".*", subject_regexp="wrong"),
             ATTESTATION,
             "expected /wrong/",
         ),
         (
             OCI_DIGEST,
-            cosign.Identity(issuer="https://accounts.google.com", subject="cody@soyland.com"),
+            authorities.Identity(issuer="https://accounts.google.com", subject="cody@soyland.com"),
             ATTESTATION,
             "expected cody@soyland.com",
         ),
@@ -88,21 +94,23 @@ def test_cosign_oci_bundle_with_an_exact_identity(pgi_root: bundles.TrustedRoot)
     ],
 )
 def test_cosign_oci_bundle_must_fail_otherwise(
-    pgi_root: bundles.TrustedRoot,
+    pgi_root: trust.TrustedRoot,
     digest: str,
-    identity: cosign.Identity,
+    identity: authorities.Identity,
     predicate: str,
     message: str,
 ) -> None:
-    authority = bundles.KeylessAuthority(name="a", identities=(identity,), trusted_root=pgi_root)
-    with pytest.raises(bundles.Rejected, match=message):
+    authority = authorities.KeylessAuthority(
+        name="a", identities=(identity,), trusted_root=pgi_root
+    )
+    with pytest.raises(proofs.Rejected, match=message):
         bundles.verify_image(
             oci_bundle(), digest=digest, authority=authority, predicate_type=predicate
         )
 
 
 def test_cosign_oci_bundle_fails_against_a_foreign_trusted_root() -> None:
-    foreign = bundles.load_trusted_root(
+    foreign = trust.load_trusted_root(
         fixture(
             "sigstore",
             "conformance",
@@ -111,17 +119,17 @@ def test_cosign_oci_bundle_fails_against_a_foreign_trusted_root() -> None:
             "trusted_root.json",
         ).read_bytes()
     )
-    authority = bundles.KeylessAuthority(name="a", identities=(ANYONE,), trusted_root=foreign)
-    with pytest.raises(bundles.Rejected):
+    authority = authorities.KeylessAuthority(name="a", identities=(ANYONE,), trusted_root=foreign)
+    with pytest.raises(proofs.Rejected):
         bundles.verify_image(
             oci_bundle(), digest=OCI_DIGEST, authority=authority, predicate_type=ATTESTATION
         )
 
 
-def test_cosign_oci_bundle_cannot_pass_as_key_signed(pgi_root: bundles.TrustedRoot) -> None:
+def test_cosign_oci_bundle_cannot_pass_as_key_signed(pgi_root: trust.TrustedRoot) -> None:
     key = keys.load(fixture("sigstore", "cosign", "release-cosign.pub").read_bytes())
-    authority = bundles.KeyAuthority(name="k", key=key, trusted_root=pgi_root)
-    with pytest.raises(bundles.Rejected, match="certificate-based"):
+    authority = authorities.KeyAuthority(name="k", key=key, trusted_root=pgi_root)
+    with pytest.raises(proofs.Rejected, match="certificate-based"):
         bundles.verify_image(
             oci_bundle(), digest=OCI_DIGEST, authority=authority, predicate_type=ATTESTATION
         )
@@ -130,12 +138,12 @@ def test_cosign_oci_bundle_cannot_pass_as_key_signed(pgi_root: bundles.TrustedRo
 # --- a real production bundle for a file ------------------------------------------------------
 
 
-def test_github_actions_bundle_by_digest(production_root: bundles.TrustedRoot) -> None:
+def test_github_actions_bundle_by_digest(production_root: trust.TrustedRoot) -> None:
     bundle = fixture(
         "sigstore", "sigstore-python", "assets", "bundle_v3_github.whl.sigstore"
     ).read_bytes()
     digest = base64.b64decode(json.loads(bundle)["messageSignature"]["messageDigest"]["digest"])
-    workflow = cosign.Identity(
+    workflow = authorities.Identity(
         issuer="https://token.actions.githubusercontent.com",
         subject_regexp=r"https://github\.com/trailofbits/rfc8785\.py/\.github/workflows/release\.yml@refs/tags/v.*",
     )
@@ -146,7 +154,7 @@ def test_github_actions_bundle_by_digest(production_root: bundles.TrustedRoot) -
         trusted_root=production_root,
     )
     assert verified.signer.startswith("https://github.com/trailofbits/rfc8785.py/")
-    with pytest.raises(bundles.Rejected, match=r"message digest mismatch|Signature is invalid"):
+    with pytest.raises(proofs.Rejected, match=r"message digest mismatch|Signature is invalid"):
         bundles.verify_artifact(
             bundle,
             bundles.Artifact.from_bytes(b"another wheel"),
@@ -159,10 +167,10 @@ def test_github_actions_bundle_by_digest(production_root: bundles.TrustedRoot) -
 
 
 def key_authority(
-    kind: str = "p256", root: bundles.TrustedRoot | None = None
-) -> bundles.KeyAuthority:
+    kind: str = "p256", root: trust.TrustedRoot | None = None
+) -> authorities.KeyAuthority:
     key = keys.load(factories.public_pem(factories.private_key(kind)))
-    return bundles.KeyAuthority(name=kind, key=key, trusted_root=root)
+    return authorities.KeyAuthority(name=kind, key=key, trusted_root=root)
 
 
 @pytest.mark.parametrize(
@@ -241,22 +249,22 @@ def test_key_signed_image_bundle_without_a_log(
 def test_key_signed_image_bundles_that_must_fail(
     bundle: Any, digest: str, kind: str, message: str
 ) -> None:
-    with pytest.raises(bundles.Rejected, match=message):
+    with pytest.raises(proofs.Rejected, match=message):
         bundles.verify_image(bundle(), digest=digest, authority=key_authority(kind))
 
 
-def test_a_required_log_entry_that_is_missing_fails(pgi_root: bundles.TrustedRoot) -> None:
+def test_a_required_log_entry_that_is_missing_fails(pgi_root: trust.TrustedRoot) -> None:
     bundle = factories.key_bundle(factories.private_key("p256"), factories.statement())
-    with pytest.raises(bundles.Rejected, match="no transparency log entry"):
+    with pytest.raises(proofs.Rejected, match="no transparency log entry"):
         bundles.verify_image(
             bundle, digest=factories.IMAGE_DIGEST, authority=key_authority(root=pgi_root)
         )
 
 
-def test_key_bundle_cannot_pass_as_keyless(pgi_root: bundles.TrustedRoot) -> None:
+def test_key_bundle_cannot_pass_as_keyless(pgi_root: trust.TrustedRoot) -> None:
     bundle = factories.key_bundle(factories.private_key("p256"), factories.statement())
-    authority = bundles.KeylessAuthority(name="k", identities=(ANYONE,), trusted_root=pgi_root)
-    with pytest.raises(bundles.Rejected, match="bundle is invalid"):
+    authority = authorities.KeylessAuthority(name="k", identities=(ANYONE,), trusted_root=pgi_root)
+    with pytest.raises(proofs.Rejected, match="bundle is invalid"):
         bundles.verify_image(bundle, digest=factories.IMAGE_DIGEST, authority=authority)
 
 
@@ -265,7 +273,7 @@ def test_two_dsse_signatures_are_refused() -> None:
         factories.key_bundle(factories.private_key("p256"), factories.statement())
     )
     document["dsseEnvelope"]["signatures"] *= 2
-    with pytest.raises(bundles.Rejected, match="exactly one signature"):
+    with pytest.raises(proofs.Rejected, match="exactly one signature"):
         bundles.verify_image(
             json.dumps(document), digest=factories.IMAGE_DIGEST, authority=key_authority()
         )
@@ -276,11 +284,11 @@ def test_two_dsse_signatures_are_refused() -> None:
 MANAGED = ("sigstore", "conformance", "bundle-verify", "managed-key-and-trusted-root")
 
 
-def managed() -> tuple[bytes, keys.PublicKey, bundles.TrustedRoot, bundles.Artifact]:
+def managed() -> tuple[bytes, keys.PublicKey, trust.TrustedRoot, bundles.Artifact]:
     return (
         fixture(*MANAGED, "bundle.sigstore.json").read_bytes(),
         keys.load(fixture(*MANAGED, "key.pub").read_bytes()),
-        bundles.load_trusted_root(fixture(*MANAGED, "trusted_root.json").read_bytes()),
+        trust.load_trusted_root(fixture(*MANAGED, "trusted_root.json").read_bytes()),
         bundles.Artifact.from_bytes(fixture("sigstore", "conformance", "a.txt").read_bytes()),
     )
 
@@ -306,7 +314,7 @@ def test_tampered_key_bundle_log_entries_fail(change: Any, message: str) -> None
     bundle, key, root, artifact = managed()
     document = json.loads(bundle)
     change(document["verificationMaterial"]["tlogEntries"][0])
-    with pytest.raises(bundles.Rejected, match=message):
+    with pytest.raises(proofs.Rejected, match=message):
         bundles.verify_artifact(json.dumps(document), artifact, key=key, trusted_root=root)
 
 
@@ -314,30 +322,30 @@ def test_key_bundle_log_entry_must_record_this_signature() -> None:
     bundle, _key, root, artifact = managed()
     # A log entry re-signed by someone else cannot be made; instead the bundle's own key is
     # swapped: the signature then fails before the log is consulted, and a foreign root fails.
-    with pytest.raises(bundles.Rejected, match="does not verify"):
+    with pytest.raises(proofs.Rejected, match="does not verify"):
         bundles.verify_artifact(bundle, artifact, key=key_authority().key, trusted_root=root)
-    pgi = bundles.load_trusted_root(
+    pgi = trust.load_trusted_root(
         fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
     )
-    with pytest.raises(bundles.Rejected, match="transparency log entry is invalid"):
+    with pytest.raises(proofs.Rejected, match="transparency log entry is invalid"):
         bundles.verify_artifact(bundle, artifact, key=managed()[1], trusted_root=pgi)
 
 
 def test_key_bundle_for_another_artifact_fails() -> None:
     bundle, key, root, _artifact = managed()
-    with pytest.raises(bundles.Rejected, match="different artifact digest"):
+    with pytest.raises(proofs.Rejected, match="different artifact digest"):
         bundles.verify_artifact(
             bundle, bundles.Artifact.from_bytes(b"b"), key=key, trusted_root=root
         )
 
 
-def test_verify_artifact_needs_one_way_to_verify(production_root: bundles.TrustedRoot) -> None:
+def test_verify_artifact_needs_one_way_to_verify(production_root: trust.TrustedRoot) -> None:
     bundle, key, root, artifact = managed()
-    with pytest.raises(cosign.InvalidPolicy, match="not both"):
+    with pytest.raises(authorities.InvalidPolicy, match="not both"):
         bundles.verify_artifact(bundle, artifact, key=key, identities=(ANYONE,), trusted_root=root)
-    with pytest.raises(cosign.InvalidPolicy, match="give a key"):
+    with pytest.raises(authorities.InvalidPolicy, match="give a key"):
         bundles.verify_artifact(bundle, artifact, trusted_root=root)
-    with pytest.raises(cosign.InvalidPolicy, match="needs a trusted root"):
+    with pytest.raises(authorities.InvalidPolicy, match="needs a trusted root"):
         bundles.verify_artifact(bundle, artifact, identities=(ANYONE,))
 
 
@@ -352,8 +360,8 @@ def test_artifact_digests() -> None:
 @pytest.mark.parametrize("name", ["trustedroot.badtype.json", "certificate_authority.json"])
 def test_bad_trusted_roots_are_refused(name: str) -> None:
     data = fixture("sigstore", "sigstore-python", "assets", "trusted_root", name).read_bytes()
-    with pytest.raises(bundles.InvalidTrustRoot, match="trusted root is invalid"):
-        bundles.load_trusted_root(data)
+    with pytest.raises(trust.InvalidTrustRoot, match="trusted root is invalid"):
+        trust.load_trusted_root(data)
 
 
 def test_trust_root_without_a_tlog_validity_start_is_refused() -> None:
@@ -364,28 +372,28 @@ def test_trust_root_without_a_tlog_validity_start_is_refused() -> None:
         "trust-root-tlog-missing-validity-start_fail",
         "trusted_root.json",
     ).read_bytes()
-    with pytest.raises(bundles.InvalidTrustRoot, match="start"):
-        bundles.load_trusted_root(data)
+    with pytest.raises(trust.InvalidTrustRoot, match="start"):
+        trust.load_trusted_root(data)
 
 
 # --- thresholds ------------------------------------------------------------------------------
 
 
-def _verified(name: str) -> cosign.Verified:
-    return cosign.Verified(digest=factories.IMAGE_DIGEST, signer=name, authority=name)
+def _verified(name: str) -> proofs.Proof:
+    return proofs.Proof(digest=factories.IMAGE_DIGEST, signer=name, authority=name)
 
 
 def test_two_of_three() -> None:
     outcomes = [
-        bundles.outcome("alice", [_verified("alice")]),
-        bundles.outcome("bob", [cosign.Rejected("bad"), _verified("bob")]),
-        bundles.outcome("carol", [cosign.Rejected("signature does not verify")]),
+        authorities.outcome("alice", [_verified("alice")]),
+        authorities.outcome("bob", [proofs.Rejected("bad"), _verified("bob")]),
+        authorities.outcome("carol", [proofs.Rejected("signature does not verify")]),
     ]
-    result = bundles.threshold(outcomes, 2)
+    result = authorities.threshold(outcomes, 2)
     assert result.passed
     assert result.satisfied == ("alice", "bob")
     assert result.message == "signed by 2 of 2 required authorities"
-    result = bundles.threshold(outcomes, 3)
+    result = authorities.threshold(outcomes, 3)
     assert not result.passed
     assert result.message == (
         "signed by 2 of 3 required authorities (carol: signature does not verify)"
@@ -393,19 +401,22 @@ def test_two_of_three() -> None:
 
 
 def test_no_attempts_means_no_signature() -> None:
-    result = bundles.threshold([bundles.outcome("alice", [])], 1)
+    result = authorities.threshold([authorities.outcome("alice", [])], 1)
     assert not result.passed
     assert "alice: no signature found" in result.message
 
 
 @pytest.mark.parametrize("required", [0, 4, -1])
 def test_threshold_must_be_reachable(required: int) -> None:
-    outcomes = [bundles.outcome(name, []) for name in ("a", "b", "c")]
-    with pytest.raises(cosign.InvalidPolicy, match="threshold"):
-        bundles.threshold(outcomes, required)
+    outcomes = [authorities.outcome(name, []) for name in ("a", "b", "c")]
+    with pytest.raises(authorities.InvalidPolicy, match="threshold"):
+        authorities.threshold(outcomes, required)
 
 
 def test_an_authority_counts_once() -> None:
-    outcomes = [bundles.outcome("a", [_verified("a")]), bundles.outcome("a", [_verified("a")])]
-    with pytest.raises(cosign.InvalidPolicy, match="exactly once"):
-        bundles.threshold(outcomes, 2)
+    outcomes = [
+        authorities.outcome("a", [_verified("a")]),
+        authorities.outcome("a", [_verified("a")]),
+    ]
+    with pytest.raises(authorities.InvalidPolicy, match="exactly once"):
+        authorities.threshold(outcomes, 2)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from muster.signatures.rules import cosign, keys
+from muster.signatures.rules import authorities, cosign, keys, proofs, trust
 from tests.paths import fixture
 from tests.unit.signatures import factories
 from tests.unit.signatures.conftest import (
@@ -25,8 +25,8 @@ from tests.unit.signatures.conftest import (
 pytestmark = pytest.mark.unit
 
 
-def key_authority(name: str, **extra: Any) -> cosign.KeyAuthority:
-    return cosign.KeyAuthority(name=name, key=connaisseur_key(name), **extra)
+def key_authority(name: str, **extra: Any) -> authorities.KeyAuthority:
+    return authorities.KeyAuthority(name=name, key=connaisseur_key(name), **extra)
 
 
 def layer_annotations(capture: Capture) -> dict[str, str]:
@@ -72,7 +72,7 @@ def test_alice_signature_verifies_with_alices_key(alice_capture: Capture) -> Non
 
 @pytest.mark.parametrize("name", ["bob", "charlie", "default"])
 def test_alice_signature_fails_with_any_other_key(alice_capture: Capture, name: str) -> None:
-    with pytest.raises(cosign.Rejected, match=f"no signature by {name} counts.*does not verify"):
+    with pytest.raises(proofs.Rejected, match=f"no signature by {name} counts.*does not verify"):
         cosign.verify(
             alice_capture.manifest,
             alice_capture.blobs,
@@ -82,7 +82,7 @@ def test_alice_signature_fails_with_any_other_key(alice_capture: Capture, name: 
 
 
 def test_alice_signature_does_not_cover_another_digest(alice_capture: Capture) -> None:
-    with pytest.raises(cosign.Rejected, match=f"payload signs {ALICE_DIGEST}, not the image"):
+    with pytest.raises(proofs.Rejected, match=f"payload signs {ALICE_DIGEST}, not the image"):
         cosign.verify(
             alice_capture.manifest,
             alice_capture.blobs,
@@ -92,14 +92,16 @@ def test_alice_signature_does_not_cover_another_digest(alice_capture: Capture) -
 
 
 def test_requiring_a_transparency_log_rejects_alices_unlogged_signature(
-    alice_capture: Capture, keyless_trust: cosign.TrustMaterial
+    alice_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    with pytest.raises(cosign.Rejected, match="no Rekor bundle"):
+    with pytest.raises(proofs.Rejected, match="no Rekor bundle"):
         cosign.verify(
             alice_capture.manifest,
             alice_capture.blobs,
             digest=ALICE_DIGEST,
-            authority=key_authority("alice", rekor_keys=keyless_trust.rekor_keys),
+            authority=key_authority(
+                "alice", trusted_root=trust.TrustedRoot.from_material(keyless_trust)
+            ),
         )
 
 
@@ -110,9 +112,9 @@ def test_manifest_as_bytes_and_a_tampered_blob(alice_capture: Capture) -> None:
     layer_digest = alice_capture.manifest["layers"][0]["digest"]  # type: ignore[index]
     tampered = dict(alice_capture.blobs)
     tampered[layer_digest] = tampered[layer_digest].replace(b"testimage", b"evilimage")
-    with pytest.raises(cosign.Rejected, match="does not match its digest"):
+    with pytest.raises(proofs.Rejected, match="does not match its digest"):
         cosign.verify(raw, tampered, digest=ALICE_DIGEST, authority=authority)
-    with pytest.raises(cosign.Rejected, match="is missing"):
+    with pytest.raises(proofs.Rejected, match="is missing"):
         cosign.verify(raw, {}, digest=ALICE_DIGEST, authority=authority)
 
 
@@ -120,9 +122,13 @@ def test_manifest_as_bytes_and_a_tampered_blob(alice_capture: Capture) -> None:
 
 
 def keyless(
-    capture: Capture, trust: cosign.TrustMaterial, *identities: cosign.Identity
-) -> cosign.Verified:
-    authority = cosign.KeylessAuthority(name="keyless", identities=identities, trust=trust)
+    capture: Capture, material: trust.TrustMaterial, *identities: authorities.Identity
+) -> proofs.Proof:
+    authority = authorities.KeylessAuthority(
+        name="keyless",
+        identities=identities,
+        trusted_root=trust.TrustedRoot.from_material(material),
+    )
     return cosign.verify(
         capture.manifest, capture.blobs, digest=KEYLESS_DIGEST, authority=authority
     )
@@ -130,8 +136,8 @@ def keyless(
 
 def test_keyless_capture_verifies_for_philipp(
     keyless_capture: Capture,
-    keyless_trust: cosign.TrustMaterial,
-    keyless_roots: dict[str, cosign.Identity],
+    keyless_trust: trust.TrustMaterial,
+    keyless_roots: dict[str, authorities.Identity],
 ) -> None:
     verified = keyless(keyless_capture, keyless_trust, keyless_roots["philipp-keyless"])
     assert verified.signer == (
@@ -147,19 +153,19 @@ def test_keyless_capture_verifies_for_philipp(
 
 def test_keyless_capture_fails_for_bob(
     keyless_capture: Capture,
-    keyless_trust: cosign.TrustMaterial,
-    keyless_roots: dict[str, cosign.Identity],
+    keyless_trust: trust.TrustMaterial,
+    keyless_roots: dict[str, authorities.Identity],
 ) -> None:
     with pytest.raises(
-        cosign.Rejected, match=r"signed by philipp\.belitz.*expected bob@gmail\.com"
+        proofs.Rejected, match=r"signed by philipp\.belitz.*expected bob@gmail\.com"
     ):
         keyless(keyless_capture, keyless_trust, keyless_roots["bob-keyless"])
 
 
 def test_any_listed_identity_may_match(
     keyless_capture: Capture,
-    keyless_trust: cosign.TrustMaterial,
-    keyless_roots: dict[str, cosign.Identity],
+    keyless_trust: trust.TrustMaterial,
+    keyless_roots: dict[str, authorities.Identity],
 ) -> None:
     assert keyless(
         keyless_capture,
@@ -172,94 +178,94 @@ def test_any_listed_identity_may_match(
 @pytest.mark.parametrize(
     "identity",
     [
-        cosign.Identity(issuer_regexp="github", subject_regexp="philipp"),  # not anchored
-        cosign.Identity(issuer="https://github.com/login/oauth", subject="philipp.belitz"),
-        cosign.Identity(
+        authorities.Identity(issuer_regexp="github", subject_regexp="philipp"),  # not anchored
+        authorities.Identity(issuer="https://github.com/login/oauth", subject="philipp.belitz"),
+        authorities.Identity(
             issuer="https://github.com/login", subject="philipp.belitz@securesystems.de"
         ),
-        cosign.Identity(issuer_regexp=".*", subject_regexp="evil-philipp.*"),
+        authorities.Identity(issuer_regexp=".*", subject_regexp="evil-philipp.*"),
     ],
 )
 def test_identities_match_in_full_only(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial, identity: cosign.Identity
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial, identity: authorities.Identity
 ) -> None:
-    with pytest.raises(cosign.Rejected, match="expected"):
+    with pytest.raises(proofs.Rejected, match="expected"):
         keyless(keyless_capture, keyless_trust, identity)
 
 
 def test_exact_identity_matches(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    exact = cosign.Identity(
+    exact = authorities.Identity(
         issuer="https://github.com/login/oauth", subject="philipp.belitz@securesystems.de"
     )
     assert keyless(keyless_capture, keyless_trust, exact).authority == "keyless"
 
 
-PHILIPP = cosign.Identity(issuer_regexp=".*github.*", subject_regexp=".*philipp.*")
+PHILIPP = authorities.Identity(issuer_regexp=".*github.*", subject_regexp=".*philipp.*")
 
 
 def test_untrusted_rekor_key_is_refused(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    trust = dataclasses.replace(
-        keyless_trust, rekor_keys=(cosign.LogKey(connaisseur_key("default")),)
+    material = dataclasses.replace(
+        keyless_trust, rekor_keys=(trust.LogKey(connaisseur_key("default")),)
     )
-    with pytest.raises(cosign.Rejected, match=r"from log .*, which is not trusted"):
-        keyless(keyless_capture, trust, PHILIPP)
+    with pytest.raises(proofs.Rejected, match=r"from log .*, which is not trusted"):
+        keyless(keyless_capture, material, PHILIPP)
 
 
 def test_rekor_key_outside_its_validity_is_refused(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
     expired = dataclasses.replace(
         keyless_trust.rekor_keys[0], valid_until=datetime.datetime(2023, 1, 1, tzinfo=datetime.UTC)
     )
-    trust = dataclasses.replace(keyless_trust, rekor_keys=(expired,))
-    with pytest.raises(cosign.Rejected, match="Rekor key was not valid"):
-        keyless(keyless_capture, trust, PHILIPP)
+    material = dataclasses.replace(keyless_trust, rekor_keys=(expired,))
+    with pytest.raises(proofs.Rejected, match="Rekor key was not valid"):
+        keyless(keyless_capture, material, PHILIPP)
 
 
 def test_fulcio_ca_outside_its_validity_is_refused(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
     authority = dataclasses.replace(
         keyless_trust.authorities[0],
         valid_until=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
     )
-    trust = dataclasses.replace(keyless_trust, authorities=(authority,))
-    with pytest.raises(cosign.Rejected, match="no trusted Fulcio CA was valid"):
-        keyless(keyless_capture, trust, PHILIPP)
+    material = dataclasses.replace(keyless_trust, authorities=(authority,))
+    with pytest.raises(proofs.Rejected, match="no trusted Fulcio CA was valid"):
+        keyless(keyless_capture, material, PHILIPP)
 
 
 def test_wrong_ct_log_key_fails_the_sct(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    trust = dataclasses.replace(keyless_trust, ct_keys=(cosign.LogKey(connaisseur_key("bob")),))
-    with pytest.raises(cosign.Rejected, match="no embedded SCT verifies"):
-        keyless(keyless_capture, trust, PHILIPP)
+    material = dataclasses.replace(keyless_trust, ct_keys=(trust.LogKey(connaisseur_key("bob")),))
+    with pytest.raises(proofs.Rejected, match="no embedded SCT verifies"):
+        keyless(keyless_capture, material, PHILIPP)
 
 
 def test_without_ct_keys_the_sct_is_not_checked_and_says_so(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    trust = dataclasses.replace(keyless_trust, ct_keys=())
-    assert keyless(keyless_capture, trust, PHILIPP).sct_checked is False
+    material = dataclasses.replace(keyless_trust, ct_keys=())
+    assert keyless(keyless_capture, material, PHILIPP).sct_checked is False
 
 
 def test_the_same_capture_verifies_with_a_trusted_root_json(keyless_capture: Capture) -> None:
     # cosign's public-good snapshot holds the same Fulcio CA, Rekor key and CT key.
-    pgi = cosign.TrustMaterial.from_trusted_root(
+    pgi = trust.load_trusted_root(
         fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
-    )
+    ).material
     verified = keyless(keyless_capture, pgi, PHILIPP)
     assert verified.sct_checked and verified.log_index == 98235800
 
 
 def test_a_certificate_from_an_untrusted_ca_is_refused(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    custom = cosign.TrustMaterial.from_trusted_root(
+    custom = trust.load_trusted_root(
         fixture(
             "sigstore",
             "conformance",
@@ -267,31 +273,33 @@ def test_a_certificate_from_an_untrusted_ca_is_refused(
             "intoto-with-custom-trust-root",
             "trusted_root.json",
         ).read_bytes()
-    )
-    trust = dataclasses.replace(keyless_trust, authorities=custom.authorities)
-    with pytest.raises(cosign.Rejected, match="does not chain to a trusted CA"):
-        keyless(keyless_capture, trust, PHILIPP)
+    ).material
+    material = dataclasses.replace(keyless_trust, authorities=custom.authorities)
+    with pytest.raises(proofs.Rejected, match="does not chain to a trusted CA"):
+        keyless(keyless_capture, material, PHILIPP)
 
 
 def test_missing_chain_means_no_path_to_the_root(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    with pytest.raises(cosign.Rejected, match="does not chain to a trusted CA"):
+    with pytest.raises(proofs.Rejected, match="does not chain to a trusted CA"):
         keyless(edited(keyless_capture, chain=None), keyless_trust, PHILIPP)
 
 
 def test_missing_rekor_bundle_is_refused(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    with pytest.raises(cosign.Rejected, match="no Rekor bundle"):
+    with pytest.raises(proofs.Rejected, match="no Rekor bundle"):
         keyless(edited(keyless_capture, bundle=None), keyless_trust, PHILIPP)
 
 
 def test_missing_certificate_is_refused(
-    alice_capture: Capture, keyless_trust: cosign.TrustMaterial
+    alice_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
-    authority = cosign.KeylessAuthority(name="k", identities=(PHILIPP,), trust=keyless_trust)
-    with pytest.raises(cosign.Rejected, match="no signing certificate"):
+    authority = authorities.KeylessAuthority(
+        name="k", identities=(PHILIPP,), trusted_root=trust.TrustedRoot.from_material(keyless_trust)
+    )
+    with pytest.raises(proofs.Rejected, match="no signing certificate"):
         cosign.verify(
             alice_capture.manifest, alice_capture.blobs, digest=ALICE_DIGEST, authority=authority
         )
@@ -320,24 +328,24 @@ def _rekor_bundle(capture: Capture) -> dict[str, Any]:
     ],
 )
 def test_tampered_rekor_bundles_are_refused(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial, change: Any, message: str
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial, change: Any, message: str
 ) -> None:
     bundle = _rekor_bundle(keyless_capture)
     change(bundle)
-    with pytest.raises(cosign.Rejected, match=message):
+    with pytest.raises(proofs.Rejected, match=message):
         keyless(edited(keyless_capture, bundle=json.dumps(bundle)), keyless_trust, PHILIPP)
 
 
 def test_signature_swapped_for_another_valid_looking_one_is_refused(
-    keyless_capture: Capture, alice_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, alice_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
     other = layer_annotations(alice_capture)[cosign.SIGNATURE_ANNOTATION]
-    with pytest.raises(cosign.Rejected, match="records a different signature"):
+    with pytest.raises(proofs.Rejected, match="records a different signature"):
         keyless(edited(keyless_capture, signature=other), keyless_trust, PHILIPP)
 
 
 def test_keyless_signature_does_not_verify_with_a_key(keyless_capture: Capture) -> None:
-    with pytest.raises(cosign.Rejected, match="does not verify"):
+    with pytest.raises(proofs.Rejected, match="does not verify"):
         cosign.verify(
             keyless_capture.manifest,
             keyless_capture.blobs,
@@ -350,7 +358,7 @@ def test_certificate_identity_reads_fulcio_extensions(keyless_capture: Capture) 
     certificate = x509.load_pem_x509_certificate(
         layer_annotations(keyless_capture)[cosign.CERTIFICATE_ANNOTATION].encode()
     )
-    identity = cosign.certificate_identity(certificate)
+    identity = authorities.certificate_identity(certificate)
     assert identity.issuer == "https://github.com/login/oauth"
     assert identity.subjects == ("philipp.belitz@securesystems.de",)
 
@@ -358,9 +366,9 @@ def test_certificate_identity_reads_fulcio_extensions(keyless_capture: Capture) 
 # --- made-up signatures ----------------------------------------------------------------------
 
 
-def own_authority(kind: str = "p256") -> cosign.KeyAuthority:
+def own_authority(kind: str = "p256") -> authorities.KeyAuthority:
     public = keys.load(factories.public_pem(factories.private_key(kind)))
-    return cosign.KeyAuthority(name=kind, key=public)
+    return authorities.KeyAuthority(name=kind, key=public)
 
 
 @pytest.mark.parametrize("kind", ["p256", "p384", "ed25519", "rsa"])
@@ -369,7 +377,7 @@ def test_made_up_signature_counts_only_for_its_digest(kind: str) -> None:
     manifest, blobs = factories.manifest((body, factories.sign(factories.private_key(kind), body)))
     authority = own_authority(kind)
     assert cosign.verify(manifest, blobs, digest=factories.IMAGE_DIGEST, authority=authority)
-    with pytest.raises(cosign.Rejected, match="not the image digest"):
+    with pytest.raises(proofs.Rejected, match="not the image digest"):
         cosign.verify(manifest, blobs, digest=factories.OTHER_DIGEST, authority=authority)
 
 
@@ -383,7 +391,7 @@ def test_the_one_good_layer_among_several_counts() -> None:
     )
     assert verified.authority == "p256"
     manifest, blobs = factories.manifest((body, stranger), (body, stranger))
-    with pytest.raises(cosign.Rejected, match=r"signature 1: .*; signature 2: "):
+    with pytest.raises(proofs.Rejected, match=r"signature 1: .*; signature 2: "):
         cosign.verify(manifest, blobs, digest=factories.IMAGE_DIGEST, authority=own_authority())
 
 
@@ -419,7 +427,7 @@ def test_the_one_good_layer_among_several_counts() -> None:
     ],
 )
 def test_malformed_payloads_say_why(document: bytes, message: str) -> None:
-    with pytest.raises(cosign.Rejected, match=message):
+    with pytest.raises(proofs.Rejected, match=message):
         cosign.parse_payload(document)
 
 
@@ -462,7 +470,7 @@ def test_malformed_layers_are_problems_not_signatures(mutate: Any, problem: str)
     mutate(manifest)
     layers = cosign.parse_manifest(manifest, blobs)
     assert layers[0].problem is not None and problem in layers[0].problem
-    with pytest.raises(cosign.Rejected, match=problem):
+    with pytest.raises(proofs.Rejected, match=problem):
         cosign.verify(manifest, blobs, digest=factories.IMAGE_DIGEST, authority=own_authority())
 
 
@@ -478,12 +486,12 @@ def test_malformed_layers_are_problems_not_signatures(mutate: Any, problem: str)
     ],
 )
 def test_malformed_manifests_say_why(manifest: Any, message: str) -> None:
-    with pytest.raises(cosign.Rejected, match=message):
+    with pytest.raises(proofs.Rejected, match=message):
         cosign.parse_manifest(manifest, {})
 
 
 def test_image_digest_must_be_well_formed(alice_capture: Capture) -> None:
-    with pytest.raises(cosign.Rejected, match="image digest"):
+    with pytest.raises(proofs.Rejected, match="image digest"):
         cosign.verify(
             alice_capture.manifest,
             alice_capture.blobs,
@@ -506,25 +514,27 @@ def test_image_digest_must_be_well_formed(alice_capture: Capture) -> None:
     ],
 )
 def test_identities_must_be_complete(arguments: dict[str, str], message: str) -> None:
-    with pytest.raises(cosign.InvalidPolicy, match=message):
-        cosign.Identity(**arguments)
+    with pytest.raises(authorities.InvalidPolicy, match=message):
+        authorities.Identity(**arguments)
 
 
-def test_keyless_authority_needs_an_identity(keyless_trust: cosign.TrustMaterial) -> None:
-    with pytest.raises(cosign.InvalidPolicy, match="lists no identity"):
-        cosign.KeylessAuthority(name="k", identities=(), trust=keyless_trust)
+def test_keyless_authority_needs_an_identity(keyless_trust: trust.TrustMaterial) -> None:
+    with pytest.raises(authorities.InvalidPolicy, match="lists no identity"):
+        authorities.KeylessAuthority(
+            name="k", identities=(), trusted_root=trust.TrustedRoot.from_material(keyless_trust)
+        )
 
 
 def test_trust_material_from_a_trusted_root() -> None:
-    trust = cosign.TrustMaterial.from_trusted_root(
+    material = trust.load_trusted_root(
         fixture("sigstore", "cosign", "trusted_root_pgi.json").read_bytes()
-    )
-    assert trust.rekor_keys[0].log_id.startswith("c0d23d6ad406973f")
-    assert len(trust.authorities) == 2
-    assert trust.authorities[0].valid_until == datetime.datetime(
+    ).material
+    assert material.rekor_keys[0].log_id.startswith("c0d23d6ad406973f")
+    assert len(material.authorities) == 2
+    assert material.authorities[0].valid_until == datetime.datetime(
         2022, 12, 31, 23, 59, 59, 999000, tzinfo=datetime.UTC
     )
-    assert trust.ct_keys
+    assert material.ct_keys
 
 
 @pytest.mark.parametrize(
@@ -541,23 +551,23 @@ def test_trust_material_from_a_trusted_root() -> None:
     ],
 )
 def test_bad_trusted_roots_say_why(data: bytes, message: str) -> None:
-    with pytest.raises(cosign.InvalidTrustMaterial, match=message):
-        cosign.TrustMaterial.from_trusted_root(data)
+    with pytest.raises(trust.InvalidTrustRoot, match=message):
+        trust.load_trusted_root(data).material  # noqa: B018 (derived on first use)
 
 
-def test_trust_material_needs_cas_and_rekor_keys(keyless_trust: cosign.TrustMaterial) -> None:
-    with pytest.raises(cosign.InvalidTrustMaterial, match="no Fulcio"):
+def test_trust_material_needs_cas_and_rekor_keys(keyless_trust: trust.TrustMaterial) -> None:
+    with pytest.raises(trust.InvalidTrustRoot, match="no Fulcio"):
         dataclasses.replace(keyless_trust, authorities=())
-    with pytest.raises(cosign.InvalidTrustMaterial, match="no Rekor"):
+    with pytest.raises(trust.InvalidTrustRoot, match="no Rekor"):
         dataclasses.replace(keyless_trust, rekor_keys=())
-    with pytest.raises(cosign.InvalidTrustMaterial, match="Rekor key"):
-        cosign.TrustMaterial.from_pem(fulcio=[], rekor=[b"garbage"])
-    with pytest.raises(cosign.InvalidTrustMaterial, match="Fulcio CA PEM"):
-        cosign.TrustMaterial.from_pem(fulcio=[b"garbage"], rekor=[])
+    with pytest.raises(trust.InvalidTrustRoot, match="Rekor key"):
+        trust.TrustMaterial.from_pem(fulcio=[], rekor=[b"garbage"])
+    with pytest.raises(trust.InvalidTrustRoot, match="Fulcio CA PEM"):
+        trust.TrustMaterial.from_pem(fulcio=[b"garbage"], rekor=[])
 
 
 def test_key_with_rekor_needs_the_entry_to_name_that_key(
-    keyless_capture: Capture, keyless_trust: cosign.TrustMaterial
+    keyless_capture: Capture, keyless_trust: trust.TrustMaterial
 ) -> None:
     # The leaf's own key verifies the signature and the SET is genuine, but Rekor recorded the
     # certificate, not this bare key: the entry does not vouch for a key-based signature.
@@ -566,8 +576,10 @@ def test_key_with_rekor_needs_the_entry_to_name_that_key(
     )
     public = certificate.public_key()
     assert isinstance(public, keys.PublicKey)
-    authority = cosign.KeyAuthority(name="leaf", key=public, rekor_keys=keyless_trust.rekor_keys)
-    with pytest.raises(cosign.Rejected, match="records a different signer"):
+    authority = authorities.KeyAuthority(
+        name="leaf", key=public, trusted_root=trust.TrustedRoot.from_material(keyless_trust)
+    )
+    with pytest.raises(proofs.Rejected, match="records a different signer"):
         cosign.verify(
             keyless_capture.manifest,
             keyless_capture.blobs,
@@ -575,7 +587,7 @@ def test_key_with_rekor_needs_the_entry_to_name_that_key(
             authority=authority,
         )
     # Without the log requirement the same key and signature do count.
-    bare = cosign.KeyAuthority(name="leaf", key=public)
+    bare = authorities.KeyAuthority(name="leaf", key=public)
     assert cosign.verify(
         keyless_capture.manifest, keyless_capture.blobs, digest=KEYLESS_DIGEST, authority=bare
     )

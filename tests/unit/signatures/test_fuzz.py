@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from muster.signatures.rules import bundles, cosign, keys
+from muster.signatures.rules import authorities, bundles, cosign, keys, proofs, trust
 from tests.paths import fixture
 from tests.unit.signatures import factories
 from tests.unit.signatures.conftest import ALICE_DIGEST, connaisseur_key, signature_manifest
@@ -65,7 +65,7 @@ payload_documents = st.fixed_dictionaries(
 @given(st.binary(max_size=512))
 def test_payload_parser_on_bytes(data: bytes) -> None:
     # Random bytes are never a simple-signing payload: refused, and never with another error.
-    with pytest.raises(cosign.Rejected):
+    with pytest.raises(proofs.Rejected):
         cosign.parse_payload(data)
 
 
@@ -75,14 +75,14 @@ def test_signed_payloads_count_only_for_their_digest(document: dict[str, Any]) -
     body = json.dumps(document).encode()
     signature = factories.sign(factories.private_key("p256"), body)
     manifest, blobs = factories.manifest((body, signature))
-    authority = cosign.KeyAuthority(
+    authority = authorities.KeyAuthority(
         name="k", key=keys.load(factories.public_pem(factories.private_key("p256")))
     )
     try:
         verified = cosign.verify(
             manifest, blobs, digest=factories.IMAGE_DIGEST, authority=authority
         )
-    except cosign.Rejected:
+    except proofs.Rejected:
         return
     critical = document["critical"]
     assert critical["type"] == cosign.SIMPLE_SIGNING_TYPE
@@ -97,7 +97,7 @@ def test_manifest_parser_on_arbitrary_json(document: Any, blobs: dict[str, bytes
         layers = cosign.parse_manifest(
             document if isinstance(document, dict) else json.dumps(document), blobs
         )
-    except cosign.Rejected:
+    except proofs.Rejected:
         return
     assert all(layer.problem for layer in layers)  # nothing here can be a real signature
 
@@ -114,10 +114,10 @@ ALICE_LAYER: dict[str, Any] = ALICE.manifest["layers"][0]  # type: ignore[index]
 def test_mutated_alice_layers_never_pass(field: str, value: Any) -> None:
     manifest = copy.deepcopy(ALICE.manifest)
     manifest["layers"][0][field] = value  # type: ignore[index]
-    authority = cosign.KeyAuthority(name="alice", key=connaisseur_key("alice"))
+    authority = authorities.KeyAuthority(name="alice", key=connaisseur_key("alice"))
     try:
         cosign.verify(manifest, ALICE.blobs, digest=ALICE_DIGEST, authority=authority)
-    except cosign.Rejected:
+    except proofs.Rejected:
         return
     # Only a value equal to the original may pass (e.g. the same size).
     assert value == ALICE_LAYER[field]
@@ -133,8 +133,8 @@ def test_every_bit_of_alices_signature_matters(bit: int) -> None:
     manifest: dict[str, Any] = copy.deepcopy(ALICE.manifest)
     encoded = base64.b64encode(signature).decode()
     manifest["layers"][0]["annotations"][cosign.SIGNATURE_ANNOTATION] = encoded
-    authority = cosign.KeyAuthority(name="alice", key=connaisseur_key("alice"))
-    with pytest.raises(cosign.Rejected):
+    authority = authorities.KeyAuthority(name="alice", key=connaisseur_key("alice"))
+    with pytest.raises(proofs.Rejected):
         cosign.verify(manifest, ALICE.blobs, digest=ALICE_DIGEST, authority=authority)
 
 
@@ -156,11 +156,11 @@ HAPPY = fixture(
     "bundle.sigstore.json",
 )
 ARTIFACT = bundles.Artifact.from_bytes(fixture("sigstore", "conformance", "a.txt").read_bytes())
-IDENTITY = cosign.Identity(
+IDENTITY = authorities.Identity(
     issuer="https://token.actions.githubusercontent.com",
     subject_regexp="https://github.com/sigstore-conformance/.*",
 )
-PRODUCTION = bundles.load_trusted_root(
+PRODUCTION = trust.load_trusted_root(
     fixture(
         "sigstore", "sigstore-python", "embedded-trust", "prod", "trusted_root.json"
     ).read_bytes()
@@ -178,13 +178,13 @@ def test_the_happy_bundle_really_verifies() -> None:
 @given(st.binary(max_size=400) | json_values.map(lambda v: json.dumps(v).encode()))
 def test_bundle_verification_on_garbage(data: bytes) -> None:
     key = keys.load(factories.public_pem(factories.private_key("p256")))
-    with pytest.raises(bundles.Rejected):
+    with pytest.raises(proofs.Rejected):
         bundles.verify_artifact(data, ARTIFACT, identities=(IDENTITY,), trusted_root=PRODUCTION)
-    with pytest.raises(bundles.Rejected):
+    with pytest.raises(proofs.Rejected):
         bundles.verify_artifact(data, ARTIFACT, key=key, trusted_root=PRODUCTION)
-    with pytest.raises(bundles.Rejected):
+    with pytest.raises(proofs.Rejected):
         bundles.verify_image(
-            data, digest=factories.IMAGE_DIGEST, authority=bundles.KeyAuthority("k", key)
+            data, digest=factories.IMAGE_DIGEST, authority=authorities.KeyAuthority("k", key)
         )
 
 
@@ -223,7 +223,7 @@ def test_flipping_any_signed_bit_of_a_bundle_fails(
     raw = bytearray(base64.b64decode(node[last]))
     raw[position % len(raw)] ^= 1 << bit
     node[last] = base64.b64encode(bytes(raw)).decode()
-    with pytest.raises(bundles.Rejected):
+    with pytest.raises(proofs.Rejected):
         bundles.verify_artifact(
             json.dumps(document), ARTIFACT, identities=(IDENTITY,), trusted_root=PRODUCTION
         )
@@ -237,7 +237,7 @@ def test_replacing_bundle_fields_fails(path: tuple[str | int, ...], value: Any) 
     if node[last] == value:
         return
     node[last] = value
-    with pytest.raises(bundles.Rejected):
+    with pytest.raises(proofs.Rejected):
         bundles.verify_artifact(
             json.dumps(document), ARTIFACT, identities=(IDENTITY,), trusted_root=PRODUCTION
         )
@@ -251,11 +251,11 @@ def test_key_bundle_envelopes_with_arbitrary_parts(value: Any, field: str) -> No
     )
     document["dsseEnvelope"][field] = value
     key = keys.load(factories.public_pem(factories.private_key("p256")))
-    with pytest.raises(bundles.Rejected):
+    with pytest.raises(proofs.Rejected):
         bundles.verify_image(
             json.dumps(document),
             digest=factories.IMAGE_DIGEST,
-            authority=bundles.KeyAuthority("k", key),
+            authority=authorities.KeyAuthority("k", key),
         )
 
 
@@ -269,9 +269,9 @@ def test_statements_with_arbitrary_subjects_pass_only_for_the_digest(subjects: A
     key = keys.load(factories.public_pem(factories.private_key("p256")))
     try:
         bundles.verify_image(
-            bundle, digest=factories.IMAGE_DIGEST, authority=bundles.KeyAuthority("k", key)
+            bundle, digest=factories.IMAGE_DIGEST, authority=authorities.KeyAuthority("k", key)
         )
-    except bundles.Rejected:
+    except proofs.Rejected:
         return
     hexdigest = factories.IMAGE_DIGEST.partition(":")[2]
     assert any(

@@ -32,7 +32,7 @@ from pydantic import alias_generators
 
 from muster.images.rules import scanrules
 from muster.kernel import denials, observations, references, selectors
-from muster.signatures.rules import bundles, cosign, keys
+from muster.signatures.rules import authorities, formats, keys, trust
 
 __all__ = [
     "DEFAULT_TRUSTED_ROOT_KEY",
@@ -41,13 +41,11 @@ __all__ = [
     "PASSED_UNSIGNED",
     "UNCOVERED_LABEL",
     "Authority",
-    "CompiledAuthority",
     "CompiledPolicy",
     "Decision",
     "Evidence",
     "ImagePolicySpec",
     "InvalidImagePolicy",
-    "LegacySignature",
     "Source",
     "StaticSpec",
     "Uncovered",
@@ -65,7 +63,6 @@ __all__ = [
 ]
 
 DEFAULT_TRUSTED_ROOT_KEY = "trusted_root.json"
-MAX_BUNDLES = 16  # signatures considered per image and format, against denial of service
 
 # Reasons (findings, Events, metrics) of the rules below.
 NOT_COVERED = "ImageNotCovered"  # no ImagePolicy applying to the namespace covers the image
@@ -150,12 +147,12 @@ class IdentitySpec(pydantic.BaseModel):
     def _checked(self) -> IdentitySpec:
         try:
             self.identity()
-        except cosign.InvalidPolicy as error:
+        except authorities.InvalidPolicy as error:
             raise ValueError(str(error).replace("_regexp", "RegExp")) from None
         return self
 
-    def identity(self) -> cosign.Identity:
-        return cosign.Identity(
+    def identity(self) -> authorities.Identity:
+        return authorities.Identity(
             issuer=self.issuer,
             subject=self.subject,
             issuer_regexp=self.issuer_reg_exp,
@@ -342,22 +339,13 @@ def sources_of(spec: ImagePolicySpec) -> tuple[Source, ...]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class CompiledAuthority:
-    """One authority ready to verify both formats: legacy ``.sig`` manifests and bundles."""
-
-    name: str
-    legacy: cosign.KeyAuthority | cosign.KeylessAuthority
-    bundle: bundles.KeyAuthority | bundles.KeylessAuthority
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     name: str
     generation: int
     images: tuple[re.Pattern[str], ...]
     namespace_selector: selectors.LabelSelector | None
     mode: Literal["enforce", "warn"]
-    authorities: tuple[CompiledAuthority, ...]
+    authorities: tuple[authorities.Authority, ...]
     threshold: int
     pin_digests: bool
     patterns: tuple[str, ...] = ()
@@ -379,11 +367,10 @@ class CompiledPolicy:
 
 @dataclasses.dataclass
 class _Roots:
-    """Each trusted root parsed once per compilation, for both verification paths."""
+    """Each trusted root parsed once per compilation, whatever formats verify against it."""
 
     materials: Mapping[Source, bytes]
-    legacy: dict[Source, cosign.TrustMaterial] = dataclasses.field(default_factory=dict)
-    bundle: dict[Source, bundles.TrustedRoot] = dataclasses.field(default_factory=dict)
+    loaded: dict[Source, trust.TrustedRoot] = dataclasses.field(default_factory=dict)
 
     def data(self, source: Source, what: str) -> bytes:
         data = self.materials.get(source)
@@ -391,18 +378,17 @@ class _Roots:
             raise InvalidImagePolicy(f"{what}: {source} was not found")
         return data
 
-    def load(
-        self, ref: TrustedRootRef, what: str
-    ) -> tuple[cosign.TrustMaterial, bundles.TrustedRoot]:
+    def load(self, ref: TrustedRootRef, what: str) -> trust.TrustedRoot:
         source = _source(ref)
-        if source not in self.bundle:
+        if source not in self.loaded:
             data = self.data(source, what)
             try:
-                self.bundle[source] = bundles.load_trusted_root(data)
-                self.legacy[source] = cosign.TrustMaterial.from_trusted_root(data)
-            except (bundles.InvalidTrustRoot, cosign.InvalidTrustMaterial) as error:
+                root = trust.load_trusted_root(data)
+                _ = root.material  # legacy signatures need it: refuse such a root now, once
+            except trust.InvalidTrustRoot as error:
                 raise InvalidImagePolicy(f"{what}: {source}: {error}") from None
-        return self.legacy[source], self.bundle[source]
+            self.loaded[source] = root
+        return self.loaded[source]
 
 
 def compile_policy(
@@ -413,7 +399,7 @@ def compile_policy(
 ) -> CompiledPolicy:
     """Parse every key and trusted root once; raise :class:`InvalidImagePolicy` saying why not."""
     roots = _Roots(materials)
-    compiled: list[CompiledAuthority] = []
+    compiled: list[authorities.Authority] = []
     static: Literal["pass", "fail"] | None = None
     for authority, label in spec.named_authorities():
         what = f"authority {label}"
@@ -430,32 +416,15 @@ def compile_policy(
                 key = keys.load(pem)
             except keys.InvalidKey as error:
                 raise InvalidImagePolicy(f"{what}: public key is invalid: {error}") from None
-            legacy_root, bundle_root = (
-                roots.load(source.trusted_root, what) if source.trusted_root else (None, None)
-            )
-            compiled.append(
-                CompiledAuthority(
-                    name=label,
-                    legacy=cosign.KeyAuthority(
-                        name=label,
-                        key=key,
-                        rekor_keys=legacy_root.rekor_keys if legacy_root else None,
-                    ),
-                    bundle=bundles.KeyAuthority(name=label, key=key, trusted_root=bundle_root),
-                )
-            )
+            root = roots.load(source.trusted_root, what) if source.trusted_root else None
+            compiled.append(authorities.KeyAuthority(name=label, key=key, trusted_root=root))
         elif authority.keyless is not None:
             identities = tuple(identity.identity() for identity in authority.keyless.identities)
-            legacy_root, bundle_root = roots.load(authority.keyless.trusted_root, what)
             compiled.append(
-                CompiledAuthority(
+                authorities.KeylessAuthority(
                     name=label,
-                    legacy=cosign.KeylessAuthority(
-                        name=label, identities=identities, trust=legacy_root
-                    ),
-                    bundle=bundles.KeylessAuthority(
-                        name=label, identities=identities, trusted_root=bundle_root
-                    ),
+                    identities=identities,
+                    trusted_root=roots.load(authority.keyless.trusted_root, what),
                 )
             )
     return CompiledPolicy(
@@ -479,20 +448,11 @@ def compile_policy(
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class LegacySignature:
-    """A ``sha256-<hex>.sig`` manifest and the payload blobs it names."""
-
-    manifest: bytes
-    blobs: Mapping[str, bytes]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Evidence:
     """What the registry holds about one digest; ``error`` when it could not be read."""
 
     digest: str
-    legacy: tuple[LegacySignature, ...] = ()
-    bundles: tuple[bytes, ...] = ()
+    signatures: tuple[formats.Found, ...] = ()  # by format, the format fetched last first
     problems: tuple[str, ...] = ()  # signature artifacts that were unreadable
     error: str | None = None
     # For an index: evidence of each platform manifest (cosign signs either or both).
@@ -510,47 +470,10 @@ class Decision:
     signers: tuple[str, ...] = ()
 
 
-def _attempts(
-    authority: CompiledAuthority, evidence: Evidence
-) -> list[cosign.Verified | cosign.Rejected]:
-    attempts: list[cosign.Verified | cosign.Rejected] = []
-    for signature in evidence.legacy[:MAX_BUNDLES]:
-        try:
-            attempts.append(
-                cosign.verify(
-                    signature.manifest,
-                    signature.blobs,
-                    digest=evidence.digest,
-                    authority=authority.legacy,
-                )
-            )
-        except cosign.Rejected as error:
-            attempts.append(cosign.Rejected(f"legacy signature: {error}"))
-    for index, bundle in enumerate(evidence.bundles[:MAX_BUNDLES]):
-        try:
-            attempts.append(
-                bundles.verify_image(bundle, digest=evidence.digest, authority=authority.bundle)
-            )
-        except cosign.Rejected as error:
-            attempts.append(cosign.Rejected(f"bundle {index + 1}: {error}"))
-    return attempts
-
-
-def _signer(authority: CompiledAuthority) -> str:
-    legacy = authority.legacy
-    if isinstance(legacy, cosign.KeyAuthority):
-        return f"{authority.name} ({keys.describe(legacy.key)})"
-    first = legacy.identities[0]
-    more = f" or {len(legacy.identities) - 1} more" if len(legacy.identities) > 1 else ""
-    subject = first.subject or f"/{first.subject_regexp}/"
-    issuer = first.issuer or f"/{first.issuer_regexp}/"
-    return f"{authority.name} (keyless: {subject} from {issuer}{more})"
-
-
 def expected_signers(policy: CompiledPolicy) -> str:
     """Whom the policy trusts, for the person whose image was refused: each authority's name
     and its key fingerprint or keyless identity (never key material)."""
-    signers = ", ".join(_signer(authority) for authority in policy.authorities[:3])
+    signers = ", ".join(authorities.describe(authority) for authority in policy.authorities[:3])
     if len(policy.authorities) > 3:
         signers += f" and {len(policy.authorities) - 3} more"
     count = f"{policy.threshold} of " if policy.threshold > 1 else ""
@@ -566,7 +489,7 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
             f"{evidence.error}; retry once the registry answers "
             "(muster image verify makes the same lookup)",
         )
-    if not evidence.legacy and not evidence.bundles:
+    if not any(found.items for found in evidence.signatures):
         extra = f" ({'; '.join(evidence.problems)})" if evidence.problems else ""
         reason = "SignatureInvalid" if evidence.problems else "ImageNotSigned"
         return Decision(
@@ -576,10 +499,13 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
             f"it must be signed (cosign sign) by {expected_signers(policy)}",
         )
     outcomes = [
-        bundles.outcome(authority.name, _attempts(authority, evidence))
+        authorities.outcome(
+            authority.name,
+            formats.attempts(evidence.signatures, digest=evidence.digest, authority=authority),
+        )
         for authority in policy.authorities
     ]
-    result = bundles.threshold(outcomes, policy.threshold)
+    result = authorities.threshold(outcomes, policy.threshold)
     if result.passed:
         return Decision(True, "Verified", result.message, signers=result.satisfied)
     return Decision(

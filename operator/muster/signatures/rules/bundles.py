@@ -35,64 +35,30 @@ from sigstore.hashes import Hashed
 from sigstore.verify import verifier as sigstore_verifier
 from sigstore_models.bundle import v1 as bundle_v1
 from sigstore_models.common.v1 import HashAlgorithm
-from sigstore_models.trustroot import v1 as trustroot_v1
 
 from muster.kernel import messages
-from muster.signatures.rules import cosign, keys
+from muster.signatures.rules import authorities, cosign, keys, proofs, trust
 
 __all__ = [
     "COSIGN_SIGN_PREDICATE",
+    "FORMAT",
     "IN_TOTO_PAYLOAD_TYPE",
     "MAX_BUNDLE_BYTES",
     "Artifact",
-    "InvalidTrustRoot",
-    "KeyAuthority",
-    "KeylessAuthority",
-    "Outcome",
-    "Rejected",
-    "Threshold",
-    "TrustedRoot",
-    "load_trusted_root",
-    "outcome",
-    "threshold",
     "verify_artifact",
     "verify_image",
 ]
 
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+FORMAT_NAME = "sigstore-bundle"
 MAX_BUNDLE_BYTES = 4 * 1024 * 1024
 _MAX_TIMESTAMPS = 32  # as sigstore-go and sigstore-python, against denial of service
 
-TrustedRoot = sigstore_models.TrustedRoot
-Rejected = cosign.Rejected
+_SigstoreRoot = sigstore_models.TrustedRoot
 
 _BUNDLE_MEDIA_TYPES = frozenset(kind.value for kind in sigstore_models.Bundle.BundleType)
-_PARSE_ERRORS = (
-    sigstore_errors.Error,
-    # A corrupted certificate can carry an impossible X.509 version; cryptography raises this
-    # (not a ValueError) when the certificate is loaded.
-    x509.InvalidVersion,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
-
-
-class InvalidTrustRoot(ValueError):
-    """A ``trusted_root.json`` that cannot be used."""
-
-
-def load_trusted_root(data: bytes | str) -> TrustedRoot:
-    """Parse a Sigstore trusted root; nothing is fetched or refreshed."""
-    try:
-        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
-    except _PARSE_ERRORS as error:
-        raise InvalidTrustRoot(f"trusted root is invalid: {messages.first_line(error)}") from None
+_PARSE_ERRORS = trust.PARSE_ERRORS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -126,28 +92,6 @@ class Artifact:
         return f"sha256:{self.sha256.hex()}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class KeylessAuthority:
-    """Bundles certified by Fulcio for one of ``identities`` under ``trusted_root``."""
-
-    name: str
-    identities: tuple[cosign.Identity, ...]
-    trusted_root: TrustedRoot
-
-    def __post_init__(self) -> None:
-        if not self.identities:
-            raise cosign.InvalidPolicy(f"keyless authority {self.name!r} lists no identity")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KeyAuthority:
-    """Bundles signed by ``key``; with a ``trusted_root`` a verified log entry is required."""
-
-    name: str
-    key: keys.PublicKey
-    trusted_root: TrustedRoot | None = None
-
-
 # ---------------------------------------------------------------------------------------------
 # Keyless: sigstore's verifier, with the corrections the conformance suite asks for
 
@@ -155,12 +99,12 @@ class KeyAuthority:
 class _IdentityPolicy:
     """A sigstore verification policy over Muster identities (issuer always required)."""
 
-    def __init__(self, identities: Sequence[cosign.Identity]) -> None:
+    def __init__(self, identities: Sequence[authorities.Identity]) -> None:
         self.identities = tuple(identities)
-        self.matched: cosign.CertificateIdentity | None = None
+        self.matched: proofs.CertificateIdentity | None = None
 
     def verify(self, cert: x509.Certificate) -> None:
-        identity = cosign.certificate_identity(cert)
+        identity = authorities.certificate_identity(cert)
         if not any(expected.matches(identity) for expected in self.identities):
             expected_text = "; ".join(str(expected) for expected in self.identities)
             raise sigstore_errors.VerificationError(
@@ -169,15 +113,8 @@ class _IdentityPolicy:
         self.matched = identity
 
 
-def _within(
-    when: datetime.datetime, start: datetime.datetime | None, end: datetime.datetime | None
-) -> bool:
-    # protobuf-specs TimeRange is a closed interval: the end instant is still valid.
-    return (start is None or start <= when) and (end is None or when <= end)
-
-
 def _verify_timestamp(
-    trusted_root: TrustedRoot, response: TimeStampResponse, signature: bytes
+    trusted_root: _SigstoreRoot, response: TimeStampResponse, signature: bytes
 ) -> datetime.datetime | None:
     """The time an RFC 3161 timestamp over ``signature`` vouches for, if a trusted TSA signed it."""
     for authority in trusted_root.get_timestamp_authorities():
@@ -196,7 +133,7 @@ def _verify_timestamp(
         except Rfc3161Error:
             continue
         when = response.tst_info.gen_time
-        if _within(when, authority.validity_period_start, authority.validity_period_end):
+        if trust.within(when, authority.validity_period_start, authority.validity_period_end):
             return when
     return None
 
@@ -250,7 +187,7 @@ class _Verifier(sigstore_verifier.Verifier):
         anchors = []
         for inner in self._trusted_root._inner.certificate_authorities:
             authority = sigstore_trust.CertificateAuthority(inner)
-            if _within(when, authority.validity_period_start, authority.validity_period_end):
+            if trust.within(when, authority.validity_period_start, authority.validity_period_end):
                 anchors.append(authority)
         if not anchors:
             raise sigstore_errors.CertValidationError(
@@ -258,11 +195,11 @@ class _Verifier(sigstore_verifier.Verifier):
             )
         try:
             authorities = [
-                cosign.CertificateAuthority(tuple(a.certificates(allow_expired=True)))
+                trust.CertificateAuthority(tuple(a.certificates(allow_expired=True)))
                 for a in anchors
             ]
             chain = cosign.verify_certificate(certificate, [], when=when, authorities=authorities)
-        except cosign.Rejected as error:
+        except proofs.Rejected as error:
             raise sigstore_errors.CertValidationError(str(error)) from None
         return list(chain[1:])
 
@@ -347,16 +284,16 @@ def _pem_block_der(pem: bytes) -> bytes:
 
 def _statement(payload_type: str, payload: bytes) -> dict[str, Any]:
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
-        raise Rejected(f"DSSE payload type is {payload_type!r}, not an in-toto statement")
+        raise proofs.Rejected(f"DSSE payload type is {payload_type!r}, not an in-toto statement")
     try:
         statement = json.loads(payload)
     except (ValueError, RecursionError):
-        raise Rejected("in-toto statement is not valid JSON") from None
+        raise proofs.Rejected("in-toto statement is not valid JSON") from None
     if not isinstance(statement, dict):
-        raise Rejected("in-toto statement is not a JSON object")
+        raise proofs.Rejected("in-toto statement is not a JSON object")
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not subjects:
-        raise Rejected("in-toto statement has no subject")
+        raise proofs.Rejected("in-toto statement has no subject")
     return statement
 
 
@@ -365,13 +302,13 @@ def _check_subject(statement: dict[str, Any], algorithm: str, hexdigest: str) ->
         digests = subject.get("digest") if isinstance(subject, dict) else None
         if isinstance(digests, dict) and digests.get(algorithm) == hexdigest:
             return
-    raise Rejected(f"in-toto statement has no subject with digest {algorithm}:{hexdigest}")
+    raise proofs.Rejected(f"in-toto statement has no subject with digest {algorithm}:{hexdigest}")
 
 
 def _check_predicate(statement: dict[str, Any], predicate_type: str) -> None:
     found = statement.get("predicateType")
     if found != predicate_type:
-        raise Rejected(f"statement predicate type is {found!r}, expected {predicate_type!r}")
+        raise proofs.Rejected(f"statement predicate type is {found!r}, expected {predicate_type!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,28 +322,30 @@ class _Checked:
     integrated_time: datetime.datetime | None
     log_index: int | None
     sct_checked: bool = False
+    key_id: str | None = None
+    identity: proofs.CertificateIdentity | None = None
 
 
 def _size_checked(bundle: bytes | str) -> bytes:
     raw = bundle.encode() if isinstance(bundle, str) else bundle
     if not isinstance(raw, bytes | bytearray):
-        raise Rejected("bundle must be bytes")
+        raise proofs.Rejected("bundle must be bytes")
     if len(raw) > MAX_BUNDLE_BYTES:
-        raise Rejected(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+        raise proofs.Rejected(f"bundle is larger than {MAX_BUNDLE_BYTES} bytes")
     return bytes(raw)
 
 
 def _keyless(
     bundle: bytes | str,
     artifact: Artifact | None,
-    identities: Sequence[cosign.Identity],
-    trusted_root: TrustedRoot,
+    identities: Sequence[authorities.Identity],
+    trusted_root: _SigstoreRoot,
 ) -> _Checked:
     raw = _size_checked(bundle)
     try:
         parsed = sigstore_models.Bundle.from_json(raw)
     except _PARSE_ERRORS as error:
-        raise Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
+        raise proofs.Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
     policy = _IdentityPolicy(identities)
     statement = None
     try:
@@ -415,16 +354,16 @@ def _keyless(
             payload_type, payload = verifier.verify_dsse(parsed, policy)
             statement = _statement(payload_type, payload)
         elif artifact is None:
-            raise Rejected("image bundles must carry a DSSE in-toto statement")
+            raise proofs.Rejected("image bundles must carry a DSSE in-toto statement")
         else:
             hashed = Hashed(algorithm=HashAlgorithm.SHA2_256, digest=artifact.sha256)
             verifier.verify_artifact(hashed, parsed, policy)
-    except Rejected:
+    except proofs.Rejected:
         raise
     except _PARSE_ERRORS as error:
-        raise Rejected(messages.first_line(error)) from None
+        raise proofs.Rejected(messages.first_line(error)) from None
     if policy.matched is None:  # the verifier must have consulted the policy
-        raise Rejected("certificate identity was not checked")
+        raise proofs.Rejected("certificate identity was not checked")
     entry = parsed.log_entry._inner
     return _Checked(
         signer=str(policy.matched),
@@ -436,6 +375,7 @@ def _keyless(
         ),
         log_index=entry.log_index,
         sct_checked=True,  # sigstore's verifier always checks the embedded SCT
+        identity=policy.matched,
     )
 
 
@@ -443,7 +383,7 @@ def _keyed(
     bundle: bytes | str,
     artifact: Artifact | None,
     key: keys.PublicKey,
-    trusted_root: TrustedRoot | None,
+    trusted_root: _SigstoreRoot | None,
 ) -> _Checked:
     raw = _size_checked(bundle)
     try:
@@ -454,23 +394,23 @@ def _keyed(
             material.setdefault("tlogEntries", [])
         inner = bundle_v1.Bundle.from_json(json.dumps(document))
     except _PARSE_ERRORS as error:
-        raise Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
+        raise proofs.Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
     if inner.media_type not in _BUNDLE_MEDIA_TYPES:
-        raise Rejected(f"bundle media type {inner.media_type!r} is not supported")
+        raise proofs.Rejected(f"bundle media type {inner.media_type!r} is not supported")
     material = inner.verification_material
     if material.public_key is None:
-        raise Rejected("bundle is certificate-based (keyless); verify it with an identity")
+        raise proofs.Rejected("bundle is certificate-based (keyless); verify it with an identity")
     statement = None
     if inner.dsse_envelope is not None:
         envelope = inner.dsse_envelope
         if len(envelope.signatures) != 1 or not envelope.signatures[0].sig:
-            raise Rejected("DSSE envelope must hold exactly one signature")
+            raise proofs.Rejected("DSSE envelope must hold exactly one signature")
         signature = envelope.signatures[0].sig
         pae = sigstore_dsse._pae(envelope.payload_type, envelope.payload)
         try:
             keys.verify(key, signature, pae)
         except keys.InvalidSignature as error:
-            raise Rejected(f"DSSE {error}") from None
+            raise proofs.Rejected(f"DSSE {error}") from None
         statement = _statement(envelope.payload_type, envelope.payload)
         expected: _Expected = _Expected(
             signature=signature,
@@ -479,29 +419,33 @@ def _keyed(
         )
     elif inner.message_signature is not None:
         if artifact is None:
-            raise Rejected("image bundles must carry a DSSE in-toto statement")
+            raise proofs.Rejected("image bundles must carry a DSSE in-toto statement")
         message = inner.message_signature
         signature = message.signature
         if message.message_digest is not None and (
             message.message_digest.algorithm != HashAlgorithm.SHA2_256
             or message.message_digest.digest != artifact.sha256
         ):
-            raise Rejected("bundle signs a different artifact digest")
+            raise proofs.Rejected("bundle signs a different artifact digest")
         try:
             if artifact.data is not None and not isinstance(key, ec.EllipticCurvePublicKey):
                 keys.verify(key, signature, artifact.data)
             else:
                 keys.verify_digest(key, signature, artifact.sha256, "sha256")
         except keys.InvalidSignature as error:
-            raise Rejected(str(error)) from None
+            raise proofs.Rejected(str(error)) from None
         expected = _Expected(signature=signature, artifact_sha256=artifact.sha256)
     else:
-        raise Rejected("bundle holds neither a message signature nor a DSSE envelope")
+        raise proofs.Rejected("bundle holds neither a message signature nor a DSSE envelope")
     integrated, index = None, None
     if trusted_root is not None:
         integrated, index = _check_log_entries(inner, key, expected, trusted_root)
     return _Checked(
-        signer=keys.describe(key), statement=statement, integrated_time=integrated, log_index=index
+        signer=keys.describe(key),
+        statement=statement,
+        integrated_time=integrated,
+        log_index=index,
+        key_id=keys.fingerprint(key),
     )
 
 
@@ -516,30 +460,34 @@ class _Expected:
 
 
 def _check_log_entries(
-    inner: bundle_v1.Bundle, key: keys.PublicKey, expected: _Expected, trusted_root: TrustedRoot
+    inner: bundle_v1.Bundle, key: keys.PublicKey, expected: _Expected, trusted_root: _SigstoreRoot
 ) -> tuple[datetime.datetime | None, int]:
     entries = inner.verification_material.tlog_entries
     if not entries:
-        raise Rejected("bundle has no transparency log entry")
+        raise proofs.Rejected("bundle has no transparency log entry")
     if len(entries) != 1:
-        raise Rejected("bundle must hold exactly one transparency log entry")
+        raise proofs.Rejected("bundle must hold exactly one transparency log entry")
     try:
         entry = sigstore_models.TransparencyLogEntry(entries[0])
         entry._verify(trusted_root.rekor_keyring(sigstore_trust.KeyringPurpose.VERIFY))
     except _PARSE_ERRORS as error:
-        raise Rejected(f"transparency log entry is invalid: {messages.first_line(error)}") from None
+        raise proofs.Rejected(
+            f"transparency log entry is invalid: {messages.first_line(error)}"
+        ) from None
     _check_recorded(entries[0].kind_version, entries[0].canonicalized_body, key, expected)
     timestamps = inner.verification_material.timestamp_verification_data
     responses = timestamps.rfc3161_timestamps if timestamps else []
     if len(responses) > _MAX_TIMESTAMPS:
-        raise Rejected("bundle holds too many signed timestamps")
+        raise proofs.Rejected("bundle holds too many signed timestamps")
     for response in responses:
         try:
             decoded = decode_timestamp_response(response.signed_timestamp)
         except _PARSE_ERRORS as error:
-            raise Rejected(f"signed timestamp is invalid: {messages.first_line(error)}") from None
+            raise proofs.Rejected(
+                f"signed timestamp is invalid: {messages.first_line(error)}"
+            ) from None
         if _verify_timestamp(trusted_root, decoded, expected.signature) is None:
-            raise Rejected("signed timestamp is not from a trusted timestamp authority")
+            raise proofs.Rejected("signed timestamp is not from a trusted timestamp authority")
     when = (
         datetime.datetime.fromtimestamp(entries[0].integrated_time, tz=datetime.UTC)
         if entries[0].integrated_time and entries[0].inclusion_promise
@@ -557,7 +505,7 @@ def _check_recorded(
         entry = json.loads(body)
         # The bundle's kindVersion is not signed; the logged body is.
         if (entry["kind"], entry["apiVersion"]) != kind:
-            raise Rejected("log entry body is of another kind than the bundle says")
+            raise proofs.Rejected("log entry body is of another kind than the bundle says")
         spec = entry["spec"]
         if kind == ("hashedrekord", "0.0.1"):
             digest = bytes.fromhex(spec["data"]["hash"]["value"])
@@ -587,135 +535,116 @@ def _check_recorded(
             ]
             covered = expected.payload_sha256
         else:
-            raise Rejected(f"log entry kind {kind[0]}/{kind[1]} is not supported")
+            raise proofs.Rejected(f"log entry kind {kind[0]}/{kind[1]} is not supported")
         if not ok_algorithm or covered is None or digest != covered:
-            raise Rejected("log entry records different content")
+            raise proofs.Rejected("log entry records different content")
         if len(recorded) != 1:
-            raise Rejected("log entry must record exactly one signature")
+            raise proofs.Rejected("log entry must record exactly one signature")
         signature_b64, signer_b64 = recorded[0]
         if base64.b64decode(signature_b64, validate=True) != expected.signature:
-            raise Rejected("log entry records a different signature")
+            raise proofs.Rejected("log entry records a different signature")
         signer = base64.b64decode(signer_b64, validate=True)
         recorded_key = keys.load(signer)
-    except Rejected:
+    except proofs.Rejected:
         raise
     except (KeyError, TypeError, ValueError, binascii.Error, UnicodeDecodeError):
-        raise Rejected("log entry body is malformed or does not match the bundle") from None
+        raise proofs.Rejected("log entry body is malformed or does not match the bundle") from None
     if not keys.same(recorded_key, key):
-        raise Rejected("log entry records a different signing key")
+        raise proofs.Rejected("log entry records a different signing key")
+
+
+def _sigstore_root(root: trust.TrustedRoot | None) -> _SigstoreRoot | None:
+    if root is None:
+        return None
+    if root.sigstore is None:
+        raise proofs.Rejected(
+            "the trusted root was given as PEM certificates and keys, which verify legacy "
+            "signatures only; bundles need a trusted_root.json"
+        )
+    return root.sigstore
+
+
+def _proof(checked: _Checked, digest: str, authority: str = "") -> proofs.Proof:
+    return proofs.Proof(
+        digest=digest,
+        signer=checked.signer,
+        authority=authority,
+        format=FORMAT_NAME,
+        key_id=checked.key_id,
+        identity=checked.identity,
+        integrated_time=checked.integrated_time,
+        log_index=checked.log_index,
+        sct_checked=checked.sct_checked,
+    )
 
 
 def verify_artifact(
     bundle: bytes | str,
     artifact: Artifact,
     *,
-    identities: Sequence[cosign.Identity] = (),
+    identities: Sequence[authorities.Identity] = (),
     key: keys.PublicKey | None = None,
-    trusted_root: TrustedRoot | None = None,
-) -> cosign.Verified:
+    trusted_root: trust.TrustedRoot | None = None,
+) -> proofs.Proof:
     """Verify a bundle over a file (by digest), keyless by identity or with a key."""
     if key is not None and identities:
-        raise cosign.InvalidPolicy("verify with a key or with identities, not both")
+        raise authorities.InvalidPolicy("verify with a key or with identities, not both")
+    root = _sigstore_root(trusted_root)
     if key is not None:
-        checked = _keyed(bundle, artifact, key, trusted_root)
+        checked = _keyed(bundle, artifact, key, root)
     elif identities:
-        if trusted_root is None:
-            raise cosign.InvalidPolicy("keyless verification needs a trusted root")
-        checked = _keyless(bundle, artifact, identities, trusted_root)
+        if root is None:
+            raise authorities.InvalidPolicy("keyless verification needs a trusted root")
+        checked = _keyless(bundle, artifact, identities, root)
     else:
-        raise cosign.InvalidPolicy("give a key or at least one identity to verify with")
+        raise authorities.InvalidPolicy("give a key or at least one identity to verify with")
     if checked.statement is not None:
         _check_subject(checked.statement, "sha256", artifact.sha256.hex())
-    return cosign.Verified(
-        digest=artifact.digest,
-        signer=checked.signer,
-        integrated_time=checked.integrated_time,
-        log_index=checked.log_index,
-        sct_checked=checked.sct_checked,
-    )
+    return _proof(checked, artifact.digest)
 
 
 def verify_image(
     bundle: bytes | str,
     *,
     digest: str,
-    authority: KeyAuthority | KeylessAuthority,
+    authority: authorities.Authority,
     predicate_type: str = COSIGN_SIGN_PREDICATE,
-) -> cosign.Verified:
+) -> proofs.Proof:
     """Verify a cosign v3 image bundle: its statement must name ``digest`` and the predicate."""
     cosign.check_digest(digest, "image digest")
-    if isinstance(authority, KeyAuthority):
-        checked = _keyed(bundle, None, authority.key, authority.trusted_root)
+    if isinstance(authority, authorities.KeyAuthority):
+        checked = _keyed(bundle, None, authority.key, _sigstore_root(authority.trusted_root))
     else:
-        checked = _keyless(bundle, None, authority.identities, authority.trusted_root)
+        root = _sigstore_root(authority.trusted_root)
+        if root is None:  # the type rules it out; never verify without a root
+            raise proofs.Rejected("keyless verification needs a trusted root")
+        checked = _keyless(bundle, None, authority.identities, root)
     if checked.statement is None:
-        raise Rejected("image bundles must carry a DSSE in-toto statement")
+        raise proofs.Rejected("image bundles must carry a DSSE in-toto statement")
     _check_predicate(checked.statement, predicate_type)
     algorithm, _, hexdigest = digest.partition(":")
     _check_subject(checked.statement, algorithm, hexdigest)
-    return cosign.Verified(
-        digest=digest,
-        signer=checked.signer,
-        authority=authority.name,
-        integrated_time=checked.integrated_time,
-        log_index=checked.log_index,
-        sct_checked=checked.sct_checked,
-    )
+    return _proof(checked, digest, authority.name)
 
 
 # ---------------------------------------------------------------------------------------------
-# Thresholds
+# The format
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one authority said about an image: a verified signature, or why there is none."""
+class _Format:
+    """Image bundles (OCI referrers) as a :class:`muster.signatures.rules.formats.Format`."""
 
-    authority: str
-    verified: cosign.Verified | None = None
-    reason: str = ""
+    name = FORMAT_NAME
 
+    def label(self, index: int) -> str:
+        return f"bundle {index + 1}"
 
-def outcome(authority: str, attempts: Sequence[cosign.Verified | Rejected]) -> Outcome:
-    """Fold the attempts of one authority (one per signature or bundle) into its outcome."""
-    for attempt in attempts:
-        if isinstance(attempt, cosign.Verified):
-            return Outcome(authority=authority, verified=attempt)
-    reasons = "; ".join(str(attempt) for attempt in attempts) or "no signature found"
-    return Outcome(authority=authority, reason=reasons)
+    def verify(
+        self, evidence: object, *, digest: str, authority: authorities.Authority
+    ) -> proofs.Proof:
+        if not isinstance(evidence, bytes):
+            raise proofs.Rejected("evidence is not a bundle")
+        return verify_image(evidence, digest=digest, authority=authority)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Threshold:
-    """Whether enough distinct authorities vouch for an image."""
-
-    required: int
-    satisfied: tuple[str, ...]
-    missing: tuple[Outcome, ...]
-
-    @property
-    def passed(self) -> bool:
-        return len(self.satisfied) >= self.required
-
-    @property
-    def message(self) -> str:
-        if self.passed:
-            return f"signed by {len(self.satisfied)} of {self.required} required authorities"
-        details = "; ".join(f"{o.authority}: {o.reason}" for o in self.missing)
-        return f"signed by {len(self.satisfied)} of {self.required} required authorities" + (
-            f" ({details})" if details else ""
-        )
-
-
-def threshold(outcomes: Sequence[Outcome], required: int) -> Threshold:
-    """N of M: at least ``required`` distinct authorities must have a verified signature."""
-    names = [o.authority for o in outcomes]
-    if len(set(names)) != len(names):
-        raise cosign.InvalidPolicy("each authority must be judged exactly once")
-    if not 1 <= required <= len(outcomes):
-        raise cosign.InvalidPolicy(
-            f"threshold {required} is not between 1 and the {len(outcomes)} authorities"
-        )
-    satisfied = tuple(o.authority for o in outcomes if o.verified is not None)
-    missing = tuple(o for o in outcomes if o.verified is None)
-    return Threshold(required=required, satisfied=satisfied, missing=missing)
+FORMAT = _Format()

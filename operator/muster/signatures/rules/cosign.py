@@ -6,7 +6,7 @@ its chain and the Rekor bundle (a Signed Entry Timestamp, SET). Everything here 
 registry client hands over the manifest and the blobs, and trust material arrives as bytes.
 
 A signature counts only if the payload names exactly the image digest being admitted.
-Every failure raises :class:`Rejected` with one readable sentence; nothing passes by default.
+Every failure raises :class:`proofs.Rejected` with one readable sentence; nothing passes by default.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
 import rfc8785
@@ -28,30 +28,21 @@ from cryptography.x509 import verification as x509_verification
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from muster.kernel import messages, references
-from muster.signatures.rules import keys
+from muster.signatures.rules import authorities, keys, proofs
+from muster.signatures.rules import trust as roots
 
 __all__ = [
     "BUNDLE_ANNOTATION",
     "CERTIFICATE_ANNOTATION",
     "CHAIN_ANNOTATION",
+    "FORMAT",
     "SIGNATURE_ANNOTATION",
     "SIMPLE_SIGNING_MEDIA_TYPE",
     "SIMPLE_SIGNING_TYPE",
     "TIMESTAMP_ANNOTATION",
-    "CertificateAuthority",
-    "CertificateIdentity",
-    "Identity",
-    "InvalidPolicy",
-    "InvalidTrustMaterial",
-    "KeyAuthority",
-    "KeylessAuthority",
-    "LogKey",
+    "LegacySignature",
     "Payload",
-    "Rejected",
     "SignatureLayer",
-    "TrustMaterial",
-    "Verified",
-    "certificate_identity",
     "check_digest",
     "parse_manifest",
     "parse_payload",
@@ -69,6 +60,7 @@ CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 TIMESTAMP_ANNOTATION = "dev.sigstore.cosign/rfc3161timestamp"
 
+FORMAT_NAME = "cosign-legacy"
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_LAYERS = 256
 
@@ -77,289 +69,6 @@ _MANIFEST_MEDIA_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
 )
 _DIGEST = re.compile(r"^(sha256|sha384|sha512):([a-f0-9]+)$")
-
-# Fulcio's certificate extensions, https://github.com/sigstore/fulcio/blob/main/docs/oid-info.md
-_ISSUER_V1_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
-_ISSUER_V2_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
-_OTHERNAME_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
-
-
-class Rejected(ValueError):
-    """A signature that does not count, and the one sentence that says why."""
-
-
-class InvalidPolicy(ValueError):
-    """An identity or authority that cannot be used as written."""
-
-
-class InvalidTrustMaterial(ValueError):
-    """A trusted root, CA certificate or log key that cannot be used."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Identities
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CertificateIdentity:
-    """Who a Fulcio certificate was issued to: the OIDC issuer and the subject names (SANs)."""
-
-    issuer: str | None
-    subjects: tuple[str, ...]
-
-    def __str__(self) -> str:
-        subjects = ", ".join(self.subjects) or "no subject"
-        return f"{subjects} (issuer {self.issuer or 'unknown'})"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Identity:
-    """An expected keyless signer: issuer and subject, each exact or a full-match regexp."""
-
-    issuer: str | None = None
-    subject: str | None = None
-    issuer_regexp: str | None = None
-    subject_regexp: str | None = None
-
-    def __post_init__(self) -> None:
-        for name, exact, pattern in (
-            ("issuer", self.issuer, self.issuer_regexp),
-            ("subject", self.subject, self.subject_regexp),
-        ):
-            if (exact is None) == (pattern is None):
-                raise InvalidPolicy(f"identity needs exactly one of {name} and {name}_regexp")
-            if exact is not None and not exact:
-                raise InvalidPolicy(f"identity {name} is empty")
-            if pattern is not None:
-                _compile(name, pattern)
-
-    def matches(self, identity: CertificateIdentity) -> bool:
-        if identity.issuer is None:
-            return False
-        if not _match(self.issuer, self.issuer_regexp, identity.issuer):
-            return False
-        return any(_match(self.subject, self.subject_regexp, san) for san in identity.subjects)
-
-    def __str__(self) -> str:
-        subject = self.subject if self.subject is not None else f"/{self.subject_regexp}/"
-        issuer = self.issuer if self.issuer is not None else f"/{self.issuer_regexp}/"
-        return f"{subject} (issuer {issuer})"
-
-
-def _compile(name: str, pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise InvalidPolicy(f"{name} regexp {pattern!r} is invalid: {error}") from None
-
-
-def _match(exact: str | None, pattern: str | None, value: str) -> bool:
-    if exact is not None:
-        return value == exact
-    if pattern is None:  # __post_init__ rules this out; never match by accident
-        return False
-    # Full match, like cosign's anchored regexps: "philipp" must not admit "evil-philipp".
-    return _compile("identity", pattern).fullmatch(value) is not None
-
-
-def _der_utf8(value: bytes) -> str | None:
-    """Decode a DER UTF8String (how Fulcio's newer extensions carry text)."""
-    if len(value) < 2 or value[0] != 0x0C:
-        return None
-    length, offset = value[1], 2
-    if length & 0x80:
-        count = length & 0x7F
-        if count == 0 or count > 4 or len(value) < 2 + count:
-            return None
-        length, offset = int.from_bytes(value[2 : 2 + count], "big"), 2 + count
-    if len(value) != offset + length:
-        return None
-    try:
-        return value[offset:].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def certificate_identity(certificate: x509.Certificate) -> CertificateIdentity:
-    """Read the OIDC issuer and the subject alternative names of a Fulcio certificate."""
-    issuer: str | None = None
-    extensions = {ext.oid: ext.value for ext in _extensions(certificate)}
-    v2 = extensions.get(_ISSUER_V2_OID)
-    if isinstance(v2, x509.UnrecognizedExtension):
-        issuer = _der_utf8(v2.value)
-    v1 = extensions.get(_ISSUER_V1_OID)
-    if issuer is None and isinstance(v1, x509.UnrecognizedExtension):
-        try:
-            issuer = v1.value.decode("utf-8")
-        except UnicodeDecodeError:
-            issuer = None
-    subjects: list[str] = []
-    san = extensions.get(x509.SubjectAlternativeName.oid)
-    if isinstance(san, x509.SubjectAlternativeName):
-        subjects.extend(san.get_values_for_type(x509.RFC822Name))
-        subjects.extend(san.get_values_for_type(x509.UniformResourceIdentifier))
-        for other in san.get_values_for_type(x509.OtherName):
-            if other.type_id == _OTHERNAME_OID and (text := _der_utf8(other.value)):
-                subjects.append(text)
-    return CertificateIdentity(issuer=issuer, subjects=tuple(subjects))
-
-
-def _extensions(certificate: x509.Certificate) -> Iterable[x509.Extension[x509.ExtensionType]]:
-    try:
-        return list(certificate.extensions)
-    except ValueError as error:  # duplicate or malformed extensions
-        raise Rejected(f"signing certificate has malformed extensions: {error}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Trust material
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CertificateAuthority:
-    """A Fulcio CA: its certificates (root last) and when it may have issued certificates."""
-
-    certificates: tuple[x509.Certificate, ...]
-    valid_from: datetime.datetime | None = None
-    valid_until: datetime.datetime | None = None
-
-    def valid_at(self, when: datetime.datetime) -> bool:
-        return _within(when, self.valid_from, self.valid_until)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LogKey:
-    """A transparency log's (Rekor's or a CT log's) public key and its validity window."""
-
-    key: keys.PublicKey
-    valid_from: datetime.datetime | None = None
-    valid_until: datetime.datetime | None = None
-
-    @property
-    def log_id(self) -> str:
-        return keys.fingerprint(self.key)
-
-    def valid_at(self, when: datetime.datetime) -> bool:
-        return _within(when, self.valid_from, self.valid_until)
-
-
-def _within(
-    when: datetime.datetime, start: datetime.datetime | None, end: datetime.datetime | None
-) -> bool:
-    # Validity windows are closed intervals (protobuf-specs TimeRange).
-    return (start is None or start <= when) and (end is None or when <= end)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TrustMaterial:
-    """What keyless verification trusts: Fulcio CAs, Rekor keys and CT log keys."""
-
-    authorities: tuple[CertificateAuthority, ...]
-    rekor_keys: tuple[LogKey, ...]
-    ct_keys: tuple[LogKey, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not self.authorities:
-            raise InvalidTrustMaterial("trust material has no Fulcio certificate authority")
-        if not self.rekor_keys:
-            raise InvalidTrustMaterial("trust material has no Rekor public key")
-
-    @classmethod
-    def from_pem(
-        cls,
-        *,
-        fulcio: Sequence[bytes | str],
-        rekor: Sequence[bytes | str],
-        ct: Sequence[bytes | str] = (),
-    ) -> TrustMaterial:
-        """Trust material from PEM CA certificates and PEM log keys (no validity windows)."""
-        authorities = tuple(
-            CertificateAuthority(certificates=_load_certificates(pem, "Fulcio CA"))
-            for pem in fulcio
-        )
-        return cls(
-            authorities=authorities,
-            rekor_keys=tuple(LogKey(key=_load_log_key(pem, "Rekor")) for pem in rekor),
-            ct_keys=tuple(LogKey(key=_load_log_key(pem, "CT log")) for pem in ct),
-        )
-
-    @classmethod
-    def from_trusted_root(cls, data: bytes | str) -> TrustMaterial:
-        """Trust material from a Sigstore ``trusted_root.json`` document."""
-        from sigstore_models.trustroot.v1 import TrustedRoot
-
-        try:
-            root = TrustedRoot.from_json(data)
-        except ValueError as error:
-            raise InvalidTrustMaterial(
-                f"trusted root is invalid: {messages.first_line(error)}"
-            ) from None
-        if not root.media_type.startswith("application/vnd.dev.sigstore.trustedroot"):
-            raise InvalidTrustMaterial(f"trusted root has media type {root.media_type!r}")
-        authorities = []
-        for authority in root.certificate_authorities:
-            certificates = tuple(
-                _load_der_certificate(cert.raw_bytes) for cert in authority.cert_chain.certificates
-            )
-            if not certificates:
-                continue
-            authorities.append(
-                CertificateAuthority(
-                    certificates=certificates,
-                    valid_from=authority.valid_for.start,
-                    valid_until=authority.valid_for.end,
-                )
-            )
-
-        def log_keys(logs: Sequence[Any], what: str) -> tuple[LogKey, ...]:
-            found = []
-            for log in logs:
-                public = log.public_key
-                if public.raw_bytes is None:
-                    continue
-                window = public.valid_for
-                found.append(
-                    LogKey(
-                        key=_load_log_key(public.raw_bytes, what),
-                        valid_from=window.start if window else None,
-                        valid_until=window.end if window else None,
-                    )
-                )
-            return tuple(found)
-
-        return cls(
-            authorities=tuple(authorities),
-            rekor_keys=log_keys(root.tlogs, "Rekor"),
-            ct_keys=log_keys(root.ctlogs, "CT log"),
-        )
-
-
-def _load_log_key(data: bytes | str, what: str) -> keys.PublicKey:
-    try:
-        return keys.load(data)
-    except keys.InvalidKey as error:
-        raise InvalidTrustMaterial(f"{what} key: {error}") from None
-
-
-def _load_der_certificate(data: bytes) -> x509.Certificate:
-    try:
-        return x509.load_der_x509_certificate(data)
-    except ValueError as error:
-        raise InvalidTrustMaterial(
-            f"certificate is invalid: {messages.first_line(error)}"
-        ) from None
-
-
-def _load_certificates(data: bytes | str, what: str) -> tuple[x509.Certificate, ...]:
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        certificates = tuple(x509.load_pem_x509_certificates(raw))
-    except ValueError as error:
-        raise InvalidTrustMaterial(f"{what} PEM is invalid: {messages.first_line(error)}") from None
-    if not certificates:
-        raise InvalidTrustMaterial(f"{what} PEM holds no certificate")
-    return certificates
-
 
 # ---------------------------------------------------------------------------------------------
 # Payloads and signature manifests
@@ -379,7 +88,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise Rejected(f"payload repeats the key {key!r}")
+            raise proofs.Rejected(f"payload repeats the key {key!r}")
         result[key] = value
     return result
 
@@ -388,53 +97,53 @@ def _loads(data: bytes, what: str) -> object:
     try:
         return json.loads(data, object_pairs_hook=_no_duplicates)
     except (ValueError, RecursionError) as error:
-        if isinstance(error, Rejected):
-            raise Rejected(f"{what}: {error}") from None
-        raise Rejected(f"{what} is not valid JSON") from None
+        if isinstance(error, proofs.Rejected):
+            raise proofs.Rejected(f"{what}: {error}") from None
+        raise proofs.Rejected(f"{what} is not valid JSON") from None
 
 
 def check_digest(digest: str, what: str = "digest") -> str:
     """Return ``digest`` if it is ``algorithm:hex`` of the right length, else reject it."""
     match = _DIGEST.match(digest) if isinstance(digest, str) else None
     if match is None:
-        raise Rejected(f"{what} {digest!r} is not of the form sha256:<hex>")
+        raise proofs.Rejected(f"{what} {digest!r} is not of the form sha256:<hex>")
     algorithm, hexpart = match.groups()
     if len(hexpart) != references.DIGEST_ALGORITHMS[algorithm]:
-        raise Rejected(f"{what} {digest!r} has the wrong length for {algorithm}")
+        raise proofs.Rejected(f"{what} {digest!r} has the wrong length for {algorithm}")
     return digest
 
 
 def parse_payload(data: bytes) -> Payload:
     """Parse and validate a simple-signing payload."""
     if not isinstance(data, bytes | bytearray):
-        raise Rejected("payload must be bytes")
+        raise proofs.Rejected("payload must be bytes")
     if len(data) > MAX_PAYLOAD_BYTES:
-        raise Rejected(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
+        raise proofs.Rejected(f"payload is larger than {MAX_PAYLOAD_BYTES} bytes")
     document = _loads(bytes(data), "payload")
     if not isinstance(document, dict):
-        raise Rejected("payload is not a JSON object")
+        raise proofs.Rejected("payload is not a JSON object")
     critical = document.get("critical")
     if not isinstance(critical, dict):
-        raise Rejected("payload has no 'critical' object")
+        raise proofs.Rejected("payload has no 'critical' object")
     kind = critical.get("type")
     if kind != SIMPLE_SIGNING_TYPE:
-        raise Rejected(f"payload critical.type is {kind!r}, not {SIMPLE_SIGNING_TYPE!r}")
+        raise proofs.Rejected(f"payload critical.type is {kind!r}, not {SIMPLE_SIGNING_TYPE!r}")
     identity = critical.get("identity")
     reference = identity.get("docker-reference") if isinstance(identity, dict) else None
     if not isinstance(reference, str) or not reference:
-        raise Rejected("payload has no critical.identity.docker-reference")
+        raise proofs.Rejected("payload has no critical.identity.docker-reference")
     try:
         references.parse(reference)
     except references.InvalidReference as error:
-        raise Rejected(f"payload docker-reference is invalid: {error}") from None
+        raise proofs.Rejected(f"payload docker-reference is invalid: {error}") from None
     image = critical.get("image")
     digest = image.get("docker-manifest-digest") if isinstance(image, dict) else None
     if not isinstance(digest, str):
-        raise Rejected("payload has no critical.image.docker-manifest-digest")
+        raise proofs.Rejected("payload has no critical.image.docker-manifest-digest")
     check_digest(digest, "payload docker-manifest-digest")
     optional = document.get("optional")
     if optional is not None and not isinstance(optional, dict):
-        raise Rejected("payload 'optional' is neither an object nor null")
+        raise proofs.Rejected("payload 'optional' is neither an object nor null")
     return Payload(docker_reference=reference, digest=digest, optional=optional)
 
 
@@ -461,10 +170,10 @@ def _manifest(manifest: Mapping[str, object] | bytes | str) -> Mapping[str, obje
     if isinstance(manifest, bytes | bytearray):
         document = _loads(bytes(manifest), "signature manifest")
         if not isinstance(document, dict):
-            raise Rejected("signature manifest is not a JSON object")
+            raise proofs.Rejected("signature manifest is not a JSON object")
         return document
     if not isinstance(manifest, Mapping):
-        raise Rejected("signature manifest must be a JSON object")
+        raise proofs.Rejected("signature manifest must be a JSON object")
     return manifest
 
 
@@ -475,12 +184,12 @@ def parse_manifest(
     document = _manifest(manifest)
     media_type = document.get("mediaType")
     if media_type is not None and media_type not in _MANIFEST_MEDIA_TYPES:
-        raise Rejected(f"signature manifest has media type {media_type!r}")
+        raise proofs.Rejected(f"signature manifest has media type {media_type!r}")
     layers = document.get("layers")
     if not isinstance(layers, list) or not layers:
-        raise Rejected("signature manifest has no layers")
+        raise proofs.Rejected("signature manifest has no layers")
     if len(layers) > MAX_LAYERS:
-        raise Rejected(f"signature manifest has more than {MAX_LAYERS} layers")
+        raise proofs.Rejected(f"signature manifest has more than {MAX_LAYERS} layers")
     return tuple(_layer(index, layer, blobs) for index, layer in enumerate(layers))
 
 
@@ -497,7 +206,7 @@ def _layer(index: int, layer: object, blobs: Mapping[str, bytes]) -> SignatureLa
         return problem("layer has no digest")
     try:
         check_digest(digest, "layer digest")
-    except Rejected as error:
+    except proofs.Rejected as error:
         return problem(str(error))
     payload = blobs.get(digest)
     if not isinstance(payload, bytes | bytearray):
@@ -539,45 +248,10 @@ def _layer(index: int, layer: object, blobs: Mapping[str, bytes]) -> SignatureLa
 # Verification
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Verified:
-    """A signature that counts: who signed which digest, and when the log saw it."""
-
-    digest: str
-    signer: str
-    authority: str = ""
-    docker_reference: str | None = None
-    integrated_time: datetime.datetime | None = None
-    log_index: int | None = None
-    sct_checked: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KeyAuthority:
-    """Signatures by one public key; with ``rekor_keys`` a verified Rekor entry is required."""
-
-    name: str
-    key: keys.PublicKey
-    rekor_keys: tuple[LogKey, ...] | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KeylessAuthority:
-    """Fulcio-certified signatures by any of ``identities``, checked against ``trust``."""
-
-    name: str
-    identities: tuple[Identity, ...]
-    trust: TrustMaterial
-
-    def __post_init__(self) -> None:
-        if not self.identities:
-            raise InvalidPolicy(f"keyless authority {self.name!r} lists no identity")
-
-
 def _check_payload(layer: SignatureLayer, digest: str) -> Payload:
     payload = parse_payload(layer.payload)
     if payload.digest != digest:
-        raise Rejected(f"payload signs {payload.digest}, not the image digest {digest}")
+        raise proofs.Rejected(f"payload signs {payload.digest}, not the image digest {digest}")
     return payload
 
 
@@ -588,18 +262,20 @@ class _LogEntry:
 
 
 def _verify_rekor_bundle(
-    layer: SignatureLayer, rekor_keys: Sequence[LogKey], signer_pem: bytes
+    layer: SignatureLayer, rekor_keys: Sequence[roots.LogKey], signer_pem: bytes
 ) -> _LogEntry:
     """Check the SET over the Rekor entry and that the entry records exactly this signature."""
     if layer.rekor_bundle is None:
-        raise Rejected(f"no Rekor bundle ({BUNDLE_ANNOTATION}), so no transparency log proof")
+        raise proofs.Rejected(
+            f"no Rekor bundle ({BUNDLE_ANNOTATION}), so no transparency log proof"
+        )
     document = _loads(layer.rekor_bundle, "Rekor bundle")
     if not isinstance(document, dict):
-        raise Rejected("Rekor bundle is not a JSON object")
+        raise proofs.Rejected("Rekor bundle is not a JSON object")
     payload = document.get("Payload")
     signed = document.get("SignedEntryTimestamp")
     if not isinstance(payload, dict) or not isinstance(signed, str):
-        raise Rejected("Rekor bundle lacks Payload or SignedEntryTimestamp")
+        raise proofs.Rejected("Rekor bundle lacks Payload or SignedEntryTimestamp")
     body, when, index, log_id = (
         payload.get(name) for name in ("body", "integratedTime", "logIndex", "logID")
     )
@@ -609,28 +285,30 @@ def _verify_rekor_bundle(
         or not _is_int(when)
         or not _is_int(index)
     ):
-        raise Rejected("Rekor bundle Payload lacks body, integratedTime, logIndex or logID")
+        raise proofs.Rejected("Rekor bundle Payload lacks body, integratedTime, logIndex or logID")
     try:
         set_signature = base64.b64decode(signed, validate=True)
         body_bytes = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):
-        raise Rejected("Rekor bundle holds invalid base64") from None
+        raise proofs.Rejected("Rekor bundle holds invalid base64") from None
     try:
         integrated = datetime.datetime.fromtimestamp(when, tz=datetime.UTC)
     except (OverflowError, OSError, ValueError):
-        raise Rejected(f"Rekor integratedTime {when} is out of range") from None
+        raise proofs.Rejected(f"Rekor integratedTime {when} is out of range") from None
     log_key = next((k for k in rekor_keys if k.log_id == log_id.lower()), None)
     if log_key is None:
-        raise Rejected(f"Rekor bundle is from log {log_id[:16]}..., which is not trusted")
+        raise proofs.Rejected(f"Rekor bundle is from log {log_id[:16]}..., which is not trusted")
     if not log_key.valid_at(integrated):
-        raise Rejected("Rekor key was not valid at the entry's integrated time")
+        raise proofs.Rejected("Rekor key was not valid at the entry's integrated time")
     canonical = rfc8785.dumps(
         {"body": body, "integratedTime": when, "logID": log_id, "logIndex": index}
     )
     try:
         keys.verify(log_key.key, set_signature, canonical)
     except keys.InvalidSignature:
-        raise Rejected("Rekor SignedEntryTimestamp does not verify with the Rekor key") from None
+        raise proofs.Rejected(
+            "Rekor SignedEntryTimestamp does not verify with the Rekor key"
+        ) from None
     _check_hashedrekord(body_bytes, layer, signer_pem)
     return _LogEntry(integrated_time=integrated, log_index=index)
 
@@ -642,9 +320,11 @@ def _is_int(value: object) -> TypeGuard[int]:
 def _check_hashedrekord(body: bytes, layer: SignatureLayer, signer_pem: bytes) -> None:
     entry = _loads(body, "Rekor entry")
     if not isinstance(entry, dict) or entry.get("kind") != "hashedrekord":
-        raise Rejected("Rekor entry is not a hashedrekord entry")
+        raise proofs.Rejected("Rekor entry is not a hashedrekord entry")
     if entry.get("apiVersion") != "0.0.1":
-        raise Rejected(f"Rekor hashedrekord version {entry.get('apiVersion')!r} is not 0.0.1")
+        raise proofs.Rejected(
+            f"Rekor hashedrekord version {entry.get('apiVersion')!r} is not 0.0.1"
+        )
     spec = entry.get("spec")
     try:
         data_hash = spec["data"]["hash"]  # type: ignore[index]
@@ -652,18 +332,18 @@ def _check_hashedrekord(body: bytes, layer: SignatureLayer, signer_pem: bytes) -
         algorithm, value = data_hash["algorithm"], data_hash["value"]
         content, public = signature["content"], signature["publicKey"]["content"]
     except (KeyError, TypeError):
-        raise Rejected("Rekor entry lacks its hash, signature or public key") from None
+        raise proofs.Rejected("Rekor entry lacks its hash, signature or public key") from None
     if algorithm != "sha256" or value != hashlib.sha256(layer.payload).hexdigest():
-        raise Rejected("Rekor entry records a different payload")
+        raise proofs.Rejected("Rekor entry records a different payload")
     try:
         recorded_signature = base64.b64decode(content, validate=True)
         recorded_signer = base64.b64decode(public, validate=True)
     except (binascii.Error, ValueError, TypeError):
-        raise Rejected("Rekor entry holds invalid base64") from None
+        raise proofs.Rejected("Rekor entry holds invalid base64") from None
     if recorded_signature != layer.signature:
-        raise Rejected("Rekor entry records a different signature")
+        raise proofs.Rejected("Rekor entry records a different signature")
     if _pem_der(recorded_signer) != _pem_der(signer_pem):
-        raise Rejected("Rekor entry records a different signer")
+        raise proofs.Rejected("Rekor entry records a different signer")
 
 
 def _pem_der(pem: bytes) -> bytes:
@@ -682,23 +362,25 @@ def verify_with_key(
     key: keys.PublicKey,
     *,
     digest: str,
-    rekor_keys: Sequence[LogKey] | None = None,
-) -> Verified:
+    rekor_keys: Sequence[roots.LogKey] | None = None,
+) -> proofs.Proof:
     """Verify one signature layer with a public key (and its Rekor entry if keys are given)."""
     check_digest(digest, "image digest")
     if layer.problem is not None:
-        raise Rejected(layer.problem)
+        raise proofs.Rejected(layer.problem)
     try:
         keys.verify(key, layer.signature, layer.payload)
     except keys.InvalidSignature as error:
-        raise Rejected(str(error)) from None
+        raise proofs.Rejected(str(error)) from None
     payload = _check_payload(layer, digest)
     entry = None
     if rekor_keys is not None:
         entry = _verify_rekor_bundle(layer, rekor_keys, keys.pem(key))
-    return Verified(
+    return proofs.Proof(
         digest=digest,
         signer=keys.describe(key),
+        format=FORMAT_NAME,
+        key_id=keys.fingerprint(key),
         docker_reference=payload.docker_reference,
         integrated_time=entry.integrated_time if entry else None,
         log_index=entry.log_index if entry else None,
@@ -710,7 +392,7 @@ def verify_certificate(
     chain: Sequence[x509.Certificate],
     *,
     when: datetime.datetime,
-    authorities: Sequence[CertificateAuthority],
+    authorities: Sequence[roots.CertificateAuthority],
 ) -> tuple[x509.Certificate, ...]:
     """Check that ``certificate`` chains to a Fulcio CA valid at ``when``; return the chain."""
     anchors = [
@@ -720,7 +402,7 @@ def verify_certificate(
         for cert in authority.certificates
     ]
     if not anchors:
-        raise Rejected("no trusted Fulcio CA was valid at the signing time")
+        raise proofs.Rejected("no trusted Fulcio CA was valid at the signing time")
     # Fulcio certificates carry the code-signing EKU, not client-auth: allow any EKU here and
     # require code signing below, as Sigstore clients do.
     ca_policy = x509_verification.ExtensionPolicy.webpki_defaults_ca().may_be_present(
@@ -739,18 +421,20 @@ def verify_certificate(
     try:
         verified = verifier.verify(certificate, list(chain))
     except (x509_verification.VerificationError, x509.UnsupportedGeneralNameType) as error:
-        raise Rejected(f"signing certificate does not chain to a trusted CA: {error}") from None
+        raise proofs.Rejected(
+            f"signing certificate does not chain to a trusted CA: {error}"
+        ) from None
     try:
         usage = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
-        raise Rejected("signing certificate has no extended key usage") from None
+        raise proofs.Rejected("signing certificate has no extended key usage") from None
     if ExtendedKeyUsageOID.CODE_SIGNING not in usage:
-        raise Rejected("signing certificate is not for code signing")
+        raise proofs.Rejected("signing certificate is not for code signing")
     return tuple(verified.chain)
 
 
 def _verify_sct(
-    certificate: x509.Certificate, issuer: x509.Certificate, ct_keys: Sequence[LogKey]
+    certificate: x509.Certificate, issuer: x509.Certificate, ct_keys: Sequence[roots.LogKey]
 ) -> None:
     """Check an embedded SCT: the CT log promised to publish this certificate."""
     try:
@@ -758,7 +442,7 @@ def _verify_sct(
             x509.PrecertificateSignedCertificateTimestamps
         ).value
     except x509.ExtensionNotFound:
-        raise Rejected("signing certificate has no embedded SCT") from None
+        raise proofs.Rejected("signing certificate has no embedded SCT") from None
     issuer_key_hash = hashlib.sha256(keys.der(issuer.public_key())).digest()  # type: ignore[arg-type]
     tbs = certificate.tbs_precertificate_bytes
     for sct in scts:
@@ -785,55 +469,59 @@ def _verify_sct(
             return
         except keys.InvalidSignature:
             continue
-    raise Rejected("no embedded SCT verifies with a trusted CT log key")
+    raise proofs.Rejected("no embedded SCT verifies with a trusted CT log key")
 
 
 def verify_keyless(
     layer: SignatureLayer,
     *,
     digest: str,
-    identities: Sequence[Identity],
-    trust: TrustMaterial,
-) -> Verified:
+    identities: Sequence[authorities.Identity],
+    trust: roots.TrustMaterial,
+) -> proofs.Proof:
     """Verify one keyless signature layer: certificate, Rekor SET, identity, signature."""
     check_digest(digest, "image digest")
     if layer.problem is not None:
-        raise Rejected(layer.problem)
+        raise proofs.Rejected(layer.problem)
     if not identities:
-        raise Rejected("no identity is trusted, so no keyless signature can count")
+        raise proofs.Rejected("no identity is trusted, so no keyless signature can count")
     if layer.certificate is None:
-        raise Rejected(f"no signing certificate ({CERTIFICATE_ANNOTATION})")
+        raise proofs.Rejected(f"no signing certificate ({CERTIFICATE_ANNOTATION})")
     try:
         leaf = x509.load_pem_x509_certificate(layer.certificate)
         chain = x509.load_pem_x509_certificates(layer.chain) if layer.chain else []
     except ValueError as error:
-        raise Rejected(f"signing certificate is invalid: {messages.first_line(error)}") from None
+        raise proofs.Rejected(
+            f"signing certificate is invalid: {messages.first_line(error)}"
+        ) from None
     # The Rekor entry fixes the signing time; the short-lived certificate must cover it.
     entry = _verify_rekor_bundle(layer, trust.rekor_keys, layer.certificate)
     if not leaf.not_valid_before_utc <= entry.integrated_time <= leaf.not_valid_after_utc:
-        raise Rejected("signing certificate was not valid when Rekor logged the signature")
+        raise proofs.Rejected("signing certificate was not valid when Rekor logged the signature")
     verified_chain = verify_certificate(
         leaf, chain, when=entry.integrated_time, authorities=trust.authorities
     )
     if trust.ct_keys:
         if len(verified_chain) < 2:
-            raise Rejected("signing certificate has no issuer to check its SCT against")
+            raise proofs.Rejected("signing certificate has no issuer to check its SCT against")
         _verify_sct(leaf, verified_chain[1], trust.ct_keys)
-    identity = certificate_identity(leaf)
+    identity = authorities.certificate_identity(leaf)
     if not any(expected.matches(identity) for expected in identities):
         expected_text = "; ".join(str(expected) for expected in identities)
-        raise Rejected(f"signed by {identity}, expected {expected_text}")
+        raise proofs.Rejected(f"signed by {identity}, expected {expected_text}")
     public = leaf.public_key()
     if not isinstance(public, keys.PublicKey):
-        raise Rejected("signing certificate holds an unsupported key type")
+        raise proofs.Rejected("signing certificate holds an unsupported key type")
     try:
         keys.verify(public, layer.signature, layer.payload)
     except keys.InvalidSignature:
-        raise Rejected("signature does not verify with the signing certificate") from None
+        raise proofs.Rejected("signature does not verify with the signing certificate") from None
     payload = _check_payload(layer, digest)
-    return Verified(
+    return proofs.Proof(
         digest=digest,
         signer=str(identity),
+        format=FORMAT_NAME,
+        identity=identity,
         docker_reference=payload.docker_reference,
         integrated_time=entry.integrated_time,
         log_index=entry.log_index,
@@ -846,23 +534,63 @@ def verify(
     blobs: Mapping[str, bytes],
     *,
     digest: str,
-    authority: KeyAuthority | KeylessAuthority,
-) -> Verified:
-    """The first signature in ``manifest`` that ``authority`` vouches for, or :class:`Rejected`."""
+    authority: authorities.Authority,
+) -> proofs.Proof:
+    """The first signature in ``manifest`` that ``authority`` vouches for, or
+    :class:`proofs.Rejected`."""
     check_digest(digest, "image digest")
     reasons = []
     for layer in parse_manifest(manifest, blobs):
         try:
-            if isinstance(authority, KeyAuthority):
+            if isinstance(authority, authorities.KeyAuthority):
+                root = authority.trusted_root
                 result = verify_with_key(
-                    layer, authority.key, digest=digest, rekor_keys=authority.rekor_keys
+                    layer,
+                    authority.key,
+                    digest=digest,
+                    rekor_keys=root.material.rekor_keys if root is not None else None,
                 )
             else:
                 result = verify_keyless(
-                    layer, digest=digest, identities=authority.identities, trust=authority.trust
+                    layer,
+                    digest=digest,
+                    identities=authority.identities,
+                    trust=authority.trusted_root.material,
                 )
-        except Rejected as error:
+        except proofs.Rejected as error:
             reasons.append(f"{layer.name}: {error}")
             continue
         return dataclasses.replace(result, authority=authority.name)
-    raise Rejected(f"no signature by {authority.name} counts ({'; '.join(reasons)})")
+    raise proofs.Rejected(f"no signature by {authority.name} counts ({'; '.join(reasons)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# The format
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LegacySignature:
+    """A ``sha256-<hex>.sig`` manifest and the payload blobs it names, as a registry holds them."""
+
+    manifest: bytes
+    blobs: Mapping[str, bytes]
+
+
+class _Format:
+    """Legacy ``.sig`` signatures as a :class:`muster.signatures.rules.formats.Format`."""
+
+    name = FORMAT_NAME
+
+    def label(self, index: int) -> str:
+        # One .sig manifest per digest: its layers are numbered inside the reason.
+        return "legacy signature"
+
+    def verify(
+        self, evidence: object, *, digest: str, authority: authorities.Authority
+    ) -> proofs.Proof:
+        if not isinstance(evidence, LegacySignature):
+            raise proofs.Rejected("evidence is not a legacy signature manifest")
+        return verify(evidence.manifest, evidence.blobs, digest=digest, authority=authority)
+
+
+FORMAT = _Format()
