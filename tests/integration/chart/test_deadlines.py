@@ -97,7 +97,7 @@ def test_an_explicit_deadline_below_the_timeout_is_passed(
     ],
 )
 def test_the_guard_refuses_what_cannot_work(values: list[str], message: str) -> None:
-    # Without the schema: the guard in templates/_helpers.tpl alone must refuse.
+    # Without the schema: the guard in templates/_validate.tpl alone must refuse.
     stderr = rendering.refusal(*(f"--set={value}" for value in values), schema=False)
     assert message in stderr, stderr
 
