@@ -17,19 +17,15 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 
 from muster.cli import common
+from muster.signatures import shipped
 from muster.signatures.rules import authorities, bundles, keys, proofs, trust
 
 __all__ = ["register"]
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_EMBEDDED_ROOTS = {
-    False: "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev",
-    True: "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev",
-}
 MAX_ARTIFACT_BYTES = 1024 * 1024 * 1024
 
 
@@ -94,11 +90,8 @@ def _trusted_root(args: argparse.Namespace) -> trust.TrustedRoot:
     if args.trusted_root is not None:
         data = _read(args.trusted_root, "trusted root")
     else:
-        shipped = resources.files("sigstore._store").joinpath(
-            _EMBEDDED_ROOTS[bool(args.staging)], "trusted_root.json"
-        )
         try:
-            data = shipped.read_bytes()
+            data = shipped.trusted_root(staging=bool(args.staging))
         except OSError as error:
             raise common.CommandError(f"shipped trusted root is unreadable: {error}") from None
     try:

@@ -19,7 +19,6 @@ import binascii
 import dataclasses
 import datetime
 import hashlib
-import importlib.resources
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -31,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import oid
 
 from muster.models.rules import oms
+from muster.signatures import shipped
+from muster.signatures.rules import keys, proofs, trust
 
 __all__ = [
     "Check",
@@ -44,8 +45,7 @@ __all__ = [
 ]
 
 _SUPPORTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
-# sigstore ships the public-good trusted root; used when no --trusted-root is given.
-_PRODUCTION_TUF = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
+FORMAT_NAME = "oms-bundle"
 _MAX_CHAIN = 10
 
 
@@ -59,10 +59,17 @@ class InputError(SignatureError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Signed:
-    """A verified signature: what it signs and who signed it."""
+    """A verified signature: what it signs, who signed it, and what that proved (the same
+    :class:`~muster.signatures.rules.proofs.Proof` an image signature gives)."""
 
     manifest: oms.Manifest
     signer: str  # key hint, certificate subject, or keyless identity
+    proof: proofs.Proof
+
+
+def _signed(manifest: oms.Manifest, signer: str, **facts: Any) -> Signed:
+    proof = proofs.Proof(digest=manifest.digest, signer=signer, format=FORMAT_NAME, **facts)
+    return Signed(manifest, signer, proof)
 
 
 Check = Callable[[Mapping[str, Any]], Signed]
@@ -105,7 +112,9 @@ def verify_with_key(bundle: Mapping[str, Any], public_key_pem: bytes) -> Signed:
             key.verify(signature, oms.pae_compat(payload, payload_type), ec.ECDSA(_curve_hash(key)))
         except exceptions.InvalidSignature:
             raise SignatureError("the signature does not verify with the given key") from None
-    return Signed(_manifest(payload_type, payload), f"key sha256:{fingerprint}")
+    return _signed(
+        _manifest(payload_type, payload), f"key sha256:{fingerprint}", key_id=keys.fingerprint(key)
+    )
 
 
 def verify_with_certificates(bundle: Mapping[str, Any], trusted_pem: bytes) -> Signed:
@@ -144,7 +153,11 @@ def verify_with_certificates(bundle: Mapping[str, Any], trusted_pem: bytes) -> S
             raise SignatureError(
                 "the signature does not verify with the signing certificate"
             ) from None
-    return Signed(_manifest(payload_type, payload), f"certificate {leaf.subject.rfc4514_string()}")
+    return _signed(
+        _manifest(payload_type, payload),
+        f"certificate {leaf.subject.rfc4514_string()}",
+        key_id=keys.fingerprint(key),
+    )
 
 
 def verify_with_sigstore(
@@ -168,34 +181,35 @@ def verify_with_sigstore(
         )
     except sigstore_errors.VerificationError as error:
         raise SignatureError(f"keyless signature does not verify: {_first_line(error)}") from None
-    return Signed(_manifest(payload_type, payload), f"{identity} ({issuer})")
+    entry = parsed.log_entry._inner
+    return _signed(
+        _manifest(payload_type, payload),
+        f"{identity} ({issuer})",
+        identity=proofs.CertificateIdentity(issuer=issuer, subjects=(identity,)),
+        integrated_time=(
+            datetime.datetime.fromtimestamp(entry.integrated_time, tz=datetime.UTC)
+            if entry.integrated_time
+            else None
+        ),
+        log_index=entry.log_index,
+        sct_checked=True,  # sigstore's verifier always checks the embedded SCT
+    )
 
 
 def _trusted_root(path: Path | None) -> Any:
-    """A Sigstore trusted root from a trusted-root or client-trust-config file.
-
-    Only the ``trustedRoot`` member of a client trust config matters for verifying, so
-    its signing config (whose schema has changed across releases) is not parsed.
-    """
-    from sigstore.models import TrustedRoot
-    from sigstore_models.trustroot import v1 as trustroot_v1
-
+    """A Sigstore trusted root from a trusted-root or client-trust-config file (or the one
+    sigstore ships), parsed as image policies parse theirs."""
     where = str(path) if path else "sigstore's public-good trusted root"
     try:
-        if path is None:
-            raw = (
-                importlib.resources.files("sigstore._store") / _PRODUCTION_TUF / "trusted_root.json"
-            ).read_bytes()
-        else:
-            raw = path.read_bytes()
-        document = json.loads(raw)
-        if isinstance(document, dict) and isinstance(document.get("trustedRoot"), dict):
-            document = document["trustedRoot"]
-        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(json.dumps(document)))
+        raw = shipped.trusted_root() if path is None else path.read_bytes()
+        root = trust.load_trusted_root(raw, trust_config=True)
     except OSError as error:
         raise InputError(f"{where}: cannot read trusted root ({error.strerror})") from None
-    except ValueError as error:  # JSON and pydantic validation errors
-        raise InputError(f"{where}: not a Sigstore trusted root ({_first_line(error)})") from None
+    except trust.InvalidTrustRoot as error:
+        raise InputError(
+            f"{where}: not a Sigstore trusted root ({_first_line(error.cause or error)})"
+        ) from None
+    return root.sigstore
 
 
 def _first_line(error: BaseException) -> str:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from muster.models import files as modelfiles
 from muster.models import signatures as modelsigs
+from muster.signatures.rules import keys, proofs
 from tests.unit.models.conftest import copy_fixture, transparency
 
 pytestmark = pytest.mark.unit
@@ -225,3 +226,23 @@ def test_unreadable_signature_is_an_input_error(tmp_path: Path) -> None:
         modelsigs.read_bundle(bad)
     with pytest.raises(modelsigs.InputError, match="cannot read"):
         modelsigs.read_bundle(tmp_path / "absent.sig")
+
+
+@pytest.mark.parametrize("method", ["elliptic-key", "certificate", "sigstore"])
+def test_each_model_signature_says_what_it_proved(method: str) -> None:
+    # The same Proof an image signature gives: the digest, and the key or the identity.
+    bundle = modelsigs.read_bundle(transparency(f"v1.1.0-{method}", "model.sig"))
+    signed = check_for(method)(bundle)
+    proof = signed.proof
+    assert (proof.format, proof.digest) == ("oms-bundle", signed.manifest.digest)
+    assert proof.signer == signed.signer
+    if method == "sigstore":
+        assert proof.digest == TWO_FILES
+        assert proof.identity == proofs.CertificateIdentity(issuer=ISSUER, subjects=(IDENTITY,))
+        assert proof.log_index is not None and proof.integrated_time is not None
+        assert proof.key_id is None
+    else:
+        public = serialization.load_pem_public_key(key_pem())
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        assert proof.key_id == keys.fingerprint(public)
+        assert proof.identity is None and proof.log_index is None
