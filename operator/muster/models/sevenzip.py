@@ -147,7 +147,9 @@ class _Member(py7zr_io.Py7zIO):
         self._judge = judge
         self._limit = limit
         self._size = 0
-        self._kept: bytearray | None = bytearray()  # None once known to be unwanted
+        # Chunks as decoded, joined once at the end; None once the member is known unwanted.
+        self._kept: list[bytes] | None = []
+        self._head = b""
         self._decided = False
         self._closed = False
 
@@ -156,16 +158,17 @@ class _Member(py7zr_io.Py7zIO):
         if self._size > self._limit:  # declared sizes were checked; this is what decodes
             raise Refused(f"7z member {self._name} decompresses past {self._limit} bytes")
         if self._kept is not None:
-            self._kept += s
-            if not self._decided and len(self._kept) >= HEAD:
-                self._decide()
+            self._kept.append(bytes(s))
+            if not self._decided:
+                self._head += s[: HEAD - len(self._head)]
+                if len(self._head) >= HEAD:
+                    self._decide()
         return len(s)
 
     def _decide(self) -> None:
         self._decided = True
-        head = bytes((self._kept or b"")[:HEAD])
         original = _RENAMED.sub("", self._name)
-        if not (self._wanted(self._name, head) or self._wanted(original, head)):
+        if not (self._wanted(self._name, self._head) or self._wanted(original, self._head)):
             self._kept = None
 
     @property
@@ -180,7 +183,7 @@ class _Member(py7zr_io.Py7zIO):
             self._decide()
         if self._kept is None:
             return
-        data, self._kept = bytes(self._kept), None
+        data, self._kept = b"".join(self._kept), None
         try:
             self._judge(self._name, data)
         except Exception as error:
