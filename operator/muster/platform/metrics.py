@@ -268,6 +268,7 @@ class Metrics:
             for reason in ERROR_REASONS:
                 self.admission_errors.labels(check, reason)
             self.exemptions.labels(check, observations.OTHER)
+        self._caches = set(self.labels.caches)
         for cache in self.labels.caches:
             for result in ("hit", "miss"):
                 self.cache_requests.labels(cache, result)
@@ -339,6 +340,10 @@ class Metrics:
         self.registry_duration.labels(host, outcome).observe(seconds)
 
     def cache_lookup(self, cache: str, *, hit: bool) -> None:
+        if cache not in self._caches:  # a cache not declared up front: both series at once
+            self._caches.add(cache)
+            for result in ("hit", "miss"):
+                self.cache_requests.labels(cache, result)
         self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
 
     def exemption_used(self, check: str, namespace: str) -> None:
