@@ -113,7 +113,8 @@ def _check(
             continue
         if member.is_directory or member.is_socket:
             # py7zr extracts no data for these; 7-Zip would write it out as a file.
-            raise Malformed(f"7z member {member.filename} is marked a directory but holds data")
+            marked = "directory" if member.is_directory else "socket"
+            raise Malformed(f"7z member {member.filename} is marked a {marked} but holds data")
         declared = member.uncompressed or 0
         if declared > max_member_bytes:
             raise Refused(

@@ -226,11 +226,15 @@ def test_7z_limits_are_kept(tmp_path: Path) -> None:
             seven_zip("evil.pkl", SYSTEM_CALL, attributes=0x10),
             "7z member evil.pkl is marked a directory but holds data",
         ),
+        (
+            seven_zip("evil.pkl", SYSTEM_CALL, attributes=0x8000 | (0o140644 << 16)),  # unix socket
+            "7z member evil.pkl is marked a socket but holds data",
+        ),
         (seven_zip("data.pkl", STATE_DICT, substreams=False), "unreadable 7z archive"),
         (b"7z\xbc\xaf\x27\x1c" + b"\xff" * 40, "unreadable 7z archive"),
     ],
     ids=["member-crc", "header-crc", "climbs-out", "climbs-out-deeper", "directory-with-data",
-         "no-substreams", "garbage"],
+         "socket-with-data", "no-substreams", "garbage"],
 )  # fmt: skip
 def test_hostile_7z_is_malformed(tmp_path: Path, blob: bytes, reason: str) -> None:
     archive = tmp_path / "hostile.7z"
