@@ -1,8 +1,8 @@
 """Sigstore bundles: ``bundles.verify_artifact`` and ``bundles.verify_image``.
 
-Documented errors: ``bundles.Rejected`` (``cosign.Rejected``). A bundle built from fuzzed bytes
+Documented error: ``proofs.Rejected``. A bundle built from fuzzed bytes
 is never signed by the harness's freshly generated key, nor by a Fulcio certificate for the
-expected identity, so every input must be rejected: any ``Verified`` result is a crash.
+expected identity, so every input must be rejected: any ``Proof`` is a crash.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 with atheris.instrument_imports(include=["muster", "sigstore", "sigstore_models"]):
-    from muster.signatures.rules import bundles, cosign, keys
+    from muster.signatures.rules import authorities, bundles, keys, proofs, trust
 
 _DATA = Path(__file__).resolve().parent / "data"
 _KEY = keys.load(
@@ -24,9 +24,9 @@ _KEY = keys.load(
     .public_key()
     .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 )
-_ROOT = bundles.load_trusted_root((_DATA / "trusted_root.json").read_bytes())
+_ROOT = trust.load_trusted_root((_DATA / "trusted_root.json").read_bytes())
 _ARTIFACT = bundles.Artifact.from_bytes(b"fuzz\n")
-_IDENTITY = cosign.Identity(issuer="https://issuer.example", subject="fuzz@example.com")
+_IDENTITY = authorities.Identity(issuer="https://issuer.example", subject="fuzz@example.com")
 _DIGEST = "sha256:" + "1" * 64
 
 
@@ -41,19 +41,19 @@ def seeds() -> Iterator[bytes]:
 
 
 def test_one_input(data: bytes) -> None:
-    attempts: tuple[Callable[[], cosign.Verified], ...] = (
+    attempts: tuple[Callable[[], proofs.Proof], ...] = (
         lambda: bundles.verify_artifact(data, _ARTIFACT, key=_KEY),
         lambda: bundles.verify_artifact(
             data, _ARTIFACT, identities=(_IDENTITY,), trusted_root=_ROOT
         ),
         lambda: bundles.verify_image(
-            data, digest=_DIGEST, authority=bundles.KeyAuthority(name="k", key=_KEY)
+            data, digest=_DIGEST, authority=authorities.KeyAuthority(name="k", key=_KEY)
         ),
     )
     for attempt in attempts:
         try:
             verified = attempt()
-        except bundles.Rejected as error:
+        except proofs.Rejected as error:
             _fuzzing.check(bool(str(error)), "Rejected without a message")
             continue
         raise _fuzzing.Inconsistent(f"random bytes verified: {verified!r}")

@@ -2,7 +2,7 @@
 ``cosign.parse_manifest``.
 
 Input layout: ``MANIFEST \\x00 BLOB`` (the blob is served under its own sha256 digest; without a
-NUL the whole input is tried as a payload). Documented error: ``cosign.Rejected``. An accepted
+NUL the whole input is tried as a payload). Documented error: ``proofs.Rejected``. An accepted
 payload names a parseable reference and a well-formed digest; a layer without a problem carries
 exactly the blob its digest names and a signature.
 """
@@ -18,7 +18,7 @@ import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["muster"]):
     from muster.kernel import references
-    from muster.signatures.rules import cosign
+    from muster.signatures.rules import cosign, proofs
 
 _DIGEST = "sha256:" + "5" * 64
 
@@ -66,7 +66,7 @@ def test_one_input(data: bytes) -> None:
     if not separator:
         try:
             payload = cosign.parse_payload(data)
-        except cosign.Rejected:
+        except proofs.Rejected:
             return
         references.parse(payload.docker_reference)  # must not raise: it was accepted
         cosign.check_digest(payload.digest)
@@ -74,7 +74,7 @@ def test_one_input(data: bytes) -> None:
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     try:
         layers = cosign.parse_manifest(manifest, {digest: blob})
-    except cosign.Rejected:
+    except proofs.Rejected:
         return
     document = json.loads(manifest)
     for layer in layers:
