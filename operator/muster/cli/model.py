@@ -43,9 +43,10 @@ def register(subcommands: common.Subcommands) -> None:
         "digest",
         help="print the OMS root digest (sha256:<hex>) of a model directory or file",
         description="Print the OpenSSF Model Signing root digest, the same digest "
-        "model_signing signs (files serialization, SHA-256, git paths ignored).",
+        "model_signing signs (by default files serialization, SHA-256, git paths ignored).",
     )
     digest.add_argument("path", type=Path, metavar="PATH")
+    _add_hashing(digest)
     digest.add_argument(
         "--ignore-paths",
         action="append",
@@ -75,6 +76,7 @@ def register(subcommands: common.Subcommands) -> None:
         help="the cluster's Model NAME: its digest (and signature, when it has one); "
         "a revoked Model fails",
     )
+    _add_hashing(verify, "; with --digest only: a signature or Model says how it was hashed")
     verify.add_argument(
         "--kubeconfig",
         type=Path,
@@ -158,6 +160,39 @@ def register(subcommands: common.Subcommands) -> None:
     scan.set_defaults(handler=_scan)
 
 
+def _add_hashing(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument(
+        "--hashing-algorithm",
+        choices=tuple(oms.HASHING_ALGORITHMS),
+        default=None,
+        help="hash each file with this algorithm, as model_signing's hashing_algorithm "
+        f"(default sha256){note}",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        default=None,
+        metavar="BYTES",
+        help="shard serialization: hash every file in shards of BYTES (model_signing's "
+        f"default shard size is {oms.DEFAULT_SHARD_SIZE}); blake3 hashes whole files, as "
+        f"model_signing does{note}",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not positive")
+    return value
+
+
+def _hashing(args: argparse.Namespace) -> oms.Serialization:
+    return oms.serialization_for(args.hashing_algorithm or "sha256", args.shard_size)
+
+
 def _add_workers(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
@@ -171,6 +206,7 @@ def _digest(args: argparse.Namespace) -> int:
     try:
         manifest = modelfiles.measure(
             args.path,
+            _hashing(args),
             extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
             workers=args.workers,
             progress=progress.for_args(args, "hashing"),
@@ -187,6 +223,11 @@ def _digest(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.digest is None and (args.hashing_algorithm or args.shard_size):
+        raise common.CommandError(
+            "--hashing-algorithm and --shard-size go with --digest: a signature or a Model "
+            "records how its model was hashed"
+        )
     try:
         if args.model is not None:
             return _verify_model(args)
@@ -194,6 +235,7 @@ def _verify(args: argparse.Namespace) -> int:
             _refuse_signature_options(args)
             measured = modelfiles.measure(
                 args.path,
+                _hashing(args),
                 extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
                 workers=args.workers,
                 progress=progress.for_args(args, "hashing"),
@@ -374,6 +416,7 @@ def _verify_model(args: argparse.Namespace) -> int:
         return common.EXIT_FAIL
     measured = modelfiles.measure(
         args.path,
+        entry.spec.hashing,
         extra_ignores=modelfiles.ignore_paths_for(args.path, args.ignore_paths),
         workers=args.workers,
         progress=progress.for_args(args, "hashing"),
@@ -428,13 +471,16 @@ def _register(args: argparse.Namespace) -> int:
         # model_signing never hashes its own signature when it sits inside the model.
         ignores = modelfiles.ignore_paths_for(args.path, [str(signature_path)])
     try:
+        # The Model's digest is hashed the way its signature was (the node re-measures so).
+        hashing = _signed_hashing(signature_path)
         measured = modelfiles.measure(
             args.path,
+            hashing,
             extra_ignores=ignores,
             workers=args.workers,
             progress=progress.for_args(args, "hashing"),
         )
-    except modelfiles.ModelError as error:
+    except (modelfiles.ModelError, modelsigs.InputError, oms.OmsError) as error:
         raise common.CommandError(str(error)) from None
     spec: dict[str, Any] = {"digest": measured.digest}
     if args.oci_reference:
@@ -472,6 +518,12 @@ def _register(args: argparse.Namespace) -> int:
     }
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
     return common.EXIT_OK
+
+
+def _signed_hashing(signature_path: Path | None) -> oms.Serialization:
+    if signature_path is None:
+        return oms.Serialization()
+    return oms.serialization_of_bundle(modelsigs.read_bundle(signature_path)).hashing
 
 
 def _registered_signature(args: argparse.Namespace, path: Path, digest: str) -> dict[str, Any]:

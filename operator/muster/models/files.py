@@ -1,8 +1,8 @@
 """Model bytes on disk: walk a model safely, hash it in parallel, verify it, scan it.
 
 Hashing reads each file in large chunks into one reusable buffer per worker, so memory
-stays at ``workers x chunk`` whatever the model size; ``hashlib`` releases the GIL, so a
-thread pool uses every core. The manifest is ``model_signing``-compatible (see
+stays at ``workers x chunk`` whatever the model size; ``hashlib`` and ``blake3`` release the
+GIL, so a thread pool uses every core. The manifest is ``model_signing``-compatible (see
 ``muster.models.rules.oms``); the digest of a model is the same number ``model_signing`` signs.
 """
 
@@ -21,6 +21,8 @@ import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+import blake3
 
 from muster.models import signatures as modelsigs
 from muster.models.rules import oms, pickles
@@ -207,7 +209,7 @@ def hash_file(
 
     ``advance`` (when given) is told the size of every chunk hashed, from the hashing thread.
     """
-    hasher = hashlib.new(algorithm)
+    hasher = _hasher(algorithm)
     view = _buffer(chunk)
     remaining = None if end is None else end - start
     with path.open("rb", buffering=0) as handle:
@@ -224,6 +226,21 @@ def hash_file(
             if remaining is not None:
                 remaining -= got
     return hasher.hexdigest()
+
+
+class _Hasher(Protocol):
+    def update(self, data: memoryview, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _hasher(algorithm: str) -> _Hasher:
+    """A streaming hasher for an OMS algorithm (sha256, blake2b, blake3)."""
+    if algorithm == "blake3":
+        # The Rust binding spreads one large update over every core (as model_signing's
+        # blake3 hashing does), so one big weights file is not hashed on a single core.
+        return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    return hashlib.new(algorithm)
 
 
 _buffers = threading.local()
@@ -272,7 +289,7 @@ def measure(
                 jobs.append((f"{name}:{start}:{end}", path, start, end))
         else:
             jobs.append((name, path, 0, None))
-    algorithm = serialization.hashlib_name
+    algorithm = serialization.algorithm
     advance = None
     if progress is not None:
         try:

@@ -294,7 +294,10 @@ class ModelGate:
             if match.model is None or match.finding is not None or not match.use.needs_verifier:
                 continue
             expected = modelgate.verifier_container(
-                match.use.where, match.model.spec.digest, self.verifier_image
+                match.use.where,
+                match.model.spec.digest,
+                self.verifier_image,
+                match.model.spec.hashing,
             )
             actual = by_name.get(expected["name"])
             if actual is None or any(

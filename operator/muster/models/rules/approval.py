@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from muster.kernel import findings, references, subjects
+from muster.models.rules import oms
 from muster.models.rules import registry as modelregistry
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ModelUse",
     "deciding_policy",
     "effective_policy",
+    "hashing_args",
     "judge_use",
     "model_uses",
     "pvc_claims",
@@ -370,6 +372,9 @@ _SECURITY_CONTEXT: Mapping[str, Any] = {
 }
 
 
+_DEFAULT_HASHING = oms.Serialization()  # model_signing's default: files, sha256
+
+
 def verifier_name(volume: str) -> str:
     name = f"{VERIFIER_PREFIX}{volume}"
     if len(name) <= 63:
@@ -377,16 +382,19 @@ def verifier_name(volume: str) -> str:
     return f"{VERIFIER_PREFIX}{hashlib.sha256(volume.encode()).hexdigest()[:12]}"
 
 
-def verifier_container(volume: str, digest: str, image: str) -> dict[str, Any]:
-    """The init container that re-measures ``volume`` and refuses to let the pod start on a
-    mismatch (``muster model verify`` exits non-zero)."""
+def verifier_container(
+    volume: str, digest: str, image: str, hashing: oms.Serialization = _DEFAULT_HASHING
+) -> dict[str, Any]:
+    """The init container that re-measures ``volume`` (hashed as ``hashing`` says, the Model's
+    :attr:`~muster.models.rules.registry.ModelSpec.hashing`) and refuses to let the pod start
+    on a mismatch (``muster model verify`` exits non-zero)."""
     path = f"{MOUNT_ROOT}/{volume}"
     return {
         "name": verifier_name(volume),
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["muster"],
-        "args": ["model", "verify", path, "--digest", digest],
+        "args": ["model", "verify", path, "--digest", digest, *hashing_args(hashing)],
         # The verifier never needs a GPU: saying so spares the GPU gate a read of its image's
         # config (NVIDIA_VISIBLE_DEVICES, docs/gpu-stack.md) and keeps the toolkit away from it.
         "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
@@ -397,6 +405,16 @@ def verifier_container(volume: str, digest: str, image: str) -> dict[str, Any]:
             "limits": {"memory": "512Mi"},
         },
     }
+
+
+def hashing_args(hashing: oms.Serialization) -> list[str]:
+    """``muster model verify`` options for a hashing choice; none for the default."""
+    args = []
+    if hashing.algorithm != "sha256":
+        args += ["--hashing-algorithm", hashing.hashing_algorithm]
+    if hashing.method == "shards":
+        args += ["--shard-size", str(hashing.shard_size)]
+    return args
 
 
 # What makes a verifier the verifier: the validating gate compares exactly these.
@@ -430,7 +448,7 @@ def verifier_patch(
         names = [c.get("name") for c in init]
         position = names.index(STORAGE_INITIALIZER) + 1 if STORAGE_INITIALIZER in names else 0
         new = [
-            verifier_container(m.use.where, m.model.spec.digest, image)
+            verifier_container(m.use.where, m.model.spec.digest, image, m.model.spec.hashing)
             for m in matches
             if m.model is not None and m.finding is None and m.use.needs_verifier
         ]

@@ -15,6 +15,8 @@ Everything here is pure: bytes and strings in, frozen values out.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import json
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_IGNORED_PATHS",
     "DEFAULT_SHARD_SIZE",
+    "HASHING_ALGORITHMS",
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
     "PREDICATE_TYPE_COMPAT",
@@ -48,6 +51,8 @@ __all__ = [
     "pae_compat",
     "parse_digest",
     "root_digest",
+    "serialization_for",
+    "serialization_of_bundle",
     "shard_bounds",
     "sort_key",
     "statement_from_payload",
@@ -65,8 +70,21 @@ DEFAULT_IGNORED_PATHS: tuple[str, ...] = (".git", ".gitattributes", ".github", "
 DEFAULT_CHUNK_SIZE = 1 << 20  # model_signing reads 1 MiB at a time
 DEFAULT_SHARD_SIZE = 1_000_000_000  # model_signing's shard size when sharding is chosen
 
-# hash_type names as they appear in a predicate, mapped to hashlib constructors.
-_HASHLIB_NAMES: Mapping[str, str] = {"sha256": "sha256", "blake2b": "blake2b", "blake2": "blake2b"}
+# model_signing 1.1's hashing choices (``hashing_algorithm``), mapped to the hash_type its
+# manifest records: its BLAKE2 engine is named blake2b, so "blake2" never appears in a manifest.
+HASHING_ALGORITHMS: Mapping[str, str] = {
+    "sha256": "sha256",
+    "blake2": "blake2b",
+    "blake3": "blake3",
+}
+# hash_type names as they appear in a predicate, mapped to the algorithm that hashes resources
+# ("blake2" is read too: older writers used it).
+_ALGORITHMS: Mapping[str, str] = {
+    "sha256": "sha256",
+    "blake2b": "blake2b",
+    "blake2": "blake2b",
+    "blake3": "blake3",
+}
 _HEX = re.compile(r"[0-9a-f]+")
 
 
@@ -99,20 +117,36 @@ class Serialization:
     def __post_init__(self) -> None:
         if self.method == "shards" and (self.shard_size is None or self.shard_size <= 0):
             raise OmsError("shard serialization needs a positive shard_size")
-        if self.hash_type not in _HASHLIB_NAMES:
-            raise OmsError(f"hash type {self.hash_type!r} is not supported (only sha256, blake2b)")
+        if self.hash_type not in _ALGORITHMS:
+            raise OmsError(
+                f"hash type {self.hash_type!r} is not supported (sha256, blake2b, blake3)"
+            )
+        if self.method == "shards" and self.algorithm == "blake3":
+            # model_signing hashes blake3 by files even when asked for shards, and its verifier
+            # does the same, so a shards/blake3 manifest never verifies there: nor here.
+            raise OmsError("blake3 is never sharded by model_signing: use files serialization")
 
     @property
-    def hashlib_name(self) -> str:
-        return _HASHLIB_NAMES[self.hash_type]
+    def algorithm(self) -> str:
+        """The algorithm that hashes each resource: sha256, blake2b or blake3."""
+        return _ALGORITHMS[self.hash_type]
+
+    @property
+    def hashing_algorithm(self) -> str:
+        """The algorithm as model_signing's ``hashing_algorithm`` (and Muster's CLI) names it."""
+        return next(name for name, algo in HASHING_ALGORITHMS.items() if algo == self.algorithm)
+
+    @property
+    def hashing(self) -> Serialization:
+        """Only how resources are hashed (method, algorithm, shard size), not which files."""
+        return Serialization(self.method, self.hash_type, shard_size=self.shard_size)
 
     @property
     def resource_algorithm(self) -> str:
         """The ``algorithm`` of each resource, as model_signing names it."""
-        base = "blake2b" if self.hashlib_name == "blake2b" else self.hash_type
         if self.method == "shards":
-            return f"{base}-sharded-{self.shard_size}"
-        return base
+            return f"{self.algorithm}-sharded-{self.shard_size}"
+        return self.algorithm
 
     def to_json(self) -> dict[str, Any]:
         # Key order follows model_signing's serialization_parameters.
@@ -155,6 +189,34 @@ class Serialization:
             shard_size=shard_size if method == "shards" else None,
             ignore_paths=tuple(ignore),
         )
+
+
+def serialization_for(
+    hashing_algorithm: str = "sha256",
+    shard_size: int | None = None,
+    *,
+    allow_symlinks: bool = False,
+    ignore_paths: Sequence[str] = (),
+) -> Serialization:
+    """The serialization model_signing's ``hashing.Config`` records for these choices.
+
+    ``shard_size`` asks for shard serialization (``use_shard_serialization``); blake3 ignores
+    it and hashes whole files, as model_signing does (BLAKE3 is parallel within a file).
+    """
+    hash_type = HASHING_ALGORITHMS.get(hashing_algorithm)
+    if hash_type is None:
+        raise OmsError(
+            f"hashing algorithm {hashing_algorithm!r} is not supported "
+            f"({', '.join(HASHING_ALGORITHMS)})"
+        )
+    shards = shard_size is not None and hash_type != "blake3"
+    return Serialization(
+        method="shards" if shards else "files",
+        hash_type=hash_type,
+        allow_symlinks=allow_symlinks,
+        shard_size=shard_size if shards else None,
+        ignore_paths=tuple(ignore_paths),
+    )
 
 
 def sort_key(name: str, method: str = "files") -> tuple[Any, ...]:
@@ -274,6 +336,22 @@ def statement_from_payload(payload_type: str, payload: bytes) -> Manifest:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise OmsError(f"DSSE payload is not JSON: {error}") from None
     return manifest_from_statement(statement)
+
+
+def serialization_of_bundle(bundle: Mapping[str, Any]) -> Serialization:
+    """How the statement in a signature bundle hashed the model, read without verifying it.
+
+    Only for choosing how to re-measure bytes against a digest that is trusted on its own;
+    a signature is verified elsewhere before anything it says is believed.
+    """
+    envelope = bundle.get("dsseEnvelope")
+    if not isinstance(envelope, Mapping) or not isinstance(envelope.get("payload"), str):
+        raise OmsError("bundle has no DSSE envelope payload")
+    try:
+        payload = base64.b64decode(envelope["payload"], validate=True)
+    except binascii.Error:
+        raise OmsError("DSSE payload is not base64") from None
+    return statement_from_payload(str(envelope.get("payloadType")), payload).serialization
 
 
 def manifest_from_statement(statement: object) -> Manifest:

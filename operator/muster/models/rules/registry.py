@@ -19,6 +19,7 @@ import pydantic
 from pydantic import alias_generators
 
 from muster.kernel import denials, findings, references, selectors
+from muster.models.rules import oms
 
 __all__ = [
     "MODELS_ANNOTATION",
@@ -178,6 +179,20 @@ class ModelSpec(pydantic.BaseModel):
     @property
     def oci_digest(self) -> str | None:
         return None if self.oci_reference is None else references.parse(self.oci_reference).digest
+
+    @property
+    def hashing(self) -> oms.Serialization:
+        """How ``digest`` was hashed (algorithm, files or shards): as the Model's signature says,
+        else model_signing's default (files, sha256). The node re-measures the same way; an
+        unreadable signature falls back to the default, so the digest still decides."""
+        if self.signature is None or self.signature.bundle is None:
+            return oms.Serialization()
+        try:
+            bundle = json.loads(self.signature.bundle)
+            signed = oms.serialization_of_bundle(bundle if isinstance(bundle, dict) else {})
+        except ValueError:  # OmsError, JSON errors
+            return oms.Serialization()
+        return signed.hashing
 
 
 class UnsafeSerialization(pydantic.BaseModel):
