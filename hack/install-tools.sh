@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real third-party tools Muster is tested against (kube-apiserver, etcd,
-# kubectl, cosign v2 and v3, helm, crane, Prometheus, the referrers-capable test registry) from the
-# Go module proxy, once per pinned version, into a cache outside the checkout.
+# kubectl, cosign v2 and v3, helm, crane, Prometheus, the referrers-capable test registry, the
+# Notation test signer) from the Go module proxy, once per pinned version, into a cache outside
+# the checkout.
 # Prints nothing but progress; the tools end up in "$MUSTER_TOOLS_DIR/bin".
 set -euo pipefail
 
@@ -122,6 +123,17 @@ if [[ -d "$tdb_src" ]]; then
     (cd "$tdb_src" && go build -trimpath -o "$CACHE/$tdb_key/trivydb" .)
   fi
   link "$tdb_key" trivydb trivydb
+fi
+
+# The Notation signer for tests (the Notary Project's own Go libraries): keyed by its source.
+ns_src="$HERE/../tools/notationsign"
+if [[ -d "$ns_src" ]]; then
+  ns_key="notationsign-$(cat "$ns_src"/go.mod "$ns_src"/go.sum "$ns_src"/*.go | sha256sum | cut -c1-12)"
+  if ! have "$ns_key" notationsign; then
+    log "building the Notation test signer"
+    (cd "$ns_src" && go build -trimpath -o "$CACHE/$ns_key/notationsign" .)
+  fi
+  link "$ns_key" notationsign notationsign
 fi
 
 # Prometheus with only the Kubernetes service discovery compiled in (its build tags), and no

@@ -48,3 +48,5 @@ class Proof:
     integrated_time: datetime.datetime | None = None
     log_index: int | None = None
     sct_checked: bool = False
+    # Failed checks a policy only logs (a Notation ``audit`` level): admitted, with a warning.
+    warnings: tuple[str, ...] = ()

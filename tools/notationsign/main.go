@@ -1,0 +1,194 @@
+// Command notationsign signs an image with the Notary Project's own libraries, so tests verify
+// real Notation signatures: it builds the Notation payload (the target manifest's descriptor),
+// signs it into a JWS or COSE envelope with notation-core-go, and pushes the envelope as an
+// OCI referrer of the manifest (artifactType application/vnd.cncf.notary.signature) with
+// notation-go's registry client. The signing time is a flag so tests can sign with a
+// certificate that has since expired.
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/notaryproject/notation-core-go/signature"
+	"github.com/notaryproject/notation-core-go/signature/cose"
+	"github.com/notaryproject/notation-core-go/signature/jws"
+	"github.com/notaryproject/notation-go/registry"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote"
+)
+
+// payloadMediaType is the Notary Project's payload content type (notation-go keeps its
+// Payload type internal, so the same two fields are declared here).
+const payloadMediaType = "application/vnd.cncf.notary.payload.v1+json"
+
+type payload struct {
+	TargetArtifact ocispec.Descriptor `json:"targetArtifact"`
+}
+
+func main() {
+	keyPath := flag.String("key", "", "PEM private key (PKCS#8, PKCS#1 or SEC 1)")
+	chainPath := flag.String("chain", "", "PEM certificate chain, signing certificate first")
+	format := flag.String("envelope", "jws", "envelope format: jws or cose")
+	signingTime := flag.String("signing-time", "", "RFC 3339 signing time (default: now)")
+	expiry := flag.Duration("expiry", 0, "signature expiry after the signing time (0: none)")
+	reference := flag.String("reference", "", "registry/repository@sha256:... to sign and push a referrer to")
+	plainHTTP := flag.Bool("plain-http", true, "talk to the registry over plain HTTP (test registries)")
+	descriptorPath := flag.String("descriptor", "", "sign this JSON OCI descriptor instead of resolving -reference")
+	out := flag.String("out", "", "also write the envelope to this file")
+	flag.Parse()
+	if err := run(*keyPath, *chainPath, *format, *signingTime, *expiry, *reference, *plainHTTP, *descriptorPath, *out); err != nil {
+		log.Fatalf("notationsign: %v", err)
+	}
+}
+
+func run(keyPath, chainPath, format, signingTime string, expiry time.Duration, reference string, plainHTTP bool, descriptorPath, out string) error {
+	ctx := context.Background()
+	key, err := readKey(keyPath)
+	if err != nil {
+		return err
+	}
+	chain, err := readChain(chainPath)
+	if err != nil {
+		return err
+	}
+	mediaType, err := envelopeMediaType(format)
+	if err != nil {
+		return err
+	}
+	when := time.Now()
+	if signingTime != "" {
+		if when, err = time.Parse(time.RFC3339, signingTime); err != nil {
+			return fmt.Errorf("signing time: %w", err)
+		}
+	}
+
+	var repo registry.Repository
+	var target ocispec.Descriptor
+	switch {
+	case descriptorPath != "":
+		raw, err := os.ReadFile(descriptorPath)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(raw, &target); err != nil {
+			return fmt.Errorf("descriptor: %w", err)
+		}
+	case reference != "":
+		remoteRepo, err := remote.NewRepository(reference)
+		if err != nil {
+			return err
+		}
+		remoteRepo.PlainHTTP = plainHTTP
+		repo = registry.NewRepository(remoteRepo)
+		if target, err = repo.Resolve(ctx, remoteRepo.Reference.Reference); err != nil {
+			return fmt.Errorf("resolve %s: %w", reference, err)
+		}
+	default:
+		return errors.New("give -reference or -descriptor")
+	}
+
+	// As notation-go's signer does: only these fields of the descriptor are signed.
+	signed := ocispec.Descriptor{MediaType: target.MediaType, Digest: target.Digest, Size: target.Size, Annotations: target.Annotations}
+	content, err := json.Marshal(payload{TargetArtifact: signed})
+	if err != nil {
+		return err
+	}
+	signer, err := signature.NewLocalSigner(chain, key)
+	if err != nil {
+		return err
+	}
+	request := &signature.SignRequest{
+		Payload:       signature.Payload{ContentType: payloadMediaType, Content: content},
+		Signer:        signer,
+		SigningTime:   when,
+		SigningScheme: signature.SigningSchemeX509,
+		SigningAgent:  "muster-test-notationsign/1.0",
+	}
+	if expiry != 0 {
+		request.Expiry = when.Add(expiry)
+	}
+	envelope, err := signature.NewEnvelope(mediaType)
+	if err != nil {
+		return err
+	}
+	blob, err := envelope.Sign(request)
+	if err != nil {
+		return fmt.Errorf("sign: %w", err)
+	}
+	if out != "" {
+		if err := os.WriteFile(out, blob, 0o644); err != nil {
+			return err
+		}
+	}
+	if repo == nil {
+		return nil
+	}
+	_, manifest, err := repo.PushSignature(ctx, mediaType, blob, target, nil)
+	if err != nil {
+		return fmt.Errorf("push signature: %w", err)
+	}
+	fmt.Println(manifest.Digest)
+	return nil
+}
+
+func envelopeMediaType(format string) (string, error) {
+	switch format {
+	case "jws":
+		return jws.MediaTypeEnvelope, nil
+	case "cose":
+		return cose.MediaTypeEnvelope, nil
+	}
+	return "", fmt.Errorf("unknown envelope format %q (jws or cose)", format)
+}
+
+func readKey(path string) (crypto.PrivateKey, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, fmt.Errorf("%s holds no PEM block", path)
+	}
+	if key, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		return key, nil
+	}
+	if key, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return key, nil
+	}
+	return x509.ParseECPrivateKey(block.Bytes)
+}
+
+func readChain(path string) ([]*x509.Certificate, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var chain []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, raw = pem.Decode(raw)
+		if block == nil {
+			break
+		}
+		certificate, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		chain = append(chain, certificate)
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%s holds no certificate", path)
+	}
+	return chain, nil
+}
