@@ -5,7 +5,7 @@ attestations) is a module with a :class:`Format` object: its ``name``, a ``label
 reason of each piece of evidence, and ``verify``, which returns a
 :class:`~muster.signatures.rules.proofs.Proof` or raises
 :class:`~muster.signatures.rules.proofs.Rejected`. The evidence itself is whatever the format's
-fetcher (``muster.signatures.fetchers``) read from a registry or from files; it travels in a
+fetcher (``muster.signatures.fetching``) read from a registry; it travels in a
 :class:`Found` with its format, so the judge never names a format.
 """
 

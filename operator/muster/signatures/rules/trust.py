@@ -25,12 +25,14 @@ from muster.kernel import messages
 from muster.signatures.rules import keys
 
 __all__ = [
+    "PARSE_ERRORS",
     "CertificateAuthority",
     "InvalidTrustRoot",
     "LogKey",
     "TrustMaterial",
     "TrustedRoot",
     "load_trusted_root",
+    "within",
 ]
 
 # What a malformed document can make the parsers raise: a corrupted certificate can carry an
