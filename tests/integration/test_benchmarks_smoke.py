@@ -140,6 +140,17 @@ def test_model_hashing_compares_with_model_signing_and_sha256sum(results: dict[s
         _positive(key, hashing[key])
 
 
+def test_model_hashing_per_algorithm_runs_muster_and_model_signing(smoke: Smoke) -> None:
+    # Each hashing choice model_signing offers; the run fails when a digest differs.
+    algorithms = smoke.results["model_hashing"]["algorithms"]
+    assert list(algorithms) == ["sha256", "blake2", "blake3"]
+    for algorithm, row in algorithms.items():
+        for key in ("muster", "model_signing", "ratio"):
+            _positive(f"{algorithm} {key}", row[key])
+    assert "model hashing per algorithm" in smoke.printed
+    assert re.search(r"^blake3 +[0-9.]+ +[0-9.]+ +[0-9.]+x$", smoke.printed, re.M)
+
+
 def test_every_goal_of_the_issue_is_judged(results: dict[str, Any]) -> None:
     goals = results["goals"]
     assert len(goals) == 8

@@ -353,6 +353,11 @@ def _model_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
     )
     envelope = json.loads((folder / "model.sig").read_text())["dsseEnvelope"]
     (subject,) = json.loads(base64.b64decode(envelope["payload"]))["subject"]
+    # The same model signed with another of model_signing's hashing choices (BLAKE3).
+    blake3 = model_signing.signing.Config()  # type: ignore[no-untyped-call]
+    blake3.use_elliptic_key_signer(private_key=folder / "signer.key").set_hashing_config(
+        model_signing.hashing.Config().use_file_serialization(hashing_algorithm="blake3")
+    ).sign(model, folder / "model-blake3.sig")
     image = peers.push_image(
         registry,
         "docs-peers/models/llama-3-8b",
