@@ -15,6 +15,7 @@ from typing import Any
 
 import model_signing
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
@@ -534,3 +535,83 @@ def test_a_model_the_schema_admits_but_muster_refuses_says_why_in_its_status(
     ]
     assert (condition["status"], condition["reason"]) == ("False", "SignatureInvalid")
     assert "different key" in condition["message"]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "shard_size", "options"),
+    [
+        ("blake3", None, ["--hashing-algorithm", "blake3"]),
+        ("blake2", 4096, ["--hashing-algorithm", "blake2", "--shard-size", "4096"]),
+    ],
+    ids=["blake3-files", "blake2-shards"],
+)
+def test_a_model_signed_with_another_hashing_choice_is_verified_and_re_measured_the_same_way(
+    plane: controlplane.ControlPlane,
+    objects: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    algorithm: str,
+    shard_size: int | None,
+    options: list[str],
+) -> None:
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}" + bytes(9000))
+    (model / "config.json").write_text('{"layers": 1}\n')
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "signer.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = tmp_path / "signer.pub"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    hashing = model_signing.hashing.Config()
+    if shard_size is None:
+        hashing.use_file_serialization(hashing_algorithm=algorithm)
+    else:
+        hashing.use_shard_serialization(hashing_algorithm=algorithm, shard_size=shard_size)
+    model_signing.signing.Config().use_elliptic_key_signer(
+        private_key=tmp_path / "signer.key"
+    ).set_hashing_config(hashing).sign(model, tmp_path / "model.sig")
+    # `muster model register` writes the Model, hashed the way the signature says.
+    name = f"{algorithm}-{uuid.uuid4().hex[:6]}"
+    assert cli.main(["model", "register", str(model), "--name", name, "--key", str(public)]) == 0
+    spec = yaml.safe_load(capsys.readouterr().out)["spec"]
+    digest = spec["digest"]
+    assert digest != modelfiles.measure(model).digest  # not the default sha256 digest
+    _model(objects, name, spec)
+    (condition,) = objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"][
+        "conditions"
+    ]
+    assert (condition["status"], condition["reason"]) == ("True", "Verified"), condition
+
+    namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
+    annotations = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
+    created = _create(
+        plane,
+        namespace,
+        _pod("hashed", [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}),
+    )
+    (verifier,) = created.spec.init_containers
+    assert verifier.args == ["model", "verify", "/models/data", "--digest", digest, *options]
+    # The injected command, run on the model as the node would: intact passes, a byte fails.
+    argv = ["model", "verify", str(model), *verifier.args[3:]]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.startswith(f"OK {model} {digest}")
+    kubeconfig = ["--kubeconfig", str(plane.kubeconfig)]
+    assert cli.main(["model", "verify", str(model), "--model", name, *kubeconfig]) == 0
+    capsys.readouterr()
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[5000] ^= 0x01
+    weights.write_bytes(bytes(data))
+    assert cli.main(argv) == 1
+    assert f"expected {digest}" in capsys.readouterr().out
+    assert cli.main(["model", "verify", str(model), "--model", name, *kubeconfig]) == 1
