@@ -34,7 +34,7 @@ import kopf
 from muster.admission import pipeline as admissions
 from muster.drift.rules import passes as drift
 from muster.kernel import findings, gates, scopes, subjects
-from muster.platform import events, kubeapi
+from muster.platform import events, kubeapi, namespaces
 from muster.platform.services import Services, SharedSettings
 
 __all__ = [
@@ -165,9 +165,12 @@ class DriftController:
         kube = self.services.kube
         listed = await kube.get("/api/v1/namespaces")
         labels: dict[str, Mapping[str, str]] = {}
+        index = namespaces.index_for(self.services)
         for item in listed.get("items") or ():
             metadata = item.get("metadata") or {}
-            labels[str(metadata.get("name", ""))] = metadata.get("labels") or {}
+            name = str(metadata.get("name", ""))
+            labels[name] = metadata.get("labels") or {}
+            index.update(name, labels[name])  # the gates the pass runs read them from here
         settings = self.services.settings
         scoped = [
             name

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import parser
 
-from muster.app import webhookconfigs
+from muster.app import areas, webhookconfigs
 from muster.guards import namespacemodes
 from muster.guards.rules import namespaces as namespaceguard
 from muster.kernel import observations
@@ -269,7 +269,7 @@ def test_the_policy_carries_the_settings_first() -> None:
 
 
 async def test_the_record_counts_and_reports_each_attempt_and_always_allows() -> None:
-    m = metrics.Metrics()
+    m = metrics.Metrics(labels=areas.metric_labels())  # as muster run builds it
     submitted: list[observations.Notice] = []
 
     class Recorder:
