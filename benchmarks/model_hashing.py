@@ -24,11 +24,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from muster.models import files as modelfiles
 from muster.models.rules import oms
 
-ALGORITHMS = tuple(oms.HASHING_ALGORITHMS)  # sha256, blake2, blake3
+# model_signing's hashing choices (oms.HASHING_ALGORITHMS), typed as its API takes them.
+Algorithm = Literal["sha256", "blake2", "blake3"]
+ALGORITHMS: tuple[Algorithm, ...] = ("sha256", "blake2", "blake3")
 
 
 def make_model(root: Path, small: int, small_size: int, large: int, large_mib: int) -> int:
@@ -58,7 +61,7 @@ def muster_digest(root: Path, workers: int, algorithm: str = "sha256") -> str:
     return modelfiles.measure(root, oms.serialization_for(algorithm), workers=workers).digest
 
 
-def model_signing_digest(root: Path, algorithm: str = "sha256") -> str:
+def model_signing_digest(root: Path, algorithm: Algorithm = "sha256") -> str:
     from model_signing import hashing
     from model_signing._signing import signing
 

@@ -11,7 +11,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import model_signing
 import pytest
@@ -550,7 +550,7 @@ def test_a_model_signed_with_another_hashing_choice_is_verified_and_re_measured_
     objects: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    algorithm: str,
+    algorithm: Literal["blake2", "blake3"],
     shard_size: int | None,
     options: list[str],
 ) -> None:

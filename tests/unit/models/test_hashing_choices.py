@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import model_signing
 import pytest
@@ -29,10 +29,11 @@ from muster.models.rules import registry as modelregistry
 pytestmark = pytest.mark.unit
 
 KeyWriter = Callable[..., tuple[Path, Path]]
+Algorithm = Literal["sha256", "blake2", "blake3"]
 SHARD = 4096  # small enough that the test files span several shards
 # (hashing_algorithm, shard size or None for files) -> the hash_type and resource algorithm
 # model_signing records: blake2 is named blake2b, and blake3 is never sharded.
-CHOICES = {
+CHOICES: dict[tuple[Algorithm, int | None], tuple[str, str, str]] = {
     ("sha256", None): ("files", "sha256", "sha256"),
     ("sha256", SHARD): ("shards", "sha256", f"sha256-sharded-{SHARD}"),
     ("blake2", None): ("files", "blake2b", "blake2b"),
@@ -43,14 +44,16 @@ CHOICES = {
 IDS = [f"{algorithm}-{'shards' if shard else 'files'}" for algorithm, shard in CHOICES]
 
 
-def hashing_config(algorithm: str, shard: int | None) -> model_signing.hashing.Config:
+def hashing_config(algorithm: Algorithm, shard: int | None) -> model_signing.hashing.Config:
     config = model_signing.hashing.Config()
     if shard is None:
         return config.use_file_serialization(hashing_algorithm=algorithm)
     return config.use_shard_serialization(hashing_algorithm=algorithm, shard_size=shard)
 
 
-def sign(model: Path, signature: Path, private: Path, algorithm: str, shard: int | None) -> Any:
+def sign(
+    model: Path, signature: Path, private: Path, algorithm: Algorithm, shard: int | None
+) -> Any:
     """Sign with the real model_signing; the in-toto statement it signed."""
     model_signing.signing.Config().use_elliptic_key_signer(private_key=private).set_hashing_config(
         hashing_config(algorithm, shard)
@@ -81,7 +84,7 @@ def test_each_choice_verifies_bit_for_bit_and_a_flipped_byte_is_refused(
     tmp_path: Path,
     write_key: KeyWriter,
     run: Callable[..., tuple[int, str, str]],
-    algorithm: str,
+    algorithm: Algorithm,
     shard: int | None,
 ) -> None:
     private, public = write_key()
@@ -137,7 +140,7 @@ def test_the_init_container_hashes_as_the_models_signature_did(
     tmp_path: Path,
     write_key: KeyWriter,
     run: Callable[..., tuple[int, str, str]],
-    algorithm: str,
+    algorithm: Algorithm,
     shard: int | None,
 ) -> None:
     private, public = write_key()
