@@ -24,10 +24,13 @@ def seeds() -> Iterator[bytes]:
     for serialization in (
         oms.Serialization(method="files", hash_type="sha256"),
         oms.Serialization(method="shards", hash_type="sha256", shard_size=1000),
+        oms.Serialization(method="files", hash_type="blake2b"),
+        oms.Serialization(method="files", hash_type="blake3"),
     ):
+        listed = resources
         if serialization.method == "shards":
-            resources = [oms.Resource(f"{r.name}:0:1000", "sha256", r.digest) for r in resources]
-        manifest = oms.Manifest.build("model", resources, serialization)
+            listed = [oms.Resource(f"{r.name}:0:1000", "sha256", r.digest) for r in resources]
+        manifest = oms.Manifest.build("model", listed, serialization)
         yield json.dumps(oms.build_statement(manifest)).encode()
 
 

@@ -239,3 +239,24 @@ def test_a_blake3_signed_model_can_be_checked_by_digest(
     code, out, _ = run("verify", model_dir, "--digest", digest)
     assert code == 1
     assert f"expected {digest}" in out
+
+
+def test_a_model_whose_bundle_cannot_be_read_is_re_measured_the_default_way(
+    model_dir: Path, tmp_path: Path, write_key: KeyWriter
+) -> None:
+    private, public = write_key()
+    sign(model_dir, tmp_path / "model.sig", private, "blake3", None)
+    bundle = json.loads((tmp_path / "model.sig").read_text())
+    signature = {"bundle": json.dumps(bundle), "publicKey": public.read_text()}
+    spec = modelregistry.ModelSpec(digest="sha256:" + "0" * 64, signature=signature)
+    assert (spec.hashing.method, spec.hashing.hash_type) == ("files", "blake3")
+    # Unreadable: the digest still decides, hashed the default way (it will not match).
+    bundle["dsseEnvelope"]["payload"] = "not base64!"
+    unreadable = {**signature, "bundle": json.dumps(bundle)}
+    assert modelregistry.ModelSpec(digest=spec.digest, signature=unreadable).hashing == (
+        oms.Serialization()
+    )
+    with pytest.raises(oms.OmsError, match="DSSE payload is not base64"):
+        oms.serialization_of_bundle(bundle)
+    with pytest.raises(oms.OmsError, match="no DSSE envelope payload"):
+        oms.serialization_of_bundle({"dsseEnvelope": {}})
