@@ -192,6 +192,26 @@ def sign(
     return done.stdout.strip()
 
 
+def push_envelope(reference: str, envelope: Path, *, format: str = "jws") -> str:
+    """Push an envelope file as it is (a tampered one) as a Notation signature of
+    ``reference``, the way notation pushes; the signature manifest's digest."""
+    done = subprocess.run(
+        [
+            str(peers.tool("notationsign")),
+            f"-envelope={format}",
+            f"-reference={reference}",
+            f"-push-envelope={envelope}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"notationsign failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
 # ---------------------------------------------------------------------------------------------
 # The committed fixtures
 

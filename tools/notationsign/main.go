@@ -3,7 +3,8 @@
 // signs it into a JWS or COSE envelope with notation-core-go, and pushes the envelope as an
 // OCI referrer of the manifest (artifactType application/vnd.cncf.notary.signature) with
 // notation-go's registry client. The signing time is a flag so tests can sign with a
-// certificate that has since expired.
+// certificate that has since expired, and -push-envelope pushes an envelope as it is (tests
+// tamper with one first).
 package main
 
 import (
@@ -45,8 +46,15 @@ func main() {
 	plainHTTP := flag.Bool("plain-http", true, "talk to the registry over plain HTTP (test registries)")
 	descriptorPath := flag.String("descriptor", "", "sign this JSON OCI descriptor instead of resolving -reference")
 	out := flag.String("out", "", "also write the envelope to this file")
+	pushEnvelope := flag.String("push-envelope", "", "push this envelope file to -reference instead of signing")
 	flag.Parse()
-	if err := run(*keyPath, *chainPath, *format, *signingTime, *expiry, *reference, *plainHTTP, *descriptorPath, *out); err != nil {
+	var err error
+	if *pushEnvelope != "" {
+		err = push(*format, *reference, *plainHTTP, *pushEnvelope)
+	} else {
+		err = run(*keyPath, *chainPath, *format, *signingTime, *expiry, *reference, *plainHTTP, *descriptorPath, *out)
+	}
+	if err != nil {
 		log.Fatalf("notationsign: %v", err)
 	}
 }
@@ -132,6 +140,34 @@ func run(keyPath, chainPath, format, signingTime string, expiry time.Duration, r
 	}
 	if repo == nil {
 		return nil
+	}
+	_, manifest, err := repo.PushSignature(ctx, mediaType, blob, target, nil)
+	if err != nil {
+		return fmt.Errorf("push signature: %w", err)
+	}
+	fmt.Println(manifest.Digest)
+	return nil
+}
+
+func push(format, reference string, plainHTTP bool, envelopePath string) error {
+	ctx := context.Background()
+	mediaType, err := envelopeMediaType(format)
+	if err != nil {
+		return err
+	}
+	blob, err := os.ReadFile(envelopePath)
+	if err != nil {
+		return err
+	}
+	remoteRepo, err := remote.NewRepository(reference)
+	if err != nil {
+		return err
+	}
+	remoteRepo.PlainHTTP = plainHTTP
+	repo := registry.NewRepository(remoteRepo)
+	target, err := repo.Resolve(ctx, remoteRepo.Reference.Reference)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", reference, err)
 	}
 	_, manifest, err := repo.PushSignature(ctx, mediaType, blob, target, nil)
 	if err != nil {

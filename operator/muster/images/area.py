@@ -28,6 +28,7 @@ AREA = areas.Area[gate.ImageSettings](
             "SignatureLookupFailed",
             "ImageNotResolved",
             observations.PASSED_UNSIGNED,  # let in unsigned as a policy says: not a problem
+            "SignatureAudited",  # let in by a Notation audit level, as the policy says
         }
     ),
     drift_watches=((crds.GROUP, crds.VERSION, "imagepolicies"),),
@@ -53,6 +54,8 @@ AREA = areas.Area[gate.ImageSettings](
         "ImagePoliciesUnavailable": "the ImagePolicies could not be listed",
         "ImageNotCovered": "no ImagePolicy that applies to the namespace covers the image",
         "ImagePassedUnsigned": "a static-pass ImagePolicy admitted the image without a signature",
+        "SignatureAudited": "a Notation authority whose level only logs failed checks (audit, "
+        "permissive or an override) admitted the image; the warning says which checks failed",
         "ImageDisallowed": "a static-fail ImagePolicy refuses the images it covers",
     },
 )

@@ -369,6 +369,19 @@ def failure_findings(
         found = [
             _finding(
                 use,
+                "SignatureAudited",
+                f"image {image!r} is admitted by ImagePolicy {policy.name!r} although checks "
+                f"failed that its Notation level only logs: {'; '.join(decision.warnings)}",
+                "warn",
+                policy=policy.name,
+                denial=policy.denial,
+            )
+            for policy, decision in result.decisions
+            if decision.passed and decision.warnings
+        ]
+        found += [
+            _finding(
+                use,
                 "ImagePassedUnsigned",
                 f"image {image!r} is let in without a signature by ImagePolicy "
                 f"{policy.name!r} (static pass)",

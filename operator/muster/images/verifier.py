@@ -1,8 +1,10 @@
 """The image-signature engine: reference -> digest -> signatures on the registry -> decision.
 
 For each image it asks the registry for the evidence of every signature format in
-:data:`muster.signatures.registered.FORMATS` (today Sigstore bundles attached as OCI 1.1
-referrers, then cosign's legacy ``sha256-<hex>.sig`` simple-signing manifest). For a multi-arch
+:data:`muster.signatures.registered.FORMATS` that serves one of the policy's authorities
+(today Sigstore bundles attached as OCI 1.1 referrers, Notation signatures as referrers for
+Notation authorities, then cosign's legacy ``sha256-<hex>.sig`` simple-signing manifest). For a
+multi-arch
 index, a signature on the
 index counts, and otherwise every platform manifest must be signed on its own. The decision is
 made by the pure :func:`muster.images.rules.policies.judge`.
@@ -324,7 +326,8 @@ class Verifier:
     ) -> imagepolicies.Decision:
         evidence = imagepolicies.Evidence(digest=digest)
         decision: imagepolicies.Decision | None = None
-        for signature_format in registered.FORMATS:
+        stages = _stages(policy)
+        for signature_format in stages:
             found = await self._evidence(reference, digest, credentials, signature_format)
             if decision is not None and found.error is None and not _anything(found):
                 continue  # nothing new: the decision on what was found before stands
@@ -339,7 +342,7 @@ class Verifier:
             decision = await _judge(policy, evidence)
         if not decision.passed and evidence.error is None:
             # Maybe a multi-arch index signed per platform: one more look, only on failure.
-            expanded = await self._evidence(reference, digest, credentials, None)
+            expanded = await self._evidence(reference, digest, credentials, stages)
             if expanded.is_index:
                 decision = await _judge(
                     policy,
@@ -352,16 +355,20 @@ class Verifier:
         reference: references.ImageReference,
         digest: str,
         credentials: CredentialProvider | None,
-        stage: fetching.SignatureFormat | None,
+        stage: fetching.SignatureFormat | tuple[fetching.SignatureFormat, ...],
     ) -> imagepolicies.Evidence:
-        """One format's evidence, or with ``stage`` None the platforms of an index."""
-        key = ("evidence", reference.name, digest, stage.format.name if stage else "platforms")
+        """One format's evidence, or for a tuple of formats the platforms of an index."""
+        if isinstance(stage, tuple):
+            key: tuple[str, ...] = ("evidence", reference.name, digest, "platforms")
+            key += tuple(each.format.name for each in stage)
+        else:
+            key = ("evidence", reference.name, digest, stage.format.name)
 
         async def work() -> imagepolicies.Evidence:
             client = await self._client_for(credentials)
             try:
-                if stage is None:
-                    return await _platforms(client, reference, digest)
+                if isinstance(stage, tuple):
+                    return await _platforms(client, reference, digest, stage)
                 fetched = await stage.fetch(client, reference, digest)
                 return imagepolicies.Evidence(
                     digest=digest, signatures=(fetched.found,), problems=fetched.problems
@@ -407,6 +414,15 @@ class Verifier:
                 await oldest.close()
         self._clients.move_to_end(fingerprint)
         return client
+
+
+def _stages(policy: imagepolicies.CompiledPolicy) -> tuple[fetching.SignatureFormat, ...]:
+    """The registered formats that can vouch for one of the policy's authorities, in order."""
+    return tuple(
+        stage
+        for stage in registered.FORMATS
+        if any(stage.serves(authority) for authority in policy.authorities)
+    )
 
 
 def _static(policy: imagepolicies.CompiledPolicy) -> imagepolicies.Decision:
@@ -485,14 +501,14 @@ class _Credentials:
 
 
 async def _signatures(
-    client: registries.RegistryClient, reference: references.ImageReference, digest: str
+    client: registries.RegistryClient,
+    reference: references.ImageReference,
+    digest: str,
+    stages: tuple[fetching.SignatureFormat, ...],
 ) -> imagepolicies.Evidence:
-    """Every format's evidence about one digest at once (a platform of an index)."""
+    """Every wanted format's evidence about one digest at once (a platform of an index)."""
     fetched = await asyncio.gather(
-        *(
-            signature_format.fetch(client, reference, digest)
-            for signature_format in registered.FORMATS
-        )
+        *(signature_format.fetch(client, reference, digest) for signature_format in stages)
     )
     # Ordered as the staged lookup merges them: the format asked last first.
     ordered = tuple(reversed(fetched))
@@ -518,7 +534,10 @@ def _platform_name(descriptor: Mapping[str, Any], index: int) -> str | None:
 
 
 async def _platforms(
-    client: registries.RegistryClient, reference: references.ImageReference, digest: str
+    client: registries.RegistryClient,
+    reference: references.ImageReference,
+    digest: str,
+    stages: tuple[fetching.SignatureFormat, ...],
 ) -> imagepolicies.Evidence:
     """For an index: the signatures of each platform manifest (not of the index itself: the
     caller has those already). Not an index: evidence with ``is_index`` false."""
@@ -542,7 +561,10 @@ async def _platforms(
     if len(platforms) > MAX_PLATFORMS:
         raise registries.RegistryError(f"index {digest} lists more than {MAX_PLATFORMS} platforms")
     per_platform = await asyncio.gather(
-        *(_signatures(client, reference, platform_digest) for _, platform_digest in platforms)
+        *(
+            _signatures(client, reference, platform_digest, stages)
+            for _, platform_digest in platforms
+        )
     )
     return imagepolicies.Evidence(
         digest=digest,

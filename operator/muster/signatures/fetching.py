@@ -16,7 +16,7 @@ from typing import Protocol
 
 from muster.kernel import references
 from muster.platform import registries
-from muster.signatures.rules import formats
+from muster.signatures.rules import authorities, formats
 
 __all__ = ["Fetched", "SignatureFormat"]
 
@@ -34,6 +34,11 @@ class SignatureFormat(Protocol):
 
     @property
     def format(self) -> formats.Format: ...
+
+    def serves(self, authority: authorities.Authority) -> bool:
+        """Whether this format's evidence can count for ``authority`` (else it is not fetched
+        for a policy without such authorities)."""
+        ...
 
     async def fetch(
         self,

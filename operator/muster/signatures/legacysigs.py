@@ -12,7 +12,7 @@ import asyncio
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching
-from muster.signatures.rules import cosign, formats
+from muster.signatures.rules import authorities, cosign, formats
 
 __all__ = ["FORMAT", "MAX_SIGNATURE_LAYERS"]
 
@@ -22,6 +22,9 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 
 class _Legacy:
     format: formats.Format = cosign.FORMAT
+
+    def serves(self, authority: authorities.Authority) -> bool:
+        return not isinstance(authority, authorities.NotationAuthority)
 
     async def fetch(
         self,

@@ -13,7 +13,7 @@ from typing import Any
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching
-from muster.signatures.rules import bundles, formats
+from muster.signatures.rules import authorities, bundles, formats
 
 __all__ = ["BUNDLE_ARTIFACT_PREFIX", "FORMAT"]
 
@@ -23,6 +23,9 @@ EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 
 class _Bundles:
     format: formats.Format = bundles.FORMAT
+
+    def serves(self, authority: authorities.Authority) -> bool:
+        return not isinstance(authority, authorities.NotationAuthority)
 
     async def fetch(
         self,

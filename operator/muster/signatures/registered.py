@@ -7,8 +7,13 @@ plus one line here.
 
 from __future__ import annotations
 
-from muster.signatures import fetching, legacysigs, referrers
+from muster.signatures import fetching, legacysigs, notationsigs, referrers
 
 __all__ = ["FORMATS"]
 
-FORMATS: tuple[fetching.SignatureFormat, ...] = (referrers.FORMAT, legacysigs.FORMAT)
+# Notation signatures are asked for only by policies with a Notation authority (``serves``).
+FORMATS: tuple[fetching.SignatureFormat, ...] = (
+    referrers.FORMAT,
+    notationsigs.FORMAT,
+    legacysigs.FORMAT,
+)

@@ -67,11 +67,11 @@ def legacy_found(*signatures: cosign.LegacySignature) -> tuple[formats.Found, ..
             spec(authorities=[{"key": {"data": ALICE}, "keyless": {}}]),
             "identities: Field required",
         ),
-        (spec(authorities=[{"name": "x"}]), "exactly one of key, keyless and static"),
+        (spec(authorities=[{"name": "x"}]), "exactly one of key, keyless, notation and static"),
         (spec(authorities=[{"static": {"action": "maybe"}}]), "action: Input should be"),
         (
             spec(authorities=[{"static": {"action": "pass"}, "key": {"data": ALICE}}]),
-            "exactly one of key, keyless and static",
+            "exactly one of key, keyless, notation and static",
         ),
         (
             spec(authorities=[{"static": {"action": "pass"}}, {"key": {"data": ALICE}}]),

@@ -6,9 +6,19 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography import x509
 
 from muster.signatures import registered
-from muster.signatures.rules import authorities, bundles, cosign, formats, keys, proofs, trust
+from muster.signatures.rules import (
+    authorities,
+    bundles,
+    cosign,
+    formats,
+    keys,
+    notation,
+    proofs,
+    trust,
+)
 from tests.paths import fixture
 from tests.unit.signatures import factories
 from tests.unit.signatures.conftest import ALICE_DIGEST, Capture, connaisseur_key
@@ -16,6 +26,7 @@ from tests.unit.signatures.conftest import ALICE_DIGEST, Capture, connaisseur_ke
 pytestmark = pytest.mark.unit
 
 PGI_ROOT = fixture("sigstore", "cosign", "trusted_root_pgi.json")
+NOTATION_CA = fixture("notation", "ca.pem").read_bytes()
 OCI_DIGEST = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4"
 ATTESTATION = "https://cosign.sigstore.dev/attestation/v1"
 ANYONE = authorities.Identity(issuer_regexp=".*", subject_regexp=".*")
@@ -23,7 +34,25 @@ ANYONE = authorities.Identity(issuer_regexp=".*", subject_regexp=".*")
 
 def test_bundles_are_asked_for_before_legacy_signatures() -> None:
     # The order is the round-trip budget: a cosign v3 image never costs a .sig lookup.
-    assert [f.format.name for f in registered.FORMATS] == ["sigstore-bundle", "cosign-legacy"]
+    assert [f.format.name for f in registered.FORMATS] == [
+        "sigstore-bundle",
+        "notation",
+        "cosign-legacy",
+    ]
+
+
+def test_notation_signatures_are_asked_for_only_by_notation_authorities() -> None:
+    key = authorities.KeyAuthority(name="k", key=connaisseur_key("bob"))
+    stores = (notation.TrustStore("ca", tuple(x509.load_pem_x509_certificates(NOTATION_CA))),)
+    notary = authorities.NotationAuthority(
+        name="n", policy=notation.TrustPolicy("n", stores, ("*",))
+    )
+    served = {f.format.name: (f.serves(key), f.serves(notary)) for f in registered.FORMATS}
+    assert served == {
+        "sigstore-bundle": (True, False),
+        "notation": (False, True),
+        "cosign-legacy": (True, False),
+    }
 
 
 def test_one_parse_serves_bundles_and_legacy_signatures() -> None:

@@ -3,7 +3,8 @@
 A policy names the images it covers (glob patterns over the normalised ``registry/repository``
 name: ``*`` stays inside one path segment, ``**`` crosses them, ``?`` is one character), the
 namespaces it applies to (a Kubernetes label selector), the authorities it trusts (public keys
-or keyless identities with a trusted root) and how many of them must vouch for an image.
+or keyless identities with a trusted root, or Notation trust stores and identities) and how many
+of them must vouch for an image, whichever format each signed in.
 
 Everything here is pure. A policy is validated once (:func:`parse_spec`), the Secrets and
 ConfigMaps it refers to are fetched by the caller (:func:`sources_of` says which), and
@@ -28,11 +29,12 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import pydantic
+from cryptography import x509
 from pydantic import alias_generators
 
 from muster.images.rules import scanrules
-from muster.kernel import denials, observations, references, selectors
-from muster.signatures.rules import authorities, formats, keys, trust
+from muster.kernel import denials, messages, observations, references, selectors
+from muster.signatures.rules import authorities, formats, keys, notation, trust
 
 __all__ = [
     "DEFAULT_TRUSTED_ROOT_KEY",
@@ -63,6 +65,7 @@ __all__ = [
 ]
 
 DEFAULT_TRUSTED_ROOT_KEY = "trusted_root.json"
+DEFAULT_TRUST_STORE_KEY = "ca.crt"
 
 # Reasons (findings, Events, metrics) of the rules below.
 NOT_COVERED = "ImageNotCovered"  # no ImagePolicy applying to the namespace covers the image
@@ -167,6 +170,82 @@ class KeylessSpec(pydantic.BaseModel):
     trusted_root: TrustedRootRef
 
 
+class TrustStoreRef(pydantic.BaseModel):
+    """A Notation trust store of type ca: PEM CA certificates in a ConfigMap or Secret."""
+
+    model_config = _CONFIG
+
+    kind: Literal["ConfigMap", "Secret"] = "ConfigMap"
+    namespace: DnsName
+    name: DnsName
+    key: KeyName = DEFAULT_TRUST_STORE_KEY
+
+
+Action = Literal["enforce", "log", "skip"]
+
+
+class OverrideSpec(pydantic.BaseModel):
+    """Checks moved from the level's default to enforce, log or skip (never integrity)."""
+
+    model_config = _CONFIG
+
+    authenticity: Action | None = None
+    authentic_timestamp: Action | None = None
+    expiry: Action | None = None
+    revocation: Action | None = None
+
+    def actions(self) -> dict[notation.Check, Action]:
+        given = {
+            notation.Check.AUTHENTICITY: self.authenticity,
+            notation.Check.AUTHENTIC_TIMESTAMP: self.authentic_timestamp,
+            notation.Check.EXPIRY: self.expiry,
+            notation.Check.REVOCATION: self.revocation,
+        }
+        return {check: action for check, action in given.items() if action is not None}
+
+
+class SignatureVerificationSpec(pydantic.BaseModel):
+    """Notation's signatureVerification: a level (strict, permissive or audit; an ImagePolicy
+    that verifies nothing is a static pass authority, not a skip level) and overrides."""
+
+    model_config = _CONFIG
+
+    level: Literal["strict", "permissive", "audit"] = "strict"
+    override: OverrideSpec = pydantic.Field(default_factory=OverrideSpec)
+
+
+class NotationSpec(pydantic.BaseModel):
+    """Notation (Notary Project) signatures, judged as a Notation trust policy: the envelopes'
+    certificate chains must lead to a CA of the trust stores and the signing certificate's
+    subject must match a trusted identity; the ImagePolicy's images are its registry scopes."""
+
+    model_config = _CONFIG
+
+    trust_stores: tuple[TrustStoreRef, ...] = pydantic.Field(min_length=1, max_length=8)
+    trusted_identities: tuple[str, ...] = pydantic.Field(
+        min_length=1,
+        max_length=32,
+        description="'x509.subject: C=..., ST=..., O=...' (a subset of the signing certificate's "
+        "subject) or '*'",
+    )
+    signature_verification: SignatureVerificationSpec = pydantic.Field(
+        default_factory=SignatureVerificationSpec
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _identities(self) -> NotationSpec:
+        identities = self.trusted_identities
+        if "*" in identities and len(identities) > 1:
+            raise ValueError("'*' must be the only trusted identity")
+        for identity in identities:
+            if identity != "*":
+                try:
+                    notation.parse_identity(identity)
+                except notation.InvalidTrustPolicy as error:
+                    raise ValueError(str(error)) from None
+        return self
+
+
 class StaticSpec(pydantic.BaseModel):
     """A decision by name, without signatures: ``pass`` admits the covered images unsigned
     (still pinned, and reported as ``ImagePassedUnsigned``), ``fail`` refuses them."""
@@ -186,6 +265,7 @@ class Authority(pydantic.BaseModel):
     )
     key: PublicKeySource | None = None
     keyless: KeylessSpec | None = None
+    notation: NotationSpec | None = None
     static: StaticSpec | None = pydantic.Field(
         default=None,
         description="pass or fail the covered images without looking for signatures; "
@@ -194,8 +274,9 @@ class Authority(pydantic.BaseModel):
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> Authority:
-        if sum(kind is not None for kind in (self.key, self.keyless, self.static)) != 1:
-            raise ValueError("an authority is exactly one of key, keyless and static")
+        kinds = (self.key, self.keyless, self.notation, self.static)
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ValueError("an authority is exactly one of key, keyless, notation and static")
         return self
 
 
@@ -319,8 +400,8 @@ class Source:
         return f"{self.kind} {self.namespace}/{self.name} key {self.key!r}"
 
 
-def _source(ref: SecretKeyRef | TrustedRootRef) -> Source:
-    kind: Literal["ConfigMap", "Secret"] = ref.kind if isinstance(ref, TrustedRootRef) else "Secret"
+def _source(ref: SecretKeyRef | TrustedRootRef | TrustStoreRef) -> Source:
+    kind: Literal["ConfigMap", "Secret"] = "Secret" if isinstance(ref, SecretKeyRef) else ref.kind
     return Source(kind=kind, namespace=ref.namespace, name=ref.name, key=ref.key)
 
 
@@ -335,6 +416,9 @@ def sources_of(spec: ImagePolicySpec) -> tuple[Source, ...]:
                 found[_source(authority.key.trusted_root)] = None
         if authority.keyless is not None:
             found[_source(authority.keyless.trusted_root)] = None
+        if authority.notation is not None:
+            for store in authority.notation.trust_stores:
+                found[_source(store)] = None
     return tuple(found)
 
 
@@ -427,6 +511,8 @@ def compile_policy(
                     trusted_root=roots.load(authority.keyless.trusted_root, what),
                 )
             )
+        elif authority.notation is not None:
+            compiled.append(_notation_authority(label, authority.notation, roots, what))
     return CompiledPolicy(
         name=name,
         generation=generation,
@@ -441,6 +527,34 @@ def compile_policy(
         static=static,
         denial=spec.denial,
     )
+
+
+def _notation_authority(
+    label: str, spec: NotationSpec, roots: _Roots, what: str
+) -> authorities.NotationAuthority:
+    stores = []
+    for ref in spec.trust_stores:
+        source = _source(ref)
+        try:
+            certificates = x509.load_pem_x509_certificates(roots.data(source, what))
+        except ValueError as error:
+            raise InvalidImagePolicy(
+                f"{what}: trust store {source} is not PEM certificates: "
+                f"{messages.first_line(error)}"
+            ) from None
+        stores.append(notation.TrustStore(f"{ref.namespace}/{ref.name}", tuple(certificates)))
+    verification = spec.signature_verification
+    try:
+        policy = notation.TrustPolicy(
+            name=label,
+            trust_stores=tuple(stores),
+            trusted_identities=spec.trusted_identities,
+            level=notation.Level(verification.level),
+            overrides=verification.override.actions(),
+        )
+    except notation.InvalidTrustPolicy as error:
+        raise InvalidImagePolicy(f"{what}: {error}") from None
+    return authorities.NotationAuthority(name=label, policy=policy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,6 +582,8 @@ class Decision:
     reason: str  # CamelCase, stable
     message: str
     signers: tuple[str, ...] = ()
+    # What admitting authorities only logged (a Notation audit level): shown as warnings.
+    warnings: tuple[str, ...] = ()
 
 
 def expected_signers(policy: CompiledPolicy) -> str:
@@ -507,7 +623,15 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     ]
     result = authorities.threshold(outcomes, policy.threshold)
     if result.passed:
-        return Decision(True, "Verified", result.message, signers=result.satisfied)
+        warnings = tuple(
+            f"{outcome.authority}: {warning}"
+            for outcome in outcomes
+            if outcome.verified is not None
+            for warning in outcome.verified.warnings
+        )
+        return Decision(
+            True, "Verified", result.message, signers=result.satisfied, warnings=warnings
+        )
     return Decision(
         False,
         "SignatureNotTrusted",
@@ -548,6 +672,7 @@ def judge(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     if not evidence.platforms:
         return direct
     signers: list[str] = []
+    warnings: list[str] = []
     for platform, platform_evidence in evidence.platforms:
         decision = _judge_one(policy, platform_evidence)
         if not decision.passed:
@@ -558,11 +683,13 @@ def judge(policy: CompiledPolicy, evidence: Evidence) -> Decision:
                 f"({platform_evidence.digest}): {decision.message}",
             )
         signers.extend(decision.signers)
+        warnings.extend(f"platform {platform}: {warning}" for warning in decision.warnings)
     return Decision(
         True,
         "Verified",
         f"every platform manifest is signed ({len(evidence.platforms)})",
         signers=tuple(dict.fromkeys(signers)),
+        warnings=tuple(warnings),
     )
 
 

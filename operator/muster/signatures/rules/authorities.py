@@ -16,7 +16,7 @@ from typing import TypeAlias
 
 from cryptography import x509
 
-from muster.signatures.rules import keys, proofs, trust
+from muster.signatures.rules import keys, notation, proofs, trust
 
 __all__ = [
     "Authority",
@@ -24,10 +24,12 @@ __all__ = [
     "InvalidPolicy",
     "KeyAuthority",
     "KeylessAuthority",
+    "NotationAuthority",
     "Outcome",
     "Threshold",
     "certificate_identity",
     "describe",
+    "not_notation",
     "outcome",
     "threshold",
 ]
@@ -170,7 +172,22 @@ class KeylessAuthority:
             raise InvalidPolicy(f"keyless authority {self.name!r} lists no identity")
 
 
-Authority: TypeAlias = KeyAuthority | KeylessAuthority
+@dataclasses.dataclass(frozen=True, slots=True)
+class NotationAuthority:
+    """Notation (Notary Project) signatures judged by one Notation trust policy."""
+
+    name: str
+    policy: notation.TrustPolicy
+
+
+Authority: TypeAlias = KeyAuthority | KeylessAuthority | NotationAuthority
+
+
+def not_notation(authority: Authority, what: str) -> KeyAuthority | KeylessAuthority:
+    """``authority`` for a Sigstore format; :class:`proofs.Inapplicable` for a Notation one."""
+    if isinstance(authority, NotationAuthority):
+        raise proofs.Inapplicable(f"a Notation authority does not verify {what}")
+    return authority
 
 
 def describe(authority: Authority) -> str:
@@ -178,6 +195,16 @@ def describe(authority: Authority) -> str:
     identity (never key material)."""
     if isinstance(authority, KeyAuthority):
         return f"{authority.name} ({keys.describe(authority.key)})"
+    if isinstance(authority, NotationAuthority):
+        policy = authority.policy
+        stores = ", ".join(store.name for store in policy.trust_stores)
+        identity = policy.trusted_identities[0] if policy.trusted_identities else "any"
+        others = len(policy.trusted_identities) - 1
+        extra = f" or {others} more" if others > 0 else ""
+        return (
+            f"{authority.name} (Notation {policy.level}: trust store {stores}, "
+            f"identity {identity}{extra})"
+        )
     first = authority.identities[0]
     more = f" or {len(authority.identities) - 1} more" if len(authority.identities) > 1 else ""
     subject = first.subject or f"/{first.subject_regexp}/"

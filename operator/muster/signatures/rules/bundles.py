@@ -612,6 +612,7 @@ def verify_image(
 ) -> proofs.Proof:
     """Verify a cosign v3 image bundle: its statement must name ``digest`` and the predicate."""
     cosign.check_digest(digest, "image digest")
+    authority = authorities.not_notation(authority, "Sigstore bundles")
     if isinstance(authority, authorities.KeyAuthority):
         checked = _keyed(bundle, None, authority.key, _sigstore_root(authority.trusted_root))
     else:

@@ -539,6 +539,7 @@ def verify(
     """The first signature in ``manifest`` that ``authority`` vouches for, or
     :class:`proofs.Rejected`."""
     check_digest(digest, "image digest")
+    authority = authorities.not_notation(authority, "cosign signatures")
     reasons = []
     for layer in parse_manifest(manifest, blobs):
         try:

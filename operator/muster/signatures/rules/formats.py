@@ -57,6 +57,8 @@ def attempts(
         for index, item in enumerate(evidence.items[:MAX_PER_FORMAT]):
             try:
                 results.append(evidence.format.verify(item, digest=digest, authority=authority))
+            except proofs.Inapplicable:
+                break  # this format never serves this authority: its other items neither
             except proofs.Rejected as error:
                 results.append(proofs.Rejected(f"{evidence.format.label(index)}: {error}"))
     return results

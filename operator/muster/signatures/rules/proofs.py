@@ -10,11 +10,16 @@ from __future__ import annotations
 import dataclasses
 import datetime
 
-__all__ = ["CertificateIdentity", "Proof", "Rejected"]
+__all__ = ["CertificateIdentity", "Inapplicable", "Proof", "Rejected"]
 
 
 class Rejected(ValueError):
     """Evidence that does not count, and the one sentence that says why."""
+
+
+class Inapplicable(Rejected):
+    """Evidence of a format the authority does not speak (a Notation envelope for a cosign key):
+    not a failed attempt, so it is left out of the reasons."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
