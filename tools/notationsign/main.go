@@ -4,7 +4,9 @@
 // OCI referrer of the manifest (artifactType application/vnd.cncf.notary.signature) with
 // notation-go's registry client. The signing time is a flag so tests can sign with a
 // certificate that has since expired, and -push-envelope pushes an envelope as it is (tests
-// tamper with one first).
+// tamper with one first). With -verify it is the reference verifier instead: notation-go judges
+// an envelope file by a trust policy and prints its verdict as JSON, which tests compare with
+// Muster's own verifier.
 package main
 
 import (
@@ -23,7 +25,11 @@ import (
 	"github.com/notaryproject/notation-core-go/signature"
 	"github.com/notaryproject/notation-core-go/signature/cose"
 	"github.com/notaryproject/notation-core-go/signature/jws"
+	"github.com/notaryproject/notation-go"
 	"github.com/notaryproject/notation-go/registry"
+	"github.com/notaryproject/notation-go/verifier"
+	"github.com/notaryproject/notation-go/verifier/trustpolicy"
+	"github.com/notaryproject/notation-go/verifier/truststore"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 )
@@ -47,9 +53,16 @@ func main() {
 	descriptorPath := flag.String("descriptor", "", "sign this JSON OCI descriptor instead of resolving -reference")
 	out := flag.String("out", "", "also write the envelope to this file")
 	pushEnvelope := flag.String("push-envelope", "", "push this envelope file to -reference instead of signing")
+	verifyPath := flag.String("verify", "", "judge this envelope file with notation-go instead of signing")
+	trustStorePath := flag.String("trust-store", "", "with -verify: PEM CA certificates, the trust store")
+	level := flag.String("level", "strict", "with -verify: strict, permissive or audit")
+	var identities multiFlag
+	flag.Var(&identities, "identity", "with -verify: a trusted identity (repeatable; default *)")
 	flag.Parse()
 	var err error
-	if *pushEnvelope != "" {
+	if *verifyPath != "" {
+		err = verify(*verifyPath, *format, *descriptorPath, *trustStorePath, *level, identities)
+	} else if *pushEnvelope != "" {
 		err = push(*format, *reference, *plainHTTP, *pushEnvelope)
 	} else {
 		err = run(*keyPath, *chainPath, *format, *signingTime, *expiry, *reference, *plainHTTP, *descriptorPath, *out)
@@ -175,6 +188,83 @@ func push(format, reference string, plainHTTP bool, envelopePath string) error {
 	}
 	fmt.Println(manifest.Digest)
 	return nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// pemTrustStore is one named store of type ca, read from a PEM file.
+type pemTrustStore []*x509.Certificate
+
+func (s pemTrustStore) GetCertificates(_ context.Context, storeType truststore.Type, name string) ([]*x509.Certificate, error) {
+	if storeType != truststore.TypeCA || name != "test" {
+		return nil, fmt.Errorf("no trust store %s:%s", storeType, name)
+	}
+	return s, nil
+}
+
+type verdict struct {
+	Verified bool     `json:"verified"`
+	Error    string   `json:"error,omitempty"`
+	Logged   []string `json:"logged"`
+}
+
+func verify(envelopePath, format, descriptorPath, trustStorePath, level string, identities []string) error {
+	mediaType, err := envelopeMediaType(format)
+	if err != nil {
+		return err
+	}
+	blob, err := os.ReadFile(envelopePath)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(descriptorPath)
+	if err != nil {
+		return err
+	}
+	var target ocispec.Descriptor
+	if err := json.Unmarshal(raw, &target); err != nil {
+		return fmt.Errorf("descriptor: %w", err)
+	}
+	cas, err := readChain(trustStorePath)
+	if err != nil {
+		return err
+	}
+	if len(identities) == 0 {
+		identities = []string{"*"}
+	}
+	policy := &trustpolicy.Document{
+		Version: "1.0",
+		TrustPolicies: []trustpolicy.TrustPolicy{{
+			Name:                  "test",
+			RegistryScopes:        []string{"*"},
+			SignatureVerification: trustpolicy.SignatureVerification{VerificationLevel: level},
+			TrustStores:           []string{"ca:test"},
+			TrustedIdentities:     identities,
+		}},
+	}
+	reference, err := verifier.New(policy, pemTrustStore(cas), nil)
+	if err != nil {
+		return err
+	}
+	outcome, err := reference.Verify(context.Background(), target, blob, notation.VerifierVerifyOptions{
+		ArtifactReference:  "registry.example/repo@" + target.Digest.String(),
+		SignatureMediaType: mediaType,
+	})
+	result := verdict{Verified: err == nil, Logged: []string{}}
+	if err != nil {
+		result.Error = err.Error()
+	}
+	if outcome != nil {
+		for _, check := range outcome.VerificationResults {
+			if check.Error != nil && check.Action == trustpolicy.ActionLog {
+				result.Logged = append(result.Logged, string(check.Type))
+			}
+		}
+	}
+	return json.NewEncoder(os.Stdout).Encode(result)
 }
 
 func envelopeMediaType(format string) (string, error) {
