@@ -51,6 +51,7 @@ def test_every_parser_has_a_harness() -> None:
         "bundles",
         "cosign",
         "cuda",
+        "notation",
         "oms",
         "pickles",
         "references",

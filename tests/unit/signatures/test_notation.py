@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 from muster.signatures.rules import notation, proofs
-from tests import notary
+from tests import notary, paths
 from tests.paths import fixture
 
 pytestmark = pytest.mark.unit
@@ -349,3 +349,21 @@ def test_scopes_are_star_or_exact_repositories() -> None:
     assert scoped.applies_to("registry.example/team/app")
     assert not scoped.applies_to("registry.example/team/app2")
     assert policy().applies_to("anything/at/all")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "regression-unknown-key-type",
+        "regression-malformed-subject",
+        "regression-duplicate-extension",
+    ],
+)
+def test_inputs_the_fuzzer_found_are_refused_with_a_reason(name: str) -> None:
+    """Envelopes whose certificates cryptography reads lazily (an unknown key type, a broken
+    subject, a repeated extension): refused as Rejected, at every level, never another error."""
+    data = (paths.REPO / "fuzz" / "corpus" / "notation" / name).read_bytes()
+    for media_type in (notation.JWS_MEDIA_TYPE, notation.COSE_MEDIA_TYPE):
+        for level in ("strict", "audit"):
+            with pytest.raises(proofs.Rejected):
+                judge(notation.Envelope(media_type, data), policy(level))

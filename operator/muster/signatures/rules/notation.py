@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
@@ -471,12 +471,30 @@ def _certificates(ders: Sequence[bytes]) -> tuple[x509.Certificate, ...]:
         raise proofs.Rejected("envelope holds no certificate")
     if len(ders) > MAX_CHAIN:
         raise proofs.Rejected(f"envelope holds more than {MAX_CHAIN} certificates")
+    return tuple(_certificate(der) for der in ders)
+
+
+def _certificate(der: bytes) -> x509.Certificate:
+    """A certificate read whole now: cryptography parses names, validity and extensions
+    lazily, and a malformed one must be refused here, not fail later as another exception."""
     try:
-        return tuple(x509.load_der_x509_certificate(der) for der in ders)
-    except (ValueError, x509.InvalidVersion) as error:
+        certificate = x509.load_der_x509_certificate(der)
+        certificate.subject.rfc4514_string()
+        certificate.issuer.rfc4514_string()
+        _ = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
+        list(certificate.extensions)
+        certificate.signature_hash_algorithm  # noqa: B018 (raises for unknown algorithms)
+    except (
+        ValueError,
+        TypeError,
+        x509.InvalidVersion,
+        x509.DuplicateExtension,
+        UnsupportedAlgorithm,
+    ) as error:
         raise proofs.Rejected(
             f"envelope holds an invalid certificate: {messages.first_line(error)}"
         ) from None
+    return certificate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -647,7 +665,12 @@ def _check_signature(signed: Signed, leaf: x509.Certificate) -> None:
             f"signature algorithm {signed.algorithm!r} is not one Notation allows"
         )
     hash_type, _ = algorithm
-    key = leaf.public_key()
+    try:
+        key = leaf.public_key()
+    except (UnsupportedAlgorithm, ValueError):
+        raise proofs.Rejected(
+            "the signing certificate's key is of no kind Notation allows"
+        ) from None
     if isinstance(key, rsa.RSAPublicKey):
         expected = _RSA_ALGORITHMS.get(key.key_size)
     elif isinstance(key, ec.EllipticCurvePublicKey):
@@ -704,7 +727,7 @@ def _check_chain(chain: Sequence[x509.Certificate], *, at: datetime.datetime, wh
         issuer = chain[index + 1] if index + 1 < len(chain) else certificate
         try:
             certificate.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
             raise proofs.Rejected(
                 f"certificate {_subject(certificate)} is not issued by {_subject(issuer)}"
             ) from None
