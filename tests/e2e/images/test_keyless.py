@@ -25,6 +25,7 @@ from tests.e2e.images.test_image_admission import (
     delete_policy,
     deployment,
 )
+from tests.integration import docblocks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("image_operator")]
 
@@ -136,3 +137,6 @@ def test_wrong_identity_is_denied_saying_expected_and_found(
     assert f"ImagePolicy '{policy}'" in message, message
     assert f"signed by {SUBJECT} (issuer {ISSUER})" in message, message
     assert expected in message, message
+    if case == "subject":  # docs/images.md shows this denial
+        (documented,) = docblocks.named("real", "tests/e2e/images/test_keyless.py")
+        assert docblocks.matches(documented, message) == ""
