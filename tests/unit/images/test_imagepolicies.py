@@ -287,6 +287,7 @@ def test_crd_is_generated_from_the_model() -> None:
         "pinDigests",
         "vulnerabilities",
         "denial",
+        "attestations",
     }
     authority = spec_schema["properties"]["authorities"]["items"]["properties"]
     assert authority["static"]["properties"]["action"]["enum"] == ["pass", "fail"]

@@ -23,6 +23,7 @@ pinned, and reported every time (:data:`PASSED_UNSIGNED`).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import re
 from collections.abc import Mapping, Sequence
@@ -32,9 +33,9 @@ import pydantic
 from cryptography import x509
 from pydantic import alias_generators
 
-from muster.images.rules import scanrules
+from muster.images.rules import conditions, scanrules
 from muster.kernel import denials, messages, observations, references, selectors
-from muster.signatures.rules import authorities, formats, keys, notation, trust
+from muster.signatures.rules import attestations, authorities, formats, keys, notation, trust
 
 __all__ = [
     "DEFAULT_TRUSTED_ROOT_KEY",
@@ -280,6 +281,67 @@ class Authority(pydantic.BaseModel):
         return self
 
 
+class ConditionSpec(pydantic.BaseModel):
+    """A CEL expression over ``predicate``, ``statement`` and ``now`` that must be true."""
+
+    model_config = _CONFIG
+
+    name: str | None = pydantic.Field(
+        default=None, max_length=63, description="shown in denials; default conditions[i]"
+    )
+    expression: str = pydantic.Field(min_length=1, max_length=4096)
+    message: str | None = pydantic.Field(
+        default=None, max_length=256, description="what the condition means, for a denial"
+    )
+
+
+class AttestationSpec(pydantic.BaseModel):
+    """An in-toto attestation the images must carry, who must have signed it, and conditions
+    over its predicate."""
+
+    model_config = _CONFIG
+
+    name: str = pydantic.Field(min_length=1, max_length=63)
+    predicate_type: str = pydantic.Field(
+        min_length=1,
+        max_length=512,
+        description="the statement's predicateType, or a cosign --type name (slsaprovenance1, "
+        "slsaprovenance02, cyclonedx, spdxjson, vuln, openvex, custom)",
+    )
+    authorities: tuple[Authority, ...] = pydantic.Field(
+        min_length=1,
+        max_length=16,
+        description="keys or keyless identities; a statement signed by one of them counts",
+    )
+    conditions: tuple[ConditionSpec, ...] = pydantic.Field(default=(), max_length=32)
+
+    @pydantic.model_validator(mode="after")
+    def _checked(self) -> AttestationSpec:
+        if any(a.key is None and a.keyless is None for a in self.authorities):
+            raise ValueError("attestation authorities are keys or keyless identities")
+        names = [name for _, name in self.named_authorities()]
+        if len(set(names)) != len(names):
+            raise ValueError("authority names must be unique")
+        for condition, name in self.named_conditions():
+            try:
+                conditions.compile_condition(name, condition.expression)
+            except conditions.InvalidCondition as error:
+                raise ValueError(str(error)) from None
+        return self
+
+    def named_authorities(self) -> list[tuple[Authority, str]]:
+        return [
+            (authority, authority.name or f"authorities[{index}]")
+            for index, authority in enumerate(self.authorities)
+        ]
+
+    def named_conditions(self) -> list[tuple[ConditionSpec, str]]:
+        return [
+            (condition, condition.name or f"conditions[{index}]")
+            for index, condition in enumerate(self.conditions)
+        ]
+
+
 class ImagePolicySpec(pydantic.BaseModel):
     """Which images must be signed by whom, in which namespaces."""
 
@@ -308,6 +370,12 @@ class ImagePolicySpec(pydantic.BaseModel):
         default=None,
         description="the policy's own message, help page and owner, shown with its denials",
     )
+    attestations: tuple[AttestationSpec, ...] = pydantic.Field(
+        default=(),
+        max_length=16,
+        description="in-toto attestations (SLSA provenance, SBOMs, ...) the images must carry, "
+        "signed by their authorities, with CEL conditions over the predicate",
+    )
 
     @pydantic.field_validator("images")
     @classmethod
@@ -328,6 +396,11 @@ class ImagePolicySpec(pydantic.BaseModel):
         names = [name for _, name in self.named_authorities()]
         if len(set(names)) != len(names):
             raise ValueError("authority names must be unique")
+        if self.attestations and any(a.static is not None for a in self.authorities):
+            raise ValueError("a static authority admits by name: it cannot require attestations")
+        attestation_names = [attestation.name for attestation in self.attestations]
+        if len(set(attestation_names)) != len(attestation_names):
+            raise ValueError("attestation names must be unique")
         return self
 
     def named_authorities(self) -> list[tuple[Authority, str]]:
@@ -408,7 +481,8 @@ def _source(ref: SecretKeyRef | TrustedRootRef | TrustStoreRef) -> Source:
 def sources_of(spec: ImagePolicySpec) -> tuple[Source, ...]:
     """Every Secret/ConfigMap key the policy refers to, each once, in a stable order."""
     found: dict[Source, None] = {}
-    for authority in spec.authorities:
+    every = spec.authorities + tuple(a for att in spec.attestations for a in att.authorities)
+    for authority in every:
         if authority.key is not None:
             if authority.key.secret_ref is not None:
                 found[_source(authority.key.secret_ref)] = None
@@ -436,6 +510,7 @@ class CompiledPolicy:
     vulnerabilities: scanrules.VulnerabilityRules | None = None
     static: Literal["pass", "fail"] | None = None  # a static authority decides by name alone
     denial: denials.DenialSpec | None = None
+    attestations: tuple[conditions.Requirement, ...] = ()
 
     @property
     def key(self) -> tuple[str, int]:
@@ -486,33 +561,10 @@ def compile_policy(
     compiled: list[authorities.Authority] = []
     static: Literal["pass", "fail"] | None = None
     for authority, label in spec.named_authorities():
-        what = f"authority {label}"
         if authority.static is not None:
             static = authority.static.action
-        elif authority.key is not None:
-            source = authority.key
-            pem = (
-                source.data.encode()
-                if source.data is not None
-                else roots.data(_source(source.secret_ref), what)  # type: ignore[arg-type]
-            )
-            try:
-                key = keys.load(pem)
-            except keys.InvalidKey as error:
-                raise InvalidImagePolicy(f"{what}: public key is invalid: {error}") from None
-            root = roots.load(source.trusted_root, what) if source.trusted_root else None
-            compiled.append(authorities.KeyAuthority(name=label, key=key, trusted_root=root))
-        elif authority.keyless is not None:
-            identities = tuple(identity.identity() for identity in authority.keyless.identities)
-            compiled.append(
-                authorities.KeylessAuthority(
-                    name=label,
-                    identities=identities,
-                    trusted_root=roots.load(authority.keyless.trusted_root, what),
-                )
-            )
-        elif authority.notation is not None:
-            compiled.append(_notation_authority(label, authority.notation, roots, what))
+        else:
+            compiled.append(_authority(authority, label, roots, f"authority {label}"))
     return CompiledPolicy(
         name=name,
         generation=generation,
@@ -526,6 +578,54 @@ def compile_policy(
         vulnerabilities=spec.vulnerabilities,
         static=static,
         denial=spec.denial,
+        attestations=tuple(_requirement(attestation, roots) for attestation in spec.attestations),
+    )
+
+
+def _authority(authority: Authority, label: str, roots: _Roots, what: str) -> authorities.Authority:
+    """A key, keyless or Notation authority of the spec, its key and roots parsed."""
+    if authority.key is not None:
+        source = authority.key
+        pem = (
+            source.data.encode()
+            if source.data is not None
+            else roots.data(_source(source.secret_ref), what)  # type: ignore[arg-type]
+        )
+        try:
+            key = keys.load(pem)
+        except keys.InvalidKey as error:
+            raise InvalidImagePolicy(f"{what}: public key is invalid: {error}") from None
+        root = roots.load(source.trusted_root, what) if source.trusted_root else None
+        return authorities.KeyAuthority(name=label, key=key, trusted_root=root)
+    if authority.keyless is not None:
+        identities = tuple(identity.identity() for identity in authority.keyless.identities)
+        return authorities.KeylessAuthority(
+            name=label,
+            identities=identities,
+            trusted_root=roots.load(authority.keyless.trusted_root, what),
+        )
+    if authority.notation is not None:
+        return _notation_authority(label, authority.notation, roots, what)
+    raise InvalidImagePolicy(f"{what}: a static authority signs nothing")
+
+
+def _requirement(spec: AttestationSpec, roots: _Roots) -> conditions.Requirement:
+    what = f"attestation {spec.name}"
+    try:
+        compiled = tuple(
+            conditions.compile_condition(name, condition.expression, condition.message)
+            for condition, name in spec.named_conditions()
+        )
+    except conditions.InvalidCondition as error:
+        raise InvalidImagePolicy(f"{what}: {error}") from None
+    return conditions.Requirement(
+        name=spec.name,
+        predicate_type=attestations.predicate_type_of(spec.predicate_type),
+        authorities=tuple(
+            _authority(authority, label, roots, f"{what} authority {label}")
+            for authority, label in spec.named_authorities()
+        ),
+        conditions=compiled,
     )
 
 
@@ -572,6 +672,10 @@ class Evidence:
     # For an index: evidence of each platform manifest (cosign signs either or both).
     platforms: tuple[tuple[str, Evidence], ...] = ()
     is_index: bool = False
+    # In-toto attestations found for the digest (fetched only for policies that require
+    # some), and the time their conditions' ``now`` is.
+    attestations: tuple[attestations.Item, ...] = ()
+    now: datetime.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -622,6 +726,14 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
         for authority in policy.authorities
     ]
     result = authorities.threshold(outcomes, policy.threshold)
+    if result.passed and policy.attestations:
+        if evidence.now is None:
+            raise ValueError("attestation conditions need the time of the check")
+        verdict = conditions.judge(
+            policy.attestations, evidence.attestations, digest=evidence.digest, now=evidence.now
+        )
+        if not verdict.passed:
+            return Decision(False, verdict.reason, verdict.message, signers=result.satisfied)
     if result.passed:
         warnings = tuple(
             f"{outcome.authority}: {warning}"
@@ -704,6 +816,11 @@ def describe(policy: CompiledPolicy) -> dict[str, Any]:
         **({"static": policy.static} if policy.static is not None else {}),
         "threshold": policy.threshold,
         "pinDigests": policy.pin_digests,
+        **(
+            {"attestations": conditions.describe(policy.attestations)}
+            if policy.attestations
+            else {}
+        ),
     }
 
 

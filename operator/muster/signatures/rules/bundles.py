@@ -628,6 +628,27 @@ def verify_image(
     return _proof(checked, digest, authority.name)
 
 
+def verify_statement(
+    bundle: bytes | str, *, digest: str, authority: authorities.Authority
+) -> tuple[proofs.Proof, dict[str, Any]]:
+    """Verify a cosign v3 attestation bundle: its signer and that its statement names
+    ``digest``; the statement is returned for the caller to judge its predicate."""
+    cosign.check_digest(digest, "image digest")
+    authority = authorities.not_notation(authority, "Sigstore bundles")
+    if isinstance(authority, authorities.KeyAuthority):
+        checked = _keyed(bundle, None, authority.key, _sigstore_root(authority.trusted_root))
+    else:
+        root = _sigstore_root(authority.trusted_root)
+        if root is None:
+            raise proofs.Rejected("keyless verification needs a trusted root")
+        checked = _keyless(bundle, None, authority.identities, root)
+    if checked.statement is None:
+        raise proofs.Rejected("attestation bundles must carry a DSSE in-toto statement")
+    algorithm, _, hexdigest = digest.partition(":")
+    _check_subject(checked.statement, algorithm, hexdigest)
+    return _proof(checked, digest, authority.name), checked.statement
+
+
 # ---------------------------------------------------------------------------------------------
 # The format
 
