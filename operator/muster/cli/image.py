@@ -200,11 +200,17 @@ def verify_image(args: argparse.Namespace) -> int:
                 "reason": decision.reason,
                 "message": decision.message,
                 "signers": list(decision.signers),
+                "warnings": list(decision.warnings),
             }
         )
         if decision.passed:
             lines.append(
                 f"OK: image {args.reference!r}: ImagePolicy {policy.name!r}: {decision.message}"
+            )
+            # Checks a Notation level only logs (audit): admitted, and said so.
+            lines.extend(
+                f"WARNING: image {args.reference!r}: ImagePolicy {policy.name!r}: {warning}"
+                for warning in decision.warnings
             )
             continue
         line = f"image {args.reference!r} is rejected by ImagePolicy {policy.name!r}: " + (
