@@ -367,3 +367,21 @@ def test_inputs_the_fuzzer_found_are_refused_with_a_reason(name: str) -> None:
         for level in ("strict", "audit"):
             with pytest.raises(proofs.Rejected):
                 judge(notation.Envelope(media_type, data), policy(level))
+
+
+def test_a_timestamp_is_noticed_but_never_extends_a_certificate() -> None:
+    """The timestamp countersignature is an unprotected header: not verified, it is reported,
+    and an expired signing certificate stays expired."""
+    for name in ("jws-ec.sig", "jws-expired-certificate.sig"):
+        document = _jws(name)
+        header = document["header"]
+        assert isinstance(header, dict)
+        header["io.cncf.notary.timestampSignature"] = base64.b64encode(b"not checked").decode()
+        stamped = _jws_envelope(document)
+        if name == "jws-ec.sig":
+            verified = judge(stamped)
+            assert verified.timestamp == "present, not verified"
+            assert "its timestamp not verified" in verified.proof("notary").signer
+        else:
+            with pytest.raises(proofs.Rejected, match="no verified timestamp"):
+                judge(stamped)

@@ -529,7 +529,10 @@ class Verified:
         else:
             trust = f"trust store {self.trust_store}" if self.trust_store else "no trusted CA"
             who = self.trusted_identity or "no trusted identity"
-            signer = f"{self.signer} (Notation {self.format.upper()}, {trust}, identity {who})"
+            stamp = ", its timestamp not verified" if self.timestamp != "none" else ""
+            signer = (
+                f"{self.signer} (Notation {self.format.upper()}, {trust}, identity {who}{stamp})"
+            )
         return proofs.Proof(
             digest=self.digest,
             signer=signer,
