@@ -1,7 +1,7 @@
 """Keyless cosign v3 image signatures through the real apiserver, the trusted root in a ConfigMap.
 
-The real cosign v3 signs with a certificate from a local Fulcio and logs in a local Rekor
-(:mod:`tests.localsigstore`); an ImagePolicy names the signer's OIDC issuer and subject and a
+The real cosign v3 signs with a certificate from a local Fulcio and logs in a local Rekor, v1
+or v2 (:mod:`tests.localsigstore`); an ImagePolicy names the signer's OIDC issuer and subject and a
 ConfigMap holding the ``trusted_root.json``. The right identity is admitted; a wrong subject or
 a wrong issuer is denied, the message saying what was expected and what was found.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -31,10 +30,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("image_operator")]
 
 SUBJECT = "https://github.com/acme/train/.github/workflows/release.yaml@refs/heads/main"
 ISSUER = localsigstore.GITHUB_ISSUER
+# case -> (identity the ImagePolicy expects, Rekor version the signature was logged in)
 CASES = {
-    "right": {"issuer": ISSUER, "subject": SUBJECT},
-    "subject": {"issuer": ISSUER, "subject": SUBJECT.replace("main", "dev")},
-    "issuer": {"issuer": "https://gitlab.com", "subject": SUBJECT},
+    "right": ({"issuer": ISSUER, "subject": SUBJECT}, 1),
+    "rekor2": ({"issuer": ISSUER, "subject": SUBJECT}, 2),
+    "subject": ({"issuer": ISSUER, "subject": SUBJECT.replace("main", "dev")}, 2),
+    "issuer": ({"issuer": "https://gitlab.com", "subject": SUBJECT}, 1),
 }
 
 
@@ -59,10 +60,11 @@ def keyless_images(
                 },
             )
         found: dict[str, tuple[str, str]] = {}
-        for case, identity in CASES.items():
+        for case, (identity, rekor) in CASES.items():
             repository = f"e2e-keyless-{suffix}/{case}"
             digest = peers.push_image(registry, repository, "v1", workdir=workdir)
-            localsigstore.sign_image(sigstore, signer, f"{registry.host}/{repository}@{digest}")
+            ref = f"{registry.host}/{repository}@{digest}"
+            localsigstore.sign_image(sigstore, signer, ref, rekor=rekor)
             name = f"e2e-keyless-{case}-{suffix}"
             create_policy(
                 control_plane,
@@ -106,11 +108,15 @@ def _create(plane: controlplane.ControlPlane, name: str, image: str) -> client.V
         return created
 
 
+@pytest.mark.parametrize("case", ["right", "rekor2"])
 def test_right_identity_is_admitted_and_pinned(
-    control_plane: controlplane.ControlPlane, keyless_images: dict[str, tuple[str, str]]
+    control_plane: controlplane.ControlPlane,
+    keyless_images: dict[str, tuple[str, str]],
+    case: str,
 ) -> None:
-    image, _ = keyless_images["right"]
-    created = _create(control_plane, "keyless", image)
+    """Logged in Rekor v1 (signed integrated time) or v2 (checkpoint and a TSA timestamp)."""
+    image, _ = keyless_images[case]
+    created = _create(control_plane, f"keyless-{case}", image)
     pinned = created.spec.template.spec.containers[0].image
     assert pinned.startswith(f"{image}@sha256:"), pinned
 
@@ -127,7 +133,6 @@ def test_wrong_identity_is_denied_saying_expected_and_found(
     keyless_images: dict[str, tuple[str, str]],
     case: str,
     expected: str,
-    tmp_path: Path,
 ) -> None:
     image, policy = keyless_images[case]
     with pytest.raises(client.ApiException) as raised:

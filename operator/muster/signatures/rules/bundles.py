@@ -175,6 +175,11 @@ class _Verifier(sigstore_verifier.Verifier):
                     time=datetime.datetime.fromtimestamp(entry.integrated_time, tz=datetime.UTC),
                 )
             )
+        if not results:  # Rekor v2 entries have no signed time: only a trusted TSA gives one
+            raise sigstore_errors.VerificationError(
+                "no verified signing time: no signed timestamp is from a timestamp authority "
+                "of the trusted root, and the log entry has no signed integrated time"
+            )
         return results
 
     def _verify_chain_at_time(
@@ -346,6 +351,7 @@ def _keyless(
         parsed = sigstore_models.Bundle.from_json(raw)
     except _PARSE_ERRORS as error:
         raise proofs.Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
+    _check_log_listed(parsed.log_entry._inner.log_id.key_id, trusted_root)
     policy = _IdentityPolicy(identities)
     statement = None
     try:
@@ -377,6 +383,15 @@ def _keyless(
         sct_checked=True,  # sigstore's verifier always checks the embedded SCT
         identity=policy.matched,
     )
+
+
+def _check_log_listed(log_id: bytes, trusted_root: _SigstoreRoot) -> None:
+    """Name the log when the root does not list it (sigstore would say "invalid signature")."""
+    if all(log.log_id.key_id != log_id for log in trusted_root._inner.tlogs):
+        raise proofs.Rejected(
+            f"the transparency log entry is from log {log_id.hex()}, which the trusted root "
+            "does not list"
+        )
 
 
 def _keyed(
