@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from muster import cli
 from muster.app import localoperator
 from muster.platform import controlplane
-from tests import paths, peers
+from tests import attesting, paths, peers
 from tests.boms import schema_errors
 from tests.commandline import muster
 from tests.integration import docblocks
@@ -412,11 +412,33 @@ def _image_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
     example.write_text(yaml.safe_dump(policy))
     trusted = paths.fixture("sigstore", "sigstore-python", "embedded-trust", "prod")
     shutil.copy(trusted / "trusted_root.json", folder / "trusted_root.json")
+    _attested_peers(folder, host, digest, Path(f"{prefix}.pub"))
     return Peers(
         {"ghcr.io": host},
         registry=registry.host,
         says="ImagePolicy 'acme': signed by 1 of 1 required authorities",
     )
+
+
+def _attested_peers(folder: Path, host: str, digest: str, release: Path) -> None:
+    """The attestation example: ``acme/trainer:v1`` attested by a CI key with the real cosign,
+    SLSA provenance by v2 (``.att``) and a CycloneDX SBOM by v3 (a bundle)."""
+    ci_key, ci_pub = attesting.generate_key(folder, "ci")
+    pinned = f"{host}/acme/trainer@{digest}"
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    builder = "https://github.com/acme/trainer/.github/workflows/release.yml@refs/heads/main"
+    provenance = attesting.slsa_v1(builder=builder, started=started)
+    attesting.attest_v2(ci_key, pinned, "slsaprovenance1", provenance, folder)
+    attesting.attest_v3(ci_key, pinned, "cyclonedx", attesting.cyclonedx(), folder)
+    example = folder / "examples/attested-imagepolicy.yaml"
+    policy = yaml.safe_load(example.read_text().replace("ghcr.io", host))
+    (key,) = policy["spec"]["authorities"]
+    key["key"]["data"] = release.read_text()
+    for attestation in policy["spec"]["attestations"]:
+        (signer,) = attestation["authorities"]
+        assert signer["key"]["data"].splitlines()[1].strip() == "...", "the example changed"
+        signer["key"]["data"] = ci_pub.read_text()
+    example.write_text(yaml.safe_dump(policy))
 
 
 def _gpu_peers(folder: Path, registry: peers.Registry, plane: controlplane.ControlPlane) -> Peers:

@@ -57,5 +57,10 @@ AREA = areas.Area[gate.ImageSettings](
         "SignatureAudited": "a Notation authority whose level only logs failed checks (audit, "
         "permissive or an override) admitted the image; the warning says which checks failed",
         "ImageDisallowed": "a static-fail ImagePolicy refuses the images it covers",
+        # attestations
+        "AttestationMissing": "an ImagePolicy requires an attestation of a predicate type, "
+        "signed by its authorities, about the image's digest, and the image carries none",
+        "AttestationConditionFailed": "the image's verified attestation does not meet a CEL "
+        "condition of the ImagePolicy; the message names the condition and the value it read",
     },
 )

@@ -20,6 +20,11 @@ signed it (one more for a tag, to resolve it):
 2. only if the image still fails: its manifest, and when it is an index, the signatures of
    every platform manifest.
 
+A policy that requires attestations also reads them (cosign v2's ``.att`` manifest and the
+digest's referrers, :mod:`muster.signatures.attestationsigs`) in parallel with the first
+format, so a cold check costs no extra round trip in sequence, only extra requests; on an index
+each platform's attestations are read with its signatures.
+
 Caching keeps admission fast and registries calm:
 
 - decisions by (digest, policy name, policy generation), positive ones for ``ttl`` seconds,
@@ -36,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime
 import functools
 import hashlib
 import logging
@@ -47,7 +53,7 @@ from typing import Any, Generic, TypeVar
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import references
 from muster.platform import registries
-from muster.signatures import fetching, registered
+from muster.signatures import attestationsigs, fetching, registered
 from muster.signatures.rules import authorities, formats
 
 __all__ = ["CacheSettings", "CredentialProvider", "ImageResult", "Verifier"]
@@ -327,8 +333,22 @@ class Verifier:
         evidence = imagepolicies.Evidence(digest=digest)
         decision: imagepolicies.Decision | None = None
         stages = _stages(policy)
-        for signature_format in stages:
-            found = await self._evidence(reference, digest, credentials, signature_format)
+        wanted = _predicate_types(policy)
+        prefetched: imagepolicies.Evidence | None = None
+        if wanted:
+            # Attestations are read beside the first signature format: no extra round trip.
+            first = self._evidence(reference, digest, credentials, stages[0]) if stages else None
+            attested, prefetched = await asyncio.gather(
+                self._attested(reference, digest, credentials, wanted),
+                first if first is not None else _nothing(),
+            )
+            evidence = _merged(evidence, attested)
+        for position, signature_format in enumerate(stages):
+            found = (
+                prefetched
+                if position == 0 and prefetched is not None
+                else await self._evidence(reference, digest, credentials, signature_format)
+            )
             if decision is not None and found.error is None and not _anything(found):
                 continue  # nothing new: the decision on what was found before stands
             evidence, decision = _merged(evidence, found), None
@@ -342,7 +362,7 @@ class Verifier:
             decision = await _judge(policy, evidence)
         if not decision.passed and evidence.error is None:
             # Maybe a multi-arch index signed per platform: one more look, only on failure.
-            expanded = await self._evidence(reference, digest, credentials, stages)
+            expanded = await self._evidence(reference, digest, credentials, stages, wanted)
             if expanded.is_index:
                 decision = await _judge(
                     policy,
@@ -356,11 +376,13 @@ class Verifier:
         digest: str,
         credentials: CredentialProvider | None,
         stage: fetching.SignatureFormat | tuple[fetching.SignatureFormat, ...],
+        wanted: frozenset[str] = frozenset(),
     ) -> imagepolicies.Evidence:
-        """One format's evidence, or for a tuple of formats the platforms of an index."""
+        """One format's evidence, or for a tuple of formats the platforms of an index (with
+        their attestations of the ``wanted`` predicate types)."""
         if isinstance(stage, tuple):
             key: tuple[str, ...] = ("evidence", reference.name, digest, "platforms")
-            key += tuple(each.format.name for each in stage)
+            key += tuple(each.format.name for each in stage) + tuple(sorted(wanted))
         else:
             key = ("evidence", reference.name, digest, stage.format.name)
 
@@ -368,11 +390,30 @@ class Verifier:
             client = await self._client_for(credentials)
             try:
                 if isinstance(stage, tuple):
-                    return await _platforms(client, reference, digest, stage)
+                    return await _platforms(client, reference, digest, stage, wanted)
                 fetched = await stage.fetch(client, reference, digest)
                 return imagepolicies.Evidence(
                     digest=digest, signatures=(fetched.found,), problems=fetched.problems
                 )
+            except registries.RegistryError as error:
+                return imagepolicies.Evidence(digest=digest, error=f"registry error: {error}")
+
+        return await self._flights.run(key, work)
+
+    async def _attested(
+        self,
+        reference: references.ImageReference,
+        digest: str,
+        credentials: CredentialProvider | None,
+        wanted: frozenset[str],
+    ) -> imagepolicies.Evidence:
+        """The attestations of the wanted predicate types about one digest."""
+        key = ("attestations", reference.name, digest, *sorted(wanted))
+
+        async def work() -> imagepolicies.Evidence:
+            client = await self._client_for(credentials)
+            try:
+                return await _attestations(client, reference, digest, wanted)
             except registries.RegistryError as error:
                 return imagepolicies.Evidence(digest=digest, error=f"registry error: {error}")
 
@@ -425,6 +466,30 @@ def _stages(policy: imagepolicies.CompiledPolicy) -> tuple[fetching.SignatureFor
     )
 
 
+def _predicate_types(policy: imagepolicies.CompiledPolicy) -> frozenset[str]:
+    return frozenset(requirement.predicate_type for requirement in policy.attestations)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _attestations(
+    client: registries.RegistryClient,
+    reference: references.ImageReference,
+    digest: str,
+    wanted: frozenset[str],
+) -> imagepolicies.Evidence:
+    """The attestations about one digest, and the time their conditions are judged at."""
+    found, problems = await attestationsigs.fetch(client, reference, digest, wanted)
+    return imagepolicies.Evidence(
+        digest=digest,
+        attestations=found,
+        problems=problems,
+        now=datetime.datetime.now(datetime.UTC),
+    )
+
+
 def _static(policy: imagepolicies.CompiledPolicy) -> imagepolicies.Decision:
     decision = imagepolicies.judge_static(policy)
     if decision is None:
@@ -439,7 +504,9 @@ async def _judge(
     # log proofs): off the event loop, so warm admissions answer while a cold one verifies.
     # One public-key signature check is a tenth of a millisecond, less than the hop to a
     # worker thread costs: those few are checked right here.
-    if _attempts(policy, evidence) <= INLINE_SIGNATURE_CHECKS and _keys_only(policy):
+    # Attestations (DSSE checks and CEL conditions over whole predicates) always go to a thread.
+    inline = not policy.attestations and _keys_only(policy)
+    if inline and _attempts(policy, evidence) <= INLINE_SIGNATURE_CHECKS:
         return imagepolicies.judge(policy, evidence)
     return await asyncio.to_thread(imagepolicies.judge, policy, evidence)
 
@@ -474,6 +541,8 @@ def _merged(
         signatures=second.signatures + first.signatures,
         problems=second.problems + first.problems,
         error=first.error or second.error,
+        attestations=first.attestations + second.attestations,
+        now=first.now or second.now,
     )
 
 
@@ -505,18 +574,24 @@ async def _signatures(
     reference: references.ImageReference,
     digest: str,
     stages: tuple[fetching.SignatureFormat, ...],
+    wanted: frozenset[str] = frozenset(),
 ) -> imagepolicies.Evidence:
-    """Every wanted format's evidence about one digest at once (a platform of an index)."""
-    fetched = await asyncio.gather(
-        *(signature_format.fetch(client, reference, digest) for signature_format in stages)
+    """Every wanted format's evidence about one digest at once (a platform of an index), and
+    its attestations of the ``wanted`` predicate types."""
+    fetched, attested = await asyncio.gather(
+        asyncio.gather(
+            *(signature_format.fetch(client, reference, digest) for signature_format in stages)
+        ),
+        _attestations(client, reference, digest, wanted) if wanted else _nothing(),
     )
     # Ordered as the staged lookup merges them: the format asked last first.
     ordered = tuple(reversed(fetched))
-    return imagepolicies.Evidence(
+    evidence = imagepolicies.Evidence(
         digest=digest,
         signatures=tuple(result.found for result in ordered),
         problems=tuple(problem for result in ordered for problem in result.problems),
     )
+    return evidence if attested is None else _merged(evidence, attested)
 
 
 def _platform_name(descriptor: Mapping[str, Any], index: int) -> str | None:
@@ -538,6 +613,7 @@ async def _platforms(
     reference: references.ImageReference,
     digest: str,
     stages: tuple[fetching.SignatureFormat, ...],
+    wanted: frozenset[str] = frozenset(),
 ) -> imagepolicies.Evidence:
     """For an index: the signatures of each platform manifest (not of the index itself: the
     caller has those already). Not an index: evidence with ``is_index`` false."""
@@ -562,7 +638,7 @@ async def _platforms(
         raise registries.RegistryError(f"index {digest} lists more than {MAX_PLATFORMS} platforms")
     per_platform = await asyncio.gather(
         *(
-            _signatures(client, reference, platform_digest, stages)
+            _signatures(client, reference, platform_digest, stages, wanted)
             for _, platform_digest in platforms
         )
     )

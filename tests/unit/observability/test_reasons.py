@@ -35,7 +35,14 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = Path(muster.__file__).parent
 # Classes whose instances carry a reportable reason, and the reason's positional index.
-CARRIERS = {"Finding": 1, "Notice": 3, "Decision": 1, "Violation": 0, "EnvFlag": 1}
+CARRIERS = {
+    "Finding": 1,
+    "Notice": 3,
+    "Decision": 1,
+    "Violation": 0,
+    "EnvFlag": 1,
+    "Verdict": 1,  # an image's attestations, handed on as a Decision
+}
 # A GPU-stack ``Reason`` (a node compliance code, shown on the Node) becomes a finding reason
 # only when it comes from these functions (``reason.code`` in gpupods' policy findings).
 ROUTED = {"workload_cuda_allowed": ("Reason", 0)}

@@ -45,7 +45,8 @@ VARIABLES = frozenset({"predicate", "statement", "now"})
 MAX_VALUE_CHARS = 120  # of a value quoted in a denial
 MAX_PATHS_SHOWN = 3
 # A path into the statement the expression reads: predicate.runDetails.builder.id, also with
-# literal indexes (predicate.materials[0].uri), not a method called on it; each is shown with its value on a denial.
+# literal indexes (predicate.materials[0].uri), not a method called on it; each is shown with
+# its value on a denial.
 _PATH = re.compile(
     r"(?<![\w.\"'])(?:predicate|statement)(?:\.[A-Za-z_]\w*(?![\w(])|\[\d+\]|\[\"[^\"\\]*\"\])+"
 )

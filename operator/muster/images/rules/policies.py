@@ -726,6 +726,7 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
         for authority in policy.authorities
     ]
     result = authorities.threshold(outcomes, policy.threshold)
+    attested = ""
     if result.passed and policy.attestations:
         if evidence.now is None:
             raise ValueError("attestation conditions need the time of the check")
@@ -734,6 +735,7 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
         )
         if not verdict.passed:
             return Decision(False, verdict.reason, verdict.message, signers=result.satisfied)
+        attested = f"; attested: {', '.join(verdict.verified)}"
     if result.passed:
         warnings = tuple(
             f"{outcome.authority}: {warning}"
@@ -742,7 +744,11 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
             for warning in outcome.verified.warnings
         )
         return Decision(
-            True, "Verified", result.message, signers=result.satisfied, warnings=warnings
+            True,
+            "Verified",
+            result.message + attested,
+            signers=result.satisfied,
+            warnings=warnings,
         )
     return Decision(
         False,
@@ -788,9 +794,11 @@ def judge(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     for platform, platform_evidence in evidence.platforms:
         decision = _judge_one(policy, platform_evidence)
         if not decision.passed:
+            # A platform signed but not attested: its attestation is what is missing.
+            attesting = decision.reason in (conditions.MISSING, conditions.CONDITION_FAILED)
             return Decision(
                 False,
-                direct.reason,
+                decision.reason if attesting else direct.reason,
                 f"{direct.message}; and platform {platform} "
                 f"({platform_evidence.digest}): {decision.message}",
             )

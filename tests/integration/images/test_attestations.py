@@ -1,0 +1,283 @@
+"""Attestations made by the real cosign v2 (``.att``) and v3 (bundles) on the real registries
+(with and without the OCI referrers API), judged by the image verifier and ``muster image
+verify``: conditions passing and failing, subject mismatch, wrong signer, predicate type absent,
+multi-arch indexes, round trips and caching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from muster.images import verifier as imageverifier
+from muster.images.rules import conditions
+from muster.images.rules import policies as imagepolicies
+from muster.kernel import references
+from muster.platform import registries
+from tests import attesting, peers
+from tests.commandline import muster
+from tests.integration.images.conftest import Signer, client_for, sign_v3
+
+pytestmark = pytest.mark.integration
+
+REGISTRIES = ["registry", "referrers_registry"]
+BUILDER_CONDITION = {
+    "name": "org-ci",
+    "expression": f'predicate.runDetails.builder.id == "{attesting.BUILDER}"',
+}
+SBOM_CONDITION = {
+    "name": "deny-list",
+    "expression": '!predicate.components.exists(c, c.name in ["log4j-core", "xz-utils"])',
+}
+
+
+def spec(host: str, signer: Signer, attester: Signer, *required: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "images": [f"{host}/**"],
+        "authorities": [{"name": signer.name, "key": {"data": signer.pem}}],
+        "attestations": [
+            {"authorities": [{"name": f"ci-{attester.name}", "key": {"data": attester.pem}}]}
+            | attestation
+            for attestation in required
+        ],
+    }
+
+
+def compiled(spec_: dict[str, Any]) -> imagepolicies.CompiledPolicy:
+    return imagepolicies.compile_policy("attested", 1, imagepolicies.parse_spec(spec_), {})
+
+
+def provenance(*required: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "provenance", "predicateType": "slsaprovenance1", "conditions": list(required)}
+
+
+def sbom(*required: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "sbom", "predicateType": "cyclonedx", "conditions": list(required)}
+
+
+async def decide(
+    host: str, ref: str, policy: imagepolicies.CompiledPolicy
+) -> imagepolicies.Decision:
+    async with client_for(host) as client:
+        verifier = imageverifier.Verifier(client)
+        ((_, decision),) = (await verifier.verify(references.parse(ref), [policy])).decisions
+        return decision
+
+
+def image(registry: peers.Registry, name: str, workdir: Path) -> str:
+    digest = peers.push_image(
+        registry, f"att/{name}", "v1", files={"f": f"{name}\n".encode()}, workdir=workdir
+    )
+    return f"{registry.host}/att/{name}@{digest}"
+
+
+def attest(version: int, signer: Signer, ref: str, kind: str, predicate: Any, work: Path) -> None:
+    (attesting.attest_v2 if version == 2 else attesting.attest_v3)(
+        signer.private, ref, kind, predicate, work
+    )
+
+
+@pytest.mark.parametrize("version", [2, 3], ids=["cosign-v2-att", "cosign-v3-bundle"])
+@pytest.mark.parametrize("which", REGISTRIES)
+async def test_attested_image_passes_and_conditions_decide(
+    which: str,
+    version: int,
+    request: pytest.FixtureRequest,
+    signers: dict[str, Signer],
+    tmp_path: Path,
+) -> None:
+    registry: peers.Registry = request.getfixturevalue(which)
+    alice = signers["alice"]
+    ref = image(registry, f"ok-{which}-{version}", tmp_path)
+    sign_v3(alice, ref)
+    attest(version, alice, ref, "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    attest(version, alice, ref, "cyclonedx", attesting.cyclonedx(), tmp_path)
+    host = registry.host
+
+    passed = await decide(
+        host,
+        ref,
+        compiled(spec(host, alice, alice, provenance(BUILDER_CONDITION), sbom(SBOM_CONDITION))),
+    )
+    assert passed.passed, passed.message
+    assert "attested: provenance by ECDSA P-256 key" in passed.message
+    assert "sbom by ECDSA P-256 key" in passed.message
+
+    other_ci = {
+        "name": "org-ci",
+        "expression": 'predicate.runDetails.builder.id.startsWith("https://ci.acme.internal/")',
+    }
+    failed = await decide(host, ref, compiled(spec(host, alice, alice, provenance(other_ci))))
+    assert failed.reason == conditions.CONDITION_FAILED
+    assert "attestation 'provenance' (https://slsa.dev/provenance/v1)" in failed.message
+    assert f'predicate.runDetails.builder.id = "{attesting.BUILDER}"' in failed.message
+
+    denied_package = sbom({"expression": '!predicate.components.exists(c, c.name == "urllib3")'})
+    refused = await decide(host, ref, compiled(spec(host, alice, alice, denied_package)))
+    assert refused.reason == conditions.CONDITION_FAILED
+
+    # Attested by alice; the policy trusts only bob for provenance.
+    wrong = await decide(host, ref, compiled(spec(host, alice, signers["bob"], provenance())))
+    assert wrong.reason == conditions.MISSING
+    assert "does not verify" in wrong.message
+
+    absent = {"name": "vex", "predicateType": "openvex"}
+    missing = await decide(host, ref, compiled(spec(host, alice, alice, absent)))
+    assert missing.reason == conditions.MISSING
+    assert "https://openvex.dev/ns" in missing.message
+
+
+@pytest.mark.parametrize("which", REGISTRIES)
+async def test_an_attestation_moved_onto_another_image_proves_nothing(
+    which: str, request: pytest.FixtureRequest, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """Another image's ``.att`` manifest tagged as this image's: its statement is about the
+    other digest, so it is refused though its signature is good."""
+    registry: peers.Registry = request.getfixturevalue(which)
+    alice = signers["alice"]
+    mine = image(registry, f"mine-{which}", tmp_path)
+    theirs = image(registry, f"theirs-{which}", tmp_path)
+    sign_v3(alice, mine)
+    attest(2, alice, theirs, "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    their_digest = theirs.rsplit("@", 1)[1]
+    my_digest = mine.rsplit("@", 1)[1]
+    repository = mine.rsplit("@", 1)[0]
+    peers.run_tool(
+        "crane",
+        "copy",
+        "--insecure",
+        f"{theirs.rsplit('@', 1)[0]}:{their_digest.replace(':', '-')}.att",
+        f"{repository}:{my_digest.replace(':', '-')}.att",
+    )
+    decision = await decide(
+        registry.host, mine, compiled(spec(registry.host, alice, alice, provenance()))
+    )
+    assert decision.reason == conditions.MISSING
+    assert f"statement is about sha256:{their_digest[7:]}" in decision.message
+    assert f"not the image {my_digest}" in decision.message
+
+
+async def test_multi_arch_index_needs_the_attestation_on_the_index_or_every_platform(
+    registry: peers.Registry, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    alice = signers["alice"]
+    host = registry.host
+    amd = peers.push_image(registry, "att/multi", "amd", files={"a": b"amd\n"}, workdir=tmp_path)
+    arm = peers.push_image(registry, "att/multi", "arm", files={"a": b"arm\n"}, workdir=tmp_path)
+    index_ref = f"{host}/att/multi:index"
+    peers.run_tool(
+        "crane",
+        "index",
+        "append",
+        "--insecure",
+        f"--manifest={host}/att/multi@{amd}",
+        f"--manifest={host}/att/multi@{arm}",
+        f"--tag={index_ref}",
+    )
+    index = peers.run_tool("crane", "digest", "--insecure", index_ref).stdout.strip()
+    for platform in (amd, arm):
+        sign_v3(alice, f"{host}/att/multi@{platform}")
+    policy = compiled(spec(host, alice, alice, provenance(BUILDER_CONDITION)))
+    # Every platform signed, one attested: the other may be the one the node pulls.
+    attest(3, alice, f"{host}/att/multi@{amd}", "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    partly = await decide(host, index_ref, policy)
+    assert partly.reason == conditions.MISSING
+    assert f"platform #2 ({arm})" in partly.message
+    attest(2, alice, f"{host}/att/multi@{arm}", "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    assert (await decide(host, index_ref, policy)).passed
+    # Signed and attested on the index itself: that counts on its own.
+    sign_v3(alice, f"{host}/att/multi@{index}")
+    on_index = compiled(spec(host, alice, alice, sbom(SBOM_CONDITION)))
+    assert (await decide(host, index_ref, on_index)).reason == conditions.MISSING
+    attest(3, alice, f"{host}/att/multi@{index}", "cyclonedx", attesting.cyclonedx(), tmp_path)
+    assert (await decide(host, index_ref, on_index)).passed
+
+
+async def test_round_trips_cold_and_warm(
+    referrers_registry: peers.Registry, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """One attestation adds requests but no round trip in sequence; warm, nothing at all."""
+    registry = referrers_registry
+    alice = signers["alice"]
+    ref = image(registry, "trips", tmp_path)
+    sign_v3(alice, ref)
+    attest(3, alice, ref, "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    host = registry.host
+    plain = imagepolicies.compile_policy(
+        "plain",
+        1,
+        imagepolicies.parse_spec(
+            {"images": [f"{host}/**"], "authorities": [{"key": {"data": alice.pem}}]}
+        ),
+        {},
+    )
+    attested = compiled(spec(host, alice, alice, provenance(BUILDER_CONDITION)))
+    costs = {}
+    for policy in (plain, attested):
+        async with client_for(host) as client:
+            await client.referrers(host, "att/trips", "sha256:" + "0" * 64)  # learn the API
+            trips = registries.RoundTrips()
+            client.observer = trips
+            verifier = imageverifier.Verifier(client)
+            result = await verifier.verify(references.parse(ref), [policy])
+            assert result.passed
+            costs[policy.name] = (trips.requests, trips.depth)
+            before = client.stats.requests
+            assert (await verifier.verify(references.parse(ref), [policy])).passed
+            assert client.stats.requests == before  # warm: from the decision cache
+    print(f"\nrequests/depth: signature only {costs['plain']}, +attestation {costs['attested']}")
+    # The signature stage reads every bundle referrer (its attestation bundle too): five
+    # requests, three in sequence. The attestation adds the referrers list again, the .att tag,
+    # and the bundle's manifest and blob, read beside the signatures: four requests and no
+    # further stage (the .sig lookup would be a tenth). Its three round trips run in parallel
+    # with the signatures' three; the depth measured across two parallel lookups is only an
+    # upper bound (a request of one may start after a request of the other ended).
+    assert costs["plain"] == (5, 3)
+    assert costs["attested"][0] == 9
+    assert 3 <= costs["attested"][1] <= 5
+
+
+def write_policy(path: Path, spec_: dict[str, Any]) -> Path:
+    document = {
+        "apiVersion": "muster.dev/v1alpha1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "attested"},
+        "spec": spec_,
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_muster_image_verify_reports_attestations(
+    registry: peers.Registry, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    alice = signers["alice"]
+    ref = image(registry, "cli", tmp_path)
+    sign_v3(alice, ref)
+    attest(2, alice, ref, "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    host = registry.host
+    good = write_policy(
+        tmp_path / "good.yaml", spec(host, alice, alice, provenance(BUILDER_CONDITION))
+    )
+    code, out, err = muster(
+        "image", "verify", ref, f"--policy={good}", f"--insecure-registry={host}", "--format=json"
+    )
+    assert code == 0, out + err
+    assert "attested: provenance" in json.loads(out)["policies"][0]["message"]
+    stale = provenance(
+        {
+            "name": "fresh",
+            "expression": "timestamp(predicate.runDetails.metadata.startedOn)"
+            ' > now - duration("1h")',
+        }
+    )
+    bad = write_policy(tmp_path / "bad.yaml", spec(host, alice, alice, stale))
+    code, out, err = muster(
+        "image", "verify", ref, f"--policy={bad}", f"--insecure-registry={host}"
+    )
+    assert code == 1, out + err
+    assert "condition 'fresh' is false" in out
+    assert 'predicate.runDetails.metadata.startedOn = "2026-12-01T10:00:00Z"' in out
