@@ -145,7 +145,7 @@ class KeylessSigner:
 class LocalSigstore:
     """Fulcio, CT log and Rekor, standing in for Sigstore's public instances."""
 
-    def __init__(self, workdir: Path, *, name: str = "local") -> None:
+    def __init__(self, workdir: Path, *, name: str = "local", earlier: int = 5) -> None:
         self.workdir = workdir
         self.name = name
         now = datetime.datetime.now(datetime.UTC)
@@ -154,13 +154,13 @@ class LocalSigstore:
         self.ct_key = ec.generate_private_key(ec.SECP256R1())
         self.rekor_key = ec.generate_private_key(ec.SECP256R1())
         self.rekor_url = f"https://rekor.{name}.test"
-        # Canonicalized bodies in log order; a few earlier entries, as any real log has, so
-        # inclusion proofs have hashes and indexes are not zero (protojson would omit both).
-        self.entries: list[bytes] = [f"earlier entry {i}".encode() for i in range(5)]
+        # Canonicalized bodies in log order; ``earlier`` entries first, as any real log has
+        # (with none, the first entry has index 0 and no proof hashes: protojson omits both).
+        self.entries: list[bytes] = [f"earlier entry {i}".encode() for i in range(earlier)]
         # Rekor v2 (rekor-tiles): an Ed25519 checkpoint key, its log id the signed-note key id.
         self.rekor_v2_key = ed25519.Ed25519PrivateKey.generate()
         self.rekor_v2_origin = f"rekor-v2.{name}.test"
-        self.v2_entries: list[bytes] = [f"earlier v2 entry {i}".encode() for i in range(3)]
+        self.v2_entries: list[bytes] = [f"earlier v2 entry {i}".encode() for i in range(earlier)]
         # A timestamp authority: Rekor v2 entries carry no signed time, an RFC 3161 stamp does.
         self.tsa_root_key = ec.generate_private_key(ec.SECP256R1())
         self.tsa_root = _ca_certificate(self.tsa_root_key, f"{name} tsa root", now)
@@ -573,10 +573,12 @@ def _canonical_v2_entry(request: dict[str, Any]) -> bytes:
 
 
 @contextlib.contextmanager
-def local_sigstore(workdir: Path, *, name: str = "local") -> Iterator[LocalSigstore]:
+def local_sigstore(
+    workdir: Path, *, name: str = "local", earlier: int = 5
+) -> Iterator[LocalSigstore]:
     """A :class:`LocalSigstore` whose Rekor v1 and v2 APIs and timestamp authority answer on
     a loopback port (:attr:`LocalSigstore.service_url`)."""
-    sigstore = LocalSigstore(workdir, name=name)
+    sigstore = LocalSigstore(workdir, name=name, earlier=earlier)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:

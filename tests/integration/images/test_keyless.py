@@ -350,3 +350,29 @@ def test_a_timestamp_from_an_untrusted_authority_gives_no_signing_time(
     with pytest.raises(proofs.Rejected) as refused:
         _judge(root, json.loads(raw), digest)
     assert "no verified signing time" in str(refused.value)
+
+
+@pytest.mark.parametrize("rekor", [1, 2])
+def test_the_first_entry_of_a_fresh_log_verifies(
+    referrers_registry: peers.Registry, rekor: int, tmp_path: Path
+) -> None:
+    """Index 0 and a one-leaf proof: cosign's protojson leaves out logIndex and hashes."""
+    with localsigstore.local_sigstore(tmp_path, earlier=0) as sigstore:
+        signer = sigstore.issue(SUBJECT, label="ci")
+        repository = f"keyless/fresh-rekor{rekor}"
+        digest = peers.push_image(referrers_registry, repository, "v1", workdir=tmp_path)
+        ref = f"{referrers_registry.host}/{repository}@{digest}"
+        localsigstore.sign_image(sigstore, signer, ref, rekor=rekor)
+        bundle = json.loads(_bundle(referrers_registry, repository, digest))
+        entry = bundle["verificationMaterial"]["tlogEntries"][0]
+        assert "logIndex" not in entry and "hashes" not in entry["inclusionProof"]
+        proof = _judge(sigstore.trusted_root(), bundle, digest)
+        assert proof.log_index == 0
+        root = tmp_path / "trusted_root.json"
+        root.write_text(sigstore.trusted_root_json())
+        verified = peers.run_tool(
+            "cosign", "verify", f"--trusted-root={root}", f"--certificate-identity={SUBJECT}",
+            f"--certificate-oidc-issuer={localsigstore.GITHUB_ISSUER}", "--allow-http-registry",
+            ref, check=False,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stderr

@@ -348,7 +348,7 @@ def _keyless(
 ) -> _Checked:
     raw = _size_checked(bundle)
     try:
-        parsed = sigstore_models.Bundle.from_json(raw)
+        parsed = sigstore_models.Bundle.from_json(_protojson_defaults(raw))
     except _PARSE_ERRORS as error:
         raise proofs.Rejected(f"bundle is invalid: {messages.first_line(error)}") from None
     _check_log_listed(parsed.log_entry._inner.log_id.key_id, trusted_root)
@@ -385,6 +385,29 @@ def _keyless(
     )
 
 
+def _protojson_defaults(raw: bytes) -> bytes:
+    """Put back the log entry fields protojson leaves out when they hold their default.
+
+    cosign writes a log's first entry without ``logIndex`` (0) and a one-leaf tree's proof
+    without ``hashes`` ([]); the parsers require both. Anything unparsable is left as it is,
+    for the parser to refuse.
+    """
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return raw
+    material = document.get("verificationMaterial") if isinstance(document, dict) else None
+    entries = material.get("tlogEntries") if isinstance(material, dict) else None
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, dict):
+            entry.setdefault("logIndex", "0")
+            proof = entry.get("inclusionProof")
+            if isinstance(proof, dict):
+                proof.setdefault("logIndex", "0")
+                proof.setdefault("hashes", [])
+    return json.dumps(document).encode()
+
+
 def _check_log_listed(log_id: bytes, trusted_root: _SigstoreRoot) -> None:
     """Name the log when the root does not list it (sigstore would say "invalid signature")."""
     if all(log.log_id.key_id != log_id for log in trusted_root._inner.tlogs):
@@ -402,7 +425,7 @@ def _keyed(
 ) -> _Checked:
     raw = _size_checked(bundle)
     try:
-        document = json.loads(raw)
+        document = json.loads(_protojson_defaults(raw))
         material = document.get("verificationMaterial") if isinstance(document, dict) else None
         if isinstance(material, dict):
             # protojson omits empty lists: cosign's --tlog-upload=false bundles have none.
