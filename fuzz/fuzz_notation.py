@@ -40,9 +40,10 @@ def _ca() -> x509.Certificate:
 
 _STORE = (notation.TrustStore("fuzz", (_ca(),)),)
 _POLICIES = tuple(
-    notation.TrustPolicy("fuzz", _STORE, identities, level=level)
+    notation.TrustPolicy("fuzz", _STORE, identities, level=level, tsa_stores=tsa)
     for level in (notation.Level.STRICT, notation.Level.AUDIT)
     for identities in (("*",), ("x509.subject: C=US, ST=WA, O=Muster Tests",))
+    for tsa in ((), _STORE)  # with a TSA trust store, timestamp tokens are parsed and verified
 )
 _DIGEST = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4"
 _NOW = datetime.datetime(2026, 12, 7, tzinfo=datetime.UTC)

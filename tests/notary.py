@@ -157,6 +157,45 @@ def signer(
     return Issued(key=key, chain=(certificate, *issuer.chain))
 
 
+def tsa(
+    root: Issued,
+    subject: str = "C=US,ST=WA,O=Muster Tests,CN=Muster Test TSA",
+    *,
+    not_before: datetime.datetime = NOT_BEFORE,
+    not_after: datetime.datetime = NOT_AFTER,
+) -> Issued:
+    """A timestamping certificate under ``root``: critical timeStamping as its only purpose,
+    as RFC 3161 and the Notary Project require."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name(subject))
+        .issuer_name(root.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(root.key, _hash_for(root.key))
+    )
+    return Issued(key=key, chain=(certificate, *root.chain))
+
+
 def sign(
     issued: Issued,
     workdir: Path,
@@ -167,9 +206,13 @@ def sign(
     signing_time: datetime.datetime | None = None,
     expiry: str | None = None,
     out: Path | None = None,
+    timestamper: Issued | None = None,
+    timestamp_time: datetime.datetime | None = None,
 ) -> str:
     """Sign with the Notary Project's libraries: push a referrer of ``reference`` (and return
-    the signature manifest's digest), or sign ``descriptor`` into ``out`` only."""
+    the signature manifest's digest), or sign ``descriptor`` into ``out`` only. With
+    ``timestamper`` (see :func:`tsa`), the signature carries its RFC 3161 timestamp, of
+    ``timestamp_time`` (default: the signing time)."""
     stem = f"signer-{issued.certificate.serial_number:x}"
     key, chain = issued.write(workdir, stem)
     command = [str(peers.tool("notationsign")), f"-key={key}", f"-chain={chain}"]
@@ -186,6 +229,13 @@ def sign(
         command.append(f"-expiry={expiry}")
     if out is not None:
         command.append(f"-out={out}")
+    if timestamper is not None:
+        tsa_key, tsa_chain = timestamper.write(
+            workdir, f"tsa-{timestamper.certificate.serial_number:x}"
+        )
+        command += [f"-tsa-key={tsa_key}", f"-tsa-chain={tsa_chain}"]
+    if timestamp_time is not None:
+        command.append(f"-timestamp-time={timestamp_time.strftime('%Y-%m-%dT%H:%M:%SZ')}")
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"notationsign failed: {done.stderr.strip()}")
@@ -269,5 +319,40 @@ def make_fixtures(folder: Path) -> None:
     work.rmdir()
 
 
+def make_timestamp_fixtures(folder: Path) -> None:
+    """Envelopes with RFC 3161 timestamp countersignatures, under a CA and a TSA of their own."""
+    work = folder / ".work"
+    root = ca("C=US,ST=WA,O=Muster Tests,CN=Muster Test Timestamped Root")
+    tsa_root = ca("C=US,ST=WA,O=Muster Tests,CN=Muster Test TSA Root")
+    timestamper = tsa(tsa_root)
+    (folder / "timestamp-ca.pem").write_bytes(pem(root.certificate))
+    (folder / "tsa-ca.pem").write_bytes(pem(tsa_root.certificate))
+    january = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    expired = signer(root, not_before=january, not_after=january + datetime.timedelta(days=31))
+    during = january + datetime.timedelta(days=14)
+    cases: list[tuple[str, Issued, str, dict[str, datetime.datetime]]] = [
+        ("jws-timestamped.sig", signer(root), "jws", {}),
+        ("cose-timestamped-expired-certificate.sig", expired, "cose", {"signing_time": during}),
+        ("jws-timestamped-expired-certificate.sig", expired, "jws", {"signing_time": during}),
+    ]
+    for file, issued, envelope, options in cases:
+        sign(
+            issued,
+            work,
+            envelope=envelope,
+            descriptor=FIXTURE_TARGET,
+            out=folder / file,
+            signing_time=options.get("signing_time"),
+            timestamper=timestamper,
+        )
+    for path in work.iterdir():
+        path.unlink()
+    work.rmdir()
+
+
 if __name__ == "__main__":
-    make_fixtures(Path(sys.argv[1]))
+    if sys.argv[2:] == ["timestamps"]:
+        make_timestamp_fixtures(Path(sys.argv[1]))
+    else:
+        make_fixtures(Path(sys.argv[1]))
+        make_timestamp_fixtures(Path(sys.argv[1]))

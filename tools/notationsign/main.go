@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/digitorus/timestamp"
 	"github.com/notaryproject/notation-core-go/signature"
 	"github.com/notaryproject/notation-core-go/signature/cose"
 	"github.com/notaryproject/notation-core-go/signature/jws"
@@ -30,6 +32,7 @@ import (
 	"github.com/notaryproject/notation-go/verifier"
 	"github.com/notaryproject/notation-go/verifier/trustpolicy"
 	"github.com/notaryproject/notation-go/verifier/truststore"
+	"github.com/notaryproject/tspclient-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote"
 )
@@ -52,27 +55,39 @@ func main() {
 	plainHTTP := flag.Bool("plain-http", true, "talk to the registry over plain HTTP (test registries)")
 	descriptorPath := flag.String("descriptor", "", "sign this JSON OCI descriptor instead of resolving -reference")
 	out := flag.String("out", "", "also write the envelope to this file")
+	tsaKey := flag.String("tsa-key", "", "timestamp the signature with a test TSA holding this PEM key")
+	tsaChain := flag.String("tsa-chain", "", "the test TSA's PEM certificate chain, its certificate first")
+	timestampTime := flag.String("timestamp-time", "", "RFC 3339 time the test TSA vouches for (default: the signing time)")
 	pushEnvelope := flag.String("push-envelope", "", "push this envelope file to -reference instead of signing")
 	verifyPath := flag.String("verify", "", "judge this envelope file with notation-go instead of signing")
 	trustStorePath := flag.String("trust-store", "", "with -verify: PEM CA certificates, the trust store")
+	tsaStorePath := flag.String("tsa-store", "", "with -verify: PEM TSA root certificates (a tsa trust store)")
+	verifyTimestamp := flag.String("verify-timestamp", "always", "with -verify: always or afterCertExpiry")
 	level := flag.String("level", "strict", "with -verify: strict, permissive or audit")
 	var identities multiFlag
 	flag.Var(&identities, "identity", "with -verify: a trusted identity (repeatable; default *)")
 	flag.Parse()
 	var err error
 	if *verifyPath != "" {
-		err = verify(*verifyPath, *format, *descriptorPath, *trustStorePath, *level, identities)
+		err = verify(*verifyPath, *format, *descriptorPath, *trustStorePath, *tsaStorePath, *verifyTimestamp, *level, identities)
 	} else if *pushEnvelope != "" {
 		err = push(*format, *reference, *plainHTTP, *pushEnvelope)
 	} else {
-		err = run(*keyPath, *chainPath, *format, *signingTime, *expiry, *reference, *plainHTTP, *descriptorPath, *out)
+		var tsa *testTSA
+		if *tsaKey != "" {
+			tsa, err = newTestTSA(*tsaKey, *tsaChain, *timestampTime)
+			if err != nil {
+				log.Fatalf("notationsign: %v", err)
+			}
+		}
+		err = run(*keyPath, *chainPath, *format, *signingTime, *expiry, *reference, *plainHTTP, *descriptorPath, *out, tsa)
 	}
 	if err != nil {
 		log.Fatalf("notationsign: %v", err)
 	}
 }
 
-func run(keyPath, chainPath, format, signingTime string, expiry time.Duration, reference string, plainHTTP bool, descriptorPath, out string) error {
+func run(keyPath, chainPath, format, signingTime string, expiry time.Duration, reference string, plainHTTP bool, descriptorPath, out string, tsa *testTSA) error {
 	ctx := context.Background()
 	key, err := readKey(keyPath)
 	if err != nil {
@@ -138,6 +153,14 @@ func run(keyPath, chainPath, format, signingTime string, expiry time.Duration, r
 	if expiry != 0 {
 		request.Expiry = when.Add(expiry)
 	}
+	if tsa != nil {
+		if tsa.at.IsZero() {
+			tsa.at = when
+		}
+		request.Timestamper = tsa
+		request.TSARootCAs = x509.NewCertPool()
+		request.TSARootCAs.AddCert(tsa.chain[len(tsa.chain)-1])
+	}
 	envelope, err := signature.NewEnvelope(mediaType)
 	if err != nil {
 		return err
@@ -195,14 +218,77 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// pemTrustStore is one named store of type ca, read from a PEM file.
-type pemTrustStore []*x509.Certificate
+// pemTrustStore holds the named stores ca:test and, when given, tsa:test, read from PEM files.
+type pemTrustStore struct{ ca, tsa []*x509.Certificate }
 
 func (s pemTrustStore) GetCertificates(_ context.Context, storeType truststore.Type, name string) ([]*x509.Certificate, error) {
-	if storeType != truststore.TypeCA || name != "test" {
-		return nil, fmt.Errorf("no trust store %s:%s", storeType, name)
+	switch {
+	case storeType == truststore.TypeCA && name == "test":
+		return s.ca, nil
+	case storeType == truststore.TypeTSA && name == "test" && s.tsa != nil:
+		return s.tsa, nil
 	}
-	return s, nil
+	return nil, fmt.Errorf("no trust store %s:%s", storeType, name)
+}
+
+// testTSA answers RFC 3161 requests itself, signing with a test TSA key (digitorus/timestamp
+// builds the response), so signatures can carry a real timestamp countersignature offline.
+type testTSA struct {
+	key   crypto.Signer
+	chain []*x509.Certificate
+	at    time.Time
+}
+
+func newTestTSA(keyPath, chainPath, at string) (*testTSA, error) {
+	key, err := readKey(keyPath)
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("the TSA key cannot sign")
+	}
+	chain, err := readChain(chainPath)
+	if err != nil {
+		return nil, err
+	}
+	tsa := &testTSA{key: signer, chain: chain}
+	if at != "" {
+		if tsa.at, err = time.Parse(time.RFC3339, at); err != nil {
+			return nil, fmt.Errorf("timestamp time: %w", err)
+		}
+	}
+	return tsa, nil
+}
+
+func (t *testTSA) Timestamp(_ context.Context, request *tspclient.Request) (*tspclient.Response, error) {
+	der, err := request.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	parsed, err := timestamp.ParseRequest(der)
+	if err != nil {
+		return nil, err
+	}
+	token := timestamp.Timestamp{
+		HashAlgorithm:     parsed.HashAlgorithm,
+		HashedMessage:     parsed.HashedMessage,
+		Time:              t.at,
+		Accuracy:          time.Second,
+		Nonce:             parsed.Nonce,
+		Policy:            asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 4146, 1, 2},
+		AddTSACertificate: true,
+		Certificates:      t.chain[1:],
+	}
+	answer, err := token.CreateResponseWithOpts(t.chain[0], t.key, crypto.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	var response tspclient.Response
+	if err := response.UnmarshalBinary(answer); err != nil {
+		return nil, err
+	}
+	return &response, nil
 }
 
 type verdict struct {
@@ -211,7 +297,7 @@ type verdict struct {
 	Logged   []string `json:"logged"`
 }
 
-func verify(envelopePath, format, descriptorPath, trustStorePath, level string, identities []string) error {
+func verify(envelopePath, format, descriptorPath, trustStorePath, tsaStorePath, verifyTimestamp, level string, identities []string) error {
 	mediaType, err := envelopeMediaType(format)
 	if err != nil {
 		return err
@@ -232,20 +318,31 @@ func verify(envelopePath, format, descriptorPath, trustStorePath, level string, 
 	if err != nil {
 		return err
 	}
+	stores := []string{"ca:test"}
+	var tsaRoots []*x509.Certificate
+	if tsaStorePath != "" {
+		if tsaRoots, err = readChain(tsaStorePath); err != nil {
+			return err
+		}
+		stores = append(stores, "tsa:test")
+	}
 	if len(identities) == 0 {
 		identities = []string{"*"}
 	}
 	policy := &trustpolicy.Document{
 		Version: "1.0",
 		TrustPolicies: []trustpolicy.TrustPolicy{{
-			Name:                  "test",
-			RegistryScopes:        []string{"*"},
-			SignatureVerification: trustpolicy.SignatureVerification{VerificationLevel: level},
-			TrustStores:           []string{"ca:test"},
-			TrustedIdentities:     identities,
+			Name:           "test",
+			RegistryScopes: []string{"*"},
+			SignatureVerification: trustpolicy.SignatureVerification{
+				VerificationLevel: level,
+				VerifyTimestamp:   trustpolicy.TimestampOption(verifyTimestamp),
+			},
+			TrustStores:       stores,
+			TrustedIdentities: identities,
 		}},
 	}
-	reference, err := verifier.New(policy, pemTrustStore(cas), nil)
+	reference, err := verifier.New(policy, pemTrustStore{ca: cas, tsa: tsaRoots}, nil)
 	if err != nil {
 		return err
 	}

@@ -8,9 +8,11 @@ was changed in one place.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import json
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -385,3 +387,78 @@ def test_a_timestamp_is_noticed_but_never_extends_a_certificate() -> None:
         else:
             with pytest.raises(proofs.Rejected, match="no verified timestamp"):
                 judge(stamped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timestamp countersignatures verified against a TSA trust store
+
+
+def stamped_policy(level: str = "strict", **options: Any) -> notation.TrustPolicy:
+    return notation.TrustPolicy(
+        "stamped",
+        (store("timestamp-ca.pem", "signers"),),
+        ("*",),
+        level=notation.Level(level),
+        tsa_stores=(store("tsa-ca.pem", "tsa"),),
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["jws-timestamped-expired-certificate.sig", "cose-timestamped-expired-certificate.sig"]
+)
+def test_a_trusted_timestamp_vouches_for_a_certificate_since_expired(name: str) -> None:
+    verified = judge(name, stamped_policy())
+    assert verified.timestamp == "2026-01-15T00:00:00+00:00"
+    assert verified.logged == ()
+    assert "timestamped 2026-01-15T00:00:00+00:00" in verified.proof("notary").signer
+    without = notation.TrustPolicy("plain", (store("timestamp-ca.pem", "signers"),), ("*",))
+    with pytest.raises(proofs.Rejected, match="no verified timestamp"):
+        judge(name, without)
+
+
+def test_a_timestamp_from_an_untrusted_tsa_does_not_count() -> None:
+    other = notation.TrustPolicy(
+        "other",
+        (store("timestamp-ca.pem", "signers"),),
+        ("*",),
+        tsa_stores=(store("other-ca.pem", "elsewhere"),),
+    )
+    with pytest.raises(proofs.Rejected, match="does not verify with the TSA trust store"):
+        judge("jws-timestamped-expired-certificate.sig", other)
+
+
+def test_a_timestamp_of_another_signature_does_not_count() -> None:
+    """The countersignature of one envelope pasted into another: its imprint is of the other
+    signature value."""
+    donor = _jws("jws-timestamped.sig")["header"]
+    document = _jws("jws-timestamped-expired-certificate.sig")
+    header = document["header"]
+    assert isinstance(header, dict) and isinstance(donor, dict)
+    header["io.cncf.notary.timestampSignature"] = donor["io.cncf.notary.timestampSignature"]
+    with pytest.raises(proofs.Rejected, match="Mismatch between messages"):
+        judge(_jws_envelope(document), stamped_policy())
+
+
+def test_a_damaged_timestamp_does_not_count_and_audit_logs_it() -> None:
+    document = _jws("jws-timestamped-expired-certificate.sig")
+    header = document["header"]
+    assert isinstance(header, dict)
+    token = bytearray(base64.b64decode(header["io.cncf.notary.timestampSignature"]))
+    token[-10] ^= 1
+    header["io.cncf.notary.timestampSignature"] = base64.b64encode(bytes(token)).decode()
+    with pytest.raises(proofs.Rejected, match="timestamp countersignature does not verify"):
+        judge(_jws_envelope(document), stamped_policy())
+    logged = judge(_jws_envelope(document), stamped_policy("audit")).logged
+    assert [line.split(":")[0] for line in logged] == ["authenticTimestamp"]
+
+
+def test_with_a_tsa_store_a_timestamp_is_required_unless_only_after_expiry() -> None:
+    plain = envelope("jws-ec.sig")
+    always = notation.TrustPolicy(
+        "always", (store(),), ("*",), tsa_stores=(store("tsa-ca.pem", "tsa"),)
+    )
+    with pytest.raises(proofs.Rejected, match="carries no timestamp countersignature"):
+        judge(plain, always)
+    after = dataclasses.replace(always, verify_timestamp="afterCertExpiry")
+    assert judge(plain, after).timestamp == "none"

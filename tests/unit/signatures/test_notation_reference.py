@@ -55,19 +55,30 @@ CASES = [(name, (FOLDER / name).read_bytes()) for name in ENVELOPES] + [
 
 
 def _reference(
-    tmp_path: Path, envelope: bytes, format: str, level: str, identity: str
+    tmp_path: Path,
+    envelope: bytes,
+    format: str,
+    level: str,
+    identity: str,
+    *,
+    trust_store: str = "ca.pem",
+    tsa_store: str | None = None,
+    verify_timestamp: str = "always",
 ) -> dict[str, object]:
     path = tmp_path / "envelope"
     path.write_bytes(envelope)
+    tsa = [f"-tsa-store={FOLDER / tsa_store}"] if tsa_store else []
     done = subprocess.run(
         [
             str(peers.tool("notationsign")),
             f"-verify={path}",
             f"-envelope={format}",
             f"-descriptor={FOLDER / 'target.json'}",
-            f"-trust-store={FOLDER / 'ca.pem'}",
+            f"-trust-store={FOLDER / trust_store}",
             f"-level={level}",
             f"-identity={identity}",
+            f"-verify-timestamp={verify_timestamp}",
+            *tsa,
         ],
         capture_output=True,
         text=True,
@@ -78,24 +89,17 @@ def _reference(
     return verdict
 
 
-@pytest.mark.parametrize("level", ["strict", "permissive", "audit"])
-@pytest.mark.parametrize("identity", sorted(IDENTITIES))
-@pytest.mark.parametrize(("name", "envelope"), CASES, ids=[name for name, _ in CASES])
-def test_muster_and_notation_go_reach_the_same_verdict(
-    name: str, envelope: bytes, identity: str, level: str, tmp_path: Path
+def _store(name: str) -> notation.TrustStore:
+    certificates = x509.load_pem_x509_certificates((FOLDER / name).read_bytes())
+    return notation.TrustStore(name, tuple(certificates))
+
+
+def _compare(
+    reference: dict[str, object], envelope: notation.Envelope, policy: notation.TrustPolicy
 ) -> None:
-    format = name.split("-")[0]
-    reference = _reference(tmp_path, envelope, format, level, IDENTITIES[identity])
-    store = notation.TrustStore(
-        "test", tuple(x509.load_pem_x509_certificates((FOLDER / "ca.pem").read_bytes()))
-    )
-    policy = notation.TrustPolicy(
-        "test", (store,), (IDENTITIES[identity],), level=notation.Level(level)
-    )
-    media_type = notation.JWS_MEDIA_TYPE if format == "jws" else notation.COSE_MEDIA_TYPE
     try:
         ours = notation.verify(
-            notation.Envelope(media_type, envelope),
+            envelope,
             digest=TARGET["digest"],
             policy=policy,
             now=datetime.datetime.now(datetime.UTC),
@@ -109,3 +113,60 @@ def test_muster_and_notation_go_reach_the_same_verdict(
     logged = reference["logged"]
     assert isinstance(logged, list)
     assert {line.split(":")[0] for line in ours.logged} == set(logged)
+
+
+@pytest.mark.parametrize("level", ["strict", "permissive", "audit"])
+@pytest.mark.parametrize("identity", sorted(IDENTITIES))
+@pytest.mark.parametrize(("name", "envelope"), CASES, ids=[name for name, _ in CASES])
+def test_muster_and_notation_go_reach_the_same_verdict(
+    name: str, envelope: bytes, identity: str, level: str, tmp_path: Path
+) -> None:
+    format = name.split("-")[0]
+    reference = _reference(tmp_path, envelope, format, level, IDENTITIES[identity])
+    policy = notation.TrustPolicy(
+        "test", (_store("ca.pem"),), (IDENTITIES[identity],), level=notation.Level(level)
+    )
+    media_type = notation.JWS_MEDIA_TYPE if format == "jws" else notation.COSE_MEDIA_TYPE
+    _compare(reference, notation.Envelope(media_type, envelope), policy)
+
+
+# Timestamp countersignatures: envelopes under timestamp-ca.pem, timestamped by tsa-ca.pem's
+# TSA; verified with that TSA trust store, with an unrelated one and with none.
+TIMESTAMPED = [
+    ("jws-timestamped.sig", "timestamp-ca.pem"),
+    ("jws-timestamped-expired-certificate.sig", "timestamp-ca.pem"),
+    ("cose-timestamped-expired-certificate.sig", "timestamp-ca.pem"),
+    ("jws-ec.sig", "ca.pem"),  # no timestamp at all
+    ("cose-expired-certificate.sig", "ca.pem"),  # expired, no timestamp
+]
+
+
+@pytest.mark.parametrize("level", ["strict", "audit"])
+@pytest.mark.parametrize("option", ["always", "afterCertExpiry"])
+@pytest.mark.parametrize("tsa_store", [None, "tsa-ca.pem", "other-ca.pem"])
+@pytest.mark.parametrize(("name", "trust_store"), TIMESTAMPED)
+def test_timestamps_are_judged_as_notation_go_judges_them(
+    name: str, trust_store: str, tsa_store: str | None, option: str, level: str, tmp_path: Path
+) -> None:
+    envelope = (FOLDER / name).read_bytes()
+    format = name.split("-")[0]
+    reference = _reference(
+        tmp_path,
+        envelope,
+        format,
+        level,
+        "*",
+        trust_store=trust_store,
+        tsa_store=tsa_store,
+        verify_timestamp=option,
+    )
+    policy = notation.TrustPolicy(
+        "test",
+        (_store(trust_store),),
+        ("*",),
+        level=notation.Level(level),
+        tsa_stores=(_store(tsa_store),) if tsa_store else (),
+        verify_timestamp="always" if option == "always" else "afterCertExpiry",
+    )
+    media_type = notation.JWS_MEDIA_TYPE if format == "jws" else notation.COSE_MEDIA_TYPE
+    _compare(reference, notation.Envelope(media_type, envelope), policy)

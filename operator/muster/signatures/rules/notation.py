@@ -13,8 +13,14 @@ envelopes JWS/COSE, trust store and trust policy specification v1.1):
 - **authenticity**: a certificate of that chain is one of the trust store's CA certificates,
   and the signing certificate's subject matches a trusted identity (``x509.subject:`` DN, a
   subset match as Notation does; ``*`` trusts any);
-- **authenticTimestamp**: without a verified timestamp the signing time is only what the
-  signer claims, so the chain must also be valid now;
+- **authenticTimestamp**: the signing time is only what the signer claims, so the chain must
+  also be valid now, unless the policy has TSA trust stores: then (with ``verifyTimestamp``
+  ``always``, or ``afterCertExpiry`` once a certificate of the chain has expired) the
+  envelope's RFC 3161 timestamp countersignature must verify (``rfc3161-client``: over the
+  signature value, by a TSA certificate with the timeStamping purpose chaining to a TSA root,
+  valid at the timestamp's time) and the timestamp, within its accuracy, must fall in the
+  validity of every certificate of the chain. A TSA chain that names revocation endpoints
+  fails, as the signing chain does below;
 - **expiry**: the signature's own ``io.cncf.notary.expiry``, if any, has not passed;
 - **revocation**: not checked (no OCSP or CRL is fetched at admission). A chain that names
   revocation endpoints fails this check, so ``strict`` refuses what it cannot check.
@@ -25,10 +31,8 @@ only, ``skip`` verifies nothing; a level's ``override`` can move any check but i
 ``log`` or ``skip``. What was only logged comes back in :attr:`Verified.logged`, so a caller
 admits with a warning.
 
-Timestamp countersignatures (``io.cncf.notary.timestampSignature``) are noticed but not
-verified, and never extend a certificate's validity: an expired signing certificate is an
-authentic-timestamp failure whether or not the envelope carries a timestamp. That is stricter
-than Notation, which would accept a valid RFC 3161 timestamp from a trusted TSA.
+Without TSA trust stores a timestamp countersignature is noticed (:attr:`Verified.timestamp`)
+but not verified, and never extends a certificate's validity, as in notation-go.
 
 Why not a JOSE or COSE library: Notation's JWS is the flattened JSON serialization with
 critical headers of its own (PyJWT reads compact tokens only and rejects unknown ``crit``),
@@ -50,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import cbor2
+import rfc3161_client
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -91,6 +96,9 @@ _EXPIRY = "io.cncf.notary.expiry"
 _AUTHENTIC_SIGNING_TIME = "io.cncf.notary.authenticSigningTime"
 _SIGNING_AGENT = "io.cncf.notary.signingAgent"
 _TIMESTAMP = "io.cncf.notary.timestampSignature"
+TimestampOption = Literal["always", "afterCertExpiry"]
+# RFC 3628's baseline time-stamp policy: no accuracy stated means one second (tspclient-go).
+_BASELINE_TIMESTAMP_POLICY = x509.ObjectIdentifier("0.4.0.2023.1.1")
 # Protected headers this verifier understands, so they may be listed as critical.
 _KNOWN_CRITICAL = {_SCHEME, _EXPIRY}
 
@@ -163,10 +171,13 @@ class TrustPolicy:
     level: Level = Level.STRICT
     overrides: Mapping[Check, Action] = dataclasses.field(default_factory=dict)
     registry_scopes: tuple[str, ...] = ("*",)
+    # Trust stores of type tsa: with any, timestamps are verified (see verify_timestamp).
+    tsa_stores: tuple[TrustStore, ...] = ()
+    verify_timestamp: TimestampOption = "always"
 
     def __post_init__(self) -> None:
         if self.level is Level.SKIP:
-            if self.trust_stores or self.trusted_identities:
+            if self.trust_stores or self.trusted_identities or self.tsa_stores:
                 raise InvalidTrustPolicy(
                     f"trust policy {self.name!r}: level skip takes no trust stores or identities"
                 )
@@ -290,7 +301,7 @@ class Signed:
     expiry: datetime.datetime | None
     chain: tuple[x509.Certificate, ...]
     critical: tuple[str, ...]
-    timestamp: bool
+    timestamp: bytes | None  # the RFC 3161 TimeStampToken countersigning ``signature``
     signing_agent: str | None
 
 
@@ -369,9 +380,20 @@ def _parse_jws(blob: bytes) -> Signed:
         expiry=_jws_time(protected[_EXPIRY], "expiry") if _EXPIRY in protected else None,
         chain=_certificates(chain_der),
         critical=tuple(critical),
-        timestamp=_TIMESTAMP in header,
+        timestamp=_jws_timestamp(header.get(_TIMESTAMP)),
         signing_agent=agent if isinstance(agent, str) else None,
     )
+
+
+def _jws_timestamp(value: object) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise proofs.Rejected("JWS timestamp countersignature is not a string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise proofs.Rejected("JWS timestamp countersignature is not base64") from None
 
 
 def _text(value: object, what: str) -> str:
@@ -454,9 +476,15 @@ def _parse_cose(blob: bytes) -> Signed:
         expiry=_cose_time(protected[_EXPIRY], "expiry") if _EXPIRY in protected else None,
         chain=_certificates(list(chain_der)),
         critical=tuple(critical),
-        timestamp=_TIMESTAMP in unprotected,
+        timestamp=_cose_timestamp(unprotected.get(_TIMESTAMP)),
         signing_agent=agent if isinstance(agent, str) else None,
     )
+
+
+def _cose_timestamp(value: object) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    raise proofs.Rejected("COSE timestamp countersignature is not a byte string")
 
 
 def _cose_time(value: object, what: str) -> datetime.datetime:
@@ -518,7 +546,8 @@ class Verified:
     trusted_identity: str | None = None
     signing_time: datetime.datetime | None = None
     expiry: datetime.datetime | None = None
-    timestamp: Literal["none", "present, not verified"] = "none"
+    # "none", "present, not verified" (no TSA trust store asked for it), or the verified time.
+    timestamp: str = "none"
     logged: tuple[str, ...] = ()
     skipped: tuple[Check, ...] = ()
 
@@ -529,7 +558,9 @@ class Verified:
         else:
             trust = f"trust store {self.trust_store}" if self.trust_store else "no trusted CA"
             who = self.trusted_identity or "no trusted identity"
-            stamp = ", its timestamp not verified" if self.timestamp != "none" else ""
+            stamp = {"none": "", NOT_VERIFIED: ", its timestamp not verified"}.get(
+                self.timestamp, f", timestamped {self.timestamp}"
+            )
             signer = (
                 f"{self.signer} (Notation {self.format.upper()}, {trust}, identity {who}{stamp})"
             )
@@ -607,13 +638,12 @@ def verify(
                 f"signing certificate subject {_subject(leaf)} is none of the trusted "
                 "identities " + "; ".join(policy.trusted_identities),
             )
+    stamped: datetime.datetime | None = None
     if policy.action(Check.AUTHENTIC_TIMESTAMP) != "skip":
-        problem = _chain_invalid_at(signed.chain, now)
-        if problem is not None:
-            fail(
-                Check.AUTHENTIC_TIMESTAMP,
-                f"{problem} and there is no verified timestamp to vouch for the signing time",
-            )
+        try:
+            stamped = _authentic_timestamp(signed, policy, now)
+        except proofs.Rejected as error:
+            fail(Check.AUTHENTIC_TIMESTAMP, str(error))
     if policy.action(Check.EXPIRY) != "skip" and signed.expiry and now > signed.expiry:
         fail(Check.EXPIRY, f"signature expired at {signed.expiry.isoformat()}")
     if policy.action(Check.REVOCATION) != "skip":
@@ -634,10 +664,101 @@ def verify(
         trusted_identity=identity,
         signing_time=signed.signing_time,
         expiry=signed.expiry,
-        timestamp="present, not verified" if signed.timestamp else "none",
+        timestamp=(
+            stamped.isoformat() if stamped else NOT_VERIFIED if signed.timestamp else "none"
+        ),
         logged=tuple(logged),
         skipped=skipped,
     )
+
+
+NOT_VERIFIED = "present, not verified"
+
+
+def _authentic_timestamp(
+    signed: Signed, policy: TrustPolicy, now: datetime.datetime
+) -> datetime.datetime | None:
+    """As notation-go: the verified timestamp's time, or None when the chain is valid now and
+    no timestamp is asked for; :class:`proofs.Rejected` saying why the signing time is not
+    authentic."""
+    expired = _chain_invalid_at(signed.chain, now)
+    wanted = bool(policy.tsa_stores) and (
+        policy.verify_timestamp == "always"
+        or any(now > certificate.not_valid_after_utc for certificate in signed.chain)
+    )
+    if not wanted:
+        if expired is not None:
+            raise proofs.Rejected(
+                f"{expired} and there is no verified timestamp to vouch for the signing time"
+            )
+        return None
+    if signed.timestamp is None:
+        raise proofs.Rejected(
+            "the envelope carries no timestamp countersignature, which the policy's TSA "
+            "trust stores require"
+        )
+    low, high = _verified_timestamp(signed, policy.tsa_stores)
+    for certificate in signed.chain:
+        if low < certificate.not_valid_before_utc or high > certificate.not_valid_after_utc:
+            raise proofs.Rejected(
+                f"the timestamp ({low.isoformat()} to {high.isoformat()}) is outside the "
+                f"validity of certificate {_subject(certificate)} "
+                f"({certificate.not_valid_before_utc.isoformat()} to "
+                f"{certificate.not_valid_after_utc.isoformat()})"
+            )
+    return low + (high - low) / 2
+
+
+def _der_sequence(content: bytes) -> bytes:
+    size = len(content)
+    if size < 0x80:
+        return b"\x30" + bytes([size]) + content
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return b"\x30" + bytes([0x80 | len(length)]) + length + content
+
+
+def _verified_timestamp(
+    signed: Signed, stores: Sequence[TrustStore]
+) -> tuple[datetime.datetime, datetime.datetime]:
+    """The earliest and latest time the countersignature vouches for.
+
+    rfc3161-client reads whole TimeStampResp messages; the envelope holds only the token, so it
+    is wrapped in a granted status (SEQUENCE { SEQUENCE { INTEGER 0 }, token }) first.
+    """
+    token = signed.timestamp or b""
+    try:
+        response = rfc3161_client.decode_timestamp_response(
+            _der_sequence(b"\x30\x03\x02\x01\x00" + token)
+        )
+        builder = rfc3161_client.VerifierBuilder()
+        for certificate in {c for store in stores for c in store.certificates}:
+            builder = builder.add_root_certificate(certificate)
+        builder.build().verify_message(response, signed.signature)
+        info = response.tst_info
+        when = info.gen_time
+        accuracy = info.accuracy
+        margin = datetime.timedelta(
+            seconds=accuracy.seconds,
+            milliseconds=accuracy.millis or 0,
+            microseconds=accuracy.micros or 0,
+        )
+        if not margin and info.policy == _BASELINE_TIMESTAMP_POLICY:
+            margin = datetime.timedelta(seconds=1)  # the Notary Project's baseline policy
+        tsa_certificates = [_certificate(der) for der in response.signed_data.certificates]
+    except (rfc3161_client.VerificationError, ValueError, TypeError, OverflowError) as error:
+        raise proofs.Rejected(
+            f"the timestamp countersignature does not verify with the TSA trust store(s) "
+            f"{', '.join(store.name for store in stores)}: {messages.first_line(error)}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    revocable = [c for c in tsa_certificates if _names_revocation_endpoints(c)]
+    if revocable:
+        raise proofs.Rejected(
+            f"revocation of the timestamping certificate {_subject(revocable[0])} cannot be "
+            "checked (Muster fetches no OCSP or CRL)"
+        )
+    return when - margin, when + margin
 
 
 def _check_headers(signed: Signed) -> None:
