@@ -6,6 +6,7 @@ multi-arch indexes, round trips and caching."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from muster.images.rules import conditions
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import references
 from muster.platform import registries
-from tests import attesting, peers
+from tests import attesting, paths, peers
 from tests.commandline import muster
 from tests.integration.images.conftest import Signer, client_for, sign_v3
 
@@ -281,3 +282,35 @@ def test_muster_image_verify_reports_attestations(
     assert code == 1, out + err
     assert "condition 'fresh' is false" in out
     assert 'predicate.runDetails.metadata.startedOn = "2026-12-01T10:00:00Z"' in out
+
+
+def test_the_benchmark_prints_the_extra_cost_of_one_attestation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``benchmarks/attestation_check.py`` (docs/performance.md), with one run per case."""
+    import sys
+
+    sys.path.insert(0, str(paths.REPO / "benchmarks"))
+    try:
+        import attestation_check
+    finally:
+        sys.path.remove(str(paths.REPO / "benchmarks"))
+    assert attestation_check.main(["--runs", "1"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in printed if line.startswith(("docker-registry", "ggcr"))]
+    assert [row[:3] for row in rows] == [
+        ["docker-registry", "cosign", "v2"],
+        ["docker-registry", "cosign", "v3"],
+        ["ggcr+referrers", "cosign", "v2"],
+        ["ggcr+referrers", "cosign", "v3"],
+    ]
+    for line in printed[1:5]:
+        # ... requests alone -> attested, round trips alone -> attested
+        found = re.search(r"(\d+) ->\s*(\d+)\s+(\d+) ->\s*(\d+)$", line)
+        assert found is not None, line
+        requests_alone, requests_attested, trips_alone, _ = map(int, found.groups())
+        assert requests_attested > requests_alone
+        assert trips_alone == 3
+    cpu = {line[:28].strip(): float(line[28:]) for line in printed[-3:]}
+    assert set(cpu) == {"signature only", "+ provenance (cosign v2)", "+ provenance (cosign v3)"}
+    assert all(value > 0 for value in cpu.values())
