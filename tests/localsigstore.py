@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import rfc8785
-from asn1crypto import algos, cms, core, tsp
+from asn1crypto import algos, cms, core, tsp  # type: ignore[import-untyped]
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -49,7 +49,7 @@ def _der(key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey) -> bytes:
     )
 
 
-def _key_id(key: ec.EllipticCurvePublicKey) -> bytes:
+def _key_id(key: ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey) -> bytes:
     """RFC 6962 log id: the SHA-256 of the key's DER SubjectPublicKeyInfo."""
     return hashlib.sha256(_der(key)).digest()
 
@@ -413,9 +413,8 @@ class LocalSigstore:
             }
         )
         token = cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
-        return tsp.TimeStampResp(
-            {"status": {"status": "granted"}, "time_stamp_token": token}
-        ).dump()
+        response = tsp.TimeStampResp({"status": {"status": "granted"}, "time_stamp_token": token})
+        return bytes(response.dump())
 
     # -- Trust -----------------------------------------------------------------------------
 
@@ -593,10 +592,9 @@ def local_sigstore(
                     headers = {"ETag": uuid, "Location": f"/api/v1/log/entries/{uuid}"}
                     kind = "application/json"
                 elif self.path == "/api/v2/log/entries":
-                    answer = json.dumps(sigstore.log_v2(_canonical_v2_entry(json.loads(request))))
-                    answer_bytes = answer.encode()
-                    self._answer(201, "application/json", answer_bytes, {})
-                    return
+                    entry = sigstore.log_v2(_canonical_v2_entry(json.loads(request)))
+                    answer = json.dumps(entry).encode()
+                    kind = "application/json"
                 elif self.path == "/api/v1/timestamp":
                     answer = sigstore.timestamp(request)
                     kind = "application/timestamp-reply"

@@ -37,7 +37,7 @@ class Keyless:
     sigstore: localsigstore.LocalSigstore
     root: Path  # trusted_root.json
     images: dict[str, str]  # "<registry kind>-rekor<1|2>" -> image by tag, signed by SUBJECT
-    bundles: dict[str, tuple[bytes, str]]  # the referrers registry's: rekor version -> bundle
+    bundles: dict[int, tuple[bytes, str]]  # the referrers registry's: rekor version -> bundle
 
 
 def _bundle(registry: peers.Registry, repository: str, digest: str) -> bytes:
