@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests import peers
+from tests import localsigstore, peers
 
 COSIGN_ENV = {"COSIGN_PASSWORD": ""}
 SLSA_V1 = "https://slsa.dev/provenance/v1"
@@ -162,6 +162,38 @@ def attest_v3(key: Path, ref: str, kind: str, predicate: dict[str, Any], workdir
         ref,
         env=COSIGN_ENV,
     )
+
+
+def attest_keyless(
+    sigstore: localsigstore.LocalSigstore,
+    signer: localsigstore.KeylessSigner,
+    ref: str,
+    kind: str,
+    predicate: dict[str, Any],
+    workdir: Path,
+    *,
+    rekor: int = 1,
+) -> None:
+    """cosign v3 keyless: a bundle with the Fulcio-shaped certificate of ``signer`` from the
+    local Sigstore, its DSSE entry logged in the local Rekor (v1, or v2 with a timestamp)."""
+    env = dict(COSIGN_ENV)
+    imported = signer.key.with_name(f"{signer.key.stem}-cosign")
+    if not imported.with_suffix(".key").exists():
+        peers.run_tool(
+            "cosign", "import-key-pair", f"--key={signer.key}",
+            f"--output-key-prefix={imported}", "-y", env=env,
+        )  # fmt: skip
+    config = workdir / f"attest-signing-config-v{rekor}.json"
+    config.write_text(localsigstore.signing_config(sigstore, rekor=rekor))
+    root = workdir / "attest-trusted_root.json"
+    root.write_text(sigstore.trusted_root_json())
+    peers.run_tool(
+        "cosign", "attest", f"--key={imported.with_suffix('.key')}",
+        f"--certificate={signer.certificate}", f"--signing-config={config}",
+        f"--trusted-root={root}", f"--type={kind}",
+        f"--predicate={_predicate_file(workdir, predicate)}", "--allow-http-registry", "-y", ref,
+        env=env,
+    )  # fmt: skip
 
 
 def _get(url: str) -> bytes:

@@ -18,7 +18,7 @@ from muster.images.rules import conditions
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import references
 from muster.platform import registries
-from tests import attesting, paths, peers
+from tests import attesting, checkcli, localsigstore, paths, peers
 from tests.commandline import muster
 from tests.integration.images.conftest import Signer, client_for, sign_v3
 
@@ -314,3 +314,96 @@ def test_the_benchmark_prints_the_extra_cost_of_one_attestation(
     cpu = {line[:28].strip(): float(line[28:]) for line in printed[-3:]}
     assert set(cpu) == {"signature only", "+ provenance (cosign v2)", "+ provenance (cosign v3)"}
     assert all(value > 0 for value in cpu.values())
+
+
+@pytest.mark.parametrize("rekor", [1, 2])
+async def test_keyless_cosign_v3_attestations_verify_by_identity(
+    rekor: int,
+    referrers_registry: peers.Registry,
+    signers: dict[str, Signer],
+    tmp_path: Path,
+) -> None:
+    """A keyless attestation (a Fulcio-shaped certificate from a local Sigstore, its DSSE entry
+    in the local Rekor v1 or v2) counts for an identity whose trusted root names that Sigstore;
+    another subject does not."""
+    registry = referrers_registry
+    alice = signers["alice"]
+    ref = image(registry, f"keyless-rekor{rekor}", tmp_path)
+    sign_v3(alice, ref)
+    with localsigstore.local_sigstore(tmp_path) as sigstore:
+        ci = sigstore.issue("ci@acme.example", label="ci")
+        attesting.attest_keyless(
+            sigstore, ci, ref, "slsaprovenance1", attesting.slsa_v1(), tmp_path, rekor=rekor
+        )
+        root = sigstore.trusted_root_json().encode()
+    source = imagepolicies.Source("ConfigMap", "sigstore", "trusted-root", "trusted_root.json")
+
+    def keyless(subject: str) -> imagepolicies.CompiledPolicy:
+        identity = {"issuer": localsigstore.GITHUB_ISSUER, "subject": subject}
+        trusted = {"namespace": "sigstore", "name": "trusted-root"}
+        spec_ = {
+            "images": [f"{registry.host}/**"],
+            "authorities": [{"name": "alice", "key": {"data": alice.pem}}],
+            "attestations": [
+                {
+                    "name": "provenance",
+                    "predicateType": "slsaprovenance1",
+                    "authorities": [
+                        {
+                            "name": "ci",
+                            "keyless": {"identities": [identity], "trustedRoot": trusted},
+                        }
+                    ],
+                    "conditions": [BUILDER_CONDITION],
+                }
+            ],
+        }
+        parsed = imagepolicies.parse_spec(spec_)
+        return imagepolicies.compile_policy("keyless", 1, parsed, {source: root})
+
+    passed = await decide(registry.host, ref, keyless("ci@acme.example"))
+    assert passed.passed, passed.message
+    assert "attested: provenance by ci@acme.example" in passed.message
+    other = await decide(registry.host, ref, keyless("release@acme.example"))
+    assert other.reason == conditions.MISSING
+    assert "signed by ci@acme.example" in other.message
+    assert "expected release@acme.example" in other.message
+
+
+def _pod(name: str, image_: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ml"},
+        "spec": {"containers": [{"name": "main", "image": image_}]},
+    }
+
+
+def test_muster_check_admits_the_attested_pod_and_denies_the_other(
+    registry: peers.Registry, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    alice, bob = signers["alice"], signers["bob"]
+    attested = image(registry, "check-attested", tmp_path)
+    unattested = image(registry, "check-unattested", tmp_path)
+    for ref in (attested, unattested):
+        sign_v3(alice, ref)
+    attest(3, bob, attested, "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    host = registry.host
+    policy = write_policy(
+        tmp_path / "p.yaml", spec(host, alice, bob, provenance(BUILDER_CONDITION))
+    )
+    pods = tmp_path / "pods.yaml"
+    pods.write_text(
+        yaml.safe_dump_all([_pod("attested", attested), _pod("unattested", unattested)])
+    )
+    code, out, err = checkcli.muster_check(
+        "--format", "json", "--insecure-registry", host, "--policy", str(policy), str(pods)
+    )
+    assert code == 1, out + err
+    admitted, denied = json.loads(out)["results"]
+    assert admitted["allowed"] is True
+    assert denied["allowed"] is False
+    (denial,) = denied["denials"]
+    assert denial["policy"] == {"kind": "ImagePolicy", "name": "attested"}
+    assert "attestation 'provenance' (https://slsa.dev/provenance/v1)" in denial["message"]
+    assert "the image carries no attestation" in denial["message"]
