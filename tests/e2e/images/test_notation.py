@@ -73,6 +73,11 @@ def ca() -> notary.Issued:
     return notary.ca()
 
 
+@pytest.fixture(scope="module")
+def tsa_root() -> notary.Issued:
+    return notary.ca("C=US,ST=WA,O=Muster Tests,CN=e2e TSA Root")
+
+
 def _trust_store(plane: controlplane.ControlPlane, name: str, pem: bytes) -> None:
     with kubeclients.admin(plane) as api:
         core = client.CoreV1Api(api)
@@ -88,16 +93,20 @@ def policies(
     control_plane: controlplane.ControlPlane,
     referrers_registry: peers.Registry,
     ca: notary.Issued,
+    tsa_root: notary.Issued,
     notation_operator: localoperator.LocalOperator,
 ) -> Iterator[dict[str, str]]:
-    """A strict policy for notation/strict/** and an audit one for notation/audit/**."""
+    """A strict policy for notation/strict/**, an audit one for notation/audit/**, and a strict
+    one with a TSA trust store for notation/stamped/**."""
     del notation_operator
     run = uuid.uuid4().hex[:6]
     store = f"notary-ca-{run}"
     _trust_store(control_plane, store, notary.pem(ca.certificate))
+    _trust_store(control_plane, f"tsa-{run}", notary.pem(tsa_root.certificate))
     names = {}
-    for level in ("strict", "audit"):
+    for level in ("strict", "audit", "stamped"):
         name = f"notation-{level}-{run}"
+        tsa = [{"namespace": STORE_NAMESPACE, "name": f"tsa-{run}"}] if level == "stamped" else []
         create_policy(
             control_plane,
             name,
@@ -109,8 +118,11 @@ def policies(
                         "name": "release-ca",
                         "notation": {
                             "trustStores": [{"namespace": STORE_NAMESPACE, "name": store}],
+                            "tsaTrustStores": tsa,
                             "trustedIdentities": [IDENTITY],
-                            "signatureVerification": {"level": level},
+                            "signatureVerification": {
+                                "level": "strict" if level == "stamped" else level
+                            },
                         },
                     }
                 ],
@@ -279,3 +291,36 @@ def test_audit_admits_an_untrusted_signature_with_a_warning(
     (warning,) = [w for w in warnings if "its Notation level only logs" in w]
     assert f"ImagePolicy '{policies['audit']}'" in warning
     assert "release-ca: authenticity: certificate chain of" in warning
+
+
+def test_a_trusted_timestamp_admits_a_certificate_that_expired_since(
+    control_plane: controlplane.ControlPlane,
+    referrers_registry: peers.Registry,
+    ca: notary.Issued,
+    tsa_root: notary.Issued,
+    policies: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Signed and timestamped in January by a certificate valid in January only: the policy
+    with the TSA trust store admits it, the one without refuses the same signature."""
+    january = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    expired = notary.signer(ca, not_before=january, not_after=january + datetime.timedelta(days=31))
+    timestamper = notary.tsa(tsa_root)
+
+    def sign(reference: str) -> None:
+        notary.sign(
+            expired,
+            tmp_path,
+            reference=reference,
+            signing_time=january + datetime.timedelta(days=14),
+            timestamper=timestamper,
+        )
+
+    image, pinned = _image(referrers_registry, "notation/stamped/app", tmp_path)
+    sign(pinned)
+    created, warnings = _create(control_plane, _namespace(control_plane), image)
+    assert created.spec.containers[0].image.endswith(pinned.split("@")[1])
+    assert warnings == []
+    image, pinned = _image(referrers_registry, "notation/strict/stamped", tmp_path)
+    sign(pinned)
+    assert "no verified timestamp" in _denied(control_plane, image)

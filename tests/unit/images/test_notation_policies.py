@@ -203,3 +203,35 @@ def test_one_of_two_when_the_notation_signer_is_not_trusted(
     )
     # The cosign signature is never judged for the Notation authority, nor the other way.
     assert "legacy signature" not in refused.message
+
+
+def test_tsa_trust_stores_let_a_timestamped_expired_certificate_count() -> None:
+    signers = imagepolicies.Source("ConfigMap", "muster-system", "stamped-ca", "ca.crt")
+    tsa = imagepolicies.Source("ConfigMap", "muster-system", "tsa", "ca.crt")
+    authority = {
+        "name": "stamped",
+        "notation": {
+            "trustStores": [{"namespace": "muster-system", "name": "stamped-ca"}],
+            "tsaTrustStores": [{"namespace": "muster-system", "name": "tsa"}],
+            "trustedIdentities": ["*"],
+            "signatureVerification": {"verifyTimestamp": "afterCertExpiry"},
+        },
+    }
+    spec = imagepolicies.parse_spec({"images": ["registry.example/**"], "authorities": [authority]})
+    assert imagepolicies.sources_of(spec) == (signers, tsa)
+    materials = {
+        signers: fixture("notation", "timestamp-ca.pem").read_bytes(),
+        tsa: fixture("notation", "tsa-ca.pem").read_bytes(),
+    }
+    policy = imagepolicies.compile_policy("p", 1, spec, materials)
+    evidence = imagepolicies.Evidence(
+        digest=DIGEST, signatures=found("cose-timestamped-expired-certificate.sig")
+    )
+    decision = imagepolicies.judge(policy, evidence)
+    assert decision.passed, decision.message
+    materials[tsa] = CA  # another TSA root: the timestamp no longer counts
+    refused = imagepolicies.judge(imagepolicies.compile_policy("p", 2, spec, materials), evidence)
+    assert not refused.passed
+    assert "timestamp countersignature does not verify with the TSA trust store(s)" in (
+        refused.message
+    )

@@ -172,7 +172,8 @@ class KeylessSpec(pydantic.BaseModel):
 
 
 class TrustStoreRef(pydantic.BaseModel):
-    """A Notation trust store of type ca: PEM CA certificates in a ConfigMap or Secret."""
+    """A Notation trust store: PEM root certificates (of signers, or of TSAs) in a ConfigMap
+    or Secret."""
 
     model_config = _CONFIG
 
@@ -213,6 +214,11 @@ class SignatureVerificationSpec(pydantic.BaseModel):
 
     level: Literal["strict", "permissive", "audit"] = "strict"
     override: OverrideSpec = pydantic.Field(default_factory=OverrideSpec)
+    verify_timestamp: Literal["always", "afterCertExpiry"] = pydantic.Field(
+        default="always",
+        description="with tsaTrustStores: verify the timestamp always, or only once a "
+        "certificate of the signing chain has expired",
+    )
 
 
 class NotationSpec(pydantic.BaseModel):
@@ -228,6 +234,13 @@ class NotationSpec(pydantic.BaseModel):
         max_length=32,
         description="'x509.subject: C=..., ST=..., O=...' (a subset of the signing certificate's "
         "subject) or '*'",
+    )
+    tsa_trust_stores: tuple[TrustStoreRef, ...] = pydantic.Field(
+        default=(),
+        max_length=8,
+        description="TSA root certificates (Notation trust stores of type tsa): with any, "
+        "signatures must carry an RFC 3161 timestamp they verify, and a certificate expired "
+        "since the timestamp still counts",
     )
     signature_verification: SignatureVerificationSpec = pydantic.Field(
         default_factory=SignatureVerificationSpec
@@ -491,7 +504,7 @@ def sources_of(spec: ImagePolicySpec) -> tuple[Source, ...]:
         if authority.keyless is not None:
             found[_source(authority.keyless.trusted_root)] = None
         if authority.notation is not None:
-            for store in authority.notation.trust_stores:
+            for store in (*authority.notation.trust_stores, *authority.notation.tsa_trust_stores):
                 found[_source(store)] = None
     return tuple(found)
 
@@ -632,25 +645,29 @@ def _requirement(spec: AttestationSpec, roots: _Roots) -> conditions.Requirement
 def _notation_authority(
     label: str, spec: NotationSpec, roots: _Roots, what: str
 ) -> authorities.NotationAuthority:
-    stores = []
-    for ref in spec.trust_stores:
-        source = _source(ref)
-        try:
-            certificates = x509.load_pem_x509_certificates(roots.data(source, what))
-        except ValueError as error:
-            raise InvalidImagePolicy(
-                f"{what}: trust store {source} is not PEM certificates: "
-                f"{messages.first_line(error)}"
-            ) from None
-        stores.append(notation.TrustStore(f"{ref.namespace}/{ref.name}", tuple(certificates)))
+    def load(refs: Sequence[TrustStoreRef], kind: str) -> tuple[notation.TrustStore, ...]:
+        stores = []
+        for ref in refs:
+            source = _source(ref)
+            try:
+                certificates = x509.load_pem_x509_certificates(roots.data(source, what))
+            except ValueError as error:
+                raise InvalidImagePolicy(
+                    f"{what}: {kind} {source} is not PEM certificates: {messages.first_line(error)}"
+                ) from None
+            stores.append(notation.TrustStore(f"{ref.namespace}/{ref.name}", tuple(certificates)))
+        return tuple(stores)
+
     verification = spec.signature_verification
     try:
         policy = notation.TrustPolicy(
             name=label,
-            trust_stores=tuple(stores),
+            trust_stores=load(spec.trust_stores, "trust store"),
             trusted_identities=spec.trusted_identities,
             level=notation.Level(verification.level),
             overrides=verification.override.actions(),
+            tsa_stores=load(spec.tsa_trust_stores, "TSA trust store"),
+            verify_timestamp=verification.verify_timestamp,
         )
     except notation.InvalidTrustPolicy as error:
         raise InvalidImagePolicy(f"{what}: {error}") from None
