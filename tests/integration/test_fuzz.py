@@ -48,6 +48,7 @@ RUNNER = _runner()
 
 def test_every_parser_has_a_harness() -> None:
     assert set(RUNNER.TARGETS) == {
+        "attestations",
         "bundles",
         "cosign",
         "cuda",

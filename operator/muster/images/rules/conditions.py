@@ -125,19 +125,36 @@ def _shown(value: object) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
 
 
+class EvaluationError(Exception):
+    """A CEL expression that could not be evaluated, whatever the binding raised."""
+
+
 def _evaluate(program: cel.Program, context: cel.Context) -> object:
     # CEL errors (a missing field, a type mismatch, a division by zero) surface as Python
-    # exceptions of several kinds; each makes the condition fail, never pass.
-    return program.execute(context)
+    # exceptions of several kinds; each makes the condition fail, never pass. A panic in the
+    # Rust interpreter arrives as pyo3's PanicException, a BaseException: it fails the
+    # condition too, rather than the admission.
+    try:
+        return program.execute(context)
+    except Exception as error:
+        raise EvaluationError(_first_line(error)) from None
+    except BaseException as error:
+        if type(error).__name__ != "PanicException":
+            raise
+        raise EvaluationError(f"the CEL interpreter failed: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _failure(condition: Condition, context: cel.Context) -> str | None:
     """Why ``condition`` does not hold for this statement, or None when it holds."""
     try:
         result = _evaluate(condition.program, context)
-    except Exception as error:  # any CEL error fails the condition
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        outcome = f"could not be evaluated: {text}"
+    except EvaluationError as error:
+        outcome = f"could not be evaluated: {error}"
     else:
         if result is True:
             return None
@@ -146,7 +163,7 @@ def _failure(condition: Condition, context: cel.Context) -> str | None:
     for path, program in condition.paths:
         try:
             values.append(f"{path} = {_shown(_evaluate(program, context))}")
-        except Exception:  # the value is only shown
+        except EvaluationError:
             values.append(f"{path} is absent")
     said = f" ({condition.message})" if condition.message else ""
     where = f"; {', '.join(values)}" if values else ""
@@ -187,7 +204,11 @@ def judge_one(
                 continue
             if attested.statement.predicate_type != requirement.predicate_type:
                 continue  # another kind of attestation by the same signer
-            context = _context(attested.statement, now)
+            try:
+                context = _context(attested.statement, now)
+            except (ValueError, TypeError, OverflowError, RecursionError) as error:
+                failures.append(f"its statement cannot be given to CEL: {_first_line(error)}")
+                break
             failed = [
                 failure
                 for condition in requirement.conditions
