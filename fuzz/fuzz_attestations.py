@@ -21,8 +21,7 @@ import atheris  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric import ec
 
 with atheris.instrument_imports(include=["muster"]):
-    from muster.images.rules import conditions
-    from muster.signatures.rules import attestations, authorities, proofs
+    from muster.signatures.rules import attestations, authorities, conditions, proofs
 
 _DIGEST = "sha256:" + "5" * 64
 _AUTHORITY = authorities.KeyAuthority("fuzz", ec.generate_private_key(ec.SECP256R1()).public_key())

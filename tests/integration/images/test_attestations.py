@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from muster.images import verifier as imageverifier
-from muster.images.rules import conditions
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import references
 from muster.platform import registries
+from muster.signatures.rules import conditions
 from tests import attesting, checkcli, localsigstore, paths, peers
 from tests.commandline import muster
 from tests.integration.images.conftest import Signer, client_for, sign_v3

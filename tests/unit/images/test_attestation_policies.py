@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from muster.images.rules import conditions
 from muster.images.rules import policies as imagepolicies
-from muster.signatures.rules import attestations, formats
+from muster.signatures.rules import attestations, conditions, formats
 from muster.signatures.rules import bundles as bundlerules
 from tests.paths import fixture
 

@@ -33,9 +33,17 @@ import pydantic
 from cryptography import x509
 from pydantic import alias_generators
 
-from muster.images.rules import conditions, scanrules
+from muster.images.rules import scanrules
 from muster.kernel import denials, messages, observations, references, selectors
-from muster.signatures.rules import attestations, authorities, formats, keys, notation, trust
+from muster.signatures.rules import (
+    attestations,
+    authorities,
+    conditions,
+    formats,
+    keys,
+    notation,
+    trust,
+)
 
 __all__ = [
     "DEFAULT_TRUSTED_ROOT_KEY",

@@ -1,9 +1,10 @@
-"""Conditions over attestations, written in CEL, and the decision about an image's attestations.
+"""Conditions over attestations, written in CEL, and the decision about an artifact's attestations.
 
-An ``ImagePolicy`` attestation names a predicate type, the authorities that must have signed it
-and conditions over the statement, in the Common Expression Language that Kubernetes and
-Kyverno users already write. Each condition sees ``predicate`` (the statement's predicate),
-``statement`` (the whole in-toto statement) and ``now`` (a timestamp), and must be true.
+An ``ImagePolicy`` attestation (or a ``Model``'s provenance requirement) names a predicate type,
+the authorities that must have signed it and conditions over the statement, in the Common
+Expression Language that Kubernetes and Kyverno users already write. Each condition sees
+``predicate`` (the statement's predicate), ``statement`` (the whole in-toto statement) and
+``now`` (a timestamp), and must be true.
 
 CEL is evaluated by ``common-expression-language`` (the Python binding of the Rust ``cel``
 interpreter), not by a home-made evaluator. ``cel-python`` was measured first and set aside: its
@@ -39,6 +40,7 @@ __all__ = [
     "Verdict",
     "compile_condition",
     "judge",
+    "unmet",
 ]
 
 VARIABLES = frozenset({"predicate", "statement", "now"})
@@ -174,6 +176,19 @@ def _context(statement: attestations.Statement, now: datetime.datetime) -> cel.C
     return cel.Context(
         {"predicate": statement.predicate, "statement": dict(statement.document), "now": now}
     )
+
+
+def unmet(
+    conditions: Sequence[Condition], statement: attestations.Statement, now: datetime.datetime
+) -> list[str]:
+    """Why each of ``conditions`` does not hold for a verified ``statement`` (empty: all hold)."""
+    try:
+        context = _context(statement, now)
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:
+        return [f"its statement cannot be given to CEL: {_first_line(error)}"]
+    return [
+        failure for condition in conditions if (failure := _failure(condition, context)) is not None
+    ]
 
 
 def judge_one(
