@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+
 from tests import localsigstore, peers
 
 COSIGN_ENV = {"COSIGN_PASSWORD": ""}
@@ -194,6 +196,53 @@ def attest_keyless(
         f"--predicate={_predicate_file(workdir, predicate)}", "--allow-http-registry", "-y", ref,
         env=env,
     )  # fmt: skip
+
+
+def attest_v2_logged(
+    sigstore: localsigstore.LocalSigstore,
+    ref: str,
+    kind: str,
+    predicate: dict[str, Any],
+    workdir: Path,
+    *,
+    key: Path | None = None,
+    signer: localsigstore.KeylessSigner | None = None,
+) -> None:
+    """cosign v2 with the local Rekor: a ``.att`` layer whose DSSE entry is logged (its SET in
+    the layer's bundle annotation), signed by ``key`` or keyless by ``signer``'s certificate."""
+    env = {**COSIGN_ENV, "SIGSTORE_REKOR_PUBLIC_KEY": str(_rekor_key(sigstore, workdir))}
+    if signer is not None:
+        imported = signer.key.with_name(f"{signer.key.stem}-cosign")
+        if not imported.with_suffix(".key").exists():
+            peers.run_tool(
+                "cosign", "import-key-pair", f"--key={signer.key}",
+                f"--output-key-prefix={imported}", "-y", env=COSIGN_ENV,
+            )  # fmt: skip
+        identity = [
+            f"--key={imported.with_suffix('.key')}",
+            f"--certificate={signer.certificate}",
+            f"--certificate-chain={signer.chain}",
+        ]
+    elif key is not None:
+        identity = [f"--key={key}"]
+    else:
+        raise ValueError("attest with a key or a keyless signer")
+    peers.run_tool(
+        "cosign2", "attest", *identity, f"--rekor-url={sigstore.service_url}",
+        f"--type={kind}", f"--predicate={_predicate_file(workdir, predicate)}",
+        "--allow-http-registry", "-y", ref, env=env,
+    )  # fmt: skip
+
+
+def _rekor_key(sigstore: localsigstore.LocalSigstore, workdir: Path) -> Path:
+    """cosign v2 checks the SET Rekor answers with this key (instead of Sigstore's TUF)."""
+    path = workdir / f"{sigstore.name}-rekor.pub"
+    path.write_bytes(
+        sigstore.rekor_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return path
 
 
 def _get(url: str) -> bytes:

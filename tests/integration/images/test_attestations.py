@@ -407,3 +407,70 @@ def test_muster_check_admits_the_attested_pod_and_denies_the_other(
     assert denial["policy"] == {"kind": "ImagePolicy", "name": "attested"}
     assert "attestation 'provenance' (https://slsa.dev/provenance/v1)" in denial["message"]
     assert "the image carries no attestation" in denial["message"]
+
+
+@pytest.mark.parametrize("which", REGISTRIES)
+async def test_cosign_v2_attestations_with_a_log_entry_keyless_and_by_key(
+    which: str, request: pytest.FixtureRequest, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """cosign v2 ``attest`` logging its DSSE entry in a local Rekor: keyless with a
+    Fulcio-shaped certificate (the identity and the SET decide), and by key where the authority
+    requires a log entry; a wrong identity or a root that does not trust that Rekor refuses."""
+    registry: peers.Registry = request.getfixturevalue(which)
+    alice = signers["alice"]
+    keyless_ref = image(registry, f"v2-keyless-{which}", tmp_path)
+    keyed_ref = image(registry, f"v2-logged-{which}", tmp_path)
+    for ref in (keyless_ref, keyed_ref):
+        sign_v3(alice, ref)
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    with (
+        localsigstore.local_sigstore(tmp_path / "one") as sigstore,
+        localsigstore.local_sigstore(tmp_path / "two", name="other") as other,
+    ):
+        ci = sigstore.issue("ci@acme.example", label="ci")
+        provenance_ = attesting.slsa_v1()
+        attesting.attest_v2_logged(
+            sigstore, keyless_ref, "slsaprovenance1", provenance_, tmp_path, signer=ci
+        )
+        attesting.attest_v2_logged(
+            sigstore, keyed_ref, "slsaprovenance1", provenance_, tmp_path, key=alice.private
+        )
+        roots = {"one": sigstore.trusted_root_json(), "two": other.trusted_root_json()}
+    source = imagepolicies.Source("ConfigMap", "sigstore", "trusted-root", "trusted_root.json")
+    trusted = {"namespace": "sigstore", "name": "trusted-root"}
+
+    def policy(authority: dict[str, Any], root: str) -> imagepolicies.CompiledPolicy:
+        spec_ = spec(registry.host, alice, alice, provenance(BUILDER_CONDITION))
+        spec_["attestations"][0]["authorities"] = [{"name": "ci"} | authority]
+        parsed = imagepolicies.parse_spec(spec_)
+        return imagepolicies.compile_policy("logged", 1, parsed, {source: roots[root].encode()})
+
+    def keyless(subject: str) -> dict[str, Any]:
+        identity = {"issuer": localsigstore.GITHUB_ISSUER, "subject": subject}
+        return {"keyless": {"identities": [identity], "trustedRoot": trusted}}
+
+    host = registry.host
+    passed = await decide(host, keyless_ref, policy(keyless("ci@acme.example"), "one"))
+    assert passed.passed, passed.message
+    assert "attested: provenance by ci@acme.example" in passed.message
+    wrong = await decide(host, keyless_ref, policy(keyless("release@acme.example"), "one"))
+    assert wrong.reason == conditions.MISSING
+    assert "expected release@acme.example" in wrong.message
+    untrusted = await decide(host, keyless_ref, policy(keyless("ci@acme.example"), "two"))
+    assert untrusted.reason == conditions.MISSING
+    assert "not trusted" in untrusted.message
+
+    logged_key = {"key": {"data": alice.pem, "trustedRoot": trusted}}
+    assert (await decide(host, keyed_ref, policy(logged_key, "one"))).passed
+    # The keyless image's layer was not signed by alice's key; the keyed one has its log entry.
+    refused = await decide(host, keyless_ref, policy(logged_key, "one"))
+    assert refused.reason == conditions.MISSING
+    assert "DSSE signature does not verify" in refused.message
+    # A key authority that requires a log entry refuses the v2 attestation made without one.
+    unlogged_ref = image(registry, f"v2-unlogged-{which}", tmp_path)
+    sign_v3(alice, unlogged_ref)
+    attest(2, alice, unlogged_ref, "slsaprovenance1", attesting.slsa_v1(), tmp_path)
+    unlogged = await decide(host, unlogged_ref, policy(logged_key, "one"))
+    assert unlogged.reason == conditions.MISSING
+    assert "no Rekor bundle" in unlogged.message

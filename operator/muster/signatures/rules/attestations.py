@@ -17,7 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import datetime
+import hashlib
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -192,40 +195,105 @@ def _envelope(raw: bytes) -> tuple[str, bytes, list[bytes]]:
     return payload_type, body, sigs
 
 
+def _pem_der(pem: bytes) -> bytes:
+    # Compare what PEM blocks encode, not their line wrapping.
+    match = re.search(rb"-----BEGIN [A-Z ]+-----(.*?)-----END", pem, re.DOTALL)
+    if match is None:
+        return b""
+    try:
+        return base64.b64decode(b"".join(match.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _check_dsse_entry(body: bytes, layer: cosign.SignatureLayer, signer_pem: bytes) -> None:
+    """A Rekor ``dsse`` 0.0.1 entry (what cosign v2 attest logs) must record this payload,
+    this one signature and this signer (a key, or the signing certificate)."""
+    try:
+        entry = json.loads(body)
+        if (entry["kind"], entry["apiVersion"]) != ("dsse", "0.0.1"):
+            raise proofs.Rejected(
+                f"Rekor entry is {entry['kind']}/{entry['apiVersion']}, not dsse/0.0.1 "
+                "(cosign attest --rekor-entry-type dsse, its default)"
+            )
+        spec = entry["spec"]
+        payload_hash = spec["payloadHash"]
+        recorded = [
+            (base64.b64decode(s["signature"], validate=True), base64.b64decode(s["verifier"]))
+            for s in spec["signatures"]
+        ]
+    except proofs.Rejected:
+        raise
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise proofs.Rejected("Rekor entry is malformed") from None
+    if payload_hash != {"algorithm": "sha256", "value": hashlib.sha256(layer.payload).hexdigest()}:
+        raise proofs.Rejected("Rekor entry records a different DSSE payload")
+    if len(recorded) != 1 or recorded[0][0] != layer.signature:
+        raise proofs.Rejected("Rekor entry records a different DSSE signature")
+    if _pem_der(recorded[0][1]) != _pem_der(signer_pem) or not _pem_der(signer_pem):
+        raise proofs.Rejected("Rekor entry records a different signer")
+
+
+def _annotation(item: LegacyAttestation, name: str) -> bytes | None:
+    value = item.annotations.get(name)
+    return value.encode() if value else None
+
+
 def _verify_legacy(
     item: LegacyAttestation, *, digest: str, authority: authorities.Authority
 ) -> Attested:
     authority = authorities.not_notation(authority, "in-toto attestations")
-    if not isinstance(authority, authorities.KeyAuthority):
-        # cosign v2 keyless attestations carry a Fulcio certificate and an intoto Rekor entry;
-        # refused, not guessed at, until their log proof is checked here.
-        raise proofs.Rejected(
-            "keyless legacy (.att) attestations are not verified; attach them as cosign v3 "
-            "bundles (cosign attest with cosign 3)"
-        )
-    if authority.trusted_root is not None:
-        raise proofs.Rejected(
-            "the authority requires a transparency-log entry, which legacy (.att) attestations "
-            "are not checked for; attach them as cosign v3 bundles"
-        )
     payload_type, payload, signatures = _envelope(item.envelope)
     signed = pae(payload_type, payload)
-    for signature in signatures:
+    if len(signatures) != 1:
+        raise proofs.Rejected("DSSE envelope must hold exactly one signature")
+    layer = cosign.SignatureLayer(
+        index=item.index,
+        payload=payload,
+        signature=signatures[0],
+        certificate=_annotation(item, cosign.CERTIFICATE_ANNOTATION),
+        chain=_annotation(item, cosign.CHAIN_ANNOTATION),
+        rekor_bundle=_annotation(item, cosign.BUNDLE_ANNOTATION),
+    )
+    identity: proofs.CertificateIdentity | None = None
+    key_id: str | None = None
+    logged: tuple[datetime.datetime, int] | None = None
+    sct_checked = False
+    if isinstance(authority, authorities.KeyAuthority):
         try:
-            keys.verify(authority.key, signature, signed)
-            break
+            keys.verify(authority.key, signatures[0], signed)
         except keys.InvalidSignature:
-            continue
+            raise proofs.Rejected(
+                f"DSSE signature does not verify with {keys.describe(authority.key)}"
+            ) from None
+        if authority.trusted_root is not None:
+            rekor_keys = authority.trusted_root.material.rekor_keys
+            logged = cosign.verify_logged(
+                layer, rekor_keys, keys.pem(authority.key), check_body=_check_dsse_entry
+            )
+        signer, key_id = keys.describe(authority.key), keys.fingerprint(authority.key)
     else:
-        raise proofs.Rejected(f"DSSE signature does not verify with {keys.describe(authority.key)}")
+        material = authority.trusted_root.material
+        identity, when, index = cosign.verify_certified(
+            layer,
+            identities=authority.identities,
+            trust=material,
+            message=signed,
+            check_body=_check_dsse_entry,
+        )
+        logged, signer, sct_checked = (when, index), str(identity), bool(material.ct_keys)
     statement = parse_statement(payload_type, payload)
     check_subject(statement, digest)
     proof = proofs.Proof(
         digest=digest,
-        signer=keys.describe(authority.key),
+        signer=signer,
         authority=authority.name,
         format=FORMAT_LEGACY,
-        key_id=keys.fingerprint(authority.key),
+        key_id=key_id,
+        identity=identity,
+        integrated_time=logged[0] if logged else None,
+        log_index=logged[1] if logged else None,
+        sct_checked=sct_checked,
     )
     return Attested(proof=proof, statement=statement)
 

@@ -18,7 +18,7 @@ import datetime
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeGuard
 
 import rfc8785
@@ -47,8 +47,11 @@ __all__ = [
     "parse_manifest",
     "parse_payload",
     "verify",
+    "BodyCheck",
     "verify_certificate",
+    "verify_certified",
     "verify_keyless",
+    "verify_logged",
     "verify_with_key",
 ]
 
@@ -261,10 +264,18 @@ class _LogEntry:
     log_index: int
 
 
+# Checks that a Rekor entry's body records this layer's signature by this signer.
+BodyCheck = Callable[[bytes, "SignatureLayer", bytes], None]
+
+
 def _verify_rekor_bundle(
-    layer: SignatureLayer, rekor_keys: Sequence[roots.LogKey], signer_pem: bytes
+    layer: SignatureLayer,
+    rekor_keys: Sequence[roots.LogKey],
+    signer_pem: bytes,
+    check_body: BodyCheck | None = None,
 ) -> _LogEntry:
-    """Check the SET over the Rekor entry and that the entry records exactly this signature."""
+    """Check the SET over the Rekor entry and that the entry records exactly this signature
+    (a hashedrekord entry of the payload, unless ``check_body`` checks another kind)."""
     if layer.rekor_bundle is None:
         raise proofs.Rejected(
             f"no Rekor bundle ({BUNDLE_ANNOTATION}), so no transparency log proof"
@@ -309,8 +320,21 @@ def _verify_rekor_bundle(
         raise proofs.Rejected(
             "Rekor SignedEntryTimestamp does not verify with the Rekor key"
         ) from None
-    _check_hashedrekord(body_bytes, layer, signer_pem)
+    (check_body or _check_hashedrekord)(body_bytes, layer, signer_pem)
     return _LogEntry(integrated_time=integrated, log_index=index)
+
+
+def verify_logged(
+    layer: SignatureLayer,
+    rekor_keys: Sequence[roots.LogKey],
+    signer_pem: bytes,
+    *,
+    check_body: BodyCheck,
+) -> tuple[datetime.datetime, int]:
+    """The Rekor SET of a layer signed by ``signer_pem`` (a key or a certificate), its entry
+    checked by ``check_body``: (integrated time, log index), or :class:`proofs.Rejected`."""
+    entry = _verify_rekor_bundle(layer, rekor_keys, signer_pem, check_body)
+    return entry.integrated_time, entry.log_index
 
 
 def _is_int(value: object) -> TypeGuard[int]:
@@ -481,6 +505,33 @@ def verify_keyless(
 ) -> proofs.Proof:
     """Verify one keyless signature layer: certificate, Rekor SET, identity, signature."""
     check_digest(digest, "image digest")
+    identity, integrated_time, log_index = verify_certified(
+        layer, identities=identities, trust=trust, message=layer.payload
+    )
+    payload = _check_payload(layer, digest)
+    return proofs.Proof(
+        digest=digest,
+        signer=str(identity),
+        format=FORMAT_NAME,
+        identity=identity,
+        docker_reference=payload.docker_reference,
+        integrated_time=integrated_time,
+        log_index=log_index,
+        sct_checked=bool(trust.ct_keys),
+    )
+
+
+def verify_certified(
+    layer: SignatureLayer,
+    *,
+    identities: Sequence[authorities.Identity],
+    trust: roots.TrustMaterial,
+    message: bytes,
+    check_body: BodyCheck | None = None,
+) -> tuple[proofs.CertificateIdentity, datetime.datetime, int]:
+    """Verify a layer's certificate, Rekor SET (its entry checked by ``check_body``, a
+    hashedrekord entry by default), identity and signature over ``message``: who signed, and
+    when and where Rekor logged it."""
     if layer.problem is not None:
         raise proofs.Rejected(layer.problem)
     if not identities:
@@ -495,7 +546,7 @@ def verify_keyless(
             f"signing certificate is invalid: {messages.first_line(error)}"
         ) from None
     # The Rekor entry fixes the signing time; the short-lived certificate must cover it.
-    entry = _verify_rekor_bundle(layer, trust.rekor_keys, layer.certificate)
+    entry = _verify_rekor_bundle(layer, trust.rekor_keys, layer.certificate, check_body)
     if not leaf.not_valid_before_utc <= entry.integrated_time <= leaf.not_valid_after_utc:
         raise proofs.Rejected("signing certificate was not valid when Rekor logged the signature")
     verified_chain = verify_certificate(
@@ -513,20 +564,10 @@ def verify_keyless(
     if not isinstance(public, keys.PublicKey):
         raise proofs.Rejected("signing certificate holds an unsupported key type")
     try:
-        keys.verify(public, layer.signature, layer.payload)
+        keys.verify(public, layer.signature, message)
     except keys.InvalidSignature:
         raise proofs.Rejected("signature does not verify with the signing certificate") from None
-    payload = _check_payload(layer, digest)
-    return proofs.Proof(
-        digest=digest,
-        signer=str(identity),
-        format=FORMAT_NAME,
-        identity=identity,
-        docker_reference=payload.docker_reference,
-        integrated_time=entry.integrated_time,
-        log_index=entry.log_index,
-        sct_checked=bool(trust.ct_keys),
-    )
+    return identity, entry.integrated_time, entry.log_index
 
 
 def verify(
