@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from muster.images import verifier as imageverifier
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import references
 from muster.platform import registries
-from muster.signatures.rules import conditions
+from muster.signatures.rules import attestations, conditions, cosign, proofs
 from tests import attesting, checkcli, localsigstore, paths, peers
 from tests.commandline import muster
 from tests.integration.images.conftest import Signer, client_for, sign_v3
@@ -474,3 +475,39 @@ async def test_cosign_v2_attestations_with_a_log_entry_keyless_and_by_key(
     unlogged = await decide(host, unlogged_ref, policy(logged_key, "one"))
     assert unlogged.reason == conditions.MISSING
     assert "no Rekor bundle" in unlogged.message
+
+    # The keyless layer's Rekor bundle moved onto the keyed layer: the SET is genuine, but the
+    # entry it signs records another payload, signature and signer.
+    (keyed,) = _att_layers(registry, keyed_ref)
+    (certified,) = _att_layers(registry, keyless_ref)
+    moved = attestations.LegacyAttestation(
+        0,
+        keyed.envelope,
+        {
+            **keyed.annotations,
+            cosign.BUNDLE_ANNOTATION: certified.annotations[cosign.BUNDLE_ANNOTATION],
+        },
+    )
+    compiled_key = policy(logged_key, "one").attestations[0].authorities[0]
+    with pytest.raises(proofs.Rejected, match="Rekor entry records a different DSSE payload"):
+        attestations.verify(moved, digest=keyed_ref.rsplit("@", 1)[1], authority=compiled_key)
+    assert attestations.verify(keyed, digest=keyed_ref.rsplit("@", 1)[1], authority=compiled_key)
+
+
+def _att_layers(registry: peers.Registry, ref: str) -> list[attestations.LegacyAttestation]:
+    """The ``.att`` layers of ``ref`` as the registry holds them."""
+    repository, digest = ref.split("/", 1)[1].rsplit("@", 1)
+    base = f"http://{registry.host}/v2/{repository}"
+    tag = digest.replace(":", "-") + ".att"
+    request = urllib.request.Request(
+        f"{base}/manifests/{tag}", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # loopback registry
+        manifest = json.loads(response.read())
+    layers = []
+    for index, layer in enumerate(manifest["layers"]):
+        with urllib.request.urlopen(f"{base}/blobs/{layer['digest']}", timeout=10) as response:
+            layers.append(
+                attestations.LegacyAttestation(index, response.read(), layer["annotations"])
+            )
+    return layers
