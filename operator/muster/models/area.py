@@ -32,6 +32,7 @@ AREA = areas.Area[controllers.ModelSettings](
         "ModelRevoked": "a Model's approval was revoked (on the Model and each Pod using it)",
         "ModelDigestChanged": "a Model's digest changed under running pods (on the Model and Pods)",
         "ModelSignatureNotVerified": "the policy requires a verified signature the Model lacks",
+        "ModelProvenanceNotVerified": "the policy requires verified provenance the Model lacks",
         "ModelUnsafeSerialization": "the Model's files use a format the policy refuses (pickle)",
         "ModelReferenceInvalid": "a model reference does not parse",
         "ModelReferenceUnresolved": "a model image's tag could not be resolved to a digest",

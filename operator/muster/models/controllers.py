@@ -4,7 +4,9 @@
   :class:`~muster.models.gate.ModelCatalog` the admission gate reads; namespace labels into the
   process's one :class:`~muster.platform.namespaces.NamespaceIndex`.
 * A Model's status says whether its OMS signature verified (condition ``SignatureVerified``,
-  checked once per generation) and how many running pods use it.
+  checked once per generation), whether its provenance verified (condition
+  ``ProvenanceVerified`` and ``status.provenance``: the verified builder, source and materials)
+  and how many running pods use it.
 * Pods admitted with models carry the label ``muster.dev/uses-models=true`` and the annotation
   ``muster.dev/models`` (written by the mutating gate). When a Model is revoked, or its digest
   changes under running pods, those pods are found by label, get a Warning Event each, the Model
@@ -33,6 +35,7 @@ from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
 from muster.models import signatures as modelsigs
 from muster.models.rules import oms
+from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics
 from muster.platform import namespaces as platformnamespaces
@@ -126,17 +129,28 @@ class ModelController:
     async def _write_status(
         self, name: str, metadata: Mapping[str, Any], entry: modelregistry.ModelEntry
     ) -> None:
+        generation = metadata.get("generation")
         verified, reason, message = await self._signature(entry.spec)
+        conditions = [_condition(verified, reason, message, generation)]
+        attested = None
+        if entry.spec.provenance is not None:
+            attested, reason, message = await self._provenance(entry.spec)
+            state = "True" if attested is not None else "False"
+            conditions.append(
+                _condition(state, reason, message, generation, modelprovenance.PROVENANCE_VERIFIED)
+            )
         status = {
-            "observedGeneration": metadata.get("generation"),
-            "conditions": [_condition(verified, reason, message, metadata.get("generation"))],
+            "observedGeneration": generation,
+            "conditions": conditions,
+            # What verified, apart from what the spec declares; null clears an earlier one.
+            "provenance": attested.to_status() if attested is not None else None,
             "revoked": entry.spec.revoked,
             "pods": self._counts.get(name, 0),
         }
         if not await self._patch_status(name, status):
             return
         self.catalog.index.put_model(
-            dataclasses.replace(entry, signature_verified=verified == "True")
+            dataclasses.replace(entry, signature_verified=verified == "True", provenance=attested)
         )
 
     async def _patch_status(self, name: str, status: Mapping[str, Any]) -> bool:
@@ -173,6 +187,49 @@ class ModelController:
                 f"the signature signs {signed.manifest.digest}, the Model says {spec.digest}",
             )
         return "True", "Verified", f"signed by {signed.signer}"
+
+    async def _provenance(
+        self, spec: modelregistry.ModelSpec
+    ) -> tuple[modelprovenance.Verified | None, str, str]:
+        """(the verified facts or None, reason, message) for the Model's provenance."""
+        required = spec.provenance
+        if required is None:  # pragma: no cover - the caller checks
+            return None, "NoProvenance", "the Model names no provenance"
+        data: dict[modelprovenance.Source, bytes] = {}
+        try:
+            for source in modelprovenance.sources(required):
+                found = await self._source(source)
+                if found is not None:
+                    data[source] = found
+            requirement = modelprovenance.requirement(required, data)
+            verified = await asyncio.to_thread(
+                modelprovenance.verify,
+                requirement,
+                required.bundle,
+                digest=spec.digest,
+                now=datetime.datetime.now(tz=datetime.UTC),
+            )
+        except modelprovenance.Unverified as error:
+            return None, error.reason, error.message[:900]
+        except kubeapi.ApiError as error:
+            return None, modelprovenance.NOT_VERIFIED, f"cannot read a key or root: {error}"[:900]
+        return verified, "Verified", verified.summary()[:900]
+
+    async def _source(self, source: modelprovenance.Source) -> bytes | None:
+        plural = "secrets" if source.kind == "Secret" else "configmaps"
+        try:
+            found = await self.kube.get(
+                f"/api/v1/namespaces/{source.namespace}/{plural}/{source.name}"
+            )
+        except kubeapi.ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        if source.kind == "Secret":
+            value = (found.get("data") or {}).get(source.key)
+            return base64.b64decode(value) if isinstance(value, str) else None
+        value = (found.get("data") or {}).get(source.key)
+        return value.encode() if isinstance(value, str) else None
 
     async def _public_key(self, signature: modelregistry.SignatureSpec) -> bytes:
         if signature.public_key is not None:
@@ -344,11 +401,17 @@ class ModelController:
         self.metrics.set_pods_using_revoked_models(self.revoked_pods())
 
 
-def _condition(status: str, reason: str, message: str, generation: object) -> dict[str, object]:
+def _condition(
+    status: str,
+    reason: str,
+    message: str,
+    generation: object,
+    kind: str = modelregistry.SIGNATURE_VERIFIED,
+) -> dict[str, object]:
     # observedGeneration: the condition vouches for this spec only (see
     # modelregistry.signature_verified); a later spec is not verified by it.
     return {
-        "type": modelregistry.SIGNATURE_VERIFIED,
+        "type": kind,
         "status": status,
         "reason": reason,
         "message": message,

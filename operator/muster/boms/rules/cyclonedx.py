@@ -33,6 +33,7 @@ import pydantic
 from pydantic import alias_generators
 
 from muster.kernel import pods, references, scopes
+from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
 from muster.vulnerabilities.rules import scans as vulnerabilities
 
@@ -245,6 +246,9 @@ def _model_components(
             properties.append({"name": "muster:signature-verified", "value": str(verified)})
             break
     properties.append({"name": "muster:revoked", "value": str(spec.revoked)})
+    properties += _verified_provenance(
+        spec, status, (model.get("metadata") or {}).get("generation")
+    )
     component["properties"] = properties
     card: dict[str, Any] = {}
     parameters: dict[str, Any] = {}
@@ -311,6 +315,43 @@ def _model_components(
         ]
         formulation.append({"bom-ref": f"formula:{name}", "properties": training})
     return components, dependencies, formulation
+
+
+VERIFIED_PROVENANCE = "muster:verified:provenance"
+
+
+def _verified_provenance(
+    spec: modelregistry.ModelSpec, status: Mapping[str, Any], generation: object
+) -> list[dict[str, str]]:
+    """What the operator verified of the Model's provenance, for this spec only, under
+    ``muster:verified:provenance:*``: facts read from the signed statement, apart from the
+    declared ``source`` and ``training`` (a reader can tell the two apart)."""
+    if spec.provenance is None:
+        return []
+    verified = modelprovenance.verified_from_status(status, generation)
+    if verified is None or verified.digest != spec.digest:
+        return [{"name": f"{VERIFIED_PROVENANCE}", "value": "False"}]
+    facts = [
+        ("", "True"),
+        (":predicate-type", verified.predicate_type),
+        (":signer", verified.signer),
+        (":builder", verified.builder),
+        (":build-type", verified.build_type),
+        (":source", verified.source),
+    ]
+    properties = [
+        {"name": f"{VERIFIED_PROVENANCE}{suffix}", "value": value}
+        for suffix, value in facts
+        if value
+    ]
+    properties += [
+        {
+            "name": f"{VERIFIED_PROVENANCE}:material",
+            "value": f"{material.uri}@{material.digest}" if material.digest else material.uri,
+        }
+        for material in verified.materials
+    ]
+    return properties
 
 
 def _node_component(node: Mapping[str, Any]) -> dict[str, Any]:

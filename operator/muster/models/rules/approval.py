@@ -219,6 +219,7 @@ def effective_policy(
         mode=findings.Mode.ENFORCE if enforce else findings.Mode.WARN,
         unsafe_serialization=unsafe,
         require_signature=any(p.require_signature for p in policies),
+        require_provenance=any(p.require_provenance for p in policies),
     )
 
 
@@ -341,6 +342,21 @@ def judge_use(
                 ),
             )
         usable = signed
+    if policy.require_provenance:
+        attested = [c for c in usable if c.provenance is not None]
+        if not attested:
+            return Match(
+                use,
+                usable[0],
+                _finding(
+                    "ModelProvenanceNotVerified",
+                    use.label,
+                    f"Model {usable[0].name!r} has no verified provenance and policy requires "
+                    f"one: {_provenance_state(usable[0])}",
+                    mode,
+                ),
+            )
+        usable = attested
     entry = usable[0]
     unsafe = policy.unsafe_serialization
     if entry.spec.unsafe_serialization and (
@@ -503,3 +519,15 @@ def verifier_patch(
                     {"op": "add", "path": f"{meta_pointer}/{field}/{_escape(key)}", "value": item}
                 )
     return operations
+
+
+def _provenance_state(entry: modelregistry.ModelEntry) -> str:
+    if entry.spec.provenance is None:
+        return (
+            "the Model names none (attest its OMS digest, e.g. cosign attest-blob --hash, and "
+            "give the bundle in spec.provenance)"
+        )
+    return (
+        "its provenance has not verified for this spec (see the Model's ProvenanceVerified "
+        "condition)"
+    )

@@ -20,6 +20,7 @@ from pydantic import alias_generators
 
 from muster.kernel import denials, findings, references, selectors
 from muster.models.rules import oms
+from muster.models.rules import provenance as attested
 
 __all__ = [
     "MODELS_ANNOTATION",
@@ -168,6 +169,11 @@ class ModelSpec(pydantic.BaseModel):
     )
     revoked: bool = False
     revocation_reason: str | None = None
+    provenance: attested.ProvenanceSpec | None = pydantic.Field(
+        default=None,
+        description="a signed in-toto statement (e.g. SLSA provenance) over the OMS digest that "
+        "the operator verifies; a ModelPolicy may require it",
+    )
 
     @pydantic.field_validator("oci_reference")
     @classmethod
@@ -215,6 +221,9 @@ class ModelPolicySpec(pydantic.BaseModel):
     mode: findings.Mode = findings.Mode.ENFORCE
     unsafe_serialization: UnsafeSerialization = pydantic.Field(default_factory=UnsafeSerialization)
     require_signature: bool = False
+    require_provenance: bool = pydantic.Field(
+        default=False, description="only Models whose provenance verified (ProvenanceVerified)"
+    )
     denial: denials.DenialSpec | None = pydantic.Field(
         default=None,
         description="the policy's own message, help page and owner, shown with its denials",
@@ -223,11 +232,13 @@ class ModelPolicySpec(pydantic.BaseModel):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ModelEntry:
-    """A Model as the gate sees it: its spec and whether its signature verified."""
+    """A Model as the gate sees it: its spec, whether its signature verified, and the
+    provenance the operator verified for this spec (None: none verified)."""
 
     name: str
     spec: ModelSpec
     signature_verified: bool = False
+    provenance: attested.Verified | None = None
 
 
 @dataclasses.dataclass
@@ -306,10 +317,18 @@ def parse_model(
 
     ``generation`` is the object's ``metadata.generation`` (see :func:`signature_verified`).
     """
+    parsed = ModelSpec.model_validate(spec)
+    verified = attested.verified_from_status(status, generation)
     return ModelEntry(
         name=name,
-        spec=ModelSpec.model_validate(spec),
+        spec=parsed,
         signature_verified=signature_verified(status, generation),
+        # Only for the digest and requirement of this spec.
+        provenance=verified
+        if verified is not None
+        and parsed.provenance is not None
+        and verified.digest == parsed.digest
+        else None,
     )
 
 

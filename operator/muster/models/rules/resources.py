@@ -30,6 +30,12 @@ def model() -> dict[str, Any]:
                 "jsonPath": ".status.conditions[?(@.type=='SignatureVerified')].status",
             },
             {"name": "Revoked", "type": "boolean", "jsonPath": ".spec.revoked"},
+            {
+                "name": "Provenance",
+                "type": "string",
+                "priority": 1,
+                "jsonPath": ".status.conditions[?(@.type=='ProvenanceVerified')].status",
+            },
             {"name": "Pods", "type": "integer", "jsonPath": ".status.pods"},
             {"name": "Source", "type": "string", "priority": 1, "jsonPath": ".spec.source"},
             {"name": "OCI", "type": "string", "priority": 1, "jsonPath": ".spec.ociReference"},
