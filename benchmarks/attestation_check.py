@@ -136,18 +136,26 @@ def cpu(repeat: int = 200) -> dict[str, float]:
     return timings
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args(argv)
-    rows = run(args.runs)
-    print(
+def results(runs: int) -> dict[str, Any]:
+    """Both measurements as JSON, for ``make bench`` (``benchmarks/run.py``)."""
+    return {
+        "cases": [
+            {"registry": label, "attestation": version, "alone": alone, "attested": both}
+            for label, version, alone, both in run(runs)
+        ],
+        "judgement_us": cpu(),
+    }
+
+
+def table(measured: dict[str, Any]) -> str:
+    lines = [
         f"{'registry':16} {'attestation':12} {'cold ms':>16} {'extra':>7} "
         f"{'warm us':>14} {'extra':>6} {'requests':>9} {'round trips':>11}"
-    )
-    for label, version, alone, both in rows:
-        print(
-            f"{label:16} {version:12} "
+    ]
+    for case in measured["cases"]:
+        alone, both = case["alone"], case["attested"]
+        lines.append(
+            f"{case['registry']:16} {case['attestation']:12} "
             f"{alone['cold_ms']:7.1f} ->{both['cold_ms']:6.1f} "
             f"{both['cold_ms'] - alone['cold_ms']:+7.1f} "
             f"{alone['warm_us']:5.1f} ->{both['warm_us']:6.1f} "
@@ -155,10 +163,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{alone['requests']:3.0f} ->{both['requests']:3.0f} "
             f"{alone['round_trips']:4.0f} ->{both['round_trips']:3.0f}"
         )
-    print("each cell: signature only -> signature and one attestation (medians)")
-    print(f"{'judgement CPU (no registry)':28} {'us':>8}")
-    for name, micros in cpu().items():
-        print(f"{name:28} {micros:8.0f}")
+    lines.append("each cell: signature only -> signature and one attestation (medians)")
+    lines.append(f"{'judgement CPU (no registry)':28} {'us':>8}")
+    for name, micros in measured["judgement_us"].items():
+        lines.append(f"{name:28} {micros:8.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args(argv)
+    print(table(results(args.runs)))
     return 0
 
 

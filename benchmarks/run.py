@@ -40,6 +40,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]  # the real peers are started by the test suite's helpers
 
 import admission as direct  # noqa: E402
+import attestation_check  # noqa: E402
 import image_verification  # noqa: E402
 import model_hashing  # noqa: E402
 from tests import gpuroots, paths, peers  # noqa: E402
@@ -571,6 +572,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             plane.stop()
         with timer("model hashing"):
             results["model_hashing"] = hashing(p, work)
+        with timer("attestation check"):
+            results["attestation_check"] = attestation_check.results(p["verify_runs"])
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -749,6 +752,11 @@ def report(r: dict[str, Any]) -> str:
         f" / {t['digest']['round_trips_first_contact']}, "
         f"by tag {t['tag']['requests_first_contact']} / {t['tag']['round_trips_first_contact']}; "
         f"50 concurrent cold by digest: {t['digest']['requests_50_concurrent']} requests",
+    ]
+    lines += [
+        "",
+        "one attestation check (SLSA provenance, 3 CEL conditions), cold and warm, in process",
+        attestation_check.table(r["attestation_check"]),
     ]
     c = r["cache_10k"]
     lines += [

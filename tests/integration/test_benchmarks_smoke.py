@@ -157,3 +157,21 @@ def test_every_goal_of_the_issue_is_judged(results: dict[str, Any]) -> None:
     for goal in goals:
         assert isinstance(goal["met"], bool), goal
         assert goal["measured"] and goal["target"], goal
+
+
+def test_attestation_check_reports_its_extra_cost_cold_and_warm(smoke: Smoke) -> None:
+    measured = smoke.results["attestation_check"]
+    cases = {(case["registry"], case["attestation"]) for case in measured["cases"]}
+    assert cases == {
+        (registry, version)
+        for registry in ("docker-registry", "ggcr+referrers")
+        for version in ("cosign v2", "cosign v3")
+    }
+    for case in measured["cases"]:
+        for side in ("alone", "attested"):
+            for key in ("cold_ms", "warm_us", "requests", "round_trips"):
+                _positive(f"attestation {case['registry']} {side} {key}", case[side][key])
+        assert case["attested"]["requests"] > case["alone"]["requests"]
+    for name, micros in measured["judgement_us"].items():
+        _positive(f"judgement {name}", micros)
+    assert "one attestation check (SLSA provenance, 3 CEL conditions)" in smoke.printed
