@@ -132,10 +132,11 @@ class ModelController:
         generation = metadata.get("generation")
         verified, reason, message = await self._signature(entry.spec)
         conditions = [_condition(verified, reason, message, generation)]
-        attested = None
+        attested = problem = None
         if entry.spec.provenance is not None:
             attested, reason, message = await self._provenance(entry.spec)
             state = "True" if attested is not None else "False"
+            problem = None if attested is not None else message
             conditions.append(
                 _condition(state, reason, message, generation, modelprovenance.PROVENANCE_VERIFIED)
             )
@@ -150,7 +151,12 @@ class ModelController:
         if not await self._patch_status(name, status):
             return
         self.catalog.index.put_model(
-            dataclasses.replace(entry, signature_verified=verified == "True", provenance=attested)
+            dataclasses.replace(
+                entry,
+                signature_verified=verified == "True",
+                provenance=attested,
+                provenance_problem=problem,
+            )
         )
 
     async def _patch_status(self, name: str, status: Mapping[str, Any]) -> bool:

@@ -212,7 +212,21 @@ def test_a_policy_requiring_provenance_denies_models_without_it(signed: dict[str
     index.put_model(unverified)
     pending = modelgate.judge_use(use, index, strict)
     assert pending.finding is not None
-    assert "ProvenanceVerified condition" in pending.finding.message
+    assert "not been verified for this spec yet" in pending.finding.message
+    failed = {
+        "conditions": [
+            {
+                "type": "ProvenanceVerified",
+                "status": "False",
+                "observedGeneration": 1,
+                "message": "no provenance about it signed by ci",
+            }
+        ]
+    }
+    index.put_model(modelregistry.parse_model("llama", body, failed, generation=1))
+    refused = modelgate.judge_use(use, index, strict)
+    assert refused.finding is not None
+    assert refused.finding.message.endswith("requires one: no provenance about it signed by ci")
     verified = verify(signed, signed["good"])
     index.put_model(modelregistry.parse_model("llama", body, status_of(verified, 1), generation=1))
     assert modelgate.judge_use(use, index, strict).finding is None

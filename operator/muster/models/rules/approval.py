@@ -527,7 +527,6 @@ def _provenance_state(entry: modelregistry.ModelEntry) -> str:
             "the Model names none (attest its OMS digest, e.g. cosign attest-blob --hash, and "
             "give the bundle in spec.provenance)"
         )
-    return (
-        "its provenance has not verified for this spec (see the Model's ProvenanceVerified "
-        "condition)"
-    )
+    if entry.provenance_problem:
+        return entry.provenance_problem
+    return "its provenance has not been verified for this spec yet (ProvenanceVerified)"

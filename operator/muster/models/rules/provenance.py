@@ -38,6 +38,7 @@ __all__ = [
     "Source",
     "Unverified",
     "Verified",
+    "problem_from_status",
     "requirement",
     "sources",
     "verified_from_status",
@@ -456,6 +457,22 @@ def _facts(statement: attestations.Statement, proof: proofs.Proof, digest: str) 
         source=source,
         materials=materials,
     )
+
+
+def problem_from_status(status: object, generation: object) -> str | None:
+    """Why the provenance did not verify, as the operator wrote it for the spec at
+    ``generation`` (None when it verified, or was not checked for this spec yet)."""
+    if not isinstance(status, Mapping) or not isinstance(generation, int):
+        return None
+    for c in status.get("conditions") or ():
+        if (
+            isinstance(c, Mapping)
+            and c.get("type") == PROVENANCE_VERIFIED
+            and c.get("status") == "False"
+            and c.get("observedGeneration") == generation
+        ):
+            return str(c.get("message") or c.get("reason") or "it did not verify")
+    return None
 
 
 def verified_from_status(status: object, generation: object) -> Verified | None:

@@ -239,6 +239,7 @@ class ModelEntry:
     spec: ModelSpec
     signature_verified: bool = False
     provenance: attested.Verified | None = None
+    provenance_problem: str | None = None  # why it did not verify, for denials
 
 
 @dataclasses.dataclass
@@ -328,6 +329,9 @@ def parse_model(
         if verified is not None
         and parsed.provenance is not None
         and verified.digest == parsed.digest
+        else None,
+        provenance_problem=attested.problem_from_status(status, generation)
+        if parsed.provenance is not None
         else None,
     )
 

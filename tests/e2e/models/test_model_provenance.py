@@ -1,0 +1,235 @@
+"""Model provenance through the real apiserver and a real ``muster run``: the operator verifies
+provenance made by the real cosign (``attest-blob`` over the OMS digest) into the Model's status,
+and a ModelPolicy requiring verified provenance denies a pod mounting a Model without it, naming
+the Model and why, and admits one with it."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from muster.models import files as modelfiles
+from muster.platform import controlplane
+from tests import attesting, kubeclients
+from tests import modelprovenance as making
+from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
+
+GROUP, VERSION = "muster.dev", "v1alpha1"
+TRAINER = "registry.example/team/trainer@sha256:" + "ab" * 32
+ORG_CI = "predicate.runDetails.builder.id.startsWith('https://github.com/acme/')"
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def objects(control_plane: controlplane.ControlPlane) -> Iterator[Any]:
+    with kubeclients.admin(control_plane) as api:
+        yield client.CustomObjectsApi(api)
+
+
+@pytest.fixture(scope="module")
+def attested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A model's OMS digest, the CI's public key, and bundles by the real cosign."""
+    workdir = tmp_path_factory.mktemp("model-provenance")
+    model = workdir / "tiny"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\x03" * 2048)
+    digest = modelfiles.measure(model).digest
+    key, public = attesting.generate_key(workdir, "ci")
+    return {
+        "digest": digest,
+        "public": public.read_text(),
+        "good": making.attest(key, digest, workdir),
+        "other_subject": making.attest(key, "sha256:" + "0e" * 32, workdir),
+        "elsewhere": making.attest(key, digest, workdir, making.slsa_v1("https://evil.example/b")),
+    }
+
+
+def _provenance(attested: dict[str, str], bundle: str) -> dict[str, Any]:
+    return {
+        "bundle": bundle,
+        "authorities": [{"name": "acme-ci", "key": {"data": attested["public"]}}],
+        "conditions": [{"name": "org-ci", "expression": ORG_CI}],
+    }
+
+
+def _model(objects: Any, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    name = f"prov-{uuid.uuid4().hex[:6]}"
+    objects.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "models",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Model",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
+    )
+    status = _wait(
+        lambda: (
+            (
+                objects.get_cluster_custom_object(GROUP, VERSION, "models", name).get("status")
+                or {}
+            ).get("observedGeneration")
+            and objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"]
+        ),
+        f"Model {name} status",
+    )
+    return name, status
+
+
+def _condition(status: dict[str, Any]) -> dict[str, Any]:
+    (found,) = [c for c in status["conditions"] if c["type"] == "ProvenanceVerified"]
+    return dict(found)
+
+
+def _pod(model: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"serve-{uuid.uuid4().hex[:6]}",
+            "annotations": {"muster.dev/model-volumes": json.dumps({"weights": model})},
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": TRAINER,
+                    "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
+                }
+            ],
+            "volumes": [{"name": "weights", "emptyDir": {}}],
+        },
+    }
+
+
+def _create(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> Any:
+    with kubeclients.admin(plane) as api:
+        core: Any = client.CoreV1Api(api)
+        return core.create_namespaced_pod(namespace, body)
+
+
+def _denied(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> str:
+    try:
+        _create(plane, namespace, body)
+    except client.ApiException as error:
+        assert error.status == 403, error.body
+        return str(json.loads(error.body or "{}")["message"])
+    return ""
+
+
+def test_the_operator_verifies_provenance_into_the_models_status(
+    objects: Any, attested: dict[str, str]
+) -> None:
+    name, status = _model(
+        objects,
+        {"digest": attested["digest"], "provenance": _provenance(attested, attested["good"])},
+    )
+    verified = _condition(status)
+    assert (verified["status"], verified["reason"]) == ("True", "Verified")
+    assert f"built by {making.BUILDER}" in verified["message"]
+    recorded = status["provenance"]
+    assert recorded["digest"] == attested["digest"]
+    assert recorded["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert recorded["builder"] == making.BUILDER
+    assert recorded["source"] == making.SOURCE
+    assert recorded["authority"] == "acme-ci"
+    assert [m["uri"] for m in recorded["materials"]] == [
+        making.SOURCE,
+        "hf://datasets/acme/corpus@v3",
+    ]
+    # Another subject and a failed condition are refused, each saying why.
+    _, other = _model(
+        objects,
+        {
+            "digest": attested["digest"],
+            "provenance": _provenance(attested, attested["other_subject"]),
+        },
+    )
+    refused = _condition(other)
+    assert (refused["status"], refused["reason"]) == ("False", "ProvenanceNotVerified")
+    assert "has no subject with digest " + attested["digest"] in refused["message"]
+    assert other.get("provenance") is None
+    _, elsewhere = _model(
+        objects,
+        {"digest": attested["digest"], "provenance": _provenance(attested, attested["elsewhere"])},
+    )
+    failed = _condition(elsewhere)
+    assert (failed["status"], failed["reason"]) == ("False", "ProvenanceConditionFailed")
+    assert 'predicate.runDetails.builder.id = "https://evil.example/b"' in failed["message"]
+    objects.delete_cluster_custom_object(GROUP, VERSION, "models", name)
+
+
+def test_a_policy_requiring_provenance_denies_models_without_it_and_admits_one_with_it(
+    control_plane: controlplane.ControlPlane, objects: Any, attested: dict[str, str]
+) -> None:
+    mark = uuid.uuid4().hex[:6]
+    namespace = kubeclients.namespace(
+        control_plane, "models", {**NAMESPACE_LABELS, "muster.dev/e2e-provenance": mark}
+    )
+    policy = f"e2e-provenance-{mark}"
+    objects.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "modelpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "namespaceSelector": {
+                    "matchLabels": {SUITE_LABEL: "models", "muster.dev/e2e-provenance": mark}
+                },
+                "requireProvenance": True,
+            },
+        },
+    )
+    try:
+        good, _ = _model(
+            objects,
+            {"digest": attested["digest"], "provenance": _provenance(attested, attested["good"])},
+        )
+        bare, _ = _model(objects, {"digest": attested["digest"]})
+        wrong, _ = _model(
+            objects,
+            {
+                "digest": attested["digest"],
+                "provenance": _provenance(attested, attested["other_subject"]),
+            },
+        )
+        # The policy is watched into the operator's index: wait until it decides.
+        message = _wait(lambda: _denied(control_plane, namespace, _pod(bare)), "the denial")
+        assert "ModelProvenanceNotVerified" in message
+        assert f"Model {bare!r} has no verified provenance and policy requires one" in message
+        assert "the Model names none" in message
+        message = _denied(control_plane, namespace, _pod(wrong))
+        assert f"Model {wrong!r} has no verified provenance" in message
+        assert "has no subject with digest" in message
+        created = _create(control_plane, namespace, _pod(good))
+        assert json.loads(created.metadata.annotations["muster.dev/models"]) == [
+            {"name": good, "digest": attested["digest"]}
+        ]
+        # Elsewhere (the suite's own policy requires nothing) the bare Model is admitted.
+        other = kubeclients.namespace(control_plane, "models", NAMESPACE_LABELS)
+        assert _create(control_plane, other, _pod(bare)).metadata.name
+    finally:
+        objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", policy)
