@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from muster import cli
 from muster.app import localoperator
 from muster.platform import controlplane
-from tests import attesting, paths, peers
+from tests import attesting, modelprovenance, paths, peers
 from tests.boms import schema_errors
 from tests.commandline import muster
 from tests.integration import docblocks
@@ -365,6 +365,7 @@ def _model_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
         files={"model.safetensors": weights.read_bytes()},
         workdir=folder,
     )
+    _model_provenance_peers(folder, f"sha256:{subject['digest']['sha256']}")
     return Peers(
         {
             "registry.example": f"{registry.host}/docs-peers",
@@ -373,6 +374,22 @@ def _model_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
             "<oms-digest>": f"sha256:{subject['digest']['sha256']}",
         }
     )
+
+
+def _model_provenance_peers(folder: Path, digest: str) -> None:
+    """The provenance example: SLSA provenance over the model's OMS digest by the real cosign
+    (attest-blob) with a training CI key, beside the model and inside the page's Model."""
+    key, public = attesting.generate_key(folder, "training-ci")
+    bundle = modelprovenance.attest(key, digest, folder, name="llama-3-8b")
+    (folder / "provenance.sigstore.json").write_text(bundle)
+    example = folder / "examples/attested-model.yaml"
+    policy, model = yaml.safe_load_all(example.read_text())
+    (authority,) = model["spec"]["provenance"]["authorities"]
+    assert authority["key"]["data"].splitlines()[1].strip() == "...", "the example changed"
+    authority["key"]["data"] = public.read_text()
+    model["spec"]["provenance"]["bundle"] = bundle
+    model["spec"]["digest"] = digest
+    example.write_text(yaml.safe_dump_all([policy, model]))
 
 
 def _check_model_peers(folder: Path, found: Peers, plane: controlplane.ControlPlane) -> None:

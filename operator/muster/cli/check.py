@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import datetime
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ from muster.app import areas, runtime
 from muster.gpu.rules import policies as gpupolicies
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import findings, gates, jsonpatches, reviews, scopes, subjects
-from muster.models import controllers
+from muster.models import controllers, provenancing
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, objectstore, registries
 
@@ -404,6 +405,8 @@ async def _run(
     others = [d for d in manifests if not _judged_resource(d.body)]
     policies = [] if args.kubeconfig else [d.body for d in [*others, *policy_documents]]
     services = _services(args, policies)
+    if isinstance(services.kube, objectstore.ObjectStore):
+        await _verify_model_provenance(services.kube, policies)
     default_mode = args.mode or findings.Mode.ENFORCE.value
     try:
         capture = _Capture()
@@ -429,6 +432,21 @@ async def _run(
         return outcomes
     finally:
         await services.close()
+
+
+async def _verify_model_provenance(
+    store: objectstore.ObjectStore, objects: Sequence[Mapping[str, Any]]
+) -> None:
+    """Models from files have the provenance they name verified here, as the operator would
+    (keys and roots from the files' Secrets and ConfigMaps), not read from the files' status."""
+    models = [
+        o
+        for o in objects
+        if o.get("kind") == "Model" and o.get("apiVersion") == "muster.dev/v1alpha1"
+    ]
+    now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for body in await provenancing.verify_objects(models, provenancing.reader(store), now):
+        store.add(body)
 
 
 def _file_labels(

@@ -2,7 +2,8 @@
 
 ``digest`` prints the OpenSSF Model Signing root digest (the subject digest
 ``model_signing`` signs); ``verify`` checks a model against a digest or an OMS signature
-(key, certificate chain, or Sigstore keyless); ``scan`` judges pickles, archives,
+(key, certificate chain, or Sigstore keyless), and its provenance (an in-toto statement over
+that digest, ``--provenance``, or the one a ``--model`` names); ``scan`` judges pickles, archives,
 safetensors headers and Keras Lambda layers. The init container that re-verifies mounted
 models on the node runs ``verify``.
 """
@@ -10,7 +11,9 @@ models on the node runs ``verify``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import datetime
 import json
 import logging
 import sys
@@ -24,8 +27,10 @@ from kubernetes import config as k8s_config
 
 from muster.cli import common, progress
 from muster.models import files as modelfiles
+from muster.models import provenancing
 from muster.models import signatures as modelsigs
 from muster.models.rules import oms
+from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
 
 __all__ = ["register"]
@@ -109,6 +114,29 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="P",
         help="also ignore this path (as model_signing: relative to the working directory, "
         "or else to the model; repeatable)",
+    )
+    verify.add_argument(
+        "--provenance",
+        type=Path,
+        metavar="FILE",
+        help="a Sigstore bundle with an in-toto statement (e.g. SLSA provenance) over the "
+        "model's OMS digest, as cosign attest-blob --hash writes it; needs --provenance-key",
+    )
+    verify.add_argument(
+        "--provenance-key", type=Path, metavar="PEM", help="public key that signed --provenance"
+    )
+    verify.add_argument(
+        "--provenance-type",
+        default=modelprovenance.SLSA_V1,
+        metavar="TYPE",
+        help="its predicate type, or a cosign --type name (default: SLSA provenance v1)",
+    )
+    verify.add_argument(
+        "--provenance-condition",
+        action="append",
+        default=[],
+        metavar="CEL",
+        help="a CEL condition over predicate, statement and now that must hold (repeatable)",
     )
     _add_workers(verify)
     progress.add_option(verify)
@@ -228,6 +256,10 @@ def _verify(args: argparse.Namespace) -> int:
             "--hashing-algorithm and --shard-size go with --digest: a signature or a Model "
             "records how its model was hashed"
         )
+    if args.provenance is None and (args.provenance_key or args.provenance_condition):
+        raise common.CommandError("--provenance-key and --provenance-condition need --provenance")
+    if args.provenance is not None and args.provenance_key is None:
+        raise common.CommandError("--provenance needs --provenance-key")
     try:
         if args.model is not None:
             return _verify_model(args)
@@ -258,8 +290,19 @@ def _verify(args: argparse.Namespace) -> int:
         common.emit(args, f"FAIL {args.path}: {error}", {"passes": False, "error": str(error)})
         return common.EXIT_FAIL
     if outcome.passes:
+        try:
+            attested = _provenance_given(args, outcome.measured.digest)
+        except modelprovenance.Unverified as error:
+            data = {**outcome.to_json(), "passes": False, "error": error.message}
+            common.emit(args, f"FAIL {args.path}: {error.message}", data)
+            return common.EXIT_FAIL
         signer = f" signed by {outcome.signer}" if outcome.signer else ""
-        common.emit(args, f"OK {args.path} {outcome.measured.digest}{signer}", outcome.to_json())
+        text = f"OK {args.path} {outcome.measured.digest}{signer}"
+        data = outcome.to_json()
+        if attested is not None:
+            text += f"\n  provenance: {attested.summary()}"
+            data["provenance"] = attested.to_status()
+        common.emit(args, text, data)
         return common.EXIT_OK
     lines = [d.message for d in outcome.differences] or [
         f"digest is {outcome.measured.digest}, expected {outcome.expected_digest}"
@@ -267,6 +310,32 @@ def _verify(args: argparse.Namespace) -> int:
     text = f"FAIL {args.path}:\n" + "\n".join(f"  {line}" for line in lines)
     common.emit(args, text, outcome.to_json())
     return common.EXIT_FAIL
+
+
+def _provenance_given(args: argparse.Namespace, digest: str) -> modelprovenance.Verified | None:
+    """The provenance of ``--provenance`` verified over the measured ``digest`` (None when
+    none is given); :class:`modelprovenance.Unverified` when it does not count."""
+    if args.provenance is None:
+        return None
+    try:
+        spec = modelprovenance.ProvenanceSpec.model_validate(
+            {
+                "bundle": _read(args.provenance, "provenance").decode(errors="replace"),
+                "predicateType": args.provenance_type,
+                "authorities": [
+                    {
+                        "name": "--provenance-key",
+                        "key": {"data": _read(args.provenance_key, "key").decode(errors="replace")},
+                    }
+                ],
+                "conditions": [{"expression": e} for e in args.provenance_condition],
+            }
+        )
+    except pydantic.ValidationError as error:
+        raise common.CommandError(f"--provenance: {error.errors()[0]['msg']}") from None
+    requirement = modelprovenance.requirement(spec, {})
+    now = datetime.datetime.now(tz=datetime.UTC)
+    return modelprovenance.verify(requirement, spec.bundle, digest=digest, now=now)
 
 
 def _refuse_signature_options(args: argparse.Namespace) -> None:
@@ -406,8 +475,39 @@ def _model_check(
     return lambda bundle: modelsigs.verify_with_key(bundle, pem)
 
 
+def _cluster_reader(kubeconfig: Path | None) -> provenancing.Reader:
+    """Secret and ConfigMap keys a Model's provenance names, read from the cluster."""
+
+    async def read(source: modelprovenance.Source) -> bytes | None:
+        api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+        try:
+            with api:
+                core = k8s_client.CoreV1Api(api)
+                found: Any = (
+                    core.read_namespaced_secret(source.name, source.namespace)
+                    if source.kind == "Secret"
+                    else core.read_namespaced_config_map(source.name, source.namespace)
+                )
+        except k8s_client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise common.CommandError(f"cannot read {source}: HTTP {error.status}") from None
+        value = (found.data or {}).get(source.key)
+        if not isinstance(value, str):
+            return None
+        return base64.b64decode(value) if source.kind == "Secret" else value.encode()
+
+    return read
+
+
 def _verify_model(args: argparse.Namespace) -> int:
     _refuse_signature_options(args)
+    if args.provenance is not None:
+        raise common.CommandError(
+            "--model verifies the provenance the Model names; no --provenance"
+        )
     entry = _read_model(args.model, args.kubeconfig)
     if entry.spec.revoked:
         why = entry.spec.revocation_reason or "no reason given"
@@ -443,7 +543,19 @@ def _verify_model(args: argparse.Namespace) -> int:
     data = {**outcome.to_json(), "model": entry.name, "signer": signer}
     if outcome.passes:
         by = f" signed by {signer}" if signer else ""
-        common.emit(args, f"OK {args.path} is Model {entry.name} {measured.digest}{by}", data)
+        text = f"OK {args.path} is Model {entry.name} {measured.digest}{by}"
+        if entry.spec.provenance is not None:
+            # Verified here, as the operator does, not read from the Model's status.
+            attested, _, message = asyncio.run(
+                provenancing.verify(entry.spec, _cluster_reader(args.kubeconfig))
+            )
+            if attested is None:
+                failed = {**data, "passes": False, "error": message}
+                common.emit(args, f"FAIL {args.path}: Model {entry.name!r}: {message}", failed)
+                return common.EXIT_FAIL
+            text += f"\n  provenance: {attested.summary()}"
+            data["provenance"] = attested.to_status()
+        common.emit(args, text, data)
         return common.EXIT_OK
     text = (
         f"FAIL {args.path}: digest is {measured.digest}, "

@@ -33,9 +33,9 @@ import kopf
 import muster
 from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
+from muster.models import provenancing
 from muster.models import signatures as modelsigs
 from muster.models.rules import oms
-from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics
 from muster.platform import namespaces as platformnamespaces
@@ -134,12 +134,9 @@ class ModelController:
         conditions = [_condition(verified, reason, message, generation)]
         attested = problem = None
         if entry.spec.provenance is not None:
-            attested, reason, message = await self._provenance(entry.spec)
-            state = "True" if attested is not None else "False"
-            problem = None if attested is not None else message
-            conditions.append(
-                _condition(state, reason, message, generation, modelprovenance.PROVENANCE_VERIFIED)
-            )
+            outcome = await provenancing.verify(entry.spec, provenancing.reader(self.kube))
+            attested, problem = outcome[0], (None if outcome[0] is not None else outcome[2])
+            conditions.append(provenancing.condition(outcome, generation, _now()))
         status = {
             "observedGeneration": generation,
             "conditions": conditions,
@@ -193,49 +190,6 @@ class ModelController:
                 f"the signature signs {signed.manifest.digest}, the Model says {spec.digest}",
             )
         return "True", "Verified", f"signed by {signed.signer}"
-
-    async def _provenance(
-        self, spec: modelregistry.ModelSpec
-    ) -> tuple[modelprovenance.Verified | None, str, str]:
-        """(the verified facts or None, reason, message) for the Model's provenance."""
-        required = spec.provenance
-        if required is None:  # pragma: no cover - the caller checks
-            return None, "NoProvenance", "the Model names no provenance"
-        data: dict[modelprovenance.Source, bytes] = {}
-        try:
-            for source in modelprovenance.sources(required):
-                found = await self._source(source)
-                if found is not None:
-                    data[source] = found
-            requirement = modelprovenance.requirement(required, data)
-            verified = await asyncio.to_thread(
-                modelprovenance.verify,
-                requirement,
-                required.bundle,
-                digest=spec.digest,
-                now=datetime.datetime.now(tz=datetime.UTC),
-            )
-        except modelprovenance.Unverified as error:
-            return None, error.reason, error.message[:900]
-        except kubeapi.ApiError as error:
-            return None, modelprovenance.NOT_VERIFIED, f"cannot read a key or root: {error}"[:900]
-        return verified, "Verified", verified.summary()[:900]
-
-    async def _source(self, source: modelprovenance.Source) -> bytes | None:
-        plural = "secrets" if source.kind == "Secret" else "configmaps"
-        try:
-            found = await self.kube.get(
-                f"/api/v1/namespaces/{source.namespace}/{plural}/{source.name}"
-            )
-        except kubeapi.ApiError as error:
-            if error.status == 404:
-                return None
-            raise
-        if source.kind == "Secret":
-            value = (found.get("data") or {}).get(source.key)
-            return base64.b64decode(value) if isinstance(value, str) else None
-        value = (found.get("data") or {}).get(source.key)
-        return value.encode() if isinstance(value, str) else None
 
     async def _public_key(self, signature: modelregistry.SignatureSpec) -> bytes:
         if signature.public_key is not None:
@@ -407,17 +361,11 @@ class ModelController:
         self.metrics.set_pods_using_revoked_models(self.revoked_pods())
 
 
-def _condition(
-    status: str,
-    reason: str,
-    message: str,
-    generation: object,
-    kind: str = modelregistry.SIGNATURE_VERIFIED,
-) -> dict[str, object]:
+def _condition(status: str, reason: str, message: str, generation: object) -> dict[str, object]:
     # observedGeneration: the condition vouches for this spec only (see
     # modelregistry.signature_verified); a later spec is not verified by it.
     return {
-        "type": kind,
+        "type": modelregistry.SIGNATURE_VERIFIED,
         "status": status,
         "reason": reason,
         "message": message,
