@@ -142,7 +142,7 @@ def certificate_identity(certificate: x509.Certificate) -> proofs.CertificateIde
 def _extensions(certificate: x509.Certificate) -> Iterable[x509.Extension[x509.ExtensionType]]:
     try:
         return list(certificate.extensions)
-    except ValueError as error:  # duplicate or malformed extensions
+    except (ValueError, x509.DuplicateExtension) as error:  # duplicate or malformed extensions
         raise proofs.Rejected(f"signing certificate has malformed extensions: {error}") from None
 
 
