@@ -305,13 +305,15 @@ def test_the_benchmark_prints_the_extra_cost_of_one_attestation(
         ["ggcr+referrers", "cosign", "v2"],
         ["ggcr+referrers", "cosign", "v3"],
     ]
-    for line in printed[1:5]:
+    for line in printed:
+        if not line.startswith(("docker-registry", "ggcr")):
+            continue
         # ... requests alone -> attested, round trips alone -> attested
         found = re.search(r"(\d+) ->\s*(\d+)\s+(\d+) ->\s*(\d+)$", line)
         assert found is not None, line
-        requests_alone, requests_attested, trips_alone, _ = map(int, found.groups())
-        assert requests_attested > requests_alone
-        assert trips_alone == 3
+        requests_alone, requests_attested, trips_alone, trips_attested = map(int, found.groups())
+        assert requests_attested > requests_alone, line
+        assert trips_alone >= 3 and trips_attested >= 3, line
     cpu = {line[:28].strip(): float(line[28:]) for line in printed[-3:]}
     assert set(cpu) == {"signature only", "+ provenance (cosign v2)", "+ provenance (cosign v3)"}
     assert all(value > 0 for value in cpu.values())
