@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,10 @@ from tests import attesting, peers
 SLSA_V1 = attesting.SLSA_V1
 BUILDER = "https://github.com/acme/models/.github/workflows/train.yml@refs/heads/main"
 SOURCE = "git+https://github.com/acme/models@refs/heads/main"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+EMPTY = "application/vnd.oci.empty.v1+json"
+BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 
 
 def slsa_v1(builder: str = BUILDER) -> dict[str, Any]:
@@ -65,3 +71,75 @@ def attest(
         env=attesting.COSIGN_ENV,
     )
     return bundle.read_text()
+
+
+def _put(url: str, body: bytes, content_type: str, method: str = "PUT") -> str:
+    request = urllib.request.Request(url, data=body, method=method)
+    request.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(request, timeout=10) as response:  # loopback test registry
+        return str(response.headers.get("Location") or "")
+
+
+def _push_blob(registry: peers.Registry, repository: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    base = f"http://{registry.host}"
+    location = _put(f"{base}/v2/{repository}/blobs/uploads/", b"", "application/json", "POST")
+    if location.startswith("/"):
+        location = base + location
+    separator = "&" if "?" in location else "?"
+    _put(f"{location}{separator}digest={digest}", data, "application/octet-stream")
+    return digest
+
+
+def attach(
+    registry: peers.Registry,
+    repository: str,
+    subject: str,
+    bundle: str,
+    predicate_type: str = SLSA_V1,
+) -> str:
+    """Attach ``bundle`` to the artifact ``subject`` as an OCI 1.1 referrer, the manifest
+    cosign v3 writes for an attestation bundle (``oras attach`` writes the same); on a registry
+    without the referrers API, also the ``sha256-<hex>`` tag index clients fall back to."""
+    base = f"http://{registry.host}"
+    with urllib.request.urlopen(f"{base}/v2/{repository}/manifests/{subject}", timeout=10) as got:
+        subject_type = got.headers.get("Content-Type")
+        subject_size = len(got.read())
+    empty = _push_blob(registry, repository, b"{}")
+    layer = bundle.encode()
+    layer_digest = _push_blob(registry, repository, layer)
+    annotations = {"dev.sigstore.bundle.predicateType": predicate_type}
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": BUNDLE_TYPE,
+            "config": {"mediaType": EMPTY, "digest": empty, "size": 2},
+            "layers": [{"mediaType": BUNDLE_TYPE, "digest": layer_digest, "size": len(layer)}],
+            "subject": {"mediaType": subject_type, "digest": subject, "size": subject_size},
+            "annotations": annotations,
+        }
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    _put(f"{base}/v2/{repository}/manifests/{digest}", manifest, OCI_MANIFEST)
+    if not registry.referrers_api:
+        tag = subject.replace(":", "-")
+        request = urllib.request.Request(f"{base}/v2/{repository}/manifests/{tag}")
+        request.add_header("Accept", OCI_INDEX)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as got:
+                listed = json.loads(got.read())["manifests"]
+        except urllib.error.HTTPError as error:
+            if error.code != 404:
+                raise
+            listed = []
+        entry = {
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": len(manifest),
+            "artifactType": BUNDLE_TYPE,
+            "annotations": annotations,
+        }
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [*listed, entry]}
+        _put(f"{base}/v2/{repository}/manifests/{tag}", json.dumps(index).encode(), OCI_INDEX)
+    return digest

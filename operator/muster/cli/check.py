@@ -406,7 +406,7 @@ async def _run(
     policies = [] if args.kubeconfig else [d.body for d in [*others, *policy_documents]]
     services = _services(args, policies)
     if isinstance(services.kube, objectstore.ObjectStore):
-        await _verify_model_provenance(services.kube, policies)
+        await _verify_model_provenance(services.kube, policies, services.registries)
     default_mode = args.mode or findings.Mode.ENFORCE.value
     try:
         capture = _Capture()
@@ -435,7 +435,9 @@ async def _run(
 
 
 async def _verify_model_provenance(
-    store: objectstore.ObjectStore, objects: Sequence[Mapping[str, Any]]
+    store: objectstore.ObjectStore,
+    objects: Sequence[Mapping[str, Any]],
+    client: registries.RegistryClient,
 ) -> None:
     """Models from files have the provenance they name verified here, as the operator would
     (keys and roots from the files' Secrets and ConfigMaps), not read from the files' status."""
@@ -445,7 +447,8 @@ async def _verify_model_provenance(
         if o.get("kind") == "Model" and o.get("apiVersion") == "muster.dev/v1alpha1"
     ]
     now = datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    for body in await provenancing.verify_objects(models, provenancing.reader(store), now):
+    read = provenancing.reader(store)
+    for body in await provenancing.verify_objects(models, read, now, client):
         store.add(body)
 
 

@@ -32,6 +32,7 @@ from muster.models import signatures as modelsigs
 from muster.models.rules import oms
 from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
+from muster.platform import registries
 
 __all__ = ["register"]
 
@@ -317,10 +318,11 @@ def _provenance_given(args: argparse.Namespace, digest: str) -> modelprovenance.
     none is given); :class:`modelprovenance.Unverified` when it does not count."""
     if args.provenance is None:
         return None
+    bundle = _read(args.provenance, "provenance").decode(errors="replace")
     try:
         spec = modelprovenance.ProvenanceSpec.model_validate(
             {
-                "bundle": _read(args.provenance, "provenance").decode(errors="replace"),
+                "bundle": bundle,
                 "predicateType": args.provenance_type,
                 "authorities": [
                     {
@@ -335,7 +337,7 @@ def _provenance_given(args: argparse.Namespace, digest: str) -> modelprovenance.
         raise common.CommandError(f"--provenance: {error.errors()[0]['msg']}") from None
     requirement = modelprovenance.requirement(spec, {})
     now = datetime.datetime.now(tz=datetime.UTC)
-    return modelprovenance.verify(requirement, spec.bundle, digest=digest, now=now)
+    return modelprovenance.verify(requirement, bundle, digest=digest, now=now)
 
 
 def _refuse_signature_options(args: argparse.Namespace) -> None:
@@ -475,6 +477,17 @@ def _model_check(
     return lambda bundle: modelsigs.verify_with_key(bundle, pem)
 
 
+async def _cluster_provenance(
+    spec: modelregistry.ModelSpec, kubeconfig: Path | None
+) -> provenancing.Outcome:
+    """The Model's provenance verified here: its bundle, or its ociReference's referrers."""
+    client = registries.RegistryClient(registries.RegistrySettings())
+    try:
+        return await provenancing.verify(spec, _cluster_reader(kubeconfig), client)
+    finally:
+        await client.close()
+
+
 def _cluster_reader(kubeconfig: Path | None) -> provenancing.Reader:
     """Secret and ConfigMap keys a Model's provenance names, read from the cluster."""
 
@@ -546,9 +559,7 @@ def _verify_model(args: argparse.Namespace) -> int:
         text = f"OK {args.path} is Model {entry.name} {measured.digest}{by}"
         if entry.spec.provenance is not None:
             # Verified here, as the operator does, not read from the Model's status.
-            attested, _, message = asyncio.run(
-                provenancing.verify(entry.spec, _cluster_reader(args.kubeconfig))
-            )
+            attested, _, message = asyncio.run(_cluster_provenance(entry.spec, args.kubeconfig))
             if attested is None:
                 failed = {**data, "passes": False, "error": message}
                 common.emit(args, f"FAIL {args.path}: Model {entry.name!r}: {message}", failed)

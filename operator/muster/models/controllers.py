@@ -37,7 +37,7 @@ from muster.models import provenancing
 from muster.models import signatures as modelsigs
 from muster.models.rules import oms
 from muster.models.rules import registry as modelregistry
-from muster.platform import events, kubeapi, metrics
+from muster.platform import events, kubeapi, metrics, registries
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
 
@@ -75,6 +75,8 @@ class ModelController:
     recorder: events.EventRecorder
     metrics: metrics.Metrics
     evict: bool = False
+    # Reads provenance bundles attached to a Model's ociReference (None: only inline ones).
+    registries: registries.RegistryClient | None = None
     # Whose pods this operator reports on (and evicts): the namespaces admission judges.
     own_namespace: str | None = None
     namespace_selector: selectors.LabelSelector | None = None
@@ -134,7 +136,9 @@ class ModelController:
         conditions = [_condition(verified, reason, message, generation)]
         attested = problem = None
         if entry.spec.provenance is not None:
-            outcome = await provenancing.verify(entry.spec, provenancing.reader(self.kube))
+            outcome = await provenancing.verify(
+                entry.spec, provenancing.reader(self.kube), self.registries
+            )
             attested, problem = outcome[0], (None if outcome[0] is not None else outcome[2])
             conditions.append(provenancing.condition(outcome, generation, _now()))
         status = {
@@ -392,6 +396,7 @@ def _controller(services: Services[ModelSettings]) -> ModelController:
         recorder=services.events,
         metrics=services.metrics,
         evict=services.settings.evict_revoked_model_pods,
+        registries=services.registries,
         own_namespace=services.settings.own_namespace,
         namespace_selector=services.settings.namespace_selector,
         enforcement=services.settings.enforcement,

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from kubernetes import client
 
 from muster.models import files as modelfiles
 from muster.platform import controlplane
-from tests import attesting, kubeclients
+from tests import attesting, kubeclients, peers
 from tests import modelprovenance as making
 from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL
 
@@ -231,5 +232,91 @@ def test_a_policy_requiring_provenance_denies_models_without_it_and_admits_one_w
         # Elsewhere (the suite's own policy requires nothing) the bare Model is admitted.
         other = kubeclients.namespace(control_plane, "models", NAMESPACE_LABELS)
         assert _create(control_plane, other, _pod(bare)).metadata.name
+    finally:
+        objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", policy)
+
+
+def test_provenance_attached_to_the_models_oci_artifact_admits_its_image_volume(
+    control_plane: controlplane.ControlPlane,
+    objects: Any,
+    registry: peers.Registry,
+    tmp_path: Path,
+) -> None:
+    """The bundle is an OCI referrer of the Model's artifact (the test registry has no
+    referrers API: the operator finds it through the tag fallback)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\x09" * 1536)
+    digest = modelfiles.measure(model).digest
+    key, public = attesting.generate_key(tmp_path, "ci")
+    repository = f"models/provenance-{uuid.uuid4().hex[:6]}"
+    artifact = peers.push_image(
+        registry, repository, "v1",
+        files={"model/model.safetensors": (model / "model.safetensors").read_bytes()},
+        workdir=tmp_path,
+    )  # fmt: skip
+    making.attach(registry, repository, artifact, making.attest(key, digest, tmp_path))
+    reference = f"{registry.host}/{repository}@{artifact}"
+    name, status = _model(
+        objects,
+        {
+            "digest": digest,
+            "ociReference": reference,
+            "provenance": {
+                "authorities": [{"name": "acme-ci", "key": {"data": public.read_text()}}],
+                "conditions": [{"name": "org-ci", "expression": ORG_CI}],
+            },
+        },
+    )
+    verified = _condition(status)
+    assert (verified["status"], verified["reason"]) == ("True", "Verified"), verified
+    assert status["provenance"]["builder"] == making.BUILDER
+    mark = uuid.uuid4().hex[:6]
+    namespace = kubeclients.namespace(
+        control_plane, "models", {**NAMESPACE_LABELS, "muster.dev/e2e-provenance": mark}
+    )
+    policy = f"e2e-provenance-oci-{mark}"
+    objects.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "modelpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"muster.dev/e2e-provenance": mark}},
+                "requireProvenance": True,
+            },
+        },
+    )
+    try:
+        # In force once a Model without provenance is refused in that namespace.
+        bare, _ = _model(objects, {"digest": digest})
+        message = _wait(lambda: _denied(control_plane, namespace, _pod(bare)), "the denial")
+        assert f"Model {bare!r} has no verified provenance" in message
+        volume = {
+            "name": "weights",
+            "image": {"reference": reference, "pullPolicy": "IfNotPresent"},
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "served"},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": TRAINER,
+                        "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
+                    }
+                ],
+                "volumes": [volume],
+            },
+        }
+        created = _create(control_plane, namespace, pod)
+        assert json.loads(created.metadata.annotations["muster.dev/models"]) == [
+            {"name": name, "digest": digest}
+        ]
     finally:
         objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", policy)

@@ -148,6 +148,10 @@ def test_a_condition_that_does_not_compile_makes_the_model_invalid(
     }
     with pytest.raises(pydantic.ValidationError, match="exactly one of key and keyless"):
         modelregistry.ModelSpec.model_validate(keyless_and_key)
+    nowhere = spec(signed, signed["good"])
+    del nowhere["provenance"]["bundle"]
+    with pytest.raises(pydantic.ValidationError, match="needs a bundle, or an ociReference"):
+        modelregistry.ModelSpec.model_validate(nowhere)
 
 
 def test_keys_and_roots_from_secrets_and_configmaps_must_be_given(signed: dict[str, Any]) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "sources",
     "verified_from_status",
     "verify",
+    "verify_any",
 ]
 
 # The Model status condition the operator writes after checking the provenance.
@@ -169,10 +170,12 @@ class ProvenanceSpec(pydantic.BaseModel):
 
     model_config = _CONFIG
 
-    bundle: str = pydantic.Field(
+    bundle: str | None = pydantic.Field(
+        default=None,
         min_length=2,
         description="the Sigstore bundle (JSON) holding the DSSE in-toto statement, e.g. "
-        "what cosign attest-blob --hash <OMS digest> --bundle writes",
+        "what cosign attest-blob --hash <OMS digest> --bundle writes; without it, the bundles "
+        "attached to the Model's ociReference as OCI referrers are read",
     )
     predicate_type: str = pydantic.Field(
         default=SLSA_V1,
@@ -352,6 +355,31 @@ class Verified:
         built = f"built by {self.builder}" if self.builder else self.predicate_type
         source = f" from {self.source}" if self.source else ""
         return f"{built}{source}, signed by {self.signer}"
+
+
+def verify_any(
+    requirement_: celconditions.Requirement,
+    bundles: Sequence[bytes | str],
+    *,
+    digest: str,
+    now: datetime.datetime,
+    where: str = "",
+) -> Verified:
+    """The first of ``bundles`` that counts (:func:`verify`); otherwise :class:`Unverified`
+    with a failed condition first (it is the most telling), else every reason."""
+    if not bundles:
+        raise Unverified(NOT_VERIFIED, f"no provenance bundle found{where}")
+    failures: list[Unverified] = []
+    for bundle in bundles:
+        try:
+            return verify(requirement_, bundle, digest=digest, now=now)
+        except Unverified as error:
+            failures.append(error)
+    failures.sort(key=lambda error: error.reason != CONDITION_FAILED)
+    if len(failures) == 1:
+        raise failures[0]
+    said = "; ".join(f"bundle {i + 1}: {e.message}" for i, e in enumerate(failures[:4]))
+    raise Unverified(failures[0].reason, f"{len(failures)} provenance bundles{where}: {said}")
 
 
 def verify(

@@ -175,6 +175,18 @@ class ModelSpec(pydantic.BaseModel):
         "the operator verifies; a ModelPolicy may require it",
     )
 
+    @pydantic.model_validator(mode="after")
+    def _provenance_found(self) -> ModelSpec:
+        if (
+            self.provenance is not None
+            and self.provenance.bundle is None
+            and not self.oci_reference
+        ):
+            raise ValueError(
+                "provenance needs a bundle, or an ociReference whose referrers hold one"
+            )
+        return self
+
     @pydantic.field_validator("oci_reference")
     @classmethod
     def _pinned(cls, value: str | None) -> str | None:
