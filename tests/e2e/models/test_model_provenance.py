@@ -19,6 +19,7 @@ from muster.models import files as modelfiles
 from muster.platform import controlplane
 from tests import attesting, kubeclients, peers
 from tests import modelprovenance as making
+from tests.commandline import muster
 from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
@@ -55,6 +56,7 @@ def attested(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     digest = modelfiles.measure(model).digest
     key, public = attesting.generate_key(workdir, "ci")
     return {
+        "model": str(model),
         "digest": digest,
         "public": public.read_text(),
         "good": making.attest(key, digest, workdir),
@@ -139,7 +141,7 @@ def _denied(plane: controlplane.ControlPlane, namespace: str, body: dict[str, An
 
 
 def test_the_operator_verifies_provenance_into_the_models_status(
-    objects: Any, attested: dict[str, str]
+    control_plane: controlplane.ControlPlane, objects: Any, attested: dict[str, str]
 ) -> None:
     name, status = _model(
         objects,
@@ -159,7 +161,12 @@ def test_the_operator_verifies_provenance_into_the_models_status(
         "hf://datasets/acme/corpus@v3",
     ]
     # Another subject and a failed condition are refused, each saying why.
-    _, other = _model(
+    # muster model verify --model checks it from a workstation, as the operator does.
+    kubeconfig = ("--kubeconfig", str(control_plane.kubeconfig))
+    code, out, _ = muster("model", "verify", attested["model"], "--model", name, *kubeconfig)
+    assert code == 0, out
+    assert f"provenance: built by {making.BUILDER} from {making.SOURCE}" in out
+    other_name, other = _model(
         objects,
         {
             "digest": attested["digest"],
@@ -170,6 +177,9 @@ def test_the_operator_verifies_provenance_into_the_models_status(
     assert (refused["status"], refused["reason"]) == ("False", "ProvenanceNotVerified")
     assert "has no subject with digest " + attested["digest"] in refused["message"]
     assert other.get("provenance") is None
+    code, out, _ = muster("model", "verify", attested["model"], "--model", other_name, *kubeconfig)
+    assert code == 1
+    assert "has no subject with digest" in out
     _, elsewhere = _model(
         objects,
         {"digest": attested["digest"], "provenance": _provenance(attested, attested["elsewhere"])},
