@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests import attesting, peers
+from tests import attesting, localsigstore, peers
 
 SLSA_V1 = attesting.SLSA_V1
 BUILDER = "https://github.com/acme/models/.github/workflows/train.yml@refs/heads/main"
@@ -143,3 +143,40 @@ def attach(
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [*listed, entry]}
         _put(f"{base}/v2/{repository}/manifests/{tag}", json.dumps(index).encode(), OCI_INDEX)
     return digest
+
+
+def attest_keyless(
+    sigstore: localsigstore.LocalSigstore,
+    signer: localsigstore.KeylessSigner,
+    digest: str,
+    workdir: Path,
+    predicate: dict[str, Any] | None = None,
+    *,
+    rekor: int = 1,
+) -> str:
+    """``cosign attest-blob`` keyless over the OMS ``digest``: the Fulcio-shaped certificate of
+    ``signer`` from the local Sigstore, the DSSE entry logged in its Rekor (v1, or v2 with a
+    timestamp)."""
+    imported = signer.key.with_name(f"{signer.key.stem}-cosign")
+    if not imported.with_suffix(".key").exists():
+        peers.run_tool(
+            "cosign", "import-key-pair", f"--key={signer.key}",
+            f"--output-key-prefix={imported}", "-y", env=attesting.COSIGN_ENV,
+        )  # fmt: skip
+    config = workdir / f"model-signing-config-v{rekor}.json"
+    config.write_text(localsigstore.signing_config(sigstore, rekor=rekor))
+    root = workdir / "model-trusted_root.json"
+    root.write_text(sigstore.trusted_root_json())
+    text = json.dumps(predicate if predicate is not None else slsa_v1())
+    tag = hashlib.sha256(f"{text}{signer.subject}{digest}{rekor}".encode()).hexdigest()[:12]
+    predicate_file = workdir / f"predicate-{tag}.json"
+    predicate_file.write_text(text)
+    bundle = workdir / f"keyless-provenance-{tag}.sigstore.json"
+    peers.run_tool(
+        "cosign", "attest-blob", f"--key={imported.with_suffix('.key')}",
+        f"--certificate={signer.certificate}", f"--signing-config={config}",
+        f"--trusted-root={root}", "--type=slsaprovenance1", f"--predicate={predicate_file}",
+        f"--hash={digest.removeprefix('sha256:')}", f"--bundle={bundle}", "-y", "model",
+        env=attesting.COSIGN_ENV,
+    )  # fmt: skip
+    return bundle.read_text()
