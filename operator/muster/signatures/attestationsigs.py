@@ -16,12 +16,12 @@ artifacts are problems to report; registry trouble that makes the answer unknowa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from muster.kernel import references
 from muster.platform import registries
-from muster.signatures import referrers
+from muster.signatures import fetching, referrers
 from muster.signatures.rules import attestations, bundles, formats
 
 __all__ = ["fetch"]
@@ -96,7 +96,7 @@ async def _legacy(
     return tuple(item for item in read_ if item is not None), tuple(problems)
 
 
-def _annotations(document: dict[str, Any]) -> dict[str, str]:
+def _annotations(document: Mapping[str, Any]) -> dict[str, str]:
     annotations = document.get("annotations")
     if not isinstance(annotations, dict):
         return {}
@@ -123,39 +123,28 @@ async def _bundles(
     async def read(descriptor: dict[str, Any]) -> attestations.Item | None:
         what = f"attestation bundle manifest {descriptor['digest']}"
         try:
-            manifest = await client.manifest(
-                reference.registry, reference.repository, descriptor["digest"]
+            found = await fetching.read_referrer(
+                client, reference, digest, descriptor["digest"], layer_type=_is_bundle
             )
-            document = manifest.json()
-            subject = document.get("subject")
-            if not isinstance(subject, dict) or subject.get("digest") != digest:
-                problems.append(f"{what} does not name the image as its subject")
+            if isinstance(found, str):
+                problems.append(f"{what} {found}")
                 return None
-            layers = document.get("layers")
-            if (
-                not isinstance(layers, list)
-                or len(layers) != 1
-                or not isinstance(layers[0], dict)
-                or not _is_bundle(layers[0].get("mediaType"))
-                or not isinstance(layers[0].get("digest"), str)
-            ):
+            if found is None:
                 return None  # another kind of referrer (an SBOM as a plain artifact, ...)
-            predicate_type = _annotations(document).get(BUNDLE_PREDICATE_ANNOTATION)
+            predicate_type = _annotations(found.document).get(BUNDLE_PREDICATE_ANNOTATION)
             if not _wanted(predicate_type, predicate_types):
                 return None
             bundle = await client.blob(
                 reference.registry,
                 reference.repository,
-                layers[0]["digest"],
+                found.layer["digest"],
                 max_bytes=bundles.MAX_BUNDLE_BYTES,
             )
             return attestations.BundleAttestation(bundle, predicate_type)
         except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
             problems.append(str(error))
         except (ValueError, registries.RegistryError) as error:
-            if isinstance(error, registries.Unavailable | registries.Unauthorized):
-                raise
-            problems.append(f"{what}: {error}")
+            problems.append(fetching.unreadable(error, what))
         return None
 
     read_ = await asyncio.gather(*(read(descriptor) for descriptor in chosen))

@@ -12,31 +12,12 @@ import asyncio
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching
-from muster.signatures.rules import authorities, cosign, formats
+from muster.signatures.rules import cosign
 
 __all__ = ["FORMAT", "MAX_SIGNATURE_LAYERS"]
 
 MAX_SIGNATURE_LAYERS = 32
 MAX_PAYLOAD_BYTES = 1024 * 1024
-
-
-class _Legacy:
-    format: formats.Format = cosign.FORMAT
-
-    def serves(self, authority: authorities.Authority) -> bool:
-        return not isinstance(authority, authorities.NotationAuthority)
-
-    async def fetch(
-        self,
-        client: registries.RegistryClient,
-        reference: references.ImageReference,
-        digest: str,
-    ) -> fetching.Fetched:
-        found, problems = await _fetch(client, reference, digest)
-        return fetching.Fetched(formats.Found(cosign.FORMAT, found), problems)
-
-
-FORMAT = _Legacy()
 
 
 async def _fetch(
@@ -73,3 +54,6 @@ async def _fetch(
 
     await asyncio.gather(*(fetch(blob) for blob in sorted(wanted)))
     return (cosign.LegacySignature(manifest=manifest.raw, blobs=blobs),), tuple(problems)
+
+
+FORMAT = fetching.RegistryFormat(format=cosign.FORMAT, read=_fetch)

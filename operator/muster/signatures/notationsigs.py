@@ -16,30 +16,11 @@ from typing import Any
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching
-from muster.signatures.rules import authorities, formats, notation, notationformat
+from muster.signatures.rules import formats, notation, notationformat
 
 __all__ = ["FORMAT"]
 
 _ENVELOPE_TYPES = (notation.JWS_MEDIA_TYPE, notation.COSE_MEDIA_TYPE)
-
-
-class _Notation:
-    format: formats.Format = notationformat.FORMAT
-
-    def serves(self, authority: authorities.Authority) -> bool:
-        return isinstance(authority, authorities.NotationAuthority)
-
-    async def fetch(
-        self,
-        client: registries.RegistryClient,
-        reference: references.ImageReference,
-        digest: str,
-    ) -> fetching.Fetched:
-        found, problems = await _fetch(client, reference, digest)
-        return fetching.Fetched(formats.Found(notationformat.FORMAT, found), problems)
-
-
-FORMAT = _Notation()
 
 
 async def _fetch(
@@ -59,38 +40,32 @@ async def _fetch(
     async def fetch(descriptor: dict[str, Any]) -> notation.Envelope | None:
         what = f"Notation signature manifest {descriptor['digest']}"
         try:
-            manifest = await client.manifest(
-                reference.registry, reference.repository, descriptor["digest"]
+            found = await fetching.read_referrer(
+                client,
+                reference,
+                digest,
+                descriptor["digest"],
+                layer_type=lambda media_type: media_type in _ENVELOPE_TYPES,
             )
-            document = manifest.json()
-            subject = document.get("subject")
-            if not isinstance(subject, dict) or subject.get("digest") != digest:
-                problems.append(f"{what} does not name the image as its subject")
+            if isinstance(found, str):
+                problems.append(f"{what} {found}")
                 return None
-            layers = document.get("layers")
-            if (
-                not isinstance(layers, list)
-                or len(layers) != 1
-                or not isinstance(layers[0], dict)
-                or layers[0].get("mediaType") not in _ENVELOPE_TYPES
-                or not isinstance(layers[0].get("digest"), str)
-            ):
+            if found is None:
                 problems.append(f"{what} does not hold exactly one JWS or COSE envelope")
                 return None
             blob = await client.blob(
                 reference.registry,
                 reference.repository,
-                layers[0]["digest"],
+                found.layer["digest"],
                 max_bytes=notation.MAX_ENVELOPE_BYTES,
             )
-            return notation.Envelope(layers[0]["mediaType"], blob)
-        except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
-            problems.append(f"{what}: {error}")
+            return notation.Envelope(found.layer["mediaType"], blob)
         except (ValueError, registries.RegistryError) as error:
-            if isinstance(error, registries.Unavailable | registries.Unauthorized):
-                raise
-            problems.append(f"{what}: {error}")
+            problems.append(fetching.unreadable(error, what))
         return None
 
     fetched = await asyncio.gather(*(fetch(descriptor) for descriptor in wanted))
     return tuple(found for found in fetched if found is not None), tuple(problems)
+
+
+FORMAT = fetching.RegistryFormat(format=notationformat.FORMAT, read=_fetch, notation=True)

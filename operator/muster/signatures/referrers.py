@@ -13,31 +13,12 @@ from typing import Any
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching
-from muster.signatures.rules import authorities, bundles, formats
+from muster.signatures.rules import bundles, formats
 
 __all__ = ["BUNDLE_ARTIFACT_PREFIX", "FORMAT"]
 
 BUNDLE_ARTIFACT_PREFIX = "application/vnd.dev.sigstore.bundle"
 EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
-
-
-class _Bundles:
-    format: formats.Format = bundles.FORMAT
-
-    def serves(self, authority: authorities.Authority) -> bool:
-        return not isinstance(authority, authorities.NotationAuthority)
-
-    async def fetch(
-        self,
-        client: registries.RegistryClient,
-        reference: references.ImageReference,
-        digest: str,
-    ) -> fetching.Fetched:
-        found, problems = await _fetch(client, reference, digest)
-        return fetching.Fetched(formats.Found(bundles.FORMAT, found), problems)
-
-
-FORMAT = _Bundles()
 
 
 async def _fetch(
@@ -61,37 +42,26 @@ async def _fetch(
     async def fetch(descriptor: dict[str, Any]) -> bytes | None:
         what = f"bundle manifest {descriptor['digest']}"
         try:
-            manifest = await client.manifest(
-                reference.registry, reference.repository, descriptor["digest"]
+            found = await fetching.read_referrer(
+                client, reference, digest, descriptor["digest"], layer_type=_is_bundle_type
             )
-            document = manifest.json()
-            layers = document.get("layers")
-            subject = document.get("subject")
-            if not isinstance(subject, dict) or subject.get("digest") != digest:
-                problems.append(f"{what} does not name the image as its subject")
+            if isinstance(found, str):
+                problems.append(f"{what} {found}")
                 return None
-            if (
-                not isinstance(layers, list)
-                or len(layers) != 1
-                or not isinstance(layers[0], dict)
-                or not _is_bundle_type(layers[0].get("mediaType"))
-                or not isinstance(layers[0].get("digest"), str)
-            ):
+            if found is None:
                 if _is_bundle_type(descriptor.get("artifactType")):
                     problems.append(f"{what} does not hold exactly one bundle layer")
                 return None  # another kind of referrer (an SBOM, an attestation, ...)
             return await client.blob(
                 reference.registry,
                 reference.repository,
-                layers[0]["digest"],
+                found.layer["digest"],
                 max_bytes=bundles.MAX_BUNDLE_BYTES,
             )
         except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
             problems.append(str(error))
         except (ValueError, registries.RegistryError) as error:
-            if isinstance(error, registries.Unavailable | registries.Unauthorized):
-                raise
-            problems.append(f"{what}: {error}")
+            problems.append(fetching.unreadable(error, what))
         return None
 
     fetched = await asyncio.gather(*(fetch(descriptor) for descriptor in wanted))
@@ -100,3 +70,6 @@ async def _fetch(
 
 def _is_bundle_type(media_type: object) -> bool:
     return isinstance(media_type, str) and media_type.startswith(BUNDLE_ARTIFACT_PREFIX)
+
+
+FORMAT = fetching.RegistryFormat(format=bundles.FORMAT, read=_fetch)
