@@ -518,7 +518,12 @@ def verified_from_status(status: object, generation: object) -> Verified | None:
     recorded = status.get("provenance")
     if not current or not isinstance(recorded, Mapping):
         return None
-    materials = recorded.get("materials")
+    listed = recorded.get("materials")
+    materials = tuple(
+        Material(uri, _text(entry.get("digest")))
+        for entry in (listed if isinstance(listed, list) else ())[:MAX_MATERIALS]
+        if isinstance(entry, Mapping) and (uri := _text(entry.get("uri"))) is not None
+    )
     return Verified(
         digest=str(recorded.get("digest") or ""),
         predicate_type=str(recorded.get("predicateType") or ""),
@@ -527,16 +532,5 @@ def verified_from_status(status: object, generation: object) -> Verified | None:
         builder=_text(recorded.get("builder")),
         build_type=_text(recorded.get("buildType")),
         source=_text(recorded.get("source")),
-        materials=_materials(
-            [
-                {"uri": m.get("uri"), "digest": dict([str(m["digest"]).split(":", 1)])}
-                if isinstance(m, Mapping)
-                and isinstance(m.get("digest"), str)
-                and ":" in m["digest"]
-                else m
-                for m in materials
-            ]
-            if isinstance(materials, Sequence) and not isinstance(materials, str)
-            else None
-        ),
+        materials=materials,
     )
