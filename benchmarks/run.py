@@ -43,6 +43,7 @@ import admission as direct  # noqa: E402
 import attestation_check  # noqa: E402
 import image_verification  # noqa: E402
 import model_hashing  # noqa: E402
+import notation_check  # noqa: E402
 from tests import gpuroots, paths, peers  # noqa: E402
 
 from muster.app import localoperator  # noqa: E402
@@ -574,6 +575,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["model_hashing"] = hashing(p, work)
         with timer("attestation check"):
             results["attestation_check"] = attestation_check.results(p["verify_runs"])
+        with timer("Notation check"):
+            results["notation_check"] = notation_check.results(p["verify_runs"])
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -757,6 +760,10 @@ def report(r: dict[str, Any]) -> str:
         "",
         "one attestation check (SLSA provenance, 3 CEL conditions), cold and warm, in process",
         attestation_check.table(r["attestation_check"]),
+        "",
+        "one Notation check (JWS and COSE, strict level) against a cosign v3 key signature, "
+        "cold and warm, in process",
+        notation_check.table(r["notation_check"]),
     ]
     c = r["cache_10k"]
     lines += [

@@ -175,3 +175,23 @@ def test_attestation_check_reports_its_extra_cost_cold_and_warm(smoke: Smoke) ->
     for name, micros in measured["judgement_us"].items():
         _positive(f"judgement {name}", micros)
     assert "one attestation check (SLSA provenance, 3 CEL conditions)" in smoke.printed
+
+
+def test_notation_check_reports_its_cost_against_cosign_cold_and_warm(smoke: Smoke) -> None:
+    measured = smoke.results["notation_check"]
+    cases = {(case["registry"], case["envelope"]) for case in measured["cases"]}
+    assert cases == {("ggcr+referrers", "JWS"), ("ggcr+referrers", "COSE")}
+    for case in measured["cases"]:
+        for side in ("cosign", "notation"):
+            for key in ("cold_ms", "warm_us", "requests", "round_trips"):
+                _positive(f"notation {case['envelope']} {side} {key}", case[side][key])
+    assert set(measured["judgement_us"]) == {
+        "cosign v3 bundle (key)",
+        "Notation JWS (EC P-256)",
+        "Notation COSE (EC P-256)",
+        "Notation JWS (RSA, inter.)",
+        "Notation COSE (RSA, inter.)",
+    }
+    for name, micros in measured["judgement_us"].items():
+        _positive(f"judgement {name}", micros)
+    assert "one Notation check (JWS and COSE, strict level)" in smoke.printed
