@@ -157,7 +157,7 @@ def test_a_condition_that_does_not_compile_makes_the_model_invalid(
 def test_keys_and_roots_from_secrets_and_configmaps_must_be_given(signed: dict[str, Any]) -> None:
     model = spec(signed, signed["good"])
     model["provenance"]["authorities"] = [
-        {"key": {"secretRef": {"namespace": "muster", "name": "ci-key"}}}
+        {"key": {"secretRef": {"namespace": "muster", "name": "ci-key", "key": "key.pub"}}}
     ]
     parsed = modelregistry.ModelSpec.model_validate(model).provenance
     assert parsed is not None

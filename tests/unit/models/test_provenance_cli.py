@@ -153,7 +153,10 @@ def provenance(made: dict[str, Any], bundle: str) -> dict[str, Any]:
     return {
         "bundle": (made["folder"] / f"{bundle}.sigstore.json").read_text(),
         "authorities": [
-            {"name": "ci", "key": {"secretRef": {"namespace": "muster", "name": "ci-key"}}}
+            {
+                "name": "ci",
+                "key": {"secretRef": {"namespace": "muster", "name": "ci-key", "key": "key.pub"}},
+            }
         ],
         "conditions": [{"expression": ORG_CI}],
     }

@@ -42,6 +42,7 @@ from muster.signatures.rules import (
     formats,
     keys,
     notation,
+    sources,
     trust,
 )
 
@@ -73,7 +74,7 @@ __all__ = [
     "uncovered_mode",
 ]
 
-DEFAULT_TRUSTED_ROOT_KEY = "trusted_root.json"
+DEFAULT_TRUSTED_ROOT_KEY = sources.DEFAULT_TRUSTED_ROOT_KEY
 DEFAULT_TRUST_STORE_KEY = "ca.crt"
 
 # Reasons (findings, Events, metrics) of the rules below.
@@ -91,10 +92,14 @@ _CONFIG = pydantic.ConfigDict(
     alias_generator=alias_generators.to_camel,
     populate_by_name=True,
 )
-_DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
-_KEY_NAME = r"^[-._a-zA-Z0-9]{1,253}$"
-DnsName = Annotated[str, pydantic.StringConstraints(pattern=_DNS_NAME)]
-KeyName = Annotated[str, pydantic.StringConstraints(pattern=_KEY_NAME)]
+DnsName = sources.DnsName
+KeyName = sources.KeyName
+# The authority source types ImagePolicy shares with a Model's provenance.
+SecretKeyRef = sources.SecretKeyRef
+TrustedRootRef = sources.TrustedRootRef
+PublicKeySource = sources.PublicKeySource
+IdentitySpec = sources.IdentitySpec
+KeylessSpec = sources.KeylessSpec
 
 
 class InvalidImagePolicy(ValueError):
@@ -103,80 +108,6 @@ class InvalidImagePolicy(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # The spec
-
-
-class SecretKeyRef(pydantic.BaseModel):
-    """One key of a Secret in a named namespace."""
-
-    model_config = _CONFIG
-
-    namespace: DnsName
-    name: DnsName
-    key: KeyName
-
-
-class TrustedRootRef(pydantic.BaseModel):
-    """A Sigstore ``trusted_root.json`` held by a ConfigMap or a Secret (air-gapped roots)."""
-
-    model_config = _CONFIG
-
-    kind: Literal["ConfigMap", "Secret"] = "ConfigMap"
-    namespace: DnsName
-    name: DnsName
-    key: KeyName = DEFAULT_TRUSTED_ROOT_KEY
-
-
-class PublicKeySource(pydantic.BaseModel):
-    """A public key (PEM: ECDSA P-256/P-384, Ed25519, RSA), inline or from a Secret."""
-
-    model_config = _CONFIG
-
-    data: str | None = pydantic.Field(default=None, description="inline PEM public key")
-    secret_ref: SecretKeyRef | None = None
-    trusted_root: TrustedRootRef | None = pydantic.Field(
-        default=None,
-        description="when set, signatures must also carry a transparency-log entry it trusts",
-    )
-
-    @pydantic.model_validator(mode="after")
-    def _one_source(self) -> PublicKeySource:
-        if (self.data is None) == (self.secret_ref is None):
-            raise ValueError("give exactly one of data and secretRef")
-        return self
-
-
-class IdentitySpec(pydantic.BaseModel):
-    """A keyless signer: OIDC issuer and certificate subject, each exact or a full-match regexp."""
-
-    model_config = _CONFIG
-
-    issuer: str | None = None
-    issuer_reg_exp: str | None = None
-    subject: str | None = None
-    subject_reg_exp: str | None = None
-
-    @pydantic.model_validator(mode="after")
-    def _checked(self) -> IdentitySpec:
-        try:
-            self.identity()
-        except authorities.InvalidPolicy as error:
-            raise ValueError(str(error).replace("_regexp", "RegExp")) from None
-        return self
-
-    def identity(self) -> authorities.Identity:
-        return authorities.Identity(
-            issuer=self.issuer,
-            subject=self.subject,
-            issuer_regexp=self.issuer_reg_exp,
-            subject_regexp=self.subject_reg_exp,
-        )
-
-
-class KeylessSpec(pydantic.BaseModel):
-    model_config = _CONFIG
-
-    identities: tuple[IdentitySpec, ...] = pydantic.Field(min_length=1)
-    trusted_root: TrustedRootRef
 
 
 class TrustStoreRef(pydantic.BaseModel):

@@ -28,6 +28,7 @@ from pydantic import alias_generators
 
 from muster.signatures.rules import attestations, authorities, keys, proofs, trust
 from muster.signatures.rules import conditions as celconditions
+from muster.signatures.rules import sources as authority_sources
 
 __all__ = [
     "CONDITION_FAILED",
@@ -62,78 +63,6 @@ _CONFIG = pydantic.ConfigDict(
 )
 
 
-class SecretKeyRef(pydantic.BaseModel):
-    """A key of a Secret holding a public key PEM."""
-
-    model_config = _CONFIG
-
-    name: str = pydantic.Field(min_length=1)
-    namespace: str = pydantic.Field(min_length=1)
-    key: str = "key.pub"
-
-
-class TrustedRootRef(pydantic.BaseModel):
-    """A Sigstore ``trusted_root.json`` held by a ConfigMap or a Secret."""
-
-    model_config = _CONFIG
-
-    kind: Literal["ConfigMap", "Secret"] = "ConfigMap"
-    namespace: str = pydantic.Field(min_length=1)
-    name: str = pydantic.Field(min_length=1)
-    key: str = "trusted_root.json"
-
-
-class KeySource(pydantic.BaseModel):
-    """A public key (PEM), inline or from a Secret; with a trusted root, a log entry it
-    trusts is required too."""
-
-    model_config = _CONFIG
-
-    data: str | None = pydantic.Field(default=None, description="inline PEM public key")
-    secret_ref: SecretKeyRef | None = None
-    trusted_root: TrustedRootRef | None = None
-
-    @pydantic.model_validator(mode="after")
-    def _one_source(self) -> KeySource:
-        if (self.data is None) == (self.secret_ref is None):
-            raise ValueError("give exactly one of data and secretRef")
-        return self
-
-
-class IdentitySpec(pydantic.BaseModel):
-    """A keyless signer: OIDC issuer and certificate subject, each exact or a full-match regexp."""
-
-    model_config = _CONFIG
-
-    issuer: str | None = None
-    issuer_reg_exp: str | None = None
-    subject: str | None = None
-    subject_reg_exp: str | None = None
-
-    @pydantic.model_validator(mode="after")
-    def _checked(self) -> IdentitySpec:
-        try:
-            self.identity()
-        except authorities.InvalidPolicy as error:
-            raise ValueError(str(error).replace("_regexp", "RegExp")) from None
-        return self
-
-    def identity(self) -> authorities.Identity:
-        return authorities.Identity(
-            issuer=self.issuer,
-            subject=self.subject,
-            issuer_regexp=self.issuer_reg_exp,
-            subject_regexp=self.subject_reg_exp,
-        )
-
-
-class KeylessSpec(pydantic.BaseModel):
-    model_config = _CONFIG
-
-    identities: tuple[IdentitySpec, ...] = pydantic.Field(min_length=1, max_length=16)
-    trusted_root: TrustedRootRef
-
-
 class AuthoritySpec(pydantic.BaseModel):
     """Who may have signed the provenance: a key or keyless identities (as ImagePolicy's)."""
 
@@ -142,8 +71,8 @@ class AuthoritySpec(pydantic.BaseModel):
     name: str | None = pydantic.Field(
         default=None, max_length=63, description="shown in messages; default authorities[i]"
     )
-    key: KeySource | None = None
-    keyless: KeylessSpec | None = None
+    key: authority_sources.PublicKeySource | None = None
+    keyless: authority_sources.KeylessSpec | None = None
 
     @pydantic.model_validator(mode="after")
     def _one_kind(self) -> AuthoritySpec:
@@ -231,11 +160,11 @@ class Source:
         return f"{self.kind} {self.namespace}/{self.name} key {self.key!r}"
 
 
-def _key_source(ref: SecretKeyRef) -> Source:
+def _key_source(ref: authority_sources.SecretKeyRef) -> Source:
     return Source("Secret", ref.namespace, ref.name, ref.key)
 
 
-def _root_source(ref: TrustedRootRef) -> Source:
+def _root_source(ref: authority_sources.TrustedRootRef) -> Source:
     return Source(ref.kind, ref.namespace, ref.name, ref.key)
 
 
@@ -271,7 +200,7 @@ def requirement(spec: ProvenanceSpec, data: Mapping[Source, bytes]) -> celcondit
             raise Unverified(NOT_VERIFIED, f"{what}: {source} was not found")
         return data[source]
 
-    def root(ref: TrustedRootRef, what: str) -> trust.TrustedRoot:
+    def root(ref: authority_sources.TrustedRootRef, what: str) -> trust.TrustedRoot:
         try:
             return trust.load_trusted_root(read(_root_source(ref), what))
         except trust.InvalidTrustRoot as error:
