@@ -588,8 +588,9 @@ def _notation_authority(
         stores = []
         for ref in refs:
             source = _source(ref)
+            data = roots.data(source, what)  # outside the try: a missing store says so plainly
             try:
-                certificates = x509.load_pem_x509_certificates(roots.data(source, what))
+                certificates = x509.load_pem_x509_certificates(data)
             except ValueError as error:
                 raise InvalidImagePolicy(
                     f"{what}: {kind} {source} is not PEM certificates: {messages.first_line(error)}"
