@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from muster import cli
 from muster.app import localoperator
 from muster.platform import controlplane
-from tests import attesting, modelprovenance, paths, peers
+from tests import attesting, modelprovenance, notary, paths, peers
 from tests.boms import schema_errors
 from tests.commandline import muster
 from tests.integration import docblocks
@@ -430,6 +430,7 @@ def _image_peers(folder: Path, registry: peers.Registry, plane: controlplane.Con
     trusted = paths.fixture("sigstore", "sigstore-python", "embedded-trust", "prod")
     shutil.copy(trusted / "trusted_root.json", folder / "trusted_root.json")
     _attested_peers(folder, host, digest, Path(f"{prefix}.pub"))
+    _notation_peers(folder, host, digest)
     return Peers(
         {"ghcr.io": host},
         registry=registry.host,
@@ -456,6 +457,27 @@ def _attested_peers(folder: Path, host: str, digest: str, release: Path) -> None
         assert signer["key"]["data"].splitlines()[1].strip() == "...", "the example changed"
         signer["key"]["data"] = ci_pub.read_text()
     example.write_text(yaml.safe_dump(policy))
+
+
+def _notation_peers(folder: Path, host: str, digest: str) -> None:
+    """The Notation example: ``acme/trainer:v1`` signed by the Notary Project's libraries
+    (``tools/notationsign``) with a certificate ``C=US,ST=WA,O=Acme,CN=release`` of a test CA,
+    pushed as a referrer (this registry has no referrers API: through the ``sha256-<hex>`` tag,
+    as notation does); the CA is the example's ConfigMap and ``release-ca.crt``, and the
+    example's pod runs that image."""
+    ca = notary.ca("C=US,ST=WA,O=Acme,CN=Acme Release Root")
+    signer = notary.signer(ca, "C=US,ST=WA,O=Acme,CN=release")
+    notary.sign(signer, folder, reference=f"{host}/acme/trainer@{digest}")
+    certificate = notary.pem(ca.certificate).decode()
+    (folder / "release-ca.crt").write_text(certificate)
+    stored = folder / "examples/release-ca.yaml"
+    store = yaml.safe_load(stored.read_text())
+    assert store["data"]["ca.crt"].splitlines()[1].strip() == "...", "the example changed"
+    store["data"]["ca.crt"] = certificate
+    stored.write_text(yaml.safe_dump(store))
+    for name in ("notation-imagepolicy.yaml", "trainer-pod.yaml"):
+        example = folder / "examples" / name
+        example.write_text(example.read_text().replace("ghcr.io", host))
 
 
 def _gpu_peers(folder: Path, registry: peers.Registry, plane: controlplane.ControlPlane) -> Peers:
