@@ -82,6 +82,12 @@ def test_an_untrusted_ca_is_not_trusted_and_says_why() -> None:
     assert not decision.passed and decision.reason == "SignatureNotTrusted"
     assert "Notation signature 1: certificate chain of" in decision.message
     assert "notary (Notation strict: trust store muster-system/notary-ca" in decision.message
+    # The hint names the tool that makes the signatures this policy accepts.
+    assert "it must be signed (notation sign) by notary" in decision.message
+    unsigned = imagepolicies.judge(
+        compiled(notation_authority()), imagepolicies.Evidence(digest=DIGEST)
+    )
+    assert unsigned.reason == "ImageNotSigned" and "(notation sign)" in unsigned.message
 
 
 def test_audit_admits_with_warnings() -> None:

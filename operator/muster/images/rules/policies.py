@@ -673,7 +673,7 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
             False,
             reason,
             f"no signature found for {evidence.digest}{extra}; "
-            f"it must be signed (cosign sign) by {expected_signers(policy)}",
+            f"it must be signed ({_signing_hint(policy)}) by {expected_signers(policy)}",
         )
     outcomes = [
         authorities.outcome(
@@ -710,7 +710,8 @@ def _judge_one(policy: CompiledPolicy, evidence: Evidence) -> Decision:
     return Decision(
         False,
         "SignatureNotTrusted",
-        f"{result.message}; it must be signed (cosign sign) by {expected_signers(policy)}",
+        f"{result.message}; it must be signed ({_signing_hint(policy)}) by "
+        f"{expected_signers(policy)}",
     )
 
 
@@ -730,6 +731,14 @@ def judge_static(policy: CompiledPolicy) -> Decision | None:
             f"ImagePolicy {policy.name!r} refuses every image it covers (static fail)",
         )
     return None
+
+
+def _signing_hint(policy: CompiledPolicy) -> str:
+    """The command that makes the signatures the policy's authorities accept."""
+    notation_ = [isinstance(a, authorities.NotationAuthority) for a in policy.authorities]
+    if all(notation_):
+        return "notation sign"
+    return "cosign sign or notation sign" if any(notation_) else "cosign sign"
 
 
 def judge(policy: CompiledPolicy, evidence: Evidence) -> Decision:
