@@ -234,3 +234,23 @@ async def test_what_the_watch_says_counts_and_nothing_outlives_the_ttl(
     assert reads[path] == 1
     index.update(namespace, None)
     assert index.last_known(namespace) is None
+
+
+async def test_a_namespace_whose_labels_cannot_be_read_is_denied_not_guessed(
+    control_plane: controlplane.ControlPlane, services: OperatorServices
+) -> None:
+    # The pod names a namespace the apiserver does not know: its labels cannot be read, so the
+    # image and vulnerability gates cannot tell which of their policies apply, and fail closed.
+    missing = f"reads-gone-{uuid.uuid4().hex[:6]}"
+    with policies_for(control_plane, missing):
+        pipeline = runtime.build_pipeline(services)
+        validated = await pipeline.review(
+            drift.pod_review(gpu_pod("lost", missing)), gates.Phase.VALIDATE, findings.Mode.ENFORCE
+        )
+    response = validated["response"]
+    message = str((response.get("status") or {}).get("message", ""))
+    assert response["allowed"] is False
+    unavailable = [line for line in message.splitlines() if line.endswith("[NamespaceUnavailable]")]
+    assert len(unavailable) == 2, message  # the image gate's and the vulnerability gate's
+    assert all(f"namespace {missing}" in line for line in unavailable)
+    assert all("cannot read its labels to select ImagePolicies" in line for line in unavailable)

@@ -462,15 +462,10 @@ class ImageGate:
             return gates.GateResult()  # nothing to pin for (uncovered images are validation's)
         try:
             labels = await self.area.namespaces.labels(subject.namespace)
-        except (kubeapi.ApiError, OSError, TimeoutError) as error:
+        except platformnamespaces.UNREADABLE_ERRORS as error:
             if phase is gates.Phase.MUTATE:
                 return gates.GateResult()
-            failed = findings.Finding(
-                check=CHECK,
-                reason="NamespaceUnavailable",
-                subject=f"namespace {subject.namespace}",
-                message=f"cannot read its labels to select ImagePolicies: {error}",
-            )
+            failed = platformnamespaces.unavailable(CHECK, subject.namespace, error)
             return gates.GateResult(findings=(failed,))
         applicable = [policy for policy in policies if policy.applies_to(labels)]
         pins: list[Awaitable[list[Mapping[str, Any]]]] = []

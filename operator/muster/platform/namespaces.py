@@ -20,10 +20,19 @@ from typing import Any
 
 import kopf
 
+from muster.kernel import findings
 from muster.platform import kubeapi
 from muster.platform.services import Services
 
-__all__ = ["KEY", "TTL_SECONDS", "NamespaceIndex", "index_for", "watch"]
+__all__ = [
+    "KEY",
+    "TTL_SECONDS",
+    "UNREADABLE_ERRORS",
+    "NamespaceIndex",
+    "index_for",
+    "unavailable",
+    "watch",
+]
 
 KEY = "namespaces"
 # How long labels are trusted once seen (the strictest any gate kept before they shared one).
@@ -107,3 +116,18 @@ def watch(registry: kopf.OperatorRegistry, services: Services[object]) -> Namesp
         index.update(name, None if type == "DELETED" else labels)
 
     return index
+
+
+# What a failed read of a namespace raises (the API refused or did not answer).
+UNREADABLE_ERRORS = (kubeapi.ApiError, OSError, TimeoutError)
+
+
+def unavailable(check: str, namespace: str, error: Exception) -> findings.Finding:
+    """The finding of a gate that could not read the namespace's labels to select its
+    ImagePolicies: it fails closed (the pipeline denies in enforce mode)."""
+    return findings.Finding(
+        check=check,
+        reason="NamespaceUnavailable",
+        subject=f"namespace {namespace}",
+        message=f"cannot read its labels to select ImagePolicies: {error}",
+    )

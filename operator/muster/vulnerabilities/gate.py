@@ -34,6 +34,7 @@ from muster.images import verifier as imageverifier
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import crds, findings, gates, pods, references, subjects
 from muster.platform import kubeapi, podevents, registries
+from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 from muster.vulnerabilities import scanner
 from muster.vulnerabilities.rules import scans as vulnerabilities
@@ -319,13 +320,8 @@ class VulnerabilityGate:
             return gates.GateResult()
         try:
             labels = await self.images.namespaces.labels(subject.namespace)
-        except (kubeapi.ApiError, OSError, TimeoutError) as error:
-            failed = findings.Finding(
-                check=CHECK,
-                reason="NamespaceUnavailable",
-                subject=f"namespace {subject.namespace}",
-                message=f"cannot read its labels to select ImagePolicies: {error}",
-            )
+        except platformnamespaces.UNREADABLE_ERRORS as error:
+            failed = platformnamespaces.unavailable(CHECK, subject.namespace, error)
             return gates.GateResult(findings=(failed,))
         applicable = [policy for policy in ruled if policy.applies_to(labels)]
         checks = []
