@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from muster.models import files as modelfiles
-from muster.models.rules import oms
+from muster.signatures.rules import oms
 
 # model_signing's hashing choices (oms.HASHING_ALGORITHMS), typed as its API takes them.
 Algorithm = Literal["sha256", "blake2", "blake3"]

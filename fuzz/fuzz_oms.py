@@ -13,7 +13,7 @@ import _fuzzing
 import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports(include=["muster"]):
-    from muster.models.rules import oms
+    from muster.signatures.rules import oms
 
 
 def seeds() -> Iterator[bytes]:

@@ -28,11 +28,11 @@ from kubernetes import config as k8s_config
 from muster.cli import common, progress
 from muster.models import files as modelfiles
 from muster.models import provenancing
-from muster.models import signatures as modelsigs
-from muster.models.rules import oms
 from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
 from muster.platform import registries
+from muster.signatures import oms as modelsigs
+from muster.signatures.rules import oms
 
 __all__ = ["register"]
 

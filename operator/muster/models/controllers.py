@@ -34,12 +34,12 @@ import muster
 from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
 from muster.models import provenancing
-from muster.models import signatures as modelsigs
-from muster.models.rules import oms
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics, registries
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
+from muster.signatures import oms as modelsigs
+from muster.signatures.rules import oms
 
 __all__ = ["AREA", "ModelController", "controllers", "gates_for"]
 

@@ -3,7 +3,7 @@
 Hashing reads each file in large chunks into one reusable buffer per worker, so memory
 stays at ``workers x chunk`` whatever the model size; ``hashlib`` and ``blake3`` release the
 GIL, so a thread pool uses every core. The manifest is ``model_signing``-compatible (see
-``muster.models.rules.oms``); the digest of a model is the same number ``model_signing`` signs.
+``muster.signatures.rules.oms``); the digest of a model is the same number ``model_signing`` signs.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from typing import IO, Any, Protocol
 
 import blake3
 
-from muster.models import signatures as modelsigs
-from muster.models.rules import oms, pickles
+from muster.models.rules import pickles
+from muster.signatures import oms as modelsigs
+from muster.signatures.rules import oms
 
 __all__ = [
     "DEFAULT_WORKERS",

@@ -35,10 +35,10 @@ from muster.gpu.rules import stack as gpustack
 from muster.images.rules import policies as imagepolicies
 from muster.models import controllers
 from muster.models import gate as modeladmission
-from muster.models import signatures as modelsigs
 from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane, events, kubeapi, metrics
 from muster.platform import namespaces as platformnamespaces
+from muster.signatures import oms as modelsigs
 from tests import gpuroots, kubeclients
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import CHART, ROOT

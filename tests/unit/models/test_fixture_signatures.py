@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from muster.models import files as modelfiles
-from muster.models import signatures as modelsigs
+from muster.signatures import oms as modelsigs
 from muster.signatures.rules import keys, proofs
 from tests.unit.models.conftest import copy_fixture, transparency
 

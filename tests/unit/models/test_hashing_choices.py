@@ -21,10 +21,10 @@ import yaml
 
 from muster import cli
 from muster.models import files as modelfiles
-from muster.models import signatures as modelsigs
 from muster.models.rules import approval as modelgate
-from muster.models.rules import oms
 from muster.models.rules import registry as modelregistry
+from muster.signatures import oms as modelsigs
+from muster.signatures.rules import oms
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from muster.models import files as modelfiles
-from muster.models import signatures as modelsigs
-from muster.models.rules import oms
+from muster.signatures import oms as modelsigs
+from muster.signatures.rules import oms
 
 pytestmark = pytest.mark.unit
 

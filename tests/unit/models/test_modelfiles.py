@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from muster.models import files as modelfiles
-from muster.models.rules import oms
+from muster.signatures.rules import oms
 
 pytestmark = pytest.mark.unit
 

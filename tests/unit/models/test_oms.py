@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from muster.models.rules import oms
+from muster.signatures.rules import oms
 
 pytestmark = pytest.mark.unit
 

@@ -16,9 +16,9 @@ import yaml
 
 from muster import cli
 from muster.models import files as modelfiles
-from muster.models import signatures as modelsigs
 from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
+from muster.signatures import oms as modelsigs
 
 pytestmark = pytest.mark.unit
 

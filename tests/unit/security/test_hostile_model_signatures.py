@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from muster.models import signatures as modelsigs
+from muster.signatures import oms as modelsigs
 from tests.unit.models.conftest import transparency
 
 pytestmark = pytest.mark.unit

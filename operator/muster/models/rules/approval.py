@@ -12,14 +12,20 @@ the node by an init container running ``muster model verify`` before any workloa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from muster.kernel import findings, references, subjects
-from muster.models.rules import oms
 from muster.models.rules import registry as modelregistry
+from muster.signatures.rules.verifiers import (
+    MOUNT_ROOT,
+    VERIFIER_FIELDS,
+    VERIFIER_PREFIX,
+    hashing_args,
+    verifier_container,
+    verifier_name,
+)
 
 __all__ = [
     "CHECK",
@@ -40,8 +46,6 @@ __all__ = [
 ]
 
 CHECK = "models"  # the check name in findings, Events and metrics
-MOUNT_ROOT = "/models"
-VERIFIER_PREFIX = "muster-verify-"
 STORAGE_INITIALIZER = "storage-initializer"  # KServe's init container that downloads models
 OCI_SCHEME = "oci://"
 
@@ -377,64 +381,6 @@ def judge_use(
 
 
 # -- mutation ---------------------------------------------------------------------------------
-
-_SECURITY_CONTEXT: Mapping[str, Any] = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "privileged": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
-
-
-_DEFAULT_HASHING = oms.Serialization()  # model_signing's default: files, sha256
-
-
-def verifier_name(volume: str) -> str:
-    name = f"{VERIFIER_PREFIX}{volume}"
-    if len(name) <= 63:
-        return name
-    return f"{VERIFIER_PREFIX}{hashlib.sha256(volume.encode()).hexdigest()[:12]}"
-
-
-def verifier_container(
-    volume: str, digest: str, image: str, hashing: oms.Serialization = _DEFAULT_HASHING
-) -> dict[str, Any]:
-    """The init container that re-measures ``volume`` (hashed as ``hashing`` says, the Model's
-    :attr:`~muster.models.rules.registry.ModelSpec.hashing`) and refuses to let the pod start
-    on a mismatch (``muster model verify`` exits non-zero)."""
-    path = f"{MOUNT_ROOT}/{volume}"
-    return {
-        "name": verifier_name(volume),
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["muster"],
-        "args": ["model", "verify", path, "--digest", digest, *hashing_args(hashing)],
-        # The verifier never needs a GPU: saying so spares the GPU gate a read of its image's
-        # config (NVIDIA_VISIBLE_DEVICES, docs/gpu-stack.md) and keeps the toolkit away from it.
-        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
-        "volumeMounts": [{"name": volume, "mountPath": path, "readOnly": True}],
-        "securityContext": dict(_SECURITY_CONTEXT),
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "64Mi"},
-            "limits": {"memory": "512Mi"},
-        },
-    }
-
-
-def hashing_args(hashing: oms.Serialization) -> list[str]:
-    """``muster model verify`` options for a hashing choice; none for the default."""
-    args = []
-    if hashing.algorithm != "sha256":
-        args += ["--hashing-algorithm", hashing.hashing_algorithm]
-    if hashing.method == "shards":
-        args += ["--shard-size", str(hashing.shard_size)]
-    return args
-
-
-# What makes a verifier the verifier: the validating gate compares exactly these.
-VERIFIER_FIELDS = ("image", "command", "args", "env", "volumeMounts", "securityContext")
 
 
 def _get(container: object, field: str) -> object:

@@ -19,8 +19,8 @@ import pydantic
 from pydantic import alias_generators
 
 from muster.kernel import denials, findings, references, selectors
-from muster.models.rules import oms
 from muster.models.rules import provenance as attested
+from muster.signatures.rules import oms
 
 __all__ = [
     "MODELS_ANNOTATION",

@@ -29,9 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import oid
 
-from muster.models.rules import oms
 from muster.signatures import shipped
-from muster.signatures.rules import keys, proofs, trust
+from muster.signatures.rules import keys, oms, proofs, trust
 
 __all__ = [
     "Check",
