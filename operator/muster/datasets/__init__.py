@@ -1,0 +1,1 @@
+"""The dataset gate: approved datasets, their OMS digests, signatures, licences and lineage."""

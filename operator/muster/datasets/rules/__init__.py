@@ -1,0 +1,1 @@
+"""The dataset gate decided purely: the Dataset registry, lineage, which volumes hold datasets."""
