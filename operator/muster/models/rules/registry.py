@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import alias_generators
@@ -21,6 +21,15 @@ from pydantic import alias_generators
 from muster.kernel import denials, findings, references, selectors
 from muster.models.rules import provenance as attested
 from muster.signatures.rules import oms
+
+# Shared with Datasets, which are signed and verified the same way; re-exported under the old names.
+from muster.signatures.rules.omsspecs import (
+    DigestText,
+    Keyless,
+    SecretKeyRef,
+    SignatureSpec,
+    SourceText,
+)
 
 __all__ = [
     "MODELS_ANNOTATION",
@@ -63,54 +72,6 @@ _CONFIG = pydantic.ConfigDict(
     alias_generator=alias_generators.to_camel,
     populate_by_name=True,
 )
-DigestText = Annotated[str, pydantic.StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
-SourceText = Annotated[
-    str, pydantic.StringConstraints(pattern=r"^(hf|s3|gs|az|oci|pvc|https?)://\S+$")
-]
-
-
-class SecretKeyRef(pydantic.BaseModel):
-    """A key of a Secret holding a public key PEM."""
-
-    model_config = _CONFIG
-
-    name: str = pydantic.Field(min_length=1)
-    namespace: str = pydantic.Field(min_length=1)
-    key: str = "key.pub"
-
-
-class Keyless(pydantic.BaseModel):
-    """The Sigstore keyless signer: certificate identity and OIDC issuer, matched exactly."""
-
-    model_config = _CONFIG
-
-    identity: str = pydantic.Field(min_length=1)
-    issuer: str = pydantic.Field(min_length=1)
-
-
-class SignatureSpec(pydantic.BaseModel):
-    """How the model's OMS signature must verify; ``bundle`` is the ``model.sig`` JSON."""
-
-    model_config = _CONFIG
-
-    bundle: str | None = pydantic.Field(default=None, description="the OMS signature (JSON)")
-    public_key: str | None = pydantic.Field(default=None, description="EC public key, PEM")
-    public_key_secret_ref: SecretKeyRef | None = None
-    keyless: Keyless | None = None
-
-    @pydantic.model_validator(mode="after")
-    def _one_verifier(self) -> SignatureSpec:
-        chosen = [self.public_key, self.public_key_secret_ref, self.keyless]
-        if sum(item is not None for item in chosen) != 1:
-            raise ValueError("give exactly one of publicKey, publicKeySecretRef or keyless")
-        if self.bundle is not None:
-            try:
-                parsed = json.loads(self.bundle)
-            except ValueError as error:
-                raise ValueError(f"bundle is not JSON ({error})") from None
-            if not isinstance(parsed, dict) or "dsseEnvelope" not in parsed:
-                raise ValueError("bundle is not a Sigstore bundle with a DSSE envelope")
-        return self
 
 
 class Dataset(pydantic.BaseModel):
