@@ -12,11 +12,10 @@ the node by an init container running ``muster model verify`` before any workloa
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from muster.kernel import findings, references, subjects
+from muster.kernel import findings, podvolumes, references, subjects
 from muster.models.rules import registry as modelregistry
 from muster.signatures.rules.verifiers import (
     MOUNT_ROOT,
@@ -90,28 +89,7 @@ class Match:
     finding: findings.Finding | None
 
 
-def _volumes(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    volumes = spec.get("volumes")
-    if not isinstance(volumes, list):
-        return []
-    return [v for v in volumes if isinstance(v, Mapping) and isinstance(v.get("name"), str)]
-
-
-def _containers(spec: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
-    for field in ("initContainers", "containers"):
-        items = spec.get(field)
-        if isinstance(items, list):
-            yield from (c for c in items if isinstance(c, Mapping))
-
-
-def pvc_claims(template: subjects.PodTemplate) -> dict[str, str]:
-    """Volume name -> claim name for every PVC volume of the template."""
-    claims: dict[str, str] = {}
-    for volume in _volumes(template.spec):
-        source = volume.get("persistentVolumeClaim")
-        if isinstance(source, Mapping) and isinstance(source.get("claimName"), str):
-            claims[volume["name"]] = source["claimName"]
-    return claims
+pvc_claims = podvolumes.pvc_claims
 
 
 def model_uses(
@@ -124,7 +102,7 @@ def model_uses(
     """
     uses: list[ModelUse] = []
     problems: list[findings.Finding] = []
-    volumes = {v["name"]: v for v in _volumes(template.spec)}
+    volumes = {v["name"]: v for v in podvolumes.volumes(template.spec)}
     claims = pvc_claims(template)
     for name, volume in volumes.items():
         image = volume.get("image")
@@ -133,7 +111,7 @@ def model_uses(
             uses.append(
                 ModelUse("imageVolume", name, reference if isinstance(reference, str) else "")
             )
-    for container in _containers(template.spec):
+    for container in podvolumes.containers(template.spec):
         env = container.get("env")
         for variable in env if isinstance(env, list) else ():
             if (
@@ -184,20 +162,14 @@ def model_uses(
 
 
 def _declared(raw: object) -> tuple[dict[str, str], findings.Finding | None]:
-    subject = f"annotation {modelregistry.MODEL_VOLUMES_ANNOTATION}"
-    try:
-        parsed = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError as error:
-        return {}, _finding("ModelVolumesInvalid", subject, f"is not JSON ({error})")
-    if not isinstance(parsed, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v for k, v in parsed.items()
-    ):
-        return {}, _finding(
-            "ModelVolumesInvalid",
-            subject,
-            'must be a JSON object of volume name to Model name, e.g. {"weights": "llama-3-8b"}',
-        )
-    return dict(parsed), None
+    declared, problem = podvolumes.declared_volumes(
+        raw, kind="Model", example='{"weights": "llama-3-8b"}'
+    )
+    if problem is None:
+        return declared, None
+    return {}, _finding(
+        "ModelVolumesInvalid", f"annotation {modelregistry.MODEL_VOLUMES_ANNOTATION}", problem
+    )
 
 
 def _finding(
@@ -383,14 +355,6 @@ def judge_use(
 # -- mutation ---------------------------------------------------------------------------------
 
 
-def _get(container: object, field: str) -> object:
-    return container.get(field) if isinstance(container, Mapping) else None
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
 def verifier_patch(
     template: subjects.PodTemplate,
     matches: Sequence[Match],
@@ -402,68 +366,27 @@ def verifier_patch(
     storage-initializer when present, otherwise first), plus the ``muster.dev/models``
     annotation and ``muster.dev/uses-models`` label naming every matched Model."""
     operations: list[dict[str, Any]] = []
-    spec_pointer = template.pointer
-    meta_pointer = spec_pointer[: -len("/spec")] + "/metadata"
     if add_verifiers:
-        existing = template.spec.get("initContainers")
-        init = [c for c in existing if isinstance(c, Mapping)] if isinstance(existing, list) else []
-        names = [c.get("name") for c in init]
-        position = names.index(STORAGE_INITIALIZER) + 1 if STORAGE_INITIALIZER in names else 0
-        new = [
-            verifier_container(m.use.where, m.model.spec.digest, image, m.model.spec.hashing)
-            for m in matches
-            if m.model is not None and m.finding is None and m.use.needs_verifier
-        ]
-        for index, container in enumerate(existing if isinstance(existing, list) else ()):
-            # A verifier written earlier (a workload template, an older Muster image, a Model
-            # re-registered with another digest) is brought up to date, never duplicated.
-            wanted = next((c for c in new if c["name"] == _get(container, "name")), None)
-            if wanted is not None and any(
-                _get(container, field) != wanted[field] for field in VERIFIER_FIELDS
-            ):
-                operations.append(
-                    {
-                        "op": "replace",
-                        "path": f"{spec_pointer}/initContainers/{index}",
-                        "value": wanted,
-                    }
-                )
-        new = [c for c in new if c["name"] not in names]
-        if new:
-            if not isinstance(existing, list):
-                operations.append(
-                    {"op": "add", "path": f"{spec_pointer}/initContainers", "value": new}
-                )
-            else:
-                for offset, container in enumerate(new):
-                    operations.append(
-                        {
-                            "op": "add",
-                            "path": f"{spec_pointer}/initContainers/{position + offset}",
-                            "value": container,
-                        }
-                    )
+        operations += podvolumes.init_container_ops(
+            template,
+            [
+                verifier_container(m.use.where, m.model.spec.digest, image, m.model.spec.hashing)
+                for m in matches
+                if m.model is not None and m.finding is None and m.use.needs_verifier
+            ],
+            compare=VERIFIER_FIELDS,
+            after=STORAGE_INITIALIZER,
+        )
     entries = [m.model for m in matches if m.model is not None]
     if entries:
         value = modelregistry.encode_models_annotation(entries)
-        for field, key, item in (
-            ("annotations", modelregistry.MODELS_ANNOTATION, value),
-            ("labels", modelregistry.USES_MODELS_LABEL, "true"),
-        ):
-            current = template.metadata.get(field)
-            if not isinstance(template.metadata, Mapping) or not template.metadata:
-                operations.append(
-                    {"op": "add", "path": meta_pointer, "value": {field: {key: item}}}
-                )
-                template = dataclasses.replace(template, metadata={field: {key: item}})
-            elif not isinstance(current, Mapping):
-                operations.append(
-                    {"op": "add", "path": f"{meta_pointer}/{field}", "value": {key: item}}
-                )
-            else:
-                operations.append(
-                    {"op": "add", "path": f"{meta_pointer}/{field}/{_escape(key)}", "value": item}
-                )
+        operations += podvolumes.metadata_ops(
+            template,
+            {
+                "annotations": {modelregistry.MODELS_ANNOTATION: value},
+                "labels": {modelregistry.USES_MODELS_LABEL: "true"},
+            },
+        )
     return operations
 
 
