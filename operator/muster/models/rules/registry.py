@@ -20,7 +20,7 @@ from pydantic import alias_generators
 
 from muster.kernel import denials, findings, references, selectors
 from muster.models.rules import provenance as attested
-from muster.signatures.rules import oms
+from muster.signatures.rules import oms, omsspecs
 
 # Shared with Datasets, which are signed and verified the same way; re-exported under the old names.
 from muster.signatures.rules.omsspecs import (
@@ -64,7 +64,7 @@ MODEL_VOLUMES_ANNOTATION = "muster.dev/model-volumes"
 # On PersistentVolumeClaims (label or annotation): the Model the claim holds.
 MODEL_PVC_KEY = "muster.dev/model"
 # The Model status condition the operator writes after checking the signature.
-SIGNATURE_VERIFIED = "SignatureVerified"
+SIGNATURE_VERIFIED = omsspecs.SIGNATURE_VERIFIED
 
 _CONFIG = pydantic.ConfigDict(
     extra="forbid",
@@ -164,14 +164,7 @@ class ModelSpec(pydantic.BaseModel):
         """How ``digest`` was hashed (algorithm, files or shards): as the Model's signature says,
         else model_signing's default (files, sha256). The node re-measures the same way; an
         unreadable signature falls back to the default, so the digest still decides."""
-        if self.signature is None or self.signature.bundle is None:
-            return oms.Serialization()
-        try:
-            bundle = json.loads(self.signature.bundle)
-            signed = oms.serialization_of_bundle(bundle if isinstance(bundle, dict) else {})
-        except ValueError:  # OmsError, JSON errors
-            return oms.Serialization()
-        return signed.hashing
+        return omsspecs.hashing_of(self.signature)
 
 
 class UnsafeSerialization(pydantic.BaseModel):
@@ -252,22 +245,8 @@ class Index:
         }
 
 
-def signature_verified(status: object, generation: object) -> bool:
-    """Whether ``status`` says the signature of the spec at ``generation`` verified.
-
-    The condition counts only with its own ``observedGeneration`` equal to the object's
-    ``metadata.generation``: a status written for an earlier spec (stale, or forged before the
-    spec was changed) approves nothing, and neither does one without a generation.
-    """
-    if not isinstance(status, Mapping) or not isinstance(generation, int) or generation < 1:
-        return False
-    return any(
-        isinstance(c, Mapping)
-        and c.get("type") == SIGNATURE_VERIFIED
-        and c.get("status") == "True"
-        and c.get("observedGeneration") == generation
-        for c in status.get("conditions") or ()
-    )
+# Shared with Datasets: the condition vouches for the spec at its observedGeneration only.
+signature_verified = omsspecs.signature_verified
 
 
 def status_is_current(status: object, generation: object) -> bool:

@@ -7,12 +7,27 @@ and name their verifier with the same spec, so it lives here, below both areas. 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated
 
 import pydantic
 from pydantic import alias_generators
 
-__all__ = ["DigestText", "Keyless", "SecretKeyRef", "SignatureSpec", "SourceText"]
+from muster.signatures.rules import oms
+
+__all__ = [
+    "SIGNATURE_VERIFIED",
+    "DigestText",
+    "Keyless",
+    "SecretKeyRef",
+    "SignatureSpec",
+    "SourceText",
+    "hashing_of",
+    "signature_verified",
+]
+
+# The status condition the operator writes after checking the signature.
+SIGNATURE_VERIFIED = "SignatureVerified"
 
 _CONFIG = pydantic.ConfigDict(
     extra="forbid",
@@ -68,3 +83,35 @@ class SignatureSpec(pydantic.BaseModel):
             if not isinstance(parsed, dict) or "dsseEnvelope" not in parsed:
                 raise ValueError("bundle is not a Sigstore bundle with a DSSE envelope")
         return self
+
+
+def hashing_of(signature: SignatureSpec | None) -> oms.Serialization:
+    """How the signed digest was hashed (algorithm, files or shards): as the signature says,
+    else model_signing's default (files, sha256). The node re-measures the same way; an
+    unreadable signature falls back to the default, so the digest still decides."""
+    if signature is None or signature.bundle is None:
+        return oms.Serialization()
+    try:
+        bundle = json.loads(signature.bundle)
+        signed = oms.serialization_of_bundle(bundle if isinstance(bundle, dict) else {})
+    except ValueError:  # OmsError, JSON errors
+        return oms.Serialization()
+    return signed.hashing
+
+
+def signature_verified(status: object, generation: object) -> bool:
+    """Whether ``status`` says the signature of the spec at ``generation`` verified.
+
+    The condition counts only with its own ``observedGeneration`` equal to the object's
+    ``metadata.generation``: a status written for an earlier spec (stale, or forged before the
+    spec was changed) approves nothing, and neither does one without a generation.
+    """
+    if not isinstance(status, Mapping) or not isinstance(generation, int) or generation < 1:
+        return False
+    return any(
+        isinstance(c, Mapping)
+        and c.get("type") == SIGNATURE_VERIFIED
+        and c.get("status") == "True"
+        and c.get("observedGeneration") == generation
+        for c in status.get("conditions") or ()
+    )
