@@ -196,6 +196,10 @@ def effective_policy(
         unsafe_serialization=unsafe,
         require_signature=any(p.require_signature for p in policies),
         require_provenance=any(p.require_provenance for p in policies),
+        require_approved_datasets=any(p.require_approved_datasets for p in policies),
+        volumes="declaredOnly"
+        if any(p.volumes == "declaredOnly" for p in policies)
+        else "declared",
     )
 
 

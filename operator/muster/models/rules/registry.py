@@ -190,6 +190,16 @@ class ModelPolicySpec(pydantic.BaseModel):
     require_provenance: bool = pydantic.Field(
         default=False, description="only Models whose provenance verified (ProvenanceVerified)"
     )
+    require_approved_datasets: bool = pydantic.Field(
+        default=False,
+        description="only Models whose spec.datasets all name registered Datasets (digest equal "
+        "when given) with resolved lineage, signed when a DatasetPolicy requires it",
+    )
+    volumes: Literal["declared", "declaredOnly"] = pydantic.Field(
+        default="declared",
+        description="declaredOnly: every pod volume that can hold data must be a Model, a "
+        "Dataset or a PVC labelled muster.dev/not-model-data=true",
+    )
     denial: denials.DenialSpec | None = pydantic.Field(
         default=None,
         description="the policy's own message, help page and owner, shown with its denials",
