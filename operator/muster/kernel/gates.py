@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from muster.kernel import findings, reviews, subjects
+from muster.kernel import findings, jsonpatches, reviews, subjects
 
 __all__ = ["Gate", "GateResult", "Phase", "respond"]
 
@@ -56,7 +56,8 @@ def respond(
     """One AdmissionReview answer from every gate's result (``footer`` ends a denial)."""
     judged = verdict(subject, results)
     if phase is Phase.MUTATE:
-        patch = [operation for result in results for operation in result.patch]
+        # Each gate wrote its patch against the object as it arrived: combined, not chained.
+        patch = jsonpatches.combine(subject.object, [result.patch for result in results])
         return reviews.build_response(
             uid=subject.uid,
             allowed=True,
