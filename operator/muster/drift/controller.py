@@ -11,7 +11,11 @@ most :data:`MAX_DELAY_SECONDS`), the controller:
    deadline; :data:`CONCURRENCY` pods at a time),
 4. sets ``muster_drifted_pods{check}`` to the pods with at least one finding per check, and
    posts one Warning Event ``PodDrifted`` on each drifted pod naming the findings (repeats fold
-   into the Event's series).
+   into the Event's series),
+5. hands what it found (:class:`muster.drift.rules.passes.PassOutcome`) to its listeners
+   (``muster.reports`` writes PolicyReports from it). With :attr:`DriftController.audit` set,
+   the pass also judges the running pods of namespaces that have not opted in
+   (``passes.audited``) for those listeners only: no Event, no gauge.
 
 Only the replica that runs the controllers does this: the policy watches run on the active kopf
 peer only, and the periodic pass checks the peering object with kopf's own rule first. Nothing
@@ -26,7 +30,7 @@ import datetime
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import kopf
@@ -43,6 +47,7 @@ __all__ = [
     "MAX_DELAY_SECONDS",
     "PIPELINE_AREA",
     "DriftController",
+    "Listener",
     "register_controller",
 ]
 
@@ -67,6 +72,8 @@ DEBOUNCE_SECONDS = 5.0
 MAX_DELAY_SECONDS = 30.0
 CONCURRENCY = 4
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
+# Called after each pass with what it found; a failing listener is logged, never fatal.
+Listener = Callable[[drift.PassOutcome], Awaitable[None]]
 # Policies whose changes can make admitted pods fail now: (group, version, plural).
 
 
@@ -90,6 +97,9 @@ class DriftController:
         self.max_delay = max_delay
         self.concurrency = concurrency
         self.passes = 0
+        # Also judge namespaces in reach that have not opted in, for the listeners only.
+        self.audit = False
+        self.listeners: list[Listener] = []
         self._poked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -184,7 +194,20 @@ class DriftController:
             )
             is not None
         ]
+        audited = [
+            name
+            for name, found in labels.items()
+            if self.audit
+            and drift.audited(
+                name,
+                found,
+                own_namespace=settings.own_namespace,
+                selector=settings.namespace_selector,
+                enforcement=settings.enforcement,
+            )
+        ]
         limit = asyncio.Semaphore(self.concurrency)
+        unlisted: set[str] = set()
 
         async def pods_of(namespace: str) -> list[Mapping[str, Any]]:
             async with limit:
@@ -193,10 +216,12 @@ class DriftController:
                 except kubeapi.ApiError as error:
                     if error.status != 404:
                         logger.warning("cannot list the pods of %s: %s", namespace, error)
+                        unlisted.add(namespace)
                     return []
             return list(found.get("items") or ())
 
-        pods = [pod for each in await asyncio.gather(*map(pods_of, scoped)) for pod in each]
+        listed_pods = await asyncio.gather(*map(pods_of, [*scoped, *audited]))
+        pods = [pod for each in listed_pods for pod in each]
         chosen = drift.candidates(
             pods,
             labels,
@@ -212,6 +237,17 @@ class DriftController:
                 return await self._judge(pipeline, pod, mode)
 
         results = await asyncio.gather(*(judge(pod, mode) for pod, mode in chosen))
+        # Audit judges as enforcement would: what it finds is what would be denied.
+        audit_pods = drift.audit_candidates(
+            pods,
+            labels,
+            own_namespace=settings.own_namespace,
+            selector=settings.namespace_selector,
+            enforcement=settings.enforcement,
+        )
+        audit_results = await asyncio.gather(
+            *(judge(pod, findings.Mode.ENFORCE) for pod in audit_pods)
+        )
         totals = drift.counts(results, self.rules.checks)
         for check, count in totals.items():
             self.services.metrics.set_drifted_pods(check, count)
@@ -223,11 +259,38 @@ class DriftController:
                 recorder.submit(drift.notice(pod, found))
         self.passes += 1
         logger.info(
-            "drift pass: %d pods re-judged in %.2fs, drifted: %s",
+            "drift pass: %d pods re-judged in %.2fs, drifted: %s%s",
             len(chosen),
             time.monotonic() - started,
             ", ".join(f"{check}={count}" for check, count in sorted(totals.items())),
+            f"; audit: {len(audit_pods)} pods in {len(audited)} namespaces not opted in, "
+            f"{sum(1 for found in audit_results if found)} would be denied"
+            if self.audit
+            else "",
         )
+        if self.listeners:
+            outcome = drift.PassOutcome(
+                judged=(
+                    *(
+                        drift.Judged(pod, found)
+                        for (pod, _), found in zip(chosen, results, strict=True)
+                    ),
+                    *(
+                        drift.Judged(pod, found, audit=True)
+                        for pod, found in zip(audit_pods, audit_results, strict=True)
+                    ),
+                ),
+                namespaces={name: labels[name] for name in (*scoped, *audited)},
+                checks=self.rules.checks,
+                unlisted=frozenset(unlisted),
+            )
+            for listener in self.listeners:
+                try:
+                    await listener(outcome)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a reader of drift must not stop the next pass
+                    logger.exception("a reader of the drift pass failed")
         return totals
 
     async def _judge(

@@ -14,6 +14,11 @@ What is not drift:
 * pods admitted under a break-glass exemption (annotation ``muster.dev/exemption``): they were
   let through knowingly and audited then (``ExemptionUsed``);
 * pods that finished (``Succeeded``/``Failed``) or are being deleted.
+
+*Audit* (``muster run --audit-namespaces``): a pass may also judge the running pods of
+namespaces in reach that have not opted in (:func:`audited`), as enforcement would judge them.
+What it finds there is only reported (PolicyReports, ``muster.reports``): no Event, no drift
+gauge, nothing evicted. Opted-in namespaces are judged exactly as without it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ __all__ = [
     "REASON",
     "Candidate",
     "DriftRules",
+    "Judged",
+    "PassOutcome",
     "active_peer",
+    "audit_candidates",
+    "audited",
     "candidates",
     "counts",
     "drifted",
@@ -65,17 +74,8 @@ def candidates(
     """
     chosen: list[Candidate] = []
     for pod in pods:
-        metadata = pod.get("metadata")
-        if not isinstance(metadata, Mapping) or metadata.get("deletionTimestamp"):
-            continue
-        status = pod.get("status")
-        if isinstance(status, Mapping) and status.get("phase") in _FINISHED:
-            continue
-        annotations = metadata.get("annotations")
-        if isinstance(annotations, Mapping) and exemptions.ANNOTATION in annotations:
-            continue
-        namespace = metadata.get("namespace")
-        if not isinstance(namespace, str) or namespace not in namespace_labels:
+        namespace = _running_in(pod)
+        if namespace is None or namespace not in namespace_labels:
             continue
         mode = scopes.watched_mode(
             namespace,
@@ -87,6 +87,91 @@ def candidates(
         if mode is not None:
             chosen.append((pod, mode))
     return chosen
+
+
+def _running_in(pod: Mapping[str, Any]) -> str | None:
+    """The namespace of a pod a pass judges: running, not being deleted, not exempted."""
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("deletionTimestamp"):
+        return None
+    status = pod.get("status")
+    if isinstance(status, Mapping) and status.get("phase") in _FINISHED:
+        return None
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, Mapping) and exemptions.ANNOTATION in annotations:
+        return None
+    namespace = metadata.get("namespace")
+    return namespace if isinstance(namespace, str) else None
+
+
+def audited(
+    namespace: str,
+    labels: Mapping[str, str] | None,
+    *,
+    own_namespace: str | None,
+    selector: selectors.LabelSelector | None = None,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
+) -> bool:
+    """Whether audit judges a namespace: in reach but not judged (not opted in, in the
+    namespaced scope). Never one opted out with ``muster.dev/ignore=true`` (even when a
+    ``selector`` picks it), the control plane's, Muster's own or an excluded one; never one
+    drift already judges, so audit cannot change what happens in opted-in namespaces."""
+    if (labels or {}).get(scopes.OPT_OUT_LABEL) == "true":
+        return False
+    if not scopes.in_reach(
+        namespace, labels, own_namespace=own_namespace, selector=selector, enforcement=enforcement
+    ):
+        return False
+    return enforcement.labelled_mode(labels) is None
+
+
+def audit_candidates(
+    pods: Iterable[Mapping[str, Any]],
+    namespace_labels: Mapping[str, Mapping[str, str]],
+    *,
+    own_namespace: str | None,
+    selector: selectors.LabelSelector | None = None,
+    enforcement: scopes.Enforcement = scopes.NAMESPACED,
+) -> list[Mapping[str, Any]]:
+    """The running pods of the namespaces audit judges (:func:`audited`)."""
+    return [
+        pod
+        for pod in pods
+        if (namespace := _running_in(pod)) is not None
+        and namespace in namespace_labels
+        and audited(
+            namespace,
+            namespace_labels[namespace],
+            own_namespace=own_namespace,
+            selector=selector,
+            enforcement=enforcement,
+        )
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+    """One pod a pass re-judged and what of it is drift; ``audit`` when its namespace has not
+    opted in (found only to be reported, as what enforcement would deny)."""
+
+    pod: Mapping[str, Any]
+    findings: tuple[findings.Finding, ...]
+    audit: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class PassOutcome:
+    """What one pass found, for the readers of drift (``muster.reports``).
+
+    ``namespaces``: every namespace the pass judged (opted in or audited), with its labels,
+    including those with no running pod; ``unlisted``: those whose pods could not be listed
+    this time, so nothing is known about them (keep what was said before).
+    """
+
+    judged: tuple[Judged, ...]
+    namespaces: Mapping[str, Mapping[str, str]]
+    checks: tuple[str, ...]
+    unlisted: frozenset[str] = frozenset()
 
 
 def pod_review(pod: Mapping[str, Any]) -> reviews.Review:
