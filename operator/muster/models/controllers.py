@@ -19,11 +19,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import dataclasses
 import datetime
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -38,8 +35,7 @@ from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics, registries
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
-from muster.signatures import oms as modelsigs
-from muster.signatures.rules import oms
+from muster.signatures import omschecks
 
 __all__ = ["AREA", "ModelController", "controllers", "gates_for"]
 
@@ -170,42 +166,7 @@ class ModelController:
 
     async def _signature(self, spec: modelregistry.ModelSpec) -> tuple[str, str, str]:
         """("True"|"False", reason, message) for the Model's OMS signature."""
-        signature = spec.signature
-        if signature is None:
-            return "False", "NoSignature", "the Model names no signature"
-        if signature.bundle is None:
-            return "False", "NoBundle", "the Model carries no signature bundle (model.sig)"
-        bundle = json.loads(signature.bundle)  # validated JSON object by the spec model
-        try:
-            if signature.keyless is not None:
-                keyless = signature.keyless
-                signed = await asyncio.to_thread(
-                    modelsigs.verify_with_sigstore, bundle, keyless.identity, keyless.issuer
-                )
-            else:
-                pem = await self._public_key(signature)
-                signed = modelsigs.verify_with_key(bundle, pem)
-        except (modelsigs.SignatureError, kubeapi.ApiError, oms.OmsError) as error:
-            return "False", "SignatureInvalid", str(error)[:900]
-        if signed.manifest.digest != spec.digest:
-            return (
-                "False",
-                "DigestMismatch",
-                f"the signature signs {signed.manifest.digest}, the Model says {spec.digest}",
-            )
-        return "True", "Verified", f"signed by {signed.signer}"
-
-    async def _public_key(self, signature: modelregistry.SignatureSpec) -> bytes:
-        if signature.public_key is not None:
-            return signature.public_key.encode()
-        ref = signature.public_key_secret_ref
-        if ref is None:
-            raise modelsigs.InputError("the Model names no public key")
-        secret = await self.kube.get(f"/api/v1/namespaces/{ref.namespace}/secrets/{ref.name}")
-        data = (secret.get("data") or {}).get(ref.key)
-        if not isinstance(data, str):
-            raise modelsigs.InputError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
-        return base64.b64decode(data)
+        return await omschecks.check(self.kube, spec.signature, spec.digest, kind="Model")
 
     # -- revocation -------------------------------------------------------------------------
 
