@@ -39,6 +39,8 @@ AREA = areas.Area[controllers.ModelSettings](
         "ModelVolumeUnknown": "the model-volumes annotation names a volume the pod lacks",
         "ModelVolumesInvalid": "the model-volumes annotation is not valid",
         "ModelVerifierMissing": "a model volume has no verifying init container",
+        "ModelSourceNotPinned": "an hf:// model source names no revision",
+        "ModelSourceNotVerifiable": "an approved downloaded model has no initializer to verify after",
         "ModelLookupFailed": "a PVC could not be read to tell whether it holds a model",
         "ModelRegistryUnavailable": "the Models and ModelPolicies could not be listed",
     },

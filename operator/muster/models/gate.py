@@ -17,9 +17,10 @@ from typing import Any
 
 import pydantic
 
-from muster.kernel import findings, gates, references, subjects
+from muster.kernel import findings, gates, references, sources, subjects
 from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
+from muster.models.rules import storageuris
 from muster.platform import kubeapi, registries
 from muster.platform import namespaces as platformnamespaces
 
@@ -29,6 +30,7 @@ logger = logging.getLogger("muster.models")
 
 MODELS_PATH = "/apis/muster.dev/v1alpha1/models"
 POLICIES_PATH = "/apis/muster.dev/v1alpha1/modelpolicies"
+TRAINJOBS = ("trainer.kubeflow.org", "trainjobs")
 
 
 class ModelCatalog:
@@ -171,7 +173,7 @@ class ModelGate:
         except kubeapi.ApiError as error:
             return _unavailable(f"cannot read the model registry ({error})")
         named = index.named_policies_for(labels)
-        policy = modelgate.effective_policy(list(named.values()))
+        policy = modelgate.effective_policy(named)
         if policy is None:
             return gates.GateResult()
         deciding = modelgate.deciding_policy(named)
@@ -210,6 +212,9 @@ class ModelGate:
                         self._missing_verifiers(template, matches, policy.mode), deciding
                     )
                 )
+                if subject.is_pod:
+                    # A workload's template gets KServe's storage-initializer only in its pods.
+                    found.extend(findings.attributed(_unverifiable(matches, policy.mode), deciding))
             else:
                 patch.extend(
                     modelgate.verifier_patch(
@@ -218,7 +223,26 @@ class ModelGate:
                         self.verifier_image,
                     )
                 )
+        if phase is gates.Phase.VALIDATE:
+            found.extend(findings.attributed(self._initializers(subject, index, policy), deciding))
         return gates.GateResult(findings=tuple(found), patch=tuple(patch))
+
+    def _initializers(
+        self,
+        subject: subjects.Subject,
+        index: modelregistry.Index,
+        policy: modelregistry.ModelPolicySpec,
+    ) -> list[findings.Finding]:
+        """A TrainJob's model initializer downloads its storageUri in a pod of its own: the URI
+        must be an approved Model's source (the initializer pod is judged again when made)."""
+        if (subject.group, subject.resource) != TRAINJOBS:
+            return []
+        uri = sources.trainer_initializer_uris(subject.object).get("model")
+        if uri is None:
+            return []
+        use = modelgate.ModelUse("sourceUri", "TrainJob model initializer", uri, fetcher=True)
+        match = modelgate.judge_use(use, index, policy)
+        return [] if match.finding is None else [match.finding]
 
     async def _pvc_models(
         self, namespace: str, template: subjects.PodTemplate, mode: findings.Mode
@@ -291,10 +315,11 @@ class ModelGate:
         }
         missing: list[findings.Finding] = []
         for match in matches:
-            if match.model is None or match.finding is not None or not match.use.needs_verifier:
+            volume = match.use.verifier_volume
+            if match.model is None or match.finding is not None or volume is None:
                 continue
             expected = modelgate.verifier_container(
-                match.use.where,
+                volume,
                 match.model.spec.digest,
                 self.verifier_image,
                 match.model.spec.hashing,
@@ -314,6 +339,30 @@ class ModelGate:
                     )
                 )
         return missing
+
+
+def _unverifiable(matches: list[modelgate.Match], mode: findings.Mode) -> list[findings.Finding]:
+    """Approved downloads with nothing to re-measure them after: refused, never admitted
+    unverified (a KServe pod has its storage-initializer by the time it is validated)."""
+    return [
+        findings.Finding(
+            check=modelgate.CHECK,
+            reason="ModelSourceNotVerifiable",
+            subject=match.use.label,
+            message=f"matches Model {match.model.name!r}, but no {storageuris.STORAGE_INITIALIZER} "
+            f"init container downloads it into a whole volume (args [uri, dest] with a volume "
+            f"mounted at dest, by default {storageuris.KSERVE_MOUNT}), so its bytes cannot be "
+            "re-measured before the workload starts; serve it through KServe's "
+            "storage-initializer, or from an OCI artifact or a PVC labelled with the Model",
+            mode=mode,
+        )
+        for match in matches
+        if match.model is not None
+        and match.finding is None
+        and match.use.kind == "sourceUri"
+        and match.use.needs_verifier
+        and match.use.verifier_volume is None
+    ]
 
 
 def _unavailable(message: str) -> gates.GateResult:

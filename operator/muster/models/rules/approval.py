@@ -15,8 +15,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from muster.kernel import findings, podvolumes, references, subjects
+from muster.kernel import findings, licences, podvolumes, references, sources, subjects
 from muster.models.rules import registry as modelregistry
+from muster.models.rules import storageuris
 from muster.signatures.rules.verifiers import (
     MOUNT_ROOT,
     VERIFIER_FIELDS,
@@ -48,7 +49,9 @@ CHECK = "models"  # the check name in findings, Events and metrics
 STORAGE_INITIALIZER = "storage-initializer"  # KServe's init container that downloads models
 OCI_SCHEME = "oci://"
 
-UseKind = Literal["imageVolume", "storageUri", "pvc", "declaredVolume"]
+# sourceUri: an hf://, s3://, gs://, http(s):// storage URI an initializer downloads
+# (models/rules/storageuris.py).
+UseKind = Literal["imageVolume", "storageUri", "pvc", "declaredVolume", "sourceUri"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +62,10 @@ class ModelUse:
     where: str  # volume name, or container name for a storage URI
     reference: str
     claim: str | None = None  # the PVC behind a pvc or declared volume
+    # sourceUri: the volume the initializer downloads into (None: none to re-measure), and
+    # whether the use is the download itself (a Trainer model-initializer: nothing to wait for).
+    volume: str | None = None
+    fetcher: bool = False
 
     @property
     def label(self) -> str:
@@ -66,6 +73,8 @@ class ModelUse:
             return f'image volume "{self.where}"'
         if self.kind == "storageUri":
             return f'storage URI of "{self.where}"'
+        if self.kind == "sourceUri":
+            return f"model source {self.reference!r} ({self.where})"
         if self.claim is not None:
             return f'volume "{self.where}" (PVC "{self.claim}")'
         return f'volume "{self.where}"'
@@ -77,7 +86,14 @@ class ModelUse:
     @property
     def needs_verifier(self) -> bool:
         """Bytes admission cannot see: verified on the node before the workload starts."""
-        return not self.is_oci
+        return not self.is_oci and not self.fetcher
+
+    @property
+    def verifier_volume(self) -> str | None:
+        """The volume the verifier re-measures (None: nothing to mount)."""
+        if not self.needs_verifier:
+            return None
+        return self.volume if self.kind == "sourceUri" else self.where
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,6 +174,10 @@ def model_uses(
         pvc_model = pvc_models.get(claim)
         if volume_name not in declared and pvc_model is not None:
             uses.append(ModelUse("pvc", volume_name, pvc_model, claim=claim))
+    for ref in storageuris.source_refs(template.annotations, podvolumes.containers(template.spec)):
+        uses.append(
+            ModelUse("sourceUri", ref.where, ref.uri, volume=ref.volume, fetcher=ref.fetcher)
+        )
     return uses, problems
 
 
@@ -179,9 +199,16 @@ def _finding(
 
 
 def effective_policy(
-    policies: Sequence[modelregistry.ModelPolicySpec],
+    policies: Sequence[modelregistry.ModelPolicySpec] | Mapping[str, modelregistry.ModelPolicySpec],
 ) -> modelregistry.ModelPolicySpec | None:
-    """The strictest combination of every policy selecting a namespace (None: no policy)."""
+    """The strictest combination of every policy selecting a namespace (None: no policy).
+
+    Licence rules do not merge: every policy's ``licenses`` is kept (with its name when the
+    policies are given by name) and a Model's licence must pass each."""
+    named: list[tuple[str | None, modelregistry.ModelPolicySpec]] = (
+        sorted(policies.items()) if isinstance(policies, Mapping) else [(None, p) for p in policies]
+    )
+    policies = [spec for _, spec in named]
     if not policies:
         return None
     enforce = any(p.mode is findings.Mode.ENFORCE for p in policies)
@@ -191,7 +218,7 @@ def effective_policy(
     else:
         allowed = set.intersection(*(set(p.unsafe_serialization.allow) for p in policies))
         unsafe = modelregistry.UnsafeSerialization(action="allow", allow=tuple(sorted(allowed)))
-    return modelregistry.ModelPolicySpec(
+    combined = modelregistry.ModelPolicySpec(
         mode=findings.Mode.ENFORCE if enforce else findings.Mode.WARN,
         unsafe_serialization=unsafe,
         require_signature=any(p.require_signature for p in policies),
@@ -201,6 +228,7 @@ def effective_policy(
         if any(p.volumes == "declaredOnly" for p in policies)
         else "declared",
     )
+    return combined.with_licence_rules((name, p.licenses) for name, p in named)
 
 
 def deciding_policy(
@@ -277,6 +305,11 @@ def judge_use(
                     mode,
                 ),
             )
+    elif use.kind == "sourceUri":
+        matched, problem = _by_source(use, index, mode)
+        if problem is not None:
+            return Match(use, None, problem)
+        candidates = matched
     else:
         entry = index.by_name(use.reference)
         if entry is None:
@@ -353,7 +386,38 @@ def judge_use(
                 mode,
             ),
         )
+    licence = _licence_finding(use, entry, policy)
+    if licence is not None:
+        return Match(use, entry, licence)
     return Match(use, entry, None)
+
+
+def _by_source(
+    use: ModelUse, index: modelregistry.Index, mode: findings.Mode
+) -> tuple[list[modelregistry.ModelEntry], findings.Finding | None]:
+    """The Models whose spec.source is the URI a pod downloads; hf:// must name a revision."""
+    try:
+        source = sources.parse(use.reference)
+    except sources.SourceError as error:
+        return [], _finding("ModelReferenceInvalid", use.label, str(error), mode)
+    if not source.pinned:
+        return [], _finding(
+            "ModelSourceNotPinned",
+            use.label,
+            f"{use.reference!r} names no revision, so what it downloads can change at any time; "
+            f"pin it ({source.text}@<commit>) to the revision an approved Model names",
+            mode,
+        )
+    matched = storageuris.approved(use.reference, index.models.values())
+    if not matched:
+        return [], _finding(
+            "ModelNotApproved",
+            use.label,
+            f"{source.text!r} is not an approved Model: no Model has spec.source {source.text!r}; "
+            "register it with that source (muster model register) or use an approved one",
+            mode,
+        )
+    return matched, None
 
 
 # -- mutation ---------------------------------------------------------------------------------
@@ -374,9 +438,11 @@ def verifier_patch(
         operations += podvolumes.init_container_ops(
             template,
             [
-                verifier_container(m.use.where, m.model.spec.digest, image, m.model.spec.hashing)
+                verifier_container(
+                    m.use.verifier_volume, m.model.spec.digest, image, m.model.spec.hashing
+                )
                 for m in matches
-                if m.model is not None and m.finding is None and m.use.needs_verifier
+                if m.model is not None and m.finding is None and m.use.verifier_volume
             ],
             compare=VERIFIER_FIELDS,
             after=STORAGE_INITIALIZER,
@@ -403,3 +469,23 @@ def _provenance_state(entry: modelregistry.ModelEntry) -> str:
     if entry.provenance_problem:
         return entry.provenance_problem
     return "its provenance has not been verified for this spec yet (ProvenanceVerified)"
+
+
+def _licence_finding(
+    use: ModelUse, entry: modelregistry.ModelEntry, policy: modelregistry.ModelPolicySpec
+) -> findings.Finding | None:
+    """ModelLicenseNotAllowed when a selecting policy's licence rules refuse the Model's
+    licence; every policy's rules must pass (the first refusing one, by name, is named)."""
+    for name, rules in policy.licence_rules:
+        verdict = licences.judge(entry.spec.license, rules)
+        if verdict is None:
+            continue
+        by = f"ModelPolicy {name!r}" if name is not None else "the ModelPolicy"
+        return _finding(
+            "ModelLicenseNotAllowed",
+            use.label,
+            f"Model {entry.name!r} is not allowed by {by}: {verdict.message} (use a Model "
+            "whose licence the policy allows, or change the policy's licenses)",
+            policy.mode,
+        )
+    return None
