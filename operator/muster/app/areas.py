@@ -22,6 +22,7 @@ from muster.kernel import gates as gates_
 from muster.models import area as models
 from muster.platform import metrics
 from muster.platform.services import Services
+from muster.reports import area as reports
 from muster.vulnerabilities import area as vulnerabilities
 
 __all__ = ["AREAS", "GATES", "gates", "metric_labels", "reasons"]
@@ -39,6 +40,7 @@ AREAS: tuple[areas.Area[OperatorSettings], ...] = (
     boms.AREA,
     drift.declare(GATES),
     guards.AREA,
+    reports.AREA,
 )
 
 

@@ -18,6 +18,7 @@ from muster.images.rules import policies as imagepolicies
 from muster.kernel import scopes, selectors
 from muster.models import controllers as models
 from muster.platform import registries
+from muster.reports.rules import policyreports as reports_core
 
 __all__ = ["OperatorSettings"]
 
@@ -74,3 +75,9 @@ class OperatorSettings:
     # not opted out); None: that default.
     drift_interval: float = drift_core.DEFAULT_INTERVAL_SECONDS
     namespace_selector: selectors.LabelSelector | None = None
+    # PolicyReports: drift and scan results written as wgpolicyk8s.io reports after each pass,
+    # at most policy_report_max_results per report; audit_namespaces: passes also judge (for the
+    # reports only) namespaces in reach that have not opted in.
+    policy_reports: bool = True
+    policy_report_max_results: int = reports_core.DEFAULT_MAX_RESULTS
+    audit_namespaces: bool = False

@@ -42,6 +42,7 @@ from muster.platform import events, kubeapi, namespaces
 from muster.platform.services import Services, SharedSettings
 
 __all__ = [
+    "AREA",
     "CONCURRENCY",
     "DEBOUNCE_SECONDS",
     "MAX_DELAY_SECONDS",
@@ -67,6 +68,7 @@ class DriftSettings(SharedSettings, Protocol):
 
 logger = logging.getLogger("muster.drift")
 
+AREA = "drift"  # where register_controller leaves the controller in Services
 PIPELINE_AREA = "pipeline"  # where build_pipeline leaves the admission pipeline in Services
 DEBOUNCE_SECONDS = 5.0
 MAX_DELAY_SECONDS = 30.0
@@ -325,7 +327,7 @@ def register_controller(
         return  # drift detection turned off
     if services.events is None:
         services.events = events.EventRecorder(services.kube)
-    controller = services.areas["drift"] = DriftController(services, rules=rules, interval=interval)
+    controller = services.areas[AREA] = DriftController(services, rules=rules, interval=interval)
 
     @kopf.on.startup(registry=registry)
     async def start_drift(**_: Any) -> None:

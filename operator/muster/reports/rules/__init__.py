@@ -1,0 +1,1 @@
+"""PolicyReports decided purely: their results, bounds and whether anything changed."""
