@@ -30,7 +30,7 @@ def model() -> dict[str, Any]:
             "digest": MODEL_DIGEST,
             "source": "hf://acme/llama-ft",
             "format": "safetensors",
-            "license": "llama3.1",
+            "license": "LicenseRef-llama3.1",
             "signature": {"keyless": {"identity": "ml@acme.example", "issuer": "https://idp"}},
             "datasets": [
                 {
@@ -157,7 +157,7 @@ def test_workload_bom_is_valid_cyclonedx_1_6_with_the_ai_parts() -> None:
     model_ = components["model:llama-ft"]
     assert model_["type"] == "machine-learning-model"
     assert model_["version"] == MODEL_DIGEST
-    assert model_["licenses"] == [{"license": {"name": "llama3.1"}}]
+    assert model_["licenses"] == [{"expression": "LicenseRef-llama3.1"}]
     assert model_["externalReferences"][0]["url"] == "hf://acme/llama-ft"
     assert model_["modelCard"]["modelParameters"]["task"] == "text-generation"
     assert model_["modelCard"]["considerations"]["useCases"] == ["customer support"]

@@ -13,8 +13,12 @@ cyclonedx-python-lib bundles.
 
 - images: ``container`` components, version = the digest the gate verified, SHA-256 hash,
   ``pkg:oci`` purl, the signing authorities as ``muster:signers``;
-- models: ``machine-learning-model`` components with the Model's OMS digest, source, licence,
-  signer and ``modelCard``; datasets as ``data`` components the model depends on;
+- models: ``machine-learning-model`` components with the Model's OMS digest, source, licence
+  (with the decision of the ModelPolicies' licence rules), signer and ``modelCard``; a ModelPack
+  Model's config in its card and its layers as sub-components (:mod:`.modelpacks`);
+- datasets: ``data`` components for the Datasets the pod uses and those its Models were
+  trained on, with their lineage (:mod:`.datasets`); the model depends on its datasets, a
+  dataset on its parents; a Model's dataset entry naming no Dataset stays, marked unregistered;
 - training configuration: one ``formulation`` formula per model;
 - the GPU stack of the pod's node: a ``device`` component with its GPU labels;
 - vulnerabilities: from the ImageScans, each affecting the image component.
@@ -32,6 +36,8 @@ from urllib.parse import quote
 import pydantic
 from pydantic import alias_generators
 
+from muster.boms.rules import datasets as bomdatasets
+from muster.boms.rules import licensing, modelpacks
 from muster.kernel import pods, references, scopes
 from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
@@ -40,7 +46,9 @@ from muster.vulnerabilities.rules import scans as vulnerabilities
 __all__ = [
     "MAX_DOCUMENT_CHARS",
     "SPEC_VERSION",
+    "DatasetFacts",
     "ImageFacts",
+    "LicenceRules",
     "PodFacts",
     "WorkloadBOMSpec",
     "document",
@@ -60,6 +68,8 @@ _SEVERITY = {
 }
 MAX_DOCUMENT_CHARS = 1_000_000  # a WorkloadBOM stays under etcd's 1.5 MB object limit
 _NODE_LABEL_PREFIXES = ("nvidia.com/", "muster.dev/", "feature.node.kubernetes.io/pci-10de")
+DatasetFacts = bomdatasets.DatasetFacts
+LicenceRules = licensing.LicenceRules
 
 
 class WorkloadBOMSpec(pydantic.BaseModel):
@@ -99,6 +109,8 @@ class PodFacts:
     images: Sequence[ImageFacts]
     models: Sequence[tuple[str, Mapping[str, Any] | None]]  # (name, Model object or None)
     node: Mapping[str, Any] | None = None
+    datasets: DatasetFacts = dataclasses.field(default_factory=DatasetFacts)
+    licences: LicenceRules = dataclasses.field(default_factory=LicenceRules)
 
 
 def in_scope(
@@ -193,14 +205,73 @@ def _vulnerabilities(facts: ImageFacts, image_ref: str) -> list[dict[str, Any]]:
     return found
 
 
-def _dataset_ref(dataset: modelregistry.Dataset) -> str:
+def _dataset_ref(dataset: modelregistry.Dataset, datasets: bomdatasets.Datasets) -> str:
+    if datasets.registered(dataset.name):
+        return datasets.ref(dataset.name)
     return f"dataset:{dataset.name}@{dataset.digest or 'unpinned'}"
 
 
+def _unregistered_dataset(
+    dataset: modelregistry.Dataset,
+    datasets: bomdatasets.Datasets,
+    rules: LicenceRules,
+) -> dict[str, Any]:
+    """A Model's dataset entry that names no Dataset object: recorded as declared."""
+    data: dict[str, Any] = {"type": "dataset", "name": dataset.name}
+    if dataset.source:
+        data["contents"] = {"url": dataset.source}
+    entry: dict[str, Any] = {
+        "type": "data",
+        "bom-ref": _dataset_ref(dataset, datasets),
+        "name": dataset.name,
+        "data": [data],
+    }
+    if (found := modelpacks.hashes(dataset.digest)) is not None:
+        entry["hashes"] = found
+        entry["version"] = dataset.digest
+    if (choice := licensing.licence_choice(dataset.license)) is not None:
+        entry["licenses"] = choice
+    if dataset.source:
+        entry["externalReferences"] = [{"type": "distribution", "url": dataset.source}]
+    entry["properties"] = [
+        {"name": "muster:dataset-registered", "value": "False"},
+        *licensing.decision_properties(dataset.license, rules.datasets),
+    ]
+    return entry
+
+
+def _invalid_model(
+    ref: str, name: str, model: Mapping[str, Any], error: pydantic.ValidationError
+) -> dict[str, Any]:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    component: dict[str, Any] = {
+        "type": "machine-learning-model",
+        "bom-ref": ref,
+        "name": name,
+        "properties": [
+            {"name": "muster:model-registered", "value": "True"},
+            {"name": "muster:model-valid", "value": "False"},
+            {"name": "muster:model-invalid", "value": f"{where}: {first.get('msg')}"},
+        ],
+    }
+    digest = (model.get("spec") or {}).get("digest")
+    if (found := modelpacks.hashes(digest)) is not None:
+        component["version"] = digest
+        component["hashes"] = found
+    return component
+
+
 def _model_components(
-    name: str, model: Mapping[str, Any] | None
+    name: str,
+    model: Mapping[str, Any] | None,
+    datasets: bomdatasets.Datasets | None = None,
+    rules: LicenceRules | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(components, dependencies, formulation) for one Model the pod uses."""
+    """(components, dependencies, formulation) for one Model the pod uses; the Dataset
+    components its registered training datasets refer to are made by the caller."""
+    datasets = datasets or bomdatasets.Datasets.of(DatasetFacts())
+    rules = rules or LicenceRules()
     ref = f"model:{name}"
     if model is None:
         missing = {
@@ -210,7 +281,12 @@ def _model_components(
             "properties": [{"name": "muster:model-registered", "value": "False"}],
         }
         return [missing], [], []
-    spec = modelregistry.ModelSpec.model_validate(model.get("spec") or {})
+    try:
+        spec = modelregistry.ModelSpec.model_validate(model.get("spec") or {})
+    except pydantic.ValidationError as error:
+        # Stored before a rule it breaks (e.g. a licence that is not SPDX): recorded as
+        # invalid, so one such Model does not cost the workload its whole BOM.
+        return [_invalid_model(ref, name, model, error)], [], []
     status = model.get("status") or {}
     component: dict[str, Any] = {
         "type": "machine-learning-model",
@@ -219,8 +295,8 @@ def _model_components(
         "version": spec.digest,
         "hashes": [{"alg": "SHA-256", "content": spec.digest.removeprefix("sha256:")}],
     }
-    if spec.license:
-        component["licenses"] = [{"license": {"name": spec.license}}]
+    if (choice := licensing.licence_choice(spec.license)) is not None:
+        component["licenses"] = choice
     references_: list[dict[str, Any]] = []
     if spec.source:
         references_.append({"type": "distribution", "url": spec.source})
@@ -249,15 +325,32 @@ def _model_components(
     properties += _verified_provenance(
         spec, status, (model.get("metadata") or {}).get("generation")
     )
+    properties += licensing.decision_properties(spec.license, rules.models)
+    for dataset in spec.datasets:
+        registered = datasets.index.by_name(dataset.name)
+        if registered is not None and dataset.digest and dataset.digest != registered.spec.digest:
+            properties.append(
+                {
+                    "name": "muster:dataset-digest-mismatch",
+                    "value": f"{dataset.name}: declared {dataset.digest}, "
+                    f"the Dataset's is {registered.spec.digest}",
+                }
+            )
+    pack = modelpacks.parts(ref, status.get("modelPack"))
+    if pack is not None:
+        properties += pack.properties
+        if pack.layers:
+            component["components"] = pack.layers
     component["properties"] = properties
+    refs = list(dict.fromkeys(_dataset_ref(d, datasets) for d in spec.datasets))
     card: dict[str, Any] = {}
-    parameters: dict[str, Any] = {}
+    parameters: dict[str, Any] = dict(pack.parameters) if pack is not None else {}
     if spec.card is not None and spec.card.task:
         parameters["task"] = spec.card.task
     if spec.training is not None and spec.training.base_model:
         parameters["architectureFamily"] = spec.training.base_model
-    if spec.datasets:
-        parameters["datasets"] = [{"ref": _dataset_ref(d)} for d in spec.datasets]
+    if refs:
+        parameters["datasets"] = [{"ref": r} for r in refs]
     if parameters:
         card["modelParameters"] = parameters
     if spec.card is not None:
@@ -272,30 +365,18 @@ def _model_components(
             component["description"] = spec.card.description
         if spec.card.authors:
             component["authors"] = [{"name": author} for author in spec.card.authors]
+    if pack is not None and pack.card_properties:
+        card["properties"] = pack.card_properties
     if card:
         component["modelCard"] = card
     components = [component]
+    seen: set[str] = set()
     for dataset in spec.datasets:
-        data: dict[str, Any] = {"type": "dataset", "name": dataset.name}
-        if dataset.source:
-            data["contents"] = {"url": dataset.source}
-        entry: dict[str, Any] = {
-            "type": "data",
-            "bom-ref": _dataset_ref(dataset),
-            "name": dataset.name,
-            "data": [data],
-        }
-        if dataset.digest and dataset.digest.startswith("sha256:"):
-            entry["hashes"] = [
-                {"alg": "SHA-256", "content": dataset.digest.removeprefix("sha256:")}
-            ]
-            entry["version"] = dataset.digest
-        if dataset.license:
-            entry["licenses"] = [{"license": {"name": dataset.license}}]
-        if dataset.source:
-            entry["externalReferences"] = [{"type": "distribution", "url": dataset.source}]
-        components.append(entry)
-    dependencies = [{"ref": ref, "dependsOn": [_dataset_ref(d) for d in spec.datasets]}]
+        if datasets.registered(dataset.name) or _dataset_ref(dataset, datasets) in seen:
+            continue
+        seen.add(_dataset_ref(dataset, datasets))
+        components.append(_unregistered_dataset(dataset, datasets, rules))
+    dependencies = [{"ref": ref, "dependsOn": refs}]
     formulation: list[dict[str, Any]] = []
     if spec.training is not None:
         training = []
@@ -310,9 +391,7 @@ def _model_components(
         if spec.training.framework:
             training.append({"name": "muster:training.framework", "value": spec.training.framework})
         training.append({"name": "muster:training.produces", "value": ref})
-        training += [
-            {"name": "muster:training.dataset", "value": _dataset_ref(d)} for d in spec.datasets
-        ]
+        training += [{"name": "muster:training.dataset", "value": r} for r in refs]
         formulation.append({"bom-ref": f"formula:{name}", "properties": training})
     return components, dependencies, formulation
 
@@ -380,6 +459,30 @@ def _node_component(node: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _dataset_components(
+    named: Sequence[str],
+    facts: DatasetFacts,
+    datasets: bomdatasets.Datasets,
+    rules: LicenceRules,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Datasets ``named`` and their lineage ancestors (each once, cycle-safe)."""
+    components: list[dict[str, Any]] = []
+    dependencies: list[dict[str, Any]] = []
+    pending = list(dict.fromkeys(named))
+    seen = set(pending)
+    while pending:
+        name = pending.pop(0)
+        parents = bomdatasets.parents_of(facts.objects.get(name))
+        component, dependency = bomdatasets.component_parts(name, datasets, parents, rules.datasets)
+        components.append(component)
+        dependencies.append(dependency)
+        for parent in parents:
+            if parent not in seen:
+                seen.add(parent)
+                pending.append(parent)
+    return components, dependencies
+
+
 def pod_components(facts: PodFacts) -> dict[str, Any]:
     """components, dependencies, vulnerabilities and formulation of one pod."""
     metadata = facts.pod.get("metadata") or {}
@@ -395,12 +498,23 @@ def pod_components(facts: PodFacts) -> dict[str, Any]:
         components.append(component)
         direct.append(component["bom-ref"])
         found += _vulnerabilities(image, component["bom-ref"])
+    datasets = bomdatasets.Datasets.of(facts.datasets)
+    named: list[str] = []  # Dataset objects the BOM names: used directly, trained on
+    for used in facts.datasets.used:
+        named.append(used)
+        direct.append(datasets.ref(used))
     for model_name, model in facts.models:
-        parts, depends, formulas = _model_components(model_name, model)
+        parts, depends, formulas = _model_components(model_name, model, datasets, facts.licences)
         components += parts
         dependencies += depends
         formulation += formulas
         direct.append(f"model:{model_name}")
+        for entry in ((model or {}).get("spec") or {}).get("datasets") or ():
+            if isinstance(entry, Mapping) and datasets.registered(str(entry.get("name"))):
+                named.append(str(entry["name"]))
+    parts, depends = _dataset_components(named, facts.datasets, datasets, facts.licences)
+    components += parts
+    dependencies += depends
     if facts.node is not None:
         node = _node_component(facts.node)
         components.append(node)
