@@ -34,6 +34,7 @@ AREA = areas.Area[controllers.ModelSettings](
         "ModelSignatureNotVerified": "the policy requires a verified signature the Model lacks",
         "ModelProvenanceNotVerified": "the policy requires verified provenance the Model lacks",
         "ModelUnsafeSerialization": "the Model's files use a format the policy refuses (pickle)",
+        "ModelLicenseNotAllowed": "a ModelPolicy's licenses refuse the Model's licence",
         "ModelReferenceInvalid": "a model reference does not parse",
         "ModelReferenceUnresolved": "a model image's tag could not be resolved to a digest",
         "ModelVolumeUnknown": "the model-volumes annotation names a volume the pod lacks",

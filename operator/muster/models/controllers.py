@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import kopf
 
 import muster
+from muster.datasets import catalog as datasetcatalog
 from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
 from muster.models import provenancing
@@ -77,6 +78,8 @@ class ModelController:
     own_namespace: str | None = None
     namespace_selector: selectors.LabelSelector | None = None
     enforcement: scopes.Enforcement = scopes.NAMESPACED
+    # The process's one Dataset catalog: what the Models were trained on (None: none known).
+    datasets: datasetcatalog.DatasetCatalog | None = None
     # pod "namespace/name" -> ((model name, digest), ...) for pods not terminated
     usage: dict[str, tuple[tuple[str, str], ...]] = dataclasses.field(default_factory=dict)
     _counts: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -105,7 +108,8 @@ class ModelController:
                     {
                         "observedGeneration": metadata.get("generation"),
                         "conditions": [
-                            _condition("False", "InvalidSpec", invalid, metadata.get("generation"))
+                            _compiled("False", "InvalidSpec", invalid, metadata.get("generation")),
+                            _condition("False", "InvalidSpec", invalid, metadata.get("generation")),
                         ],
                     },
                 )
@@ -129,7 +133,10 @@ class ModelController:
     ) -> None:
         generation = metadata.get("generation")
         verified, reason, message = await self._signature(entry.spec)
-        conditions = [_condition(verified, reason, message, generation)]
+        conditions = [
+            _compiled("True", "Compiled", "the spec is valid", generation),
+            _condition(verified, reason, message, generation),
+        ]
         attested = problem = None
         if entry.spec.provenance is not None:
             outcome = await provenancing.verify(
@@ -339,6 +346,12 @@ def _condition(status: str, reason: str, message: str, generation: object) -> di
     }
 
 
+def _compiled(status: str, reason: str, message: str, generation: object) -> dict[str, object]:
+    # Whether the spec is valid (False: InvalidSpec with why), so bad input reads as such in
+    # `kubectl get model` instead of only as an unverified signature.
+    return {**_condition(status, reason, message, generation), "type": modelregistry.COMPILED}
+
+
 def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -353,6 +366,7 @@ def _controller(services: Services[ModelSettings]) -> ModelController:
     controller = ModelController(
         kube=services.kube,
         catalog=modeladmission.ModelCatalog(services.kube),
+        datasets=datasetcatalog.catalog_for(services),
         namespaces=platformnamespaces.index_for(services),
         recorder=services.events,
         metrics=services.metrics,
@@ -378,6 +392,7 @@ def gates_for(services: Services[ModelSettings]) -> Sequence[gates.Gate]:
             kube=services.kube,
             registries=services.registries,
             verifier_image=image,
+            datasets=controller.datasets,
         )
     ]
 

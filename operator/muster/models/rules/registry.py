@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import alias_generators
 
-from muster.kernel import denials, findings, references, selectors
+from muster.kernel import denials, findings, licences, references, selectors
 from muster.models.rules import provenance as attested
 from muster.signatures.rules import oms, omsspecs
 
@@ -32,6 +32,7 @@ from muster.signatures.rules.omsspecs import (
 )
 
 __all__ = [
+    "COMPILED",
     "MODELS_ANNOTATION",
     "MODEL_PVC_KEY",
     "MODEL_VOLUMES_ANNOTATION",
@@ -65,6 +66,8 @@ MODEL_VOLUMES_ANNOTATION = "muster.dev/model-volumes"
 MODEL_PVC_KEY = "muster.dev/model"
 # The Model status condition the operator writes after checking the signature.
 SIGNATURE_VERIFIED = omsspecs.SIGNATURE_VERIFIED
+# The Model status condition that says whether the spec is valid (False: InvalidSpec, and why).
+COMPILED = "Compiled"
 
 _CONFIG = pydantic.ConfigDict(
     extra="forbid",
@@ -120,7 +123,10 @@ class ModelSpec(pydantic.BaseModel):
         default=None, description="where the weights come from, e.g. hf://org/name@rev"
     )
     format: str | None = pydantic.Field(default=None, description="safetensors, gguf, onnx, ...")
-    license: str | None = None
+    license: str | None = pydantic.Field(
+        default=None,
+        description="SPDX licence expression, e.g. 'Apache-2.0' or 'LicenseRef-llama3.1'",
+    )
     signature: SignatureSpec | None = None
     datasets: tuple[Dataset, ...] = ()
     training: Training | None = None
@@ -154,6 +160,12 @@ class ModelSpec(pydantic.BaseModel):
         if value is not None and not references.parse(value).pinned:
             raise ValueError(f"ociReference {value!r} must be pinned by digest (@sha256:...)")
         return value
+
+    @pydantic.field_validator("license")
+    @classmethod
+    def _spdx(cls, value: str | None) -> str | None:
+        # Normalised once, so policies, BOMs and status read one spelling.
+        return None if value is None else licences.validate(value)
 
     @property
     def oci_digest(self) -> str | None:
@@ -190,6 +202,11 @@ class ModelPolicySpec(pydantic.BaseModel):
     require_provenance: bool = pydantic.Field(
         default=False, description="only Models whose provenance verified (ProvenanceVerified)"
     )
+    licenses: licences.LicencePolicy = pydantic.Field(
+        default_factory=licences.LicencePolicy,
+        description="the licences a Model's spec.license may have (SPDX ids or patterns with *); "
+        "a Model with no licence fails a non-empty allow list",
+    )
     require_approved_datasets: bool = pydantic.Field(
         default=False,
         description="only Models whose spec.datasets all name registered Datasets (digest equal "
@@ -204,6 +221,25 @@ class ModelPolicySpec(pydantic.BaseModel):
         default=None,
         description="the policy's own message, help page and owner, shown with its denials",
     )
+    # Set by approval.effective_policy: the licence rules of every policy selecting a namespace,
+    # by policy name. Allow lists do not merge into one, so each must pass on its own.
+    _licence_rules: tuple[tuple[str | None, licences.LicencePolicy], ...] | None = (
+        pydantic.PrivateAttr(default=None)
+    )
+
+    @property
+    def licence_rules(self) -> tuple[tuple[str | None, licences.LicencePolicy], ...]:
+        """``(policy name, rules)`` a Model's licence must pass (name None: this policy)."""
+        if self._licence_rules is not None:
+            return self._licence_rules
+        return () if self.licenses.empty else ((None, self.licenses),)
+
+    def with_licence_rules(
+        self, rules: Iterable[tuple[str | None, licences.LicencePolicy]]
+    ) -> ModelPolicySpec:
+        combined = self.model_copy()
+        combined._licence_rules = tuple((name, r) for name, r in rules if not r.empty)
+        return combined
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -261,15 +297,18 @@ signature_verified = omsspecs.signature_verified
 
 def status_is_current(status: object, generation: object) -> bool:
     """Whether the operator already wrote ``status`` for the spec at ``generation``: its
-    ``observedGeneration`` and its SignatureVerified condition's both match (older operators
-    wrote the condition without one; such a status is rewritten)."""
+    ``observedGeneration`` and its SignatureVerified and Compiled conditions' all match (older
+    operators wrote them without one, or no Compiled condition; such a status is rewritten)."""
     if not isinstance(status, Mapping) or status.get("observedGeneration") != generation:
         return False
-    return any(
-        isinstance(c, Mapping)
-        and c.get("type") == SIGNATURE_VERIFIED
-        and c.get("observedGeneration") == generation
-        for c in status.get("conditions") or ()
+    return all(
+        any(
+            isinstance(c, Mapping)
+            and c.get("type") == kind
+            and c.get("observedGeneration") == generation
+            for c in status.get("conditions") or ()
+        )
+        for kind in (SIGNATURE_VERIFIED, COMPILED)
     )
 
 
