@@ -61,7 +61,7 @@ class Keyless(pydantic.BaseModel):
 
 
 class SignatureSpec(pydantic.BaseModel):
-    """How the model's OMS signature must verify; ``bundle`` is the ``model.sig`` JSON."""
+    """How the OMS signature must verify; ``bundle`` is the ``model.sig`` JSON."""
 
     model_config = _CONFIG
 
