@@ -31,7 +31,7 @@ import muster
 from muster.datasets import catalog as datasetcatalog
 from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
-from muster.models import provenancing
+from muster.models import modelpacking, provenancing
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics, registries
 from muster.platform import namespaces as platformnamespaces
@@ -149,6 +149,8 @@ class ModelController:
             "conditions": conditions,
             # What verified, apart from what the spec declares; null clears an earlier one.
             "provenance": attested.to_status() if attested is not None else None,
+            # What the ModelPack artifact at ociReference describes (null: none, or unreadable).
+            "modelPack": await modelpacking.status_of(entry.spec, self.registries),
             "revoked": entry.spec.revoked,
             "pods": self._counts.get(name, 0),
         }
