@@ -4,7 +4,10 @@ Pods in namespaces that opted in (``muster.dev/enforce``) are noted on every pod
 workload's BOM is rewritten a moment later by a small pool of background workers. They gather
 what the gates established about the pod (image digests and signers from the verification
 engine's cached decisions against the ImagePolicies the policy controller compiled, the Models
-from the pod's ``muster.dev/models`` annotation, the node's GPU stack, the ImageScans) and write
+from the pod's ``muster.dev/models`` annotation, the Datasets from its ``muster.dev/datasets``
+annotation and those its Models were trained on with their lineage ancestors, the licence rules
+of the ModelPolicies and DatasetPolicies selecting its namespace, the node's GPU stack, the
+ImageScans) and write
 the CycloneDX 1.6 document of the pod's workload into the namespaced ``WorkloadBOM``
 ``<kind>-<name>`` in the pod's namespace (``spec.document``), only when its content changed.
 ``muster bom`` collects these without re-verifying anything.
@@ -28,6 +31,7 @@ BOMs are bookkeeping and must never slow admission or the other controllers down
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime
@@ -44,8 +48,12 @@ import kopf
 
 import muster
 from muster.boms.rules import cyclonedx as boms
+from muster.boms.rules import datasets as bomdatasets
+from muster.datasets import catalog as datasetcatalog
+from muster.datasets.rules import registry as datasetregistry
 from muster.images import gate as imagegate
-from muster.kernel import crds, references, scopes
+from muster.kernel import crds, references, scopes, selectors
+from muster.models import gate as modelgate
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, podevents, registries
 from muster.platform import namespaces as platformnamespaces
@@ -82,6 +90,8 @@ BOM_CONNECTIONS = 4
 DEBOUNCE_SECONDS = 2.0
 QUEUE_CAPACITY = 1000
 WRITE_TIMEOUT_SECONDS = 30.0
+MAX_DATASETS = 256  # Dataset objects read for one pod: used, trained on, lineage ancestors
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # Decisions that say the registry could not be read, not what the image is.
 _UNREAD_REASONS = frozenset({"ImageNotResolved", "SignatureLookupFailed"})
 
@@ -151,6 +161,70 @@ async def _namespace_labels(
     return await platformnamespaces.index_for(services).labels(namespace, via=kube)
 
 
+async def _datasets(kube: kubeapi.KubeApi, names: list[str]) -> dict[str, Mapping[str, Any] | None]:
+    """The Dataset objects ``names`` and their lineage ancestors, by name (None: not found);
+    a name no object can have (a Model's free-text dataset) is not looked up."""
+    found: dict[str, Mapping[str, Any] | None] = {}
+    pending = collections.deque(dict.fromkeys(names))
+    while pending and len(found) < MAX_DATASETS:
+        name = pending.popleft()
+        if name in found or not _OBJECT_NAME.match(name):
+            continue
+        try:
+            dataset: Mapping[str, Any] | None = await kube.get(
+                f"{datasetcatalog.DATASETS_PATH}/{name}"
+            )
+        except kubeapi.ApiError as error:
+            if error.status != 404:  # 404: no such Dataset (or no Dataset CRD)
+                raise IncompleteFacts(f"Dataset {name}: {error}") from None
+            dataset = None
+        found[name] = dataset
+        pending.extend(bomdatasets.parents_of(dataset))
+    return found
+
+
+async def _policies(kube: kubeapi.KubeApi, path: str) -> list[Mapping[str, Any]]:
+    try:
+        listed = await kube.get(path)
+    except kubeapi.ApiError as error:
+        if error.status == 404:  # no CRD: no policy
+            return []
+        raise IncompleteFacts(f"{path}: {error}") from None
+    return [item for item in listed.get("items") or () if isinstance(item, Mapping)]
+
+
+async def _licence_rules(
+    services: Services[BomSettings], kube: kubeapi.KubeApi, namespace: str
+) -> boms.LicenceRules:
+    """The licence rules of the ModelPolicies and DatasetPolicies selecting ``namespace``,
+    listed through the keeper's own client and parsed here (never put into the gates' stores)."""
+    labels = await _namespace_labels(services, kube, namespace)
+    models, datasets = await asyncio.gather(
+        _policies(kube, modelgate.POLICIES_PATH), _policies(kube, datasetcatalog.POLICIES_PATH)
+    )
+    found: dict[str, list[tuple[str, Any]]] = {"models": [], "datasets": []}
+    unreadable: dict[str, list[str]] = {"models": [], "datasets": []}
+    for kind, items, parse in (
+        ("models", models, modelregistry.ModelPolicySpec.model_validate),
+        ("datasets", datasets, datasetregistry.DatasetPolicySpec.model_validate),
+    ):
+        for item in items:
+            name = str((item.get("metadata") or {}).get("name", ""))
+            try:
+                spec = parse(item.get("spec") or {})
+            except ValueError:  # pydantic's ValidationError included
+                unreadable[kind].append(name)
+                continue
+            if selectors.matches(spec.namespace_selector, labels):
+                found[kind].append((name, spec.licenses))
+    return boms.LicenceRules(
+        datasets=tuple(sorted(found["datasets"], key=lambda pair: pair[0])),
+        models=tuple(sorted(found["models"], key=lambda pair: pair[0])),
+        unreadable_datasets=tuple(sorted(unreadable["datasets"])),
+        unreadable_models=tuple(sorted(unreadable["models"])),
+    )
+
+
 async def collect(
     services: Services[BomSettings], pod: Mapping[str, Any], kube: kubeapi.KubeApi | None = None
 ) -> boms.PodFacts:
@@ -169,6 +243,25 @@ async def collect(
         except kubeapi.ApiError:
             model = None
         models.append((name, model))
+    used = tuple(
+        name
+        for name, _digest in datasetregistry.decode_datasets_annotation(
+            annotations.get(datasetregistry.DATASETS_ANNOTATION)
+        )
+    )
+    trained_on = [
+        str(entry.get("name"))
+        for _, model in models
+        for entry in ((model or {}).get("spec") or {}).get("datasets") or ()
+        if isinstance(entry, Mapping)
+    ]
+    datasets = boms.DatasetFacts(
+        objects=await _datasets(kube, [*used, *trained_on]) if used or trained_on else {},
+        used=used,
+    )
+    licences = boms.LicenceRules()
+    if models or used:
+        licences = await _licence_rules(services, kube, str(metadata.get("namespace", "")))
     node = None
     node_name = (pod.get("spec") or {}).get("nodeName")
     if isinstance(node_name, str) and node_name:
@@ -176,7 +269,9 @@ async def collect(
             node = await kube.get(f"/api/v1/nodes/{node_name}")
         except kubeapi.ApiError:
             node = None
-    return boms.PodFacts(pod=pod, images=images, models=models, node=node)
+    return boms.PodFacts(
+        pod=pod, images=images, models=models, node=node, datasets=datasets, licences=licences
+    )
 
 
 def bom_path(namespace: str, name: str | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ RAW = "sha256:" + "a0" * 32
 EVAL = "sha256:" + "e1" * 32
 CONFIG = "sha256:" + "cf" * 32
 CODE = "sha256:" + "0d" * 32
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "models" / "modelpack"
 
 
 def dataset(
@@ -320,32 +322,13 @@ def test_missing_and_invalid_parents_and_cycles_are_recorded_not_followed_foreve
 
 
 def model_pack(layers: int = 2) -> dict[str, Any]:
+    # The model-spec's own example config.
+    config = json.loads((FIXTURES / "config-example.json").read_text())
+    config["config"]["capabilities"]["nested"] = {"ignored": "not a scalar"}
     return {
         "artifactType": "application/vnd.cncf.model.manifest.v1+json",
         "configDigest": CONFIG,
-        "config": {
-            "descriptor": {
-                "name": "chat-8b",
-                "family": "llama3",
-                "version": "3.1",
-                "licenses": ["Apache-2.0"],
-                "authors": ["ml@acme.example"],
-            },
-            "config": {
-                "architecture": "transformer",
-                "format": "safetensors",
-                "paramSize": "8b",
-                "precision": "bf16",
-                "quantization": "awq",
-                "capabilities": {
-                    "input_types": ["text"],
-                    "output_types": ["text"],
-                    "reasoning": True,
-                    "nested": {"ignored": "not a scalar"},
-                },
-            },
-            "modelfs": {"type": "layers", "diffIds": []},
-        },
+        "config": config,
         "layers": [
             {
                 "mediaType": "application/vnd.cncf.model.weight.v1.raw",
@@ -363,15 +346,21 @@ def test_a_modelpack_model_carries_its_config_and_layers() -> None:
     chat = components["model:chat"]
     card = chat["modelCard"]
     assert card["modelParameters"]["modelArchitecture"] == "transformer"
-    assert card["modelParameters"]["architectureFamily"] == "llama3"
+    assert card["modelParameters"]["architectureFamily"] == "xyz3"
     assert card["modelParameters"]["inputs"] == [{"format": "text"}]
+    assert card["modelParameters"]["outputs"] == [{"format": "text"}, {"format": "image"}]
     found = props(card)
-    assert found["muster:modelpack:format"] == ["safetensors"]
+    assert found["muster:modelpack:name"] == ["xyz-3-8B-Instruct"]
+    assert found["muster:modelpack:format"] == ["pt"]
     assert found["muster:modelpack:param-size"] == ["8b"]
-    assert found["muster:modelpack:precision"] == ["bf16"]
-    assert found["muster:modelpack:quantization"] == ["awq"]
+    assert found["muster:modelpack:precision"] == ["float16"]
+    assert found["muster:modelpack:quantization"] == ["gptq"]
     assert found["muster:modelpack:license"] == ["Apache-2.0"]
+    assert found["muster:modelpack:datasets-url"] == ["https://www.xyz.com/datasets/"]
     assert found["muster:modelpack:capability:reasoning"] == ["true"]
+    assert found["muster:modelpack:capability:tool-usage"] == ["false"]
+    assert found["muster:modelpack:capability:knowledge-cutoff"] == ["2024-05-21T00:00:00Z"]
+    assert found["muster:modelpack:capability:language"] == ["en", "zh"]
     assert not any("ignored" in value for values in found.values() for value in values)
     assert props(chat)["muster:modelpack:config-digest"] == [CONFIG]
     first, _ = chat["components"]
@@ -399,3 +388,16 @@ def test_modelpack_layers_are_bounded() -> None:
     found = props(chat)
     assert found["muster:modelpack:layers"] == ["200"]
     assert found["muster:modelpack:layers-not-listed"] == [str(200 - modelpacks.MAX_LAYERS)]
+
+
+def test_a_policy_that_could_not_be_read_is_named_beside_the_decision() -> None:
+    unread = boms.LicenceRules(
+        datasets=rules().datasets, unreadable_datasets=("broken-rules",), unreadable_models=("x",)
+    )
+    _, components, _ = build(facts(licence_rules=unread))
+    found = props(components[f"dataset:chat-clean@{CLEAN}"])
+    assert found["muster:licence:decision"] == ["allowed"]
+    assert found["muster:licence:policy-unreadable"] == ["broken-rules"]
+    found = props(components["model:chat"])
+    assert found["muster:licence:decision"] == ["unjudged"]
+    assert found["muster:licence:policy-unreadable"] == ["x"]

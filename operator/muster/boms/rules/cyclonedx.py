@@ -235,7 +235,7 @@ def _unregistered_dataset(
         entry["externalReferences"] = [{"type": "distribution", "url": dataset.source}]
     entry["properties"] = [
         {"name": "muster:dataset-registered", "value": "False"},
-        *licensing.decision_properties(dataset.license, rules.datasets),
+        *licensing.decision_properties(dataset.license, rules.datasets, rules.unreadable_datasets),
     ]
     return entry
 
@@ -325,7 +325,7 @@ def _model_components(
     properties += _verified_provenance(
         spec, status, (model.get("metadata") or {}).get("generation")
     )
-    properties += licensing.decision_properties(spec.license, rules.models)
+    properties += licensing.decision_properties(spec.license, rules.models, rules.unreadable_models)
     for dataset in spec.datasets:
         registered = datasets.index.by_name(dataset.name)
         if registered is not None and dataset.digest and dataset.digest != registered.spec.digest:
@@ -473,7 +473,9 @@ def _dataset_components(
     while pending:
         name = pending.pop(0)
         parents = bomdatasets.parents_of(facts.objects.get(name))
-        component, dependency = bomdatasets.component_parts(name, datasets, parents, rules.datasets)
+        component, dependency = bomdatasets.component_parts(
+            name, datasets, parents, rules.datasets, rules.unreadable_datasets
+        )
         components.append(component)
         dependencies.append(dependency)
         for parent in parents:

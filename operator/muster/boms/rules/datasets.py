@@ -119,6 +119,7 @@ def component_parts(
     datasets: Datasets,
     parents: list[str],
     policies: tuple[tuple[str, licences.LicencePolicy], ...],
+    unreadable: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(component, dependency on its parents) of the Dataset ``name``."""
     ref = datasets.ref(name)
@@ -132,7 +133,7 @@ def component_parts(
             properties.append({"name": "muster:dataset-valid", "value": "False"})
             properties.append({"name": "muster:dataset-invalid", "value": datasets.invalid[name]})
         properties += [{"name": "muster:lineage:parent", "value": p} for p in parents]
-        properties += licensing.decision_properties(None, policies)
+        properties += licensing.decision_properties(None, policies, unreadable)
         return {"type": "data", "bom-ref": ref, "name": name, "properties": properties}, dependency
     spec = entry.spec
     component: dict[str, Any] = {
@@ -192,7 +193,7 @@ def component_parts(
                 properties.append(
                     {"name": f"muster:lineage:transformation{suffix}", "value": value}
                 )
-    properties += licensing.decision_properties(spec.license, policies)
+    properties += licensing.decision_properties(spec.license, policies, unreadable)
     component["properties"] = properties
     ancestors = lineage.ancestors(name, datasets.index)[:MAX_ANCESTORS]
     if ancestors or (transformation is not None and transformation.description):

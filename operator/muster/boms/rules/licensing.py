@@ -30,6 +30,10 @@ class LicenceRules:
 
     datasets: tuple[tuple[str, licences.LicencePolicy], ...] = ()
     models: tuple[tuple[str, licences.LicencePolicy], ...] = ()
+    # Policies that could not be read (their Compiled status says why): the gate keeps their
+    # last good version, which the record cannot know, so it names them.
+    unreadable_datasets: tuple[str, ...] = ()
+    unreadable_models: tuple[str, ...] = ()
 
 
 def licence_choice(expression: str | None) -> list[dict[str, object]] | None:
@@ -45,13 +49,16 @@ def licence_choice(expression: str | None) -> list[dict[str, object]] | None:
 
 
 def decision_properties(
-    expression: str | None, policies: Sequence[tuple[str, licences.LicencePolicy]]
+    expression: str | None,
+    policies: Sequence[tuple[str, licences.LicencePolicy]],
+    unreadable: Sequence[str] = (),
 ) -> list[dict[str, str]]:
     """``muster:licence:decision`` and, per policy judged, ``muster:licence:policy``; per
     refusal ``muster:licence:rule`` (``<policy>: <rule>``) and ``muster:licence:refused`` (the
-    licence refused)."""
+    licence refused); ``muster:licence:policy-unreadable`` per policy that could not be read."""
+    unread = [{"name": "muster:licence:policy-unreadable", "value": name} for name in unreadable]
     if not policies:
-        return [{"name": DECISION, "value": "unjudged"}]
+        return [{"name": DECISION, "value": "unjudged"}, *unread]
     refusals: list[tuple[str, licences.LicenceVerdict]] = []
     for name, policy in policies:
         try:
@@ -68,4 +75,4 @@ def decision_properties(
     for name, verdict in refusals:
         properties.append({"name": "muster:licence:rule", "value": f"{name}: {verdict.rule}"})
         properties.append({"name": "muster:licence:refused", "value": verdict.licence})
-    return properties
+    return properties + unread

@@ -1,5 +1,8 @@
 """A ModelPack Model in the AI-BOM: its model-spec configuration and its layers.
 
+The config's fields are those of the model-spec's JSON Schema (``descriptor``, ``config`` with
+its ``capabilities``; camelCase, as in tests/fixtures/models/modelpack/config-schema.json).
+
 Read from the Model's ``status.modelPack``, which the models controller writes from the OCI
 artifact's config (``application/vnd.cncf.model.config.v1+json``, bounded to 16 KiB) and manifest
 (at most 200 layers). The config comes from a registry: only scalar values are taken, each cut to
@@ -30,6 +33,7 @@ _DESCRIPTOR = (
     ("family", "family"),
     ("revision", "revision"),
     ("createdAt", "created-at"),
+    ("description", "description"),
     ("docURL", "doc-url"),
     ("sourceURL", "source-url"),
 )
@@ -41,9 +45,10 @@ _CONFIG = (
     ("quantization", "quantization"),
 )
 _CAPABILITIES = (
-    ("knowledge_cutoff", "knowledge-cutoff"),
+    ("knowledgeCutoff", "knowledge-cutoff"),
     ("reasoning", "reasoning"),
-    ("tool_usage", "tool-usage"),
+    ("toolUsage", "tool-usage"),
+    ("reward", "reward"),
 )
 
 
@@ -116,16 +121,20 @@ def parts(model_ref: str, model_pack: object) -> ModelPackParts | None:
     descriptor = descriptor if isinstance(descriptor, Mapping) else {}
     technical = config.get("config")
     technical = technical if isinstance(technical, Mapping) else {}
-    # The spec shows capabilities in config and, in an older text, beside it.
-    capabilities = technical.get("capabilities") or config.get("capabilities")
+    capabilities = technical.get("capabilities")
     capabilities = capabilities if isinstance(capabilities, Mapping) else {}
     card: list[dict[str, str]] = []
     for source, fields in ((descriptor, _DESCRIPTOR), (technical, _CONFIG)):
         for key, suffix in fields:
             if (value := _text(source.get(key))) is not None:
                 card.append({"name": f"{PREFIX}:{suffix}", "value": value})
-    for key, suffix in (("licenses", "license"), ("authors", "author")):
-        listed = descriptor.get(key)
+    for source, key, suffix in (
+        (descriptor, "licenses", "license"),
+        (descriptor, "authors", "author"),
+        (descriptor, "datasetsURL", "datasets-url"),
+        (capabilities, "languages", "capability:language"),
+    ):
+        listed = source.get(key)
         for item in listed[:MAX_LAYERS] if isinstance(listed, list) else ():
             if (value := _text(item)) is not None:
                 card.append({"name": f"{PREFIX}:{suffix}", "value": value})
@@ -137,7 +146,7 @@ def parts(model_ref: str, model_pack: object) -> ModelPackParts | None:
         parameters["modelArchitecture"] = architecture
     if (family := _text(descriptor.get("family"))) is not None:
         parameters["architectureFamily"] = family
-    for key, field in (("input_types", "inputs"), ("output_types", "outputs")):
+    for key, field in (("inputTypes", "inputs"), ("outputTypes", "outputs")):
         kinds = capabilities.get(key)
         formats = [_text(kind) for kind in kinds[:MAX_LAYERS]] if isinstance(kinds, list) else []
         if any(formats):

@@ -1,0 +1,218 @@
+"""The AI-BOM of a pod using a Model trained on a Dataset derived from another, against a real API
+server: the Datasets, their digests (verified or declared), licences with the decisions of the
+policies selecting the namespace, revocation through lineage and the dependencies, read back
+from the stored WorkloadBOM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from muster.admission import server as webhooks
+from muster.app import localoperator, runtime
+from muster.boms import keeper as keeping
+from muster.datasets.rules import registry as datasetregistry
+from muster.datasets.rules import resources as datasetresources
+from muster.images import gate as imagegate
+from muster.kernel import crds, scopes
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane, kubeapi, kubesetup, registries
+from tests import kubeclients
+from tests.boms import schema_errors
+
+pytestmark = pytest.mark.integration
+
+API = f"/apis/{crds.GROUP}/{crds.VERSION}"
+MODEL_DIGEST = "sha256:" + "2e" * 32
+CLEAN = "sha256:" + "c1" * 32
+RAW = "sha256:" + "a0" * 32
+EVAL = "sha256:" + "e1" * 32
+
+
+@pytest.fixture
+async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[runtime.Services]:
+    localoperator.install_crds(control_plane)
+    with contextlib.closing(kubesetup.api_client(control_plane.kubeconfig)) as api:
+        # The Dataset kinds, whether or not the datasets area is in the catalog yet.
+        for crd in (datasetresources.dataset(), datasetresources.dataset_policy()):
+            kubesetup.apply_custom_resource_definition(api, crd)
+    kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig)))
+    found = runtime.Services(
+        settings=runtime.OperatorSettings(webhook=webhooks.WebhookSettings()),
+        kube=kube,
+        registries=registries.RegistryClient(),
+    )
+    yield found
+    await imagegate.area_for(found).verifier.close()
+    await kube.close()
+
+
+def props(component: dict[str, Any]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for item in component.get("properties", []):
+        found.setdefault(item["name"], []).append(item["value"])
+    return found
+
+
+async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_its_bom(
+    control_plane: controlplane.ControlPlane, services: runtime.Services
+) -> None:
+    kube = services.kube
+    suffix = uuid.uuid4().hex[:6]
+    # Cluster-scoped policies select only this test's namespace.
+    selector = {"matchLabels": {"bom-datasets": suffix}}
+    namespace = kubeclients.namespace(
+        control_plane, "bom-data", {scopes.ENFORCE_LABEL: "true", "bom-datasets": suffix}
+    )
+    raw, clean, evaluation = f"raw-{suffix}", f"clean-{suffix}", f"eval-{suffix}"
+    model, data_rules, model_rules = f"chat-{suffix}", f"data-{suffix}", f"models-{suffix}"
+    created: list[str] = []
+
+    async def make(plural: str, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        made = await kube.create(f"{API}/{plural}", body)
+        created.append(f"{API}/{plural}/{name}")
+        return made
+
+    try:
+        await make(
+            "datasetpolicies",
+            "DatasetPolicy",
+            data_rules,
+            {"namespaceSelector": selector, "mode": "warn", "licenses": {"deny": ["CC-BY-NC-*"]}},
+        )
+        await make(
+            "modelpolicies",
+            "ModelPolicy",
+            model_rules,
+            {"namespaceSelector": selector, "mode": "warn", "licenses": {"allow": ["Apache-2.0"]}},
+        )
+        await make(
+            "datasets",
+            "Dataset",
+            raw,
+            {
+                "digest": RAW,
+                "license": "CC-BY-NC-4.0",
+                "sources": ["s3://acme/chat/raw"],
+                "revoked": True,
+                "revocationReason": "consent withdrawn",
+            },
+        )
+        made = await make(
+            "datasets",
+            "Dataset",
+            clean,
+            {
+                "digest": CLEAN,
+                "license": "Apache-2.0 AND CC-BY-4.0",
+                "sources": ["hf://datasets/acme/chat@9f1c2e"],
+                "lineage": {
+                    "parents": [raw],
+                    "transformation": {"description": "deduplicated, PII removed"},
+                },
+            },
+        )
+        # The operator's verdict on this spec (no operator runs here: written as it would).
+        await kube.patch(
+            f"{API}/datasets/{clean}/status",
+            {
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "SignatureVerified",
+                            "status": "True",
+                            "reason": "Verified",
+                            "message": "verified",
+                            "lastTransitionTime": "2026-06-01T00:00:00Z",
+                            "observedGeneration": made["metadata"]["generation"],
+                        }
+                    ]
+                }
+            },
+        )
+        await make("datasets", "Dataset", evaluation, {"digest": EVAL, "license": "MIT"})
+        await make(
+            "models",
+            "Model",
+            model,
+            {
+                "digest": MODEL_DIGEST,
+                "license": "Apache-2.0",
+                "datasets": [{"name": clean, "digest": CLEAN}, {"name": "internal notes"}],
+            },
+        )
+        pod = {
+            "metadata": {
+                "name": "server",
+                "namespace": namespace,
+                "annotations": {
+                    modelregistry.MODELS_ANNOTATION: json.dumps(
+                        [{"name": model, "digest": MODEL_DIGEST}]
+                    ),
+                    datasetregistry.DATASETS_ANNOTATION: json.dumps(
+                        [{"name": evaluation, "digest": EVAL}]
+                    ),
+                },
+            },
+            "spec": {"containers": [{"name": "main", "image": "bom-data.example/server:v1"}]},
+        }
+        assert await keeping.write(services, pod) == "pod-server"
+        stored = await kube.get(keeping.bom_path(namespace, "pod-server"))
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(kubeapi.ApiError):
+                await kube.delete(path)
+    bom = json.loads(stored["spec"]["document"])
+    assert schema_errors(bom) is None
+    components = {c["bom-ref"]: c for c in bom["components"]}
+    depends = {d["ref"]: d["dependsOn"] for d in bom["dependencies"]}
+    clean_ref, raw_ref = f"dataset:{clean}@{CLEAN}", f"dataset:{raw}@{RAW}"
+    eval_ref = f"dataset:{evaluation}@{EVAL}"
+
+    chat = components[f"model:{model}"]
+    assert chat["licenses"] == [{"expression": "Apache-2.0"}]
+    assert props(chat)["muster:licence:decision"] == ["allowed"]
+    assert props(chat)["muster:licence:policy"] == [model_rules]
+    assert depends[f"model:{model}"] == [clean_ref, "dataset:internal notes@unpinned"]
+    assert depends[clean_ref] == [raw_ref]
+    assert eval_ref in depends[f"workload:{namespace}/Pod/server"]
+
+    derived = components[clean_ref]
+    assert derived["type"] == "data"
+    assert derived["hashes"] == [{"alg": "SHA-256", "content": "c1" * 32}]
+    assert derived["licenses"] == [{"expression": "Apache-2.0 AND CC-BY-4.0"}]
+    assert derived["externalReferences"] == [
+        {"type": "distribution", "url": "hf://datasets/acme/chat@9f1c2e"}
+    ]
+    found = props(derived)
+    assert found["muster:digest"] == ["verified"]
+    assert found["muster:licence:decision"] == ["allowed"]
+    assert found["muster:revoked"] == ["False"]
+    assert found["muster:revoked-through"] == [raw]
+    assert derived["pedigree"]["ancestors"][0]["name"] == raw
+    assert derived["pedigree"]["notes"] == "deduplicated, PII removed"
+
+    parent = components[raw_ref]
+    assert parent["hashes"] == [{"alg": "SHA-256", "content": "a0" * 32}]
+    found = props(parent)
+    assert found["muster:digest"] == ["unverified"]
+    assert found["muster:revoked"] == ["True"]
+    assert found["muster:licence:decision"] == ["refused"]
+    assert found["muster:licence:rule"] == [f"{data_rules}: deny CC-BY-NC-*"]
+
+    used = props(components[eval_ref])
+    assert used["muster:licence:decision"] == ["allowed"]
+    assert used["muster:digest"] == ["unverified"]
+    unregistered = props(components["dataset:internal notes@unpinned"])
+    assert unregistered["muster:dataset-registered"] == ["False"]
