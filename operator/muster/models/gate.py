@@ -17,10 +17,13 @@ from typing import Any
 
 import pydantic
 
-from muster.kernel import findings, gates, references, sources, subjects
+from muster.datasets import catalog as datasetcatalog
+from muster.datasets.rules import registry as datasetregistry
+from muster.kernel import findings, gates, podvolumes, references, sources, subjects
 from muster.models.rules import approval as modelgate
+from muster.models.rules import lineage as modellineage
 from muster.models.rules import registry as modelregistry
-from muster.models.rules import storageuris
+from muster.models.rules import storageuris, strictvolumes
 from muster.platform import kubeapi, registries
 from muster.platform import namespaces as platformnamespaces
 
@@ -161,6 +164,9 @@ class ModelGate:
     registries: registries.RegistryClient
     verifier_image: str
     name: str = modelgate.CHECK
+    # The process's one Dataset catalog (what Models were trained on, which image volumes are
+    # Datasets, DatasetPolicies asking for strict volume mode); None: no Dataset is known.
+    datasets: datasetcatalog.DatasetCatalog | None = None
 
     async def judge(self, subject: subjects.Subject, phase: gates.Phase) -> gates.GateResult:
         if subject.subresource or (subject.is_pod and subject.operation != "CREATE"):
@@ -172,22 +178,43 @@ class ModelGate:
             index = await self.catalog.current()
         except kubeapi.ApiError as error:
             return _unavailable(f"cannot read the model registry ({error})")
+        try:
+            datasets = await self._datasets()
+        except kubeapi.ApiError as error:
+            return _unavailable(f"cannot read the Datasets models are trained on ({error})")
         named = index.named_policies_for(labels)
         policy = modelgate.effective_policy(named)
-        if policy is None:
+        dataset_policies = datasets.named_policies_for(labels)
+        # Strict volume mode is this gate's even where only a DatasetPolicy asks for it: it sees
+        # both catalogs.
+        strict = strictvolumes.strictness(named, dataset_policies)
+        if policy is None and strict is None:
             return gates.GateResult()
         deciding = modelgate.deciding_policy(named)
+        # Without a ModelPolicy (strict mode only), uses are matched to tell registered Models
+        # apart, never judged.
+        judging = policy or modelregistry.ModelPolicySpec(
+            mode=strict.mode if strict else findings.Mode.ENFORCE
+        )
+        signatures = modellineage.signatures_required(dataset_policies.values())
         found: list[findings.Finding] = []
         patch: list[Mapping[str, Any]] = []
         for template in subject.templates:
             if template.partial:
                 continue  # a part of a runtime's template: judged on the pods it ends up in
-            pvc_models, problems = await self._pvc_models(subject.namespace, template, policy.mode)
+            claims, lookups = await self._claims(subject.namespace, template, judging.mode)
+            pvc_models = {c: m.model for c, m in claims.items() if m.model is not None}
             uses, declared_problems = modelgate.model_uses(template, pvc_models)
-            problems += [
-                dataclasses.replace(p, mode=policy.mode, policy=deciding) for p in declared_problems
+            if dataset_policies:
+                # Image volumes declared as Datasets are the dataset gate's, where it judges
+                # them; elsewhere a declaration must not let a model image pass unjudged.
+                declared = strictvolumes.declared_datasets(template)
+                uses = [u for u in uses if not (u.kind == "imageVolume" and u.where in declared)]
+            problems = lookups + [
+                dataclasses.replace(p, mode=judging.mode, policy=deciding)
+                for p in declared_problems
             ]
-            matches = await self._matches(uses, index, policy)
+            matches, dataset_images = await self._matches(uses, index, judging, datasets)
             if any(m.model is None for m in matches):
                 # A Model created a moment ago may not have reached this replica's index yet.
                 try:
@@ -199,7 +226,34 @@ class ModelGate:
                 if reloaded:
                     self.catalog.observe(hit=False)  # an unknown Model forced a re-list
                     index = self.catalog.index
-                    matches = await self._matches(uses, index, policy)
+                    matches, dataset_images = await self._matches(uses, index, judging, datasets)
+            if policy is not None:
+                judged = await self._training(matches, datasets, policy, signatures)
+                if judged is None:
+                    return _unavailable("cannot read the Datasets models are trained on")
+                matches = judged
+            unaccounted: list[findings.Finding] = []
+            if phase is gates.Phase.VALIDATE and strict is not None:
+                covered = set(dataset_images)
+                for m in matches:
+                    # A use another gate or policy judges counts; without a ModelPolicy only
+                    # content-addressed bytes of a registered Model do.
+                    if policy is not None or (m.use.is_oci and m.model is not None):
+                        covered.update(v for v in (m.use.where, m.use.volume) if v)
+                unaccounted = strictvolumes.undeclared(
+                    template,
+                    strict,
+                    covered=covered,
+                    claims=claims,
+                    models_judged=policy is not None,
+                    datasets_judged=bool(dataset_policies),
+                )
+            if policy is None:
+                if phase is gates.Phase.VALIDATE:
+                    # What could not be read cannot be declared: strict mode fails closed.
+                    found.extend(findings.attributed(lookups, strict.policy if strict else None))
+                    found.extend(unaccounted)
+                continue
             if phase is gates.Phase.VALIDATE:
                 found.extend(problems)
                 found.extend(
@@ -215,6 +269,7 @@ class ModelGate:
                 if subject.is_pod:
                     # A workload's template gets KServe's storage-initializer only in its pods.
                     found.extend(findings.attributed(_unverifiable(matches, policy.mode), deciding))
+                found.extend(unaccounted)
             else:
                 patch.extend(
                     modelgate.verifier_patch(
@@ -223,9 +278,46 @@ class ModelGate:
                         self.verifier_image,
                     )
                 )
-        if phase is gates.Phase.VALIDATE:
+        if phase is gates.Phase.VALIDATE and policy is not None:
             found.extend(findings.attributed(self._initializers(subject, index, policy), deciding))
         return gates.GateResult(findings=tuple(found), patch=tuple(patch))
+
+    async def _datasets(self) -> datasetregistry.DatasetIndex:
+        if self.datasets is None:
+            return datasetregistry.DatasetIndex()
+        return await self.datasets.current()
+
+    async def _training(
+        self,
+        matches: list[modelgate.Match],
+        datasets: datasetregistry.DatasetIndex,
+        policy: modelregistry.ModelPolicySpec,
+        signatures: bool,
+    ) -> list[modelgate.Match] | None:
+        """``matches`` judged for what their Models were trained on; None when the Datasets
+        could not be re-listed."""
+
+        def judge(index: datasetregistry.DatasetIndex) -> list[modelgate.Match]:
+            return [
+                modellineage.judge_training(m, index, policy, dataset_signature_required=signatures)
+                for m in matches
+            ]
+
+        judged = judge(datasets)
+        if self.datasets is not None and any(
+            m.finding is not None and m.finding.reason == modellineage.NOT_APPROVED for m in judged
+        ):
+            # A Dataset registered a moment ago may not have reached this replica's index yet.
+            try:
+                reloaded = await self.datasets.reload(
+                    if_older_than=self.datasets.min_reload_interval
+                )
+            except kubeapi.ApiError:
+                return None
+            if reloaded:
+                self.datasets.observe(hit=False)
+                judged = judge(self.datasets.index)
+        return judged
 
     def _initializers(
         self,
@@ -244,11 +336,13 @@ class ModelGate:
         match = modelgate.judge_use(use, index, policy)
         return [] if match.finding is None else [match.finding]
 
-    async def _pvc_models(
+    async def _claims(
         self, namespace: str, template: subjects.PodTemplate, mode: findings.Mode
-    ) -> tuple[dict[str, str], list[findings.Finding]]:
-        claims = sorted(set(modelgate.pvc_claims(template).values()))
-        models: dict[str, str] = {}
+    ) -> tuple[dict[str, strictvolumes.ClaimMarks], list[findings.Finding]]:
+        """What marks each PVC the template mounts carries (read once each); a claim that
+        cannot be read is left out, with a finding that says so."""
+        claims = sorted(set(podvolumes.pvc_claims(template).values()))
+        marks: dict[str, strictvolumes.ClaimMarks] = {}
         problems: list[findings.Finding] = []
 
         async def read(claim: str) -> None:
@@ -258,7 +352,9 @@ class ModelGate:
                 )
             except kubeapi.ApiError as error:
                 if error.status == 404:
-                    return  # not created yet: nothing marks it as a model
+                    # Not created yet: nothing marks it (a model, a Dataset, not model data).
+                    marks[claim] = strictvolumes.claim_marks(None)
+                    return
                 problems.append(
                     findings.Finding(
                         check=modelgate.CHECK,
@@ -269,23 +365,22 @@ class ModelGate:
                     )
                 )
                 return
-            metadata = pvc.get("metadata") or {}
-            for field in ("labels", "annotations"):
-                value = (metadata.get(field) or {}).get(modelregistry.MODEL_PVC_KEY)
-                if isinstance(value, str) and value:
-                    models[claim] = value
-                    return
+            marks[claim] = strictvolumes.claim_marks(pvc)
 
         await asyncio.gather(*(read(claim) for claim in claims))
-        return models, problems
+        return marks, problems
 
     async def _matches(
         self,
         uses: list[modelgate.ModelUse],
         index: modelregistry.Index,
         policy: modelregistry.ModelPolicySpec,
-    ) -> list[modelgate.Match]:
-        async def one(use: modelgate.ModelUse) -> modelgate.Match:
+        datasets: datasetregistry.DatasetIndex,
+    ) -> tuple[list[modelgate.Match], set[str]]:
+        """The matches of the uses, less the image volumes whose digest is a registered
+        Dataset's and no Model's (returned by volume name: they are dataset uses)."""
+
+        async def one(use: modelgate.ModelUse) -> modelgate.Match | None:
             digest, error = None, None
             if use.is_oci and use.reference:
                 try:
@@ -297,9 +392,17 @@ class ModelGate:
                         digest = await self.registries.resolve(reference)
                     except registries.RegistryError as failure:
                         error = str(failure)
+                pinned = reference.digest if reference is not None else None
+                if use.kind == "imageVolume" and strictvolumes.is_dataset_image(
+                    pinned or digest, index, datasets
+                ):
+                    return None
             return modelgate.judge_use(use, index, policy, oci_digest=digest, resolve_error=error)
 
-        return list(await asyncio.gather(*(one(use) for use in uses)))
+        results = await asyncio.gather(*(one(use) for use in uses))
+        matches = [m for m in results if m is not None]
+        images = {use.where for use, m in zip(uses, results, strict=True) if m is None}
+        return matches, images
 
     def _missing_verifiers(
         self,
