@@ -60,4 +60,4 @@ def test_audit_candidates_are_the_running_pods_of_audited_namespaces() -> None:
         OWN: {},
     }
     chosen = drift.audit_candidates(pods, labels, own_namespace=OWN)
-    assert [p["metadata"]["name"] for p in chosen] == ["a"]  # type: ignore[index]
+    assert [p["metadata"]["name"] for p in chosen] == ["a"]
