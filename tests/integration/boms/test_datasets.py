@@ -9,6 +9,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,11 @@ MODEL_DIGEST = "sha256:" + "2e" * 32
 CLEAN = "sha256:" + "c1" * 32
 RAW = "sha256:" + "a0" * 32
 EVAL = "sha256:" + "e1" * 32
+CONFIG = "sha256:" + "cf" * 32
+LAYER = "sha256:" + "1a" * 32
+MODELPACK_CONFIG = (
+    Path(__file__).resolve().parents[2] / "fixtures/models/modelpack/config-example.json"
+)
 
 
 @pytest.fixture
@@ -142,14 +148,39 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
             },
         )
         await make("datasets", "Dataset", evaluation, {"digest": EVAL, "license": "MIT"})
-        await make(
+        made = await make(
             "models",
             "Model",
             model,
             {
                 "digest": MODEL_DIGEST,
+                "ociReference": f"bom-data.example/models/chat@{LAYER}",
                 "license": "Apache-2.0",
                 "datasets": [{"name": clean, "digest": CLEAN}, {"name": "internal notes"}],
+            },
+        )
+        # What the models controller writes for a ModelPack artifact (the spec's own example).
+        await kube.patch(
+            f"{API}/models/{model}/status",
+            {
+                "status": {
+                    "observedGeneration": made["metadata"]["generation"],
+                    "modelPack": {
+                        "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+                        "configDigest": CONFIG,
+                        "config": json.loads(MODELPACK_CONFIG.read_text()),
+                        "configReduced": False,
+                        "layers": [
+                            {
+                                "mediaType": "application/vnd.cncf.model.weight.v1.raw",
+                                "digest": LAYER,
+                                "size": 4096,
+                                "title": "model.safetensors",
+                            }
+                        ],
+                        "layerCount": 1,
+                    },
+                }
             },
         )
         pod = {
@@ -185,6 +216,14 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
     assert props(chat)["muster:licence:decision"] == ["allowed"]
     assert props(chat)["muster:licence:policy"] == [model_rules]
     assert depends[f"model:{model}"] == [clean_ref, "dataset:internal notes@unpinned"]
+    assert chat["modelCard"]["modelParameters"]["modelArchitecture"] == "transformer"
+    assert props(chat["modelCard"])["muster:modelpack:param-size"] == ["8b"]
+    assert props(chat)["muster:modelpack:config-digest"] == [CONFIG]
+    [layer] = chat["components"]
+    assert (layer["name"], layer["hashes"]) == (
+        "model.safetensors",
+        [{"alg": "SHA-256", "content": "1a" * 32}],
+    )
     assert depends[clean_ref] == [raw_ref]
     assert eval_ref in depends[f"workload:{namespace}/Pod/server"]
 

@@ -67,7 +67,8 @@ def dataset(
 
 def model(license: str = "Apache-2.0", model_pack: dict[str, Any] | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {
-        "conditions": [{"type": "SignatureVerified", "status": "True", "observedGeneration": 1}]
+        "observedGeneration": 1,
+        "conditions": [{"type": "SignatureVerified", "status": "True", "observedGeneration": 1}],
     }
     if model_pack is not None:
         status["modelPack"] = model_pack
@@ -382,12 +383,25 @@ def test_a_modelpack_model_carries_its_config_and_layers() -> None:
 
 
 def test_modelpack_layers_are_bounded() -> None:
-    _, components, _ = build(facts(model_=model(model_pack=model_pack(layers=200))))
+    pack = model_pack(layers=200)
+    pack["layerCount"] = 250  # the status lists 200 and counts them all
+    pack["configReduced"] = True
+    _, components, _ = build(facts(model_=model(model_pack=pack)))
     chat = components["model:chat"]
     assert len(chat["components"]) == modelpacks.MAX_LAYERS
     found = props(chat)
-    assert found["muster:modelpack:layers"] == ["200"]
-    assert found["muster:modelpack:layers-not-listed"] == [str(200 - modelpacks.MAX_LAYERS)]
+    assert found["muster:modelpack:layers"] == ["250"]
+    assert found["muster:modelpack:layers-not-listed"] == [str(250 - modelpacks.MAX_LAYERS)]
+    assert found["muster:modelpack:config-reduced"] == ["true"]
+
+
+def test_a_modelpack_status_written_for_an_earlier_spec_is_left_out() -> None:
+    stale = model(model_pack=model_pack())
+    stale["metadata"]["generation"] = 2  # ociReference changed since the status was written
+    _, components, _ = build(facts(model_=stale))
+    chat = components["model:chat"]
+    assert "components" not in chat
+    assert not any(name.startswith("muster:modelpack") for name in props(chat))
 
 
 def test_a_policy_that_could_not_be_read_is_named_beside_the_decision() -> None:

@@ -336,7 +336,7 @@ def _model_components(
                     f"the Dataset's is {registered.spec.digest}",
                 }
             )
-    pack = modelpacks.parts(ref, status.get("modelPack"))
+    pack = modelpacks.parts(ref, model)
     if pack is not None:
         properties += pack.properties
         if pack.layers:

@@ -107,9 +107,13 @@ def _layer(model_ref: str, layer: Mapping[str, Any]) -> dict[str, Any] | None:
     return component
 
 
-def parts(model_ref: str, model_pack: object) -> ModelPackParts | None:
-    """The BOM parts of a Model's ``status.modelPack``; None when it has none."""
-    if not isinstance(model_pack, Mapping):
+def parts(model_ref: str, model: Mapping[str, Any]) -> ModelPackParts | None:
+    """The BOM parts of a Model's ``status.modelPack``; None when it has none, or when the
+    status was written for an earlier spec (it describes the artifact that spec named)."""
+    status = model.get("status") or {}
+    generation = (model.get("metadata") or {}).get("generation")
+    model_pack = status.get("modelPack")
+    if not isinstance(model_pack, Mapping) or status.get("observedGeneration") != generation:
         return None
     properties: list[dict[str, str]] = []
     for key, suffix in (("artifactType", "artifact-type"), ("configDigest", "config-digest")):
@@ -167,11 +171,17 @@ def parts(model_ref: str, model_pack: object) -> ModelPackParts | None:
             break
         seen.add(component["bom-ref"])
         layers.append(component)
-    properties.append({"name": f"{PREFIX}:layers", "value": str(len(listed))})
-    if len(listed) > len(layers):
+    # The status lists at most 200 layers and counts them all.
+    count = model_pack.get("layerCount")
+    total = count if isinstance(count, int) and count >= len(listed) else len(listed)
+    properties.append({"name": f"{PREFIX}:layers", "value": str(total)})
+    if total > len(layers):
         properties.append(
-            {"name": f"{PREFIX}:layers-not-listed", "value": str(len(listed) - len(layers))}
+            {"name": f"{PREFIX}:layers-not-listed", "value": str(total - len(layers))}
         )
+    if model_pack.get("configReduced") is True:
+        # The config was too large for the status: its DiffIDs (or all of it) were left out.
+        properties.append({"name": f"{PREFIX}:config-reduced", "value": "true"})
     return ModelPackParts(
         properties=properties, card_properties=card, parameters=parameters, layers=layers
     )
