@@ -33,6 +33,7 @@ VALUES = {
             "dbRepository": "registry.example/trivy-db",
         },
     },
+    "policyReports": {"enabled": True, "maxResults": 7, "auditNamespaces": True},
     "namespaceGuard": {
         "enabled": True,
         "managers": {"groups": ["platform"], "users": ["alice"]},
@@ -92,6 +93,8 @@ def test_each_declared_value_reaches_its_flag_and_the_settings(tmp_path: Any) ->
     assert settings["drift_interval"] == 42
     assert settings["scan_concurrency"] == 3 and settings["scan_timeout"] == 99
     assert settings["trivy_db_repository"] == "registry.example/trivy-db"
+    assert settings["policy_reports"] is True and settings["audit_namespaces"] is True
+    assert settings["policy_report_max_results"] == 7
     guard = settings["namespace_guard"]
     assert guard.manager_groups == ("platform",) and guard.manager_users == ("alice",)
     assert guard.protected_labels == ("team.example/tier",)
