@@ -149,12 +149,20 @@ def test_rbac_is_least_privilege() -> None:
                 and set(rule["resources"]) <= {"imagescans", "workloadboms"}
                 and writes <= {"create", "patch"}
             )
+            # PolicyReports: created under the name muster (create cannot be limited by name);
+            # replaced and deleted only by that name (the rule with resourceNames).
+            own_reports = (
+                rule["apiGroups"] == ["wgpolicyk8s.io"]
+                and set(rule["resources"]) <= {"policyreports", "clusterpolicyreports"}
+                and writes == {"create"}
+            )
             assert (
                 rule["resources"] == ["events"]
                 or rule.get("resourceNames")
                 or own_status
                 or labels_nodes
                 or own_records
+                or own_reports
             ), rule
     assert not rendering.by_kind(docs, "Role")
 
