@@ -6,7 +6,8 @@ MutatingWebhookConfiguration with that very condition points at a port where not
 with ``failurePolicy: Fail``. A pod for which the condition holds is refused ("failed calling
 webhook"); one for which it does not is admitted (created with ``dryRun``, so nothing stays).
 One case per kind of mutation a gate's MUTATE phase can produce: pinning (image gate), GPU
-steering (GPU gate), the model verifier and model annotations (model gate).
+steering (GPU gate), the model verifier and model annotations (model gate), the dataset
+verifier and dataset annotations (dataset gate).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from kubernetes import client
 
 from muster.app import webhookconfigs
+from muster.datasets.rules import registry as datasetregistry
 from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane, kubesetup, processes
 from tests import kubeclients
@@ -130,6 +132,11 @@ NEEDS_MUTATION = {
     "declared model volumes": _pod(
         metadata={"annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: '{"data": "m"}'}},
         volumes=[{"name": "data", "emptyDir": {}}],
+    ),
+    # dataset gate: verifier init containers, dataset annotation and label
+    "declared dataset volumes": _pod(
+        metadata={"annotations": {datasetregistry.DATASET_VOLUMES_ANNOTATION: '{"data": "d"}'}},
+        volumes=[{"name": "data", "nfs": {"server": "nfs.example", "path": "/d"}}],
     ),
     "persistent volume claim": _pod(
         volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "weights"}}]

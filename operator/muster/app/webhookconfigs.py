@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from muster.datasets.rules import registry as datasetregistry
 from muster.guards.rules import namespaces as namespaceguard
 from muster.kernel import findings, scopes, subjects
 from muster.models.rules import registry as modelregistry
@@ -70,9 +71,11 @@ MAY_MUTATE_PARTS: tuple[str, ...] = (
     "(has(object.spec.nodeSelector) && object.spec.nodeSelector.exists(k, "
     "k.startsWith('nvidia.com/')))",
     "(has(object.spec.affinity) && has(object.spec.affinity.nodeAffinity))",
-    # models: declared model volumes and KServe-style storage URIs in annotations
+    # models and datasets: declared model and dataset volumes, and KServe-style storage URIs
+    # in annotations
     "(has(object.metadata.annotations) && object.metadata.annotations.exists(k, "
     f"k == '{modelregistry.MODEL_VOLUMES_ANNOTATION}' || "
+    f"k == '{datasetregistry.DATASET_VOLUMES_ANNOTATION}' || "
     "k.matches('(?i)(storage-uri|storageuri)$')))",
 )
 MAY_MUTATE = " || ".join(MAY_MUTATE_PARTS)
