@@ -91,6 +91,11 @@ KEYS: dict[str, tuple[str, str, str, str]] = {
         "label", "Pod", "Muster (admission)",
         "`true` on pods that mount Models, so a revoked Model finds its pods with one list",
     ),
+    "muster.dev/results-omitted": (
+        "annotation", "PolicyReport / ClusterPolicyReport `muster`", "Muster (operator)",
+        "how many results a report left out to stay within `muster run "
+        "--policy-report-max-results` (its summary counts them all)",
+    ),
     "muster.dev/exemption": (
         "annotation", "Pod / workload / pod template", "you",
         "break-glass: a reason; honoured only for users in an exemption group "
