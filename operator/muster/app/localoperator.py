@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from muster.app import catalog, webhookconfigs
+from muster.guards.rules import datamarks as datamarksguard
 from muster.guards.rules import namespaces as namespaceguard
 from muster.guards.rules import trustanchors
 from muster.kernel import pki, scopes
@@ -166,11 +167,14 @@ def install_namespace_guard(
     name: str = namespaceguard.DEV_NAME,
 ) -> None:
     """The namespace guard (a ValidatingAdmissionPolicy and its binding), as the chart
-    installs it: only namespace managers may lower a namespace's enforcement."""
+    installs it: only namespace managers may lower a namespace's enforcement; and beside it the
+    data-marks guard: only they may mark a claim muster.dev/not-model-data."""
     api = kubesetup.api_client(plane.kubeconfig)
     with contextlib.closing(api):
         kubesetup.apply_admission_policy(api, namespaceguard.policy(settings, name))
         kubesetup.apply_admission_policy(api, namespaceguard.binding(name))
+        kubesetup.apply_admission_policy(api, datamarksguard.policy(settings))
+        kubesetup.apply_admission_policy(api, datamarksguard.binding())
 
 
 def install_trust_anchor_guard(

@@ -26,6 +26,7 @@ from muster.guards.rules import namespaces as namespaceguard
 from muster.kernel import datamarks
 from muster.platform import controlplane, kubesetup
 from tests import kubeclients
+from tests.integration import docblocks
 
 pytestmark = pytest.mark.integration
 
@@ -187,6 +188,18 @@ def test_the_apiserver_decides_as_the_python_twin(
         got = _refusal(status, existing[0], namespace, _labels_patch({}, {MARK: "true"}))
         assert got is not None
         assert f"{MARK} from (unset) to 'true'" in got
+        # docs/security.md shows this very message (for a claim of team-a and its CI account).
+        found = docblocks.named("real", "tests/integration/security/test_data_marks_guard.py")
+        (documented,) = found
+        create = mallory.create_namespaced_persistent_volume_claim
+        got = _refusal(create, namespace, _claim("scratch", {MARK: "true"}), dry_run="All")
+        assert got is not None
+        ours = {
+            "system:serviceaccount:team-a:ci": MALLORY[0],
+            "team-a/": f"{namespace}/",
+            "users (none)": "users gitops",
+        }
+        assert docblocks.matches(documented, got, ours) == ""
     assert checked == len(LABEL_SETS) ** 2 * 3 + len(LABEL_SETS) * 3
     assert 0 < refused < checked
     # Nothing a dry run refused was written: the claims keep their labels.
