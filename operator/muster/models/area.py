@@ -34,6 +34,12 @@ AREA = areas.Area[controllers.ModelSettings](
         "ModelSignatureNotVerified": "the policy requires a verified signature the Model lacks",
         "ModelProvenanceNotVerified": "the policy requires verified provenance the Model lacks",
         "ModelUnsafeSerialization": "the Model's files use a format the policy refuses (pickle)",
+        "ModelTrainingDataRevoked": "a Model was trained on a Dataset revoked directly or through "
+        "its lineage (at admission, and on the Model and each Pod using it)",
+        "ModelTrainingDataNotApproved": "the policy requires approved datasets and a Model's "
+        "spec.datasets names one that is not (unregistered, another digest, lineage, signature)",
+        "VolumeNotDeclared": "strict volume mode: a pod volume that can hold data is no Model, "
+        "Dataset nor PVC labelled muster.dev/not-model-data",
         "ModelLicenseNotAllowed": "a ModelPolicy's licenses refuse the Model's licence",
         "ModelReferenceInvalid": "a model reference does not parse",
         "ModelReferenceUnresolved": "a model image's tag could not be resolved to a digest",

@@ -15,6 +15,10 @@
   on the active kopf peer, and reports only on pods in namespaces this installation judges
   (``muster.kernel.scopes.in_reach``): each pod and the Model get one Event series, however many
   replicas or installations watch the Model.
+* Datasets are watched too: when one becomes revoked, itself or through its lineage (a revoked
+  ancestor), each Model whose ``spec.datasets`` names it or a Dataset derived from it gets a
+  Warning Event ``ModelTrainingDataRevoked``, so does each running pod in reach that uses such a
+  Model, and the gauge ``muster_pods_using_models_trained_on_revoked_data`` counts those pods.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ import kopf
 
 import muster
 from muster.datasets import catalog as datasetcatalog
+from muster.datasets.rules import lineage as datasetlineage
 from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
 from muster.models import modelpacking, provenancing
+from muster.models.rules import lineage as modellineage
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics, registries
 from muster.platform import namespaces as platformnamespaces
@@ -86,6 +92,10 @@ class ModelController:
     # The last spec this controller saw per Model: transitions are detected against it, not
     # against the gate's index (which re-lists on its own and may already hold the new spec).
     _seen: dict[str, modelregistry.ModelSpec] = dataclasses.field(default_factory=dict)
+    # Dataset name -> (revoked Dataset, reason) as last seen (None: not revoked, itself or
+    # through lineage); empty until the first Dataset event, which only records.
+    _tainted: dict[str, tuple[str, str] | None] | None = None
+    _model_uids: dict[str, str] = dataclasses.field(default_factory=dict)
 
     # -- Models ---------------------------------------------------------------------------
 
@@ -95,6 +105,7 @@ class ModelController:
         if event_type == "DELETED":
             self.catalog.model_deleted(name)
             self._seen.pop(name, None)
+            self._model_uids.pop(name, None)
             self.refresh_gauge()
             return
         previous = self._seen.get(name)
@@ -121,6 +132,7 @@ class ModelController:
         if not modelregistry.status_is_current(status, metadata.get("generation")):
             await self._write_status(name, metadata, current)
         self._seen[name] = current.spec
+        self._model_uids[name] = str(metadata.get("uid", ""))
         if previous is not None:
             if current.spec.revoked and not previous.revoked:
                 await self.sweep(name, metadata, previous.digest, revoked=True)
@@ -325,6 +337,19 @@ class ModelController:
                     break
         return total
 
+    def tainted_pods(self) -> int:
+        """Running pods that use a Model trained on a Dataset revoked (itself or through its
+        lineage)."""
+        if self.datasets is None:
+            return 0
+        datasets, models = self.datasets.index, self.catalog.index
+        tainted = {
+            name
+            for name, entry in models.models.items()
+            if modellineage.revocations(entry.spec, datasets)
+        }
+        return sum(1 for pairs in self.usage.values() if any(n in tainted for n, _ in pairs))
+
     def refresh_gauge(self) -> None:
         index = self.catalog.index
         revoked = sum(1 for m in index.models.values() if m.spec.revoked)
@@ -333,6 +358,127 @@ class ModelController:
             {"approved": len(index.models) - revoked, "revoked": revoked, "invalid": invalid}
         )
         self.metrics.set_pods_using_revoked_models(self.revoked_pods())
+        self.metrics.set_pods_using_models_trained_on_revoked_data(self.tainted_pods())
+
+    # -- training data ----------------------------------------------------------------------
+
+    async def dataset_event(self, event_type: str, body: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Index the Dataset, and when it or a Dataset derived from it has just become revoked
+        (itself or through lineage), raise Events on the Models trained on any of them and on
+        the running pods using those Models. Returns Model -> the pods it reported."""
+        catalog = self.datasets
+        if catalog is None:
+            return {}
+        metadata = body.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        if not catalog.loaded:
+            # Lineage needs every Dataset, not only those watched so far: list them once.
+            try:
+                await catalog.reload()
+            except (kubeapi.ApiError, OSError, TimeoutError) as error:
+                logger.warning(
+                    "cannot list Datasets, judging lineage on what was watched: %s", error
+                )
+        if event_type == "DELETED":
+            catalog.dataset_deleted(name)
+        else:
+            catalog.dataset_changed(
+                name, body.get("spec") or {}, body.get("status") or {}, metadata.get("generation")
+            )
+        index = catalog.index
+        now = {each: datasetlineage.revoked_through(each, index) for each in index.datasets}
+        before, self._tainted = self._tainted, now
+        reported: dict[str, list[str]] = {}
+        if before is not None:
+            # A Dataset first seen now (created revoked, or under a revoked parent) turns on too;
+            # at start-up (before is None) what is already revoked was announced before.
+            turned = sorted(d for d, taint in now.items() if taint and not before.get(d))
+            if turned:
+                reported = await self.taint(turned)
+        self.refresh_gauge()
+        return reported
+
+    async def taint(self, datasets: Sequence[str]) -> dict[str, list[str]]:
+        """Warning Events ModelTrainingDataRevoked on each Model trained on one of ``datasets``
+        and on each running pod (in reach) that uses such a Model."""
+        if self.datasets is None:
+            return {}
+        index = self.datasets.index
+        models = self.catalog.index.models
+        why: dict[str, modellineage.Revocation] = {}
+        for model, entries in modellineage.trained_on(models, datasets).items():
+            found = [
+                r
+                for r in modellineage.revocations(models[model].spec, index)
+                if r.dataset in entries
+            ]
+            if found:
+                why[model] = found[0]
+        if not why:
+            return {}
+        users: dict[str, list[str]] = {model: [] for model in why}
+        try:
+            pods = await self.kube.get(
+                "/api/v1/pods", params={"labelSelector": f"{modelregistry.USES_MODELS_LABEL}=true"}
+            )
+        except kubeapi.ApiError as error:
+            logger.warning("cannot list the pods that use Models: %s", error)
+            pods = {}
+        for pod in pods.get("items") or ():
+            pod_meta = pod.get("metadata") or {}
+            if (pod.get("status") or {}).get("phase") in TERMINATED:
+                continue
+            used = {
+                n
+                for n, _ in modelregistry.decode_models_annotation(
+                    (pod_meta.get("annotations") or {}).get(modelregistry.MODELS_ANNOTATION)
+                )
+            }
+            hits = sorted(used & set(why))
+            if not hits:
+                continue
+            namespace, pod_name = str(pod_meta.get("namespace")), str(pod_meta.get("name"))
+            if not await self._in_scope(namespace):
+                continue  # another installation judges that namespace and reports on it
+            for model in hits:
+                users[model].append(f"{namespace}/{pod_name}")
+                self.recorder.submit(
+                    observations.Notice(
+                        target=observations.ObjectRef(
+                            "v1", "Pod", pod_name, namespace, str(pod_meta.get("uid", ""))
+                        ),
+                        delivery=observations.Delivery.NOW,
+                        type=observations.EventType.WARNING,
+                        reason=modellineage.REVOKED,
+                        action="Revoke",
+                        note=observations.truncate_note(
+                            f"Model {model!r} used by this pod was trained on "
+                            f"{why[model].describe()}"
+                        ),
+                        namespace=namespace,
+                    )
+                )
+        for model, revocation in sorted(why.items()):
+            note = f"Model {model!r} was trained on {revocation.describe()}"
+            listed = users[model]
+            if listed:
+                note += f"; {len(listed)} running pod(s) use it: " + ", ".join(listed[:20])
+                note += " ..." if len(listed) > 20 else ""
+            # The Model's owner hears of it even where no pod of ours uses the Model.
+            self.recorder.submit(
+                observations.Notice(
+                    target=observations.ObjectRef(
+                        f"{GROUP}/{VERSION}", "Model", model, "", self._model_uids.get(model, "")
+                    ),
+                    delivery=observations.Delivery.NOW,
+                    type=observations.EventType.WARNING,
+                    reason=modellineage.REVOKED,
+                    action="Revoke",
+                    note=observations.truncate_note(note),
+                    namespace="default",
+                )
+            )
+        return users
 
 
 def _condition(status: str, reason: str, message: str, generation: object) -> dict[str, object]:
@@ -423,6 +569,12 @@ def controllers(registry: kopf.OperatorRegistry, services: Services[ModelSetting
 
     # ModelPolicies select namespaces by label: the process's one namespace watch feeds them.
     platformnamespaces.watch(registry, services)
+
+    # What the Models were trained on: a Dataset revoked (itself or through its lineage) taints
+    # them. The dataset area's own watch feeds the same catalog; indexing twice is harmless.
+    @kopf.on.event(GROUP, VERSION, "datasets", id="models-training-data", registry=registry)
+    async def training_data_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
+        await controller.dataset_event(str(event.get("type")), body)
 
     @kopf.on.event(
         "", "v1", "pods", labels={modelregistry.USES_MODELS_LABEL: "true"}, registry=registry

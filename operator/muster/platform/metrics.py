@@ -201,6 +201,12 @@ class Metrics:
             "Pods that mount a model whose approval was revoked.",
             registry=r,
         )
+        self.pods_using_models_trained_on_revoked_data = prometheus_client.Gauge(
+            "muster_pods_using_models_trained_on_revoked_data",
+            "Running pods that use a model trained on a dataset revoked directly or through "
+            "its lineage.",
+            registry=r,
+        )
         self.drifted_pods = prometheus_client.Gauge(
             "muster_drifted_pods",
             "Existing pods that would no longer pass a check (policy or facts changed).",
@@ -359,6 +365,9 @@ class Metrics:
 
     def set_pods_using_revoked_models(self, count: int) -> None:
         self.pods_using_revoked_models.set(count)
+
+    def set_pods_using_models_trained_on_revoked_data(self, count: int) -> None:
+        self.pods_using_models_trained_on_revoked_data.set(count)
 
     def set_drifted_pods(self, check: str, count: int) -> None:
         self.drifted_pods.labels(check).set(count)
