@@ -145,11 +145,13 @@ def test_a_trainjob_dataset_initializer_is_a_use() -> None:
     assert uses[0].label == "storage URI of the dataset initializer"
     approved = index(entry("corpus", sources=[HF]))
     assert approval.judge_use(uses[0], approved, ENFORCE).finding is None
-    unpinned = approval.DatasetUse("sourceUri", "dataset initializer", "hf://datasets/acme/corpus")
+    unpinned = approval.DatasetUse(
+        "sourceUri", "the dataset initializer", "hf://datasets/acme/corpus"
+    )
     refused = approval.judge_use(unpinned, approved, ENFORCE).finding
     assert refused is not None and refused.reason == "DatasetNotApproved"
     assert "hf://datasets/acme/corpus" in refused.message and "@<revision>" in refused.message
-    broken = approval.DatasetUse("sourceUri", "dataset initializer", "ftp://x/y")
+    broken = approval.DatasetUse("sourceUri", "the dataset initializer", "ftp://x/y")
     invalid = approval.judge_use(broken, approved, ENFORCE).finding
     assert invalid is not None and invalid.reason == "DatasetReferenceInvalid"
 
@@ -266,3 +268,38 @@ def test_a_refused_dataset_gets_no_verifier() -> None:
     spec = {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-pvc"}}]}
     patch = approval.verifier_patch(template(spec), [match], IMAGE)
     assert all("initContainers" not in op["path"] for op in patch)
+
+
+def test_the_dataset_initializer_container_of_a_trainjobs_pod_is_a_use() -> None:
+    spec = {
+        "initContainers": [
+            {"name": "dataset-initializer", "env": [{"name": "STORAGE_URI", "value": HF}]},
+            {"name": "model-initializer", "env": [{"name": "STORAGE_URI", "value": "hf://m@1"}]},
+        ],
+        "containers": [{"name": "node", "image": "x"}],
+    }
+    uses, problems = approval.dataset_uses(template(spec), {}, REGISTERED, {})
+    assert problems == []
+    assert [(u.kind, u.label, u.reference) for u in uses] == [
+        ("sourceUri", 'storage URI of container "dataset-initializer"', HF)
+    ]
+    approved = index(entry("corpus", sources=[HF]))
+    assert approval.judge_use(uses[0], approved, ENFORCE).finding is None
+    assert approval.verifier_patch(
+        template(spec), [approval.judge_use(uses[0], approved, ENFORCE)], IMAGE
+    ) == [
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {
+                datasetregistry.DATASETS_ANNOTATION: datasetregistry.encode_datasets_annotation(
+                    approved.datasets.values()
+                )
+            },
+        },
+        {
+            "op": "add",
+            "path": "/metadata/labels",
+            "value": {datasetregistry.USES_DATASETS_LABEL: "true"},
+        },
+    ]

@@ -44,6 +44,9 @@ CHECK = "datasets"  # the check name in findings, Events and metrics
 # KServe's init container that downloads models: a verifier goes after it, as the models' do.
 STORAGE_INITIALIZER = "storage-initializer"
 TRAINJOBS = ("trainer.kubeflow.org", "trainjobs")
+# Kubeflow Trainer's dataset initializer: its container, so named by the runtimes, downloads
+# the STORAGE_URI of its env in the pod the TrainJob's JobSet makes.
+DATASET_INITIALIZER = "dataset-initializer"
 
 UseKind = Literal["imageVolume", "pvc", "declaredVolume", "sourceUri"]
 
@@ -58,7 +61,7 @@ class DatasetUse:
     own, or its tag resolved)."""
 
     kind: UseKind
-    where: str  # volume name, or "dataset initializer"
+    where: str  # volume name, or what downloads a storage URI
     reference: str
     claim: str | None = None  # the PVC behind a pvc or declared volume
     declared: str | None = None
@@ -69,7 +72,7 @@ class DatasetUse:
         if self.kind == "imageVolume":
             return f'image volume "{self.where}"'
         if self.kind == "sourceUri":
-            return f"storage URI of the {self.where}"
+            return f"storage URI of {self.where}"
         if self.claim is not None:
             return f'volume "{self.where}" (PVC "{self.claim}")'
         return f'volume "{self.where}"'
@@ -242,7 +245,28 @@ def dataset_uses(
         marked = pvc_datasets.get(claim)
         if volume_name not in declared and marked is not None:
             uses.append(DatasetUse("pvc", volume_name, marked, claim=claim))
+    uses.extend(_initializer_uses(template))
     return uses, problems
+
+
+def _initializer_uses(template: subjects.PodTemplate) -> list[DatasetUse]:
+    """The URI a Trainer dataset initializer container downloads (its ``STORAGE_URI``)."""
+    found: list[DatasetUse] = []
+    for container in podvolumes.containers(template.spec):
+        if container.get("name") != DATASET_INITIALIZER:
+            continue
+        env = container.get("env")
+        for variable in env if isinstance(env, list) else ():
+            if (
+                isinstance(variable, Mapping)
+                and variable.get("name") == "STORAGE_URI"
+                and isinstance(variable.get("value"), str)
+                and variable["value"]
+            ):
+                found.append(
+                    DatasetUse("sourceUri", f'container "{DATASET_INITIALIZER}"', variable["value"])
+                )
+    return found
 
 
 def source_uses(subject: subjects.Subject) -> list[DatasetUse]:
@@ -252,7 +276,7 @@ def source_uses(subject: subjects.Subject) -> list[DatasetUse]:
     uri = sources.trainer_initializer_uris(subject.object).get("dataset")
     if not uri:
         return []
-    return [DatasetUse("sourceUri", "dataset initializer", uri)]
+    return [DatasetUse("sourceUri", "the dataset initializer", uri)]
 
 
 # -- judging ----------------------------------------------------------------------------------
