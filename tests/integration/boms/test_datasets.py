@@ -25,6 +25,7 @@ from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane, kubeapi, kubesetup, registries
 from tests import kubeclients
 from tests.boms import schema_errors
+from tests.integration import docblocks
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +76,10 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
     namespace = kubeclients.namespace(
         control_plane, "bom-data", {scopes.ENFORCE_LABEL: "true", "bom-datasets": suffix}
     )
-    raw, clean, evaluation = f"raw-{suffix}", f"clean-{suffix}", f"eval-{suffix}"
-    model, data_rules, model_rules = f"chat-{suffix}", f"data-{suffix}", f"models-{suffix}"
+    # Named as in docs/bom.md's excerpts, plus a suffix (Datasets are cluster-scoped).
+    raw, clean = f"support-raw-{suffix}", f"support-clean-{suffix}"
+    evaluation, model = f"support-eval-{suffix}", f"support-bot-{suffix}"
+    data_rules, model_rules = f"dataset-licences-{suffix}", f"model-licences-{suffix}"
     created: list[str] = []
 
     async def make(plural: str, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +113,7 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
             {
                 "digest": RAW,
                 "license": "CC-BY-NC-4.0",
-                "sources": ["s3://acme/chat/raw"],
+                "sources": ["s3://acme/support/raw"],
                 "revoked": True,
                 "revocationReason": "consent withdrawn",
             },
@@ -122,7 +125,7 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
             {
                 "digest": CLEAN,
                 "license": "Apache-2.0 AND CC-BY-4.0",
-                "sources": ["hf://datasets/acme/chat@9f1c2e"],
+                "sources": ["hf://datasets/acme/support@9f1c2e"],
                 "lineage": {
                     "parents": [raw],
                     "transformation": {"description": "deduplicated, PII removed"},
@@ -215,7 +218,8 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
     assert chat["licenses"] == [{"expression": "Apache-2.0"}]
     assert props(chat)["muster:licence:decision"] == ["allowed"]
     assert props(chat)["muster:licence:policy"] == [model_rules]
-    assert depends[f"model:{model}"] == [clean_ref, "dataset:internal notes@unpinned"]
+    # (merged dependencies are sorted)
+    assert depends[f"model:{model}"] == sorted([clean_ref, "dataset:internal notes@unpinned"])
     assert chat["modelCard"]["modelParameters"]["modelArchitecture"] == "transformer"
     assert props(chat["modelCard"])["muster:modelpack:param-size"] == ["8b"]
     assert props(chat)["muster:modelpack:config-digest"] == [CONFIG]
@@ -232,7 +236,7 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
     assert derived["hashes"] == [{"alg": "SHA-256", "content": "c1" * 32}]
     assert derived["licenses"] == [{"expression": "Apache-2.0 AND CC-BY-4.0"}]
     assert derived["externalReferences"] == [
-        {"type": "distribution", "url": "hf://datasets/acme/chat@9f1c2e"}
+        {"type": "distribution", "url": "hf://datasets/acme/support@9f1c2e"}
     ]
     found = props(derived)
     assert found["muster:digest"] == ["verified"]
@@ -255,3 +259,11 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
     assert used["muster:digest"] == ["unverified"]
     unregistered = props(components["dataset:internal notes@unpinned"])
     assert unregistered["muster:dataset-registered"] == ["False"]
+
+    # docs/bom.md's excerpts are this document's text.
+    real = json.dumps(bom["components"])
+    replacements = {"support-clean": clean, "support-raw": raw, "dataset-licences": data_rules}
+    excerpts = docblocks.named("real", "tests/integration/boms/test_datasets.py")
+    assert len(excerpts) == 2
+    for excerpt in excerpts:
+        assert docblocks.matches(excerpt, real, replacements) == ""
