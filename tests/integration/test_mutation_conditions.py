@@ -129,6 +129,18 @@ NEEDS_MUTATION = {
     "storageUri annotation": _pod(
         metadata={"annotations": {"example.com/storageUri": "oci://r.example/m:1"}}
     ),
+    "KServe's internal storage-initializer-sourceuri annotation": _pod(
+        metadata={
+            "annotations": {
+                "internal.serving.kserve.io/storage-initializer-sourceuri": "hf://org/m@v1"
+            }
+        }
+    ),
+    "KServe storage-initializer (hf:// in its args)": _pod(
+        initContainers=[
+            _container(name="storage-initializer", args=["hf://org/m@v1", "/mnt/models"])
+        ]
+    ),
     "declared model volumes": _pod(
         metadata={"annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: '{"data": "m"}'}},
         volumes=[{"name": "data", "emptyDir": {}}],

@@ -72,11 +72,14 @@ MAY_MUTATE_PARTS: tuple[str, ...] = (
     "k.startsWith('nvidia.com/')))",
     "(has(object.spec.affinity) && has(object.spec.affinity.nodeAffinity))",
     # models and datasets: declared model and dataset volumes, and KServe-style storage URIs
-    # in annotations
+    # in annotations (KServe's internal storage-initializer-sourceuri among them)
     "(has(object.metadata.annotations) && object.metadata.annotations.exists(k, "
     f"k == '{modelregistry.MODEL_VOLUMES_ANNOTATION}' || "
     f"k == '{datasetregistry.DATASET_VOLUMES_ANNOTATION}' || "
-    "k.matches('(?i)(storage-uri|storageuri)$')))",
+    "k.matches('(?i)(storage-uri|storageuri|sourceuri)$')))",
+    # models: the verifier goes right after KServe's storage-initializer (its args name the URI)
+    "(has(object.spec.initContainers) && object.spec.initContainers.exists(c, "
+    "has(c.name) && c.name == 'storage-initializer'))",
 )
 MAY_MUTATE = " || ".join(MAY_MUTATE_PARTS)
 
