@@ -101,6 +101,11 @@ def signed_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, s
     return model, modelfiles.measure(model).digest, signature.read_text(), public.decode()
 
 
+def _conditions(objects: Any, name: str) -> dict[str, dict[str, Any]]:
+    status = objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"]
+    return {c["type"]: c for c in status["conditions"]}
+
+
 def _model(objects: Any, name: str, spec: dict[str, Any]) -> None:
     objects.create_cluster_custom_object(
         GROUP,
@@ -210,8 +215,7 @@ def test_an_approved_image_volume_is_admitted_and_annotated(
             "datasets": [{"name": "wiki", "license": "cc-by-sa-4.0"}],
         },
     )
-    status = objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"]
-    verified = status["conditions"][0]
+    verified = _conditions(objects, name)["SignatureVerified"]
     assert (verified["type"], verified["status"], verified["reason"]) == (
         "SignatureVerified",
         "True",
@@ -514,11 +518,16 @@ def test_a_model_the_schema_admits_but_muster_refuses_says_why_in_its_status(
     _, digest, bundle, _ = signed_model
     name = f"invalid-{uuid.uuid4().hex[:6]}"
     _model(objects, name, {"digest": digest, "ociReference": "registry.example/models/x:v1"})
-    (condition,) = objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"][
-        "conditions"
-    ]
-    assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
-    assert "must be pinned by digest" in condition["message"]
+    conditions = _conditions(objects, name)
+    for kind in ("Compiled", "SignatureVerified"):
+        assert (conditions[kind]["status"], conditions[kind]["reason"]) == ("False", "InvalidSpec")
+    assert "must be pinned by digest" in conditions["Compiled"]["message"]
+    # A licence that is no SPDX expression: the Model is invalid, and Compiled says why.
+    unlicensed = f"bad-licence-{uuid.uuid4().hex[:6]}"
+    _model(objects, unlicensed, {"digest": digest, "license": "Apache-2.0 AND"})
+    compiled = _conditions(objects, unlicensed)["Compiled"]
+    assert (compiled["status"], compiled["reason"]) == ("False", "InvalidSpec")
+    assert "'Apache-2.0 AND' is not a valid SPDX licence expression" in compiled["message"]
     wrong = f"wrong-key-{uuid.uuid4().hex[:6]}"
     other = (
         ec.generate_private_key(ec.SECP256R1())
@@ -530,9 +539,9 @@ def test_a_model_the_schema_admits_but_muster_refuses_says_why_in_its_status(
         wrong,
         {"digest": digest, "signature": {"bundle": bundle, "publicKey": other.decode()}},
     )
-    (condition,) = objects.get_cluster_custom_object(GROUP, VERSION, "models", wrong)["status"][
-        "conditions"
-    ]
+    conditions = _conditions(objects, wrong)
+    assert conditions["Compiled"]["status"] == "True"
+    condition = conditions["SignatureVerified"]
     assert (condition["status"], condition["reason"]) == ("False", "SignatureInvalid")
     assert "different key" in condition["message"]
 
@@ -587,9 +596,7 @@ def test_a_model_signed_with_another_hashing_choice_is_verified_and_re_measured_
     digest = spec["digest"]
     assert digest != modelfiles.measure(model).digest  # not the default sha256 digest
     _model(objects, name, spec)
-    (condition,) = objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"][
-        "conditions"
-    ]
+    condition = _conditions(objects, name)["SignatureVerified"]
     assert (condition["status"], condition["reason"]) == ("True", "Verified"), condition
 
     namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
