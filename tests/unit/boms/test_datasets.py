@@ -315,11 +315,27 @@ def test_missing_and_invalid_parents_and_cycles_are_recorded_not_followed_foreve
     problems = props(components[f"dataset:chat-clean@{CLEAN}"])["muster:lineage:problem"]
     assert any("cycle" in problem for problem in problems)
     assert any("'crawl'" in problem for problem in problems)
-    # Ancestors never include the Dataset itself, even through the cycle.
-    ancestors = [
-        a["name"] for a in components[f"dataset:chat-clean@{CLEAN}"]["pedigree"]["ancestors"]
-    ]
-    assert ancestors == ["chat-raw", "crawl", "broken"]
+    # The pedigree lists the parents (their own are in their components).
+    pedigree = components[f"dataset:chat-raw@{RAW}"]["pedigree"]["ancestors"]
+    assert [a["name"] for a in pedigree] == ["crawl", "broken", "chat-clean"]
+    assert pedigree[2]["version"] == CLEAN
+    assert "version" not in pedigree[0]
+
+
+def test_a_long_lineage_stays_linear_in_size() -> None:
+    chain = {
+        f"d{index}": dataset(f"d{index}", f"sha256:{index:064x}", parents=(f"d{index + 1}",))
+        for index in range(256)
+    }
+    chain["d256"] = None
+    parts = boms.pod_components(
+        boms.PodFacts(
+            pod=pod(), images=[], models=[], datasets=boms.DatasetFacts(chain, used=("d0",))
+        )
+    )
+    text = json.dumps(parts)
+    assert len([c for c in parts["components"] if c["type"] == "data"]) == 257
+    assert len(text) < boms.MAX_DOCUMENT_CHARS // 2, len(text)
 
 
 def model_pack(layers: int = 2) -> dict[str, Any]:

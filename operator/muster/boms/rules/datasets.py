@@ -10,9 +10,11 @@ on (``Model.spec.datasets`` naming a Dataset) and their lineage ancestors. Each 
 - ``externalReferences``: its sources and OCI reference; ``licenses``: its SPDX expression, with
   the decision of the DatasetPolicies selecting the namespace (``muster:licence:*``);
 - ``muster:revoked`` and, when an ancestor is revoked, ``muster:revoked-through``;
-- lineage: a dependency on each parent, ``pedigree.ancestors`` (every ancestor, without
-  bom-refs: the ancestors are components of their own) and the transformation as
-  ``pedigree.notes`` and ``muster:lineage:transformation*`` properties.
+- lineage: a dependency on each parent, ``pedigree.ancestors`` (its parents, without bom-refs:
+  they are components of their own, with their own pedigree) and the transformation as
+  ``pedigree.notes`` and ``muster:lineage:transformation*`` properties. Listing only the
+  parents keeps the document linear in the lineage graph (a chain of n Datasets listing every
+  ancestor would grow as n squared).
 
 A Dataset object that does not validate, or a parent that does not exist, is still a component,
 marked so (``muster:dataset-valid``, ``muster:dataset-registered``), so a reader sees the gap.
@@ -32,9 +34,7 @@ from muster.datasets.rules import lineage
 from muster.datasets.rules import registry as datasetregistry
 from muster.kernel import licences
 
-__all__ = ["MAX_ANCESTORS", "DatasetFacts", "Datasets", "component_parts", "parents_of"]
-
-MAX_ANCESTORS = 64  # listed in one component's pedigree
+__all__ = ["DatasetFacts", "Datasets", "component_parts", "parents_of"]
 
 
 def parents_of(dataset: Mapping[str, Any] | None) -> list[str]:
@@ -195,7 +195,7 @@ def component_parts(
                 )
     properties += licensing.decision_properties(spec.license, policies, unreadable)
     component["properties"] = properties
-    ancestors = lineage.ancestors(name, datasets.index)[:MAX_ANCESTORS]
+    ancestors = [p for p in dict.fromkeys(parents) if p != name]
     if ancestors or (transformation is not None and transformation.description):
         pedigree: dict[str, Any] = {}
         if ancestors:
