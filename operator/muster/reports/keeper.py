@@ -102,13 +102,15 @@ class ReportKeeper:
             logger.warning("cannot read ImagePolicies, PolicyReports left as they are: %s", error)
             return
         index = vulnerabilitygate.area_for(self.services).index
+        # Scans are judged only against ImagePolicy vulnerability rules: none, no look-ups.
+        ruled = any(policy.vulnerabilities is not None for policy in policies)
         today = datetime.datetime.now(datetime.UTC).date()
         found: dict[str, list[reports.Result]] = {}
         for judged in outcome.judged:
             namespace = str((judged.pod.get("metadata") or {}).get("namespace") or "")
             if namespace not in outcome.namespaces or namespace in outcome.unlisted:
                 continue
-            images = vulnerabilitygate.image_ids(judged.pod)
+            images = vulnerabilitygate.image_ids(judged.pod) if ruled else []
             stored: dict[str, scans.ImageScanStatus | None] = {}
             for image in images:
                 digest = image.rpartition("@")[2]
