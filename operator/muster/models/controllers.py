@@ -34,6 +34,7 @@ import kopf
 import muster
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import lineage as datasetlineage
+from muster.datasets.rules import registry as datasetregistry
 from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
 from muster.models import modelpacking, provenancing
@@ -95,6 +96,8 @@ class ModelController:
     # Dataset name -> (revoked Dataset, reason) as last seen (None: not revoked, itself or
     # through lineage); empty until the first Dataset event, which only records.
     _tainted: dict[str, tuple[str, str] | None] | None = None
+    # The Datasets as this controller's watch saw them (see dataset_event).
+    _lineage: datasetregistry.DatasetIndex | None = None
     _model_uids: dict[str, str] = dataclasses.field(default_factory=dict)
 
     # -- Models ---------------------------------------------------------------------------
@@ -340,15 +343,21 @@ class ModelController:
     def tainted_pods(self) -> int:
         """Running pods that use a Model trained on a Dataset revoked (itself or through its
         lineage)."""
-        if self.datasets is None:
+        datasets, models = self._training_index(), self.catalog.index
+        if datasets is None:
             return 0
-        datasets, models = self.datasets.index, self.catalog.index
         tainted = {
             name
             for name, entry in models.models.items()
             if modellineage.revocations(entry.spec, datasets)
         }
         return sum(1 for pairs in self.usage.values() if any(n in tainted for n, _ in pairs))
+
+    def _training_index(self) -> datasetregistry.DatasetIndex | None:
+        """The Datasets as the watch last said (the catalog's until the first event)."""
+        if self._lineage is not None:
+            return self._lineage
+        return None if self.datasets is None else self.datasets.index
 
     def refresh_gauge(self) -> None:
         index = self.catalog.index
@@ -371,21 +380,34 @@ class ModelController:
             return {}
         metadata = body.get("metadata") or {}
         name = str(metadata.get("name", ""))
-        if not catalog.loaded:
-            # Lineage needs every Dataset, not only those watched so far: list them once.
-            try:
-                await catalog.reload()
-            except (kubeapi.ApiError, OSError, TimeoutError) as error:
-                logger.warning(
-                    "cannot list Datasets, judging lineage on what was watched: %s", error
-                )
+        if self._lineage is None:
+            # Lineage needs every Dataset, not only those watched so far: list them once. After
+            # that only watch events change this view: the shared catalog is re-listed by the
+            # gates now and then, and a listing older than the last event would make a taint
+            # seem to go off and on again (announced twice).
+            if not catalog.loaded:
+                try:
+                    await catalog.reload()
+                except (kubeapi.ApiError, OSError, TimeoutError) as error:
+                    logger.warning(
+                        "cannot list Datasets, judging lineage on what was watched: %s", error
+                    )
+            self._lineage = datasetregistry.DatasetIndex(datasets=dict(catalog.index.datasets))
+        index = self._lineage
+        spec, status = body.get("spec") or {}, body.get("status") or {}
         if event_type == "DELETED":
             catalog.dataset_deleted(name)
+            index.datasets.pop(name, None)
         else:
-            catalog.dataset_changed(
-                name, body.get("spec") or {}, body.get("status") or {}, metadata.get("generation")
-            )
-        index = catalog.index
+            catalog.dataset_changed(name, spec, status, metadata.get("generation"))
+            try:
+                index.put_dataset(
+                    datasetregistry.parse_dataset(
+                        name, spec, status, generation=metadata.get("generation")
+                    )
+                )
+            except ValueError:  # pydantic's ValidationError too: an invalid spec taints nothing
+                index.datasets.pop(name, None)
         now = {each: datasetlineage.revoked_through(each, index) for each in index.datasets}
         before, self._tainted = self._tainted, now
         reported: dict[str, list[str]] = {}
@@ -401,9 +423,9 @@ class ModelController:
     async def taint(self, datasets: Sequence[str]) -> dict[str, list[str]]:
         """Warning Events ModelTrainingDataRevoked on each Model trained on one of ``datasets``
         and on each running pod (in reach) that uses such a Model."""
-        if self.datasets is None:
+        index = self._training_index()
+        if index is None:
             return {}
-        index = self.datasets.index
         models = self.catalog.index.models
         why: dict[str, modellineage.Revocation] = {}
         for model, entries in modellineage.trained_on(models, datasets).items():

@@ -1,0 +1,354 @@
+"""What Models were trained on, and strict volume mode, through the real apiserver, webhooks and
+a real ``muster run``: a Model trained on a revoked Dataset (itself or through its lineage) is
+refused and tainted (Events on the Model and its pods, the gauge, drift), requireApprovedDatasets
+refuses an unregistered training dataset, and ``volumes: declaredOnly`` refuses a tenant's data
+volumes that no Model, Dataset or not-model-data mark accounts for."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from muster.app import localoperator
+from muster.kernel import datamarks
+from muster.models.rules import registry as modelregistry
+from muster.platform import controlplane
+from tests import kubeclients, tenants
+from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
+
+GROUP, VERSION = "muster.dev", "v1alpha1"
+TRAINER = "registry.example/team/trainer@sha256:" + "ab" * 32
+WEIGHTS = "sha256:" + "1f" * 32
+DATA = "sha256:" + "2e" * 32
+# Which of this module's ModelPolicies selects a namespace.
+SCENARIO = "muster.dev/e2e-training-data"
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 45.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def objects(control_plane: controlplane.ControlPlane) -> Iterator[Any]:
+    with kubeclients.admin(control_plane) as api:
+        yield client.CustomObjectsApi(api)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def policies(objects: Any) -> Iterator[dict[str, str]]:
+    """One ModelPolicy per scenario, each selecting the suite's namespaces of its scenario."""
+    run = uuid.uuid4().hex[:6]
+    specs: dict[str, dict[str, Any]] = {
+        "lineage": {},
+        "approved-data": {"requireApprovedDatasets": True},
+        "strict": {"volumes": "declaredOnly"},
+    }
+    names = {scenario: f"e2e-training-{scenario}-{run}" for scenario in specs}
+    for scenario, spec in specs.items():
+        selector = {"matchLabels": {SUITE_LABEL: "models", SCENARIO: scenario}}
+        kubeclients.create_cluster_object(
+            objects,
+            "modelpolicies",
+            "ModelPolicy",
+            names[scenario],
+            {"namespaceSelector": selector, **spec},
+        )
+    yield names
+    for name in names.values():
+        objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", name)
+
+
+def _namespace(plane: controlplane.ControlPlane, scenario: str) -> str:
+    return kubeclients.namespace(plane, "training", {**NAMESPACE_LABELS, SCENARIO: scenario})
+
+
+def _observed(objects: Any, plural: str, name: str) -> None:
+    # The operator has indexed it once it wrote the status for this generation.
+    _wait(
+        lambda: (
+            objects.get_cluster_custom_object(GROUP, VERSION, plural, name).get("status") or {}
+        ).get("observedGeneration"),
+        f"{plural}/{name} status",
+    )
+
+
+def _dataset(objects: Any, name: str, **spec: Any) -> None:
+    kubeclients.create_cluster_object(
+        objects, "datasets", "Dataset", name, {"digest": DATA, **spec}
+    )
+    _observed(objects, "datasets", name)
+
+
+def _model(objects: Any, name: str, *trained_on: str) -> None:
+    kubeclients.create_cluster_object(
+        objects,
+        "models",
+        "Model",
+        name,
+        {"digest": WEIGHTS, "datasets": [{"name": each} for each in trained_on]},
+    )
+    _observed(objects, "models", name)
+
+
+def _pod(name: str, volumes: list[dict[str, Any]], annotations: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": TRAINER,
+                    "volumeMounts": [
+                        {"name": v["name"], "mountPath": f"/m/{v['name']}"} for v in volumes
+                    ],
+                }
+            ],
+            "volumes": volumes,
+        },
+    }
+
+
+def _using(name: str, model: str) -> dict[str, Any]:
+    """A pod using ``model`` through a declared volume (its verifier is added by the webhook)."""
+    return _pod(
+        name,
+        [{"name": "weights", "emptyDir": {}}],
+        {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"weights": model})},
+    )
+
+
+def _create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
+    core: Any = client.CoreV1Api(api)  # plain dicts are valid bodies; the stubs say models
+    return core.create_namespaced_pod(namespace, body)
+
+
+def _denial(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> str:
+    with pytest.raises(client.ApiException) as raised:
+        _create(api, namespace, body)
+    assert raised.value.status == 403, raised.value.body
+    message: str = json.loads(raised.value.body or "{}")["message"]
+    return message
+
+
+def _events(plane: controlplane.ControlPlane, namespace: str, reason: str) -> list[Any]:
+    with kubeclients.admin(plane) as api:
+        events_api: Any = client.EventsV1Api(api)
+        return [e for e in events_api.list_namespaced_event(namespace).items if e.reason == reason]
+
+
+def _gauge(operator: localoperator.LocalOperator) -> float:
+    name = "muster_pods_using_models_trained_on_revoked_data"
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(f"{name} "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} is not exported")
+
+
+def test_a_model_trained_on_revoked_data_is_refused_and_tainted_through_lineage(
+    control_plane: controlplane.ControlPlane,
+    objects: Any,
+    models_operator: localoperator.LocalOperator,
+) -> None:
+    plane = control_plane
+    run = uuid.uuid4().hex[:6]
+    leaked, raw, derived = f"leaked-{run}", f"crawl-{run}", f"instructions-{run}"
+    _dataset(objects, leaked, revoked=True, revocationReason="holds personal data")
+    _dataset(objects, raw)
+    _dataset(objects, derived, lineage={"parents": [raw]})
+    on_leaked, on_derived = f"on-leaked-{run}", f"on-derived-{run}"
+    _model(objects, on_leaked, leaked)
+    _model(objects, on_derived, derived)
+    namespace = _namespace(plane, "lineage")
+
+    with kubeclients.admin(plane) as api:
+        message = _denial(api, namespace, _using("refused", on_leaked))
+        assert "[ModelTrainingDataRevoked]" in message
+        assert (
+            f"Model {on_leaked!r} was trained on Dataset {leaked!r}, which is revoked: holds "
+            "personal data" in message
+        )
+        _create(api, namespace, _using("trainer", on_derived))
+    _wait(
+        lambda: (
+            objects.get_cluster_custom_object(GROUP, VERSION, "models", on_derived)["status"].get(
+                "pods"
+            )
+            == 1
+        ),
+        "the Model's pod count",
+    )
+    before = _gauge(models_operator)
+
+    # Revoking the parent taints the derived Dataset, the Model trained on it and its pod.
+    objects.patch_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "datasets",
+        raw,
+        {"spec": {"revoked": True, "revocationReason": "licence withdrawn"}},
+    )
+    through = (
+        f"Dataset {derived!r}, which is revoked through lineage: its ancestor {raw!r} is "
+        "revoked: licence withdrawn"
+    )
+
+    def on_pod() -> list[Any]:
+        # (The denial of the "refused" pod above was reported with the same reason.)
+        return [
+            e
+            for e in _events(plane, namespace, "ModelTrainingDataRevoked")
+            if e.regarding.kind == "Pod" and e.regarding.name == "trainer"
+        ]
+
+    _wait(on_pod, "an Event on the pod")
+    time.sleep(2)  # a repeated announcement would show by now
+    events = on_pod()
+    assert len(events) == 1, [(e.note, e.series) for e in events]
+    [event] = events
+    assert event.type == "Warning"
+    assert f"Model {on_derived!r} used by this pod was trained on {through}" in event.note
+
+    def on_model() -> list[Any]:
+        return [
+            e
+            for e in _events(plane, "default", "ModelTrainingDataRevoked")
+            if e.regarding.kind == "Model" and e.regarding.name == on_derived
+        ]
+
+    [model_event] = _wait(on_model, "an Event on the Model")
+    assert f"1 running pod(s) use it: {namespace}/trainer" in model_event.note
+    assert through in model_event.note
+    _wait(lambda: _gauge(models_operator) >= before + 1, "the gauge counting the pod")
+
+    # The drift pass re-runs the model gate on the running pod and finds the same.
+    drifted = _wait(
+        lambda: [
+            e
+            for e in _events(plane, namespace, "PodDrifted")
+            if e.regarding.name == "trainer" and "[models]" in e.note
+        ],
+        "a PodDrifted Event",
+        timeout=90.0,
+    )
+    assert f"Model {on_derived!r} was trained on {through}" in drifted[0].note
+
+    # New pods using the Model are refused, naming the revoked ancestor.
+    with kubeclients.admin(plane) as api:
+        message = _denial(api, namespace, _using("late", on_derived))
+    assert "[ModelTrainingDataRevoked]" in message
+    assert through in message
+
+
+def test_require_approved_datasets_refuses_a_model_trained_on_unregistered_data(
+    control_plane: controlplane.ControlPlane, objects: Any
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    registered, unregistered = f"curated-{run}", f"scraped-forum-{run}"
+    _dataset(objects, registered)
+    approved, unapproved = f"approved-data-{run}", f"unapproved-data-{run}"
+    _model(objects, approved, registered)
+    _model(objects, unapproved, registered, unregistered)
+    namespace = _namespace(control_plane, "approved-data")
+    with kubeclients.admin(control_plane) as api:
+        message = _denial(api, namespace, _using("unapproved", unapproved))
+        assert "[ModelTrainingDataNotApproved]" in message
+        assert f"training dataset {unregistered!r} names no registered Dataset" in message
+        created = _create(api, namespace, _using("approved", approved))
+    assert [c.name for c in created.spec.init_containers] == ["muster-verify-weights"]
+
+
+# Volume kinds that can hold data, each as a tenant would write it.
+DATA_VOLUMES: dict[str, dict[str, Any]] = {
+    "hostPath": {"hostPath": {"path": "/srv/weights"}},
+    "nfs": {"nfs": {"server": "nfs.example", "path": "/exports/weights"}},
+    "csi": {"csi": {"driver": "blob.csi.azure.com", "volumeAttributes": {"container": "w"}}},
+    "ephemeral": {
+        "ephemeral": {
+            "volumeClaimTemplate": {
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                }
+            }
+        }
+    },
+    "image": {"image": {"reference": "registry.example/who/weights@sha256:" + "3d" * 32}},
+}
+
+
+def _claim(api: client.ApiClient, namespace: str, name: str, labels: dict[str, str]) -> None:
+    core: Any = client.CoreV1Api(api)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+
+
+def test_strict_mode_refuses_a_tenants_data_volumes_nothing_accounts_for(
+    control_plane: controlplane.ControlPlane,
+) -> None:
+    namespace = _namespace(control_plane, "strict")
+    tenant = tenants.tenant(control_plane, namespace)
+    with kubeclients.admin(control_plane) as api:
+        # The platform's mark: only namespace managers may set it, so the admin labels it.
+        _claim(api, namespace, "scratch", {datamarks.NOT_MODEL_DATA_LABEL: "true"})
+    with contextlib.closing(tenant.api()) as api:
+        _claim(api, namespace, "plain", {})
+        volumes = {
+            **DATA_VOLUMES,
+            "persistentVolumeClaim": {"persistentVolumeClaim": {"claimName": "plain"}},
+        }
+        for kind, source in volumes.items():
+            name = f"data-{kind.lower()}"
+            message = _denial(api, namespace, _pod(name, [{"name": name, **source}], {}))
+            assert f'volume "{name}"' in message, message
+            if kind == "image":
+                # An image volume is a model use where a ModelPolicy selects: not a Model.
+                assert "[ModelNotApproved]" in message, message
+            else:
+                assert f"is a {kind} volume that is neither" in message, message
+                assert "[VolumeNotDeclared]" in message, message
+        # What holds no data, and the claim the platform marked, pass.
+        allowed = _pod(
+            "scratch-only",
+            [
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "config", "configMap": {"name": "settings", "optional": True}},
+                {"name": "scratch", "persistentVolumeClaim": {"claimName": "scratch"}},
+            ],
+            {},
+        )
+        assert _create(api, namespace, allowed).metadata.name == "scratch-only"
+        # A claim that does not exist carries no mark.
+        message = _denial(
+            api,
+            namespace,
+            _pod("gone", [{"name": "gone", "persistentVolumeClaim": {"claimName": "nope"}}], {}),
+        )
+        assert 'PVC "nope" does not exist' in message, message
