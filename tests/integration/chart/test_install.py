@@ -279,6 +279,30 @@ def test_service_account_can_do_what_the_operator_needs_and_no_more(release: Rel
             assert error.value.status == 403
 
 
+def test_service_account_writes_only_the_policy_reports_named_muster(release: Release) -> None:
+    """Asked of the real authorizer (no CRD needed): list and create reports, and get, replace
+    and delete only those named muster, never another tool's (Kyverno's)."""
+    user = f"system:serviceaccount:{release.namespace}:{release.fullname}"
+
+    def allowed(verb: str, resource: str, name: str = "", namespace: str = "team") -> bool:
+        attributes = {"group": "wgpolicyk8s.io", "resource": resource, "verb": verb}
+        if name:
+            attributes["name"] = name
+        if resource == "policyreports":
+            attributes["namespace"] = namespace
+        review = {"spec": {"user": user, "resourceAttributes": attributes}}
+        with kubeclients.admin(release.plane) as api:
+            answer = client.AuthorizationV1Api(api).create_subject_access_review(review)
+        return bool(answer.status.allowed)
+
+    for resource in ("policyreports", "clusterpolicyreports"):
+        assert allowed("list", resource) and allowed("create", resource)
+        for verb in ("get", "update", "delete"):
+            assert allowed(verb, resource, "muster"), (verb, resource)
+            assert not allowed(verb, resource, "kyverno-report"), (verb, resource)
+        assert not allowed("patch", resource, "muster") and not allowed("watch", resource)
+
+
 def _bind_view(
     plane: controlplane.ControlPlane, account: str, namespace: str, *, cluster_wide: bool
 ) -> None:
