@@ -46,6 +46,8 @@ _SPECIAL = {"NONE", "NOASSERTION"}
 _TOKENS = re.compile(r"[()\s]+")
 _PATTERN_PART = re.compile(r"^[A-Za-z0-9.\-:+*]+$")
 _WITH = re.compile(r"\s+(?:WITH|with)\s+")
+# license_expression's code for a plain licence (or an unknown id) where WITH needs an exception.
+_PARSE_INVALID_EXCEPTION = license_expression.PARSE_INVALID_SYMBOL_AS_EXCEPTION
 
 
 class LicenceError(ValueError):
@@ -85,7 +87,7 @@ def _known() -> _Known:
     return _Known(tuple(symbols), licences, exceptions)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)  # bounded: AdditionRef names come from users' objects
 def _licensing(additions: frozenset[str]) -> Any:
     """A parser that knows the SPDX list plus the ``AdditionRef-`` exceptions of one expression
     (the library reads an unknown symbol after WITH as an error)."""
@@ -138,6 +140,17 @@ def _parse(expression: str) -> _Parsed:
     try:
         tree = licensing.parse(expression, validate=False, strict=True)
     except (license_expression.ExpressionError, RecursionError) as error:
+        token = getattr(error, "token_string", None)
+        if getattr(error, "error_code", None) == _PARSE_INVALID_EXCEPTION and token:
+            known = _known()
+            if token.lower() in known.licences:
+                why = "is a licence, not an exception"
+            else:
+                why = f"is not an SPDX licence exception id{_hint(token, known.exceptions)}"
+            raise LicenceError(
+                f"{expression!r}: {token!r} after WITH {why}; use an exception of the SPDX "
+                "list (https://spdx.org/licenses/exceptions-index.html) or AdditionRef-<name>"
+            ) from None
         raise LicenceError(
             f"{expression!r} is not a valid SPDX licence expression: {error}"
         ) from None

@@ -57,7 +57,11 @@ def test_valid_expressions_are_normalised(expression: str, normalised: str) -> N
         ("MIT AND", "not a valid SPDX licence expression"),
         ("MIT Apache-2.0", "not a valid SPDX licence expression"),
         ("MIT/Apache-2.0", "not a valid SPDX licence expression"),
-        ("MIT WITH Apache-2.0", "cannot be used as an exception"),
+        ("MIT WITH Apache-2.0", "'Apache-2.0' after WITH is a licence, not an exception"),
+        (
+            "GPL-2.0-only WITH Classpath-exceptio-2.0",
+            "is not an SPDX licence exception id (did you mean 'Classpath-exception-2.0'?)",
+        ),
         ("Classpath-exception-2.0", "can only be used as an exception"),
         ("MIT Or Apache-2.0", "operator 'Or' must be written 'OR'"),
         ("NOASSERTION", "missing licence"),
