@@ -26,6 +26,11 @@ BOMs are bookkeeping and must never slow admission or the other controllers down
   before its controller saw it, and the controller would take it as already handled and not
   write its ``Compiled`` status;
 - one rewrite is bounded by :data:`WRITE_TIMEOUT_SECONDS`.
+
+A BOM also says what the registry says of a Model or Dataset (revoked, signature verified,
+lineage), which changes without any pod event: when a Dataset or Model changes in a way the
+BOM shows (:func:`registry_state`), the pods labelled as using Models or Datasets are noted
+again, through the same coalescing queue.
 """
 
 from __future__ import annotations
@@ -344,6 +349,28 @@ class KeeperStats:
     failed: int = 0
 
 
+# The pods whose BOMs may name an object of each kind (a Dataset also through a Model).
+_REFRESHED_BY = {
+    "datasets": (datasetregistry.USES_DATASETS_LABEL, modelregistry.USES_MODELS_LABEL),
+    "models": (modelregistry.USES_MODELS_LABEL,),
+}
+
+
+def registry_state(body: Mapping[str, Any]) -> str:
+    """What a BOM can show of a Model or Dataset: its generation (the spec), its conditions
+    (without their times) and the rest of its status but the pod count, which changes with
+    every pod and never shows in a BOM."""
+    status = dict(body.get("status") or {})
+    conditions = [
+        [c.get(k) for k in ("type", "status", "reason", "observedGeneration")]
+        for c in status.pop("conditions", None) or ()
+        if isinstance(c, Mapping)
+    ]
+    status.pop("pods", None)
+    generation = (body.get("metadata") or {}).get("generation")
+    return json.dumps([generation, sorted(conditions, key=str), status], sort_keys=True)
+
+
 class Keeper:
     """Pending workloads and the workers that rewrite their BOMs, off the event path.
 
@@ -371,6 +398,7 @@ class Keeper:
         self._busy: set[Key] = set()
         self._queue: asyncio.Queue[tuple[float, Key]] = asyncio.Queue(maxsize=capacity)
         self._tasks: list[asyncio.Task[None]] = []
+        self._states: dict[tuple[str, str], str] = {}  # (plural, name) -> registry_state
 
     def note(self, pod: Mapping[str, Any]) -> bool:
         """Remember ``pod`` for its workload's next rewrite; False when it is not kept."""
@@ -398,6 +426,29 @@ class Keeper:
             return False
         self._pending[key] = dict(pod)
         return True
+
+    async def registry_changed(
+        self, plural: str, event_type: str | None, body: Mapping[str, Any]
+    ) -> int:
+        """Note again the pods whose BOMs may show the Dataset or Model ``body`` (``plural``
+        ``datasets`` or ``models``) when what a BOM shows of it changed; how many were noted.
+
+        The first sight of an object (the watch's initial listing) notes nothing: at start-up
+        the pods' own events bring every BOM up to date.
+        """
+        key = (plural, str((body.get("metadata") or {}).get("name", "")))
+        previous = self._states.pop(key, None)
+        if event_type != "DELETED":
+            self._states[key] = registry_state(body)
+        if previous is None or previous == self._states.get(key):
+            return 0
+        noted = 0
+        for label in _REFRESHED_BY[plural]:
+            listed = await self.kube.get("/api/v1/pods", params={"labelSelector": f"{label}=true"})
+            for pod in listed.get("items") or ():
+                if isinstance(pod, Mapping) and self.note(pod):
+                    noted += 1
+        return noted
 
     def _in_scope(self, namespace: str, labels: Mapping[str, str] | None) -> bool:
         """Whether this operator's settings keep BOMs in ``namespace``."""
@@ -507,6 +558,20 @@ def register_controller(registry: kopf.OperatorRegistry, services: Services[BomS
             keeper.note(body)
 
     podevents.listen(registry, "boms", keep_bom)
+
+    for plural in _REFRESHED_BY:
+
+        @kopf.on.event(crds.GROUP, crds.VERSION, plural, id=f"bom-{plural}", registry=registry)
+        async def registry_event(
+            body: kopf.Body, type: str | None, resource: kopf.Resource, **_: Any
+        ) -> None:
+            try:
+                await keeper.registry_changed(resource.plural, type, body)
+            except (kubeapi.ApiError, OSError, TimeoutError) as error:
+                name = (body.get("metadata") or {}).get("name")
+                logger.warning(
+                    "cannot find the pods whose BOMs name %s %s: %s", resource.plural, name, error
+                )
 
     @kopf.on.cleanup(registry=registry)
     async def stop_bom_workers(**_: Any) -> None:

@@ -5,6 +5,7 @@ from the stored WorkloadBOM."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -267,3 +268,77 @@ async def test_a_pod_using_a_model_trained_on_derived_data_gets_the_datasets_in_
     assert len(excerpts) == 2
     for excerpt in excerpts:
         assert docblocks.matches(excerpt, real, replacements) == ""
+
+
+async def test_a_revoked_parent_reaches_the_bom_of_a_running_pod_without_a_pod_event(
+    control_plane: controlplane.ControlPlane, services: runtime.Services
+) -> None:
+    kube = services.kube
+    suffix = uuid.uuid4().hex[:6]
+    namespace = kubeclients.namespace(control_plane, "bom-revoke", {scopes.ENFORCE_LABEL: "true"})
+    parent, child = f"origin-{suffix}", f"derived-{suffix}"
+    paths = [f"{API}/datasets/{parent}", f"{API}/datasets/{child}"]
+    keeper = keeping.Keeper(services, kube, debounce=0.1)
+    keeper.start()
+    try:
+        first = await kube.create(
+            f"{API}/datasets",
+            {
+                "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
+                "kind": "Dataset",
+                "metadata": {"name": parent},
+                "spec": {"digest": RAW},
+            },
+        )
+        await kube.create(
+            f"{API}/datasets",
+            {
+                "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
+                "kind": "Dataset",
+                "metadata": {"name": child},
+                "spec": {"digest": CLEAN, "lineage": {"parents": [parent]}},
+            },
+        )
+        # A pod as the dataset gate leaves it (label and annotation).
+        await kube.create(
+            f"/api/v1/namespaces/{namespace}/pods",
+            {
+                "metadata": {
+                    "name": "reader",
+                    "labels": {datasetregistry.USES_DATASETS_LABEL: "true"},
+                    "annotations": {
+                        datasetregistry.DATASETS_ANNOTATION: json.dumps(
+                            [{"name": child, "digest": CLEAN}]
+                        )
+                    },
+                },
+                "spec": {"containers": [{"name": "main", "image": "bom-revoke.example/r:v1"}]},
+            },
+        )
+        pod = await kube.get(f"/api/v1/namespaces/{namespace}/pods/reader")
+        assert await keeping.write(services, pod) == "pod-reader"
+
+        def derived(stored: dict[str, Any]) -> dict[str, list[str]]:
+            components = json.loads(stored["spec"]["document"])["components"]
+            return props(next(c for c in components if c["name"] == child))
+
+        stored = await kube.get(keeping.bom_path(namespace, "pod-reader"))
+        assert "muster:revoked-through" not in derived(stored)
+        # The watch's first sight notes nothing; a pod count in the status is no change.
+        assert await keeper.registry_changed("datasets", None, first) == 0
+        counted = {**first, "status": {"pods": 3}}
+        assert await keeper.registry_changed("datasets", "MODIFIED", counted) == 0
+        revoked = await kube.patch(
+            f"{API}/datasets/{parent}",
+            {"spec": {"revoked": True, "revocationReason": "licence withdrawn"}},
+        )
+        assert await keeper.registry_changed("datasets", "MODIFIED", revoked) >= 1
+        await asyncio.wait_for(keeper.drained(), timeout=30)
+        stored = await kube.get(keeping.bom_path(namespace, "pod-reader"))
+        assert derived(stored)["muster:revoked-through"] == [parent]
+        assert derived(stored)["muster:revoked-through-reason"] == ["licence withdrawn"]
+    finally:
+        await keeper.stop()
+        for path in paths:
+            with contextlib.suppress(kubeapi.ApiError):
+                await kube.delete(path)
