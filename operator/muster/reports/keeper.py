@@ -192,10 +192,9 @@ class ReportKeeper:
             self.writes += 1
         except kubeapi.ApiError as error:
             if error.status == 404 and namespace is not None:
-                return  # the namespace is being deleted: its reports go with it
-            if error.status != 409:
-                raise
-            # Someone else's report of that name, or a concurrent write: try at the next pass.
+                return  # the namespace is gone: its reports went with it
+            # Someone else's report of that name, a concurrent write (409), a namespace being
+            # deleted (403): one report's trouble must not stop the others; the next pass retries.
             logger.warning(
                 "PolicyReport %s/%s not written, trying again at the next pass: %s",
                 namespace or "(cluster)",
@@ -209,7 +208,12 @@ class ReportKeeper:
             self.writes += 1
         except kubeapi.ApiError as error:
             if error.status != 404:
-                raise
+                logger.warning(
+                    "PolicyReport %s/%s not deleted, trying again at the next pass: %s",
+                    namespace,
+                    reports.NAME,
+                    error,
+                )
 
 
 def register_controller(
