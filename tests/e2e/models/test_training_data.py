@@ -332,7 +332,7 @@ def test_strict_mode_refuses_a_tenants_data_volumes_nothing_accounts_for(
                 # An image volume is a model use where a ModelPolicy selects: not a Model.
                 assert "[ModelNotApproved]" in message, message
             else:
-                assert f"is a {kind} volume that is neither" in message, message
+                assert f"is a volume of kind {kind} that is neither" in message, message
                 assert "[VolumeNotDeclared]" in message, message
         # What holds no data, and the claim the platform marked, pass.
         allowed = _pod(
@@ -352,3 +352,47 @@ def test_strict_mode_refuses_a_tenants_data_volumes_nothing_accounts_for(
             _pod("gone", [{"name": "gone", "persistentVolumeClaim": {"claimName": "nope"}}], {}),
         )
         assert 'PVC "nope" does not exist' in message, message
+
+
+def test_a_dataset_policy_alone_asks_the_model_gate_for_strict_mode(
+    control_plane: controlplane.ControlPlane, objects: Any
+) -> None:
+    name = f"e2e-training-dataset-strict-{uuid.uuid4().hex[:6]}"
+    selector = {"matchLabels": {SUITE_LABEL: "models", SCENARIO: "dataset-strict"}}
+    kubeclients.create_cluster_object(
+        objects,
+        "datasetpolicies",
+        "DatasetPolicy",
+        name,
+        {"namespaceSelector": selector, "volumes": "declaredOnly"},
+    )
+    try:
+        namespace = _namespace(control_plane, "dataset-strict")
+        with kubeclients.admin(control_plane) as api:
+
+            def refused() -> str | None:
+                # The DatasetPolicy reaches the operator's catalog through its watch.
+                try:
+                    _create(api, namespace, _pod("host", [{"name": "host", **host}], {}))
+                except client.ApiException as error:
+                    return str(json.loads(error.body or "{}")["message"])
+                return None
+
+            host = DATA_VOLUMES["hostPath"]
+            message = _wait(refused, "the DatasetPolicy in force")
+            assert 'volume "host": is a volume of kind hostPath that is neither' in message, message
+            assert f"DatasetPolicy {name} admits only declared data volumes" in message, message
+            # No ModelPolicy selects the namespace: an unknown image is no model use judged
+            # here, so strict mode names it.
+            image = DATA_VOLUMES["image"]
+            message = _denial(api, namespace, _pod("image", [{"name": "img", **image}], {}))
+            assert 'volume "img": is a volume of kind image that is neither' in message, message
+            assert "[VolumeNotDeclared]" in message and "ModelNotApproved" not in message
+            assert (
+                _create(
+                    api, namespace, _pod("tmp", [{"name": "tmp", "emptyDir": {}}], {})
+                ).metadata.name
+                == "tmp"
+            )
+    finally:
+        objects.delete_cluster_custom_object(GROUP, VERSION, "datasetpolicies", name)

@@ -38,6 +38,7 @@ VOLUMES: dict[str, dict[str, Any]] = {
     },
     "disk": {"iscsi": {"targetPortal": "10.0.0.1:3260", "iqn": "iqn.x", "lun": 0}},
 }
+VOLUME_KINDS = ["hostPath", "nfs", "csi", "ephemeral", "iscsi"]
 
 
 def template(
@@ -67,8 +68,8 @@ def test_every_data_volume_kind_is_refused_naming_the_volume_and_its_source() ->
     assert [(f.reason, f.subject) for f in found] == [
         ("VolumeNotDeclared", f'volume "{name}"') for name in VOLUMES
     ]
-    kinds = [f.message.split(" volume that")[0] for f in found]
-    assert kinds == ["is a hostPath", "is a nfs", "is a csi", "is a ephemeral", "is a iscsi"]
+    kinds = [f.message.split(" that is neither")[0] for f in found]
+    assert kinds == [f"is a volume of kind {kind}" for kind in VOLUME_KINDS]
     assert all(f.policy == POLICY and f.mode is findings.Mode.ENFORCE for f in found)
     assert "ModelPolicy strict admits only declared data volumes" in found[0].message
 
@@ -123,7 +124,7 @@ def test_pvcs_pass_only_with_a_mark_a_gate_judges_or_the_not_model_data_label() 
         'volume "data" (PVC "data")',
         'volume "gone" (PVC "gone")',
     ]
-    assert "is a persistentVolumeClaim volume" in refused[0].message
+    assert "is a volume of kind persistentVolumeClaim" in refused[0].message
     assert "declared as Dataset 'wiki', but no DatasetPolicy selects" in refused[2].message
     assert 'PVC "gone" does not exist' in refused[3].message
     # Where a DatasetPolicy judges Datasets, the Dataset's PVC is the dataset gate's.

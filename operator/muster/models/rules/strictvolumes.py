@@ -205,9 +205,10 @@ def undeclared(
                 check=approval.CHECK,
                 reason=NOT_DECLARED,
                 subject=what,
-                message=f"is a {kind} volume that is neither an approved Model, a Dataset nor a "
-                f"PVC labelled {datamarks.NOT_MODEL_DATA_LABEL}=true, and {strict.policy} "
-                f"admits only declared data volumes (volumes: declaredOnly){hint}: declare it in "
+                message=f"is a volume of kind {kind} that is neither an approved Model, a "
+                f"Dataset nor a PVC labelled {datamarks.NOT_MODEL_DATA_LABEL}=true, and "
+                f"{strict.policy} admits only declared data volumes (volumes: declaredOnly){hint}: "
+                "declare it in "
                 f"{modelregistry.MODEL_VOLUMES_ANNOTATION} or "
                 f"{datasetregistry.DATASET_VOLUMES_ANNOTATION}, or have a namespace manager label "
                 "its PVC",
