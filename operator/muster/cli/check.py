@@ -4,7 +4,7 @@ Each Pod, workload or training job in the files becomes an AdmissionReview and g
 the same admission pipeline and gates as ``muster run`` serves: the mutation phase first (its
 patch applied, as the apiserver does), then validation. Messages are the ones ``kubectl apply``
 would print. Policies come from files (``--policy``: ImagePolicy, GPUStackPolicy, ModelPolicy,
-Model, Namespace, Node, Secret, ConfigMap, ...) or from a cluster (``--kubeconfig``). Only image
+Model, DatasetPolicy, Dataset, Namespace, Node, Secret, ConfigMap, ...) or from a cluster (``--kubeconfig``). Only image
 signatures and CUDA needs read a registry; everything else is offline.
 
 Exit 0 when everything would be admitted, 1 when something would be denied, 2 on bad input.
@@ -33,6 +33,7 @@ import muster
 from muster.admission import pipeline as admissions
 from muster.admission import server
 from muster.app import areas, runtime
+from muster.datasets.rules import registry as datasetregistry
 from muster.gpu.rules import policies as gpupolicies
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import findings, gates, jsonpatches, reviews, scopes, subjects
@@ -55,6 +56,8 @@ _POLICY_KINDS = {
     ("muster.dev", "GPUStackPolicy"),
     ("muster.dev", "ModelPolicy"),
     ("muster.dev", "Model"),
+    ("muster.dev", "DatasetPolicy"),
+    ("muster.dev", "Dataset"),
 }
 
 
@@ -73,7 +76,8 @@ def register(subcommands: common.Subcommands) -> None:
         default=[],
         metavar="FILE",
         help="YAML file or folder with ImagePolicy, GPUStackPolicy, ModelPolicy, Model, "
-        "Namespace, Node, PersistentVolumeClaim, Secret or ConfigMap objects (repeatable)",
+        "DatasetPolicy, Dataset, Namespace, Node, PersistentVolumeClaim, Secret or ConfigMap "
+        "objects (repeatable)",
     )
     parser.add_argument(
         "--kubeconfig", metavar="PATH", help="read policies from this cluster instead of files"
@@ -223,6 +227,15 @@ def _validate_policy(document: Document) -> None:
             gpupolicies.parse_spec(spec)
         elif kind == "ModelPolicy":
             modelregistry.ModelPolicySpec.model_validate(spec)
+        elif kind == "DatasetPolicy":
+            datasetregistry.DatasetPolicySpec.model_validate(spec)
+        elif kind == "Dataset":
+            datasetregistry.parse_dataset(
+                name,
+                spec or {},
+                body.get("status") or {},
+                generation=(body.get("metadata") or {}).get("generation"),
+            )
         else:
             modelregistry.parse_model(
                 name,
