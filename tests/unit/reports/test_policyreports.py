@@ -3,7 +3,9 @@ first, the summary counting all), kept timestamps, and when a write changes noth
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 
 import pytest
 
@@ -161,3 +163,18 @@ def test_images_no_vulnerability_rule_covers_give_no_result() -> None:
         today=NOW.date(),
     )
     assert found == []
+
+
+def test_a_report_stays_within_what_the_apiserver_stores_whatever_the_bound() -> None:
+    long = dataclasses.replace(finding(), message="x" * 5000)
+    results = [
+        r
+        for n in range(2000)
+        for r in reports.drift_results(passes.Judged(pod(f"p{n:04}"), (long,)), ())
+    ]
+    body = reports.report("team", results, previous=None, now=NOW, max_results=10_000)
+    assert len(json.dumps(body)) < 1_500_000 - 10_000  # etcd's limit, with room for metadata
+    assert all(len(r["message"]) == reports.MAX_MESSAGE for r in body["results"])
+    omitted = int(body["metadata"]["annotations"][reports.OMITTED_ANNOTATION])
+    assert omitted == 2000 - len(body["results"]) and omitted > 0
+    assert body["summary"]["fail"] == 2000

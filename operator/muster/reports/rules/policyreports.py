@@ -58,7 +58,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "muster"}
 OMITTED_ANNOTATION = "muster.dev/results-omitted"
 AUDIT_PROPERTY = "audit"  # "true" on results of namespaces that have not opted in
 DEFAULT_MAX_RESULTS = 1000
-MAX_MESSAGE = 1024  # a result's message; a report of 1000 results stays far below 1.5 MB
+MAX_MESSAGE = 1024  # a result's message
+# The listed results' JSON, whatever max_results says: etcd refuses objects over 1.5 MiB, and a
+# report must be written whole or not at all.
+MAX_BYTES = 1_000_000
 PASS_POLICY, PASS_RULE = "muster", "drift"
 
 Outcome = Literal["pass", "fail", "warn", "error", "skip"]
@@ -268,25 +271,29 @@ def report(
 ) -> dict[str, Any]:
     """The report of ``namespace`` (None: the ClusterPolicyReport) holding ``results``.
 
-    At most ``max_results`` results are listed, failures first; the summary counts all of them
+    At most ``max_results`` results are listed (and at most :data:`MAX_BYTES` of them), failures
+    first; the summary counts all of them
     (or is ``totals``, for the cluster's report); results ``previous`` listed keep their time.
     """
     ordered = sorted(dict.fromkeys(results), key=Result.order)
-    kept = ordered[: max(0, max_results)]
     known = {
         _key(item): item.get("timestamp")
         for item in (previous or {}).get("results") or ()
         if isinstance(item, Mapping)
     }
     listed = []
-    for result in kept:
+    size = 0
+    for result in ordered[: max(0, max_results)]:
         body = result.body()
         body["timestamp"] = known.get(_key(body)) or _timestamp(now)
+        size += len(json.dumps(body)) + 1
+        if size > MAX_BYTES:
+            break
         listed.append(body)
     metadata: dict[str, Any] = {"name": NAME, "labels": dict(MANAGED_BY)}
     if namespace is not None:
         metadata["namespace"] = namespace
-    omitted = len(ordered) - len(kept)
+    omitted = len(ordered) - len(listed)
     if omitted:
         metadata["annotations"] = {OMITTED_ANNOTATION: str(omitted)}
     found: dict[str, Any] = {
