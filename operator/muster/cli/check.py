@@ -4,8 +4,9 @@ Each Pod, workload or training job in the files becomes an AdmissionReview and g
 the same admission pipeline and gates as ``muster run`` serves: the mutation phase first (its
 patch applied, as the apiserver does), then validation. Messages are the ones ``kubectl apply``
 would print. Policies come from files (``--policy``: ImagePolicy, GPUStackPolicy, ModelPolicy,
-Model, DatasetPolicy, Dataset, Namespace, Node, Secret, ConfigMap, ...) or from a cluster (``--kubeconfig``). Only image
-signatures and CUDA needs read a registry; everything else is offline.
+Model, DatasetPolicy, Dataset, Namespace, Node, Secret, ConfigMap, ...) or from a cluster
+(``--kubeconfig``). Only image signatures and CUDA needs read a registry; everything else is
+offline.
 
 Exit 0 when everything would be admitted, 1 when something would be denied, 2 on bad input.
 """
