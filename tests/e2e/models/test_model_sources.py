@@ -212,6 +212,32 @@ def test_an_hf_model_is_admitted_only_from_an_approved_pinned_source_and_verifie
     bare = _denial(control_plane, namespace, _inference_pod("bare", uri, initializer=False))
     assert f"matches Model {name!r}, but no storage-initializer init container" in bare
 
+    # A Deployment's template has no storage-initializer yet (KServe's pod webhook adds it to
+    # each pod, judged then): the source is judged, the missing initializer is not held against it.
+    def deployment(name: str, source: str) -> dict[str, Any]:
+        pod = _inference_pod(name, source, initializer=False)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {**pod["metadata"], "labels": {"app": name}},
+                    "spec": pod["spec"],
+                },
+            },
+        }
+
+    with kubeclients.admin(control_plane) as api:
+        apps: Any = client.AppsV1Api(api)
+        kept = apps.create_namespaced_deployment(namespace, deployment("predictor", uri))
+        assert kept.spec.template.spec.init_containers is None
+        with pytest.raises(client.ApiException) as raised:
+            apps.create_namespaced_deployment(namespace, deployment("stray", f"hf://{repo}@v0"))
+        assert raised.value.status == 403
+        assert "is not an approved Model" in json.loads(raised.value.body)["message"]
+
     # KServe's own spelling of the revision (``:``) is the same source.
     created = _create(control_plane, namespace, _inference_pod("served", f"hf://{repo}:{REVISION}"))
     init = created.spec.init_containers
