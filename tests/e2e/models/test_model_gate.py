@@ -622,3 +622,54 @@ def test_a_model_signed_with_another_hashing_choice_is_verified_and_re_measured_
     assert cli.main(argv) == 1
     assert f"expected {digest}" in capsys.readouterr().out
     assert cli.main(["model", "verify", str(model), "--model", name, *kubeconfig]) == 1
+
+
+def test_a_model_whose_licence_a_policy_denies_is_refused_naming_licence_rule_and_policy(
+    plane: controlplane.ControlPlane, objects: Any, signed_model: tuple[Path, str, str, str]
+) -> None:
+    _, digest, _, _ = signed_model
+    run = uuid.uuid4().hex[:6]
+    name = f"noncommercial-{run}"
+    _model(objects, name, {"digest": digest, "license": "apache-2.0 and cc-by-nc-4.0"})
+    policy = f"e2e-licences-{run}"
+    selected = {"muster-tests.dev/licences": run}
+    objects.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "modelpolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "namespaceSelector": {"matchLabels": selected},
+                "licenses": {"deny": ["CC-BY-NC-*"]},
+            },
+        },
+    )
+    try:
+        namespace = kubeclients.namespace(plane, "licences", {**NAMESPACE_LABELS, **selected})
+        declared = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"weights": name})}
+        body = _pod(
+            "licensed", [{"name": "weights", "emptyDir": {}}], metadata={"annotations": declared}
+        )
+
+        def refused() -> str | None:
+            # The operator takes the new policy up through its watch: until then it admits.
+            try:
+                created = _create(plane, namespace, {**body, "metadata": {**body["metadata"]}})
+            except client.ApiException as error:
+                assert error.status == 403, error.body
+                return str(json.loads(error.body or "{}")["message"])
+            with kubeclients.admin(plane) as api:
+                client.CoreV1Api(api).delete_namespaced_pod(created.metadata.name, namespace)
+            return None
+
+        message = _wait(refused, "the licence denial")
+        assert (
+            f"Model '{name}' is not allowed by ModelPolicy '{policy}': licence 'Apache-2.0 AND "
+            "CC-BY-NC-4.0' is refused: CC-BY-NC-4.0 matches deny CC-BY-NC-*"
+        ) in message
+        assert "[ModelLicenseNotAllowed]" in message
+    finally:
+        objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", policy)
