@@ -74,6 +74,31 @@ KEYS: dict[str, tuple[str, str, str, str]] = {
         "read by the operator when judging the node. Only the agent of that node (or the "
         "operator) may write it (trust-anchor guard)",
     ),
+    "muster.dev/not-model-data": (
+        "label", "PersistentVolumeClaim", "namespace managers",
+        '`"true"`: the claim holds neither model weights nor training data (scratch, caches); '
+        "strict volume mode (`volumes: declaredOnly`) admits it. Only namespace managers may "
+        "add, change or remove it (data-marks guard)",
+    ),
+    "muster.dev/dataset": (
+        "label or annotation", "PersistentVolumeClaim", "you",
+        "the name of the Dataset the volume holds: pods mounting it are judged by the dataset "
+        "gate and get a verifier init container",
+    ),
+    "muster.dev/dataset-volumes": (
+        "annotation", "Pod / pod template", "you",
+        'JSON `{"<volume>": "<Dataset>"}`: volumes that hold the named Datasets (verified on the '
+        "node)",
+    ),
+    "muster.dev/datasets": (
+        "annotation", "Pod", "Muster (admission)",
+        'JSON list `[{"name", "digest"}]` of the Datasets the pod uses; used for revocation',
+    ),
+    "muster.dev/uses-datasets": (
+        "label", "Pod", "Muster (admission)",
+        "`true` on pods that use Datasets, so a revoked Dataset (or one revoked through its "
+        "lineage) finds its pods with one list",
+    ),
     "muster.dev/model": (
         "label or annotation", "PersistentVolumeClaim", "you",
         "the name of the Model the volume holds: pods mounting it are judged by the model gate "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from muster.admission import areas
 from muster.app.settings import OperatorSettings
 from muster.boms import area as boms
+from muster.datasets import area as datasets
 from muster.drift import area as drift
 from muster.gpu import area as gpu
 from muster.guards import area as guards
@@ -30,6 +31,8 @@ __all__ = ["AREAS", "GATES", "gates", "metric_labels", "reasons"]
 # The admission gates: they judge pods, and drift re-runs the ones that can drift.
 GATES: tuple[areas.Area[OperatorSettings], ...] = (
     gpu.AREA,
+    # Before models: the model gate reads the Datasets a Model was trained on.
+    datasets.AREA,
     models.AREA,
     images.AREA,
     vulnerabilities.AREA,

@@ -207,6 +207,11 @@ class Metrics:
             "its lineage.",
             registry=r,
         )
+        self.pods_using_revoked_datasets = prometheus_client.Gauge(
+            "muster_pods_using_revoked_datasets",
+            "Running pods that use a dataset revoked directly or through its lineage.",
+            registry=r,
+        )
         self.drifted_pods = prometheus_client.Gauge(
             "muster_drifted_pods",
             "Existing pods that would no longer pass a check (policy or facts changed).",
@@ -368,6 +373,9 @@ class Metrics:
 
     def set_pods_using_models_trained_on_revoked_data(self, count: int) -> None:
         self.pods_using_models_trained_on_revoked_data.set(count)
+
+    def set_pods_using_revoked_datasets(self, count: int) -> None:
+        self.pods_using_revoked_datasets.set(count)
 
     def set_drifted_pods(self, check: str, count: int) -> None:
         self.drifted_pods.labels(check).set(count)

@@ -182,6 +182,8 @@ def test_muster_objects_are_readable_by_viewers_unless_turned_off() -> None:
         "gpustackpolicies",
         "models",
         "modelpolicies",
+        "datasets",
+        "datasetpolicies",
         "imagescans",
         "workloadboms",
     }

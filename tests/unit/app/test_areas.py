@@ -39,6 +39,8 @@ def test_the_crd_catalogue_is_the_areas_resources() -> None:
     assert kinds == declared
     assert set(kinds) == {
         "GPUStackPolicy",
+        "Dataset",
+        "DatasetPolicy",
         "Model",
         "ModelPolicy",
         "ImagePolicy",
@@ -50,7 +52,7 @@ def test_the_crd_catalogue_is_the_areas_resources() -> None:
 def test_metrics_series_come_from_the_declarations() -> None:
     labels = areas.metric_labels()
     assert labels.checks == tuple(c for a in areas.AREAS for c in a.checks)
-    assert set(labels.drift_checks) == {"image-signature", "gpu-stack", "models"}
+    assert set(labels.drift_checks) == {"image-signature", "gpu-stack", "datasets", "models"}
     assert "vulnerabilities" in labels.checks and "vulnerabilities" not in labels.drift_checks
 
 

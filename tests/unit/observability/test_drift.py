@@ -116,7 +116,7 @@ def finding(check: str, reason: str, subject: str = 'container "main"') -> findi
 
 def test_only_findings_about_the_pod_from_drift_checks_are_drift() -> None:
     assert RULES.not_drift.issubset(areas.reasons())  # real reasons, spelled right
-    assert set(RULES.checks) == {"image-signature", "gpu-stack", "models"}
+    assert set(RULES.checks) == {"image-signature", "gpu-stack", "datasets", "models"}
     found = [
         finding("image-signature", "SignatureNotTrusted"),
         finding("models", "ModelRevoked"),
@@ -149,6 +149,7 @@ def test_pods_are_counted_once_per_check_and_every_check_has_a_value() -> None:
     assert drift.counts(results, RULES.checks) == {
         "image-signature": 1,
         "gpu-stack": 0,
+        "datasets": 0,
         "models": 2,
     }
     assert drift.counts([], RULES.checks) == dict.fromkeys(RULES.checks, 0)

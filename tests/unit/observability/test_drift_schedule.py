@@ -131,6 +131,8 @@ async def test_drift_interval_zero_registers_nothing_else_four_policy_watches(
     assert watched == {
         "drift-imagepolicies",
         "drift-gpustackpolicies",
+        "drift-datasets",
+        "drift-datasetpolicies",
         "drift-models",
         "drift-modelpolicies",
     }

@@ -50,7 +50,11 @@ def test_series_exist_at_zero_before_anything_happens() -> None:
     assert states == {"compliant": 0, "noncompliant": 0, "unknown": 0}
     assert found["muster_pods_using_revoked_models"].samples[0].value == 0
     caches = {s.labels["cache"] for s in found["muster_verification_cache_requests"].samples}
-    assert caches == {"signatures", "image-configs", "models"} == set(areas.metric_labels().caches)
+    assert (
+        caches
+        == {"signatures", "image-configs", "datasets", "models"}
+        == set(areas.metric_labels().caches)
+    )
 
 
 def test_decisions_count_by_operation_phase_and_decision_without_pod_names() -> None:

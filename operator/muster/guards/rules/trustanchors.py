@@ -5,8 +5,8 @@ Admission decisions rest on a few facts written into the cluster besides policie
 * on Nodes, the GPU stack controller's ``muster.dev/gpu-stack`` and ``muster.dev/cuda-capability``
   labels (GPU pods are steered to compliant nodes by them) and the node agent's
   ``muster.dev/gpu-attestation`` annotation (what ``requireAttestation`` trusts);
-* the status of Muster's own resources: a Model's ``SignatureVerified`` condition, the policies'
-  ``Compiled`` condition, an ImageScan's findings.
+* the status of Muster's own resources: a Model's or Dataset's ``SignatureVerified`` condition,
+  the policies' ``Compiled`` condition, an ImageScan's findings.
 
 RBAC cannot narrow ``patch nodes`` to some labels, nor tell one node agent from another: whoever
 may patch Nodes for any reason could write ``muster.dev/gpu-stack=compliant``. These
@@ -50,6 +50,8 @@ NODE_ANNOTATIONS = (gpustack.ATTESTATION_ANNOTATION,)
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 # Status subresources of Muster's resources that admission or its controllers read.
 STATUS_RESOURCES = (
+    "datasetpolicies/status",
+    "datasets/status",
     "gpustackpolicies/status",
     "imagepolicies/status",
     "imagescans/status",
