@@ -443,7 +443,8 @@ class ModelController:
             pods = await self.kube.get(
                 "/api/v1/pods", params={"labelSelector": f"{modelregistry.USES_MODELS_LABEL}=true"}
             )
-        except kubeapi.ApiError as error:
+        except (kubeapi.ApiError, OSError, TimeoutError) as error:
+            # The Models still hear of it; the drift pass reports on the pods.
             logger.warning("cannot list the pods that use Models: %s", error)
             pods = {}
         for pod in pods.get("items") or ():
