@@ -369,3 +369,31 @@ async def test_revoking_a_parent_reaches_the_child_and_the_pods_using_it(
         assert controller.revoked_pods() == 1
     finally:
         await delete(kube, parent, child, unrelated)
+
+
+async def test_bad_input_never_crashes_a_handler(
+    controller: controllers.DatasetController,
+) -> None:
+    (ghost,) = _names("ghost")
+    # Objects as no apiserver would store them, and one that does not exist (its status
+    # write is refused with 404): each handler logs and goes on.
+    await controller.dataset_event(
+        "MODIFIED",
+        {"metadata": {"name": ghost, "generation": 1}, "spec": ["a", "list"], "status": "x"},
+    )
+    assert controller.catalog.index.invalid[f"Dataset/{ghost}"].startswith("digest: ")
+    await controller.dataset_event("MODIFIED", {"metadata": "nothing", "spec": None})
+    await controller.dataset_event("DELETED", {"metadata": {"name": ghost}})
+    assert f"Dataset/{ghost}" not in controller.catalog.index.invalid
+    await controller.policy_event("MODIFIED", {"metadata": {"name": ghost}, "spec": {"mode": 3}})
+    assert controller.catalog.index.invalid[f"DatasetPolicy/{ghost}"].startswith("mode: ")
+    assert ghost not in controller.catalog.index.policies
+    for marks in (
+        {registry.DATASETS_ANNOTATION: "{not json"},
+        "x",
+        {registry.DATASETS_ANNOTATION: 5},
+    ):
+        await controller.pod_event(
+            "ADDED", {"metadata": {"namespace": "n", "name": ghost, "annotations": marks}}
+        )
+        assert controller.usage["n/" + ghost] == ()
