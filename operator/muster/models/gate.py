@@ -188,8 +188,8 @@ class ModelGate:
         # Strict volume mode is this gate's even where only a DatasetPolicy asks for it: it sees
         # both catalogs.
         strict = strictvolumes.strictness(named, dataset_policies)
-        if policy is None and strict is None:
-            return gates.GateResult()
+        if policy is None and (strict is None or phase is gates.Phase.MUTATE):
+            return gates.GateResult()  # strict mode alone only refuses: nothing to write
         deciding = modelgate.deciding_policy(named)
         # Without a ModelPolicy (strict mode only), uses are matched to tell registered Models
         # apart, never judged.
