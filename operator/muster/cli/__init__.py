@@ -13,18 +13,18 @@ from collections.abc import Sequence
 
 import muster
 
-from . import bom, check, common, dev, gpu, image, model, nodeagent, run, sigstore
+from . import bom, check, common, dataset, dev, gpu, image, model, nodeagent, run, sigstore
 
 __all__ = ["main"]
 
-_AREAS = (run, dev, check, image, gpu, nodeagent, model, bom, sigstore)
+_AREAS = (run, dev, check, image, gpu, nodeagent, model, dataset, bom, sigstore)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="muster",
         description="Every workload must pass muster: signed images, allowed GPU stacks, "
-        "approved models.",
+        "approved models and datasets.",
     )
     parser.add_argument("--version", action="version", version=f"muster {muster.__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND")

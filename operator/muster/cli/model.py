@@ -61,7 +61,7 @@ def register(subcommands: common.Subcommands) -> None:
         help="also ignore this path (as model_signing: relative to the working directory, "
         "or else to the model; repeatable)",
     )
-    _add_workers(digest)
+    add_workers(digest)
     progress.add_option(digest)
     common.add_format_option(digest)
     digest.set_defaults(handler=_digest)
@@ -139,7 +139,7 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="CEL",
         help="a CEL condition over predicate, statement and now that must hold (repeatable)",
     )
-    _add_workers(verify)
+    add_workers(verify)
     progress.add_option(verify)
     common.add_format_option(verify)
     verify.set_defaults(handler=_verify)
@@ -166,7 +166,7 @@ def register(subcommands: common.Subcommands) -> None:
     register.add_argument("--source", metavar="URI", help="e.g. hf://org/name@revision")
     register.add_argument("--license", metavar="SPDX", help="licence, e.g. apache-2.0")
     register.add_argument("--model-format", metavar="FORMAT", help="default: guessed from files")
-    _add_workers(register)
+    add_workers(register)
     progress.add_option(register)
     register.set_defaults(handler=_register)
 
@@ -222,7 +222,7 @@ def _hashing(args: argparse.Namespace) -> oms.Serialization:
     return oms.serialization_for(args.hashing_algorithm or "sha256", args.shard_size)
 
 
-def _add_workers(parser: argparse.ArgumentParser) -> None:
+def add_workers(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
@@ -576,7 +576,7 @@ def _verify_model(args: argparse.Namespace) -> int:
     return common.EXIT_FAIL
 
 
-def _signature_beside(path: Path, given: Path | None) -> Path | None:
+def signature_beside(path: Path, given: Path | None) -> Path | None:
     if given is not None:
         if not given.is_file():
             raise common.CommandError(f"{given}: no such signature file")
@@ -587,15 +587,17 @@ def _signature_beside(path: Path, given: Path | None) -> Path | None:
     return None
 
 
-def _register(args: argparse.Namespace) -> int:
-    signature_path = _signature_beside(args.path, args.signature)
+def measure_for_register(args: argparse.Namespace) -> tuple[oms.Manifest, Path | None]:
+    """Measure ``args.path`` as its signature (beside it, or ``--signature``) was hashed, for a
+    Model or Dataset manifest; returns the measurement and the signature file found."""
+    signature_path = signature_beside(args.path, args.signature)
     ignores = modelfiles.ignore_paths_for(args.path, [])
     if signature_path is not None and args.path.is_dir():
         # model_signing never hashes its own signature when it sits inside the model.
         ignores = modelfiles.ignore_paths_for(args.path, [str(signature_path)])
     try:
-        # The Model's digest is hashed the way its signature was (the node re-measures so).
-        hashing = _signed_hashing(signature_path)
+        # The digest is hashed the way its signature was (the node re-measures so).
+        hashing = signed_hashing(signature_path)
         measured = modelfiles.measure(
             args.path,
             hashing,
@@ -605,6 +607,11 @@ def _register(args: argparse.Namespace) -> int:
         )
     except (modelfiles.ModelError, modelsigs.InputError, oms.OmsError) as error:
         raise common.CommandError(str(error)) from None
+    return measured, signature_path
+
+
+def _register(args: argparse.Namespace) -> int:
+    measured, signature_path = measure_for_register(args)
     spec: dict[str, Any] = {"digest": measured.digest}
     if args.oci_reference:
         spec["ociReference"] = args.oci_reference
@@ -626,7 +633,7 @@ def _register(args: argparse.Namespace) -> int:
     if suffixes & PICKLE_SUFFIXES:
         spec["unsafeSerialization"] = True
     if signature_path is not None:
-        spec["signature"] = _registered_signature(args, signature_path, measured.digest)
+        spec["signature"] = registered_signature(args, signature_path, measured.digest)
     try:
         modelregistry.ModelSpec.model_validate(spec)
     except pydantic.ValidationError as error:
@@ -643,13 +650,13 @@ def _register(args: argparse.Namespace) -> int:
     return common.EXIT_OK
 
 
-def _signed_hashing(signature_path: Path | None) -> oms.Serialization:
+def signed_hashing(signature_path: Path | None) -> oms.Serialization:
     if signature_path is None:
         return oms.Serialization()
     return oms.serialization_of_bundle(modelsigs.read_bundle(signature_path)).hashing
 
 
-def _registered_signature(args: argparse.Namespace, path: Path, digest: str) -> dict[str, Any]:
+def registered_signature(args: argparse.Namespace, path: Path, digest: str) -> dict[str, Any]:
     """The signature fields, after checking the signature verifies and signs ``digest``."""
     try:
         bundle = modelsigs.read_bundle(path)
@@ -685,6 +692,6 @@ def _registered_signature(args: argparse.Namespace, path: Path, digest: str) -> 
         raise common.CommandError(f"{path}: {error}") from None
     if signed.manifest.digest != digest:
         raise common.CommandError(
-            f"{path} signs {signed.manifest.digest}, but the model's digest is {digest}"
+            f"{path} signs {signed.manifest.digest}, but {args.path} measures {digest}"
         )
     return fields
