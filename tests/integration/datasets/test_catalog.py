@@ -26,7 +26,9 @@ DIGEST = "sha256:" + "ca" * 32
 
 
 @pytest.fixture
-async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[runtime.Services]:
+async def services(
+    control_plane: controlplane.ControlPlane,
+) -> AsyncIterator[runtime.Services[runtime.OperatorSettings]]:
     localoperator.install_crds(control_plane)
     kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig)))
     found = runtime.Services(
@@ -60,7 +62,9 @@ def _object(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def test_one_catalog_per_process_re_listed_on_a_miss(services: runtime.Services) -> None:
+async def test_one_catalog_per_process_re_listed_on_a_miss(
+    services: runtime.Services[runtime.OperatorSettings],
+) -> None:
     catalog = datasetcatalog.catalog_for(services)
     (dataset_gate,) = gate.gates_for(services)
     assert isinstance(dataset_gate, gate.DatasetGate)
@@ -81,7 +85,9 @@ async def test_one_catalog_per_process_re_listed_on_a_miss(services: runtime.Ser
         await services.kube.delete(f"{API}/datasets/{name}")
 
 
-async def test_a_broken_policy_keeps_its_last_good_version(services: runtime.Services) -> None:
+async def test_a_broken_policy_keeps_its_last_good_version(
+    services: runtime.Services[runtime.OperatorSettings],
+) -> None:
     catalog = datasetcatalog.DatasetCatalog(services.kube)
     name = f"kept-{uuid.uuid4().hex[:6]}"
     path = f"{API}/datasetpolicies/{name}"
@@ -114,7 +120,7 @@ async def test_a_broken_policy_keeps_its_last_good_version(services: runtime.Ser
 
 
 async def test_no_crd_reads_as_nothing_and_other_failures_fail_the_gate(
-    services: runtime.Services,
+    services: runtime.Services[runtime.OperatorSettings],
 ) -> None:
     # What the catalog sees before the Dataset CRDs are installed: 404, so nothing selects.
     assert await datasetcatalog._list(services.kube, f"{API}/nosuchresources") == {"items": []}
