@@ -52,6 +52,7 @@ def test_every_parser_has_a_harness() -> None:
         "bundles",
         "cosign",
         "cuda",
+        "licences",
         "notation",
         "oms",
         "pickles",

@@ -44,6 +44,8 @@ _ADDITION_REF = re.compile(rf"^AdditionRef-{_IDSTRING}$", re.IGNORECASE)
 _OPERATORS = {"and", "or", "with"}
 _SPECIAL = {"NONE", "NOASSERTION"}
 _TOKENS = re.compile(r"[()\s]+")
+_EMPTY_PARENTHESES = re.compile(r"\(\s*\)")
+_LEADING_OPERATOR = re.compile(r"(?:^|\()\s*(AND|OR|WITH)(?=[\s(]|$)", re.IGNORECASE)
 _PATTERN_PART = re.compile(r"^[A-Za-z0-9.\-:+*]+$")
 _WITH = re.compile(r"\s+(?:WITH|with)\s+")
 # license_expression's code for a plain licence (or an unknown id) where WITH needs an exception.
@@ -107,6 +109,10 @@ def _check_text(expression: str) -> None:
             raise LicenceError(
                 f"the licence expression nests parentheses deeper than {MAX_DEPTH} levels"
             )
+    if _EMPTY_PARENTHESES.search(expression):
+        raise LicenceError(f"{expression!r}: empty parentheses hold no licence")
+    if leading := _LEADING_OPERATOR.search(expression):
+        raise LicenceError(f"{expression!r}: {leading.group(1)!r} has no licence on its left")
     for token in _TOKENS.split(expression):
         # SPDX: operators are all upper or all lower case ("AND", "and"), never "And".
         if token.lower() in _OPERATORS and token not in (token.lower(), token.upper()):
@@ -133,13 +139,20 @@ class _Parsed:
 @functools.lru_cache(maxsize=1024)
 def _parse(expression: str) -> _Parsed:
     _check_text(expression)
-    additions = frozenset(
-        token for token in _TOKENS.split(expression) if _ADDITION_REF.match(token)
-    )
-    licensing = _licensing(additions)
+    # One spelling per AdditionRef (ids match case-insensitively; the library refuses two
+    # symbols that differ only in case).
+    additions = {
+        token.lower(): token
+        for token in sorted(_TOKENS.split(expression), reverse=True)
+        if _ADDITION_REF.match(token)
+    }
     try:
+        licensing = _licensing(frozenset(additions.values()))
         tree = licensing.parse(expression, validate=False, strict=True)
-    except (license_expression.ExpressionError, RecursionError) as error:
+    except Exception as error:
+        # Besides its own errors the library raises IndexError on empty parentheses and
+        # AssertionError on "MIT OR (OR MIT)" (both found by fuzz/fuzz_licences.py): every
+        # failure of the parser reads as a malformed expression.
         token = getattr(error, "token_string", None)
         if getattr(error, "error_code", None) == _PARSE_INVALID_EXCEPTION and token:
             known = _known()
@@ -151,11 +164,12 @@ def _parse(expression: str) -> _Parsed:
                 f"{expression!r}: {token!r} after WITH {why}; use an exception of the SPDX "
                 "list (https://spdx.org/licenses/exceptions-index.html) or AdditionRef-<name>"
             ) from None
-        raise LicenceError(
-            f"{expression!r} is not a valid SPDX licence expression: {error}"
-        ) from None
+        why = f": {error}" if isinstance(error, license_expression.ExpressionError) else ""
+        raise LicenceError(f"{expression!r} is not a valid SPDX licence expression{why}") from None
     if tree is None:
         raise LicenceError("the licence expression is empty")
+    if not _well_formed(tree, licensing):  # the library's own check is an assert (gone under -O)
+        raise LicenceError(f"{expression!r} is not a valid SPDX licence expression")
     known = _known()
     for symbol in licensing.license_symbols(tree, decompose=True):
         if str(symbol.key).upper() in _SPECIAL:
@@ -176,6 +190,16 @@ def _parse(expression: str) -> _Parsed:
             "LicenseRef-<name> for another licence"
         )
     return _Parsed(tree, licensing, _render(tree, licensing))
+
+
+def _well_formed(node: Any, licensing: Any) -> bool:
+    if isinstance(node, license_expression.LicenseWithExceptionSymbol):
+        return True
+    if isinstance(node, license_expression.LicenseSymbol):
+        return not node.is_exception
+    if isinstance(node, licensing.AND | licensing.OR):
+        return len(node.args) >= 2 and all(_well_formed(a, licensing) for a in node.args)
+    return False
 
 
 def _name(symbol: Any) -> str:

@@ -55,6 +55,12 @@ def test_valid_expressions_are_normalised(expression: str, normalised: str) -> N
         ("(MIT", "not a valid SPDX licence expression"),
         ("MIT)", "Unbalanced parenthesis"),
         ("MIT AND", "not a valid SPDX licence expression"),
+        # Found by fuzz/fuzz_licences.py: the library raised IndexError on empty parentheses.
+        ("MIT OR MIT OR()", "empty parentheses hold no licence"),
+        ("( )", "empty parentheses"),
+        # And AssertionError (an assert, gone under python -O) on an operator after "(".
+        ("MIT OR (OR Apache-2.0)", "'OR' has no licence on its left"),
+        ("AND MIT", "'AND' has no licence on its left"),
         ("MIT Apache-2.0", "not a valid SPDX licence expression"),
         ("MIT/Apache-2.0", "not a valid SPDX licence expression"),
         ("MIT WITH Apache-2.0", "'Apache-2.0' after WITH is a licence, not an exception"),
@@ -138,6 +144,12 @@ def test_a_malformed_expression_is_refused_by_any_licence_rule() -> None:
     verdict = judge("Foo-1.0", NON_COMMERCIAL)
     assert verdict is not None
     assert "not an SPDX licence id" in verdict.message
+
+
+def test_one_addition_spelled_two_ways_is_one_exception() -> None:
+    # Found by fuzz/fuzz_licences.py: the library refused two symbols differing in case.
+    text = "MIT WITH AdditionRef-x OR Apache-2.0 WITH additionref-X"
+    assert validate(text) == "MIT WITH AdditionRef-x OR Apache-2.0 WITH AdditionRef-x"
 
 
 def test_user_defined_licences_are_not_read_as_listed_ones() -> None:
