@@ -130,9 +130,14 @@ class DatasetCatalog:
             age = time.monotonic() - self._loaded_at
             if if_older_than is not None and age < if_older_than:
                 return False
-            datasets, policies = await asyncio.gather(
-                _list(self.kube, DATASETS_PATH), _list(self.kube, POLICIES_PATH)
+            # Both lists are awaited to the end before either failure is raised: none is left
+            # running on a client its caller may close next.
+            listed = await asyncio.gather(
+                _list(self.kube, DATASETS_PATH),
+                _list(self.kube, POLICIES_PATH),
+                return_exceptions=True,
             )
+            datasets, policies = (_raised(outcome) for outcome in listed)
             previous, self.index = self.index, registry.DatasetIndex()
             self.invalid_reasons = {}
             for item in datasets.get("items") or ():
@@ -160,6 +165,12 @@ async def _list(kube: kubeapi.KubeApi, path: str) -> dict[str, Any]:
         if error.status == 404:
             return {"items": []}
         raise
+
+
+def _raised(outcome: dict[str, Any] | BaseException) -> dict[str, Any]:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _first_error(error: Exception) -> str:
