@@ -1,9 +1,11 @@
-"""``muster dev up --demo``: a guided tour of the three gates on the local control plane.
+"""``muster dev up --demo``: a guided tour of the gates on the local control plane.
 
 It starts a local registry, pushes demo images (signed with a fresh cosign key, unsigned, and a
 CUDA image carrying NVIDIA's real ``NVIDIA_REQUIRE_CUDA``), starts ``muster run`` trusting that
-registry, loads demo policies, creates GPU nodes with real GPU Feature Discovery labels, then
-walks through ``kubectl apply`` attempts that each gate admits, pins, steers or denies.
+registry, loads demo policies (including Datasets with licences and lineage), creates GPU nodes
+with real GPU Feature Discovery labels, then walks through ``kubectl apply`` attempts that each
+gate admits, pins, steers or denies, and revokes a Dataset to show what that does to a Model
+trained on data derived from it.
 Everything it starts is recorded in the dev state, so ``muster dev down`` stops it.
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from muster.datasets.rules import registry as datasetregistry
 from muster.gpu.rules import policies as gpupolicies
 from muster.gpu.rules import stack as gpustack
 from muster.kernel import scopes
@@ -37,6 +40,9 @@ __all__ = ["Attempt", "DemoImages", "prepare", "tour"]
 
 NAMESPACE = "demo"
 MODEL_DIGEST = "sha256:" + "5e" * 32  # the demo Model's OMS digest (no weights are needed)
+TUNED_DIGEST = "sha256:" + "6e" * 32  # a Model fine-tuned on the demo's instruction data
+# The demo's Datasets: a crawl, the instructions derived from it, and a research-only corpus.
+CRAWL, INSTRUCTIONS, RESEARCH = "web-crawl-2024", "chat-instructions", "research-only"
 Progress = Callable[[str], None]
 _COSIGN_ENV = {"COSIGN_PASSWORD": ""}  # the demo key has no password; it never leaves the dir
 
@@ -164,8 +170,24 @@ def policies(images: DemoImages) -> list[dict[str, Any]]:
             "apiVersion": group,
             "kind": "Model",
             "metadata": {"name": "llama-demo"},
-            "spec": {"digest": MODEL_DIGEST, "format": "safetensors", "license": "llama3"},
+            "spec": {
+                "digest": MODEL_DIGEST,
+                "format": "safetensors",
+                "license": "LicenseRef-llama3",
+            },
         },
+        {
+            "apiVersion": group,
+            "kind": "Model",
+            "metadata": {"name": "tuned-demo"},
+            "spec": {
+                "digest": TUNED_DIGEST,
+                "format": "safetensors",
+                "license": "Apache-2.0",
+                "datasets": [{"name": INSTRUCTIONS}],
+            },
+        },
+        *datasets(),
         {
             "apiVersion": group,
             "kind": "ModelPolicy",
@@ -174,6 +196,20 @@ def policies(images: DemoImages) -> list[dict[str, Any]]:
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
                 "mode": "enforce",
                 "requireSignature": False,
+                # every training Dataset must be registered and approved
+                "requireApprovedDatasets": True,
+                # every volume that may hold weights or data must be a Model or a Dataset
+                "volumes": "declaredOnly",
+            },
+        },
+        {
+            "apiVersion": group,
+            "kind": "DatasetPolicy",
+            "metadata": {"name": "demo"},
+            "spec": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+                "mode": "enforce",
+                "licenses": {"deny": ["CC-BY-NC-*"]},
             },
         },
         *(
@@ -183,15 +219,49 @@ def policies(images: DemoImages) -> list[dict[str, Any]]:
                 "metadata": {
                     "name": claim,
                     "namespace": NAMESPACE,
-                    "labels": {modelregistry.MODEL_PVC_KEY: model},
+                    "labels": {key: name},
                 },
                 "spec": {
                     "accessModes": ["ReadOnlyMany"],
                     "resources": {"requests": {"storage": "1Gi"}},
                 },
             }
-            for claim, model in (("llama-weights", "llama-demo"), ("mystery-weights", "mystery"))
+            for claim, key, name in (
+                ("llama-weights", modelregistry.MODEL_PVC_KEY, "llama-demo"),
+                ("mystery-weights", modelregistry.MODEL_PVC_KEY, "mystery"),
+                ("tuned-weights", modelregistry.MODEL_PVC_KEY, "tuned-demo"),
+                ("research-data", datasetregistry.DATASET_PVC_KEY, RESEARCH),
+            )
         ),
+    ]
+
+
+def datasets(*, crawl_revoked: bool = False) -> list[dict[str, Any]]:
+    """The demo's Datasets (no data is needed: admission judges what they declare). The tour
+    revokes the crawl later, with ``crawl_revoked``."""
+    crawl: dict[str, Any] = {"digest": "sha256:" + "7a" * 32, "license": "CC-BY-4.0"}
+    if crawl_revoked:
+        crawl |= {"revoked": True, "revocationReason": "poisoned samples found (demo)"}
+    specs: dict[str, dict[str, Any]] = {
+        CRAWL: crawl,
+        INSTRUCTIONS: {
+            "digest": "sha256:" + "7b" * 32,
+            "license": "Apache-2.0",
+            "lineage": {
+                "parents": [CRAWL],
+                "transformation": {"description": "instructions mined from the crawl"},
+            },
+        },
+        RESEARCH: {"digest": "sha256:" + "7c" * 32, "license": "Apache-2.0 AND CC-BY-NC-4.0"},
+    }
+    return [
+        {
+            "apiVersion": "muster.dev/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+        for name, spec in specs.items()
     ]
 
 
@@ -210,6 +280,9 @@ class Attempt:
     expect: str  # "admitted" | "denied"
     manifest: dict[str, Any]
     show: str = ""  # a jsonpath to print from the created pod
+    # For an object that is not a pod: a jsonpath of it that must become non-empty (the operator
+    # has seen the change) before the tour goes on.
+    settle: str = ""
     outcome: str = ""
     output: str = ""
     shown: str = ""
@@ -281,6 +354,41 @@ def attempts(images: DemoImages) -> list[Attempt]:
             ),
             show="{.spec.initContainers[*].name}",
         ),
+        Attempt(
+            "research-data",
+            "datasets: a pod mounting a research-only dataset; the namespace denies CC-BY-NC-*",
+            "denied",
+            _pod(
+                "research-data",
+                images.signed,
+                container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "research-data"}}],
+            ),
+        ),
+        Attempt(
+            "unseen-weights",
+            "models: weights on a hostPath, declared as neither a Model nor a Dataset",
+            "denied",
+            _pod(
+                "unseen-weights",
+                images.signed,
+                container=mount,
+                volumes=[{"name": "weights", "hostPath": {"path": "/srv/weights"}}],
+            ),
+        ),
+        Attempt(
+            f"revoke-{CRAWL}",
+            f"datasets: the data team revokes {CRAWL}, which {INSTRUCTIONS} was derived from",
+            "admitted",
+            next(d for d in datasets(crawl_revoked=True) if d["metadata"]["name"] == CRAWL),
+            settle=f"dataset/{INSTRUCTIONS}:{{.status.revokedThrough}}",
+        ),
+        Attempt(
+            "tuned-model",
+            f"models: a Model fine-tuned on {INSTRUCTIONS}, whose lineage is now revoked",
+            "denied",
+            _pod("tuned-model", images.signed, container=mount, volumes=weights("tuned-weights")),
+        ),
     ]
 
 
@@ -306,7 +414,10 @@ def _node_state(plane: controlplane.ControlPlane, name: str) -> str:
 
 
 def setup(plane: controlplane.ControlPlane, images: DemoImages, progress: Progress) -> None:
-    progress("loading demo policies: ImagePolicy, GPUStackPolicy, Model, ModelPolicy")
+    progress(
+        "loading demo policies: ImagePolicy, GPUStackPolicy, Models, Datasets, ModelPolicy, "
+        "DatasetPolicy"
+    )
     for obj in policies(images):
         ok, output = _apply(plane, obj)
         if not ok:
@@ -343,6 +454,8 @@ def tour(
             attempt.shown = shown
             write(f"  $ kubectl -n {NAMESPACE} get pod {attempt.name} -o jsonpath='{attempt.show}'")
             write(f"  {shown}")
+        if ok and attempt.settle:
+            _settle(plane, attempt.settle)
         if not attempt.as_expected:
             write(f"  !! expected {attempt.expect}, got {attempt.outcome}")
         done.append(attempt)
@@ -361,6 +474,16 @@ def tour(
     write(f"$ curl -s {metrics_url} | grep -E 'muster_(admission_requests|violations)_total'")
     write("\n".join(f"  {line}" for line in _metrics(metrics_url)[:8]))
     return done
+
+
+def _settle(plane: controlplane.ControlPlane, settle: str) -> None:
+    target, _, path = settle.partition(":")
+
+    def seen() -> bool:
+        result = controlplane.kubectl(plane, "get", target, "-o", f"jsonpath={path}", check=False)
+        return bool(result.stdout.strip())
+
+    _wait(seen, f"the operator to see {target} change")
 
 
 def _events(plane: controlplane.ControlPlane) -> str:
@@ -393,7 +516,7 @@ def next_steps(plane: controlplane.ControlPlane, images: DemoImages) -> str:
 The demo is up. Try it yourself:
 
   export KUBECONFIG={plane.kubeconfig}
-  kubectl get imagepolicies,gpustackpolicies,models,modelpolicies
+  kubectl get imagepolicies,gpustackpolicies,models,modelpolicies,datasets,datasetpolicies
   kubectl get nodes -L {gpustack.STATE_LABEL}
   kubectl -n {NAMESPACE} run mine --image={images.unsigned}   # denied: not signed
   kubectl -n {NAMESPACE} run yours --image={images.signed}    # admitted and pinned

@@ -71,6 +71,26 @@ def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Pat
         assert "Model 'mystery' is not registered" in steps["mystery-model"]["output"]
         assert steps["approved-model"]["outcome"] == "admitted"
         assert steps["approved-model"]["shown"] == "muster-verify-weights"
+        # datasets: a research-only licence denied by the namespace's DatasetPolicy
+        assert steps["research-data"]["outcome"] == "denied"
+        denial = " ".join(steps["research-data"]["output"].split())
+        assert "CC-BY-NC-4.0" in denial and "CC-BY-NC-*" in denial, denial
+        assert denial.endswith("[DatasetLicenseNotAllowed]"), denial
+        # strict volumes: weights on a hostPath are neither a Model nor a Dataset
+        assert steps["unseen-weights"]["outcome"] == "denied"
+        denial = " ".join(steps["unseen-weights"]["output"].split())
+        assert 'volume "weights"' in denial and "hostPath" in denial, denial
+        assert denial.endswith("[VolumeNotDeclared]"), denial
+        # revoking the crawl taints the Model fine-tuned on instructions derived from it
+        assert steps["revoke-web-crawl-2024"]["outcome"] == "admitted"
+        assert "dataset.muster.dev/web-crawl-2024 configured" in (
+            steps["revoke-web-crawl-2024"]["output"]
+        )
+        assert steps["tuned-model"]["outcome"] == "denied"
+        denial = " ".join(steps["tuned-model"]["output"].split())
+        assert "tuned-demo" in denial and "web-crawl-2024" in denial, denial
+        assert "poisoned samples found (demo)" in denial, denial
+        assert denial.endswith("[ModelTrainingDataRevoked]"), denial
         # the transcripts in the getting-started guide are this run's text output (normalised)
         transcript = "\n".join(info["transcript"])
         workdir = (tmp_path / "dev").resolve()
