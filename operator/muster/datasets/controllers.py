@@ -6,8 +6,9 @@
   SPDX expression, a lineage cycle or a Dataset naming itself as parent is ``False``), whether
   its OMS signature verified (``SignatureVerified``, checked once per generation, as for Models),
   whether its lineage resolved (``LineageResolved``: ``False`` naming a missing or invalid parent
-  or the revoked ancestor), how many running pods use it (``pods``) and which revoked Dataset
-  taints it (``revokedThrough``: itself or its nearest revoked ancestor). Lineage makes a
+  or the revoked ancestor), how many running pods use it (``pods``), whether it is revoked
+  itself or through its lineage (``revoked``) and, when through its lineage, its nearest revoked
+  ancestor (``revokedThrough``). Lineage makes a
   Dataset's status depend on others: a change to one Dataset re-evaluates it and every Dataset
   derived from it.
 * A DatasetPolicy's status has one condition, ``Compiled``; an invalid new version is reported
@@ -17,7 +18,7 @@
   ``muster.dev/uses-datasets=true``, annotation ``muster.dev/datasets``, written by the mutating
   gate) in a namespace this installation judges (``muster.kernel.scopes.in_reach``). The gauge
   ``muster_pods_using_revoked_datasets`` counts those pods. The transition is read from the
-  Dataset's own status (``revokedThrough`` was unset), so a restart or a second replica does not
+  Dataset's own status (``revoked`` was not true), so a restart or a second replica does not
   repeat the Events.
 """
 
@@ -142,6 +143,7 @@ class DatasetController:
                 "conditions": [
                     _condition(datasetregistry.COMPILED, "False", reason, why, generation)
                 ],
+                "revoked": False,
                 "revokedThrough": None,
             }
             tainted = None
@@ -153,7 +155,9 @@ class DatasetController:
                     *self._lineage_conditions(name, tainted, generation),
                     await self._signature(entry, status, generation),
                 ],
-                "revokedThrough": None if tainted is None else tainted[0],
+                "revoked": tainted is not None,
+                # Only through lineage: a Dataset revoked itself says so in spec.revoked.
+                "revokedThrough": tainted[0] if tainted and tainted[0] != name else None,
             }
         if "pods" not in status:
             desired["pods"] = self.counts().get(name, 0)
@@ -162,7 +166,7 @@ class DatasetController:
             return None
         if not await self._patch_status(name, desired):
             return None
-        turned_on = tainted is not None and not status.get("revokedThrough")
+        turned_on = tainted is not None and status.get("revoked") is not True
         self._status[name] = {**status, **desired}
         if entry is not None:
             verified = _condition_of(desired, datasetregistry.SIGNATURE_VERIFIED)

@@ -316,15 +316,18 @@ async def test_revoking_a_parent_reaches_the_child_and_the_pods_using_it(
             {"spec": {"revoked": True, "revocationReason": "consent withdrawn"}},
         )
         body = await watched(controller, parent)
-        assert body["status"]["revokedThrough"] == parent
+        assert body["status"]["revoked"] is True
+        assert "revokedThrough" not in body["status"]  # revoked itself, not through lineage
         stored = await kube.get(f"{API}/datasets/{child}")
+        assert stored["status"]["revoked"] is True
         assert stored["status"]["revokedThrough"] == parent
         assert said(stored, "LineageResolved") == (
             "False",
             "AncestorRevoked",
             f"through lineage: {parent} revoked: consent withdrawn",
         )
-        assert "revokedThrough" not in (await kube.get(f"{API}/datasets/{unrelated}"))["status"]
+        untouched = (await kube.get(f"{API}/datasets/{unrelated}"))["status"]
+        assert untouched["revoked"] is False and "revokedThrough" not in untouched
         # Two pods use the child; the gauge counts both, whoever reports on them.
         assert controller.revoked_pods() == 2
         sample = controller.metrics.registry.get_sample_value("muster_pods_using_revoked_datasets")

@@ -54,10 +54,14 @@ def dataset() -> dict[str, Any]:
         short_names=("ds",),
         status_schema=_status(
             pods={"type": "integer", "description": "running pods using it directly"},
+            revoked={
+                "type": "boolean",
+                "description": "revoked itself or through its lineage (a revoked ancestor)",
+            },
             revokedThrough={
                 "type": "string",
                 "nullable": True,
-                "description": "the revoked Dataset (itself or an ancestor) that taints it",
+                "description": "the nearest revoked ancestor, when revoked through its lineage",
             },
         ),
         printer_columns=(
