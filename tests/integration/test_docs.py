@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from muster import cli
 from muster.app import localoperator
 from muster.platform import controlplane
-from tests import attesting, modelprovenance, notary, paths, peers
+from tests import attesting, datasetfiles, modelprovenance, notary, paths, peers
 from tests.boms import schema_errors
 from tests.commandline import muster
 from tests.integration import docblocks
@@ -580,15 +580,47 @@ def _check_bom_peers(folder: Path, found: Peers, plane: controlplane.ControlPlan
         assert BOM_IMAGE.split("@")[1] in {c.get("version") for c in bom["components"]}
 
 
+def _dataset_peers(
+    folder: Path, registry: peers.Registry, plane: controlplane.ControlPlane
+) -> Peers:
+    """datasets.md: a small corpus signed with model_signing and a fresh key, ``model.sig``
+    beside it, as the page says a data team signs it."""
+    corpus = datasetfiles.make_dataset(folder / "chat-corpus")
+    datasetfiles.key_pair(folder, "signer")
+    datasetfiles.sign(corpus, folder / "model.sig", folder / "signer.key")
+    return Peers(replacements={})
+
+
+def _check_dataset_peers(folder: Path, found: Peers, plane: controlplane.ControlPlane) -> None:
+    """``register ... > dataset.yaml`` wrote the Dataset that ``kubectl apply`` accepts."""
+    manifest = yaml.safe_load((folder / "dataset.yaml").read_text())
+    assert manifest["kind"] == "Dataset"
+    assert manifest["metadata"]["name"] == "chat-instructions"
+    spec = manifest["spec"]
+    envelope = json.loads((folder / "model.sig").read_text())["dsseEnvelope"]
+    (subject,) = json.loads(base64.b64decode(envelope["payload"]))["subject"]
+    assert spec["digest"] == "sha256:" + subject["digest"]["sha256"]  # the digest signed
+    assert spec["signature"]["publicKey"] == (folder / "signer.pub").read_text()
+    assert spec["sources"] == ["hf://datasets/acme/chat-instructions@0123abc"]
+    assert spec["license"] == "Apache-2.0 AND CC-BY-4.0"
+    assert spec["lineage"]["parents"] == ["web-crawl-2024"]
+    applied = controlplane.kubectl(
+        plane, "apply", "--dry-run=server", "-f", str(folder / "dataset.yaml"), check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+
+
 PEERS: dict[str, Callable[[Path, peers.Registry, controlplane.ControlPlane], Peers]] = {
     "docs/models.md": _model_peers,
     "docs/images.md": _image_peers,
     "docs/gpu-stack.md": _gpu_peers,
     "docs/bom.md": _bom_peers,
+    "docs/datasets.md": _dataset_peers,
 }
 AFTERWARDS: dict[str, Callable[[Path, Peers, controlplane.ControlPlane], None]] = {
     "docs/models.md": _check_model_peers,
     "docs/bom.md": _check_bom_peers,
+    "docs/datasets.md": _check_dataset_peers,
 }
 
 
@@ -742,10 +774,42 @@ def _model_denial(folder: Path, registry: peers.Registry) -> tuple[list[object],
     return [namespace, policy, images, pod], host
 
 
+def _dataset_denial(folder: Path, registry: peers.Registry) -> tuple[list[object], str]:
+    """datasets.md: the page's DatasetPolicy ``ml-data`` and its research-only Dataset, mounted
+    through a volume the pod declares as that Dataset. Its image is let in by name (a static
+    pass): what is shown is the dataset gate's denial."""
+    host = f"{registry.host}/docs-datasets"
+    digest = peers.push_image(registry, "docs-datasets/trainer", "v1", workdir=folder)
+    (policy,) = yaml.safe_load_all((folder / "examples/ml-datasetpolicy.yaml").read_text())
+    datasets = list(yaml.safe_load_all((folder / "examples/web-crawl-dataset.yaml").read_text()))
+    namespace = _namespace("ml", team="ml", **{"muster.dev/enforce": "true"})
+    pod = _pod(
+        "train",
+        "ml",
+        containers=[
+            {
+                "name": "trainer",
+                "image": f"{host}/trainer@{digest}",
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }
+        ],
+        volumes=[{"name": "data", "hostPath": {"path": "/srv/research-only"}}],
+    )
+    pod["metadata"]["annotations"] = {"muster.dev/dataset-volumes": '{"data": "research-only"}'}  # type: ignore[index]
+    images = {
+        "apiVersion": "muster.dev/v1alpha1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "docs-datasets"},
+        "spec": {"images": [f"{host}/**"], "authorities": [{"static": {"action": "pass"}}]},
+    }
+    return [namespace, policy, *datasets, images, pod], host
+
+
 DENIALS: dict[str, Callable[[Path, peers.Registry], tuple[list[object], str]]] = {
     "docs/troubleshooting.md": _unsigned_denial,
     "docs/images.md": _untrusted_denial,
     "docs/models.md": _model_denial,
+    "docs/datasets.md": _dataset_denial,
 }
 KUBECTL_DENIAL = "Error from server: admission webhook"
 
