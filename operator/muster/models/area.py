@@ -47,7 +47,7 @@ AREA = areas.Area[controllers.ModelSettings](
         "ModelVolumesInvalid": "the model-volumes annotation is not valid",
         "ModelVerifierMissing": "a model volume has no verifying init container",
         "ModelSourceNotPinned": "an hf:// model source names no revision",
-        "ModelSourceNotVerifiable": "an approved downloaded model has no initializer to verify after",
+        "ModelSourceNotVerifiable": "a downloaded model has no initializer to verify after",
         "ModelLookupFailed": "a PVC could not be read to tell whether it holds a model",
         "ModelRegistryUnavailable": "the Models and ModelPolicies could not be listed",
     },

@@ -83,8 +83,9 @@ def test_demo_walks_through_every_gate_and_dev_down_leaves_nothing(tmp_path: Pat
         assert denial.endswith("[VolumeNotDeclared]"), denial
         # revoking the crawl taints the Model fine-tuned on instructions derived from it
         assert steps["revoke-web-crawl-2024"]["outcome"] == "admitted"
-        assert "dataset.muster.dev/web-crawl-2024 configured" in (
-            steps["revoke-web-crawl-2024"]["output"]
+        assert (
+            "dataset.muster.dev/web-crawl-2024 configured"
+            in (steps["revoke-web-crawl-2024"]["output"])
         )
         assert steps["tuned-model"]["outcome"] == "denied"
         denial = " ".join(steps["tuned-model"]["output"].split())

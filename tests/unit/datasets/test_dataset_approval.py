@@ -172,6 +172,14 @@ def test_unregistered_and_revoked_datasets_are_refused() -> None:
     assert judged(PVC_USE, revoked) == "DatasetRevoked: Dataset 'child' is revoked: PII found"
 
 
+def test_an_invalid_dataset_is_named_as_invalid_with_why() -> None:
+    found = index()
+    found.invalid["Dataset/child"] = "license: 'Apache-2.0 AND' is not a valid SPDX expression"
+    assert judged(PVC_USE, found).startswith(
+        "DatasetNotApproved: Dataset 'child' is invalid and approves nothing (license: "
+    )
+
+
 def test_a_revoked_ancestor_revokes_the_child_and_is_named() -> None:
     found = index(
         entry("raw", revoked=True, revocationReason="licence withdrawn"),

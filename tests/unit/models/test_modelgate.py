@@ -149,6 +149,18 @@ def test_revoked_models_are_denied_with_the_reason() -> None:
     assert "CVE-2026-0001 backdoor" in match.finding.message
 
 
+def test_an_invalid_model_is_named_as_invalid_with_why_not_as_unregistered() -> None:
+    found = index()
+    found.invalid["Model/llama"] = "license: 'llama3' is not a valid SPDX licence expression"
+    use = modelgate.ModelUse("declaredVolume", "w", "llama")
+    invalid = modelgate.judge_use(use, found, POLICY).finding
+    assert invalid is not None and invalid.reason == "ModelNotApproved"
+    assert invalid.message.startswith("Model 'llama' is invalid and approves nothing (license: ")
+    assert "kubectl describe model llama" in invalid.message
+    missing = modelgate.judge_use(modelgate.ModelUse("declaredVolume", "w", "x"), found, POLICY)
+    assert missing.finding is not None and "'x' is not registered" in missing.finding.message
+
+
 def test_policy_requires_a_verified_signature_and_refuses_pickles() -> None:
     use = modelgate.ModelUse("declaredVolume", "w", "bert")
     strict = modelregistry.ModelPolicySpec(requireSignature=True)

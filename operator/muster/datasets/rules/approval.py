@@ -384,17 +384,16 @@ def judge_use(
     else:
         entry = index.by_name(use.reference)
         if entry is None:
-            return Match(
-                use,
-                None,
-                _finding(
-                    "DatasetNotApproved",
-                    use.label,
-                    f"Dataset {use.reference!r} is not registered; only approved Datasets may "
-                    "be mounted here: register it or mount an approved one",
-                    mode,
-                ),
+            invalid = index.invalid.get(f"Dataset/{use.reference}")
+            why = (
+                f"Dataset {use.reference!r} is not registered; only approved Datasets may "
+                "be mounted here: register it (muster dataset register) or mount an approved one"
+                if invalid is None
+                # Registered but not valid: say what is wrong rather than "not registered".
+                else f"Dataset {use.reference!r} is invalid and approves nothing ({invalid}); "
+                f"fix the Dataset (kubectl describe dataset {use.reference})"
             )
+            return Match(use, None, _finding("DatasetNotApproved", use.label, why, mode))
         candidates = [entry]
     return _judge_entries(use, candidates, index, policy)
 

@@ -313,17 +313,16 @@ def judge_use(
     else:
         entry = index.by_name(use.reference)
         if entry is None:
-            return Match(
-                use,
-                None,
-                _finding(
-                    "ModelNotApproved",
-                    use.label,
-                    f"Model {use.reference!r} is not registered; only approved Models may be "
-                    "mounted here: register it (muster model register) or mount an approved one",
-                    mode,
-                ),
+            invalid = index.invalid.get(f"Model/{use.reference}")
+            why = (
+                f"Model {use.reference!r} is not registered; only approved Models may be "
+                "mounted here: register it (muster model register) or mount an approved one"
+                if invalid is None
+                # Registered but not valid: say what is wrong rather than "not registered".
+                else f"Model {use.reference!r} is invalid and approves nothing ({invalid}); "
+                f"fix the Model (kubectl describe model {use.reference})"
             )
+            return Match(use, None, _finding("ModelNotApproved", use.label, why, mode))
         candidates = [entry]
     usable = [c for c in candidates if not c.spec.revoked]
     if not usable:
