@@ -29,17 +29,20 @@ import yaml
 from kubernetes import client
 
 from muster import cli
+from muster.datasets import controllers as datasetcontrollers
 from muster.gpu import nodeagent as nodeagent_
 from muster.gpu.rules import policies as gpupolicies
 from muster.gpu.rules import stack as gpustack
 from muster.images.rules import policies as imagepolicies
+from muster.kernel import scopes, selectors
 from muster.models import controllers
 from muster.models import gate as modeladmission
 from muster.models.rules import registry as modelregistry
-from muster.platform import controlplane, events, kubeapi, metrics
+from muster.platform import controlplane, events, kubeapi, metrics, registries
 from muster.platform import namespaces as platformnamespaces
+from muster.platform.services import Services
 from muster.signatures import oms as modelsigs
-from tests import gpuroots, kubeclients
+from tests import datasetfiles, gpuroots, kubeclients
 from tests.integration.chart import rendering
 from tests.integration.chart.rendering import CHART, ROOT
 from tests.paths import fixture
@@ -403,6 +406,63 @@ async def test_model_public_key_secret_ref_is_read_with_the_chart_rbac(
     status, reason, message = await controller._signature(spec("missing"))
     assert (status, reason) == ("False", "SignatureInvalid")
     assert "404" in message
+
+
+async def test_dataset_status_and_its_secret_key_are_written_and_read_with_the_chart_rbac(
+    release: Release, operator_kube: kubeapi.KubeApi, tmp_path: Path
+) -> None:
+    corpus = datasetfiles.make_dataset(tmp_path / "corpus")
+    private, public = datasetfiles.key_pair(tmp_path, "data-team")
+    digest = datasetfiles.sign(corpus, tmp_path / "model.sig", private)
+    keys = kubeclients.namespace(release.plane, "dataset-keys")
+    name = f"chart-data-{uuid.uuid4().hex[:6]}"
+    with kubeclients.admin(release.plane) as api:
+        client.CoreV1Api(api).create_namespaced_secret(
+            keys,
+            {
+                "metadata": {"name": "signer"},
+                "data": {"key.pub": base64.b64encode(public.read_bytes()).decode()},
+            },
+        )
+        kubeclients.create_cluster_object(
+            client.CustomObjectsApi(api),
+            "datasets",
+            "Dataset",
+            name,
+            {
+                "digest": digest,
+                "signature": {
+                    "bundle": (tmp_path / "model.sig").read_text(),
+                    "publicKeySecretRef": {"name": "signer", "namespace": keys},
+                },
+            },
+        )
+    services = Services(
+        settings=_DatasetSettings(), kube=operator_kube, registries=registries.RegistryClient()
+    )
+    controller = datasetcontrollers.controller_for(services)
+    path = f"/apis/muster.dev/v1alpha1/datasets/{name}"
+    try:
+        # Lists Datasets and DatasetPolicies, reads the Secret, patches the status: as the
+        # chart's ServiceAccount.
+        await controller.dataset_event("ADDED", await operator_kube.get(path))
+        assert controller.catalog.loaded  # the list was allowed
+        stored = await operator_kube.get(path)
+        (signed,) = [c for c in stored["status"]["conditions"] if c["type"] == "SignatureVerified"]
+        assert (signed["status"], signed["reason"]) == ("True", "Verified"), signed["message"]
+    finally:
+        await services.registries.close()
+        with kubeclients.admin(release.plane) as api:
+            client.CustomObjectsApi(api).delete_cluster_custom_object(
+                "muster.dev", "v1alpha1", "datasets", name
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class _DatasetSettings:
+    own_namespace: str = "muster-system"
+    enforcement: scopes.Enforcement = scopes.NAMESPACED
+    namespace_selector: selectors.LabelSelector | None = None
 
 
 def _bound_pod(release: Release, node: str, account: str) -> str:
