@@ -443,6 +443,13 @@ async def test_dataset_status_and_its_secret_key_are_written_and_read_with_the_c
     controller = datasetcontrollers.controller_for(services)
     path = f"/apis/muster.dev/v1alpha1/datasets/{name}"
     try:
+        for _ in range(100):  # right after the release installs its CRDs: 429 (re)initializing
+            try:
+                await operator_kube.get("/apis/muster.dev/v1alpha1/datasetpolicies")
+                break
+            except kubeapi.ApiError as error:
+                assert error.status == 429, error
+                await asyncio.sleep(0.2)
         # Lists Datasets and DatasetPolicies, reads the Secret, patches the status: as the
         # chart's ServiceAccount.
         await controller.dataset_event("ADDED", await operator_kube.get(path))
