@@ -56,17 +56,17 @@ def pod(namespace: str, name: str = "p") -> dict[str, Any]:
 
 def test_the_all_pods_areas_share_one_kopf_handler(tmp_path: Path) -> None:
     scanning = runtime.build_registry(services(trivy_cache_dir=tmp_path))
-    # BOMs and scans share "pod-events"; the model controller's handler only takes pods
-    # labelled as using models (a label filter kopf applies before invoking anything).
-    assert sorted(pod_handlers(scanning)) == ["controllers.<locals>.pod_event", "pod-events"]
+    # BOMs and scans share "pod-events"; the model and dataset controllers' handlers only take
+    # pods labelled as using models or datasets (label filters kopf applies before invoking
+    # anything).
+    labelled = ["controllers.<locals>.dataset_pod_event", "controllers.<locals>.pod_event"]
+    assert sorted(pod_handlers(scanning)) == [*labelled, "pod-events"]
     assert podevents.listeners(scanning) == ["vulnerabilities", "boms"]
     # A replica that does not scan has nothing to queue: no listener for it at all.
     quiet = runtime.build_registry(services())
     assert podevents.listeners(quiet) == ["boms"]
     assert podevents.listeners(runtime.build_registry(services(keep_boms=False))) == []
-    assert pod_handlers(runtime.build_registry(services(keep_boms=False))) == [
-        "controllers.<locals>.pod_event"
-    ]
+    assert sorted(pod_handlers(runtime.build_registry(services(keep_boms=False)))) == labelled
 
 
 def test_every_listener_hears_every_event_even_when_one_fails(

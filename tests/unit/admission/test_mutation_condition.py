@@ -45,7 +45,7 @@ def test_what_the_gpu_and_model_gates_look_for_is_covered() -> None:
     assert "e.name == 'STORAGE_URI'" in condition
     assert modelgate.OCI_SCHEME == "oci://"  # the gate's value test; the condition is wider
     assert f"k == '{modelregistry.MODEL_VOLUMES_ANNOTATION}'" in condition
-    assert "k.matches('(?i)(storage-uri|storageuri)$')" in condition
+    assert "k.matches('(?i)(storage-uri|storageuri|sourceuri)$')" in condition
 
 
 def test_anything_but_a_plain_pod_is_always_sent() -> None:
