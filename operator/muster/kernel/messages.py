@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-__all__ = ["first_line"]
+import pydantic
+
+__all__ = ["first_error", "first_line"]
+
+
+def first_error(error: Exception) -> str:
+    """Why a spec does not validate: pydantic's first error, ``where: what``, else the error."""
+    if isinstance(error, pydantic.ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+    return str(error)
 
 
 def first_line(error: BaseException, *, limit: int = 300) -> str:

@@ -1,9 +1,7 @@
 """The model gate at admission: the Model index it reads, and the lookups it needs (PVC labels,
 tag resolution; namespace labels come from the process's one index, muster.platform.namespaces).
 
-The index is fed by the operator's watches (fast path) and re-listed from the API when it is
-older than ``max_age`` or when a lookup misses, so a replica whose watches are paused by peering,
-or one that has just started, still judges against the registry as it is, within seconds.
+The index is fed and re-listed as every catalog is (:mod:`muster.platform.catalogs`).
 """
 
 from __future__ import annotations
@@ -11,20 +9,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pydantic
 
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import findings, gates, podvolumes, references, sources, subjects
+from muster.kernel import findings, gates, messages, podvolumes, references, sources, subjects
 from muster.models.rules import approval as modelgate
 from muster.models.rules import lineage as modellineage
 from muster.models.rules import registry as modelregistry
 from muster.models.rules import storageuris, strictvolumes
-from muster.platform import kubeapi, registries
+from muster.platform import catalogs, kubeapi, registries
 from muster.platform import namespaces as platformnamespaces
 
 __all__ = ["ModelCatalog", "ModelGate"]
@@ -36,7 +33,7 @@ POLICIES_PATH = "/apis/muster.dev/v1alpha1/modelpolicies"
 TRAINJOBS = ("trainer.kubeflow.org", "trainjobs")
 
 
-class ModelCatalog:
+class ModelCatalog(catalogs.Catalog[modelregistry.Index, modelregistry.ModelPolicySpec]):
     """Models and ModelPolicies, in memory."""
 
     def __init__(
@@ -46,15 +43,16 @@ class ModelCatalog:
         max_age: float = 30.0,
         min_reload_interval: float = 1.0,
     ) -> None:
-        self.kube = kube
-        self.index = modelregistry.Index()
-        self.max_age = max_age
-        self.min_reload_interval = min_reload_interval
-        self._loaded_at = float("-inf")
-        self._lock = asyncio.Lock()
-        # Told about every look-up of the index (True: answered from memory; False: re-listed
-        # from the API), e.g. Metrics.cache_lookup("models", hit=...).
-        self.cache_observer: Callable[[bool], None] | None = None
+        super().__init__(
+            kube,
+            objects_path=MODELS_PATH,
+            policies_path=POLICIES_PATH,
+            policy_kind="ModelPolicy",
+            parse_policy=modelregistry.ModelPolicySpec.model_validate,
+            empty=modelregistry.Index,
+            max_age=max_age,
+            min_reload_interval=min_reload_interval,
+        )
 
     # -- fed by the operator's watches ------------------------------------------------------
 
@@ -69,88 +67,16 @@ class ModelCatalog:
             )
         except (pydantic.ValidationError, ValueError) as error:
             self.index.models.pop(name, None)
-            why = _first_error(error)
+            why = messages.first_error(error)
             self.index.invalid[f"Model/{name}"] = why
             return why
         return None
 
+    object_changed = model_changed
+
     def model_deleted(self, name: str) -> None:
         self.index.models.pop(name, None)
         self.index.invalid.pop(f"Model/{name}", None)
-
-    def policy_changed(self, name: str, spec: Mapping[str, Any]) -> str | None:
-        try:
-            self.index.put_policy(name, modelregistry.ModelPolicySpec.model_validate(spec))
-        except pydantic.ValidationError as error:
-            # A broken policy must not silently stop protecting its namespaces: keep the last
-            # good version when there is one.
-            why = _first_error(error)
-            self.index.invalid[f"ModelPolicy/{name}"] = why
-            return why
-        return None
-
-    def policy_deleted(self, name: str) -> None:
-        self.index.policies.pop(name, None)
-        self.index.invalid.pop(f"ModelPolicy/{name}", None)
-
-    # -- read by the gate -------------------------------------------------------------------
-
-    async def current(self) -> modelregistry.Index:
-        if time.monotonic() - self._loaded_at > self.max_age:
-            self.observe(hit=False)
-            await self.reload()
-        else:
-            self.observe(hit=True)
-        return self.index
-
-    def observe(self, *, hit: bool) -> None:
-        if self.cache_observer is not None:
-            self.cache_observer(hit)
-
-    async def reload(self, *, if_older_than: float | None = None) -> bool:
-        """Re-list Models and ModelPolicies; False when skipped (listed recently)."""
-        async with self._lock:
-            age = time.monotonic() - self._loaded_at
-            if if_older_than is not None and age < if_older_than:
-                return False
-            models, policies = await asyncio.gather(
-                _list(self.kube, MODELS_PATH), _list(self.kube, POLICIES_PATH)
-            )
-            fresh = modelregistry.Index()
-            previous, self.index = self.index, fresh
-            for item in models.get("items") or ():
-                metadata = item.get("metadata") or {}
-                self.model_changed(
-                    str(metadata.get("name", "")),
-                    item.get("spec") or {},
-                    item.get("status") or {},
-                    metadata.get("generation"),
-                )
-            for item in policies.get("items") or ():
-                name = str((item.get("metadata") or {}).get("name", ""))
-                if self.policy_changed(name, item.get("spec") or {}) and name in previous.policies:
-                    fresh.policies[name] = previous.policies[name]
-            self._loaded_at = time.monotonic()
-            return True
-
-
-async def _list(kube: kubeapi.KubeApi, path: str) -> dict[str, Any]:
-    try:
-        return await kube.get(path)
-    except kubeapi.ApiError as error:
-        # No CRD, no policy: nothing can select a namespace, so there is nothing to enforce.
-        # Every other failure propagates and fails the gate safe.
-        if error.status == 404:
-            return {"items": []}
-        raise
-
-
-def _first_error(error: Exception) -> str:
-    if isinstance(error, pydantic.ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
-    return str(error)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from muster.app import localoperator, runtime
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets import controllers, gate
 from muster.kernel import crds
-from muster.platform import controlplane, kubeapi, registries
+from muster.platform import catalogs, controlplane, kubeapi, registries
 from tests.integration.datasets.test_controllers import eventually
 
 pytestmark = pytest.mark.integration
@@ -123,7 +123,7 @@ async def test_no_crd_reads_as_nothing_and_other_failures_fail_the_gate(
     services: runtime.Services[runtime.OperatorSettings],
 ) -> None:
     # What the catalog sees before the Dataset CRDs are installed: 404, so nothing selects.
-    assert await datasetcatalog._list(services.kube, f"{API}/nosuchresources") == {"items": []}
+    assert await catalogs.list_items(services.kube, f"{API}/nosuchresources") == {"items": []}
     # Anything else (here: a client the apiserver does not know, 401) is raised, and the
     # dataset gate answers DatasetRegistryUnavailable rather than admit on an empty registry.
     stranger = kubeapi.KubeApi(

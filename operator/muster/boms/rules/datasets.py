@@ -32,7 +32,7 @@ import pydantic
 from muster.boms.rules import licensing, modelpacks
 from muster.datasets.rules import lineage
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import licences
+from muster.kernel import licences, messages
 
 __all__ = ["DatasetFacts", "Datasets", "component_parts", "parents_of"]
 
@@ -82,7 +82,7 @@ class Datasets:
                     )
                 )
             except (pydantic.ValidationError, ValueError) as error:
-                invalid[name] = _first_error(error)
+                invalid[name] = messages.first_error(error)
                 index.invalid[f"Dataset/{name}"] = invalid[name]
         return cls(index=index, invalid=invalid, missing=missing)
 
@@ -95,14 +95,6 @@ class Datasets:
         if entry is not None:
             return f"dataset:{name}@{entry.spec.digest}"
         return f"dataset:{name}@{'invalid' if name in self.invalid else 'missing'}"
-
-
-def _first_error(error: Exception) -> str:
-    if isinstance(error, pydantic.ValidationError):
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
-    return str(error)
 
 
 def _ancestor(entry: datasetregistry.DatasetEntry | None, name: str) -> dict[str, Any]:
