@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ from muster.guards.rules import namespaces as namespaceguard
 from muster.kernel import scopes
 from muster.platform import controlplane, kubesetup
 
-__all__ = ["SUITE_LABEL", "mode_selector", "suite_labels", "suite_operator", "suite_selector"]
+__all__ = [
+    "SUITE_LABEL",
+    "mode_selector",
+    "suite_labels",
+    "suite_operator",
+    "suite_selector",
+    "verifying_suite_operator",
+]
 
 SUITE_LABEL = "muster.dev/e2e"
 
@@ -115,3 +123,32 @@ def suite_operator(
         api.close()
         operator.stop()
         print(f"--- muster run ({configuration}) log ---\n{operator.log.read_text()[-6000:]}")
+
+
+@contextlib.contextmanager
+def verifying_suite_operator(
+    plane: controlplane.ControlPlane,
+    suite: str,
+    *,
+    registry_host: str,
+    verifier_image: str,
+    workdir: Path,
+) -> Iterator[localoperator.LocalOperator]:
+    """The operator of a suite whose gate injects verifying init containers (models, datasets):
+    it reads the plain-HTTP test registry, injects ``verifier_image``, and reports on the pods of
+    the suite's namespaces (revocations, drift) as its webhooks select them. Images no
+    ImagePolicy covers (image volumes included) are tests/e2e/images/test_uncovered.py's."""
+    with suite_operator(
+        plane,
+        configuration=f"muster.dev.{suite}-e2e",
+        own_namespace=f"muster-{suite}-e2e",
+        workdir=workdir,
+        select=suite_selector(suite),
+        extra_args=(
+            f"--insecure-registry={registry_host}",
+            f"--verifier-image={verifier_image}",
+            "--uncovered-images=allow",
+            "--namespace-selector=" + json.dumps({"matchLabels": {SUITE_LABEL: suite}}),
+        ),
+    ) as operator:
+        yield operator

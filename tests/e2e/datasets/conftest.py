@@ -8,7 +8,6 @@ session operator's webhooks (which honour the opt-out label) leave them to this 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -16,11 +15,18 @@ import pytest
 from muster.app import localoperator
 from muster.platform import controlplane
 from tests import peers
-from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
+from tests.e2e.suites import SUITE_LABEL, suite_labels, verifying_suite_operator
+from tests.e2e.workloads import objects, plane
 
-__all__ = ["NAMESPACE_LABELS", "SUITE_LABEL", "VERIFIER_IMAGE", "datasets_operator"]
+__all__ = [
+    "NAMESPACE_LABELS",
+    "SUITE_LABEL",
+    "VERIFIER_IMAGE",
+    "datasets_operator",
+    "objects",
+    "plane",
+]
 
-OWN_NAMESPACE = "muster-datasets-e2e"
 NAMESPACE_LABELS = suite_labels("datasets")
 VERIFIER_IMAGE = "registry.example/muster/muster@sha256:" + "5d" * 32
 
@@ -31,19 +37,11 @@ def datasets_operator(
     registry: peers.Registry,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[localoperator.LocalOperator]:
-    with suite_operator(
+    with verifying_suite_operator(
         control_plane,
-        configuration="muster.dev.datasets-e2e",
-        own_namespace=OWN_NAMESPACE,
+        "datasets",
+        registry_host=registry.host,
+        verifier_image=VERIFIER_IMAGE,
         workdir=tmp_path_factory.mktemp("muster-datasets-operator"),
-        select=suite_selector("datasets"),
-        extra_args=(
-            f"--insecure-registry={registry.host}",
-            f"--verifier-image={VERIFIER_IMAGE}",
-            # Datasets are what is judged here; images no ImagePolicy covers (image volumes
-            # included) are tests/e2e/images/test_uncovered.py's.
-            "--uncovered-images=allow",
-            "--namespace-selector=" + json.dumps({"matchLabels": {SUITE_LABEL: "datasets"}}),
-        ),
     ) as operator:
         yield operator

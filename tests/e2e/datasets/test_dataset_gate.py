@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,13 +19,13 @@ from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane
 from muster.signatures.rules.verifiers import verifier_container
 from tests import kubeclients, peers, tenants, workloadkinds
+from tests.e2e import workloads
 from tests.e2e.datasets.conftest import NAMESPACE_LABELS, SUITE_LABEL, VERIFIER_IMAGE
-from tests.e2e.gpu.conftest import warnings_of
+from tests.e2e.workloads import GROUP, VERSION, eventually, image_volume, registered
+from tests.e2e.workloads import mounting_pod as pod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("datasets_operator")]
 
-GROUP, VERSION = "muster.dev", "v1alpha1"
-TRAINER = "registry.example/team/trainer@sha256:" + "ab" * 32
 RUN = uuid.uuid4().hex[:6]
 MODE_LABEL = "e2e.muster.dev/datasets-policy"  # which of this module's policies selects
 DENIED_LICENCES = ["CC-BY-NC-*", "GPL-*"]
@@ -37,49 +36,21 @@ def digest(seed: str) -> str:
     return "sha256:" + (seed * 64)[:64]
 
 
-def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def plane(control_plane: controlplane.ControlPlane) -> controlplane.ControlPlane:
-    return control_plane
-
-
-@pytest.fixture(scope="module")
-def objects(plane: controlplane.ControlPlane) -> Iterator[Any]:
-    with kubeclients.admin(plane) as api:
-        yield client.CustomObjectsApi(api)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def policies(objects: Any) -> Iterator[None]:
     """An enforcing and a warning DatasetPolicy, each selecting namespaces by MODE_LABEL."""
     names = []
     for mode in ("enforce", "warn"):
         name = f"e2e-datasets-{mode}-{RUN}"
-        objects.create_cluster_custom_object(
-            GROUP,
-            VERSION,
+        kubeclients.create_cluster_object(
+            objects,
             "datasetpolicies",
+            "DatasetPolicy",
+            name,
             {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "DatasetPolicy",
-                "metadata": {"name": name},
-                "spec": {
-                    "namespaceSelector": {
-                        "matchLabels": {SUITE_LABEL: "datasets", MODE_LABEL: mode}
-                    },
-                    "mode": mode,
-                    "licenses": {"deny": DENIED_LICENCES},
-                },
+                "namespaceSelector": {"matchLabels": {SUITE_LABEL: "datasets", MODE_LABEL: mode}},
+                "mode": mode,
+                "licenses": {"deny": DENIED_LICENCES},
             },
         )
         names.append(name)
@@ -95,27 +66,8 @@ def datasets(objects: Any) -> Iterator[Callable[[str, dict[str, Any]], str]]:
 
     def register(name: str, spec: dict[str, Any]) -> str:
         full = f"{name}-{RUN}"
-        objects.create_cluster_custom_object(
-            GROUP,
-            VERSION,
-            "datasets",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "Dataset",
-                "metadata": {"name": full},
-                "spec": spec,
-            },
-        )
         made.append(full)
-        _wait(
-            lambda: (
-                (objects.get_cluster_custom_object(GROUP, VERSION, "datasets", full) or {}).get(
-                    "status"
-                )
-                or {}
-            ).get("observedGeneration"),
-            f"Dataset {full} status",
-        )
+        registered(objects, "datasets", "Dataset", full, spec)
         return full
 
     yield register
@@ -129,35 +81,6 @@ def namespace(plane: controlplane.ControlPlane, mode: str = "enforce") -> tenant
     return tenants.tenant(plane, name)
 
 
-def pod(
-    name: str, volumes: list[dict[str, Any]], annotations: dict[str, str] | None = None
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name}
-    if annotations:
-        metadata["annotations"] = annotations
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": TRAINER,
-                    "volumeMounts": [
-                        {"name": v["name"], "mountPath": f"/m/{v['name']}"} for v in volumes
-                    ],
-                }
-            ],
-            "volumes": volumes,
-        },
-    }
-
-
-def image_volume(name: str, reference: str) -> dict[str, Any]:
-    return {"name": name, "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
-
-
 def pvc_volume(name: str, claim: str) -> dict[str, Any]:
     return {"name": name, "persistentVolumeClaim": {"claimName": claim}}
 
@@ -169,16 +92,12 @@ def declared(**volumes: str) -> dict[str, str]:
 def create(tenant: tenants.Tenant, body: dict[str, Any]) -> tuple[Any, list[str]]:
     """The created pod, and the warnings the apiserver passed on."""
     with contextlib.closing(tenant.api()) as api:
-        core: Any = client.CoreV1Api(api)  # plain dicts are valid bodies; the stubs say models
-        created, _, headers = core.create_namespaced_pod_with_http_info(tenant.namespace, body)
-        return created, warnings_of(headers)
+        return workloads.create_pod_warned(api, tenant.namespace, body)
 
 
 def denial(tenant: tenants.Tenant, body: dict[str, Any]) -> str:
-    with pytest.raises(client.ApiException) as raised:
-        create(tenant, body)
-    assert raised.value.status == 403, raised.value.body
-    return str(json.loads(raised.value.body or "{}")["message"])
+    with contextlib.closing(tenant.api()) as api:
+        return workloads.denial(api, tenant.namespace, body)
 
 
 def claim(tenant: tenants.Tenant, name: str, labels: dict[str, str]) -> None:
@@ -376,7 +295,7 @@ def test_a_revoked_parent_denies_its_childs_pods(
         parent,
         {"spec": {"revoked": True, "revocationReason": "personal data found"}},
     )
-    _wait(
+    eventually(
         lambda: (
             (
                 objects.get_cluster_custom_object(GROUP, VERSION, "datasets", child).get("status")
@@ -417,37 +336,17 @@ def test_a_model_and_a_dataset_volume_both_get_their_verifier_and_annotation(
     /metadata/annotations, and the pod that comes out has both verifiers and both names."""
     name = datasets("both-corpus", {"digest": digest("18")})
     model = f"both-model-{RUN}"
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "models",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Model",
-            "metadata": {"name": model},
-            "spec": {"digest": digest("29")},
-        },
-    )
+    kubeclients.create_cluster_object(objects, "models", "Model", model, {"digest": digest("29")})
     policy = f"e2e-datasets-models-{RUN}"
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
+    kubeclients.create_cluster_object(
+        objects,
         "modelpolicies",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelPolicy",
-            "metadata": {"name": policy},
-            "spec": {"namespaceSelector": {"matchLabels": {MODE_LABEL: "both"}}},
-        },
+        "ModelPolicy",
+        policy,
+        {"namespaceSelector": {"matchLabels": {MODE_LABEL: "both"}}},
     )
     try:
-        _wait(
-            lambda: (
-                objects.get_cluster_custom_object(GROUP, VERSION, "models", model).get("status")
-                or {}
-            ).get("observedGeneration"),
-            f"Model {model} status",
-        )
+        workloads.observed(objects, "models", model)
         tenant = namespace(plane, "both")
         # This module's DatasetPolicies select enforce and warn namespaces: one of its own.
         both = {**DATASET_POLICY_BOTH, "metadata": {"name": f"e2e-datasets-both-{RUN}"}}
@@ -456,7 +355,9 @@ def test_a_model_and_a_dataset_volume_both_get_their_verifier_and_annotation(
             claim(tenant, "weights", {modelregistry.MODEL_PVC_KEY: model})
             claim(tenant, "corpus", {datasetregistry.DATASET_PVC_KEY: name})
             body = pod("both", [pvc_volume("weights", "weights"), pvc_volume("data", "corpus")])
-            created = _wait(lambda: _created_when_indexed(tenant, body), "the policies indexed")
+            created = eventually(
+                lambda: _created_when_indexed(tenant, body), "the policies indexed"
+            )
             names = [c.name for c in created.spec.init_containers]
             assert sorted(names) == sorted(
                 [
@@ -502,7 +403,9 @@ def _created_when_indexed(tenant: tenants.Tenant, body: dict[str, Any]) -> Any:
         core.delete_namespaced_pod(
             body["metadata"]["name"], tenant.namespace, grace_period_seconds=0
         )
-        _wait(lambda: _gone(core, tenant.namespace, body["metadata"]["name"]), "the pod deleted")
+        eventually(
+            lambda: _gone(core, tenant.namespace, body["metadata"]["name"]), "the pod deleted"
+        )
     return None
 
 

@@ -8,7 +8,6 @@ session operator's webhooks (which honour the opt-out label) leave them to this 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -16,11 +15,18 @@ import pytest
 from muster.app import localoperator
 from muster.platform import controlplane
 from tests import peers
-from tests.e2e.suites import SUITE_LABEL, suite_labels, suite_operator, suite_selector
+from tests.e2e.suites import SUITE_LABEL, suite_labels, verifying_suite_operator
+from tests.e2e.workloads import objects, plane
 
-__all__ = ["NAMESPACE_LABELS", "SUITE_LABEL", "VERIFIER_IMAGE", "models_operator"]
+__all__ = [
+    "NAMESPACE_LABELS",
+    "SUITE_LABEL",
+    "VERIFIER_IMAGE",
+    "models_operator",
+    "objects",
+    "plane",
+]
 
-OWN_NAMESPACE = "muster-models-e2e"
 NAMESPACE_LABELS = suite_labels("models")
 VERIFIER_IMAGE = "registry.example/muster/muster@sha256:" + "5e" * 32
 
@@ -31,20 +37,11 @@ def models_operator(
     registry: peers.Registry,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[localoperator.LocalOperator]:
-    with suite_operator(
+    with verifying_suite_operator(
         control_plane,
-        configuration="muster.dev.models-e2e",
-        own_namespace=OWN_NAMESPACE,
+        "models",
+        registry_host=registry.host,
+        verifier_image=VERIFIER_IMAGE,
         workdir=tmp_path_factory.mktemp("muster-models-operator"),
-        select=suite_selector("models"),
-        extra_args=(
-            f"--insecure-registry={registry.host}",
-            f"--verifier-image={VERIFIER_IMAGE}",
-            # Models are what is judged here; images no ImagePolicy covers (image volumes
-            # included) are tests/e2e/images/test_uncovered.py's.
-            "--uncovered-images=allow",
-            # Its pods are its own to report on (revocations, drift), as its webhooks select them.
-            "--namespace-selector=" + json.dumps({"matchLabels": {SUITE_LABEL: "models"}}),
-        ),
     ) as operator:
         yield operator

@@ -6,10 +6,9 @@ image volumes judged by digest, verifying init containers, revocation Events and
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,51 +26,27 @@ from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane
 from tests import kubeclients, peers
 from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL, VERIFIER_IMAGE
+from tests.e2e.workloads import (
+    GROUP,
+    TRAINER,
+    VERSION,
+    create_as_admin,
+    denial_as_admin,
+    eventually,
+    image_volume,
+    mounting_pod,
+    registered,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
 
-GROUP, VERSION = "muster.dev", "v1alpha1"
-TRAINER = "registry.example/team/trainer@sha256:" + "ab" * 32
-
-
-def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def plane(control_plane: controlplane.ControlPlane) -> controlplane.ControlPlane:
-    return control_plane
-
-
-@pytest.fixture(scope="module")
-def objects(plane: controlplane.ControlPlane) -> Iterator[Any]:
-    with kubeclients.admin(plane) as api:
-        yield client.CustomObjectsApi(api)
-
 
 @pytest.fixture(scope="module", autouse=True)
-def policy(objects: Any) -> Iterator[str]:
+def policy(plane: controlplane.ControlPlane) -> Iterator[str]:
     name = f"e2e-models-{uuid.uuid4().hex[:6]}"
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "modelpolicies",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelPolicy",
-            "metadata": {"name": name},
-            "spec": {"namespaceSelector": {"matchLabels": {SUITE_LABEL: "models"}}},
-        },
-    )
-    yield name
-    objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", name)
+    spec = {"namespaceSelector": {"matchLabels": {SUITE_LABEL: "models"}}}
+    with kubeclients.muster_object(plane, "modelpolicies", "ModelPolicy", name, spec):
+        yield name
 
 
 @pytest.fixture(scope="module")
@@ -107,64 +82,7 @@ def _conditions(objects: Any, name: str) -> dict[str, dict[str, Any]]:
 
 
 def _model(objects: Any, name: str, spec: dict[str, Any]) -> None:
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "models",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Model",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-    # The operator has indexed it once it wrote the status for this generation.
-    _wait(
-        lambda: (
-            objects.get_cluster_custom_object(GROUP, VERSION, "models", name).get("status") or {}
-        ).get("observedGeneration"),
-        f"Model {name} status",
-    )
-
-
-def _pod(name: str, volumes: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, **extra.pop("metadata", {})}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {
-            "initContainers": extra.pop("init", []),
-            "containers": [
-                {
-                    "name": "main",
-                    "image": TRAINER,
-                    "volumeMounts": [
-                        {"name": v["name"], "mountPath": f"/m/{v['name']}"} for v in volumes
-                    ],
-                }
-            ],
-            "volumes": volumes,
-        },
-    }
-
-
-def _image_volume(reference: str) -> dict[str, Any]:
-    return {"name": "weights", "image": {"reference": reference, "pullPolicy": "IfNotPresent"}}
-
-
-def _create(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> Any:
-    with kubeclients.admin(plane) as api:
-        core: Any = client.CoreV1Api(api)  # plain dicts are valid bodies; the stubs say models
-        return core.create_namespaced_pod(namespace, body)
-
-
-def _denial(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> str:
-    with pytest.raises(client.ApiException) as raised:
-        _create(plane, namespace, body)
-    assert raised.value.status == 403, raised.value.body
-    message: str = json.loads(raised.value.body or "{}")["message"]
-    return message
+    registered(objects, "models", "Model", name, spec)
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +106,9 @@ def test_an_unapproved_image_volume_is_denied_naming_volume_and_reference(
     plane: controlplane.ControlPlane, pushed: dict[str, str]
 ) -> None:
     namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
-    message = _denial(plane, namespace, _pod("stranger", [_image_volume(pushed["stranger"])]))
+    message = denial_as_admin(
+        plane, namespace, mounting_pod("stranger", [image_volume("weights", pushed["stranger"])])
+    )
     assert 'image volume "weights"' in message
     assert pushed["stranger"] in message
     assert "is not an approved Model" in message
@@ -222,13 +142,15 @@ def test_an_approved_image_volume_is_admitted_and_annotated(
         "Verified",
     )
     namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
-    created = _create(plane, namespace, _pod("approved", [_image_volume(pushed["approved"])]))
+    created = create_as_admin(
+        plane, namespace, mounting_pod("approved", [image_volume("weights", pushed["approved"])])
+    )
     assert json.loads(created.metadata.annotations[modelregistry.MODELS_ANNOTATION]) == [
         {"name": name, "digest": digest}
     ]
     assert created.metadata.labels[modelregistry.USES_MODELS_LABEL] == "true"
     assert not created.spec.init_containers  # OCI bytes are content-addressed: no verifier
-    _wait(
+    eventually(
         lambda: (
             objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"].get("pods")
             == 1
@@ -256,7 +178,7 @@ def test_a_declared_pvc_model_gets_the_verifier_after_the_storage_initializer(
                 },
             },
         )
-    body = _pod(
+    body = mounting_pod(
         "served",
         [{"name": "weights", "persistentVolumeClaim": {"claimName": "weights-pvc"}}],
         init=[
@@ -264,7 +186,7 @@ def test_a_declared_pvc_model_gets_the_verifier_after_the_storage_initializer(
             {"name": "warmup", "image": TRAINER},
         ],
     )
-    created = _create(plane, namespace, body)
+    created = create_as_admin(plane, namespace, body)
     init = created.spec.init_containers
     assert [c.name for c in init] == ["storage-initializer", "muster-verify-weights", "warmup"]
     verifier = init[1]
@@ -278,21 +200,19 @@ def test_a_declared_pvc_model_gets_the_verifier_after_the_storage_initializer(
     assert verifier.security_context.capabilities.drop == ["ALL"]
 
     # The same through the annotation that declares a volume as holding a Model.
-    declared = _pod(
+    declared = mounting_pod(
         "declared",
         [{"name": "data", "emptyDir": {}}],
-        metadata={
-            "annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
-        },
+        annotations={modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})},
     )
-    created = _create(plane, namespace, declared)
+    created = create_as_admin(plane, namespace, declared)
     assert [c.name for c in created.spec.init_containers] == ["muster-verify-data"]
-    unknown = _pod(
+    unknown = mounting_pod(
         "unknown",
         [{"name": "data", "emptyDir": {}}],
-        metadata={"annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: '{"data": "nobody"}'}},
+        annotations={modelregistry.MODEL_VOLUMES_ANNOTATION: '{"data": "nobody"}'},
     )
-    message = _denial(plane, namespace, unknown)
+    message = denial_as_admin(plane, namespace, unknown)
     assert "Model 'nobody' is not registered" in message
 
 
@@ -318,12 +238,12 @@ def test_revoking_a_model_raises_events_on_its_pods_and_the_model_and_the_gauge(
     namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
     annotations = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
     for pod in ("user-a", "user-b"):
-        _create(
+        create_as_admin(
             plane,
             namespace,
-            _pod(pod, [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}),
+            mounting_pod(pod, [{"name": "data", "emptyDir": {}}], annotations=annotations),
         )
-    _wait(
+    eventually(
         lambda: (
             objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"].get("pods")
             == 2
@@ -361,7 +281,7 @@ def test_revoking_a_model_raises_events_on_its_pods_and_the_model_and_the_gauge(
             items = events_api.list_namespaced_event(namespace).items
         return [e for e in items if e.reason == "ModelRevoked"]
 
-    _wait(lambda: len(pod_events()) >= 2, "Events on the pods")
+    eventually(lambda: len(pod_events()) >= 2, "Events on the pods")
 
     def model_events() -> list[Any]:
         with kubeclients.admin(plane) as api:
@@ -369,8 +289,10 @@ def test_revoking_a_model_raises_events_on_its_pods_and_the_model_and_the_gauge(
             items = events_api.list_namespaced_event("default").items
         return [e for e in items if e.regarding.kind == "Model" and e.regarding.name == name]
 
-    _wait(model_events, "an Event on the Model")
-    _wait(lambda: _revoked_pods_metric(models_operator) >= before + 2, "the revoked-pods gauge")
+    eventually(model_events, "an Event on the Model")
+    eventually(
+        lambda: _revoked_pods_metric(models_operator) >= before + 2, "the revoked-pods gauge"
+    )
     # Exactly one Event (one series) per object: only the operator whose namespaces these are
     # reports on them, however many operators watch the Model.
     events = pod_events()
@@ -383,10 +305,10 @@ def test_revoking_a_model_raises_events_on_its_pods_and_the_model_and_the_gauge(
     assert f"{namespace}/user-a" in event.note
 
     # A revoked model is refused to new pods, and by `muster model verify --model`.
-    message = _denial(
+    message = denial_as_admin(
         plane,
         namespace,
-        _pod("late", [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}),
+        mounting_pod("late", [{"name": "data", "emptyDir": {}}], annotations=annotations),
     )
     assert "is revoked: trained on leaked data" in message
     assert (
@@ -425,8 +347,10 @@ def test_a_tag_is_resolved_through_the_registry_to_the_approved_digest(
     namespace = kubeclients.namespace(
         plane, "models", {**NAMESPACE_LABELS, "muster.dev/enforce": "warn"}
     )
-    created = _create(
-        plane, namespace, _pod("tagged", [_image_volume(f"{registry.host}/{repository}:v2")])
+    created = create_as_admin(
+        plane,
+        namespace,
+        mounting_pod("tagged", [image_volume("weights", f"{registry.host}/{repository}:v2")]),
     )
     assert json.loads(created.metadata.annotations[modelregistry.MODELS_ANNOTATION]) == [
         {"name": name, "digest": digest}
@@ -441,14 +365,12 @@ def test_changing_a_models_digest_raises_events_on_pods_running_the_old_one(
     _model(objects, name, {"digest": digest})
     namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
     annotations = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
-    _create(
+    create_as_admin(
         plane,
         namespace,
-        _pod(
-            "old-bytes", [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}
-        ),
+        mounting_pod("old-bytes", [{"name": "data", "emptyDir": {}}], annotations=annotations),
     )
-    _wait(
+    eventually(
         lambda: (
             objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"].get("pods")
             == 1
@@ -465,7 +387,7 @@ def test_changing_a_models_digest_raises_events_on_pods_running_the_old_one(
             items = events_api.list_namespaced_event(namespace).items
         return [e for e in items if e.reason == "ModelDigestChanged"]
 
-    [event] = _wait(changed, "an Event on the pod")  # one: only this suite's operator reports
+    [event] = eventually(changed, "an Event on the pod")  # one: only this suite's operator reports
     assert event.regarding.name == "old-bytes"
     assert digest in event.note
 
@@ -477,13 +399,11 @@ def test_a_deployments_pods_come_out_of_the_controllers_with_the_verifier(
     name = f"deployed-{uuid.uuid4().hex[:6]}"
     _model(objects, name, {"digest": digest})
     namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
-    template = _pod(
+    template = mounting_pod(
         "ignored",
         [{"name": "data", "emptyDir": {}}],
-        metadata={
-            "labels": {"app": "server"},
-            "annotations": {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})},
-        },
+        annotations={modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})},
+        labels={"app": "server"},
     )
     del template["metadata"]["name"]
     deployment = {
@@ -504,7 +424,7 @@ def test_a_deployments_pods_come_out_of_the_controllers_with_the_verifier(
             "muster-verify-data"
         ]
         # The ReplicaSet controller's pod passes the validating gate (its verifier is intact).
-        pods = _wait(
+        pods = eventually(
             lambda: core.list_namespaced_pod(namespace, label_selector="app=server").items,
             "the Deployment's pod",
         )
@@ -601,10 +521,10 @@ def test_a_model_signed_with_another_hashing_choice_is_verified_and_re_measured_
 
     namespace = kubeclients.namespace(plane, "models", NAMESPACE_LABELS)
     annotations = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"data": name})}
-    created = _create(
+    created = create_as_admin(
         plane,
         namespace,
-        _pod("hashed", [{"name": "data", "emptyDir": {}}], metadata={"annotations": annotations}),
+        mounting_pod("hashed", [{"name": "data", "emptyDir": {}}], annotations=annotations),
     )
     (verifier,) = created.spec.init_containers
     assert verifier.args == ["model", "verify", "/models/data", "--digest", digest, *options]
@@ -633,31 +553,24 @@ def test_a_model_whose_licence_a_policy_denies_is_refused_naming_licence_rule_an
     _model(objects, name, {"digest": digest, "license": "apache-2.0 and cc-by-nc-4.0"})
     policy = f"e2e-licences-{run}"
     selected = {"muster-tests.dev/licences": run}
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
+    kubeclients.create_cluster_object(
+        objects,
         "modelpolicies",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelPolicy",
-            "metadata": {"name": policy},
-            "spec": {
-                "namespaceSelector": {"matchLabels": selected},
-                "licenses": {"deny": ["CC-BY-NC-*"]},
-            },
-        },
+        "ModelPolicy",
+        policy,
+        {"namespaceSelector": {"matchLabels": selected}, "licenses": {"deny": ["CC-BY-NC-*"]}},
     )
     try:
         namespace = kubeclients.namespace(plane, "licences", {**NAMESPACE_LABELS, **selected})
         declared = {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"weights": name})}
-        body = _pod(
-            "licensed", [{"name": "weights", "emptyDir": {}}], metadata={"annotations": declared}
-        )
+        body = mounting_pod("licensed", [{"name": "weights", "emptyDir": {}}], annotations=declared)
 
         def refused() -> str | None:
             # The operator takes the new policy up through its watch: until then it admits.
             try:
-                created = _create(plane, namespace, {**body, "metadata": {**body["metadata"]}})
+                created = create_as_admin(
+                    plane, namespace, {**body, "metadata": {**body["metadata"]}}
+                )
             except client.ApiException as error:
                 assert error.status == 403, error.body
                 return str(json.loads(error.body or "{}")["message"])
@@ -665,7 +578,7 @@ def test_a_model_whose_licence_a_policy_denies_is_refused_naming_licence_rule_an
                 client.CoreV1Api(api).delete_namespaced_pod(created.metadata.name, namespace)
             return None
 
-        message = _wait(refused, "the licence denial")
+        message = eventually(refused, "the licence denial")
         assert (
             f"Model '{name}' is not allowed by ModelPolicy '{policy}': licence 'Apache-2.0 AND "
             "CC-BY-NC-4.0' is refused: CC-BY-NC-4.0 matches deny CC-BY-NC-*"

@@ -6,9 +6,7 @@ the Model and why, and admits one with it."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +19,19 @@ from tests import attesting, kubeclients, peers
 from tests import modelprovenance as making
 from tests.commandline import muster
 from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL
+from tests.e2e.workloads import (
+    GROUP,
+    TRAINER,
+    VERSION,
+    create_as_admin,
+    eventually,
+    mounting_pod,
+    registered,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
 
-GROUP, VERSION = "muster.dev", "v1alpha1"
-TRAINER = "registry.example/team/trainer@sha256:" + "ab" * 32
 ORG_CI = "predicate.runDetails.builder.id.startsWith('https://github.com/acme/')"
-
-
-def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def objects(control_plane: controlplane.ControlPlane) -> Iterator[Any]:
-    with kubeclients.admin(control_plane) as api:
-        yield client.CustomObjectsApi(api)
 
 
 @pytest.fixture(scope="module")
@@ -75,27 +63,7 @@ def _provenance(attested: dict[str, str], bundle: str) -> dict[str, Any]:
 
 def _model(objects: Any, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     name = f"prov-{uuid.uuid4().hex[:6]}"
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "models",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Model",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-    status = _wait(
-        lambda: (
-            (
-                objects.get_cluster_custom_object(GROUP, VERSION, "models", name).get("status")
-                or {}
-            ).get("observedGeneration")
-            and objects.get_cluster_custom_object(GROUP, VERSION, "models", name)["status"]
-        ),
-        f"Model {name} status",
-    )
+    status: dict[str, Any] = registered(objects, "models", "Model", name, spec)["status"]
     return name, status
 
 
@@ -105,35 +73,16 @@ def _condition(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pod(model: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"serve-{uuid.uuid4().hex[:6]}",
-            "annotations": {"muster.dev/model-volumes": json.dumps({"weights": model})},
-        },
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": TRAINER,
-                    "volumeMounts": [{"name": "weights", "mountPath": "/models"}],
-                }
-            ],
-            "volumes": [{"name": "weights", "emptyDir": {}}],
-        },
-    }
-
-
-def _create(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> Any:
-    with kubeclients.admin(plane) as api:
-        core: Any = client.CoreV1Api(api)
-        return core.create_namespaced_pod(namespace, body)
+    return mounting_pod(
+        f"serve-{uuid.uuid4().hex[:6]}",
+        [{"name": "weights", "emptyDir": {}}],
+        {"muster.dev/model-volumes": json.dumps({"weights": model})},
+    )
 
 
 def _denied(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> str:
     try:
-        _create(plane, namespace, body)
+        create_as_admin(plane, namespace, body)
     except client.ApiException as error:
         assert error.status == 403, error.body
         return str(json.loads(error.body or "{}")["message"])
@@ -198,20 +147,16 @@ def test_a_policy_requiring_provenance_denies_models_without_it_and_admits_one_w
         control_plane, "models", {**NAMESPACE_LABELS, "muster.dev/e2e-provenance": mark}
     )
     policy = f"e2e-provenance-{mark}"
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
+    kubeclients.create_cluster_object(
+        objects,
         "modelpolicies",
+        "ModelPolicy",
+        policy,
         {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelPolicy",
-            "metadata": {"name": policy},
-            "spec": {
-                "namespaceSelector": {
-                    "matchLabels": {SUITE_LABEL: "models", "muster.dev/e2e-provenance": mark}
-                },
-                "requireProvenance": True,
+            "namespaceSelector": {
+                "matchLabels": {SUITE_LABEL: "models", "muster.dev/e2e-provenance": mark}
             },
+            "requireProvenance": True,
         },
     )
     try:
@@ -228,20 +173,20 @@ def test_a_policy_requiring_provenance_denies_models_without_it_and_admits_one_w
             },
         )
         # The policy is watched into the operator's index: wait until it decides.
-        message = _wait(lambda: _denied(control_plane, namespace, _pod(bare)), "the denial")
+        message = eventually(lambda: _denied(control_plane, namespace, _pod(bare)), "the denial")
         assert "ModelProvenanceNotVerified" in message
         assert f"Model {bare!r} has no verified provenance and policy requires one" in message
         assert "the Model names none" in message
         message = _denied(control_plane, namespace, _pod(wrong))
         assert f"Model {wrong!r} has no verified provenance" in message
         assert "has no subject with digest" in message
-        created = _create(control_plane, namespace, _pod(good))
+        created = create_as_admin(control_plane, namespace, _pod(good))
         assert json.loads(created.metadata.annotations["muster.dev/models"]) == [
             {"name": good, "digest": attested["digest"]}
         ]
         # Elsewhere (the suite's own policy requires nothing) the bare Model is admitted.
         other = kubeclients.namespace(control_plane, "models", NAMESPACE_LABELS)
-        assert _create(control_plane, other, _pod(bare)).metadata.name
+        assert create_as_admin(control_plane, other, _pod(bare)).metadata.name
     finally:
         objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", policy)
 
@@ -286,24 +231,20 @@ def test_provenance_attached_to_the_models_oci_artifact_admits_its_image_volume(
         control_plane, "models", {**NAMESPACE_LABELS, "muster.dev/e2e-provenance": mark}
     )
     policy = f"e2e-provenance-oci-{mark}"
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
+    kubeclients.create_cluster_object(
+        objects,
         "modelpolicies",
+        "ModelPolicy",
+        policy,
         {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelPolicy",
-            "metadata": {"name": policy},
-            "spec": {
-                "namespaceSelector": {"matchLabels": {"muster.dev/e2e-provenance": mark}},
-                "requireProvenance": True,
-            },
+            "namespaceSelector": {"matchLabels": {"muster.dev/e2e-provenance": mark}},
+            "requireProvenance": True,
         },
     )
     try:
         # In force once a Model without provenance is refused in that namespace.
         bare, _ = _model(objects, {"digest": digest})
-        message = _wait(lambda: _denied(control_plane, namespace, _pod(bare)), "the denial")
+        message = eventually(lambda: _denied(control_plane, namespace, _pod(bare)), "the denial")
         assert f"Model {bare!r} has no verified provenance" in message
         volume = {
             "name": "weights",
@@ -324,7 +265,7 @@ def test_provenance_attached_to_the_models_oci_artifact_admits_its_image_volume(
                 "volumes": [volume],
             },
         }
-        created = _create(control_plane, namespace, pod)
+        created = create_as_admin(control_plane, namespace, pod)
         assert json.loads(created.metadata.annotations["muster.dev/models"]) == [
             {"name": name, "digest": digest}
         ]

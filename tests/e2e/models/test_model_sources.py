@@ -21,10 +21,9 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,74 +35,27 @@ from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane
 from tests import kubeclients, peers, workloadkinds
 from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL, VERIFIER_IMAGE
+from tests.e2e.workloads import create_as_admin, denial_as_admin, registered
 from tests.modelpacks import push_modelpack, shards
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
 
-GROUP, VERSION = "muster.dev", "v1alpha1"
 SERVER = "registry.example/kserve/huggingfaceserver@sha256:" + "cd" * 32
 INITIALIZER = "registry.example/kserve/storage-initializer@sha256:" + "ef" * 32
 REVISION = "3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a"
 INTERNAL_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
 
-def _wait(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def objects(control_plane: controlplane.ControlPlane) -> Iterator[Any]:
-    with kubeclients.admin(control_plane) as api:
-        yield client.CustomObjectsApi(api)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def policy(objects: Any) -> Iterator[str]:
+def policy(control_plane: controlplane.ControlPlane) -> Iterator[str]:
     name = f"e2e-sources-{uuid.uuid4().hex[:6]}"
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "modelpolicies",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "ModelPolicy",
-            "metadata": {"name": name},
-            "spec": {"namespaceSelector": {"matchLabels": {SUITE_LABEL: "models"}}},
-        },
-    )
-    yield name
-    objects.delete_cluster_custom_object(GROUP, VERSION, "modelpolicies", name)
+    spec = {"namespaceSelector": {"matchLabels": {SUITE_LABEL: "models"}}}
+    with kubeclients.muster_object(control_plane, "modelpolicies", "ModelPolicy", name, spec):
+        yield name
 
 
 def _model(objects: Any, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    objects.create_cluster_custom_object(
-        GROUP,
-        VERSION,
-        "models",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Model",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-    found: dict[str, Any] = _wait(
-        lambda: (
-            (model := objects.get_cluster_custom_object(GROUP, VERSION, "models", name))
-            .get("status", {})
-            .get("observedGeneration")
-            and model
-        ),
-        f"Model {name} status",
-    )
-    return found
+    return registered(objects, "models", "Model", name, spec)
 
 
 def _inference_pod(name: str, uri: str, *, initializer: bool = True) -> dict[str, Any]:
@@ -140,20 +92,6 @@ def _inference_pod(name: str, uri: str, *, initializer: bool = True) -> dict[str
         "metadata": {"name": name, "annotations": {INTERNAL_URI: uri}},
         "spec": spec,
     }
-
-
-def _create(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> Any:
-    with kubeclients.admin(plane) as api:
-        core: Any = client.CoreV1Api(api)
-        return core.create_namespaced_pod(namespace, body)
-
-
-def _denial(plane: controlplane.ControlPlane, namespace: str, body: dict[str, Any]) -> str:
-    with pytest.raises(client.ApiException) as raised:
-        _create(plane, namespace, body)
-    assert raised.value.status == 403, raised.value.body
-    message: str = json.loads(raised.value.body or "{}")["message"]
-    return message
 
 
 @contextlib.contextmanager
@@ -197,7 +135,7 @@ def test_an_hf_model_is_admitted_only_from_an_approved_pinned_source_and_verifie
     uri = f"hf://{repo}@{REVISION}"
     namespace = kubeclients.namespace(control_plane, "sources", NAMESPACE_LABELS)
 
-    message = _denial(control_plane, namespace, _inference_pod("unapproved", uri))
+    message = denial_as_admin(control_plane, namespace, _inference_pod("unapproved", uri))
     assert f"model source {uri!r}" in message
     assert "is not an approved Model: no Model has spec.source" in message
 
@@ -205,11 +143,11 @@ def test_an_hf_model_is_admitted_only_from_an_approved_pinned_source_and_verifie
     name = f"tiny-{uuid.uuid4().hex[:6]}"
     _model(objects, name, {"digest": digest, "source": uri, "format": "safetensors"})
 
-    unpinned = _denial(control_plane, namespace, _inference_pod("unpinned", f"hf://{repo}"))
+    unpinned = denial_as_admin(control_plane, namespace, _inference_pod("unpinned", f"hf://{repo}"))
     assert "names no revision" in unpinned
-    other = _denial(control_plane, namespace, _inference_pod("other", f"hf://{repo}@main"))
+    other = denial_as_admin(control_plane, namespace, _inference_pod("other", f"hf://{repo}@main"))
     assert "is not an approved Model" in other
-    bare = _denial(control_plane, namespace, _inference_pod("bare", uri, initializer=False))
+    bare = denial_as_admin(control_plane, namespace, _inference_pod("bare", uri, initializer=False))
     assert f"matches Model {name!r}, but no storage-initializer init container" in bare
 
     # A Deployment's template has no storage-initializer yet (KServe's pod webhook adds it to
@@ -239,7 +177,9 @@ def test_an_hf_model_is_admitted_only_from_an_approved_pinned_source_and_verifie
         assert "is not an approved Model" in json.loads(raised.value.body)["message"]
 
     # KServe's own spelling of the revision (``:``) is the same source.
-    created = _create(control_plane, namespace, _inference_pod("served", f"hf://{repo}:{REVISION}"))
+    created = create_as_admin(
+        control_plane, namespace, _inference_pod("served", f"hf://{repo}:{REVISION}")
+    )
     init = created.spec.init_containers
     assert [c.name for c in init] == [
         "storage-initializer",
@@ -357,7 +297,7 @@ def test_a_modelpack_artifact_gets_status_model_pack_and_mounts_by_digest(
     body["spec"]["containers"][0]["volumeMounts"] = [
         {"name": "weights", "mountPath": "/mnt/models"}
     ]
-    created = _create(control_plane, namespace, body)
+    created = create_as_admin(control_plane, namespace, body)
     assert json.loads(created.metadata.annotations[modelregistry.MODELS_ANNOTATION]) == [
         {"name": name, "digest": modelfiles.measure(shards()).digest}
     ]

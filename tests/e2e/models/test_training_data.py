@@ -11,7 +11,7 @@ import json
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,32 +23,26 @@ from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane
 from tests import kubeclients, tenants
 from tests.e2e.models.conftest import NAMESPACE_LABELS, SUITE_LABEL
+from tests.e2e.workloads import (
+    GROUP,
+    VERSION,
+    create_pod,
+    denial,
+    eventually,
+    mounting_pod,
+    observed,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("models_operator")]
 
-GROUP, VERSION = "muster.dev", "v1alpha1"
-TRAINER = "registry.example/team/trainer@sha256:" + "ab" * 32
 WEIGHTS = "sha256:" + "1f" * 32
 DATA = "sha256:" + "2e" * 32
 # Which of this module's ModelPolicies selects a namespace.
 SCENARIO = "muster.dev/e2e-training-data"
 
 
-def _wait(check: Callable[[], Any], what: str, timeout: float = 45.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
-
-
-@pytest.fixture(scope="module")
-def objects(control_plane: controlplane.ControlPlane) -> Iterator[Any]:
-    with kubeclients.admin(control_plane) as api:
-        yield client.CustomObjectsApi(api)
+# The operator's watches of Models and Datasets, and the drift pass, are given this long.
+WAIT = 45.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,21 +73,11 @@ def _namespace(plane: controlplane.ControlPlane, scenario: str) -> str:
     return kubeclients.namespace(plane, "training", {**NAMESPACE_LABELS, SCENARIO: scenario})
 
 
-def _observed(objects: Any, plural: str, name: str) -> None:
-    # The operator has indexed it once it wrote the status for this generation.
-    _wait(
-        lambda: (
-            objects.get_cluster_custom_object(GROUP, VERSION, plural, name).get("status") or {}
-        ).get("observedGeneration"),
-        f"{plural}/{name} status",
-    )
-
-
 def _dataset(objects: Any, name: str, **spec: Any) -> None:
     kubeclients.create_cluster_object(
         objects, "datasets", "Dataset", name, {"digest": DATA, **spec}
     )
-    _observed(objects, "datasets", name)
+    observed(objects, "datasets", name, WAIT)
 
 
 def _model(objects: Any, name: str, *trained_on: str) -> None:
@@ -104,49 +88,16 @@ def _model(objects: Any, name: str, *trained_on: str) -> None:
         name,
         {"digest": WEIGHTS, "datasets": [{"name": each} for each in trained_on]},
     )
-    _observed(objects, "models", name)
-
-
-def _pod(name: str, volumes: list[dict[str, Any]], annotations: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {
-            "containers": [
-                {
-                    "name": "main",
-                    "image": TRAINER,
-                    "volumeMounts": [
-                        {"name": v["name"], "mountPath": f"/m/{v['name']}"} for v in volumes
-                    ],
-                }
-            ],
-            "volumes": volumes,
-        },
-    }
+    observed(objects, "models", name, WAIT)
 
 
 def _using(name: str, model: str) -> dict[str, Any]:
     """A pod using ``model`` through a declared volume (its verifier is added by the webhook)."""
-    return _pod(
+    return mounting_pod(
         name,
         [{"name": "weights", "emptyDir": {}}],
         {modelregistry.MODEL_VOLUMES_ANNOTATION: json.dumps({"weights": model})},
     )
-
-
-def _create(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
-    core: Any = client.CoreV1Api(api)  # plain dicts are valid bodies; the stubs say models
-    return core.create_namespaced_pod(namespace, body)
-
-
-def _denial(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> str:
-    with pytest.raises(client.ApiException) as raised:
-        _create(api, namespace, body)
-    assert raised.value.status == 403, raised.value.body
-    message: str = json.loads(raised.value.body or "{}")["message"]
-    return message
 
 
 def _events(plane: controlplane.ControlPlane, namespace: str, reason: str) -> list[Any]:
@@ -181,14 +132,14 @@ def test_a_model_trained_on_revoked_data_is_refused_and_tainted_through_lineage(
     namespace = _namespace(plane, "lineage")
 
     with kubeclients.admin(plane) as api:
-        message = _denial(api, namespace, _using("refused", on_leaked))
+        message = denial(api, namespace, _using("refused", on_leaked))
         assert "[ModelTrainingDataRevoked]" in message
         assert (
             f"Model {on_leaked!r} was trained on Dataset {leaked!r}, which is revoked: holds "
             "personal data" in message
         )
-        _create(api, namespace, _using("trainer", on_derived))
-    _wait(
+        create_pod(api, namespace, _using("trainer", on_derived))
+    eventually(
         lambda: (
             objects.get_cluster_custom_object(GROUP, VERSION, "models", on_derived)["status"].get(
                 "pods"
@@ -196,6 +147,7 @@ def test_a_model_trained_on_revoked_data_is_refused_and_tainted_through_lineage(
             == 1
         ),
         "the Model's pod count",
+        WAIT,
     )
     before = _gauge(models_operator)
 
@@ -220,7 +172,7 @@ def test_a_model_trained_on_revoked_data_is_refused_and_tainted_through_lineage(
             if e.regarding.kind == "Pod" and e.regarding.name == "trainer"
         ]
 
-    _wait(on_pod, "an Event on the pod")
+    eventually(on_pod, "an Event on the pod", WAIT)
     time.sleep(2)  # a repeated announcement would show by now
     events = on_pod()
     assert len(events) == 1, [(e.note, e.series) for e in events]
@@ -235,13 +187,13 @@ def test_a_model_trained_on_revoked_data_is_refused_and_tainted_through_lineage(
             if e.regarding.kind == "Model" and e.regarding.name == on_derived
         ]
 
-    [model_event] = _wait(on_model, "an Event on the Model")
+    [model_event] = eventually(on_model, "an Event on the Model", WAIT)
     assert f"1 running pod(s) use it: {namespace}/trainer" in model_event.note
     assert through in model_event.note
-    _wait(lambda: _gauge(models_operator) >= before + 1, "the gauge counting the pod")
+    eventually(lambda: _gauge(models_operator) >= before + 1, "the gauge counting the pod", WAIT)
 
     # The drift pass re-runs the model gate on the running pod and finds the same.
-    drifted = _wait(
+    drifted = eventually(
         lambda: [
             e
             for e in _events(plane, namespace, "PodDrifted")
@@ -254,7 +206,7 @@ def test_a_model_trained_on_revoked_data_is_refused_and_tainted_through_lineage(
 
     # New pods using the Model are refused, naming the revoked ancestor.
     with kubeclients.admin(plane) as api:
-        message = _denial(api, namespace, _using("late", on_derived))
+        message = denial(api, namespace, _using("late", on_derived))
     assert "[ModelTrainingDataRevoked]" in message
     assert through in message
 
@@ -270,10 +222,10 @@ def test_require_approved_datasets_refuses_a_model_trained_on_unregistered_data(
     _model(objects, unapproved, registered, unregistered)
     namespace = _namespace(control_plane, "approved-data")
     with kubeclients.admin(control_plane) as api:
-        message = _denial(api, namespace, _using("unapproved", unapproved))
+        message = denial(api, namespace, _using("unapproved", unapproved))
         assert "[ModelTrainingDataNotApproved]" in message
         assert f"training dataset {unregistered!r} names no registered Dataset" in message
-        created = _create(api, namespace, _using("approved", approved))
+        created = create_pod(api, namespace, _using("approved", approved))
     assert [c.name for c in created.spec.init_containers] == ["muster-verify-weights"]
 
 
@@ -326,7 +278,7 @@ def test_strict_mode_refuses_a_tenants_data_volumes_nothing_accounts_for(
         }
         for kind, source in volumes.items():
             name = f"data-{kind.lower()}"
-            message = _denial(api, namespace, _pod(name, [{"name": name, **source}], {}))
+            message = denial(api, namespace, mounting_pod(name, [{"name": name, **source}], {}))
             assert f'volume "{name}"' in message, message
             if kind == "image":
                 # An image volume is a model use where a ModelPolicy selects: not a Model.
@@ -335,7 +287,7 @@ def test_strict_mode_refuses_a_tenants_data_volumes_nothing_accounts_for(
                 assert f"is a volume of kind {kind} that is neither" in message, message
                 assert "[VolumeNotDeclared]" in message, message
         # What holds no data, and the claim the platform marked, pass.
-        allowed = _pod(
+        allowed = mounting_pod(
             "scratch-only",
             [
                 {"name": "tmp", "emptyDir": {}},
@@ -344,12 +296,14 @@ def test_strict_mode_refuses_a_tenants_data_volumes_nothing_accounts_for(
             ],
             {},
         )
-        assert _create(api, namespace, allowed).metadata.name == "scratch-only"
+        assert create_pod(api, namespace, allowed).metadata.name == "scratch-only"
         # A claim that does not exist carries no mark.
-        message = _denial(
+        message = denial(
             api,
             namespace,
-            _pod("gone", [{"name": "gone", "persistentVolumeClaim": {"claimName": "nope"}}], {}),
+            mounting_pod(
+                "gone", [{"name": "gone", "persistentVolumeClaim": {"claimName": "nope"}}], {}
+            ),
         )
         assert 'PVC "nope" does not exist' in message, message
 
@@ -373,24 +327,24 @@ def test_a_dataset_policy_alone_asks_the_model_gate_for_strict_mode(
             def refused() -> str | None:
                 # The DatasetPolicy reaches the operator's catalog through its watch.
                 try:
-                    _create(api, namespace, _pod("host", [{"name": "host", **host}], {}))
+                    create_pod(api, namespace, mounting_pod("host", [{"name": "host", **host}], {}))
                 except client.ApiException as error:
                     return str(json.loads(error.body or "{}")["message"])
                 return None
 
             host = DATA_VOLUMES["hostPath"]
-            message = _wait(refused, "the DatasetPolicy in force")
+            message = eventually(refused, "the DatasetPolicy in force", WAIT)
             assert 'volume "host": is a volume of kind hostPath that is neither' in message, message
             assert f"DatasetPolicy {name} admits only declared data volumes" in message, message
             # No ModelPolicy selects the namespace: an unknown image is no model use judged
             # here, so strict mode names it.
             image = DATA_VOLUMES["image"]
-            message = _denial(api, namespace, _pod("image", [{"name": "img", **image}], {}))
+            message = denial(api, namespace, mounting_pod("image", [{"name": "img", **image}], {}))
             assert 'volume "img": is a volume of kind image that is neither' in message, message
             assert "[VolumeNotDeclared]" in message and "ModelNotApproved" not in message
             assert (
-                _create(
-                    api, namespace, _pod("tmp", [{"name": "tmp", "emptyDir": {}}], {})
+                create_pod(
+                    api, namespace, mounting_pod("tmp", [{"name": "tmp", "emptyDir": {}}], {})
                 ).metadata.name
                 == "tmp"
             )
