@@ -7,6 +7,7 @@ Pure: it builds the container; the gates decide which volumes get one.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,15 +45,36 @@ def verifier_name(volume: str) -> str:
     return f"{VERIFIER_PREFIX}{hashlib.sha256(volume.encode()).hexdigest()[:12]}"
 
 
+def _sub_path_key(volume: str, sub_path: str) -> str:
+    """A name for ``sub_path`` of ``volume`` that is a DNS label part and a path segment; text
+    that had to be changed to fit gets a hash of the original, so two sub-paths never share one."""
+    text = f"{volume}-{sub_path}"
+    safe = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if safe == text:
+        return safe
+    return f"{safe[:40].rstrip('-')}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
 def verifier_container(
-    volume: str, digest: str, image: str, hashing: oms.Serialization = _DEFAULT_HASHING
+    volume: str,
+    digest: str,
+    image: str,
+    hashing: oms.Serialization = _DEFAULT_HASHING,
+    *,
+    sub_path: str | None = None,
 ) -> dict[str, Any]:
     """The init container that re-measures ``volume`` (hashed as ``hashing`` says, the Model's
     :attr:`~muster.models.rules.registry.ModelSpec.hashing`) and refuses to let the pod start
-    on a mismatch (``muster model verify`` exits non-zero)."""
-    path = f"{MOUNT_ROOT}/{volume}"
+    on a mismatch (``muster model verify`` exits non-zero). With ``sub_path`` only that
+    directory of the volume is mounted (read-only) and re-measured: a Trainer initializer
+    downloads into a sub-directory of the volume its trainer mounts whole."""
+    key = volume if not sub_path else _sub_path_key(volume, sub_path)
+    path = f"{MOUNT_ROOT}/{key}"
+    mount: dict[str, Any] = {"name": volume, "mountPath": path, "readOnly": True}
+    if sub_path:
+        mount["subPath"] = sub_path
     return {
-        "name": verifier_name(volume),
+        "name": verifier_name(key),
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["muster"],
@@ -60,7 +82,7 @@ def verifier_container(
         # The verifier never needs a GPU: saying so spares the GPU gate a read of its image's
         # config (NVIDIA_VISIBLE_DEVICES, docs/gpu-stack.md) and keeps the toolkit away from it.
         "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
-        "volumeMounts": [{"name": volume, "mountPath": path, "readOnly": True}],
+        "volumeMounts": [mount],
         "securityContext": dict(_SECURITY_CONTEXT),
         "resources": {
             "requests": {"cpu": "100m", "memory": "64Mi"},
