@@ -17,11 +17,10 @@ from muster.datasets import catalog as datasetcatalog
 from muster.datasets import controllers, gate
 from muster.kernel import crds
 from muster.platform import catalogs, controlplane, kubeapi, registries
-from tests.integration.datasets.test_controllers import eventually
+from tests.integration.datasets.stored import API, served
 
 pytestmark = pytest.mark.integration
 
-API = f"/apis/{crds.GROUP}/{crds.VERSION}"
 DIGEST = "sha256:" + "ca" * 32
 
 
@@ -36,18 +35,8 @@ async def services(
         kube=kube,
         registries=registries.RegistryClient(),
     )
-
-    async def serving() -> bool:
-        # Right after a CRD is installed its storage may still answer 429 "(re)initializing".
-        try:
-            for plural in ("datasets", "datasetpolicies"):
-                await kube.get(f"{API}/{plural}")
-        except kubeapi.ApiError:
-            return False
-        return True
-
     try:
-        await eventually(serving, "the Dataset resources served")
+        await served(kube)
         yield found
     finally:
         await found.close()

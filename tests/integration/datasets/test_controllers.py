@@ -7,105 +7,29 @@ stores it, read back after each change.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from muster.admission import server
-from muster.app import localoperator, runtime
 from muster.datasets import controllers
 from muster.datasets.rules import registry
-from muster.kernel import crds, selectors
-from muster.platform import controlplane, events, kubeapi, registries
+from muster.kernel import crds
+from muster.platform import controlplane
 from tests import datasetfiles, kubeclients
+from tests.integration.datasets.conftest import SUITE
+from tests.integration.datasets.stored import API, create, delete, eventually, watched
 
 pytestmark = pytest.mark.integration
 
-API = f"/apis/{crds.GROUP}/{crds.VERSION}"
-SUITE = "muster.dev/integration-datasets"
 DIGEST = "sha256:" + "da" * 32
-
-
-@pytest.fixture
-async def controller(
-    control_plane: controlplane.ControlPlane,
-) -> AsyncIterator[controllers.DatasetController]:
-    localoperator.install_crds(control_plane)
-    settings = runtime.OperatorSettings(
-        webhook=server.WebhookSettings(),
-        # Like an installation whose webhooks select its own namespaces: it reports only on
-        # pods in namespaces labelled for this suite.
-        namespace_selector=selectors.LabelSelector.model_validate({"matchLabels": {SUITE: "yes"}}),
-    )
-    kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig)))
-    services = runtime.Services(
-        settings=settings, kube=kube, registries=registries.RegistryClient(settings.registry)
-    )
-    services.events = events.EventRecorder(kube)
-    found = controllers.controller_for(services)
-
-    async def serving() -> bool:
-        # Right after a CRD is installed its storage may still answer 429 "(re)initializing".
-        try:
-            for plural in ("datasets", "datasetpolicies"):
-                await kube.get(f"{API}/{plural}")
-        except kubeapi.ApiError:
-            return False
-        return True
-
-    try:
-        await eventually(serving, "the Dataset resources served")
-        found.recorder.start()
-        yield found
-    finally:
-        await services.close()
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = time.monotonic() + 20
-    while True:
-        found = await probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        await asyncio.sleep(0.2)
 
 
 def _names(*parts: str) -> list[str]:
     suffix = uuid.uuid4().hex[:6]
     return [f"{part}-{suffix}" for part in parts]
-
-
-async def create(
-    controller: controllers.DatasetController, name: str, spec: dict[str, Any]
-) -> dict[str, Any]:
-    """Create a Dataset and hand its ADDED event to the controller."""
-    await controller.kube.create(
-        f"{API}/datasets",
-        {
-            "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
-            "kind": "Dataset",
-            "metadata": {"name": name},
-            "spec": spec,
-        },
-    )
-    return await watched(controller, name, "ADDED")
-
-
-async def watched(
-    controller: controllers.DatasetController, name: str, event: str = "MODIFIED"
-) -> dict[str, Any]:
-    """The Dataset as stored, handed to the controller as a watch event; then as stored after."""
-    await controller.dataset_event(event, await controller.kube.get(f"{API}/datasets/{name}"))
-    return await controller.kube.get(f"{API}/datasets/{name}")
 
 
 def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -117,12 +41,6 @@ def condition(body: dict[str, Any], kind: str) -> dict[str, Any]:
 def said(body: dict[str, Any], kind: str) -> tuple[str, str, str]:
     found = condition(body, kind)
     return found["status"], found["reason"], found["message"]
-
-
-async def delete(kube: kubeapi.KubeApi, *names: str) -> None:
-    for name in names:
-        with contextlib.suppress(kubeapi.ApiError):
-            await kube.delete(f"{API}/datasets/{name}")
 
 
 async def test_malformed_licence_cycle_and_self_reference_do_not_compile(

@@ -10,19 +10,11 @@ import pytest
 import yaml
 
 from muster.datasets import controllers
-from muster.kernel import crds
 from muster.platform import controlplane
 from tests.integration import docblocks
-from tests.integration.datasets.test_controllers import (  # noqa: F401  # the fixture
-    controller,
-    delete,
-    eventually,
-    watched,
-)
+from tests.integration.datasets.stored import API, delete, eventually, watched
 
 pytestmark = pytest.mark.integration
-
-API = f"/apis/{crds.GROUP}/{crds.VERSION}"
 
 
 def _examples(title: str) -> list[dict[str, Any]]:
@@ -32,7 +24,7 @@ def _examples(title: str) -> list[dict[str, Any]]:
 
 async def test_the_pages_revocation_reaches_the_derived_dataset(
     control_plane: controlplane.ControlPlane,
-    controller: controllers.DatasetController,  # noqa: F811  # the fixture imported above
+    controller: controllers.DatasetController,
 ) -> None:
     made = [
         obj
