@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -24,8 +22,9 @@ from kubernetes import client
 from muster.guards.rules import datamarks as datamarksguard
 from muster.guards.rules import namespaces as namespaceguard
 from muster.kernel import datamarks
-from muster.platform import controlplane, kubesetup
-from tests import kubeclients
+from muster.platform import controlplane
+from tests import guardmatrix, kubeclients
+from tests.guardmatrix import GITOPS, IDENTITIES, MALLORY, Identity, labels_patch
 from tests.integration import docblocks
 
 pytestmark = pytest.mark.integration
@@ -40,10 +39,6 @@ LABEL_SETS: tuple[dict[str, str], ...] = (
     {MARK: "true", "app": "cache"},
     {"app": "cache"},
 )
-MALLORY = ("mallory", "developers")
-ALICE = ("alice", namespaceguard.MANAGER_GROUP)  # a manager by group
-GITOPS = ("gitops", "developers")  # a manager by name (manager_users below)
-IDENTITIES = (MALLORY, ALICE, GITOPS)
 SETTINGS = namespaceguard.GuardSettings(manager_users=("gitops",))
 
 
@@ -54,29 +49,13 @@ def _claim(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def _labels_patch(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, Any]:
-    """A merge patch that turns ``before`` into exactly ``after``."""
-    labels: dict[str, str | None] = {key: None for key in before if key not in after}
-    labels.update(after)
-    return {"metadata": {"labels": labels}}
-
-
-def _refusal(call: Callable[..., object], *args: Any, **kwargs: Any) -> str | None:
-    """None when the dry run is allowed, else the data-marks policy's message."""
-    try:
-        call(*args, **kwargs)
-    except client.ApiException as error:
-        assert error.status in (403, 422), error.body
-        message = str(json.loads(error.body)["message"])
-        assert "ValidatingAdmissionPolicy 'marks-matrix-" in message, message  # ours alone
-        return message.split("denied request: ", 1)[1]
-    return None
+_refusal = guardmatrix.refusals("marks-matrix-")
 
 
 @contextlib.contextmanager
 def installed(
     plane: controlplane.ControlPlane, namespace: str, probe: Callable[[], bool]
-) -> Iterator[str]:
+) -> Iterator[None]:
     """The guard, bound only to ``namespace`` (the control plane is shared by the session);
     waits until ``probe`` says the apiserver enforces it."""
     name = f"marks-matrix-{uuid.uuid4().hex[:6]}"
@@ -84,56 +63,21 @@ def installed(
     bound["spec"]["matchResources"] = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
     }
-    with kubeclients.admin(plane) as api:
-        admission: Any = client.AdmissionregistrationV1Api(api)
-        kubesetup.apply_admission_policy(api, datamarksguard.policy(SETTINGS, name))
-        kubesetup.apply_admission_policy(api, bound)
-        try:
-            deadline = time.monotonic() + 30
-            while not probe():
-                assert time.monotonic() < deadline, "the policy never took effect"
-                time.sleep(0.2)
-            yield name
-        finally:
-            admission.delete_validating_admission_policy_binding(name)
-            admission.delete_validating_admission_policy(name)
+    with guardmatrix.installed(plane, datamarksguard.policy(SETTINGS, name), bound, probe):
+        yield
 
 
 @pytest.fixture(scope="module")
-def writers(control_plane: controlplane.ControlPlane) -> Iterator[dict[tuple[str, str], Any]]:
+def writers(control_plane: controlplane.ControlPlane) -> Iterator[dict[Identity, Any]]:
     """Clients for each identity, allowed by RBAC to create and update claims."""
+    resources = ["persistentvolumeclaims", "persistentvolumeclaims/status"]
     role = f"marks-matrix-{uuid.uuid4().hex[:6]}"
-    kubeclients.bind_cluster_role(
-        control_plane,
-        role,
-        [
-            {
-                "apiGroups": [""],
-                "resources": ["persistentvolumeclaims", "persistentvolumeclaims/status"],
-                "verbs": ["get", "create", "update", "patch"],
-            }
-        ],
-        [kubeclients.user(user) for user, _ in IDENTITIES],
-    )
-    clients = {}
-    for who in IDENTITIES:
-        api = kubeclients.admin(control_plane)
-        api.set_default_header("Impersonate-User", who[0])
-        api.set_default_header("Impersonate-Group", who[1])
-        clients[who] = api
-    try:
-        yield {who: client.CoreV1Api(api) for who, api in clients.items()}
-    finally:
-        for api in clients.values():
-            api.close()
-        with kubeclients.admin(control_plane) as api:
-            rbac = client.RbacAuthorizationV1Api(api)
-            rbac.delete_cluster_role_binding(role)
-            rbac.delete_cluster_role(role)
+    with guardmatrix.writers(control_plane, role, resources) as found:
+        yield found
 
 
 def test_the_apiserver_decides_as_the_python_twin(
-    control_plane: controlplane.ControlPlane, writers: dict[tuple[str, str], Any]
+    control_plane: controlplane.ControlPlane, writers: dict[Identity, Any]
 ) -> None:
     namespace = kubeclients.namespace(control_plane, "marks")
     existing = [f"claim-{index}" for index in range(len(LABEL_SETS))]
@@ -162,7 +106,7 @@ def test_the_apiserver_decides_as_the_python_twin(
                 namespace, name, before, after, username=who[0], groups=[who[1]],
                 settings=SETTINGS,
             )  # fmt: skip
-            patch = _labels_patch(before, after)
+            patch = labels_patch(before, after)
             got = _refusal(
                 writers[who].patch_namespaced_persistent_volume_claim,
                 name,
@@ -185,7 +129,7 @@ def test_the_apiserver_decides_as_the_python_twin(
             refused += got is not None
         # Labels written through the status subresource are guarded too.
         status = mallory.patch_namespaced_persistent_volume_claim_status
-        got = _refusal(status, existing[0], namespace, _labels_patch({}, {MARK: "true"}))
+        got = _refusal(status, existing[0], namespace, labels_patch({}, {MARK: "true"}))
         assert got is not None
         assert f"{MARK} from (unset) to 'true'" in got
         # docs/security.md shows this very message (for a claim of team-a and its CI account).
@@ -214,17 +158,5 @@ def test_the_policy_type_checks_without_warnings(control_plane: controlplane.Con
     """The apiserver type-checks a policy's CEL against the claim's schema and reports what it
     cannot check in ``status.typeChecking``: nothing here."""
     name = f"marks-types-{uuid.uuid4().hex[:6]}"
-    with kubeclients.admin(control_plane) as api:
-        admission: Any = client.AdmissionregistrationV1Api(api)
-        kubesetup.apply_admission_policy(api, datamarksguard.policy(SETTINGS, name))
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                status = admission.read_validating_admission_policy(name).status
-                if status is not None and status.type_checking is not None:
-                    break
-                assert time.monotonic() < deadline, "the policy was never type-checked"
-                time.sleep(0.2)
-            assert not status.type_checking.expression_warnings
-        finally:
-            admission.delete_validating_admission_policy(name)
+    checked = guardmatrix.type_checking(control_plane, datamarksguard.policy(SETTINGS, name))
+    assert not checked.expression_warnings

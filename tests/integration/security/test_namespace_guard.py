@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -30,7 +29,8 @@ from kubernetes import client
 from muster.app import webhookconfigs
 from muster.guards.rules import namespaces as namespaceguard
 from muster.platform import controlplane, kubesetup, processes
-from tests import kubeclients
+from tests import guardmatrix, kubeclients
+from tests.guardmatrix import GITOPS, IDENTITIES, MALLORY, Identity, labels_patch
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +51,6 @@ LABEL_SETS: tuple[dict[str, str], ...] = (
     {UNCOVERED: "Allow"},  # the image gate reads it as allow
     {UNCOVERED: "typo"},  # and this as deny
 )
-# Who asks, by impersonation: (user, group). RBAC lets all three write namespaces.
-MALLORY = ("mallory", "developers")
-ALICE = ("alice", namespaceguard.MANAGER_GROUP)  # a manager by group
-GITOPS = ("gitops", "developers")  # a manager by name (manager_users below)
-IDENTITIES = (MALLORY, ALICE, GITOPS)
 # Both scopes; the operator's default for unlabelled namespaces differs between them.
 SETTINGS = {
     scope: namespaceguard.GuardSettings(
@@ -68,30 +63,7 @@ SETTINGS = {
 }
 
 
-def _impersonating(plane: controlplane.ControlPlane, user: str, group: str) -> client.ApiClient:
-    api = kubeclients.admin(plane)
-    api.set_default_header("Impersonate-User", user)
-    api.set_default_header("Impersonate-Group", group)
-    return api
-
-
-def _labels_patch(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, Any]:
-    """A merge patch that turns ``before`` into exactly ``after``."""
-    labels: dict[str, str | None] = {key: None for key in before if key not in after}
-    labels.update(after)
-    return {"metadata": {"labels": labels}}
-
-
-def _refusal(call: Callable[..., object], *args: Any, **kwargs: Any) -> str | None:
-    """None when the dry run is allowed, else the guard-matrix policy's message."""
-    try:
-        call(*args, **kwargs)
-    except client.ApiException as error:
-        assert error.status in (403, 422), error.body
-        message = str(json.loads(error.body)["message"])
-        assert "ValidatingAdmissionPolicy 'guard-matrix-" in message, message  # ours alone
-        return message.split("denied request: ", 1)[1]
-    return None
+_refusal = guardmatrix.refusals("guard-matrix-")
 
 
 @contextlib.contextmanager
@@ -100,7 +72,7 @@ def installed(
     settings: namespaceguard.GuardSettings,
     names: list[str],
     probe: Callable[[], bool],
-) -> Iterator[str]:
+) -> Iterator[None]:
     """The guard for ``settings``, bound only to the namespaces ``names`` (the control plane
     is shared by the session); waits until ``probe`` says the apiserver enforces it."""
     name = f"guard-matrix-{uuid.uuid4().hex[:6]}"
@@ -116,54 +88,22 @@ def installed(
             }
         ]
     }
-    with kubeclients.admin(plane) as api:
-        admission: Any = client.AdmissionregistrationV1Api(api)
-        kubesetup.apply_admission_policy(api, namespaceguard.policy(settings, name))
-        kubesetup.apply_admission_policy(api, bound)
-        try:
-            # The apiserver takes policies up through an informer: wait until this one bites.
-            deadline = time.monotonic() + 30
-            while not probe():
-                assert time.monotonic() < deadline, "the policy never took effect"
-                time.sleep(0.2)
-            yield name
-        finally:
-            admission.delete_validating_admission_policy_binding(name)
-            admission.delete_validating_admission_policy(name)
+    with guardmatrix.installed(plane, namespaceguard.policy(settings, name), bound, probe):
+        yield
 
 
 @pytest.fixture(scope="module")
-def writers(control_plane: controlplane.ControlPlane) -> Iterator[dict[tuple[str, str], Any]]:
+def writers(control_plane: controlplane.ControlPlane) -> Iterator[dict[Identity, Any]]:
     """Clients for each identity, allowed by RBAC to create and update namespaces."""
     role = f"guard-matrix-{uuid.uuid4().hex[:6]}"
-    kubeclients.bind_cluster_role(
-        control_plane,
-        role,
-        [
-            {
-                "apiGroups": [""],
-                "resources": ["namespaces"],
-                "verbs": ["get", "create", "update", "patch"],
-            }
-        ],
-        [kubeclients.user(user) for user, _ in IDENTITIES],
-    )
-    clients = {who: _impersonating(control_plane, *who) for who in IDENTITIES}
-    try:
-        yield {who: client.CoreV1Api(api) for who, api in clients.items()}
-    finally:
-        for api in clients.values():
-            api.close()
-        with kubeclients.admin(control_plane) as api:
-            rbac = client.RbacAuthorizationV1Api(api)
-            rbac.delete_cluster_role_binding(role)
-            rbac.delete_cluster_role(role)
+    with guardmatrix.writers(control_plane, role, ["namespaces"]) as found:
+        yield found
 
 
 @pytest.mark.parametrize("scope", list(SETTINGS))
 def test_the_apiserver_decides_as_the_python_twin(
     control_plane: controlplane.ControlPlane,
-    writers: dict[tuple[str, str], Any],
+    writers: dict[Identity, Any],
     scope: str,
 ) -> None:
     settings = SETTINGS[scope]
@@ -193,7 +133,7 @@ def test_the_apiserver_decides_as_the_python_twin(
             expected = namespaceguard.decide(
                 name, before, after, username=who[0], groups=[who[1]], settings=settings
             )
-            patch = _labels_patch(before, after)
+            patch = labels_patch(before, after)
             got = _refusal(writers[who].patch_namespace, name, patch, dry_run="All")
             assert got == (expected.message or None), (scope, who, before, after)
             checked += 1
@@ -218,20 +158,8 @@ def test_the_policy_type_checks_without_warnings(control_plane: controlplane.Con
     what it cannot check in ``status.typeChecking``: nothing here."""
     name = f"guard-types-{uuid.uuid4().hex[:6]}"
     settings = namespaceguard.GuardSettings(manager_users=("u",), protected_labels=(TIER,))
-    with kubeclients.admin(control_plane) as api:
-        admission: Any = client.AdmissionregistrationV1Api(api)
-        kubesetup.apply_admission_policy(api, namespaceguard.policy(settings, name))
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                status = admission.read_validating_admission_policy(name).status
-                if status is not None and status.type_checking is not None:
-                    break
-                assert time.monotonic() < deadline, "the policy was never type-checked"
-                time.sleep(0.2)
-            assert not status.type_checking.expression_warnings
-        finally:
-            admission.delete_validating_admission_policy(name)
+    checked = guardmatrix.type_checking(control_plane, namespaceguard.policy(settings, name))
+    assert not checked.expression_warnings
 
 
 # -- the record's match conditions ----------------------------------------------------------
@@ -311,7 +239,7 @@ def test_the_record_is_sent_every_change_worth_recording(
         core = client.CoreV1Api(api)
         with record_probe(control_plane, marker, dry_runs=True):
             # Wait until the apiserver calls it (configurations arrive through an informer).
-            removal = _labels_patch({ENFORCE: "true"}, {})
+            removal = labels_patch({ENFORCE: "true"}, {})
             deadline = time.monotonic() + 30
             while not _called(core.patch_namespace, names[1], removal, dry_run="All"):
                 assert time.monotonic() < deadline, "the probe webhook never took effect"
@@ -319,7 +247,7 @@ def test_the_record_is_sent_every_change_worth_recording(
             for (name, before), after in itertools.product(
                 zip(names, LABEL_SETS, strict=True), LABEL_SETS
             ):
-                patch = _labels_patch(before, after)
+                patch = labels_patch(before, after)
                 called = _called(core.patch_namespace, name, patch, dry_run="All")
                 assert called == _watched_differ(before, after, settings), (before, after)
                 change = namespaceguard.decide(
