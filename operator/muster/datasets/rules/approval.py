@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from muster.datasets.rules import lineage
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import findings, licences, podvolumes, references, sources, subjects
+from muster.kernel import approved, findings, licences, podvolumes, references, sources, subjects
 from muster.signatures.rules.verifiers import VERIFIER_FIELDS, verifier_container
 
 __all__ = [
@@ -117,9 +117,7 @@ def effective_policy(
     if not policies:
         return None
     return EffectivePolicy(
-        mode=findings.Mode.ENFORCE
-        if any(p.mode is findings.Mode.ENFORCE for p in policies)
-        else findings.Mode.WARN,
+        mode=approved.strictest_mode(policies),
         require_signature=any(p.require_signature for p in policies),
         licenses=tuple(p.licenses for p in policies),
         volumes="declaredOnly"
@@ -133,13 +131,7 @@ def deciding_policy(
 ) -> findings.PolicyRef | None:
     """The DatasetPolicy the gate's findings are attributed to: of the policies selecting the
     namespace, the first by name in the strictest mode."""
-    effective = effective_policy(list(policies.values()))
-    if effective is None:
-        return None
-    for name, spec in sorted(policies.items()):
-        if spec.mode is effective.mode:
-            return findings.PolicyRef(kind="DatasetPolicy", name=name, denial=spec.denial)
-    return None
+    return approved.deciding_policy("DatasetPolicy", policies)
 
 
 def _finding(
@@ -384,15 +376,7 @@ def judge_use(
     else:
         entry = index.by_name(use.reference)
         if entry is None:
-            invalid = index.invalid.get(f"Dataset/{use.reference}")
-            why = (
-                f"Dataset {use.reference!r} is not registered; only approved Datasets may "
-                "be mounted here: register it (muster dataset register) or mount an approved one"
-                if invalid is None
-                # Registered but not valid: say what is wrong rather than "not registered".
-                else f"Dataset {use.reference!r} is invalid and approves nothing ({invalid}); "
-                f"fix the Dataset (kubectl describe dataset {use.reference})"
-            )
+            why = approved.not_registered("Dataset", use.reference, index.invalid)
             return Match(use, None, _finding("DatasetNotApproved", use.label, why, mode))
         candidates = [entry]
     return _judge_entries(use, candidates, index, policy)

@@ -13,14 +13,13 @@ the same models. Everything here is pure.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import alias_generators
 
-from muster.kernel import denials, findings, licences, references, selectors, sources
+from muster.kernel import approved, denials, findings, licences, references, selectors, sources
 from muster.signatures.rules import oms, omsspecs
 from muster.signatures.rules.omsspecs import DigestText, SignatureSpec, SourceText
 
@@ -224,11 +223,7 @@ class DatasetIndex:
         self, namespace_labels: Mapping[str, str]
     ) -> dict[str, DatasetPolicySpec]:
         """The policies selecting a namespace with these labels, by name (in name order)."""
-        return {
-            name: spec
-            for name, spec in sorted(self.policies.items())
-            if selectors.matches(spec.namespace_selector, namespace_labels)
-        }
+        return approved.named_policies_for(self.policies, namespace_labels)
 
 
 def parse_dataset(
@@ -258,21 +253,8 @@ def invalid_reason(error: Exception) -> str:
 
 def encode_datasets_annotation(entries: Iterable[DatasetEntry]) -> str:
     """The ``muster.dev/datasets`` annotation value: JSON list of ``{name, digest}``, sorted."""
-    unique = {(e.name, e.spec.digest) for e in entries}
-    return json.dumps([{"name": n, "digest": d} for n, d in sorted(unique)], separators=(",", ":"))
+    return approved.encode_uses((e.name, e.spec.digest) for e in entries)
 
 
-def decode_datasets_annotation(value: object) -> list[tuple[str, str]]:
-    """``(name, digest)`` pairs from a pod's annotation; anything malformed yields nothing."""
-    if not isinstance(value, str):
-        return []
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return []
-    pairs: list[tuple[str, str]] = []
-    if isinstance(parsed, list):
-        for item in parsed:
-            if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                pairs.append((item["name"], str(item.get("digest", ""))))
-    return pairs
+# ``(name, digest)`` pairs from a pod's annotation; anything malformed yields nothing.
+decode_datasets_annotation = approved.decode_uses

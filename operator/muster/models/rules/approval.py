@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from muster.kernel import findings, licences, podvolumes, references, sources, subjects
+from muster.kernel import approved, findings, licences, podvolumes, references, sources, subjects
 from muster.models.rules import registry as modelregistry
 from muster.models.rules import storageuris
 from muster.signatures.rules.verifiers import (
@@ -211,7 +211,6 @@ def effective_policy(
     policies = [spec for _, spec in named]
     if not policies:
         return None
-    enforce = any(p.mode is findings.Mode.ENFORCE for p in policies)
     refusing = [p for p in policies if p.unsafe_serialization.action == "refuse"]
     if refusing:
         unsafe = modelregistry.UnsafeSerialization(action="refuse")
@@ -219,7 +218,7 @@ def effective_policy(
         allowed = set.intersection(*(set(p.unsafe_serialization.allow) for p in policies))
         unsafe = modelregistry.UnsafeSerialization(action="allow", allow=tuple(sorted(allowed)))
     combined = modelregistry.ModelPolicySpec(
-        mode=findings.Mode.ENFORCE if enforce else findings.Mode.WARN,
+        mode=approved.strictest_mode(policies),
         unsafe_serialization=unsafe,
         require_signature=any(p.require_signature for p in policies),
         require_provenance=any(p.require_provenance for p in policies),
@@ -236,13 +235,7 @@ def deciding_policy(
 ) -> findings.PolicyRef | None:
     """The ModelPolicy the gate's findings are attributed to: of the policies selecting the
     namespace (combined by :func:`effective_policy`), the first by name in the strictest mode."""
-    effective = effective_policy(list(policies.values()))
-    if effective is None:
-        return None
-    for name, spec in sorted(policies.items()):
-        if spec.mode is effective.mode:
-            return findings.PolicyRef(kind="ModelPolicy", name=name, denial=spec.denial)
-    return None
+    return approved.deciding_policy("ModelPolicy", policies)
 
 
 def judge_use(
@@ -313,15 +306,7 @@ def judge_use(
     else:
         entry = index.by_name(use.reference)
         if entry is None:
-            invalid = index.invalid.get(f"Model/{use.reference}")
-            why = (
-                f"Model {use.reference!r} is not registered; only approved Models may be "
-                "mounted here: register it (muster model register) or mount an approved one"
-                if invalid is None
-                # Registered but not valid: say what is wrong rather than "not registered".
-                else f"Model {use.reference!r} is invalid and approves nothing ({invalid}); "
-                f"fix the Model (kubectl describe model {use.reference})"
-            )
+            why = approved.not_registered("Model", use.reference, index.invalid)
             return Match(use, None, _finding("ModelNotApproved", use.label, why, mode))
         candidates = [entry]
     usable = [c for c in candidates if not c.spec.revoked]

@@ -11,14 +11,13 @@ their CRD schemas are generated from the same models. Everything here is pure.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import pydantic
 from pydantic import alias_generators
 
-from muster.kernel import denials, findings, licences, references, selectors
+from muster.kernel import approved, denials, findings, licences, references, selectors
 from muster.models.rules import provenance as attested
 from muster.signatures.rules import oms, omsspecs
 
@@ -284,11 +283,7 @@ class Index:
 
     def named_policies_for(self, namespace_labels: Mapping[str, str]) -> dict[str, ModelPolicySpec]:
         """The policies selecting a namespace with these labels, by name (in name order)."""
-        return {
-            name: spec
-            for name, spec in sorted(self.policies.items())
-            if selectors.matches(spec.namespace_selector, namespace_labels)
-        }
+        return approved.named_policies_for(self.policies, namespace_labels)
 
 
 # Shared with Datasets: the condition vouches for the spec at its observedGeneration only.
@@ -339,21 +334,8 @@ def parse_model(
 
 def encode_models_annotation(entries: Iterable[ModelEntry]) -> str:
     """The ``muster.dev/models`` annotation value: JSON list of ``{name, digest}``, sorted."""
-    unique = {(e.name, e.spec.digest) for e in entries}
-    return json.dumps([{"name": n, "digest": d} for n, d in sorted(unique)], separators=(",", ":"))
+    return approved.encode_uses((e.name, e.spec.digest) for e in entries)
 
 
-def decode_models_annotation(value: object) -> list[tuple[str, str]]:
-    """``(name, digest)`` pairs from a pod's annotation; anything malformed yields nothing."""
-    if not isinstance(value, str):
-        return []
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return []
-    pairs: list[tuple[str, str]] = []
-    if isinstance(parsed, list):
-        for item in parsed:
-            if isinstance(item, Mapping) and isinstance(item.get("name"), str):
-                pairs.append((item["name"], str(item.get("digest", ""))))
-    return pairs
+# ``(name, digest)`` pairs from a pod's annotation; anything malformed yields nothing.
+decode_models_annotation = approved.decode_uses
