@@ -16,9 +16,8 @@ import contextlib
 import copy
 import json
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -30,11 +29,12 @@ from muster.app import localoperator, runtime
 from muster.drift.rules import passes as drift
 from muster.gpu.rules import policies as gpupolicies
 from muster.images import gate as imagegate
-from muster.kernel import crds, findings, gates, jsonpatches, scopes, selectors
+from muster.kernel import findings, gates, jsonpatches, scopes, selectors
 from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane, kubeapi, processes, registries
 from muster.platform import namespaces as platformnamespaces
 from tests import kubeclients
+from tests.apiwaits import served
 
 pytestmark = pytest.mark.integration
 
@@ -73,29 +73,13 @@ async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[Op
     )
     found = runtime.create_services(settings)
 
-    async def serving() -> bool:
-        # Right after a CRD is installed its storage may still answer 429 "(re)initializing".
-        try:
-            for plural in ("models", "modelpolicies", "imagepolicies", "gpustackpolicies"):
-                await found.kube.get(f"/apis/{crds.GROUP}/{crds.VERSION}/{plural}")
-        except kubeapi.ApiError:
-            return False
-        return True
-
     try:
-        await eventually(serving, "Muster's custom resources served")
+        plurals = ("models", "modelpolicies", "imagepolicies", "gpustackpolicies")
+        await served(found.kube, *plurals, what="Muster's custom resources served")
         yield found
     finally:
         await imagegate.area_for(found).verifier.close()
         await found.close()
-
-
-async def eventually(probe: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 @contextlib.contextmanager

@@ -4,45 +4,21 @@ the dataset controller, and deleting what a test made."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from muster.datasets import controllers
 from muster.kernel import crds
 from muster.platform import kubeapi
+from tests import apiwaits
 
-__all__ = ["API", "create", "delete", "eventually", "served", "watched"]
+__all__ = ["API", "create", "delete", "served", "watched"]
 
 API = f"/apis/{crds.GROUP}/{crds.VERSION}"
 
 
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = time.monotonic() + 20
-    while True:
-        found = await probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        await asyncio.sleep(0.2)
-
-
 async def served(kube: kubeapi.KubeApi) -> None:
-    """Until the Dataset resources are served: right after a CRD is installed its storage may
-    still answer 429 "(re)initializing"."""
-
-    async def serving() -> bool:
-        try:
-            for plural in ("datasets", "datasetpolicies"):
-                await kube.get(f"{API}/{plural}")
-        except kubeapi.ApiError:
-            return False
-        return True
-
-    await eventually(serving, "the Dataset resources served")
+    await apiwaits.served(kube, "datasets", "datasetpolicies", what="the Dataset resources served")
 
 
 async def create(

@@ -19,8 +19,9 @@ from muster.datasets.rules import registry
 from muster.kernel import crds
 from muster.platform import controlplane
 from tests import datasetfiles, kubeclients
+from tests.apiwaits import eventually
 from tests.integration.datasets.conftest import SUITE
-from tests.integration.datasets.stored import API, create, delete, eventually, watched
+from tests.integration.datasets.stored import API, create, delete, watched
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,9 @@ import yaml
 
 from muster.datasets import controllers
 from muster.platform import controlplane
+from tests.apiwaits import eventually
 from tests.integration import docblocks
-from tests.integration.datasets.stored import API, delete, eventually, watched
+from tests.integration.datasets.stored import API, delete, watched
 
 pytestmark = pytest.mark.integration
 

@@ -4,14 +4,12 @@ still passes does not, and the model index's look-ups are counted as hits and mi
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -30,6 +28,7 @@ from muster.models import controllers as models
 from muster.models.rules import registry as modelregistry
 from muster.platform import controlplane, events, kubeapi, kubesetup, registries
 from tests import kubeclients, paths
+from tests.apiwaits import eventually, served
 
 pytestmark = pytest.mark.integration
 # What the drift pass re-runs and ignores, as the areas declare it.
@@ -59,17 +58,9 @@ async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[ru
     )
     found.events = events.EventRecorder(kube)
 
-    async def serving() -> bool:
-        # Right after a CRD is installed its storage may still answer 429 "(re)initializing".
-        try:
-            for plural in ("models", "modelpolicies", "imagepolicies", "gpustackpolicies"):
-                await kube.get(f"/apis/{GROUP}/{VERSION}/{plural}")
-        except kubeapi.ApiError:
-            return False
-        return True
-
     try:
-        await eventually(serving, "Muster's custom resources served")
+        plurals = ("models", "modelpolicies", "imagepolicies", "gpustackpolicies")
+        await served(kube, *plurals, what="Muster's custom resources served")
         yield found
     finally:
         await imagegate.area_for(found).verifier.close()
@@ -111,17 +102,6 @@ async def admit(
     with kubeclients.admin(plane) as api:
         core: Any = client.CoreV1Api(api)
         core.create_namespaced_pod(namespace, pod)
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = time.monotonic() + 20
-    while True:
-        found = await probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def cache(services: runtime.Services, result: str) -> float:

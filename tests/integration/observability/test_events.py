@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from muster.app import localoperator
 from muster.kernel import crds, findings, gates, observations, subjects
 from muster.platform import controlplane, events, kubeapi
 from tests import kubeclients
+from tests.apiwaits import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -52,17 +52,6 @@ async def listed(kube: kubeapi.KubeApi, namespace: str) -> list[dict[str, Any]]:
         for item in found.get("items", [])
         if item.get("reportingController") == events.REPORTING_CONTROLLER
     ]
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = time.monotonic() + 20
-    while True:
-        found = await probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def test_identical_notices_become_one_event_series(

@@ -5,13 +5,11 @@ not opted in without an Event, and nothing is written (or broken) while the CRDs
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from muster.platform import controlplane, events, kubeapi, kubesetup, registries
 from muster.reports import keeper as reportkeeper
 from muster.reports.rules import policyreports as reports
 from tests import kubeclients, paths, peers
+from tests.apiwaits import eventually, served
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +48,6 @@ REPORTS = f"/apis/{reports.GROUP}/{reports.VERSION}"
 
 def _crds() -> list[dict[str, Any]]:
     return [yaml.safe_load(path.read_text()) for path in sorted(CRDS.glob("*.yaml"))]
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str, seconds: float = 30) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        found = await probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -82,16 +70,9 @@ async def services(
     )
     found.events = events.EventRecorder(kube)
 
-    async def serving() -> bool:
-        try:
-            for plural in ("models", "modelpolicies", "imagepolicies", "imagescans"):
-                await kube.get(f"/apis/{GROUP}/{VERSION}/{plural}")
-        except kubeapi.ApiError:
-            return False
-        return True
-
     try:
-        await eventually(serving, "Muster's custom resources served")
+        plurals = ("models", "modelpolicies", "imagepolicies", "imagescans")
+        await served(kube, *plurals, what="Muster's custom resources served")
         runtime.build_pipeline(found)
         yield found
     finally:
