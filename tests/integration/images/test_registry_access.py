@@ -22,9 +22,9 @@ from muster.images import verifier as imageverifier
 from muster.kernel import gates, pki, references
 from muster.platform import controlplane, kubeapi, localregistry, registries
 from tests import kubeclients, peers
+from tests.imagegates import pod, subject, use_policies
 from tests.integration.images.conftest import COSIGN_ENV, Signer, policy
 from tests.integration.images.test_cli import run_cli, write_policy
-from tests.integration.images.test_gate import pod, subject, use_policies
 
 pytestmark = pytest.mark.integration
 

@@ -4,25 +4,21 @@ the image gate's signature verification (cosign-signed admitted, unsigned denied
 
 from __future__ import annotations
 
-import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from muster.admission import server
-from muster.app import runtime
 from muster.images import gate as imagegate
-from muster.kernel import findings, gates, subjects
+from muster.kernel import gates
 from muster.models import files as modelfiles
 from muster.models import modelpacking
 from muster.models.rules import modelpack
 from muster.models.rules import registry as modelregistry
-from muster.platform import controlplane, kubeapi, registries
+from muster.platform import controlplane, registries
 from tests import kubeclients, peers
+from tests.imagegates import area_with, subject, use_policies
 from tests.integration.images.conftest import COSIGN_ENV, Signer, policy, sign_v2, sign_v3
 from tests.modelpacks import push_modelpack, shards
 
@@ -83,29 +79,9 @@ async def test_a_modelpack_artifact_is_read_into_the_models_status(
     assert status["configReduced"] is False
 
 
-@contextlib.asynccontextmanager
-async def image_gate(
-    control_plane: controlplane.ControlPlane, registry: peers.Registry
-) -> AsyncIterator[imagegate.ImageArea]:
-    settings = runtime.OperatorSettings(
-        webhook=server.WebhookSettings(),
-        registry=registries.RegistrySettings(insecure_registries=frozenset({registry.host})),
-    )
-    services = runtime.Services(
-        settings=settings,
-        kube=kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig))),
-        registries=registries.RegistryClient(settings.registry),
-    )
-    area = imagegate.area_for(services)
-    try:
-        yield area
-    finally:
-        await area.verifier.close()
-        await services.close()
-
-
-def _subject(namespace: str, reference: str) -> subjects.Subject:
-    obj: dict[str, Any] = {
+def _served(reference: str) -> dict[str, Any]:
+    """A pod serving the model mounted as an image volume from ``reference``."""
+    return {
         "kind": "Pod",
         "metadata": {"name": "served"},
         "spec": {
@@ -119,22 +95,6 @@ def _subject(namespace: str, reference: str) -> subjects.Subject:
             "volumes": [{"name": "weights", "image": {"reference": reference}}],
         },
     }
-    return subjects.Subject(
-        uid="u",
-        api_version="admission.k8s.io/v1",
-        operation="CREATE",
-        group="",
-        resource="pods",
-        subresource="",
-        kind="Pod",
-        namespace=namespace,
-        name="served",
-        object=obj,
-        templates=subjects.templates_of(obj, subjects.DEFAULT_TEMPLATE_PATHS[("", "pods")]),
-        user={},
-        mode=findings.Mode.ENFORCE,
-        dry_run=False,
-    )
 
 
 async def test_a_modelpack_image_volume_is_admitted_signed_and_denied_unsigned(
@@ -149,14 +109,16 @@ async def test_a_modelpack_image_volume_is_admitted_signed_and_denied_unsigned(
     # cosign v3 writes a Sigstore bundle referrer, v2 the legacy .sig tag: both are read.
     (sign_v3 if a_registry.referrers_api else sign_v2)(signer, signed.reference)
     namespace = kubeclients.namespace(control_plane, "modelpack")
-    async with image_gate(control_plane, a_registry) as area:
-        area.store.put(policy(a_registry.host, signer, images="models/**"))
-        area.store.listed_at = time.monotonic()
-        area.store.refresh = 3600
+    async with area_with(control_plane, a_registry) as area:
+        use_policies(area, policy(a_registry.host, signer, images="models/**"))
         gate = imagegate.ImageGate(area)
-        admitted = await gate.judge(_subject(namespace, signed.reference), gates.Phase.VALIDATE)
+        admitted = await gate.judge(
+            subject(namespace, _served(signed.reference)), gates.Phase.VALIDATE
+        )
         assert [f for f in admitted.findings if f.subject == 'image volume "weights"'] == []
-        denied = await gate.judge(_subject(namespace, unsigned.reference), gates.Phase.VALIDATE)
+        denied = await gate.judge(
+            subject(namespace, _served(unsigned.reference)), gates.Phase.VALIDATE
+        )
     refused = [f for f in denied.findings if f.subject == 'image volume "weights"']
     assert [f.reason for f in refused] == ["ImageNotSigned"]
     assert unsigned.reference in refused[0].message

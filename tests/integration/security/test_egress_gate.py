@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,6 +15,7 @@ from muster.images import gate as imagegate
 from muster.kernel import findings, gates, subjects
 from muster.platform import controlplane, kubeapi, registries
 from tests import kubeclients, peers
+from tests.imagegates import subject
 from tests.integration.images import conftest as images
 
 pytestmark = pytest.mark.integration
@@ -41,27 +41,12 @@ async def _area(
 
 
 def _subject(namespace: str, image: str) -> subjects.Subject:
-    obj: dict[str, Any] = {
+    obj = {
         "kind": "Pod",
         "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "app", "image": image}]},
     }
-    return subjects.Subject(
-        uid="u",
-        api_version="admission.k8s.io/v1",
-        operation="CREATE",
-        group="",
-        resource="pods",
-        subresource="",
-        kind="Pod",
-        namespace=namespace,
-        name="p",
-        object=obj,
-        templates=subjects.templates_of(obj, subjects.DEFAULT_TEMPLATE_PATHS[("", "pods")]),
-        user={},
-        mode=findings.Mode.ENFORCE,
-        dry_run=False,
-    )
+    return subject(namespace, obj)
 
 
 @pytest.fixture
