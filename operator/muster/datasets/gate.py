@@ -18,11 +18,11 @@ from typing import Any, Protocol
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import approval
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import findings, gates, podvolumes, references, subjects
-from muster.platform import kubeapi, registries
+from muster.kernel import findings, gates, references, subjects
+from muster.platform import kubeapi, pvcs, registries
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
-from muster.signatures.rules.verifiers import VERIFIER_FIELDS
+from muster.signatures.rules import verifiers
 
 __all__ = ["DatasetGate", "DatasetGateSettings", "gates_for"]
 
@@ -107,35 +107,26 @@ class DatasetGate:
         self, namespace: str, template: subjects.PodTemplate
     ) -> tuple[dict[str, str], list[findings.Finding]]:
         """Claim name -> the Dataset its ``muster.dev/dataset`` label or annotation names."""
-        claims = sorted(set(podvolumes.pvc_claims(template).values()))
+        found, failed = await pvcs.read_claims(
+            self.kube, namespace, template, errors=platformnamespaces.UNREADABLE_ERRORS
+        )
         marked: dict[str, str] = {}
-        problems: list[findings.Finding] = []
-
-        async def read(claim: str) -> None:
-            try:
-                pvc = await self.kube.get(
-                    f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
-                )
-            except platformnamespaces.UNREADABLE_ERRORS as error:
-                if isinstance(error, kubeapi.ApiError) and error.status == 404:
-                    return  # not created yet: nothing marks it as a dataset
-                problems.append(
-                    findings.Finding(
-                        check=approval.CHECK,
-                        reason="DatasetLookupFailed",
-                        subject=f'PVC "{claim}"',
-                        message=f"cannot tell whether it holds a dataset ({error})",
-                    )
-                )
-                return
-            metadata = pvc.get("metadata") or {}
+        for claim, pvc in found.items():
+            metadata = (pvc or {}).get("metadata") or {}  # None: not created yet, unmarked
             for field in ("labels", "annotations"):
                 value = (metadata.get(field) or {}).get(datasetregistry.DATASET_PVC_KEY)
                 if isinstance(value, str) and value:
                     marked[claim] = value
-                    return
-
-        await asyncio.gather(*(read(claim) for claim in claims))
+                    break
+        problems = [
+            findings.Finding(
+                check=approval.CHECK,
+                reason="DatasetLookupFailed",
+                subject=f'PVC "{claim}"',
+                message=f"cannot tell whether it holds a dataset ({error})",
+            )
+            for claim, error in failed.items()
+        ]
         return marked, problems
 
     async def _image_digests(
@@ -173,44 +164,20 @@ class DatasetGate:
         matches: Sequence[approval.Match],
         mode: findings.Mode,
     ) -> list[findings.Finding]:
-        existing = template.spec.get("initContainers")
-        by_name = {
-            c.get("name"): c
-            for c in (existing if isinstance(existing, list) else ())
-            if isinstance(c, Mapping)
-        }
-        missing: list[findings.Finding] = []
-        for match, expected in approval.expected_verifiers(matches, self.verifier_image):
-            actual = by_name.get(expected["name"])
-            if actual is None or any(
-                actual.get(field) != expected[field] for field in VERIFIER_FIELDS
-            ):
-                missing.append(
-                    findings.Finding(
-                        check=approval.CHECK,
-                        reason="DatasetVerifierMissing",
-                        subject=match.use.label,
-                        message=f"has no verifying init container {expected['name']!r} "
-                        "(is Muster's mutating webhook registered?)",
-                        mode=mode,
-                    )
-                )
-        return missing
+        return verifiers.missing_verifiers(
+            template,
+            (
+                (match.use.label, expected)
+                for match, expected in approval.expected_verifiers(matches, self.verifier_image)
+            ),
+            check=approval.CHECK,
+            reason="DatasetVerifierMissing",
+            mode=mode,
+        )
 
 
 def _unavailable(message: str) -> gates.GateResult:
-    # Fail safe: without the registry, nothing can be approved (the namespace mode still
-    # turns this into a warning in warn namespaces).
-    return gates.GateResult(
-        findings=(
-            findings.Finding(
-                check=approval.CHECK,
-                reason="DatasetRegistryUnavailable",
-                subject="datasets",
-                message=message,
-            ),
-        )
-    )
+    return gates.registry_unavailable(approval.CHECK, "DatasetRegistryUnavailable", message)
 
 
 def gates_for(services: Services[DatasetGateSettings]) -> Sequence[gates.Gate]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from muster.kernel import findings, jsonpatches, reviews, subjects
 
-__all__ = ["Gate", "GateResult", "Phase", "respond"]
+__all__ = ["Gate", "GateResult", "Phase", "registry_unavailable", "respond"]
 
 
 class Phase(enum.StrEnum):
@@ -35,6 +35,15 @@ class Gate(Protocol):
     def name(self) -> str: ...
 
     async def judge(self, subject: subjects.Subject, phase: Phase) -> GateResult: ...
+
+
+def registry_unavailable(check: str, reason: str, message: str) -> GateResult:
+    """The result of a gate that cannot read the registry it approves from (its findings'
+    subject is the check's name): it fails safe, since without the registry nothing can be
+    approved (the namespace mode still turns this into a warning in warn namespaces)."""
+    return GateResult(
+        findings=(findings.Finding(check=check, reason=reason, subject=check, message=message),)
+    )
 
 
 def _effective(finding: findings.Finding, namespace_mode: findings.Mode) -> findings.Finding:

@@ -16,13 +16,14 @@ import pydantic
 
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import findings, gates, messages, podvolumes, references, sources, subjects
+from muster.kernel import findings, gates, messages, references, sources, subjects
 from muster.models.rules import approval as modelgate
 from muster.models.rules import lineage as modellineage
 from muster.models.rules import registry as modelregistry
 from muster.models.rules import storageuris, strictvolumes
-from muster.platform import catalogs, kubeapi, registries
+from muster.platform import catalogs, kubeapi, pvcs, registries
 from muster.platform import namespaces as platformnamespaces
+from muster.signatures.rules import verifiers
 
 __all__ = ["ModelCatalog", "ModelGate"]
 
@@ -267,33 +268,19 @@ class ModelGate:
     ) -> tuple[dict[str, strictvolumes.ClaimMarks], list[findings.Finding]]:
         """What marks each PVC the template mounts carries (read once each); a claim that
         cannot be read is left out, with a finding that says so."""
-        claims = sorted(set(podvolumes.pvc_claims(template).values()))
-        marks: dict[str, strictvolumes.ClaimMarks] = {}
-        problems: list[findings.Finding] = []
-
-        async def read(claim: str) -> None:
-            try:
-                pvc = await self.kube.get(
-                    f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{claim}"
-                )
-            except kubeapi.ApiError as error:
-                if error.status == 404:
-                    # Not created yet: nothing marks it (a model, a Dataset, not model data).
-                    marks[claim] = strictvolumes.claim_marks(None)
-                    return
-                problems.append(
-                    findings.Finding(
-                        check=modelgate.CHECK,
-                        reason="ModelLookupFailed",
-                        subject=f'PVC "{claim}"',
-                        message=f"cannot tell whether it holds a model ({error})",
-                        mode=mode,
-                    )
-                )
-                return
-            marks[claim] = strictvolumes.claim_marks(pvc)
-
-        await asyncio.gather(*(read(claim) for claim in claims))
+        found, failed = await pvcs.read_claims(self.kube, namespace, template)
+        # One not created yet (None) carries no mark: a model, a Dataset, not model data.
+        marks = {claim: strictvolumes.claim_marks(pvc) for claim, pvc in found.items()}
+        problems = [
+            findings.Finding(
+                check=modelgate.CHECK,
+                reason="ModelLookupFailed",
+                subject=f'PVC "{claim}"',
+                message=f"cannot tell whether it holds a model ({error})",
+                mode=mode,
+            )
+            for claim, error in failed.items()
+        ]
         return marks, problems
 
     async def _matches(
@@ -336,38 +323,21 @@ class ModelGate:
         matches: list[modelgate.Match],
         mode: findings.Mode,
     ) -> list[findings.Finding]:
-        existing = template.spec.get("initContainers")
-        by_name = {
-            c.get("name"): c
-            for c in (existing if isinstance(existing, list) else ())
-            if isinstance(c, Mapping)
-        }
-        missing: list[findings.Finding] = []
-        for match in matches:
-            volume = match.use.verifier_volume
-            if match.model is None or match.finding is not None or volume is None:
-                continue
-            expected = modelgate.verifier_container(
-                volume,
-                match.model.spec.digest,
-                self.verifier_image,
-                match.model.spec.hashing,
+        expected = [
+            (
+                match.use.label,
+                modelgate.verifier_container(
+                    volume, match.model.spec.digest, self.verifier_image, match.model.spec.hashing
+                ),
             )
-            actual = by_name.get(expected["name"])
-            if actual is None or any(
-                actual.get(field) != expected[field] for field in modelgate.VERIFIER_FIELDS
-            ):
-                missing.append(
-                    findings.Finding(
-                        check=modelgate.CHECK,
-                        reason="ModelVerifierMissing",
-                        subject=match.use.label,
-                        message=f"has no verifying init container {expected['name']!r} "
-                        "(is Muster's mutating webhook registered?)",
-                        mode=mode,
-                    )
-                )
-        return missing
+            for match in matches
+            if match.model is not None
+            and match.finding is None
+            and (volume := match.use.verifier_volume) is not None
+        ]
+        return verifiers.missing_verifiers(
+            template, expected, check=modelgate.CHECK, reason="ModelVerifierMissing", mode=mode
+        )
 
 
 def _unverifiable(matches: list[modelgate.Match], mode: findings.Mode) -> list[findings.Finding]:
@@ -395,15 +365,4 @@ def _unverifiable(matches: list[modelgate.Match], mode: findings.Mode) -> list[f
 
 
 def _unavailable(message: str) -> gates.GateResult:
-    # Fail safe: without the registry, nothing can be approved (the namespace mode still
-    # turns this into a warning in warn namespaces).
-    return gates.GateResult(
-        findings=(
-            findings.Finding(
-                check=modelgate.CHECK,
-                reason="ModelRegistryUnavailable",
-                subject="models",
-                message=message,
-            ),
-        )
-    )
+    return gates.registry_unavailable(modelgate.CHECK, "ModelRegistryUnavailable", message)

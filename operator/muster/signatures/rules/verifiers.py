@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from muster.kernel import findings, subjects
 from muster.signatures.rules import oms
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "VERIFIER_FIELDS",
     "VERIFIER_PREFIX",
     "hashing_args",
+    "missing_verifiers",
     "verifier_container",
     "verifier_name",
 ]
@@ -103,3 +105,38 @@ def hashing_args(hashing: oms.Serialization) -> list[str]:
 
 # What makes a verifier the verifier: the validating gate compares exactly these.
 VERIFIER_FIELDS = ("image", "command", "args", "env", "volumeMounts", "securityContext")
+
+
+def missing_verifiers(
+    template: subjects.PodTemplate,
+    expected: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    check: str,
+    reason: str,
+    mode: findings.Mode,
+) -> list[findings.Finding]:
+    """A finding for each ``(subject, verifier)`` of ``expected`` whose init container the
+    template lacks, or has with other :data:`VERIFIER_FIELDS` (the mutating gate did not run)."""
+    existing = template.spec.get("initContainers")
+    by_name = {
+        c.get("name"): c
+        for c in (existing if isinstance(existing, list) else ())
+        if isinstance(c, Mapping)
+    }
+    missing: list[findings.Finding] = []
+    for subject, container in expected:
+        actual = by_name.get(container["name"])
+        if actual is None or any(
+            actual.get(field) != container[field] for field in VERIFIER_FIELDS
+        ):
+            missing.append(
+                findings.Finding(
+                    check=check,
+                    reason=reason,
+                    subject=subject,
+                    message=f"has no verifying init container {container['name']!r} "
+                    "(is Muster's mutating webhook registered?)",
+                    mode=mode,
+                )
+            )
+    return missing
