@@ -33,9 +33,11 @@ def make_dataset(root: Path) -> Path:
     return root
 
 
-def key_pair(directory: Path, name: str) -> tuple[Path, Path]:
-    """A fresh P-256 key pair as PEM files: (private, public)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def key_pair(
+    directory: Path, name: str, curve: ec.EllipticCurve | None = None
+) -> tuple[Path, Path]:
+    """A fresh EC key pair (P-256 unless ``curve``) as PEM files: (private, public)."""
+    key = ec.generate_private_key(curve or ec.SECP256R1())
     private, public = directory / f"{name}.key", directory / f"{name}.pub"
     private.write_bytes(
         key.private_bytes(

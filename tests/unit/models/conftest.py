@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests import datasetfiles
 from tests.paths import fixture
 
 MODEL_TRANSPARENCY = ("models", "model-transparency")
@@ -24,22 +24,7 @@ def write_key(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     """Write a fresh EC key pair (PEM) and return (private, public) paths."""
 
     def write(name: str = "signer", curve: ec.EllipticCurve | None = None) -> tuple[Path, Path]:
-        key = ec.generate_private_key(curve or ec.SECP256R1())
-        private = tmp_path / f"{name}.key"
-        public = tmp_path / f"{name}.pub"
-        private.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        public.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-        return private, public
+        return datasetfiles.key_pair(tmp_path, name, curve)
 
     return write
 
