@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from muster.app import localoperator, webhookconfigs
 from muster.guards.rules import namespaces as namespaceguard
 from muster.kernel import scopes
 from muster.platform import controlplane, kubesetup
+from tests import peers
 
 __all__ = [
     "SUITE_LABEL",
@@ -28,6 +30,7 @@ __all__ = [
     "suite_labels",
     "suite_operator",
     "suite_selector",
+    "verifying_operator_fixture",
     "verifying_suite_operator",
 ]
 
@@ -123,6 +126,33 @@ def suite_operator(
         api.close()
         operator.stop()
         print(f"--- muster run ({configuration}) log ---\n{operator.log.read_text()[-6000:]}")
+
+
+def verifying_operator_fixture(suite: str, verifier_image: str) -> Any:
+    """The package-scoped fixture ``<suite>_operator``: a ``muster run`` of the suite's own that
+    reads the plain-HTTP test registry (``--insecure-registry``) and injects ``verifier_image``
+    (``--verifier-image``).
+
+    Its webhook configurations have their own names and select only namespaces labelled
+    ``muster.dev/e2e=<suite>``; those namespaces also carry ``muster.dev/ignore=true`` so that
+    the session operator's webhooks (which honour the opt-out label) leave them to this one."""
+
+    @pytest.fixture(scope="package", name=f"{suite}_operator")
+    def operator(
+        control_plane: controlplane.ControlPlane,
+        registry: peers.Registry,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[localoperator.LocalOperator]:
+        with verifying_suite_operator(
+            control_plane,
+            suite,
+            registry_host=registry.host,
+            verifier_image=verifier_image,
+            workdir=tmp_path_factory.mktemp(f"muster-{suite}-operator"),
+        ) as started:
+            yield started
+
+    return operator
 
 
 @contextlib.contextmanager

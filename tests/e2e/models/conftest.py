@@ -1,21 +1,9 @@
-"""A ``muster run`` of its own for the model gate tests: it reads the plain-HTTP test registry
-(``--insecure-registry``) and injects a known verifier image (``--verifier-image``).
-
-Its webhook configurations have their own names and select only namespaces labelled
-``muster.dev/e2e=models``; those namespaces also carry ``muster.dev/ignore=true`` so that the
-session operator's webhooks (which honour the opt-out label) leave them to this one.
-"""
+"""The model gate tests' own ``muster run`` (``models_operator``: see
+:func:`tests.e2e.suites.verifying_operator_fixture`), and the admin's clients they share."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from muster.app import localoperator
-from muster.platform import controlplane
-from tests import peers
-from tests.e2e.suites import SUITE_LABEL, suite_labels, verifying_suite_operator
+from tests.e2e.suites import SUITE_LABEL, suite_labels, verifying_operator_fixture
 from tests.e2e.workloads import objects, plane
 
 __all__ = [
@@ -30,18 +18,4 @@ __all__ = [
 NAMESPACE_LABELS = suite_labels("models")
 VERIFIER_IMAGE = "registry.example/muster/muster@sha256:" + "5e" * 32
 
-
-@pytest.fixture(scope="package")
-def models_operator(
-    control_plane: controlplane.ControlPlane,
-    registry: peers.Registry,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[localoperator.LocalOperator]:
-    with verifying_suite_operator(
-        control_plane,
-        "models",
-        registry_host=registry.host,
-        verifier_image=VERIFIER_IMAGE,
-        workdir=tmp_path_factory.mktemp("muster-models-operator"),
-    ) as operator:
-        yield operator
+models_operator = verifying_operator_fixture("models", VERIFIER_IMAGE)
