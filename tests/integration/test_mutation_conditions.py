@@ -153,6 +153,11 @@ NEEDS_MUTATION = {
     "persistent volume claim": _pod(
         volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "weights"}}]
     ),
+    # model and dataset gates: a TrainJob's trainer pod re-measures its initializers' downloads
+    "JobSet pod (a TrainJob's trainer)": _pod(
+        metadata={"labels": {"jobset.sigs.k8s.io/jobset-name": "tune"}},
+        volumes=[{"name": "initializer", "emptyDir": {}}],
+    ),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from muster.datasets.rules import registry as datasetregistry
 from muster.guards.rules import namespaces as namespaceguard
-from muster.kernel import findings, scopes, subjects
+from muster.kernel import findings, scopes, subjects, trainerpods
 from muster.models.rules import registry as modelregistry
 
 __all__ = [
@@ -80,6 +80,9 @@ MAY_MUTATE_PARTS: tuple[str, ...] = (
     # models: the verifier goes right after KServe's storage-initializer (its args name the URI)
     "(has(object.spec.initContainers) && object.spec.initContainers.exists(c, "
     "has(c.name) && c.name == 'storage-initializer'))",
+    # models and datasets: a pod of a JobSet (a Kubeflow TrainJob's trainer pods) re-measures
+    # its TrainJob's initializer downloads (muster.kernel.trainerpods)
+    f"(has(object.metadata.labels) && '{trainerpods.JOBSET_NAME_LABEL}' in object.metadata.labels)",
 )
 MAY_MUTATE = " || ".join(MAY_MUTATE_PARTS)
 

@@ -4,7 +4,7 @@ and revocation."""
 from __future__ import annotations
 
 from muster.admission import areas
-from muster.datasets import controllers, gate
+from muster.datasets import controllers, gate, trainerpods
 from muster.datasets.rules import resources
 from muster.kernel import crds
 
@@ -28,7 +28,7 @@ AREA = areas.Area[gate.DatasetGateSettings](
     # The in-memory Dataset index (a miss is a re-list from the API).
     caches=("datasets",),
     resources=(resources.dataset, resources.dataset_policy),
-    gates=gate.gates_for,
+    gates=trainerpods.gates_for,
     controllers=controllers.controllers,
     reasons={
         "DatasetNotApproved": "a dataset the workload uses is not a registered Dataset",

@@ -37,7 +37,7 @@ from muster.datasets.rules import lineage as datasetlineage
 from muster.datasets.rules import registry as datasetregistry
 from muster.kernel import gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
-from muster.models import modelpacking, provenancing
+from muster.models import modelpacking, provenancing, trainerpods
 from muster.models.rules import lineage as modellineage
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics, registries
@@ -564,7 +564,13 @@ def gates_for(services: Services[ModelSettings]) -> Sequence[gates.Gate]:
             registries=services.registries,
             verifier_image=image,
             datasets=controller.datasets,
-        )
+        ),
+        trainerpods.TrainerModelGate(
+            catalog=controller.catalog,
+            namespaces=controller.namespaces,
+            kube=services.kube,
+            verifier_image=image,
+        ),
     ]
 
 
