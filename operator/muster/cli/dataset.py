@@ -9,12 +9,7 @@ node are re-verified by the same ``muster model verify`` init container as model
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
-
-import pydantic
-import yaml
 
 from muster.cli import common, progress
 from muster.cli import model as modelcli
@@ -36,14 +31,7 @@ def register(subcommands: common.Subcommands) -> None:
         "(PATH/../model.sig or PATH/model.sig, or --signature) is embedded after checking it "
         "signs this data; give --key or the keyless identity so the cluster can verify it.",
     )
-    manifest.add_argument("path", type=Path, metavar="PATH")
-    manifest.add_argument("--name", required=True, help="the Dataset's name")
-    manifest.add_argument("--signature", type=Path, metavar="FILE", help="OMS signature file")
-    manifest.add_argument("--key", type=Path, metavar="PEM", help="public key that signed it")
-    manifest.add_argument("--certificate-identity", metavar="ID", help="keyless signer identity")
-    manifest.add_argument(
-        "--certificate-oidc-issuer", metavar="URL", help="keyless signer's OIDC issuer"
-    )
+    modelcli.add_register_options(manifest, "Dataset")
     manifest.add_argument(
         "--oci-reference", metavar="REF", help="OCI artifact holding the data, pinned by digest"
     )
@@ -100,17 +88,4 @@ def _register(args: argparse.Namespace) -> int:
         spec["description"] = args.description
     if signature_path is not None:
         spec["signature"] = modelcli.registered_signature(args, signature_path, measured.digest)
-    try:
-        datasetregistry.DatasetSpec.model_validate(spec)
-    except pydantic.ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise common.CommandError(f"{where}: {first['msg']}") from None
-    manifest = {
-        "apiVersion": "muster.dev/v1alpha1",
-        "kind": "Dataset",
-        "metadata": {"name": args.name},
-        "spec": spec,
-    }
-    sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
-    return common.EXIT_OK
+    return modelcli.print_manifest("Dataset", datasetregistry.DatasetSpec, args.name, spec)

@@ -152,14 +152,7 @@ def register(subcommands: common.Subcommands) -> None:
         "is embedded after checking it signs this model; give --key or the keyless identity "
         "so the cluster can verify it.",
     )
-    register.add_argument("path", type=Path, metavar="PATH")
-    register.add_argument("--name", required=True, help="the Model's name")
-    register.add_argument("--signature", type=Path, metavar="FILE", help="OMS signature file")
-    register.add_argument("--key", type=Path, metavar="PEM", help="public key that signed it")
-    register.add_argument("--certificate-identity", metavar="ID", help="keyless signer identity")
-    register.add_argument(
-        "--certificate-oidc-issuer", metavar="URL", help="keyless signer's OIDC issuer"
-    )
+    add_register_options(register, "Model")
     register.add_argument(
         "--oci-reference", metavar="REF", help="OCI image/artifact of the model, pinned by digest"
     )
@@ -220,6 +213,19 @@ def _positive_int(text: str) -> int:
 
 def _hashing(args: argparse.Namespace) -> oms.Serialization:
     return oms.serialization_for(args.hashing_algorithm or "sha256", args.shard_size)
+
+
+def add_register_options(parser: argparse.ArgumentParser, kind: str) -> None:
+    """What ``register`` of a Model and of a Dataset both take: the path measured, the
+    manifest's name, and the signature beside it with what the cluster verifies it with."""
+    parser.add_argument("path", type=Path, metavar="PATH")
+    parser.add_argument("--name", required=True, help=f"the {kind}'s name")
+    parser.add_argument("--signature", type=Path, metavar="FILE", help="OMS signature file")
+    parser.add_argument("--key", type=Path, metavar="PEM", help="public key that signed it")
+    parser.add_argument("--certificate-identity", metavar="ID", help="keyless signer identity")
+    parser.add_argument(
+        "--certificate-oidc-issuer", metavar="URL", help="keyless signer's OIDC issuer"
+    )
 
 
 def add_workers(parser: argparse.ArgumentParser) -> None:
@@ -634,16 +640,23 @@ def _register(args: argparse.Namespace) -> int:
         spec["unsafeSerialization"] = True
     if signature_path is not None:
         spec["signature"] = registered_signature(args, signature_path, measured.digest)
+    return print_manifest("Model", modelregistry.ModelSpec, args.name, spec)
+
+
+def print_manifest(
+    kind: str, spec_type: type[pydantic.BaseModel], name: str, spec: dict[str, Any]
+) -> int:
+    """Print the ``kind`` manifest (YAML) of ``spec``, once ``spec_type`` says it is valid."""
     try:
-        modelregistry.ModelSpec.model_validate(spec)
+        spec_type.model_validate(spec)
     except pydantic.ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise common.CommandError(f"{where}: {first['msg']}") from None
     manifest = {
         "apiVersion": "muster.dev/v1alpha1",
-        "kind": "Model",
-        "metadata": {"name": args.name},
+        "kind": kind,
+        "metadata": {"name": name},
         "spec": spec,
     }
     sys.stdout.write(yaml.safe_dump(manifest, sort_keys=False))
