@@ -9,21 +9,18 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from muster.admission import server as webhooks
-from muster.app import localoperator, runtime
+from muster.app import runtime
 from muster.boms import keeper as keeping
 from muster.datasets.rules import registry as datasetregistry
 from muster.datasets.rules import resources as datasetresources
-from muster.images import gate as imagegate
 from muster.kernel import crds, scopes
 from muster.models.rules import registry as modelregistry
-from muster.platform import controlplane, kubeapi, kubesetup, registries
+from muster.platform import controlplane, kubeapi, kubesetup
 from tests import kubeclients
 from tests.boms import schema_errors
 from tests.integration import docblocks
@@ -42,22 +39,12 @@ MODELPACK_CONFIG = (
 )
 
 
-@pytest.fixture
-async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[runtime.Services]:
-    localoperator.install_crds(control_plane)
+@pytest.fixture(autouse=True)
+def dataset_crds(control_plane: controlplane.ControlPlane) -> None:
+    """The Dataset kinds, whether or not the datasets area is in the catalog yet."""
     with contextlib.closing(kubesetup.api_client(control_plane.kubeconfig)) as api:
-        # The Dataset kinds, whether or not the datasets area is in the catalog yet.
         for crd in (datasetresources.dataset(), datasetresources.dataset_policy()):
             kubesetup.apply_custom_resource_definition(api, crd)
-    kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig)))
-    found = runtime.Services(
-        settings=runtime.OperatorSettings(webhook=webhooks.WebhookSettings()),
-        kube=kube,
-        registries=registries.RegistryClient(),
-    )
-    yield found
-    await imagegate.area_for(found).verifier.close()
-    await kube.close()
 
 
 def props(component: dict[str, Any]) -> dict[str, list[str]]:

@@ -7,35 +7,19 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from muster.admission import server as webhooks
-from muster.app import localoperator, runtime
+from muster.app import runtime
 from muster.boms import keeper as keeping
 from muster.images import gate as imagegate
 from muster.kernel import crds, scopes
-from muster.platform import controlplane, kubeapi, registries
+from muster.platform import controlplane
 from tests import kubeclients
 from tests.integration.images.conftest import Signer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def services(control_plane: controlplane.ControlPlane) -> AsyncIterator[runtime.Services]:
-    localoperator.install_crds(control_plane)
-    kube = kubeapi.KubeApi(kubeapi.Credentials.resolve(str(control_plane.kubeconfig)))
-    found = runtime.Services(
-        settings=runtime.OperatorSettings(webhook=webhooks.WebhookSettings()),
-        kube=kube,
-        registries=registries.RegistryClient(),
-    )
-    yield found
-    await imagegate.area_for(found).verifier.close()
-    await kube.close()
 
 
 def pod(namespace: str, name: str, image: str, owner: str | None = None) -> dict[str, Any]:
