@@ -7,6 +7,7 @@ names the Models without pods (the e2e suite shows the Events on real pods)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -50,13 +51,9 @@ def body(name: str, *parents: str, revoked: bool = False) -> dict[str, Any]:
     return {"metadata": {"name": name, "generation": 1}, "spec": spec, "status": {}}
 
 
-def gauge(target: controllers.ModelController) -> float | None:
-    return target.metrics.registry.get_sample_value(
-        "muster_pods_using_models_trained_on_revoked_data"
-    )
+def on_a_controller(steps: Callable[[controllers.ModelController], Awaitable[None]]) -> None:
+    """Run ``steps`` against a fresh :func:`controller`, closing its client after."""
 
-
-def test_revoking_a_parent_taints_the_models_trained_on_its_descendants_once() -> None:
     async def run() -> None:
         target = controller()
         try:
@@ -64,6 +61,16 @@ def test_revoking_a_parent_taints_the_models_trained_on_its_descendants_once() -
         finally:
             await target.kube.close()
 
+    asyncio.run(run())
+
+
+def gauge(target: controllers.ModelController) -> float | None:
+    return target.metrics.registry.get_sample_value(
+        "muster_pods_using_models_trained_on_revoked_data"
+    )
+
+
+def test_revoking_a_parent_taints_the_models_trained_on_its_descendants_once() -> None:
     async def steps(target: controllers.ModelController) -> None:
         # Start-up: what the watch lists first is recorded, not announced (an old revocation).
         assert await target.dataset_event("ADDED", body("old", revoked=True)) == {}
@@ -85,17 +92,10 @@ def test_revoking_a_parent_taints_the_models_trained_on_its_descendants_once() -
         assert gauge(target) == 0
         assert await target.dataset_event("MODIFIED", body("raw", revoked=True)) != {}
 
-    asyncio.run(run())
+    on_a_controller(steps)
 
 
 def test_a_dataset_first_seen_under_a_revoked_parent_taints_its_models() -> None:
-    async def run() -> None:
-        target = controller()
-        try:
-            await steps(target)
-        finally:
-            await target.kube.close()
-
     async def steps(target: controllers.ModelController) -> None:
         assert await target.dataset_event("ADDED", body("raw", revoked=True)) == {}
         # Models named "derived" before it was registered; now it is, under a revoked parent.
@@ -106,4 +106,4 @@ def test_a_dataset_first_seen_under_a_revoked_parent_taints_its_models() -> None
         assert await target.dataset_event("ADDED", broken) == {}
         assert await target.dataset_event("DELETED", body("raw")) == {}
 
-    asyncio.run(run())
+    on_a_controller(steps)
