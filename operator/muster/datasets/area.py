@@ -43,7 +43,8 @@ AREA = areas.Area[gate.DatasetGateSettings](
         "DatasetVolumeUnknown": "the dataset-volumes annotation names a volume the pod lacks",
         "DatasetVolumesInvalid": "the dataset-volumes annotation is not valid",
         "DatasetVerifierMissing": "a dataset volume has no verifying init container",
-        "DatasetLookupFailed": "a PVC could not be read to tell whether it holds a dataset",
+        "DatasetLookupFailed": "a PVC could not be read to tell whether it holds a dataset, or "
+        "a trainer pod's TrainJob to tell what it downloaded",
         "DatasetRegistryUnavailable": "the Datasets and DatasetPolicies could not be listed",
     },
 )

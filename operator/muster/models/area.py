@@ -48,7 +48,8 @@ AREA = areas.Area[controllers.ModelSettings](
         "ModelVerifierMissing": "a model volume has no verifying init container",
         "ModelSourceNotPinned": "an hf:// model source names no revision",
         "ModelSourceNotVerifiable": "a downloaded model has no initializer to verify after",
-        "ModelLookupFailed": "a PVC could not be read to tell whether it holds a model",
+        "ModelLookupFailed": "a PVC could not be read to tell whether it holds a model, or a "
+        "trainer pod's TrainJob to tell what it downloaded",
         "ModelRegistryUnavailable": "the Models and ModelPolicies could not be listed",
     },
 )
