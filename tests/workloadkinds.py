@@ -21,7 +21,15 @@ from kubernetes import client
 from muster.platform import controlplane
 from tests import kubeclients, paths
 
-__all__ = ["KINDS", "WorkloadKind", "crd_definitions", "install_crds", "resolve"]
+__all__ = [
+    "KINDS",
+    "WorkloadKind",
+    "crd_definitions",
+    "create_trainjob",
+    "downloading_trainjob",
+    "install_crds",
+    "resolve",
+]
 
 CRDS = paths.FIXTURES / "crds"
 
@@ -408,3 +416,24 @@ def install_crds(plane: controlplane.ControlPlane, timeout: float = 60.0) -> Non
                 raise TimeoutError(f"CRDs not established within {timeout}s: {waiting}")
             if waiting:
                 time.sleep(0.2)
+
+
+def downloading_trainjob(name: str, initializer: str, uri: str) -> dict[str, Any]:
+    """A Kubeflow Trainer TrainJob on the torch-distributed runtime whose ``initializer``
+    ("dataset" or "model") downloads ``uri``."""
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": name},
+        "spec": {
+            "runtimeRef": {"name": "torch-distributed"},
+            "initializer": {initializer: {"storageUri": uri}},
+        },
+    }
+
+
+def create_trainjob(api: client.ApiClient, namespace: str, body: dict[str, Any]) -> Any:
+    custom: Any = client.CustomObjectsApi(api)
+    return custom.create_namespaced_custom_object(
+        "trainer.kubeflow.org", "v1alpha1", namespace, "trainjobs", body
+    )

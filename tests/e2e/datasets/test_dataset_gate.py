@@ -213,30 +213,17 @@ def test_a_trainjobs_dataset_initializer_must_download_a_registered_source(
     datasets("hf-corpus", {"digest": digest("d4"), "sources": [HF], "license": "Apache-2.0"})
     tenant = namespace(plane)
 
-    def trainjob(name: str, uri: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "trainer.kubeflow.org/v1alpha1",
-            "kind": "TrainJob",
-            "metadata": {"name": name},
-            "spec": {
-                "runtimeRef": {"name": "torch-distributed"},
-                "initializer": {"dataset": {"storageUri": uri}},
-            },
-        }
-
     with contextlib.closing(tenant.api()) as api:
-        custom: Any = client.CustomObjectsApi(api)
 
-        def create_job(body: dict[str, Any]) -> Any:
-            return custom.create_namespaced_custom_object(
-                "trainer.kubeflow.org", "v1alpha1", tenant.namespace, "trainjobs", body
-            )
+        def create_job(name: str, uri: str) -> Any:
+            body = workloadkinds.downloading_trainjob(name, "dataset", uri)
+            return workloadkinds.create_trainjob(api, tenant.namespace, body)
 
-        created = create_job(trainjob("approved", HF))
+        created = create_job("approved", HF)
         assert created["spec"]["initializer"]["dataset"]["storageUri"] == HF
         other = "hf://datasets/acme/other@0123456789abcdef0123456789abcdef01234567"
         with pytest.raises(client.ApiException) as raised:
-            create_job(trainjob("other", other))
+            create_job("other", other)
     assert raised.value.status == 403, raised.value.body
     message = json.loads(raised.value.body or "{}")["message"]
     assert "storage URI of the dataset initializer" in message

@@ -233,27 +233,14 @@ def test_a_trainjobs_model_initializer_must_download_an_approved_source(
     repo = f"acme/base-{uuid.uuid4().hex[:6]}"
     uri = f"hf://{repo}@{REVISION}"
 
-    def trainjob(name: str, model_uri: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "trainer.kubeflow.org/v1alpha1",
-            "kind": "TrainJob",
-            "metadata": {"name": name},
-            "spec": {
-                "runtimeRef": {"name": "torch-distributed"},
-                "initializer": {"model": {"storageUri": model_uri}},
-            },
-        }
-
     with kubeclients.admin(control_plane) as api:
-        custom: Any = client.CustomObjectsApi(api)
 
-        def create(body: dict[str, Any]) -> Any:
-            return custom.create_namespaced_custom_object(
-                "trainer.kubeflow.org", "v1alpha1", namespace, "trainjobs", body
-            )
+        def create(name: str) -> Any:
+            body = workloadkinds.downloading_trainjob(name, "model", uri)
+            return workloadkinds.create_trainjob(api, namespace, body)
 
         with pytest.raises(client.ApiException) as raised:
-            create(trainjob("unapproved", uri))
+            create("unapproved")
         assert raised.value.status == 403, raised.value.body
         message = json.loads(raised.value.body or "{}")["message"]
         assert f"model source {uri!r} (TrainJob model initializer)" in message
@@ -264,7 +251,7 @@ def test_a_trainjobs_model_initializer_must_download_an_approved_source(
             f"base-{uuid.uuid4().hex[:6]}",
             {"digest": "sha256:" + "0a" * 32, "source": uri},
         )
-        admitted = create(trainjob("approved", uri))
+        admitted = create("approved")
         assert admitted["spec"]["initializer"]["model"]["storageUri"] == uri
 
 
