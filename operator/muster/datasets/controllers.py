@@ -35,7 +35,7 @@ import kopf
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import lineage
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import crds, observations, scopes, selectors
+from muster.kernel import approved, crds, observations, scopes, selectors
 from muster.platform import events, kubeapi, metrics
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
@@ -50,7 +50,7 @@ logger = logging.getLogger("muster.datasets")
 
 KEY = "datasets.controller"
 API_VERSION = f"{crds.GROUP}/{crds.VERSION}"
-TERMINATED = frozenset({"Succeeded", "Failed"})
+TERMINATED = approved.TERMINATED
 REVOKED = "DatasetRevoked"
 # The Compiled reasons of a lineage that cannot hold whatever else is registered.
 _STRUCTURAL = {"self-reference": "SelfReference", "cycle": "LineageCycle"}
@@ -285,40 +285,30 @@ class DatasetController:
             for name, why in hits:
                 users[name].append(f"{namespace}/{pod_name}")
                 self.recorder.submit(
-                    observations.Notice(
-                        target=observations.ObjectRef(
+                    observations.revocation_notice(
+                        observations.ObjectRef(
                             "v1", "Pod", pod_name, namespace, str(pod_meta.get("uid", ""))
                         ),
-                        delivery=observations.Delivery.NOW,
-                        type=observations.EventType.WARNING,
-                        reason=REVOKED,
-                        action="Revoke",
-                        note=observations.truncate_note(
-                            f"Dataset {name!r} used by this pod is {_revocation(name, why)}"
-                        ),
-                        namespace=namespace,
+                        REVOKED,
+                        f"Dataset {name!r} used by this pod is {_revocation(name, why)}",
                     )
                 )
         for name, why in revoked:
             note = f"Dataset {name!r} is {_revocation(name, why)}"
             if users[name]:
-                listed = ", ".join(users[name][:20]) + (" ..." if len(users[name]) > 20 else "")
+                listed = observations.some_of(users[name])
                 note += f"; {len(users[name])} running pod(s) use it: {listed}"
             self.recorder.submit(
-                observations.Notice(
-                    target=observations.ObjectRef(
+                observations.revocation_notice(
+                    observations.ObjectRef(
                         API_VERSION,
                         "Dataset",
                         name,
                         "",
                         str(self._seen.get(name, {}).get("uid", "")),
                     ),
-                    delivery=observations.Delivery.NOW,
-                    type=observations.EventType.WARNING,
-                    reason=REVOKED,
-                    action="Revoke",
-                    note=observations.truncate_note(note),
-                    namespace="default",
+                    REVOKED,
+                    note,
                 )
             )
 
@@ -379,28 +369,14 @@ class DatasetController:
     # -- pods -------------------------------------------------------------------------------
 
     async def pod_event(self, event_type: str, body: Mapping[str, Any]) -> None:
-        metadata = _mapping(body.get("metadata"))
-        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
-        phase = _mapping(body.get("status")).get("phase")
-        before = self.usage.get(key, ())
-        if event_type == "DELETED" or phase in TERMINATED:
-            self.usage.pop(key, None)
-        else:
-            self.usage[key] = tuple(
-                datasetregistry.decode_datasets_annotation(
-                    _mapping(metadata.get("annotations")).get(datasetregistry.DATASETS_ANNOTATION)
-                )
-            )
-        after = self.usage.get(key, ())
+        changed = approved.track_pod(
+            self.usage, event_type, body, datasetregistry.DATASETS_ANNOTATION
+        )
         self.refresh_gauge()
-        await self._write_counts({n for n, _ in before} ^ {n for n, _ in after})
+        await self._write_counts(changed)
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for pairs in self.usage.values():
-            for name in {name for name, _ in pairs}:
-                counts[name] = counts.get(name, 0) + 1
-        return counts
+        return approved.pod_counts(self.usage)
 
     async def _write_counts(self, names: Iterable[str]) -> None:
         counts = self.counts()

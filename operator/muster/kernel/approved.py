@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from muster.kernel import denials, findings, selectors
 
 __all__ = [
+    "TERMINATED",
     "SelectingPolicy",
+    "Usage",
     "deciding_policy",
     "decode_uses",
     "encode_uses",
     "named_policies_for",
     "not_registered",
+    "pod_counts",
     "strictest_mode",
+    "track_pod",
 ]
 
 
@@ -93,6 +97,41 @@ def decode_uses(value: object) -> list[tuple[str, str]]:
             if isinstance(item, Mapping) and isinstance(item.get("name"), str):
                 pairs.append((item["name"], str(item.get("digest", ""))))
     return pairs
+
+
+# Pods in these phases run nothing: what they use no longer counts.
+TERMINATED = frozenset({"Succeeded", "Failed"})
+# Pod "namespace/name" -> the (name, digest) pairs its annotation says it uses, for pods that
+# have not terminated.
+Usage = dict[str, tuple[tuple[str, str], ...]]
+
+
+def track_pod(usage: Usage, event_type: str, pod: Mapping[str, Any], annotation: str) -> set[str]:
+    """Record a pod's watch event in ``usage`` (what it uses: its ``annotation``); returns the
+    names whose count of pods using them may have changed."""
+    metadata = _mapping(pod.get("metadata"))
+    key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+    before = usage.get(key, ())
+    if event_type == "DELETED" or _mapping(pod.get("status")).get("phase") in TERMINATED:
+        usage.pop(key, None)
+    else:
+        usage[key] = tuple(decode_uses(_mapping(metadata.get("annotations")).get(annotation)))
+    after = usage.get(key, ())
+    return {name for name, _ in before} ^ {name for name, _ in after}
+
+
+def pod_counts(usage: Usage) -> dict[str, int]:
+    """Name -> how many pods use it."""
+    counts: dict[str, int] = {}
+    for pairs in usage.values():
+        for name in {name for name, _ in pairs}:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    # Bad input never crashes a handler: what is not an object reads as an empty one.
+    return value if isinstance(value, Mapping) else {}
 
 
 def not_registered(kind: str, name: str, invalid: Mapping[str, str]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from muster.kernel import findings, gates, subjects
@@ -36,7 +36,9 @@ __all__ = [
     "namespace_ref",
     "notices",
     "policy_ref",
+    "revocation_notice",
     "series_key",
+    "some_of",
     "truncate_note",
 ]
 
@@ -161,6 +163,25 @@ def truncate_note(note: str, limit: int = NOTE_LIMIT) -> str:
     if len(encoded) <= limit:
         return note
     return encoded[: limit - 3].decode(errors="ignore") + "..."
+
+
+def revocation_notice(target: ObjectRef, reason: str, note: str) -> Notice:
+    """A Warning Event, sent now, that what ``target`` is or uses was revoked; one about a
+    cluster-scoped object (a Model, a Dataset) lives in ``default``."""
+    return Notice(
+        target=target,
+        delivery=Delivery.NOW,
+        type=EventType.WARNING,
+        reason=reason,
+        action="Revoke",
+        note=truncate_note(note),
+        namespace=target.namespace or "default",
+    )
+
+
+def some_of(names: Sequence[str], limit: int = 20) -> str:
+    """The first ``limit`` of ``names``, comma-separated, with `` ...`` when there are more."""
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
 
 
 def _self_ref(subject: subjects.Subject) -> ObjectRef | None:

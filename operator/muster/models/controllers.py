@@ -35,7 +35,7 @@ import muster
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import lineage as datasetlineage
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import gates, observations, scopes, selectors
+from muster.kernel import approved, gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
 from muster.models import modelpacking, provenancing, trainerpods
 from muster.models.rules import lineage as modellineage
@@ -63,7 +63,7 @@ logger = logging.getLogger("muster.models")
 AREA = "models"
 GROUP, VERSION = "muster.dev", "v1alpha1"
 MODELS = f"/apis/{GROUP}/{VERSION}/models"
-TERMINATED = frozenset({"Succeeded", "Failed"})
+TERMINATED = approved.TERMINATED
 # The chart passes its own image (pinned by digest when configured); this is the fallback.
 DEFAULT_VERIFIER_IMAGE = f"ghcr.io/muster-dev/muster:{muster.__version__}"
 
@@ -225,16 +225,12 @@ class ModelController:
                 f"no longer approved"
             )
             self.recorder.submit(
-                observations.Notice(
-                    target=observations.ObjectRef(
+                observations.revocation_notice(
+                    observations.ObjectRef(
                         "v1", "Pod", pod_name, namespace, str(pod_meta.get("uid", ""))
                     ),
-                    delivery=observations.Delivery.NOW,
-                    type=observations.EventType.WARNING,
-                    reason=reason,
-                    action="Revoke",
-                    note=observations.truncate_note(note),
-                    namespace=namespace,
+                    reason,
+                    note,
                 )
             )
             if self.evict:
@@ -243,22 +239,18 @@ class ModelController:
             # Nothing of ours uses it: say nothing, so that installations with disjoint
             # namespaces (or a replica that is not in charge) do not repeat each other.
             return affected
-        listed = ", ".join(affected[:20]) + (" ..." if len(affected) > 20 else "")
+        listed = observations.some_of(affected)
         summary = (
             f"{len(affected)} running pod(s) use this {'revoked' if revoked else 'replaced'} "
             f"Model at {digest}" + (f": {listed}" if affected else "")
         )
         self.recorder.submit(
-            observations.Notice(
-                target=observations.ObjectRef(
+            observations.revocation_notice(
+                observations.ObjectRef(
                     f"{GROUP}/{VERSION}", "Model", name, "", str(metadata.get("uid", ""))
                 ),
-                delivery=observations.Delivery.NOW,
-                type=observations.EventType.WARNING,
-                reason=reason,
-                action="Revoke",
-                note=observations.truncate_note(summary),
-                namespace="default",
+                reason,
+                summary,
             )
         )
         return affected
@@ -291,29 +283,12 @@ class ModelController:
     # -- pods -------------------------------------------------------------------------------
 
     async def pod_event(self, event_type: str, body: Mapping[str, Any]) -> None:
-        metadata = body.get("metadata") or {}
-        key = f"{metadata.get('namespace')}/{metadata.get('name')}"
-        phase = (body.get("status") or {}).get("phase")
-        before = self.usage.get(key, ())
-        if event_type == "DELETED" or phase in TERMINATED:
-            self.usage.pop(key, None)
-        else:
-            self.usage[key] = tuple(
-                modelregistry.decode_models_annotation(
-                    (metadata.get("annotations") or {}).get(modelregistry.MODELS_ANNOTATION)
-                )
-            )
-        after = self.usage.get(key, ())
+        changed = approved.track_pod(self.usage, event_type, body, modelregistry.MODELS_ANNOTATION)
         self.refresh_gauge()
-        changed = {name for name, _ in before} ^ {name for name, _ in after}
         await self._write_counts(changed)
 
     def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for pairs in self.usage.values():
-            for name in {name for name, _ in pairs}:
-                counts[name] = counts.get(name, 0) + 1
-        return counts
+        return approved.pod_counts(self.usage)
 
     async def _write_counts(self, names: set[str]) -> None:
         counts = self.counts()
@@ -466,39 +441,27 @@ class ModelController:
             for model in hits:
                 users[model].append(f"{namespace}/{pod_name}")
                 self.recorder.submit(
-                    observations.Notice(
-                        target=observations.ObjectRef(
+                    observations.revocation_notice(
+                        observations.ObjectRef(
                             "v1", "Pod", pod_name, namespace, str(pod_meta.get("uid", ""))
                         ),
-                        delivery=observations.Delivery.NOW,
-                        type=observations.EventType.WARNING,
-                        reason=modellineage.REVOKED,
-                        action="Revoke",
-                        note=observations.truncate_note(
-                            f"Model {model!r} used by this pod was trained on "
-                            f"{why[model].describe()}"
-                        ),
-                        namespace=namespace,
+                        modellineage.REVOKED,
+                        f"Model {model!r} used by this pod was trained on {why[model].describe()}",
                     )
                 )
         for model, revocation in sorted(why.items()):
             note = f"Model {model!r} was trained on {revocation.describe()}"
             listed = users[model]
             if listed:
-                note += f"; {len(listed)} running pod(s) use it: " + ", ".join(listed[:20])
-                note += " ..." if len(listed) > 20 else ""
+                note += f"; {len(listed)} running pod(s) use it: {observations.some_of(listed)}"
             # The Model's owner hears of it even where no pod of ours uses the Model.
             self.recorder.submit(
-                observations.Notice(
-                    target=observations.ObjectRef(
+                observations.revocation_notice(
+                    observations.ObjectRef(
                         f"{GROUP}/{VERSION}", "Model", model, "", self._model_uids.get(model, "")
                     ),
-                    delivery=observations.Delivery.NOW,
-                    type=observations.EventType.WARNING,
-                    reason=modellineage.REVOKED,
-                    action="Revoke",
-                    note=observations.truncate_note(note),
-                    namespace="default",
+                    modellineage.REVOKED,
+                    note,
                 )
             )
         return users
