@@ -41,8 +41,10 @@ _NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 Part = Literal["dataset", "model"]
 # Where each initializer writes (Trainer's DatasetMountPath / ModelMountPath).
 DOWNLOAD_PATHS: Mapping[Part, str] = {"dataset": "/workspace/dataset", "model": "/workspace/model"}
-# The container that does each download (Trainer names the Job, container and label so): a pod
-# running it is the download itself, with nothing downloaded yet to re-measure.
+# The container that does each download (Trainer names the Job, container and label so, and
+# its JobSet builder sets the container's STORAGE_URI to the TrainJob's storageUri). A pod
+# running one is a download step: the dataset and model initializers run side by side, so such
+# a pod reads neither download, both still being written.
 INITIALIZERS: Mapping[Part, str] = {"dataset": "dataset-initializer", "model": "model-initializer"}
 
 
@@ -108,21 +110,41 @@ def _reader(spec: Mapping[str, Any], target: str) -> set[tuple[str, str]]:
     return found
 
 
+def _downloading(template: subjects.PodTemplate, uris: Mapping[str, str]) -> bool:
+    """Whether the pod is an initializer of this TrainJob: a container named as Trainer names
+    it, downloading the TrainJob's very URI. A container merely named so (with another URI or
+    none) does not exempt its pod: a pod gets out of re-measuring only by doing the download."""
+    for container in podvolumes.containers(template.spec):
+        for part, name in INITIALIZERS.items():
+            if container.get("name") != name or part not in uris:
+                continue
+            env = container.get("env")
+            for variable in env if isinstance(env, list) else ():
+                if (
+                    isinstance(variable, Mapping)
+                    and variable.get("name") == "STORAGE_URI"
+                    and variable.get("value") == uris[part]
+                ):
+                    return True
+    return False
+
+
 def downloads(
     trainjob: str, obj: Mapping[str, Any], template: subjects.PodTemplate
 ) -> list[Download]:
     """The initializer downloads of TrainJob ``obj`` that the pod ``template`` reads, each with
     the volume and sub-path its containers find it at. Only downloaded schemes count (an
     ``oci://``/``pvc://`` source is content-addressed or judged as a volume); a pod that runs an
-    initializer is that download and reads nothing of it yet; a pod that mounts nothing at a
-    download path does not read it."""
+    initializer of this TrainJob reads nothing yet; a pod that mounts nothing at a download path
+    does not read it."""
     uris = sources.trainer_initializer_uris(obj)
-    running = {c.get("name") for c in podvolumes.containers(template.spec)}
+    if _downloading(template, uris):
+        return []
     volumes = {v["name"] for v in podvolumes.volumes(template.spec)}
     found: list[Download] = []
     for part in ("dataset", "model"):
         uri = uris.get(part)
-        if uri is None or INITIALIZERS[part] in running:
+        if uri is None:
             continue
         scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
         if scheme not in sources.DOWNLOADED:

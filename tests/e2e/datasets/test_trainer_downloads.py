@@ -143,7 +143,7 @@ def _trainjob(tenant: tenants.Tenant, name: str) -> dict[str, Any]:
     return created
 
 
-def _node_pod(trainjob: str, name: str) -> dict[str, Any]:
+def _node_pod(trainjob: str, name: str, job: str = "node") -> dict[str, Any]:
     """The pod the JobSet controller makes for the runtime's ``node`` job: its template, the
     labels JobSet writes over it, and the PVC of the runtime's ``initializer`` claim template
     (JobSet names it <template>-<jobset>). The image is the suite's pinned trainer image and
@@ -151,18 +151,22 @@ def _node_pod(trainjob: str, name: str) -> dict[str, Any]:
     path = paths.fixture("crds", "kubeflow-trainer-v2.3.0", "runtimes", "llama3_2_1B.yaml")
     runtime = yaml.safe_load(path.read_text())
     jobs = {j["name"]: j for j in runtime["spec"]["template"]["spec"]["replicatedJobs"]}
-    node = copy.deepcopy(jobs["node"]["template"])
+    node = copy.deepcopy(jobs[job]["template"])
     spec = node["spec"]["template"]["spec"]
     for container in spec["containers"]:
         container["image"] = TRAINER
         container.pop("resources", None)
+        # Trainer's JobSet builder sets each initializer's STORAGE_URI to the TrainJob's.
+        uri = {"dataset-initializer": DATASET_URI, "model-initializer": MODEL_URI}.get(job)
+        if uri is not None:
+            container["env"] = [{"name": "STORAGE_URI", "value": uri}]
     spec["volumes"] = [
         {"name": "initializer", "persistentVolumeClaim": {"claimName": f"initializer-{trainjob}"}}
     ]
     labels = {
         **node["metadata"]["labels"],
         trainerpods.JOBSET_NAME_LABEL: trainjob,
-        "jobset.sigs.k8s.io/replicatedjob-name": "node",
+        "jobset.sigs.k8s.io/replicatedjob-name": job,
         "jobset.sigs.k8s.io/job-index": "0",
     }
     return {
@@ -244,6 +248,13 @@ def test_a_trainer_pod_re_measures_both_downloads_and_a_tampered_file_fails(
     _trainjob(tenant, "tune")
     with contextlib.closing(tenant.api()) as api:
         created = _as_dict(workloads.create_pod(api, tenant.namespace, _node_pod("tune", "node-0")))
+        # The initializer pods run first, side by side: they are the downloads, nothing is
+        # re-measured in them.
+        for job in ("dataset-initializer", "model-initializer"):
+            step = _as_dict(
+                workloads.create_pod(api, tenant.namespace, _node_pod("tune", job, job))
+            )
+            assert not step["spec"].get("initContainers"), step["spec"]["initContainers"]
     verifiers = {c["name"]: c for c in created["spec"]["initContainers"]}
     assert set(verifiers) == {
         "muster-verify-initializer-dataset",

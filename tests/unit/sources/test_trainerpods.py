@@ -48,12 +48,31 @@ def test_the_node_pod_reads_both_downloads_below_the_initializer_volume() -> Non
     ]
 
 
-def test_the_initializer_pods_are_the_downloads_and_read_nothing_yet() -> None:
-    dataset_pod = trainerpods.downloads("tune", TRAINJOB, _pod("dataset-initializer"))
-    # It mounts /workspace too: only the model download could be read there.
-    assert [d.part for d in dataset_pod] == ["model"]
-    model_pod = trainerpods.downloads("tune", TRAINJOB, _pod("model-initializer"))
-    assert [d.part for d in model_pod] == ["dataset"]
+def _with_uri(pod: subjects.PodTemplate, uri: str | None) -> subjects.PodTemplate:
+    """The initializer container's STORAGE_URI as Trainer's JobSet builder sets it (None: left
+    as the runtime has it, which is not the TrainJob's)."""
+    if uri is not None:
+        pod.spec["containers"][0]["env"] = [{"name": "STORAGE_URI", "value": uri}]
+    return pod
+
+
+def test_the_initializer_pods_are_download_steps_and_read_nothing_yet() -> None:
+    # They run side by side: the dataset initializer must not wait for the model's bytes.
+    assert (
+        trainerpods.downloads("tune", TRAINJOB, _with_uri(_pod("dataset-initializer"), DATASET))
+        == []
+    )
+    assert (
+        trainerpods.downloads("tune", TRAINJOB, _with_uri(_pod("model-initializer"), MODEL)) == []
+    )
+
+
+def test_a_container_only_named_as_an_initializer_exempts_nothing() -> None:
+    # The runtime's own URI (hf://tatsu-lab/alpaca) is not this TrainJob's: not its download.
+    named = trainerpods.downloads("tune", TRAINJOB, _with_uri(_pod("dataset-initializer"), None))
+    assert [d.part for d in named] == ["dataset", "model"]
+    other = _with_uri(_pod("model-initializer"), "hf://acme/other@" + "0" * 40)
+    assert [d.part for d in trainerpods.downloads("tune", TRAINJOB, other)] == ["dataset", "model"]
 
 
 def test_the_deepest_mount_decides_and_a_mount_sub_path_is_kept() -> None:
