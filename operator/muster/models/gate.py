@@ -17,6 +17,7 @@ import pydantic
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import registry as datasetregistry
 from muster.kernel import findings, gates, messages, references, sources, subjects
+from muster.models import trainerdeclared
 from muster.models.rules import approval as modelgate
 from muster.models.rules import lineage as modellineage
 from muster.models.rules import registry as modelregistry
@@ -167,6 +168,19 @@ class ModelGate:
                     # content-addressed bytes of a registered Model do.
                     if policy is not None or (m.use.is_oci and m.model is not None):
                         covered.update(v for v in (m.use.where, m.use.volume) if v)
+                # A Trainer pod's initializer volume, where it re-measures every download in it.
+                covered.update(
+                    await trainerdeclared.verified_volumes(
+                        self.kube,
+                        subject,
+                        template,
+                        models=index,
+                        model_policy=policy,
+                        datasets=datasets,
+                        dataset_policies=dataset_policies,
+                        image=self.verifier_image,
+                    )
+                )
                 unaccounted = strictvolumes.undeclared(
                     template,
                     strict,

@@ -44,6 +44,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("datasets_operator")]
 
 RUN = uuid.uuid4().hex[:6]
 SELECT_LABEL = "e2e.muster.dev/trainer-downloads"
+STRICT_LABEL = "e2e.muster.dev/trainer-strict"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 DATASET_REPO = f"datasets/acme/instructions-{RUN}"
 MODEL_REPO = f"acme/tiny-{RUN}"
@@ -382,3 +383,67 @@ def test_a_forged_trainjob_label_adds_verifiers_and_removes_no_check(
             workloads.create_pod(api, tenant.namespace, hand_made("f2", "none", corpus=False))
         )
         assert not plain["spec"].get("initContainers")
+
+
+def test_strict_volume_mode_counts_the_re_measured_initializer_volume_as_declared(
+    plane: controlplane.ControlPlane,
+    approved: dict[str, str],
+    datasets_operator: localoperator.LocalOperator,
+) -> None:
+    workloadkinds.install_crds(plane)
+    strict = f"e2e-trainer-strict-{RUN}"
+    selector = {"matchLabels": {SUITE_LABEL: "datasets", SELECT_LABEL: RUN, STRICT_LABEL: "true"}}
+    with kubeclients.muster_object(
+        plane,
+        "modelpolicies",
+        "ModelPolicy",
+        strict,
+        {"namespaceSelector": selector, "volumes": "declaredOnly"},
+    ):
+        name = kubeclients.namespace(
+            plane, "trainer", {**NAMESPACE_LABELS, SELECT_LABEL: RUN, STRICT_LABEL: "true"}
+        )
+        tenant = tenants.tenant(plane, name)
+        _trainjob(tenant, "tune")
+
+        def strict_applies() -> bool:
+            # Until the operator has indexed the strict policy, a plain PVC still passes.
+            with contextlib.closing(tenant.api()) as api:
+                body = _node_pod("none", f"probe-{uuid.uuid4().hex[:4]}")
+                try:
+                    workloads.create_pod(api, tenant.namespace, body)
+                except client.ApiException as error:
+                    return error.status == 403 and "[VolumeNotDeclared]" in str(error.body)
+                return False
+
+        workloads.eventually(strict_applies, "the strict ModelPolicy to be indexed")
+        with contextlib.closing(tenant.api()) as api:
+            # The trainer pod: its initializer PVC holds the re-measured downloads.
+            created = _as_dict(
+                workloads.create_pod(api, tenant.namespace, _node_pod("tune", "node-0"))
+            )
+            assert {c["name"] for c in created["spec"]["initContainers"]} == {
+                "muster-verify-initializer-dataset",
+                "muster-verify-initializer-model",
+            }
+            # Another unmarked PVC beside it is still refused, and only it is named.
+            extra = _node_pod("tune", "node-1")
+            extra["spec"]["volumes"].append(
+                {"name": "weights", "persistentVolumeClaim": {"claimName": "weights"}}
+            )
+            extra["spec"]["containers"][0]["volumeMounts"].append(
+                {"name": "weights", "mountPath": "/weights"}
+            )
+            message = workloads.denial(api, tenant.namespace, extra)
+        assert "[VolumeNotDeclared]" in message and 'volume "weights"' in message
+        assert 'volume "initializer"' not in message
+        # Without the dataset verifier the volume is no longer declared.
+        removed = copy.deepcopy(created)
+        removed["spec"]["initContainers"] = [
+            c for c in removed["spec"]["initContainers"] if not c["name"].endswith("-dataset")
+        ]
+        answer = _validate(datasets_operator, tenant.namespace, removed)
+        assert answer["allowed"] is False
+        refused = answer["status"]["message"]
+        assert "[DatasetVerifierMissing]" in refused
+        assert "[VolumeNotDeclared]" in refused and 'volume "initializer"' in refused
