@@ -158,7 +158,7 @@ async def test_a_revoked_model_makes_its_pod_drift_and_the_model_index_counts_lo
 
         # Nothing changed yet: nothing drifted.
         totals = await controller.run_pass()
-        assert totals == {"image-signature": 0, "gpu-stack": 0, "models": 0}
+        assert totals == {"image-signature": 0, "gpu-stack": 0, "models": 0, "datasets": 0}
 
         revoke = {"spec": {"revoked": True, "revocationReason": "leaked data"}}
         with kubeclients.admin(plane) as api:
