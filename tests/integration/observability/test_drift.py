@@ -167,7 +167,7 @@ async def test_a_revoked_model_makes_its_pod_drift_and_the_model_index_counts_lo
             )
         catalog.max_age = 0.0  # no watches in this test: read the Models at each look-up
         totals = await controller.run_pass()
-        assert totals == {"image-signature": 0, "gpu-stack": 0, "models": 1}
+        assert totals == {"image-signature": 0, "gpu-stack": 0, "models": 1, "datasets": 0}
         assert drifted(services, "models") == 1
         assert drifted(services, "image-signature") == 0
 
