@@ -7,7 +7,7 @@ import pytest
 
 from muster.app import webhookconfigs
 from muster.gpu.rules import pods as gpupods
-from muster.kernel import pods
+from muster.kernel import pods, trainerpods
 from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
 
@@ -46,6 +46,8 @@ def test_what_the_gpu_and_model_gates_look_for_is_covered() -> None:
     assert modelgate.OCI_SCHEME == "oci://"  # the gate's value test; the condition is wider
     assert f"k == '{modelregistry.MODEL_VOLUMES_ANNOTATION}'" in condition
     assert "k.matches('(?i)(storage-uri|storageuri|sourceuri)$')" in condition
+    # Model and dataset gates: a TrainJob's trainer pods, found by the label the gates read.
+    assert f"'{trainerpods.JOBSET_NAME_LABEL}' in object.metadata.labels" in condition
 
 
 def test_anything_but_a_plain_pod_is_always_sent() -> None:
