@@ -682,7 +682,9 @@ def test_prometheus_scrapes_muster_and_every_panel_and_alert_has_real_data(
         sample["metric"]["check"]: float(sample["value"][1])
         for sample in query(scraping, "sum by (check) (muster_drifted_pods)")
     }
-    assert drift == {"models": 1.0, "image-signature": 0.0, "gpu-stack": 0.0}, drift
+    assert drift == {"models": 1.0, "image-signature": 0.0, "gpu-stack": 0.0, "datasets": 0.0}, (
+        drift
+    )
     expiry = query(scraping, "muster_webhook_certificate_expiry_timestamp_seconds")
     assert float(expiry[0]["value"][1]) > time.time()
     # Prometheus loaded the very rules file the chart ships, and evaluated it.
