@@ -14,7 +14,7 @@ combined with the dataset gate's by container name.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from muster.datasets import catalog as datasetcatalog
@@ -25,7 +25,7 @@ from muster.kernel import findings, gates, podvolumes, subjects, trainerpods
 from muster.platform import kubeapi, trainjobs
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
-from muster.signatures.rules.verifiers import VERIFIER_FIELDS, verifier_container
+from muster.signatures.rules.verifiers import VERIFIER_FIELDS, unmatched, verifier_container
 
 __all__ = ["TrainerDatasetGate", "gates_for"]
 
@@ -133,27 +133,19 @@ def _missing(
     expected: list[tuple[trainerpods.Download, dict[str, Any]]],
     mode: findings.Mode,
 ) -> list[findings.Finding]:
-    existing = template.spec.get("initContainers")
-    by_name = {
-        c.get("name"): c
-        for c in (existing if isinstance(existing, list) else ())
-        if isinstance(c, Mapping)
-    }
-    missing: list[findings.Finding] = []
-    for download, container in expected:
-        actual = by_name.get(container["name"])
-        if actual is None or any(actual.get(f) != container[f] for f in VERIFIER_FIELDS):
-            missing.append(
-                _finding(
-                    "DatasetVerifierMissing",
-                    download.label,
-                    f"has no verifying init container {container['name']!r} re-measuring "
-                    f'volume "{download.volume}" at {download.sub_path or "its root"!s} '
-                    "(is Muster's mutating webhook registered?)",
-                    mode,
-                )
-            )
-    return missing
+    lacking = {c["name"] for c in unmatched(template.spec, [c for _, c in expected])}
+    return [
+        _finding(
+            "DatasetVerifierMissing",
+            download.label,
+            f"has no verifying init container {container['name']!r} re-measuring "
+            f'volume "{download.volume}" at {download.sub_path or "its root"} '
+            "(is Muster's mutating webhook registered?)",
+            mode,
+        )
+        for download, container in expected
+        if container["name"] in lacking
+    ]
 
 
 def _finding(

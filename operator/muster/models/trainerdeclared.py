@@ -24,7 +24,7 @@ from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, trainjobs
 from muster.platform import namespaces as platformnamespaces
-from muster.signatures.rules.verifiers import VERIFIER_FIELDS, verifier_container
+from muster.signatures.rules.verifiers import unmatched, verifier_container
 
 __all__ = ["verified_volumes"]
 
@@ -54,12 +54,6 @@ async def verified_volumes(
         return set()
     if obj is None:
         return set()
-    existing = template.spec.get("initContainers")
-    present = {
-        c.get("name"): c
-        for c in (existing if isinstance(existing, list) else ())
-        if isinstance(c, Mapping)
-    }
     dataset_policy = datasetapproval.effective_policy(list(dataset_policies.values()))
     verified: dict[str, bool] = {}
     for download in trainerpods.downloads(trainjob, obj, template):
@@ -80,7 +74,6 @@ async def verified_volumes(
             want = verifier_container(
                 download.volume, digest, image, hashing, sub_path=download.sub_path or None
             )
-            actual = present.get(want["name"])
-            ok = actual is not None and all(actual.get(f) == want[f] for f in VERIFIER_FIELDS)
+            ok = not unmatched(template.spec, [want])
         verified[download.volume] = verified.get(download.volume, True) and ok
     return {volume for volume, ok in verified.items() if ok}
