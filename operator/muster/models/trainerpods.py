@@ -22,7 +22,11 @@ from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, trainjobs
 from muster.platform import namespaces as platformnamespaces
-from muster.signatures.rules.verifiers import VERIFIER_FIELDS, unmatched, verifier_container
+from muster.signatures.rules.verifiers import (
+    VERIFIER_FIELDS,
+    missing_verifiers,
+    verifier_container,
+)
 
 __all__ = ["TrainerModelGate"]
 
@@ -133,19 +137,13 @@ def _missing(
     expected: list[tuple[trainerpods.Download, dict[str, Any]]],
     mode: findings.Mode,
 ) -> list[findings.Finding]:
-    lacking = {c["name"] for c in unmatched(template.spec, [c for _, c in expected])}
-    return [
-        _finding(
-            "ModelVerifierMissing",
-            download.label,
-            f"has no verifying init container {container['name']!r} re-measuring "
-            f'volume "{download.volume}" at {download.sub_path or "its root"} '
-            "(is Muster's mutating webhook registered?)",
-            mode,
-        )
-        for download, container in expected
-        if container["name"] in lacking
-    ]
+    return missing_verifiers(
+        template,
+        [(download.label, container) for download, container in expected],
+        check=modelgate.CHECK,
+        reason="ModelVerifierMissing",
+        mode=mode,
+    )
 
 
 def _finding(

@@ -140,20 +140,3 @@ def missing_verifiers(
                 )
             )
     return missing
-
-
-def unmatched(spec: Mapping[str, Any], wanted: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``wanted`` verifiers the pod ``spec`` lacks, or has with any of
-    :data:`VERIFIER_FIELDS` changed (what the validating gates refuse)."""
-    existing = spec.get("initContainers")
-    by_name = {
-        c.get("name"): c
-        for c in (existing if isinstance(existing, list) else ())
-        if isinstance(c, Mapping)
-    }
-    return [
-        want
-        for want in wanted
-        if (actual := by_name.get(want["name"])) is None
-        or any(actual.get(field) != want[field] for field in VERIFIER_FIELDS)
-    ]
