@@ -20,7 +20,6 @@ import binascii
 import dataclasses
 import datetime
 import json
-import os
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,11 +33,12 @@ import muster
 from muster.admission import pipeline as admissions
 from muster.admission import server
 from muster.app import areas, runtime
+from muster.cli.parsers.check import register
 from muster.datasets.rules import registry as datasetregistry
 from muster.gpu.rules import policies as gpupolicies
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import findings, gates, jsonpatches, reviews, scopes, subjects
-from muster.models import controllers, provenancing
+from muster.models import provenancing
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, objectstore, registries
 
@@ -60,75 +60,6 @@ _POLICY_KINDS = {
     ("muster.dev", "DatasetPolicy"),
     ("muster.dev", "Dataset"),
 }
-
-
-def register(subcommands: common.Subcommands) -> None:
-    parser = subcommands.add_parser(
-        "check",
-        help="judge manifests offline, with the answers admission would give",
-        description="Judge Pods, workloads and training jobs in YAML files (or - for stdin, "
-        "e.g. helm template output) with the admission gates. Exit 0 when all would be "
-        "admitted, 1 when one would be denied, 2 on bad input.",
-    )
-    parser.add_argument("files", nargs="+", metavar="FILE", help="manifest file, or - for stdin")
-    parser.add_argument(
-        "--policy",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="YAML file or folder with ImagePolicy, GPUStackPolicy, ModelPolicy, Model, "
-        "DatasetPolicy, Dataset, Namespace, Node, PersistentVolumeClaim, Secret or ConfigMap "
-        "objects (repeatable)",
-    )
-    parser.add_argument(
-        "--kubeconfig", metavar="PATH", help="read policies from this cluster instead of files"
-    )
-    parser.add_argument(
-        "--mode",
-        choices=("enforce", "warn"),
-        help="mode of namespaces that carry no muster.dev/enforce label (default: enforce)",
-    )
-    parser.add_argument(
-        "--uncovered-images",
-        type=imagepolicies.Uncovered,
-        choices=list(imagepolicies.Uncovered),
-        default=imagepolicies.Uncovered.DENY,
-        help="images no ImagePolicy covers: deny (default, as muster run), warn or allow, "
-        f"as muster run --uncovered-images; a namespace's {imagepolicies.UNCOVERED_LABEL} "
-        "label overrides it",
-    )
-    parser.add_argument(
-        "--namespace",
-        default="default",
-        help="namespace of objects that name none (default: default)",
-    )
-    parser.add_argument(
-        "--insecure-registry",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="registry spoken to over plain HTTP (repeatable)",
-    )
-    parser.add_argument("--registry-ca-file", type=Path, help="extra CA bundle for registries")
-    parser.add_argument(
-        "--verifier-image",
-        default=os.environ.get("MUSTER_VERIFIER_IMAGE", controllers.DEFAULT_VERIFIER_IMAGE),
-        metavar="REF",
-        help="the model verifier init container image, as muster run --verifier-image",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        help="seconds allowed per object (registry lookups included; default 30)",
-    )
-    parser.add_argument(
-        "--format",
-        choices=("text", "json", "sarif"),
-        default="text",
-        help="text for people (default), json for machines, sarif for code scanning",
-    )
-    parser.set_defaults(handler=check)
 
 
 # ---------------------------------------------------------------------------------------------

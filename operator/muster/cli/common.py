@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 __all__ = [
@@ -12,9 +14,11 @@ __all__ = [
     "EXIT_FAIL",
     "EXIT_OK",
     "CommandError",
+    "Handler",
     "Subcommands",
     "add_format_option",
     "emit",
+    "lazy",
     "print_error",
 ]
 
@@ -29,6 +33,22 @@ class CommandError(Exception):
 
 class Subcommands(Protocol):
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def lazy(module: str, name: str) -> Handler:
+    """The handler ``module.name``, imported only when the command runs.
+
+    Every start builds the whole argument parser; importing each command's implementation
+    for it would make ``muster model verify`` (every pod start) pay for all of them."""
+
+    def handler(args: argparse.Namespace) -> int:
+        implementation: Handler = getattr(importlib.import_module(module), name)
+        return implementation(args)
+
+    return handler
 
 
 def add_format_option(parser: argparse.ArgumentParser) -> None:

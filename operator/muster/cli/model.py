@@ -18,223 +18,27 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
 from muster.cli import common, progress
+from muster.cli.parsers.model import add_register_options, add_workers, register
 from muster.models import files as modelfiles
-from muster.models import provenancing
 from muster.models.rules import provenance as modelprovenance
 from muster.models.rules import registry as modelregistry
-from muster.platform import registries
 from muster.signatures import oms as modelsigs
 from muster.signatures.rules import oms
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from muster.models import provenancing
 
-
-def register(subcommands: common.Subcommands) -> None:
-    model = subcommands.add_parser(
-        "model",
-        help="digest, verify and scan model files (OpenSSF Model Signing)",
-        description="Check model bytes: OMS digests and signatures, unsafe serialization.",
-    )
-    actions = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-
-    digest = actions.add_parser(
-        "digest",
-        help="print the OMS root digest (sha256:<hex>) of a model directory or file",
-        description="Print the OpenSSF Model Signing root digest, the same digest "
-        "model_signing signs (by default files serialization, SHA-256, git paths ignored).",
-    )
-    digest.add_argument("path", type=Path, metavar="PATH")
-    _add_hashing(digest)
-    digest.add_argument(
-        "--ignore-paths",
-        action="append",
-        default=[],
-        metavar="P",
-        help="also ignore this path (as model_signing: relative to the working directory, "
-        "or else to the model; repeatable)",
-    )
-    add_workers(digest)
-    progress.add_option(digest)
-    common.add_format_option(digest)
-    digest.set_defaults(handler=_digest)
-
-    verify = actions.add_parser(
-        "verify",
-        help="verify a model against a digest or an OMS signature",
-        description="Exit 0 when the model matches, 1 when it does not (changed, missing "
-        "or extra file, bad signature), 2 on bad input.",
-    )
-    verify.add_argument("path", type=Path, metavar="PATH")
-    source = verify.add_mutually_exclusive_group(required=True)
-    source.add_argument("--digest", metavar="D", help="expected root digest, sha256:<hex>")
-    source.add_argument("--signature", type=Path, metavar="FILE", help="OMS signature (model.sig)")
-    source.add_argument(
-        "--model",
-        metavar="NAME",
-        help="the cluster's Model NAME: its digest (and signature, when it has one); "
-        "a revoked Model fails",
-    )
-    _add_hashing(verify, "; with --digest only: a signature or Model says how it was hashed")
-    verify.add_argument(
-        "--kubeconfig",
-        type=Path,
-        default=None,
-        help="kubeconfig for --model (default: $KUBECONFIG or ~/.kube/config)",
-    )
-    verify.add_argument("--key", type=Path, metavar="PEM", help="public key of a key signature")
-    verify.add_argument(
-        "--certificate-chain",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="PEM",
-        help="trusted CA certificates for a certificate signature (repeatable)",
-    )
-    verify.add_argument("--certificate-identity", metavar="ID", help="keyless signer identity")
-    verify.add_argument(
-        "--certificate-oidc-issuer", metavar="URL", help="keyless signer's OIDC issuer"
-    )
-    verify.add_argument(
-        "--trusted-root",
-        type=Path,
-        metavar="FILE",
-        help="Sigstore trusted root or client trust config (default: public-good Sigstore)",
-    )
-    verify.add_argument(
-        "--ignore-paths",
-        action="append",
-        default=[],
-        metavar="P",
-        help="also ignore this path (as model_signing: relative to the working directory, "
-        "or else to the model; repeatable)",
-    )
-    verify.add_argument(
-        "--provenance",
-        type=Path,
-        metavar="FILE",
-        help="a Sigstore bundle with an in-toto statement (e.g. SLSA provenance) over the "
-        "model's OMS digest, as cosign attest-blob --hash writes it; needs --provenance-key",
-    )
-    verify.add_argument(
-        "--provenance-key", type=Path, metavar="PEM", help="public key that signed --provenance"
-    )
-    verify.add_argument(
-        "--provenance-type",
-        default=modelprovenance.SLSA_V1,
-        metavar="TYPE",
-        help="its predicate type, or a cosign --type name (default: SLSA provenance v1)",
-    )
-    verify.add_argument(
-        "--provenance-condition",
-        action="append",
-        default=[],
-        metavar="CEL",
-        help="a CEL condition over predicate, statement and now that must hold (repeatable)",
-    )
-    add_workers(verify)
-    progress.add_option(verify)
-    common.add_format_option(verify)
-    verify.set_defaults(handler=_verify)
-
-    register = actions.add_parser(
-        "register",
-        help="print a Model manifest for a model directory (reads model.sig beside it)",
-        description="Measure the model and print a Model manifest (YAML) to review and apply. "
-        "An OMS signature beside the model (PATH/../model.sig or PATH/model.sig, or --signature) "
-        "is embedded after checking it signs this model; give --key or the keyless identity "
-        "so the cluster can verify it.",
-    )
-    add_register_options(register, "Model")
-    register.add_argument(
-        "--oci-reference", metavar="REF", help="OCI image/artifact of the model, pinned by digest"
-    )
-    register.add_argument("--source", metavar="URI", help="e.g. hf://org/name@revision")
-    register.add_argument("--license", metavar="SPDX", help="licence, e.g. apache-2.0")
-    register.add_argument("--model-format", metavar="FORMAT", help="default: guessed from files")
-    add_workers(register)
-    progress.add_option(register)
-    register.set_defaults(handler=_register)
-
-    scan = actions.add_parser(
-        "scan",
-        help="find unsafe serialization: pickle imports, archives, safetensors, Keras Lambda",
-        description="Exit 0 when every file is safe, 1 when one is unsafe, malformed or "
-        "cannot be inspected, 2 on bad input.",
-    )
-    scan.add_argument("path", type=Path, metavar="PATH")
-    scan.add_argument(
-        "--allow",
-        action="append",
-        default=[],
-        metavar="MODULE.NAME",
-        help="add a global to the pickle import allowlist (repeatable)",
-    )
-    progress.add_option(scan)
-    common.add_format_option(scan)
-    scan.set_defaults(handler=_scan)
-
-
-def _add_hashing(parser: argparse.ArgumentParser, note: str = "") -> None:
-    parser.add_argument(
-        "--hashing-algorithm",
-        choices=tuple(oms.HASHING_ALGORITHMS),
-        default=None,
-        help="hash each file with this algorithm, as model_signing's hashing_algorithm "
-        f"(default sha256){note}",
-    )
-    parser.add_argument(
-        "--shard-size",
-        type=_positive_int,
-        default=None,
-        metavar="BYTES",
-        help="shard serialization: hash every file in shards of BYTES (model_signing's "
-        f"default shard size is {oms.DEFAULT_SHARD_SIZE}); blake3 hashes whole files, as "
-        f"model_signing does{note}",
-    )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not positive")
-    return value
+__all__ = ["add_register_options", "add_workers", "register"]
 
 
 def _hashing(args: argparse.Namespace) -> oms.Serialization:
     return oms.serialization_for(args.hashing_algorithm or "sha256", args.shard_size)
-
-
-def add_register_options(parser: argparse.ArgumentParser, kind: str) -> None:
-    """What ``register`` of a Model and of a Dataset both take: the path measured, the
-    manifest's name, and the signature beside it with what the cluster verifies it with."""
-    parser.add_argument("path", type=Path, metavar="PATH")
-    parser.add_argument("--name", required=True, help=f"the {kind}'s name")
-    parser.add_argument("--signature", type=Path, metavar="FILE", help="OMS signature file")
-    parser.add_argument("--key", type=Path, metavar="PEM", help="public key that signed it")
-    parser.add_argument("--certificate-identity", metavar="ID", help="keyless signer identity")
-    parser.add_argument(
-        "--certificate-oidc-issuer", metavar="URL", help="keyless signer's OIDC issuer"
-    )
-
-
-def add_workers(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=modelfiles.DEFAULT_WORKERS,
-        help=f"files hashed in parallel (default {modelfiles.DEFAULT_WORKERS})",
-    )
 
 
 def _digest(args: argparse.Namespace) -> int:
@@ -419,6 +223,10 @@ FORMATS = {
 
 def _read_model(name: str, kubeconfig: Path | None) -> modelregistry.ModelEntry:
     """The Model ``name`` from the cluster, validated; errors as one line."""
+    # Imported here: only --model reads a cluster, and every pod start runs verify.
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+
     try:
         api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig) if kubeconfig else None
@@ -452,6 +260,9 @@ def _read_model(name: str, kubeconfig: Path | None) -> modelregistry.ModelEntry:
 def _model_check(
     entry: modelregistry.ModelEntry, kubeconfig: Path | None
 ) -> modelsigs.Check | None:
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+
     signature = entry.spec.signature
     if signature is None or signature.bundle is None:
         return None
@@ -487,6 +298,9 @@ async def _cluster_provenance(
     spec: modelregistry.ModelSpec, kubeconfig: Path | None
 ) -> provenancing.Outcome:
     """The Model's provenance verified here: its bundle, or its ociReference's referrers."""
+    from muster.models import provenancing
+    from muster.platform import registries
+
     client = registries.RegistryClient(registries.RegistrySettings())
     try:
         return await provenancing.verify(spec, _cluster_reader(kubeconfig), client)
@@ -496,6 +310,8 @@ async def _cluster_provenance(
 
 def _cluster_reader(kubeconfig: Path | None) -> provenancing.Reader:
     """Secret and ConfigMap keys a Model's provenance names, read from the cluster."""
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
 
     async def read(source: modelprovenance.Source) -> bytes | None:
         api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]

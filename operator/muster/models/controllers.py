@@ -31,13 +31,13 @@ from typing import Any, Protocol
 
 import kopf
 
-import muster
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import lineage as datasetlineage
 from muster.datasets.rules import registry as datasetregistry
 from muster.kernel import approved, gates, observations, scopes, selectors
 from muster.models import gate as modeladmission
 from muster.models import modelpacking, provenancing, trainerpods
+from muster.models.rules import defaults
 from muster.models.rules import lineage as modellineage
 from muster.models.rules import registry as modelregistry
 from muster.platform import events, kubeapi, metrics, registries
@@ -64,8 +64,7 @@ AREA = "models"
 GROUP, VERSION = "muster.dev", "v1alpha1"
 MODELS = f"/apis/{GROUP}/{VERSION}/models"
 TERMINATED = approved.TERMINATED
-# The chart passes its own image (pinned by digest when configured); this is the fallback.
-DEFAULT_VERIFIER_IMAGE = f"ghcr.io/muster-dev/muster:{muster.__version__}"
+DEFAULT_VERIFIER_IMAGE = defaults.DEFAULT_VERIFIER_IMAGE
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ from typing import IO, Any, Protocol
 
 import blake3
 
-from muster.models.rules import pickles
+from muster.models.rules import defaults, pickles
 from muster.signatures import oms as modelsigs
 from muster.signatures.rules import oms
 
@@ -44,9 +44,7 @@ __all__ = [
     "walk",
 ]
 
-# Like ThreadPoolExecutor's default: a few threads beyond the cores hide open() latency
-# on many small files, while big files keep every core busy hashing.
-DEFAULT_WORKERS = min(32, (os.cpu_count() or 1) + 4)
+DEFAULT_WORKERS = defaults.DEFAULT_WORKERS  # files hashed in parallel
 _CHUNK = 4 << 20  # large reads keep syscalls rare; memory is workers x chunk
 
 _PICKLE_SUFFIXES = frozenset(

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import enum
 import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -34,6 +33,7 @@ from cryptography import x509
 from pydantic import alias_generators
 
 from muster.images.rules import scanrules
+from muster.images.rules.uncovered import UNCOVERED_LABEL, Uncovered
 from muster.kernel import denials, messages, observations, references, selectors
 from muster.signatures.rules import (
     attestations,
@@ -81,9 +81,6 @@ DEFAULT_TRUST_STORE_KEY = "ca.crt"
 NOT_COVERED = "ImageNotCovered"  # no ImagePolicy applying to the namespace covers the image
 PASSED_UNSIGNED = observations.PASSED_UNSIGNED  # admitted unsigned by a static pass
 DISALLOWED = "ImageDisallowed"  # refused by a static fail
-# Per namespace: what happens to images no policy covers (deny, warn or allow). It lowers the
-# operator's default too, so the namespace guard must keep tenants from changing it.
-UNCOVERED_LABEL = "muster.dev/uncovered-images"
 MAX_PATTERNS_SHOWN = 8  # in a denial message; the rest are counted
 
 _CONFIG = pydantic.ConfigDict(
@@ -814,14 +811,6 @@ def matching(
 
 # ---------------------------------------------------------------------------------------------
 # Images no policy covers
-
-
-class Uncovered(enum.StrEnum):
-    """What happens to an image that no ImagePolicy applying to its namespace covers."""
-
-    DENY = "deny"
-    WARN = "warn"
-    ALLOW = "allow"
 
 
 def uncovered_mode(default: Uncovered, labels: Mapping[str, str]) -> tuple[Uncovered, str]:

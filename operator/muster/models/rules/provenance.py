@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import alias_generators
 
+from muster.models.rules import defaults
 from muster.signatures.rules import attestations, authorities, keys, proofs, trust
 from muster.signatures.rules import conditions as celconditions
 from muster.signatures.rules import sources as authority_sources
@@ -49,7 +50,7 @@ __all__ = [
 
 # The Model status condition the operator writes after checking the provenance.
 PROVENANCE_VERIFIED = "ProvenanceVerified"
-SLSA_V1 = "https://slsa.dev/provenance/v1"
+SLSA_V1 = defaults.SLSA_V1
 # Reasons of a ProvenanceVerified=False condition (the admission reason is the gate's).
 NOT_VERIFIED = "ProvenanceNotVerified"
 CONDITION_FAILED = "ProvenanceConditionFailed"

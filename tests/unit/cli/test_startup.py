@@ -1,0 +1,93 @@
+"""The commands that start on every pod start or CI call import only what they use.
+
+Not a timing test: each command runs in a fresh interpreter and the test reads which modules
+it imported, so a heavy import added to an argument parser fails here on any machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from muster.cli import COMMANDS, build_parser, main
+
+pytestmark = pytest.mark.unit
+
+# Runs ``muster ARGS...`` in this interpreter, then prints the names of the modules loaded.
+_PROBE = """
+import json, sys
+from muster.cli import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    sys.stdout.flush()
+    sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+sys.exit(code)
+"""
+HEAVY = ("kopf", "kubernetes", "muster.boms", "muster.admission", "muster.app", "sigstore")
+
+
+def _modules(*argv: str) -> tuple[int, set[str], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, check=False
+    )
+    marker = done.stderr.rindex("MODULES ")
+    loaded = set(json.loads(done.stderr[marker + len("MODULES ") :]))
+    return done.returncode, loaded, done.stdout
+
+
+def _heavy(loaded: set[str]) -> list[str]:
+    return sorted(m for m in loaded if m.split(".")[0] in HEAVY or m.startswith(HEAVY))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("model", "verify", "--help"),
+        ("image", "verify", "--help"),
+        ("check", "--help"),
+        ("--version",),
+    ],
+)
+def test_help_imports_no_heavy_module(argv: tuple[str, ...]) -> None:
+    code, loaded, out = _modules(*argv)
+    assert code == 0
+    assert out.startswith(("usage: muster", "muster "))
+    assert _heavy(loaded) == []
+
+
+def test_model_verify_by_digest_imports_no_cluster_module(tmp_path: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(b"\x00" * 1024)
+    code, _, digest = _modules("model", "digest", str(tmp_path))
+    assert code == 0
+    code, loaded, out = _modules("model", "verify", str(tmp_path), "--digest", digest.strip())
+    assert code == 0, out
+    assert out.startswith(f"OK {tmp_path}")
+    assert sorted(m for m in loaded if m.split(".")[0] in ("kopf", "kubernetes")) == []
+    assert not {"muster.boms", "muster.admission", "muster.app"} & loaded
+
+
+def test_the_command_table_names_what_each_module_registers() -> None:
+    # main() imports only COMMANDS[argv[0]]: a module registering another command, or in
+    # another order, would change what ``muster --help`` lists.
+    parser = build_parser()
+    actions = parser._actions
+    (subcommands,) = (a for a in actions if isinstance(a, argparse._SubParsersAction))
+    assert list(subcommands.choices) == list(COMMANDS)
+
+
+def test_one_command_parses_as_with_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["model", "verify", "m", "--digest", "sha256:" + "0" * 64, "--workers", "3"]
+    alone = build_parser(("model",)).parse_args(argv)
+    every = build_parser().parse_args(argv)
+    assert vars(alone).keys() == vars(every).keys()
+    assert {k: v for k, v in vars(alone).items() if k != "handler"} == {
+        k: v for k, v in vars(every).items() if k != "handler"
+    }
+    assert main(["model", "verify", "--help"]) == 0
+    assert "--hashing-algorithm" in capsys.readouterr().out
