@@ -26,13 +26,15 @@ import yaml
 from muster.cli import common, progress
 from muster.cli.parsers.model import add_register_options, add_workers, register
 from muster.models import files as modelfiles
-from muster.models.rules import provenance as modelprovenance
-from muster.models.rules import registry as modelregistry
-from muster.signatures import oms as modelsigs
 from muster.signatures.rules import oms
 
+# Imported where used: verifying by digest (each pod start) needs neither signatures,
+# provenance, nor a cluster.
 if TYPE_CHECKING:
     from muster.models import provenancing
+    from muster.models.rules import provenance as modelprovenance
+    from muster.models.rules import registry as modelregistry
+    from muster.signatures import oms as modelsigs
 
 __all__ = ["add_register_options", "add_workers", "register"]
 
@@ -95,15 +97,15 @@ def _verify(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 progress=progress.for_args(args, "hashing"),
             )
-    except (modelfiles.ModelError, oms.OmsError, modelsigs.InputError) as error:
+    except _bad_input() as error:
         raise common.CommandError(str(error)) from None
-    except modelsigs.SignatureError as error:
+    except _bad_signature() as error:
         common.emit(args, f"FAIL {args.path}: {error}", {"passes": False, "error": str(error)})
         return common.EXIT_FAIL
     if outcome.passes:
         try:
             attested = _provenance_given(args, outcome.measured.digest)
-        except modelprovenance.Unverified as error:
+        except _unverified() as error:
             data = {**outcome.to_json(), "passes": False, "error": error.message}
             common.emit(args, f"FAIL {args.path}: {error.message}", data)
             return common.EXIT_FAIL
@@ -123,11 +125,33 @@ def _verify(args: argparse.Namespace) -> int:
     return common.EXIT_FAIL
 
 
+def _bad_input() -> tuple[type[Exception], ...]:
+    """What verifying raises on bad input. An ``except`` evaluates this only when something
+    was raised, so a verification by digest that passes never imports the signature stack."""
+    from muster.signatures import oms as modelsigs
+
+    return (modelfiles.ModelError, oms.OmsError, modelsigs.InputError)
+
+
+def _bad_signature() -> type[modelsigs.SignatureError]:
+    from muster.signatures import oms as modelsigs
+
+    return modelsigs.SignatureError
+
+
+def _unverified() -> type[modelprovenance.Unverified]:
+    from muster.models.rules import provenance as modelprovenance
+
+    return modelprovenance.Unverified
+
+
 def _provenance_given(args: argparse.Namespace, digest: str) -> modelprovenance.Verified | None:
     """The provenance of ``--provenance`` verified over the measured ``digest`` (None when
     none is given); :class:`modelprovenance.Unverified` when it does not count."""
     if args.provenance is None:
         return None
+    from muster.models.rules import provenance as modelprovenance
+
     bundle = _read(args.provenance, "provenance").decode(errors="replace")
     try:
         spec = modelprovenance.ProvenanceSpec.model_validate(
@@ -156,6 +180,8 @@ def _refuse_signature_options(args: argparse.Namespace) -> None:
 
 
 def _signature_check(args: argparse.Namespace) -> modelsigs.Check:
+    from muster.signatures import oms as modelsigs
+
     keyless = args.certificate_identity or args.certificate_oidc_issuer
     chosen = [bool(args.key), bool(args.certificate_chain), bool(keyless)]
     if sum(chosen) != 1:
@@ -227,6 +253,8 @@ def _read_model(name: str, kubeconfig: Path | None) -> modelregistry.ModelEntry:
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
 
+    from muster.models.rules import registry as modelregistry
+
     try:
         api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(kubeconfig) if kubeconfig else None
@@ -262,6 +290,8 @@ def _model_check(
 ) -> modelsigs.Check | None:
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
+
+    from muster.signatures import oms as modelsigs
 
     signature = entry.spec.signature
     if signature is None or signature.bundle is None:
@@ -338,6 +368,8 @@ def _cluster_reader(kubeconfig: Path | None) -> provenancing.Reader:
 
 
 def _verify_model(args: argparse.Namespace) -> int:
+    from muster.signatures import oms as modelsigs
+
     _refuse_signature_options(args)
     if args.provenance is not None:
         raise common.CommandError(
@@ -412,6 +444,8 @@ def signature_beside(path: Path, given: Path | None) -> Path | None:
 def measure_for_register(args: argparse.Namespace) -> tuple[oms.Manifest, Path | None]:
     """Measure ``args.path`` as its signature (beside it, or ``--signature``) was hashed, for a
     Model or Dataset manifest; returns the measurement and the signature file found."""
+    from muster.signatures import oms as modelsigs
+
     signature_path = signature_beside(args.path, args.signature)
     ignores = modelfiles.ignore_paths_for(args.path, [])
     if signature_path is not None and args.path.is_dir():
@@ -433,6 +467,8 @@ def measure_for_register(args: argparse.Namespace) -> tuple[oms.Manifest, Path |
 
 
 def _register(args: argparse.Namespace) -> int:
+    from muster.models.rules import registry as modelregistry
+
     measured, signature_path = measure_for_register(args)
     spec: dict[str, Any] = {"digest": measured.digest}
     if args.oci_reference:
@@ -482,11 +518,15 @@ def print_manifest(
 def signed_hashing(signature_path: Path | None) -> oms.Serialization:
     if signature_path is None:
         return oms.Serialization()
+    from muster.signatures import oms as modelsigs
+
     return oms.serialization_of_bundle(modelsigs.read_bundle(signature_path)).hashing
 
 
 def registered_signature(args: argparse.Namespace, path: Path, digest: str) -> dict[str, Any]:
     """The signature fields, after checking the signature verifies and signs ``digest``."""
+    from muster.signatures import oms as modelsigs
+
     try:
         bundle = modelsigs.read_bundle(path)
     except modelsigs.InputError as error:

@@ -20,13 +20,15 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import blake3
 
 from muster.models.rules import defaults, pickles
-from muster.signatures import oms as modelsigs
 from muster.signatures.rules import oms
+
+if TYPE_CHECKING:  # imported when a signature is verified: measuring needs no Sigstore
+    from muster.signatures import oms as modelsigs
 
 __all__ = [
     "DEFAULT_WORKERS",
@@ -364,6 +366,8 @@ def verify_signature(
     Like ``model_signing verify``: hashed with the signature's own serialization and
     ignore paths, plus the git paths and the signature file itself when it sits inside.
     """
+    from muster.signatures import oms as modelsigs
+
     signed = check(modelsigs.read_bundle(signature_path))
     ignores = list(extra_ignores)
     inside = _relative_inside(signature_path, root)

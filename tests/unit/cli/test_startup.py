@@ -61,15 +61,14 @@ def test_help_imports_no_heavy_module(argv: tuple[str, ...]) -> None:
     assert _heavy(loaded) == []
 
 
-def test_model_verify_by_digest_imports_no_cluster_module(tmp_path: Path) -> None:
+def test_model_verify_by_digest_imports_no_heavy_module(tmp_path: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(b"\x00" * 1024)
     code, _, digest = _modules("model", "digest", str(tmp_path))
     assert code == 0
     code, loaded, out = _modules("model", "verify", str(tmp_path), "--digest", digest.strip())
     assert code == 0, out
     assert out.startswith(f"OK {tmp_path}")
-    assert sorted(m for m in loaded if m.split(".")[0] in ("kopf", "kubernetes")) == []
-    assert not {"muster.boms", "muster.admission", "muster.app"} & loaded
+    assert _heavy(loaded) == []  # no cluster client, no Sigstore: a digest is all it needs
 
 
 def test_the_command_table_names_what_each_module_registers() -> None:
