@@ -19,12 +19,12 @@ from collections.abc import Mapping
 
 from muster.datasets.rules import approval as datasetapproval
 from muster.datasets.rules import registry as datasetregistry
-from muster.kernel import findings, subjects, trainerpods
+from muster.kernel import subjects, trainerpods
 from muster.models.rules import approval as modelgate
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, trainjobs
 from muster.platform import namespaces as platformnamespaces
-from muster.signatures.rules.verifiers import missing_verifiers, verifier_container
+from muster.signatures.rules.verifiers import has_verifier, verifier_container
 
 __all__ = ["verified_volumes"]
 
@@ -74,8 +74,6 @@ async def verified_volumes(
             want = verifier_container(
                 download.volume, digest, image, hashing, sub_path=download.sub_path or None
             )
-            ok = not missing_verifiers(
-                template, [("", want)], check=modelgate.CHECK, reason="", mode=findings.Mode.ENFORCE
-            )
+            ok = has_verifier(template, want)
         verified[download.volume] = verified.get(download.volume, True) and ok
     return {volume for volume, ok in verified.items() if ok}

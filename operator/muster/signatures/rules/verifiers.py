@@ -18,6 +18,7 @@ __all__ = [
     "MOUNT_ROOT",
     "VERIFIER_FIELDS",
     "VERIFIER_PREFIX",
+    "has_verifier",
     "hashing_args",
     "missing_verifiers",
     "verifier_container",
@@ -117,18 +118,10 @@ def missing_verifiers(
 ) -> list[findings.Finding]:
     """A finding for each ``(subject, verifier)`` of ``expected`` whose init container the
     template lacks, or has with other :data:`VERIFIER_FIELDS` (the mutating gate did not run)."""
-    existing = template.spec.get("initContainers")
-    by_name = {
-        c.get("name"): c
-        for c in (existing if isinstance(existing, list) else ())
-        if isinstance(c, Mapping)
-    }
+    by_name = _init_containers(template)
     missing: list[findings.Finding] = []
     for subject, container in expected:
-        actual = by_name.get(container["name"])
-        if actual is None or any(
-            actual.get(field) != container[field] for field in VERIFIER_FIELDS
-        ):
+        if not _same_verifier(by_name.get(container["name"]), container):
             missing.append(
                 findings.Finding(
                     check=check,
@@ -140,3 +133,23 @@ def missing_verifiers(
                 )
             )
     return missing
+
+
+def has_verifier(template: subjects.PodTemplate, container: Mapping[str, Any]) -> bool:
+    """Whether the template has ``container`` as an init container, as Muster writes it."""
+    return _same_verifier(_init_containers(template).get(container["name"]), container)
+
+
+def _init_containers(template: subjects.PodTemplate) -> dict[object, Mapping[str, Any]]:
+    existing = template.spec.get("initContainers")
+    return {
+        c.get("name"): c
+        for c in (existing if isinstance(existing, list) else ())
+        if isinstance(c, Mapping)
+    }
+
+
+def _same_verifier(actual: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    return actual is not None and all(
+        actual.get(field) == wanted[field] for field in VERIFIER_FIELDS
+    )
