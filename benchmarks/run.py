@@ -44,6 +44,7 @@ import attestation_check  # noqa: E402
 import image_verification  # noqa: E402
 import model_hashing  # noqa: E402
 import notation_check  # noqa: E402
+import startup  # noqa: E402
 from tests import gpuroots, paths, peers  # noqa: E402
 
 from muster.app import localoperator  # noqa: E402
@@ -400,13 +401,13 @@ def profile(smoke: bool) -> dict[str, Any]:
         return {
             "requests": 100, "concurrency": 10, "rates": [100], "seconds": 1.0,
             "search_start": 200, "search_seconds": 0.5, "cold": 2, "cache_entries": 10_000,
-            "e2e_pods": 10, "e2e_concurrency": [1, 10], "verify_runs": 1,
+            "e2e_pods": 10, "e2e_concurrency": [1, 10], "verify_runs": 1, "startup_runs": 3,
             "hash": {"small": 200, "small_size": 16 << 10, "large": 1, "large_mib": 16},
         }  # fmt: skip
     return {
         "requests": 2000, "concurrency": 10, "rates": [100, 250, 500], "seconds": 4.0,
         "search_start": 200, "search_seconds": 2.0, "cold": 15, "cache_entries": 10_000,
-        "e2e_pods": 300, "e2e_concurrency": [1, 10, 50], "verify_runs": 10,
+        "e2e_pods": 300, "e2e_concurrency": [1, 10, 50], "verify_runs": 10, "startup_runs": 15,
         "hash": {"small": 2000, "small_size": 64 << 10, "large": 2, "large_mib": 256},
     }  # fmt: skip
 
@@ -577,6 +578,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["attestation_check"] = attestation_check.results(p["verify_runs"])
         with timer("Notation check"):
             results["notation_check"] = notation_check.results(p["verify_runs"])
+        with timer("start-up"):
+            results["startup"] = startup.results(p["startup_runs"])
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -769,6 +772,12 @@ def report(r: dict[str, Any]) -> str:
     lines += [
         f"verification cache: {c['entries']} entries hold {c['cache_mib']:.1f} MiB; "
         f"muster run RSS after load {r['rss_mib_after_load']:.0f} MiB"
+    ]
+    lines += [
+        "",
+        f"start-up of muster: median of {r['startup']['runs']} runs, a new process each, "
+        "against python -c pass in the same run",
+        startup.table(r["startup"]),
     ]
     goal_rows = [{**g, "met": "met" if g["met"] else "MISSED"} for g in r["goals"]]
     lines += ["", "goals", direct.table(goal_rows, ["goal", "measured", "target", "met"])]

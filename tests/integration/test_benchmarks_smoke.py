@@ -151,6 +151,17 @@ def test_model_hashing_per_algorithm_runs_muster_and_model_signing(smoke: Smoke)
     assert re.search(r"^blake3 +[0-9.]+ +[0-9.]+ +[0-9.]+x$", smoke.printed, re.M)
 
 
+def test_startup_times_each_command_against_python_in_the_same_run(smoke: Smoke) -> None:
+    measured = smoke.results["startup"]
+    names = [row["command"] for row in measured["commands"]]
+    assert names[0] == "python -c pass (baseline)"
+    assert {"muster --version", "muster model verify --help", "muster check --help"} <= set(names)
+    for row in measured["commands"]:
+        for key in ("median_ms", "modules"):
+            _positive(f"start-up {row['command']} {key}", row[key])
+    assert "start-up of muster" in smoke.printed
+
+
 def test_every_goal_of_the_issue_is_judged(results: dict[str, Any]) -> None:
     goals = results["goals"]
     assert len(goals) == 8
