@@ -30,14 +30,7 @@ def register(subcommands: common.Subcommands) -> None:
     )
     digest.add_argument("path", type=Path, metavar="PATH")
     _add_hashing(digest)
-    digest.add_argument(
-        "--ignore-paths",
-        action="append",
-        default=[],
-        metavar="P",
-        help="also ignore this path (as model_signing: relative to the working directory, "
-        "or else to the model; repeatable)",
-    )
+    _add_ignore_paths(digest)
     add_workers(digest)
     progress.add_option(digest)
     common.add_format_option(digest)
@@ -85,14 +78,7 @@ def register(subcommands: common.Subcommands) -> None:
         metavar="FILE",
         help="Sigstore trusted root or client trust config (default: public-good Sigstore)",
     )
-    verify.add_argument(
-        "--ignore-paths",
-        action="append",
-        default=[],
-        metavar="P",
-        help="also ignore this path (as model_signing: relative to the working directory, "
-        "or else to the model; repeatable)",
-    )
+    _add_ignore_paths(verify)
     verify.add_argument(
         "--provenance",
         type=Path,
@@ -207,4 +193,15 @@ def add_workers(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=defaults.DEFAULT_WORKERS,
         help=f"files hashed in parallel (default {defaults.DEFAULT_WORKERS})",
+    )
+
+
+def _add_ignore_paths(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ignore-paths",
+        action="append",
+        default=[],
+        metavar="P",
+        help="also ignore this path (as model_signing: relative to the working directory, "
+        "or else to the model; repeatable)",
     )
