@@ -10,7 +10,9 @@ from muster.platform import controlplane
 OWN_NAMESPACE = "muster-system"
 
 
-@pytest.fixture(scope="session")
+# Package scope: stopped when the e2e tests are done, so the integration tests that run after
+# them in the same session (and share its control plane) never meet a second installation.
+@pytest.fixture(scope="package")
 def muster_operator(
     control_plane: controlplane.ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[localoperator.LocalOperator]:

@@ -262,7 +262,11 @@ async def test_a_revoked_parent_reaches_the_bom_of_a_running_pod_without_a_pod_e
 ) -> None:
     kube = services.kube
     suffix = uuid.uuid4().hex[:6]
-    namespace = kubeclients.namespace(control_plane, "bom-revoke", {scopes.ENFORCE_LABEL: "true"})
+    # Opted out as well: another installation in the session (the e2e suites' operator) leaves
+    # it alone, while BOMs are kept in every opted-in namespace whatever the opt-out label says.
+    namespace = kubeclients.namespace(
+        control_plane, "bom-revoke", {scopes.ENFORCE_LABEL: "true", scopes.OPT_OUT_LABEL: "true"}
+    )
     parent, child = f"origin-{suffix}", f"derived-{suffix}"
     paths = [f"{API}/datasets/{parent}", f"{API}/datasets/{child}"]
     keeper = keeping.Keeper(services, kube, debounce=0.1)

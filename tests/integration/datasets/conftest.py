@@ -13,6 +13,7 @@ from tests.integration.datasets.stored import served
 
 # The label of the namespaces whose pods the dataset controller reports on.
 SUITE = "muster.dev/integration-datasets"
+INSTANCE = "integration-datasets"  # the reportingInstance of the suite's Events
 
 
 @pytest.fixture
@@ -32,7 +33,9 @@ async def controller(
     services = runtime.Services(
         settings=settings, kube=kube, registries=registries.RegistryClient(settings.registry)
     )
-    services.events = events.EventRecorder(kube)
+    # Its own reporting instance: the session may run another installation (the e2e suites'
+    # operator) that announces the same cluster-scoped Datasets; the tests read only this one's.
+    services.events = events.EventRecorder(kube, instance=INSTANCE)
     found = controllers.controller_for(services)
     try:
         await served(kube)

@@ -20,7 +20,7 @@ from muster.kernel import crds
 from muster.platform import controlplane
 from tests import datasetfiles, kubeclients
 from tests.apiwaits import eventually
-from tests.integration.datasets.conftest import SUITE
+from tests.integration.datasets.conftest import INSTANCE, SUITE
 from tests.integration.datasets.stored import API, create, delete, watched
 
 pytestmark = pytest.mark.integration
@@ -254,7 +254,11 @@ async def test_revoking_a_parent_reaches_the_child_and_the_pods_using_it(
 
         async def revoked_events(namespace: str) -> list[dict[str, Any]]:
             found = await kube.get(f"/apis/events.k8s.io/v1/namespaces/{namespace}/events")
-            return [e for e in found.get("items", []) if e["reason"] == controllers.REVOKED]
+            return [
+                e
+                for e in found.get("items", [])
+                if e["reason"] == controllers.REVOKED and e.get("reportingInstance") == INSTANCE
+            ]
 
         async def on(name: str) -> list[dict[str, Any]]:
             return [e for e in await revoked_events("default") if e["regarding"]["name"] == name]

@@ -13,6 +13,7 @@ from muster.datasets import controllers
 from muster.platform import controlplane
 from tests.apiwaits import eventually
 from tests.integration import docblocks
+from tests.integration.datasets.conftest import INSTANCE
 from tests.integration.datasets.stored import API, delete, watched
 
 pytestmark = pytest.mark.integration
@@ -59,7 +60,9 @@ async def test_the_pages_revocation_reaches_the_derived_dataset(
             return {
                 e["regarding"]["name"]: e["note"]
                 for e in found.get("items", [])
-                if e["reason"] == controllers.REVOKED and e["regarding"]["name"] in names
+                if e["reason"] == controllers.REVOKED
+                and e["regarding"]["name"] in names
+                and e.get("reportingInstance") == INSTANCE
             }
 
         said = await eventually(
