@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import importlib
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from kubernetes import client
@@ -44,7 +45,6 @@ import attestation_check  # noqa: E402
 import image_verification  # noqa: E402
 import model_hashing  # noqa: E402
 import notation_check  # noqa: E402
-import startup  # noqa: E402
 from tests import gpuroots, paths, peers  # noqa: E402
 
 from muster.app import localoperator  # noqa: E402
@@ -56,6 +56,13 @@ from muster.kernel import crds, scopes  # noqa: E402
 from muster.platform import controlplane, kubesetup  # noqa: E402
 
 RESULTS = HERE / "results"
+
+# Parts of the suite that start their own peers: each module has ``results(smoke) -> dict``,
+# ``goals(results) -> list[goal]`` and ``table(results) -> str`` (see ``Part`` below), and runs
+# alone as a script. The suite runs them in this order, after the shared control plane stops.
+PARTS: dict[str, str] = {
+    "startup": "start-up of a command",
+}
 OWN_NAMESPACE = "muster-bench"
 JUDGED, BASELINE = "bench", "baseline"
 GPU = paths.FIXTURES / "gpu"
@@ -401,13 +408,13 @@ def profile(smoke: bool) -> dict[str, Any]:
         return {
             "requests": 100, "concurrency": 10, "rates": [100], "seconds": 1.0,
             "search_start": 200, "search_seconds": 0.5, "cold": 2, "cache_entries": 10_000,
-            "e2e_pods": 10, "e2e_concurrency": [1, 10], "verify_runs": 1, "startup_runs": 3,
+            "e2e_pods": 10, "e2e_concurrency": [1, 10], "verify_runs": 1,
             "hash": {"small": 200, "small_size": 16 << 10, "large": 1, "large_mib": 16},
         }  # fmt: skip
     return {
         "requests": 2000, "concurrency": 10, "rates": [100, 250, 500], "seconds": 4.0,
         "search_start": 200, "search_seconds": 2.0, "cold": 15, "cache_entries": 10_000,
-        "e2e_pods": 300, "e2e_concurrency": [1, 10, 50], "verify_runs": 10, "startup_runs": 15,
+        "e2e_pods": 300, "e2e_concurrency": [1, 10, 50], "verify_runs": 10,
         "hash": {"small": 2000, "small_size": 64 << 10, "large": 2, "large_mib": 256},
     }  # fmt: skip
 
@@ -578,8 +585,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results["attestation_check"] = attestation_check.results(p["verify_runs"])
         with timer("Notation check"):
             results["notation_check"] = notation_check.results(p["verify_runs"])
-        with timer("start-up"):
-            results["startup"] = startup.results(p["startup_runs"])
+        results["parts"] = {}
+        for key, title in PARTS.items():
+            with timer(title):
+                results["parts"][key] = part(key).results(args.smoke)
     results["machine"] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -588,11 +597,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_at_end": os.getloadavg(),
         "smoke": args.smoke,
     }
-    results["goals"] = goals(results)
+    results["goals"] = goals(results) + [
+        row for key in PARTS for row in part(key).goals(results["parts"][key])
+    ]
     return results
 
 
 # -- goals and the table ------------------------------------------------------------------------
+
+
+class Part(Protocol):
+    """A part of the suite that measures one goal area with its own peers and baselines."""
+
+    def results(self, smoke: bool) -> dict[str, Any]: ...
+
+    def goals(self, r: dict[str, Any]) -> list[dict[str, Any]]:
+        """Rows of goal, measured, baseline, target and met (a bool)."""
+        ...
+
+    def table(self, r: dict[str, Any]) -> str: ...
+
+
+def part(key: str) -> Part:
+    module: Part = importlib.import_module(key)
+    return module
 
 
 def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -773,14 +801,17 @@ def report(r: dict[str, Any]) -> str:
         f"verification cache: {c['entries']} entries hold {c['cache_mib']:.1f} MiB; "
         f"muster run RSS after load {r['rss_mib_after_load']:.0f} MiB"
     ]
+    for key, title in PARTS.items():
+        lines += ["", title, part(key).table(r["parts"][key])]
+    goal_rows = [
+        {**g, "baseline": g.get("baseline", "-"), "met": "met" if g["met"] else "MISSED"}
+        for g in r["goals"]
+    ]
     lines += [
         "",
-        f"start-up of muster: median of {r['startup']['runs']} runs, a new process each, "
-        "against python -c pass in the same run",
-        startup.table(r["startup"]),
+        "goals",
+        direct.table(goal_rows, ["goal", "measured", "baseline", "target", "met"]),
     ]
-    goal_rows = [{**g, "met": "met" if g["met"] else "MISSED"} for g in r["goals"]]
-    lines += ["", "goals", direct.table(goal_rows, ["goal", "measured", "target", "met"])]
     return "\n".join(lines)
 
 
