@@ -22,7 +22,7 @@ from typing import Any
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching, referrers
-from muster.signatures.rules import attestations, bundles, formats
+from muster.signatures.rules import attestations, bundleformat, formats
 
 __all__ = ["fetch"]
 
@@ -138,7 +138,7 @@ async def _bundles(
                 reference.registry,
                 reference.repository,
                 found.layer["digest"],
-                max_bytes=bundles.MAX_BUNDLE_BYTES,
+                max_bytes=bundleformat.MAX_BUNDLE_BYTES,
             )
             return attestations.BundleAttestation(bundle, predicate_type)
         except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:

@@ -13,7 +13,7 @@ from typing import Any
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching
-from muster.signatures.rules import bundles, formats
+from muster.signatures.rules import bundleformat, formats
 
 __all__ = ["BUNDLE_ARTIFACT_PREFIX", "FORMAT"]
 
@@ -56,7 +56,7 @@ async def _fetch(
                 reference.registry,
                 reference.repository,
                 found.layer["digest"],
-                max_bytes=bundles.MAX_BUNDLE_BYTES,
+                max_bytes=bundleformat.MAX_BUNDLE_BYTES,
             )
         except (registries.NotFound, registries.BlobTooLarge, registries.DigestMismatch) as error:
             problems.append(str(error))
@@ -72,4 +72,4 @@ def _is_bundle_type(media_type: object) -> bool:
     return isinstance(media_type, str) and media_type.startswith(BUNDLE_ARTIFACT_PREFIX)
 
 
-FORMAT = fetching.RegistryFormat(format=bundles.FORMAT, read=_fetch)
+FORMAT = fetching.RegistryFormat(format=bundleformat.FORMAT, read=_fetch)

@@ -24,7 +24,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
-from muster.signatures.rules import authorities, bundles, cosign, keys, proofs
+# ``bundles`` is imported where a bundle is verified: it loads the sigstore library, which a
+# legacy signature (and a command's start-up) does without.
+from muster.signatures.rules import authorities, bundleformat, cosign, keys, proofs
 
 __all__ = [
     "DSSE_MEDIA_TYPE",
@@ -125,7 +127,7 @@ def label(item: Item, position: int) -> str:
 
 def parse_statement(payload_type: str, payload: bytes) -> Statement:
     """An in-toto statement from a DSSE payload, or :class:`proofs.Rejected`."""
-    if payload_type != bundles.IN_TOTO_PAYLOAD_TYPE:
+    if payload_type != bundleformat.IN_TOTO_PAYLOAD_TYPE:
         raise proofs.Rejected(f"DSSE payload type is {payload_type!r}, not an in-toto statement")
     try:
         document = json.loads(payload)
@@ -307,5 +309,7 @@ def verify(item: Item, *, digest: str, authority: authorities.Authority) -> Atte
     cosign.check_digest(digest, "image digest")
     if isinstance(item, LegacyAttestation):
         return _verify_legacy(item, digest=digest, authority=authority)
+    from muster.signatures.rules import bundles
+
     proof, document = bundles.verify_statement(item.bundle, digest=digest, authority=authority)
     return Attested(proof=proof, statement=_statement(document))

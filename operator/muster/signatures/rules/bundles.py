@@ -37,7 +37,7 @@ from sigstore_models.bundle import v1 as bundle_v1
 from sigstore_models.common.v1 import HashAlgorithm
 
 from muster.kernel import messages
-from muster.signatures.rules import authorities, cosign, keys, proofs, trust
+from muster.signatures.rules import authorities, bundleformat, cosign, keys, proofs, trust
 
 __all__ = [
     "COSIGN_SIGN_PREDICATE",
@@ -50,15 +50,16 @@ __all__ = [
 ]
 
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
-FORMAT_NAME = "sigstore-bundle"
-MAX_BUNDLE_BYTES = 4 * 1024 * 1024
+# Named where the format is, which loads without the sigstore library (command start-up).
+IN_TOTO_PAYLOAD_TYPE = bundleformat.IN_TOTO_PAYLOAD_TYPE
+FORMAT_NAME = bundleformat.FORMAT_NAME
+MAX_BUNDLE_BYTES = bundleformat.MAX_BUNDLE_BYTES
 _MAX_TIMESTAMPS = 32  # as sigstore-go and sigstore-python, against denial of service
 
 _SigstoreRoot = sigstore_models.TrustedRoot
 
 _BUNDLE_MEDIA_TYPES = frozenset(kind.value for kind in sigstore_models.Bundle.BundleType)
-_PARSE_ERRORS = trust.PARSE_ERRORS
+_PARSE_ERRORS = trust.parse_errors()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -687,24 +688,5 @@ def verify_statement(
     return _proof(checked, digest, authority.name), checked.statement
 
 
-# ---------------------------------------------------------------------------------------------
-# The format
-
-
-class _Format:
-    """Image bundles (OCI referrers) as a :class:`muster.signatures.rules.formats.Format`."""
-
-    name = FORMAT_NAME
-
-    def label(self, index: int) -> str:
-        return f"bundle {index + 1}"
-
-    def verify(
-        self, evidence: object, *, digest: str, authority: authorities.Authority
-    ) -> proofs.Proof:
-        if not isinstance(evidence, bytes):
-            raise proofs.Rejected("evidence is not a bundle")
-        return verify_image(evidence, digest=digest, authority=authority)
-
-
-FORMAT = _Format()
+# The format: :mod:`muster.signatures.rules.bundleformat`, which calls verify_image.
+FORMAT = bundleformat.FORMAT

@@ -26,11 +26,12 @@ import datetime
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
-
-import cel
+from typing import TYPE_CHECKING, Any
 
 from muster.signatures.rules import attestations, authorities, proofs
+
+if TYPE_CHECKING:
+    import cel  # imported where a condition is compiled: ``cel`` loads an interactive shell
 
 __all__ = [
     "VARIABLES",
@@ -76,6 +77,8 @@ class Condition:
 
 def compile_condition(name: str, expression: str, message: str | None = None) -> Condition:
     """Compile ``expression`` once; :class:`InvalidCondition` says why it cannot be used."""
+    import cel  # only policies with conditions pay for it (command start-up)
+
     try:
         program = cel.compile(expression)
     except (ValueError, RuntimeError, TypeError) as error:
@@ -173,6 +176,8 @@ def _failure(condition: Condition, context: cel.Context) -> str | None:
 
 
 def _context(statement: attestations.Statement, now: datetime.datetime) -> cel.Context:
+    import cel  # as in compile_condition
+
     return cel.Context(
         {"predicate": statement.predicate, "statement": dict(statement.document), "now": now}
     )

@@ -14,15 +14,18 @@ import datetime
 import functools
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from sigstore import errors as sigstore_errors
-from sigstore import models as sigstore_models
-from sigstore_models.trustroot import v1 as trustroot_v1
 
 from muster.kernel import messages
 from muster.signatures.rules import keys
+
+if TYPE_CHECKING:
+    # Imported where a trusted_root.json is parsed: the library loads its HTTP clients too,
+    # and a key-signed image (``muster image verify``, every start) needs none of it.
+    from sigstore import models as sigstore_models
+    from sigstore_models.trustroot import v1 as trustroot_v1
 
 __all__ = [
     "PARSE_ERRORS",
@@ -32,13 +35,14 @@ __all__ = [
     "TrustMaterial",
     "TrustedRoot",
     "load_trusted_root",
+    "parse_errors",
     "within",
 ]
 
 # What a malformed document can make the parsers raise: a corrupted certificate can carry an
 # impossible X.509 version, which cryptography raises as InvalidVersion (not a ValueError).
+# The sigstore library's own errors are added where it is imported (:func:`parse_errors`).
 PARSE_ERRORS = (
-    sigstore_errors.Error,
     x509.InvalidVersion,
     ValueError,
     TypeError,
@@ -167,6 +171,9 @@ def load_trusted_root(data: bytes | str, *, trust_config: bool = False) -> Trust
     member: its signing config (whose schema has changed across releases) matters only for
     signing, so it is not parsed.
     """
+    from sigstore import models as sigstore_models
+    from sigstore_models.trustroot import v1 as trustroot_v1
+
     try:
         if trust_config:
             document = json.loads(data)
@@ -174,10 +181,17 @@ def load_trusted_root(data: bytes | str, *, trust_config: bool = False) -> Trust
                 document = document["trustedRoot"]
             data = json.dumps(document)
         return TrustedRoot(sigstore_models.TrustedRoot(trustroot_v1.TrustedRoot.from_json(data)))
-    except PARSE_ERRORS as error:
+    except parse_errors() as error:
         raise InvalidTrustRoot(
             f"trusted root is invalid: {messages.first_line(error)}", error
         ) from None
+
+
+def parse_errors() -> tuple[type[BaseException], ...]:
+    """:data:`PARSE_ERRORS` and the sigstore library's base error, for its parsers."""
+    from sigstore import errors as sigstore_errors
+
+    return (sigstore_errors.Error, *PARSE_ERRORS)
 
 
 def _material(root: trustroot_v1.TrustedRoot) -> TrustMaterial:
