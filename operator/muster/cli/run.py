@@ -127,6 +127,14 @@ def register(subcommands: common.Subcommands) -> None:
         help="how long a credential helper's answer is used before the helper is asked again "
         "(sooner when the registry refuses it)",
     )
+    parser.add_argument(
+        "--registry-max-requests",
+        type=int,
+        default=registries.RegistrySettings.max_requests_per_registry,
+        metavar="N",
+        help="requests in flight to one registry at once; pods waiting for the same registry "
+        "are served in turn (default: %(default)s)",
+    )
     # -- untrusted references (egress) ------------------------------------------------
     parser.add_argument(
         "--registry-allow",
@@ -242,6 +250,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.metrics_max_namespaces < 0:
         raise common.CommandError("--metrics-max-namespaces must not be negative")
     _check_registry_files(args.registry_ca_file, args.registry_credentials)
+    if args.registry_max_requests < 1:
+        raise common.CommandError("--registry-max-requests must be at least 1")
     helpers = _credential_helpers(args.credential_helper, args.credential_helper_ttl)
     namespace_selector = _namespace_selector(args.namespace_selector)
     try:
@@ -267,6 +277,7 @@ def _run(args: argparse.Namespace) -> int:
             credentials_file=args.registry_credentials,
             credential_helpers=helpers,
             credential_helper_ttl=args.credential_helper_ttl,
+            max_requests_per_registry=args.registry_max_requests,
             allow_hosts=tuple(args.registry_allow),
             deny_hosts=tuple(args.registry_deny),
             allow_private=args.allow_private_registries,

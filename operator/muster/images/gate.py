@@ -528,6 +528,7 @@ class ImageGate:
         reference: references.ImageReference,
         credentials: imageverifier.CredentialProvider,
     ) -> list[Mapping[str, Any]]:
+        registries.requester.set(credentials)  # see _validate
         try:
             digest = await self.area.verifier.resolve(reference, credentials)
         except registries.RegistryError as error:
@@ -545,6 +546,10 @@ class ImageGate:
         credentials: imageverifier.CredentialProvider,
         broken: Sequence[BrokenPolicy],
     ) -> list[findings.Finding]:
+        # Runs as its own task (gathered): its registry requests are this pod's, whose
+        # provider is made per admission, so requests of pods waiting for one registry are
+        # served in turn (registries.RequestSlots).
+        registries.requester.set(credentials)
         found: list[findings.Finding] = []
         # A policy that fails to compile cannot vouch for anything it covers: fail closed.
         for policy in sorted(broken, key=lambda b: b.name):

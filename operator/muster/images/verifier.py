@@ -447,6 +447,7 @@ class Verifier:
                 operator_credentials=self.client.operator_credentials,
                 helpers=self.client.helpers,
                 referrers_support=self.client.referrers_support,
+                slots=self.client.slots,  # one bound per registry, whoever's credentials
             )
             client.observer = self.client.observer  # the same metrics, whoever's credentials
             self._clients[fingerprint] = client

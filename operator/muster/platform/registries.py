@@ -8,6 +8,9 @@
   sent across a redirect to another host, never logged.
 - Retries with exponential backoff on 429 and 5xx, honouring ``Retry-After``; one pooled
   connection set per client, reused across requests.
+- At most ``max_requests_per_registry`` requests in flight to one registry, shared by every
+  client of the process and granted round robin between requesters (one admission each), so
+  a pod of a hundred images neither floods a registry nor makes another pod wait behind it.
 - Egress is checked (``kernel/egress.py``): registry hosts against the allow/deny lists, and every
   address a host name resolves to against the loopback/private/link-local/metadata rule. The
   checking resolver hands aiohttp exactly the addresses it checked, so the connection is pinned
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import hashlib
@@ -31,7 +36,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +60,14 @@ __all__ = [
     "RegistryError",
     "RegistrySettings",
     "RequestObserver",
+    "RequestSlots",
     "RoundTrips",
     "Sink",
     "Unauthorized",
     "Unavailable",
     "check_files",
     "request_outcome",
+    "requester",
 ]
 
 logger = logging.getLogger("muster.registries")
@@ -213,6 +220,8 @@ class RegistrySettings:
     user_agent: str = "muster"
     # How long what a registry's answers showed about its OCI referrers API is trusted.
     referrers_api_ttl: float = 600.0
+    # Requests in flight to one registry at once, over every client of the process.
+    max_requests_per_registry: int = 16
     # Egress (kernel/egress.py): host globs allowed / denied, and whether loopback and private
     # addresses are fine for every host. Insecure registries count as explicitly configured.
     allow_hosts: tuple[str, ...] = ()
@@ -306,6 +315,74 @@ class ReferrersSupport:
             del self._known[next(iter(self._known))]
 
 
+# Who a registry request is made for (an admission sets a fresh key for its pod); requests of
+# different requesters waiting for one registry are served round robin. Tasks inherit it.
+requester: contextvars.ContextVar[Hashable | None] = contextvars.ContextVar(
+    "muster_registry_requester", default=None
+)
+
+
+class RequestSlots:
+    """At most ``limit`` requests in flight per registry, granted fairly between requesters.
+
+    Waiting requests are queued per requester (:data:`requester`), and a freed slot goes to
+    the requester at the head of the line, which then moves to its back: a pod whose hundred
+    images queue three hundred requests delays a one-image pod behind it by one request per
+    stage, not by all of them. Shared by every client of a process, like
+    :class:`ReferrersSupport`: the bound is the registry's, whoever's credentials are sent.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"max_requests_per_registry must be at least 1, not {limit}")
+        self.limit = limit
+        self._in_flight: collections.Counter[str] = collections.Counter()
+        # Per registry: the requesters waiting, in turn order, each with its waiters in order.
+        self._waiting: dict[str, dict[Hashable, collections.deque[asyncio.Future[None]]]] = {}
+
+    def in_flight(self, registry: str) -> int:
+        return self._in_flight[registry]
+
+    @contextlib.asynccontextmanager
+    async def slot(self, registry: str) -> AsyncIterator[None]:
+        await self._acquire(registry, requester.get())
+        try:
+            yield
+        finally:
+            self._release(registry)
+
+    async def _acquire(self, registry: str, who: Hashable | None) -> None:
+        if self._in_flight[registry] < self.limit and not self._waiting.get(registry):
+            self._in_flight[registry] += 1
+            return
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(registry, {}).setdefault(who, collections.deque()).append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release(registry)  # granted as it was cancelled: hand the slot on
+            raise
+
+    def _release(self, registry: str) -> None:
+        self._in_flight[registry] -= 1
+        waiting = self._waiting.get(registry)
+        while waiting and self._in_flight[registry] < self.limit:
+            who = next(iter(waiting))
+            line = waiting.pop(who)
+            granted = line.popleft()
+            if line:
+                waiting[who] = line  # back of the turn order
+            if granted.done():
+                continue  # its waiter was cancelled
+            granted.set_result(None)
+            self._in_flight[registry] += 1
+        if not waiting:
+            self._waiting.pop(registry, None)
+        if not self._in_flight[registry]:
+            del self._in_flight[registry]
+
+
 class RoundTrips:
     """A request observer that measures what lookups cost: requests, and sequential depth.
 
@@ -372,11 +449,14 @@ class RegistryClient:
         operator_credentials: CredentialSource | None = None,
         helpers: credhelpers.CredentialHelpers | None = None,
         referrers_support: ReferrersSupport | None = None,
+        slots: RequestSlots | None = None,
     ) -> None:
         self.settings = settings or RegistrySettings()
         self.referrers_support = referrers_support or ReferrersSupport(
             self.settings.referrers_api_ttl
         )
+        # Shared with the clients made from this one (other pull secrets, same registries).
+        self.slots = slots or RequestSlots(self.settings.max_requests_per_registry)
         self._credentials = credentials or (lambda _registry: None)
         # The fallback for registries ``credentials`` has nothing for: given (shared with the
         # client it came from), or read from ``settings.credentials_file``.
@@ -423,8 +503,9 @@ class RegistryClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     ssl=context,
-                    limit=100,
-                    limit_per_host=20,
+                    limit=max(100, self.settings.max_requests_per_registry),
+                    # The slots bound requests per registry; connections must not be fewer.
+                    limit_per_host=self.settings.max_requests_per_registry,
                     resolver=CheckedResolver(self.settings.egress),
                 ),
                 timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout),
@@ -712,39 +793,57 @@ class RegistryClient:
                 if authorization:
                     headers["Authorization"] = authorization
             self.stats.requests += 1
-            started = time.perf_counter()
-            outcome = "unreachable"
-            try:
-                async with self._client().request(
-                    method, url, headers=headers, allow_redirects=False, **streaming
-                ) as response:
-                    outcome = request_outcome(response.status)
-                    if (
-                        response.status in (301, 302, 303, 307, 308)
-                        and "Location" in response.headers
-                    ):
-                        url = urllib.parse.urljoin(url, response.headers["Location"])
-                        continue
-                    if response.status == 404:  # its error code tells what was not found
-                        return 404, response.headers, await response.content.read(4096)
-                    if response.status != 200:
-                        return response.status, response.headers, b""
-                    length = response.content_length
-                    if length is not None and length > limit:
-                        raise BlobTooLarge(f"{what} is {length} bytes, over the limit of {limit}")
-                    if sink is not None:
-                        await _stream(response, sink, limit, what)
-                        return response.status, response.headers, b""
-                    body = bytearray()
-                    async for chunk in response.content.iter_chunked(64 * 1024):
-                        body += chunk
-                        if len(body) > limit:
-                            raise BlobTooLarge(f"{what} is over the limit of {limit} bytes")
-                    return response.status, response.headers, bytes(body)
-            finally:
-                if self.observer is not None:
-                    self.observer(registry, outcome, time.perf_counter() - started)
+            # Timed (for the observer) from the slot on: waiting for it is not the request.
+            async with self.slots.slot(registry):
+                answer = await self._exchange(
+                    method, url, headers, streaming, limit, what, sink, registry
+                )
+            if isinstance(answer, str):
+                url = answer  # redirected
+                continue
+            return answer
         raise RegistryError(f"{what}: more than {self.settings.max_redirects} redirects")
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        streaming: Mapping[str, Any],
+        limit: int,
+        what: str,
+        sink: Sink | None,
+        registry: str,
+    ) -> tuple[int, Mapping[str, str], bytes] | str:
+        """One HTTP request and its answer read within the limits; a redirect's target URL."""
+        started = time.perf_counter()
+        outcome = "unreachable"
+        try:
+            async with self._client().request(
+                method, url, headers=headers, allow_redirects=False, **streaming
+            ) as response:
+                outcome = request_outcome(response.status)
+                if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
+                    return urllib.parse.urljoin(url, response.headers["Location"])
+                if response.status == 404:  # its error code tells what was not found
+                    return 404, response.headers, await response.content.read(4096)
+                if response.status != 200:
+                    return response.status, response.headers, b""
+                length = response.content_length
+                if length is not None and length > limit:
+                    raise BlobTooLarge(f"{what} is {length} bytes, over the limit of {limit}")
+                if sink is not None:
+                    await _stream(response, sink, limit, what)
+                    return response.status, response.headers, b""
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > limit:
+                        raise BlobTooLarge(f"{what} is over the limit of {limit} bytes")
+                return response.status, response.headers, bytes(body)
+        finally:
+            if self.observer is not None:
+                self.observer(registry, outcome, time.perf_counter() - started)
 
     def _authorization(self, registry: str, scope: str) -> str | None:
         token = self._tokens.get((registry, scope))
