@@ -14,21 +14,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
-
-import kopf
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from muster.admission import pipeline
 from muster.kernel import gates, observations
 from muster.platform import metrics
 from muster.platform.services import Services
 
+if TYPE_CHECKING:
+    import kopf  # only controllers use it, registered by ``muster run``, never ``muster check``
+
 __all__ = ["Area", "FlagError", "Flags", "metric_labels", "reasons", "resources"]
 
 SettingsT = TypeVar("SettingsT", contravariant=True)
 
 GateFactory = Callable[[Services[SettingsT]], Sequence[gates.Gate]]
-ControllerRegistrar = Callable[[kopf.OperatorRegistry, Services[SettingsT]], None]
+ControllerRegistrar = Callable[["kopf.OperatorRegistry", Services[SettingsT]], None]
 ObserverFactory = Callable[[Services[SettingsT]], Sequence[pipeline.Observer]]
 ResourceDefinition = Callable[[], dict[str, Any]]
 

@@ -1,4 +1,5 @@
-"""The one list of Muster's areas: adding a gate is one folder plus one line here.
+"""The one list of Muster's areas: adding a gate is one folder plus one line here (a gate's
+line is in :mod:`muster.app.admissiongates`).
 
 ``muster run`` and ``muster check`` build the admission pipeline from these declarations, the
 operator registers their controllers, the drift pass re-runs their drift checks, metrics create
@@ -11,32 +12,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from muster.admission import areas
+from muster.app.admissiongates import GATES
 from muster.app.settings import OperatorSettings
 from muster.boms import area as boms
-from muster.datasets import area as datasets
 from muster.drift import area as drift
-from muster.gpu import area as gpu
 from muster.guards import area as guards
 from muster.guards.rules import namespaces as namespaceguard
-from muster.images import area as images
 from muster.kernel import gates as gates_
-from muster.models import area as models
 from muster.platform import metrics
 from muster.platform.services import Services
 from muster.reports import area as reports
-from muster.vulnerabilities import area as vulnerabilities
 
 __all__ = ["AREAS", "GATES", "gates", "metric_labels", "reasons"]
 
-# The admission gates: they judge pods, and drift re-runs the ones that can drift.
-GATES: tuple[areas.Area[OperatorSettings], ...] = (
-    gpu.AREA,
-    # Before models: the model gate reads the Datasets a Model was trained on.
-    datasets.AREA,
-    models.AREA,
-    images.AREA,
-    vulnerabilities.AREA,
-)
+# The admission gates (gpu, datasets, models, images, vulnerabilities: a gate is added in
+# muster.app.admissiongates, which ``muster check`` imports alone) run first.
 # Every area: the gates, then those that read what the gates decided.
 AREAS: tuple[areas.Area[OperatorSettings], ...] = (
     *GATES,

@@ -32,7 +32,8 @@ import yaml
 import muster
 from muster.admission import pipeline as admissions
 from muster.admission import server
-from muster.app import areas, runtime
+from muster.app import admissiongates
+from muster.app.settings import OperatorSettings
 from muster.cli.parsers.check import register
 from muster.datasets.rules import registry as datasetregistry
 from muster.gpu.rules import policies as gpupolicies
@@ -41,6 +42,7 @@ from muster.kernel import findings, gates, jsonpatches, reviews, scopes, subject
 from muster.models import provenancing
 from muster.models.rules import registry as modelregistry
 from muster.platform import kubeapi, objectstore, registries
+from muster.platform import services as services_
 
 from . import common
 
@@ -314,8 +316,8 @@ async def judge(
 
 def _services(
     args: argparse.Namespace, objects: Sequence[Mapping[str, Any]]
-) -> runtime.Services[runtime.OperatorSettings]:
-    settings = runtime.OperatorSettings(
+) -> services_.Services[OperatorSettings]:
+    settings = OperatorSettings(
         webhook=server.WebhookSettings(),
         kubeconfig=args.kubeconfig,
         admission_deadline=args.timeout,
@@ -332,7 +334,7 @@ def _services(
             raise common.CommandError(f"cannot use kubeconfig {args.kubeconfig}: {error}") from None
     else:
         kube = objectstore.ObjectStore(objects)
-    return runtime.Services(
+    return services_.Services(
         settings=settings, kube=kube, registries=registries.RegistryClient(settings.registry)
     )
 
@@ -356,7 +358,7 @@ async def _run(
     try:
         capture = _Capture()
         pipeline = admissions.Pipeline(
-            active_gates=areas.gates(services),
+            active_gates=admissiongates.gates(services),
             own_namespace=services.settings.own_namespace,
             deadline=args.timeout,
             observers=[capture],

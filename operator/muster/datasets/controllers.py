@@ -28,9 +28,7 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-import kopf
+from typing import TYPE_CHECKING, Any
 
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import lineage
@@ -40,6 +38,9 @@ from muster.platform import events, kubeapi, metrics
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
 from muster.signatures import omschecks
+
+if TYPE_CHECKING:
+    import kopf  # imported where controllers register: ``muster check`` runs none
 
 __all__ = ["DatasetController", "DatasetSettings", "controller_for", "controllers"]
 
@@ -500,6 +501,8 @@ def controller_for(services: Services[DatasetSettings]) -> DatasetController:
 
 
 def controllers(registry: kopf.OperatorRegistry, services: Services[DatasetSettings]) -> None:
+    import kopf
+
     controller = controller_for(services)
 
     @kopf.on.startup(registry=registry)

@@ -18,9 +18,8 @@ import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import kopf
 import pydantic
 
 from muster.gpu.rules import pods as gpupods
@@ -29,6 +28,9 @@ from muster.gpu.rules import stack as gpustack
 from muster.kernel import crds, observations
 from muster.platform import events, kubeapi
 from muster.platform.services import Services
+
+if TYPE_CHECKING:
+    import kopf  # imported where controllers register: ``muster check`` runs none
 
 __all__ = [
     "AREA",
@@ -333,6 +335,8 @@ def _condition(error: str | None) -> dict[str, Any]:
 
 
 def register(registry: kopf.OperatorRegistry, services: Services[object]) -> None:
+    import kopf
+
     index = index_for(services)
 
     def count() -> None:

@@ -27,9 +27,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, Protocol
-
-import kopf
+from typing import TYPE_CHECKING, Any, Protocol
 
 from muster.images import verifier as imageverifier
 from muster.images.rules import policies as imagepolicies
@@ -47,6 +45,9 @@ from muster.kernel import (
 from muster.platform import kubeapi, registries
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
+
+if TYPE_CHECKING:
+    import kopf  # imported where controllers register: ``muster check`` runs none
 
 __all__ = [
     "CHECK",
@@ -644,6 +645,8 @@ async def compile_into_status(
 
 
 def register_controller(registry: kopf.OperatorRegistry, services: Services[ImageSettings]) -> None:
+    import kopf
+
     area = area_for(services)
     resource = (crds.GROUP, crds.VERSION, PLURAL)
 

@@ -27,9 +27,7 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
-
-import kopf
+from typing import TYPE_CHECKING, Any, Protocol
 
 from muster.datasets import catalog as datasetcatalog
 from muster.datasets.rules import lineage as datasetlineage
@@ -44,6 +42,9 @@ from muster.platform import events, kubeapi, metrics, registries
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
 from muster.signatures import omschecks
+
+if TYPE_CHECKING:
+    import kopf  # imported where controllers register: ``muster check`` runs none
 
 __all__ = ["AREA", "ModelController", "controllers", "gates_for"]
 
@@ -537,6 +538,8 @@ def gates_for(services: Services[ModelSettings]) -> Sequence[gates.Gate]:
 
 
 def controllers(registry: kopf.OperatorRegistry, services: Services[ModelSettings]) -> None:
+    import kopf
+
     controller = _controller(services)
 
     @kopf.on.startup(registry=registry)

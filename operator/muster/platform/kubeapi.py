@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
 __all__ = ["ApiError", "Credentials", "KubeApi"]
 
@@ -42,6 +40,11 @@ class Credentials:
     @classmethod
     def resolve(cls, kubeconfig: str | None = None) -> Credentials:
         """In-cluster service account first (unless a kubeconfig is named), then kubeconfig."""
+        # The kubernetes client only reads the configuration: imported here, so a command that
+        # never talks to a cluster (``muster check`` of files) starts without it.
+        from kubernetes import client as k8s_client
+        from kubernetes import config as k8s_config
+
         configuration = k8s_client.Configuration()
         if kubeconfig is None:
             try:

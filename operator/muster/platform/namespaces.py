@@ -16,13 +16,14 @@ import dataclasses
 import time
 import weakref
 from collections.abc import Mapping
-from typing import Any
-
-import kopf
+from typing import TYPE_CHECKING, Any
 
 from muster.kernel import findings
 from muster.platform import kubeapi
 from muster.platform.services import Services
+
+if TYPE_CHECKING:
+    import kopf  # imported where controllers register: ``muster check`` runs none
 
 __all__ = [
     "KEY",
@@ -104,6 +105,8 @@ def index_for(services: Services[object]) -> NamespaceIndex:
 def watch(registry: kopf.OperatorRegistry, services: Services[object]) -> NamespaceIndex:
     """Feed this process's index from a namespace watch on ``registry``: every area that reads
     namespace labels asks for it, and the first one registers it."""
+    import kopf
+
     index = index_for(services)
     if registry in index._watches:
         return index

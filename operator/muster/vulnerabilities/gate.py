@@ -24,20 +24,22 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import kopf
 import pydantic
 
 from muster.images import gate as imagegate
 from muster.images import verifier as imageverifier
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import crds, findings, gates, pods, references, subjects
-from muster.platform import kubeapi, podevents, registries
+from muster.platform import kubeapi, registries
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 from muster.vulnerabilities import scanner
 from muster.vulnerabilities.rules import scans as vulnerabilities
+
+if TYPE_CHECKING:
+    import kopf  # imported where controllers register: ``muster check`` runs none
 
 __all__ = [
     "AREA",
@@ -421,6 +423,10 @@ def image_ids(pod: Mapping[str, Any]) -> list[str]:
 
 
 def register_controller(registry: kopf.OperatorRegistry, services: Services[ScanSettings]) -> None:
+    import kopf
+
+    from muster.platform import podevents
+
     area = area_for(services)
 
     @kopf.on.event(crds.GROUP, crds.VERSION, PLURAL, registry=registry)

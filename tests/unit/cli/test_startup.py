@@ -90,3 +90,67 @@ def test_one_command_parses_as_with_every_command(capsys: pytest.CaptureFixture[
     }
     assert main(["model", "verify", "--help"]) == 0
     assert "--hashing-algorithm" in capsys.readouterr().out
+
+
+# What ``muster check`` and ``muster image verify`` must not import: the cluster client and
+# kopf (they judge files), the sigstore library and CEL (a policy without bundles, trusted roots
+# or conditions needs neither), and the areas that only read what the gates decided.
+_NOT_FOR_JUDGING = ("kopf", "kubernetes", "sigstore", "sigstore_models", "cel", "prompt_toolkit")
+_NOT_JUDGED = ("muster.boms", "muster.drift", "muster.guards", "muster.reports")
+_STATIC_PASS = """\
+apiVersion: muster.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: pass-all}
+spec:
+  images: ["registry.invalid/**"]
+  authorities: [{static: {action: pass}}]
+"""
+_IMAGE = "registry.invalid/app@sha256:" + "0" * 64
+
+
+def _judging_imports(loaded: set[str]) -> list[str]:
+    """The modules of ``loaded`` that judging files must not need (rules of other areas are
+    pure and allowed: the settings read their defaults)."""
+    return sorted(
+        m
+        for m in loaded
+        if m.split(".")[0] in _NOT_FOR_JUDGING
+        or (m.startswith(tuple(f"{a}." for a in _NOT_JUDGED)) and ".rules" not in m)
+        or m in ("muster.app.runtime", "muster.app.areas")
+    )
+
+
+def test_check_imports_only_the_gates_it_judges_with(tmp_path: Path) -> None:
+    # A real run through the whole pipeline: every gate is built and judges the pod (a digest
+    # and a static-pass policy need no registry), and the answer is admission's.
+    (tmp_path / "policy.yaml").write_text(_STATIC_PASS)
+    (tmp_path / "pod.yaml").write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"containers": [{"name": "web", "image": _IMAGE}]},
+            }
+        )
+    )
+    code, loaded, out = _modules(
+        "check", str(tmp_path / "pod.yaml"), f"--policy={tmp_path / 'policy.yaml'}"
+    )
+    assert code == 0, out
+    assert "Pod shop/web: admitted" in out
+    assert "[ImagePassedUnsigned]" in out  # the image gate judged it
+    assert {"muster.gpu.gate", "muster.models.gate", "muster.images.gate"} <= loaded
+    assert _judging_imports(loaded) == []
+
+
+def test_image_verify_imports_neither_kopf_nor_sigstore_nor_cel(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(_STATIC_PASS)
+    code, loaded, out = _modules(
+        "image", "verify", _IMAGE, f"--policy={tmp_path / 'policy.yaml'}", "--format=json"
+    )
+    assert code == 0, out
+    assert json.loads(out)["verified"] is True
+    assert "muster.images.verifier" in loaded  # the verifier ran, with its formats
+    assert _judging_imports(loaded) == []
+    assert _heavy(loaded) == []
