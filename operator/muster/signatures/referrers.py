@@ -13,7 +13,7 @@ from typing import Any
 from muster.kernel import references
 from muster.platform import registries
 from muster.signatures import fetching
-from muster.signatures.rules import bundleformat, formats
+from muster.signatures.rules import authorities, bundleformat, formats, proofs
 
 __all__ = ["BUNDLE_ARTIFACT_PREFIX", "FORMAT"]
 
@@ -72,4 +72,12 @@ def _is_bundle_type(media_type: object) -> bool:
     return isinstance(media_type, str) and media_type.startswith(BUNDLE_ARTIFACT_PREFIX)
 
 
-FORMAT = fetching.RegistryFormat(format=bundleformat.FORMAT, read=_fetch)
+def _verify(bundle: bytes, *, digest: str, authority: authorities.Authority) -> proofs.Proof:
+    # Imported on the first bundle: it loads the sigstore library, which an image signed the
+    # legacy way (and ``muster image verify`` of one, on every start) does without.
+    from muster.signatures.rules import bundles
+
+    return bundles.verify_image(bundle, digest=digest, authority=authority)
+
+
+FORMAT = fetching.RegistryFormat(format=bundleformat.BundleFormat(_verify), read=_fetch)

@@ -688,5 +688,6 @@ def verify_statement(
     return _proof(checked, digest, authority.name), checked.statement
 
 
-# The format: :mod:`muster.signatures.rules.bundleformat`, which calls verify_image.
-FORMAT = bundleformat.FORMAT
+# The format, as the fetchers give it (:mod:`muster.signatures.referrers`, which imports this
+# module on the first bundle it finds).
+FORMAT = bundleformat.BundleFormat(verify_image)
