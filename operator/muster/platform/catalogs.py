@@ -101,7 +101,9 @@ class Catalog(Generic[IndexT, PolicyT]):
         """The index, re-listed first when older than ``max_age``."""
         if time.monotonic() - self._loaded_at > self.max_age:
             self.observe(hit=False)
-            await self.reload()
+            # Every admission in flight finds it stale at once: those queued on the lock must
+            # not re-list it again one after another (seconds of pod creations at 50 clients).
+            await self.reload(if_older_than=self.max_age)
         else:
             self.observe(hit=True)
         return self.index
