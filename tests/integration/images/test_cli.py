@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +198,42 @@ def test_an_image_no_policy_covers_exits_1_unless_allowed(
     code, out, _ = run_cli("image", "verify", signed_image, "--policy", str(passing))
     assert code == 0
     assert "no signature needed: ImagePolicy 'vendors' passes the images it covers" in out
+
+
+# Runs ``muster ARGS...`` in a fresh interpreter and prints the modules it loaded.
+_PROBE = """
+import json, sys
+from muster.cli import main
+code = main(sys.argv[1:])
+sys.stdout.flush()
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+sys.exit(code)
+"""
+
+
+def test_a_key_signed_image_is_verified_without_sigstore_cel_or_kopf(
+    registry: peers.Registry, signers: dict[str, Signer], signed_image: str, tmp_path: Path
+) -> None:
+    # ``muster image verify`` starts on every CI call: a legacy key signature needs neither the
+    # sigstore library (bundles, trusted roots), CEL (conditions) nor the operator's kopf and
+    # cluster client. A new process, as CI runs it, with a real signature from the registry.
+    policy = write_policy(
+        tmp_path / "p.yaml",
+        "alice",
+        {
+            "images": [f"{registry.host}/cli/**"],
+            "authorities": [{"name": "alice", "key": {"data": signers["alice"].pem}}],
+        },
+    )
+    argv = [
+        sys.executable, "-c", _PROBE, "image", "verify", signed_image,
+        f"--policy={policy}", f"--insecure-registry={registry.host}", "--format=json",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["policies"][0]["signers"] == ["alice"]
+    loaded = json.loads(done.stderr[done.stderr.rindex("MODULES ") + len("MODULES ") :])
+    assert "muster.signatures.rules.cosign" in loaded  # the signature was checked here
+    heavy = ("kopf", "kubernetes", "sigstore", "sigstore_models", "cel")
+    assert sorted(m for m in loaded if m.split(".")[0] in heavy) == []
+    assert sorted(m for m in loaded if m.startswith("muster.app")) == []
