@@ -31,7 +31,7 @@ def _sign_all(signer: Signer, refs: list[str], processes: int = 4) -> None:
     def sign(chunk: list[str]) -> None:
         peers.run_tool(
             "cosign", "sign", f"--key={signer.private}", "--tlog-upload=false",
-            "--use-signing-config=false", "--allow-http-registry", "-y", *chunk,
+            "--use-signing-config=false", "--allow-http-registry", "--timeout=10m", "-y", *chunk,
             env=COSIGN_ENV, timeout=600,
         )  # fmt: skip
 
