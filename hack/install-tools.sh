@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the real third-party tools Muster is tested against (kube-apiserver, etcd,
-# kubectl, cosign v2 and v3, helm, crane, Prometheus, the referrers-capable test registry, the
-# Notation test signer) from the Go module proxy, once per pinned version, into a cache outside
-# the checkout.
+# kubectl, cosign v2 and v3, helm, crane, Prometheus, policy-controller's tester, the
+# referrers-capable test registry, the Notation test signer) from the Go module proxy, once per
+# pinned version, into a cache outside the checkout.
 # Prints nothing but progress; the tools end up in "$MUSTER_TOOLS_DIR/bin".
 set -euo pipefail
 
@@ -12,6 +12,9 @@ COSIGN_V2_VERSION="${COSIGN_V2_VERSION:-v2.6.5}"
 COSIGN_V3_VERSION="${COSIGN_V3_VERSION:-v3.1.3}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
+# sigstore policy-controller, for its `tester` command: the peer benchmarks/startup.py times
+# `muster image verify` against on the same signature cases.
+POLICY_CONTROLLER_VERSION="${POLICY_CONTROLLER_VERSION:-v0.13.1}"
 # Prometheus' Go module version (v0.316.0 is Prometheus 3.16); Debian's build has no Kubernetes
 # service discovery, which the observability end-to-end test finds Muster through.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
@@ -68,6 +71,38 @@ build_installed() {
   [[ "$(basename "$pkg")" == "$name" ]] || mv "$CACHE/$key/$(basename "$pkg")" "$CACHE/$key/$name"
 }
 
+# A module whose go.mod replaces dependencies by other published versions (policy-controller
+# pins a glog fork and older code generators) cannot be `go install`ed either: a wrapper module
+# requires it and repeats those replacements, so the build uses the versions its release did.
+build_replaced() {
+  local key="$1" root_module="$2" root_version="$3" pkg="$4" name="$5"
+  local dir="$CACHE/$key/src"
+  rm -rf "$dir"; mkdir -p "$dir"
+  (
+    cd "$dir"
+    go mod init "muster.local/${key%%-v*}-wrapper" >/dev/null 2>&1
+    go mod download -json "$root_module@$root_version" >/dev/null
+    local modfile
+    modfile="$(go env GOMODCACHE)/cache/download/$root_module/@v/$root_version.mod"
+    go mod edit -require="$root_module@$root_version"
+    # "old [version] => new version", alone after `replace` or inside a replace ( ... ) block;
+    # replacements by local paths are not published and cannot be repeated.
+    awk '/=>/ && !/^[ \t]*\/\// {
+      line = $0; sub(/^[ \t]*(replace[ \t]+)?/, "", line)
+      n = split(line, f, /[ \t]+/)
+      for (i = 1; i <= n && f[i] != "=>"; i++) {}
+      old = (i == 3) ? f[1] "@" f[2] : f[1]
+      if (f[i + 1] !~ /^[.\/]/ && f[i + 2] != "") print old "=" f[i + 1] "@" f[i + 2]
+    }' "$modfile" | while read -r replacement; do
+      go mod edit -replace="$replacement"
+    done
+    printf '//go:build tools\npackage tools\nimport _ "%s"\n' "$pkg" > tools.go
+    go mod tidy >/dev/null 2>&1 || go mod tidy
+    log "go build $pkg@$root_version"
+    go build -trimpath -ldflags='-s -w' -o "$CACHE/$key/$name" "$pkg"
+  )
+}
+
 # -r2: the binaries carry their real version (helm and kubectl compare against it).
 k8s_key="kubernetes-$KUBERNETES_VERSION-r2"
 k8s_minor="${KUBERNETES_VERSION#v1.}"; k8s_minor="${k8s_minor%%.*}"
@@ -102,6 +137,14 @@ for spec in "cosign-$COSIGN_V2_VERSION github.com/sigstore/cosign/v2/cmd/cosign 
   have "$key" "$name" || build_installed "$key" "$pkg" "$version" "$name"
   link "$key" "$name" "$alias"
 done
+
+pc_key="policy-controller-$POLICY_CONTROLLER_VERSION"
+if ! have "$pc_key" policy-tester; then
+  log "building policy-controller's tester $POLICY_CONTROLLER_VERSION"
+  build_replaced "$pc_key" github.com/sigstore/policy-controller "$POLICY_CONTROLLER_VERSION" \
+    github.com/sigstore/policy-controller/cmd/tester policy-tester
+fi
+link "$pc_key" policy-tester policy-tester
 
 # The test registry is our own few lines of Go: keyed by a hash of its source.
 reg_src="$HERE/../tools/testregistry"
