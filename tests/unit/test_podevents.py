@@ -1,4 +1,4 @@
-"""Pod events reach the areas that listen through one kopf handler, not one per area."""
+"""Pod events reach the areas that listen through one pod watch, not one kopf handler each."""
 
 from __future__ import annotations
 
@@ -39,12 +39,6 @@ def pod_handlers(registry: kopf.OperatorRegistry) -> list[str]:
     ]
 
 
-def deliver(handler: Any, body: dict[str, Any], event_type: str) -> None:
-    """Call a kopf event handler as kopf does, with the arguments it uses."""
-    raw: Any = body  # a pod as the watch delivers it
-    asyncio.run(handler.fn(body=kopf.Body(raw), type=event_type))
-
-
 def pod(namespace: str, name: str = "p") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -54,19 +48,21 @@ def pod(namespace: str, name: str = "p") -> dict[str, Any]:
     }
 
 
-def test_the_all_pods_areas_share_one_kopf_handler(tmp_path: Path) -> None:
+def test_the_pod_areas_share_one_watch_and_kopf_watches_no_pods(tmp_path: Path) -> None:
     scanning = runtime.build_registry(services(trivy_cache_dir=tmp_path))
-    # BOMs and scans share "pod-events"; the model and dataset controllers' handlers only take
-    # pods labelled as using models or datasets (label filters kopf applies before invoking
-    # anything).
-    labelled = ["controllers.<locals>.dataset_pod_event", "controllers.<locals>.pod_event"]
-    assert sorted(pod_handlers(scanning)) == [*labelled, "pod-events"]
+    # kopf does not watch pods at all: BOMs and scans listen to every pod, the model and
+    # dataset controllers handle only pods labelled as using models or datasets.
+    assert pod_handlers(scanning) == []
     assert podevents.listeners(scanning) == ["vulnerabilities", "boms"]
+    assert sorted(podevents.handlers(scanning)) == ["datasets", "models"]
     # A replica that does not scan has nothing to queue: no listener for it at all.
     quiet = runtime.build_registry(services())
     assert podevents.listeners(quiet) == ["boms"]
     assert podevents.listeners(runtime.build_registry(services(keep_boms=False))) == []
-    assert sorted(pod_handlers(runtime.build_registry(services(keep_boms=False)))) == labelled
+    assert pod_handlers(runtime.build_registry(services(keep_boms=False))) == []
+    # The watch starts with the operator: one kopf start-up activity does it.
+    startups = [h.id for h in scanning._activities.get_all_handlers()]
+    assert sum("start_pod_watch" in name for name in startups) == 1
 
 
 def test_every_listener_hears_every_event_even_when_one_fails(
@@ -83,12 +79,50 @@ def test_every_listener_hears_every_event_even_when_one_fails(
 
     podevents.listen(registry, "broken", broken)
     podevents.listen(registry, "keeping", keeping)
-    (handler,) = registry._watching.get_all_handlers()
+    deliver = podevents.subscribers(registry)
     with caplog.at_level(logging.ERROR, logger="muster.podevents"):
         for event_type in ("ADDED", "DELETED"):
-            deliver(handler, pod("team", "a"), event_type)
+            deliver(pod("team", "a"), event_type)
     assert heard == [("keeping", "a", "ADDED"), ("keeping", "a", "DELETED")]
     assert [r.getMessage() for r in caplog.records] == ["pod event listener broken failed"] * 2
+
+
+def test_labelled_handlers_get_their_pods_in_order_and_survive_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = kopf.OperatorRegistry()
+    heard: list[tuple[str, str | None]] = []
+
+    async def handler(body: Mapping[str, Any], event_type: str | None) -> None:
+        await asyncio.sleep(0)  # a handler does I/O: later events wait their turn
+        if body["metadata"]["name"] == "bad":
+            raise RuntimeError("a bug in one area")
+        heard.append((body["metadata"]["name"], event_type))
+
+    podevents.handle(registry, "uses", handler, labels={"uses": "true"})
+    deliver = podevents.subscribers(registry)
+
+    def labelled(name: str, **labels: str) -> dict[str, Any]:
+        body = pod("team", name)
+        body["metadata"]["labels"] = labels
+        return body
+
+    async def scenario() -> None:
+        deliver.start()
+        deliver(labelled("a", uses="true"), None)
+        deliver(labelled("b", uses="false"), "ADDED")
+        deliver(labelled("bad", uses="true"), "ADDED")
+        deliver(pod("team", "c"), "ADDED")
+        deliver(labelled("a", uses="true", other="x"), "MODIFIED")
+        deliver(labelled("a", uses="true"), "DELETED")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        await deliver.stop()
+
+    with caplog.at_level(logging.ERROR, logger="muster.podevents"):
+        asyncio.run(scenario())
+    assert heard == [("a", None), ("a", "MODIFIED"), ("a", "DELETED")]
+    assert [r.getMessage() for r in caplog.records] == ["pod event handler uses failed"]
 
 
 def test_pods_of_namespaces_not_judged_are_not_kept() -> None:
@@ -98,9 +132,9 @@ def test_pods_of_namespaces_not_judged_are_not_kept() -> None:
     namespaces = imagegate.area_for(shared).namespaces
     namespaces.update("judged", {scopes.ENFORCE_LABEL: "true"})
     namespaces.update("plain", {"team": "other"})
-    (handler,) = [h for h in registry._watching.get_all_handlers() if h.id == "pod-events"]
+    deliver = podevents.subscribers(registry)
     for namespace in ("plain", "judged", "plain"):
-        deliver(handler, pod(namespace, f"in-{namespace}"), "ADDED")
+        deliver(pod(namespace, f"in-{namespace}"), "ADDED")
     assert keeper.pending == 1
     assert keeper.stats.out_of_scope == 2
     assert keeper.stats.noted == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -132,6 +133,14 @@ def build_registry(services: Services[OperatorSettings]) -> kopf.OperatorRegistr
     for area in areas.AREAS:
         if area.controllers is not None:
             area.controllers(registry, services)
+    # Last: the one pod watch feeding every area that subscribed above.
+    podevents_.serve(
+        registry,
+        services.kube.credentials,
+        active=None
+        if services.settings.peering is None
+        else functools.partial(drift_.active_replica, services),
+    )
     return registry
 
 

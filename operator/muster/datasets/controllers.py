@@ -503,6 +503,8 @@ def controller_for(services: Services[DatasetSettings]) -> DatasetController:
 def controllers(registry: kopf.OperatorRegistry, services: Services[DatasetSettings]) -> None:
     import kopf
 
+    from muster.platform import podevents
+
     controller = controller_for(services)
 
     @kopf.on.startup(registry=registry)
@@ -521,8 +523,13 @@ def controllers(registry: kopf.OperatorRegistry, services: Services[DatasetSetti
     # DatasetPolicies select namespaces by label: the process's one namespace watch feeds them.
     platformnamespaces.watch(registry, services)
 
-    @kopf.on.event(
-        "", "v1", "pods", labels={datasetregistry.USES_DATASETS_LABEL: "true"}, registry=registry
+    # Pods labelled as using datasets, from the process's one pod watch.
+    async def dataset_pod_event(body: Mapping[str, Any], event_type: str | None) -> None:
+        await controller.pod_event(str(event_type), body)
+
+    podevents.handle(
+        registry,
+        "datasets",
+        dataset_pod_event,
+        labels={datasetregistry.USES_DATASETS_LABEL: "true"},
     )
-    async def dataset_pod_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
-        await controller.pod_event(str(event.get("type")), body)

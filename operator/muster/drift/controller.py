@@ -49,6 +49,7 @@ __all__ = [
     "PIPELINE_AREA",
     "DriftController",
     "Listener",
+    "active_replica",
     "register_controller",
 ]
 
@@ -151,19 +152,7 @@ class DriftController:
 
     async def active(self) -> bool:
         """Whether this replica runs the controllers (always, without peering)."""
-        settings = self.services.settings
-        if settings.peering is None:
-            return True
-        try:
-            peering = await self.services.kube.get(
-                f"{PEERINGS}/{urllib.parse.quote(settings.peering, safe='')}"
-            )
-        except (kubeapi.ApiError, OSError, TimeoutError) as error:
-            logger.warning("cannot read the peering object, skipping this drift pass: %s", error)
-            return False
-        return drift.active_peer(
-            peering.get("status"), settings.priority, datetime.datetime.now(datetime.UTC)
-        )
+        return await active_replica(self.services)
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -220,7 +209,11 @@ class DriftController:
                         logger.warning("cannot list the pods of %s: %s", namespace, error)
                         unlisted.add(namespace)
                     return []
-            return list(found.get("items") or ())
+            items = list(found.get("items") or ())
+            for item in items:
+                # Nothing judges them and a pass holds every pod at once: often half a pod.
+                (item.get("metadata") or {}).pop("managedFields", None)
+            return items
 
         listed_pods = await asyncio.gather(*map(pods_of, [*scoped, *audited]))
         pods = [pod for each in listed_pods for pod in each]
@@ -312,6 +305,24 @@ class DriftController:
         )
         verdict = gates.verdict(subject, results)
         return drift.drifted((*verdict.denials, *verdict.warnings), self.rules)
+
+
+async def active_replica(services: Services[DriftSettings]) -> bool:
+    """Whether this replica runs the controllers (always, without peering): kopf's own rule
+    over the peering object; False when it cannot be read."""
+    settings = services.settings
+    if settings.peering is None:
+        return True
+    try:
+        peering = await services.kube.get(
+            f"{PEERINGS}/{urllib.parse.quote(settings.peering, safe='')}"
+        )
+    except (kubeapi.ApiError, OSError, TimeoutError) as error:
+        logger.warning("cannot read the peering object, taking this replica as standby: %s", error)
+        return False
+    return drift.active_peer(
+        peering.get("status"), settings.priority, datetime.datetime.now(datetime.UTC)
+    )
 
 
 def register_controller(

@@ -540,6 +540,8 @@ def gates_for(services: Services[ModelSettings]) -> Sequence[gates.Gate]:
 def controllers(registry: kopf.OperatorRegistry, services: Services[ModelSettings]) -> None:
     import kopf
 
+    from muster.platform import podevents
+
     controller = _controller(services)
 
     @kopf.on.startup(registry=registry)
@@ -570,8 +572,10 @@ def controllers(registry: kopf.OperatorRegistry, services: Services[ModelSetting
     async def training_data_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
         await controller.dataset_event(str(event.get("type")), body)
 
-    @kopf.on.event(
-        "", "v1", "pods", labels={modelregistry.USES_MODELS_LABEL: "true"}, registry=registry
+    # Pods labelled as using models, from the process's one pod watch.
+    async def pod_event(body: Mapping[str, Any], event_type: str | None) -> None:
+        await controller.pod_event(str(event_type), body)
+
+    podevents.handle(
+        registry, "models", pod_event, labels={modelregistry.USES_MODELS_LABEL: "true"}
     )
-    async def pod_event(event: Mapping[str, Any], body: kopf.Body, **_: object) -> None:
-        await controller.pod_event(str(event.get("type")), body)

@@ -8,7 +8,6 @@ GIL, so a thread pool uses every core. The manifest is ``model_signing``-compati
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -20,7 +19,7 @@ import threading
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import blake3
 
@@ -48,6 +47,7 @@ __all__ = [
 
 DEFAULT_WORKERS = defaults.DEFAULT_WORKERS  # files hashed in parallel
 _CHUNK = 4 << 20  # large reads keep syscalls rare; memory is workers x chunk
+_BLAKE3_ALL_CORES = 1 << 20  # a blake3 file this large is also hashed on every core
 
 _PICKLE_SUFFIXES = frozenset(
     {".pkl", ".pickle", ".joblib", ".dat", ".data", ".pt", ".pth", ".bin", ".ckpt"}
@@ -112,7 +112,17 @@ def walk(
     unless ``allow_symlinks``, and even then one that leaves the model or loops is
     refused; devices, FIFOs and sockets are always refused.
     """
-    ignores = tuple(ignore_paths)
+    return [(name, Path(path)) for name, path, _ in _listing(root, ignore_paths, allow_symlinks)]
+
+
+def _listing(
+    root: Path, ignore_paths: Iterable[str], allow_symlinks: bool
+) -> list[tuple[str, str, int]]:
+    """:func:`walk`'s files as ``(name, path, size)``, in the order a manifest lists them.
+
+    Each folder's entries are taken sorted by name, depth first: that is the order of
+    ``oms.sort_key`` (``PurePosixPath`` parts), so measuring needs no sort.
+    """
     try:
         top = root.lstat()
     except OSError as error:
@@ -120,27 +130,52 @@ def walk(
     if stat.S_ISLNK(top.st_mode):
         raise ModelError(f"{root}: the model path itself is a symlink; give its target")
     if stat.S_ISREG(top.st_mode):
-        return [(".", root)]
+        return [(".", str(root), top.st_size)]
     if not stat.S_ISDIR(top.st_mode):
         raise ModelError(f"{root}: not a regular file or directory")
-    real_root = root.resolve()
-    found: list[tuple[str, Path]] = []
-    _walk_dir(root, "", real_root, ignores, allow_symlinks, found, set())
+    ignored = _ignored_names(ignore_paths)
+    found: list[tuple[str, str, int]] = []
+    if ignored is not None:
+        _walk_dir(str(root), "", root.resolve(), ignored, allow_symlinks, found, frozenset())
     return found
 
 
+def _ignored_names(ignore_paths: Iterable[str]) -> frozenset[str] | None:
+    """The names ``oms.is_ignored`` ignores, to look up as a set; ``None`` when it ignores all.
+
+    ``oms.is_ignored`` also ignores every name below an ignored one; the walk never enters an
+    ignored folder, so looking up each name as it is met gives the same answer.
+    """
+    names: set[str] = set()
+    for raw in ignore_paths:
+        name = oms.normalize_ignore_path(raw)
+        if name == "..":
+            continue
+        if name.startswith("../"):
+            continue  # model_signing drops ignore paths outside the model
+        if name == "":
+            return None
+        names.add(name)
+    return frozenset(names)
+
+
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
 def _walk_dir(
-    directory: Path,
+    directory: str,
     prefix: str,
     real_root: Path,
-    ignores: tuple[str, ...],
+    ignored: frozenset[str],
     allow_symlinks: bool,
-    found: list[tuple[str, Path]],
-    seen: set[tuple[int, int]],
+    found: list[tuple[str, str, int]],
+    seen: frozenset[tuple[int, int]],
 ) -> None:
     try:
-        info = directory.stat()
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        info = os.stat(directory)
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=_entry_name)
     except OSError as error:
         raise ModelError(f"{directory}: cannot list ({error.strerror})") from None
     key = (info.st_dev, info.st_ino)
@@ -149,24 +184,24 @@ def _walk_dir(
     seen = seen | {key}
     for entry in entries:
         name = f"{prefix}{entry.name}"
-        if oms.is_ignored(name, ignores):
+        if name in ignored:
             continue
-        path = Path(entry.path)
         try:
-            mode = entry.stat(follow_symlinks=False).st_mode
+            # One lstat gives the kind and the size (the hashing order and progress need it).
+            info = entry.stat(follow_symlinks=False)
         except OSError as error:
             raise ModelError(f"{name}: cannot read ({error.strerror})") from None
-        if stat.S_ISLNK(mode):
-            mode = _check_symlink(path, name, real_root, allow_symlinks)
-        if stat.S_ISDIR(mode):
-            _walk_dir(path, f"{name}/", real_root, ignores, allow_symlinks, found, seen)
-        elif stat.S_ISREG(mode):
-            found.append((name, path))
+        if stat.S_ISLNK(info.st_mode):
+            info = _check_symlink(Path(entry.path), name, real_root, allow_symlinks)
+        if stat.S_ISREG(info.st_mode):
+            found.append((name, entry.path, info.st_size))
+        elif stat.S_ISDIR(info.st_mode):
+            _walk_dir(entry.path, f"{name}/", real_root, ignored, allow_symlinks, found, seen)
         else:
-            raise ModelError(f"{name}: {_kind(mode)} cannot be part of a model")
+            raise ModelError(f"{name}: {_kind(info.st_mode)} cannot be part of a model")
 
 
-def _check_symlink(path: Path, name: str, real_root: Path, allow_symlinks: bool) -> int:
+def _check_symlink(path: Path, name: str, real_root: Path, allow_symlinks: bool) -> os.stat_result:
     try:
         target = path.resolve(strict=True)
     except RuntimeError:
@@ -181,7 +216,7 @@ def _check_symlink(path: Path, name: str, real_root: Path, allow_symlinks: bool)
         raise ModelError(
             f"{name}: is a symlink; the signature does not allow symlinks (allow_symlinks=false)"
         )
-    return target.stat().st_mode
+    return target.stat()
 
 
 def _kind(mode: int) -> str:
@@ -210,22 +245,58 @@ def hash_file(
 
     ``advance`` (when given) is told the size of every chunk hashed, from the hashing thread.
     """
-    hasher = _hasher(algorithm)
-    view = _buffer(chunk)
-    remaining = None if end is None else end - start
-    with path.open("rb", buffering=0) as handle:
-        if start:
-            handle.seek(start)
-        while remaining is None or remaining > 0:
-            want = chunk if remaining is None else min(chunk, remaining)
-            got = handle.readinto(view[:want])
+    job = _Job(str(path), str(path), start, end, -1 if end is None else end)
+    return _hash_job(job, algorithm, _buffer(chunk), advance)
+
+
+class _Job(NamedTuple):
+    """One resource to hash: ``path[start:end]`` (``end`` None: to the end of the file)."""
+
+    name: str
+    path: str
+    start: int
+    end: int | None
+    expected_end: int  # where the walk's stat said the bytes end; -1 when not known
+
+    @property
+    def length(self) -> int:
+        return self.expected_end - self.start
+
+
+def _hash_job(
+    job: _Job, algorithm: str, view: memoryview, advance: Callable[[int], None] | None
+) -> str:
+    """Hex digest of one job, read into ``view``.
+
+    A whole file is read to its end, whatever its size was at the walk (model_signing reads
+    until EOF too). Each read asks for what the walk's stat says is left: the kernel serves a
+    read the size of a small file faster than one the size of the buffer.
+    """
+    hasher = _hasher(algorithm, job.length)
+    chunk = len(view)
+    position, end, expected = job.start, job.end, job.expected_end
+    fd = os.open(job.path, os.O_RDONLY)
+    try:
+        if position:
+            os.lseek(fd, position, os.SEEK_SET)
+        while True:
+            if end is not None:
+                want = min(chunk, end - position)
+                if want <= 0:
+                    break
+            elif position < expected:
+                want = min(chunk, expected - position)
+            else:
+                want = chunk  # where the file should end: confirm it does
+            got = os.readv(fd, [view[:want]])
             if not got:
                 break
             hasher.update(view[:got])
+            position += got
             if advance is not None:
                 advance(got)
-            if remaining is not None:
-                remaining -= got
+    finally:
+        os.close(fd)
     return hasher.hexdigest()
 
 
@@ -235,13 +306,22 @@ class _Hasher(Protocol):
     def hexdigest(self) -> str: ...
 
 
-def _hasher(algorithm: str) -> _Hasher:
-    """A streaming hasher for an OMS algorithm (sha256, blake2b, blake3)."""
+_CONSTRUCTORS: dict[str, Callable[[], _Hasher]] = {
+    "sha256": hashlib.sha256,
+    "blake2b": hashlib.blake2b,
+}
+
+
+def _hasher(algorithm: str, size: int = -1) -> _Hasher:
+    """A streaming hasher for an OMS algorithm (sha256, blake2b, blake3) and a job's size."""
     if algorithm == "blake3":
+        if 0 <= size < _BLAKE3_ALL_CORES:
+            return blake3.blake3()  # a small file: one core, no thread pool to wake
         # The Rust binding spreads one large update over every core (as model_signing's
         # blake3 hashing does), so one big weights file is not hashed on a single core.
         return blake3.blake3(max_threads=blake3.blake3.AUTO)
-    return hashlib.new(algorithm)
+    constructor = _CONSTRUCTORS.get(algorithm)
+    return constructor() if constructor is not None else hashlib.new(algorithm)
 
 
 _buffers = threading.local()
@@ -281,69 +361,79 @@ def measure(
     ignores = [*serialization.ignore_paths, *extra_ignores]
     if ignore_git_paths:
         ignores.extend(oms.DEFAULT_IGNORED_PATHS)
-    files = walk(root, ignores, allow_symlinks=serialization.allow_symlinks)
-    jobs: list[tuple[str, Path, int, int | None]] = []
-    for name, path in files:
-        if serialization.method == "shards":
-            size = path.stat().st_size
+    files = _listing(root, ignores, serialization.allow_symlinks)
+    jobs: list[_Job] = []
+    if serialization.method == "shards":
+        for name, path, size in files:
             for start, end in oms.shard_bounds(size, serialization.shard_size or size or 1):
-                jobs.append((f"{name}:{start}:{end}", path, start, end))
-        else:
-            jobs.append((name, path, 0, None))
-    algorithm = serialization.algorithm
+                jobs.append(_Job(f"{name}:{start}:{end}", path, start, end, end))
+    else:
+        jobs = [_Job(name, path, 0, None, size) for name, path, size in files]
     advance = None
     if progress is not None:
-        try:
-            total = sum(
-                (end if end is not None else path.stat().st_size) - start
-                for _, path, start, end in jobs
-            )
-        except OSError as error:
-            raise ModelError(f"cannot read {error.filename} ({error.strerror})") from None
-        progress.start(total, len(files))
+        progress.start(sum(job.length for job in jobs), len(files))
         advance = progress.advance
-
-    def run(job: tuple[str, Path, int, int | None]) -> oms.Resource:
-        name, path, start, end = job
-        try:
-            digest = hash_file(path, algorithm, start, end, advance=advance)
-        except OSError as error:
-            raise ModelError(f"{name}: cannot read ({error.strerror})") from None
-        return oms.Resource(name, serialization.resource_algorithm, digest)
-
-    resources = _run_bounded(run, jobs, max(1, workers))
+    digests = _hash_all(jobs, serialization.algorithm, max(1, workers), advance)
+    algorithm = serialization.resource_algorithm
+    resources = tuple(
+        oms.Resource(job.name, algorithm, digest) for job, digest in zip(jobs, digests, strict=True)
+    )
     model_name = root.name or os.path.basename(root.resolve())
-    return oms.Manifest.build(model_name, resources, serialization)
+    # The jobs are in manifest order already (see _listing; shards by offset), which is what
+    # Manifest.build would sort them into: skipping the sort saves a path parse per file.
+    return oms.Manifest(model_name, resources, serialization)
 
 
-def _run_bounded(
-    run: Callable[[tuple[str, Path, int, int | None]], oms.Resource],
-    jobs: Sequence[tuple[str, Path, int, int | None]],
+def _hash_all(
+    jobs: Sequence[_Job],
+    algorithm: str,
     workers: int,
-) -> list[oms.Resource]:
-    """Hash with ``workers`` threads, keeping only a few jobs queued per thread.
+    advance: Callable[[int], None] | None,
+) -> list[str]:
+    """The digest of every job, in the jobs' order, hashed by ``workers`` threads.
 
-    Submitting a million files at once would hold a million futures; a sliding window
-    keeps memory flat and every thread busy (a big file does not stall a batch).
+    Each thread takes the next job when it is done: no future or queue entry per job, which
+    on a model of many small files cost as much as hashing them. The largest jobs go first, so
+    a big file never starts last, alone on one core, while the other cores have nothing left.
+    The first error stops every thread after its current job and is raised here.
     """
-    window = workers * 4
-    results: list[oms.Resource] = []
-    pending: set[concurrent.futures.Future[oms.Resource]] = set()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        try:
-            for job in jobs:
-                if len(pending) >= window:
-                    done, pending = concurrent.futures.wait(
-                        pending, return_when=concurrent.futures.FIRST_COMPLETED
-                    )
-                    results.extend(future.result() for future in done)
-                pending.add(pool.submit(run, job))
-            results.extend(future.result() for future in concurrent.futures.as_completed(pending))
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return results
+    digests = [""] * len(jobs)
+    order = iter(sorted(range(len(jobs)), key=lambda index: jobs[index].length, reverse=True))
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+    # Reads are never larger than the largest job: a model of small files needs small buffers.
+    largest = max((job.length for job in jobs), default=0)
+    size = _CHUNK if largest < 0 else min(_CHUNK, max(largest + 1, 1 << 16))
+
+    def work() -> None:
+        view = memoryview(bytearray(size))
+        while not failures:
+            with lock:
+                index = next(order, None)
+            if index is None:
+                return
+            job = jobs[index]
+            try:
+                digests[index] = _hash_job(job, algorithm, view, advance)
+            except OSError as error:
+                failures.append(ModelError(f"{job.name}: cannot read ({error.strerror})"))
+            except BaseException as error:  # re-raised in the calling thread
+                failures.append(error)
+
+    helpers = [
+        threading.Thread(target=work, name=f"muster-hash-{n}", daemon=True)
+        for n in range(min(workers, len(jobs)) - 1)
+    ]
+    for helper in helpers:
+        helper.start()
+    try:
+        work()  # the calling thread hashes too
+    finally:
+        for helper in helpers:
+            helper.join()
+    if failures:
+        raise failures[0]
+    return digests
 
 
 def verify_digest(root: Path, expected: str, *, workers: int = DEFAULT_WORKERS) -> Outcome:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,32 @@ class KubeApi:
 
     async def delete(self, path: str) -> dict[str, Any]:
         return await self.request("DELETE", path)
+
+    async def lines(
+        self, path: str, params: dict[str, str], *, idle: float
+    ) -> AsyncIterator[bytes]:
+        """The lines of a streaming GET (a watch: one JSON event a line), read as they come.
+
+        The client's total timeout does not apply: the stream ends when the server closes it,
+        or raises :class:`TimeoutError` when nothing came for ``idle`` seconds."""
+        async with self._client().get(
+            path,
+            params=params,
+            headers=self._headers(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=idle),
+        ) as response:
+            if response.status >= 300:
+                raw = await response.read()
+                try:
+                    parsed = json.loads(raw) if raw else {}
+                except ValueError:
+                    parsed = {"message": raw[:200].decode(errors="replace")}
+                raise ApiError(response.status, str(parsed.get("message", response.reason)), parsed)
+            rest = b""
+            # Lines can outgrow aiohttp's readline limit (a large pod): split them here.
+            async for chunk in response.content.iter_any():
+                *complete, rest = (rest + chunk).split(b"\n")
+                for line in complete:
+                    yield line
+            if rest.strip():
+                yield rest

@@ -6,11 +6,9 @@ DB repository); pod events re-queue only digests admission resolved, under admis
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +16,7 @@ from hypothesis import strategies as st
 from muster.admission import server
 from muster.app import runtime
 from muster.kernel import references
-from muster.platform import objectstore, registries
+from muster.platform import objectstore, podevents, registries
 from muster.vulnerabilities import gate as vulnerabilities
 from muster.vulnerabilities.rules import relay as scanrelay
 
@@ -174,12 +172,10 @@ def test_pod_events_queue_only_digests_admission_resolved(tmp_path: Path) -> Non
     registry = runtime.build_registry(shared)
     area = vulnerabilities.area_for(shared)
     area.started = True  # no trivy workers: this test reads the queue itself
-    handler: Any
-    (handler,) = [h for h in registry._watching.get_all_handlers() if h.id == "pod-events"]
+    subscribers = podevents.subscribers(registry)  # what the operator's pod watch calls
 
     def deliver(body: dict[str, Any]) -> None:
-        raw: Any = body  # a pod as the watch delivers it
-        asyncio.run(handler.fn(body=kopf.Body(raw), type="ADDED"))
+        subscribers(body, "ADDED")
 
     # A pod in a namespace Muster does not judge names whatever it likes: nothing is queued.
     deliver(pod("unjudged", f"169.254.169.254/latest/meta-data@{DIGEST}"))
