@@ -215,3 +215,21 @@ def test_notation_check_reports_its_cost_against_cosign_cold_and_warm(smoke: Smo
     for name, micros in measured["judgement_us"].items():
         _positive(f"judgement {name}", micros)
     assert "one Notation check (JWS and COSE, strict level)" in smoke.printed
+
+def test_tail_rounds_show_both_sides_of_each_webhook_wait(smoke: Smoke) -> None:
+    measured = smoke.results["parts"]["tail"]
+    (first,) = measured["rounds"]
+    batches = {(b["namespace"], b["concurrency"]) for b in first["batches"]}
+    assert batches == {(side, c) for side in ("baseline", "muster") for c in (10, 50)}
+    for b in first["batches"]:
+        where = f"tail {b['namespace']}@{b['concurrency']}"
+        for key in (*LATENCY, "probe_worst_ms"):
+            _positive(f"{where} {key}", b[key])
+        if b["namespace"] == "muster":
+            # Both clocks were read: the apiserver's around its calls and Muster's handler's.
+            _positive(f"{where} apiserver webhook calls", b["apiserver_webhook_calls"])
+            _positive(f"{where} muster requests", b["muster_requests"])
+    for overall in measured["overall"]:
+        _positive("tail p99 ratio", overall["p99_ratio"])
+    assert "pods > 1 s" in smoke.printed
+
