@@ -43,7 +43,6 @@ sys.path[:0] = [str(REPO), str(HERE)]  # the real peers are started by the test 
 import admission as direct  # noqa: E402
 import attestation_check  # noqa: E402
 import image_verification  # noqa: E402
-import model_hashing  # noqa: E402
 import notation_check  # noqa: E402
 from tests import gpuroots, paths, peers  # noqa: E402
 
@@ -480,48 +479,6 @@ def round_trips(registry: peers.Registry, images: dict[str, Any], runs: int) -> 
     }
 
 
-def hashing(p: dict[str, Any], scratch: Path) -> dict[str, Any]:
-    root = scratch / "model"
-    root.mkdir()
-    h = p["hash"]
-    total = model_hashing.make_model(root, h["small"], h["small_size"], h["large"], h["large_mib"])
-    cpus = os.cpu_count() or 1
-    runs: dict[str, Callable[[], object]] = {
-        "muster": lambda: model_hashing.muster_digest(
-            root, model_hashing.modelfiles.DEFAULT_WORKERS
-        ),
-        "model_signing": lambda: model_hashing.model_signing_digest(root),
-        "sha256sum_1": lambda: model_hashing.sha256sum(root, 1),
-        "sha256sum_all": lambda: model_hashing.sha256sum(root, cpus),
-    }
-    model_hashing.sha256sum(root, cpus)  # warm the page cache
-    best: dict[str, float] = {}
-    digests: dict[str, object] = {}
-    for name, run in runs.items():
-        times = []
-        for _ in range(3):
-            seconds, digests[name] = model_hashing.timed(run)
-            times.append(seconds)
-        best[name] = min(times)
-    if digests["muster"] != digests["model_signing"]:
-        raise SystemExit("Muster's and model_signing's digests differ")
-    rates = {name: total / seconds / 1e9 for name, seconds in best.items()}
-    # Each hashing choice model_signing offers, Muster against it on the same bytes.
-    algorithms = model_hashing.per_algorithm(
-        root, total, model_hashing.modelfiles.DEFAULT_WORKERS, 3
-    )
-    return {
-        "files": h["small"] + h["large"],
-        "bytes": total,
-        "cpus": cpus,
-        "gb_per_s": rates,
-        "reference_gb_per_s": cpus * rates["sha256sum_1"],
-        "ratio_vs_model_signing": rates["muster"] / rates["model_signing"],
-        "ratio_vs_reference": rates["muster"] / (cpus * rates["sha256sum_1"]),
-        "algorithms": algorithms,
-    }
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     p = profile(args.smoke)
     load_at_start = os.getloadavg()
@@ -579,8 +536,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if operator is not None:
                 operator.stop()
             plane.stop()
-        with timer("model hashing"):
-            results["model_hashing"] = hashing(p, work)
         with timer("attestation check"):
             results["attestation_check"] = attestation_check.results(p["verify_runs"])
         with timer("Notation check"):
@@ -631,7 +586,6 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     cold_p99 = max(c["p99_ms"] for c in r["cold"].values())
     trips = r["round_trips"]
     rss = r["rss_mib_after_load"] + r["cache_10k"]["cache_mib"]
-    h = r["model_hashing"]
 
     def goal(name: str, measured: str, target: str, met: bool) -> dict[str, Any]:
         return {"goal": name, "measured": measured, "target": target, "met": met}
@@ -666,18 +620,6 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         goal("cold pod admission p99", f"{cold_p99:.1f} ms", "<= 50 ms", cold_p99 <= 50),
         goal("RSS with 10,000 cached results", f"{rss:.0f} MiB", "<= 200 MiB", rss <= 200),
-        goal(
-            "hashing vs model_signing",
-            f"{h['ratio_vs_model_signing']:.2f}x",
-            ">= 1.0x",
-            h["ratio_vs_model_signing"] >= 1.0,
-        ),
-        goal(
-            "hashing vs cores x single-core sha256sum",
-            f"{h['ratio_vs_reference']:.2f}x",
-            ">= 0.9x",
-            h["ratio_vs_reference"] >= 0.9,
-        ),
     ]
 
 
@@ -757,24 +699,6 @@ def report(r: dict[str, Any]) -> str:
         for side in ("baseline", "muster")
     ]
     lines += ["", "end to end: CPU per pod created", direct.table(cpu, list(cpu[0]))]
-    h = r["model_hashing"]
-    references = [*h["gb_per_s"].items(), ("cores x sha256sum_1", h["reference_gb_per_s"])]
-    hash_rows = [
-        {
-            "hasher": name,
-            "GB/s": f"{rate:.2f}",
-            "Muster ratio": f"{h['gb_per_s']['muster'] / rate:.2f}x",
-        }
-        for name, rate in references
-    ]
-    lines += [
-        "",
-        f"model hashing: {h['files']} files, {h['bytes'] / 1e9:.2f} GB, {h['cpus']} CPUs, warm",
-        direct.table(hash_rows, ["hasher", "GB/s", "Muster ratio"]),
-        "",
-        "model hashing per algorithm (files serialization), Muster vs model_signing, same bytes",
-        model_hashing.algorithm_table(h["algorithms"]),
-    ]
     t = r["round_trips"]
     lines += [
         "",

@@ -76,7 +76,7 @@ def test_the_documented_tables_have_the_columns_the_suite_prints(smoke: Smoke) -
     """docs/performance.md's measured tables are illustrations, but their columns are real."""
 
     def headers(text: str) -> list[str]:
-        first = ("layer ", "clients ", "hasher ", "goal ")
+        first = ("layer ", "clients ", "goal ")
         return [" ".join(line.split()) for line in text.splitlines() if line.startswith(first)]
 
     documented = [
@@ -129,26 +129,6 @@ def test_end_to_end_has_baseline_and_muster_with_ratios(results: dict[str, Any])
                 _positive(f"e2e {side} {key}", row[side][key])
         _positive("p99 ratio", row["p99_ratio"])
         _positive("p50 ratio", row["p50_ratio"])
-
-
-def test_model_hashing_compares_with_model_signing_and_sha256sum(results: dict[str, Any]) -> None:
-    hashing = results["model_hashing"]
-    assert set(hashing["gb_per_s"]) == {"muster", "model_signing", "sha256sum_1", "sha256sum_all"}
-    for name, rate in hashing["gb_per_s"].items():
-        _positive(f"{name} GB/s", rate)
-    for key in ("reference_gb_per_s", "ratio_vs_model_signing", "ratio_vs_reference"):
-        _positive(key, hashing[key])
-
-
-def test_model_hashing_per_algorithm_runs_muster_and_model_signing(smoke: Smoke) -> None:
-    # Each hashing choice model_signing offers; the run fails when a digest differs.
-    algorithms = smoke.results["model_hashing"]["algorithms"]
-    assert list(algorithms) == ["sha256", "blake2", "blake3"]
-    for algorithm, row in algorithms.items():
-        for key in ("muster", "model_signing", "ratio"):
-            _positive(f"{algorithm} {key}", row[key])
-    assert "model hashing per algorithm" in smoke.printed
-    assert re.search(r"^blake3 +[0-9.]+ +[0-9.]+ +[0-9.]+x$", smoke.printed, re.M)
 
 
 def test_startup_times_each_command_against_python_in_the_same_run(smoke: Smoke) -> None:
@@ -233,3 +213,29 @@ def test_tail_rounds_show_both_sides_of_each_webhook_wait(smoke: Smoke) -> None:
         _positive("tail p99 ratio", overall["p99_ratio"])
     assert "pods > 1 s" in smoke.printed
 
+
+def test_model_hashing_compares_each_choice_with_model_signing_on_both_layouts(
+    smoke: Smoke,
+) -> None:
+    # The part stops the run when a root digest differs from model_signing's.
+    measured = smoke.results["parts"]["model_hashing"]
+    layouts = ["many small files", "few large shards"]
+    assert list(measured["layouts"]) == layouts
+    for layout, row in measured["layouts"].items():
+        choices = [choice["choice"] for choice in row["choices"]]
+        assert choices == ["sha256", "blake2", "blake3", "sha256 shards", "blake2 shards"]
+        for choice in row["choices"]:
+            for side in ("muster", "model_signing"):
+                for key in ("gb_per_s", "cpu_s_per_gb"):
+                    _positive(f"{layout} {choice['choice']} {side} {key}", choice[side][key])
+            _positive(f"{layout} {choice['choice']} ratio", choice["ratio"])
+        for key in ("reference_gb_per_s", "blake3_vs_sha256"):
+            _positive(f"{layout} {key}", row[key])
+    goals = [g["goal"] for g in smoke.results["goals"]]
+    for layout in layouts:
+        for algorithm in ("sha256", "blake2", "blake3"):
+            assert f"{algorithm} hashing vs model_signing, {layout}" in goals
+        assert f"blake3 vs sha256 hashing, {layout}" in goals
+    assert re.search(
+        r"^layout +hashing +muster GB/s +model_signing GB/s +Muster ratio", smoke.printed, re.M
+    )
