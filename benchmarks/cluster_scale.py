@@ -66,8 +66,8 @@ Call = tuple[str, str, dict[str, Any]]  # method, URL, body
 
 def profile(smoke: bool) -> dict[str, Any]:
     if smoke:
-        return {"nodes": 10, "namespaces": 5, "pods": 100, "rate": 50.0, "idle_seconds": 2.0}
-    return {"nodes": 1000, "namespaces": 200, "pods": 10_000, "rate": 50.0, "idle_seconds": 10.0}
+        return {"nodes": 10, "namespaces": 5, "pods": 100, "rate": 20.0, "idle_seconds": 2.0}
+    return {"nodes": 1000, "namespaces": 200, "pods": 10_000, "rate": 20.0, "idle_seconds": 10.0}
 
 
 # -- the cluster's contents ---------------------------------------------------------------------
@@ -250,6 +250,10 @@ class Prober:
         chosen = [seconds for sent, seconds in self.samples if start <= sent <= end]
         return (1000 * direct.percentile(chosen, 0.99) if chosen else float("nan")), len(chosen)
 
+    def p50_ms(self, start: float = 0.0, end: float = float("inf")) -> float:
+        chosen = [seconds for sent, seconds in self.samples if start <= sent <= end]
+        return 1000 * direct.percentile(chosen, 0.50) if chosen else float("nan")
+
 
 async def probe_for(prober: Prober, seconds: float) -> None:
     stop = asyncio.Event()
@@ -418,12 +422,14 @@ async def measure(
     await asyncio.to_thread(quiet, pid)
     await probe_for(prober, p["idle_seconds"])
     r["admission_idle_p99_ms"], r["admission_idle_n"] = prober.p99_ms()
+    r["admission_idle_p50_ms"] = prober.p50_ms()
     idle = len(prober.samples)
     r["pass_warm"] = warm = await drift_pass(plane, operator, prober, timeout)
     prober.samples = prober.samples[idle:]
     r["admission_pass_p99_ms"], r["admission_pass_n"] = prober.p99_ms(
         warm["started"], warm["ended"]
     )
+    r["admission_pass_p50_ms"] = prober.p50_ms(warm["started"], warm["ended"])
     r["rss_mib_end"] = direct.process_rss_mib(pid)
     r["judged_namespaces"] = len(judged)
     r["expected_pass_pods"] = len(inside)
@@ -437,13 +443,14 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     p = r["profile"]
     size = f"{p['pods']} pods, {p['namespaces']} namespaces, {p['nodes']} nodes"
     idle, during = r["admission_idle_p99_ms"], r["admission_pass_p99_ms"]
+    rss = max(r["rss_mib_pods"], r["rss_mib_end"])
     return [
         {
             "goal": f"muster run RSS with {size} watched <= 300 MiB",
-            "measured": f"{r['rss_mib_pods']:.0f} MiB",
+            "measured": f"{rss:.0f} MiB (the most of: all watched, after two drift passes)",
             "baseline": f"{r['rss_mib_started']:.0f} MiB just started, no pods",
             "target": "<= 300 MiB",
-            "met": r["rss_mib_pods"] <= 300,
+            "met": rss <= 300,
         },
         {
             "goal": "muster run CPU per pod event (namespaces not opted in) <= half of 0.47 ms",
@@ -488,8 +495,10 @@ def table(r: dict[str, Any]) -> str:
         {"measured": "drift pass s: first / warm (pods)",
          "value": f"{r['pass_first']['seconds']:.1f} / {r['pass_warm']['seconds']:.1f} "
          f"({r['pass_warm']['pods']} of {r['expected_pass_pods']})"},
-        {"measured": "admission p99 ms: idle / during the pass",
-         "value": f"{r['admission_idle_p99_ms']:.1f} / {r['admission_pass_p99_ms']:.1f}"},
+        {"measured": "admission p50 / p99 ms: idle",
+         "value": f"{r['admission_idle_p50_ms']:.1f} / {r['admission_idle_p99_ms']:.1f}"},
+        {"measured": "admission p50 / p99 ms: during the pass",
+         "value": f"{r['admission_pass_p50_ms']:.1f} / {r['admission_pass_p99_ms']:.1f}"},
         {"measured": "load average at start / end",
          "value": f"{r['loadavg']['start'][0]:.1f} / {r['loadavg']['end'][0]:.1f}"},
     ]  # fmt: skip
