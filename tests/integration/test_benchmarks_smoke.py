@@ -252,30 +252,3 @@ def test_cluster_scale_watches_every_pod_and_times_a_whole_drift_pass(smoke: Smo
         assert measured[which]["pods"] == measured["expected_pass_pods"] > 0, measured[which]
     goals = [g["goal"] for g in smoke.results["goals"]]
     assert "admission p99 while a drift pass runs unchanged (<= 1.10x idle)" in goals
-
-
-def test_model_hashing_compares_each_choice_with_model_signing_on_both_layouts(
-    smoke: Smoke,
-) -> None:
-    # The part stops the run when a root digest differs from model_signing's.
-    measured = smoke.results["parts"]["model_hashing"]
-    layouts = ["many small files", "few large shards"]
-    assert list(measured["layouts"]) == layouts
-    for layout, row in measured["layouts"].items():
-        choices = [choice["choice"] for choice in row["choices"]]
-        assert choices == ["sha256", "blake2", "blake3", "sha256 shards", "blake2 shards"]
-        for choice in row["choices"]:
-            for side in ("muster", "model_signing"):
-                for key in ("gb_per_s", "cpu_s_per_gb"):
-                    _positive(f"{layout} {choice['choice']} {side} {key}", choice[side][key])
-            _positive(f"{layout} {choice['choice']} ratio", choice["ratio"])
-        for key in ("reference_gb_per_s", "blake3_vs_sha256"):
-            _positive(f"{layout} {key}", row[key])
-    goals = [g["goal"] for g in smoke.results["goals"]]
-    for layout in layouts:
-        for algorithm in ("sha256", "blake2", "blake3"):
-            assert f"{algorithm} hashing vs model_signing, {layout}" in goals
-        assert f"blake3 vs sha256 hashing, {layout}" in goals
-    assert re.search(
-        r"^layout +hashing +muster GB/s +model_signing GB/s +Muster ratio", smoke.printed, re.M
-    )
