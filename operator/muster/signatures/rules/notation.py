@@ -53,8 +53,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-import cbor2
-import rfc3161_client
+# cbor2 (COSE envelopes) and rfc3161_client (countersignatures) are imported where a Notation
+# signature is read: an ImagePolicy with key authorities (and a command's start-up) needs neither.
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -428,6 +428,8 @@ _COSE_SIGN1_TAG = 18
 
 
 def _cbor(raw: bytes, what: str) -> Any:
+    import cbor2
+
     try:
         return cbor2.loads(raw, max_depth=16, allow_duplicate_keys=False, allow_indefinite=False)
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as error:
@@ -435,6 +437,8 @@ def _cbor(raw: bytes, what: str) -> Any:
 
 
 def _parse_cose(blob: bytes) -> Signed:
+    import cbor2
+
     message = _cbor(blob, "COSE envelope")
     if not isinstance(message, cbor2.CBORTag) or message.tag != _COSE_SIGN1_TAG:
         raise proofs.Rejected("COSE envelope is not a tagged COSE_Sign1 message")
@@ -725,6 +729,8 @@ def _verified_timestamp(
     rfc3161-client reads whole TimeStampResp messages; the envelope holds only the token, so it
     is wrapped in a granted status (SEQUENCE { SEQUENCE { INTEGER 0 }, token }) first.
     """
+    import rfc3161_client
+
     token = signed.timestamp or b""
     try:
         response = rfc3161_client.decode_timestamp_response(
