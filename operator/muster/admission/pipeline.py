@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+import types
+from collections.abc import Callable, Coroutine, Generator, Hashable, Sequence
+from typing import Any, Protocol, TypeVar
 
+from muster.admission import verdicts as verdicts_
 from muster.kernel import answers, deadlines, exemptions, findings, gates, reviews, scopes, subjects
+from muster.platform import statechanges
 
 __all__ = ["Auditor", "Observer", "Pipeline", "RequestObserver", "request_error"]
 
 logger = logging.getLogger("muster.admission")
+
+T = TypeVar("T")
 
 # 8 s: below the chart's default webhook timeout of 10 s by the margin kernel/deadlines.py sets.
 DEFAULT_DEADLINE_SECONDS = deadlines.admission_deadline(deadlines.DEFAULT_WEBHOOK_TIMEOUT_SECONDS)
@@ -85,6 +91,9 @@ class Pipeline:
     # exemptions are impossible) and who audits each one used.
     exemption_groups: frozenset[str] = frozenset()
     auditor: Auditor | None = None
+    # The gates' results reused while nothing they read changed (admission/verdicts.py);
+    # None: every request is judged.
+    verdicts: verdicts_.Verdicts | None = None
 
     async def review(
         self,
@@ -106,8 +115,12 @@ class Pipeline:
         mode: findings.Mode,
         *,
         time_left: float | None = None,
+        content: bytes | None = None,
     ) -> tuple[reviews.Response, str | None]:
-        """:meth:`review`, and why the answer is no real verdict (:func:`request_error`)."""
+        """:meth:`review`, and why the answer is no real verdict (:func:`request_error`).
+
+        ``content``: :func:`verdicts.content_key` of the request, when the caller has its body;
+        with it, a verdict judged before is reused while nothing it read has changed."""
         subject = subjects.from_review(
             review,
             mode=mode,
@@ -121,9 +134,11 @@ class Pipeline:
         if time_left is not None and time_left > 0:
             deadline = min(deadline, deadlines.admission_deadline(time_left))
         durations: dict[str, float] = {}
-        results = self._exempt(
-            subject, phase, await self._run_gates(subject, phase, durations, deadline=deadline)
-        )
+        key = None
+        if self.verdicts is not None and content is not None:
+            key = (content, phase, subject.mode, datetime.datetime.now(datetime.UTC).date())
+        judged = await self._judged(subject, phase, durations, deadline, key)
+        results = self._exempt(subject, phase, judged)
         footer = exemptions.hint(self.exemption_groups)
         response = gates.respond(subject, results, phase, footer=footer)
         verdict = exemptions.without_used(gates.verdict(subject, results))
@@ -133,6 +148,38 @@ class Pipeline:
             except Exception:  # observability must never change a decision
                 logger.exception("observer %r failed", observer)
         return response, request_error(verdict)
+
+    async def _judged(
+        self,
+        subject: subjects.Subject,
+        phase: gates.Phase,
+        durations: dict[str, float],
+        deadline: float,
+        key: Hashable | None,
+    ) -> list[gates.GateResult]:
+        """The gates' results: reused when ``key`` names a verdict still valid, else judged
+        (and kept under ``key`` when nothing changed while judging and no gate failed)."""
+        if key is None or self.verdicts is None:
+            return await self._run_gates(subject, phase, durations, deadline=deadline)
+        started = time.perf_counter()
+        reused = self.verdicts.get(key)
+        if reused is not None:
+            results, recording = reused
+            recording.replay()
+            took = time.perf_counter() - started
+            for gate in self.active_gates:
+                durations[gate.name] = took
+            return list(results)
+        epoch = statechanges.epoch()
+        recording = statechanges.Recording()
+        token = statechanges.recording(recording)
+        try:
+            results = await self._run_gates(subject, phase, durations, deadline=deadline)
+        finally:
+            statechanges.stop_recording(token)
+        if request_error(gates.verdict(subject, results)) is None:
+            self.verdicts.put(key, epoch, results, recording)
+        return results
 
     def answered(
         self, phase: gates.Phase, mode: findings.Mode, seconds: float, error: str | None
@@ -202,10 +249,15 @@ class Pipeline:
                 durations.setdefault(gate.name, time.perf_counter() - started)
 
         began = time.perf_counter()
-        tasks = [asyncio.ensure_future(timed(gate)) for gate in active]
+        # A warm gate answers without waiting for anything: its first step runs here, and only
+        # a gate that really waits becomes a task (a task per gate was half the warm CPU).
+        tasks = [_start(timed(gate)) for gate in active]
         if not tasks:
             return []
-        _, pending = await asyncio.wait(tasks, timeout=deadline)
+        waiting = [task for task in tasks if not task.done()]
+        pending: set[asyncio.Future[gates.GateResult]] = set()
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=deadline)
         for gate, task in zip(active, tasks, strict=True):
             if task in pending:
                 # Its own ``finally`` runs only once the cancellation is delivered, after the
@@ -233,6 +285,45 @@ class Pipeline:
             else:
                 results.append(task.result())
         return results
+
+
+def _start(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    """Run ``coro`` up to its first wait now (as Python 3.12's eager tasks do): a done future
+    when it needed none, else a task that carries on from where it stopped."""
+    try:
+        waited = coro.send(None)
+    except StopIteration as done:
+        finished: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        finished.set_result(done.value)
+        return finished
+    except Exception as error:  # the caller treats it as the task's exception
+        failed: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        failed.set_exception(error)
+        return failed
+    return asyncio.ensure_future(_carry_on(coro, waited))
+
+
+async def _carry_on(coro: Coroutine[Any, Any, T], waited: Any) -> T:
+    return await _resume(coro, waited)  # a task takes a coroutine, not a generator
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], waited: Any) -> Generator[Any, Any, T]:
+    """Hand the future ``coro`` waits on to the task, then pass every step (and every
+    exception thrown in, such as a cancellation) on to ``coro``."""
+    while True:
+        try:
+            sent = yield waited
+        except BaseException as error:  # a cancellation too: it is delivered to coro
+            try:
+                waited = coro.throw(error)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                waited = coro.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 def _failure(gate: gates.Gate, reason: str, message: str) -> gates.GateResult:

@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from muster.admission import pipeline as admissions
+from muster.admission import verdicts
 from muster.kernel import answers as admission
 from muster.kernel import deadlines, findings, gates, reviews
 
@@ -92,7 +93,12 @@ async def _answer(
         # The apiserver says how long it waits for this answer (?timeout=10s): the gates stop
         # in time for it, whatever deadline Muster was started with.
         time_left = deadlines.parse_go_duration(request.query.get("timeout", ""))
-        return _Answer(*await pipeline.judge(review, phase, mode, time_left=time_left))
+        content = None
+        if pipeline.verdicts is not None:
+            content = verdicts.content_key(body, review["request"]["uid"])
+        return _Answer(
+            *await pipeline.judge(review, phase, mode, time_left=time_left, content=content)
+        )
     except Exception:  # a bug must never turn into an allow: fail closed, keep the trace in logs
         logger.exception("internal error judging %s", review["request"]["uid"])
         failed = admission.unjudgeable(

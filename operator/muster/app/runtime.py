@@ -23,13 +23,14 @@ from muster.admission import audit as exemptions_
 from muster.admission import observer as observability_
 from muster.admission import pipeline as admissions
 from muster.admission import server as webhooks
+from muster.admission import verdicts as verdicts_
 from muster.app import areas
 from muster.app.settings import OperatorSettings
 from muster.drift import controller as drift_
 from muster.guards import namespacemodes
 from muster.kernel import observations, scopes
 from muster.platform import events as events_
-from muster.platform import kubeapi, registries
+from muster.platform import kubeapi, registries, statechanges
 from muster.platform import metrics as metrics_
 from muster.platform import podevents as podevents_
 from muster.platform import services as services_
@@ -90,6 +91,7 @@ def build_pipeline(services: Services[OperatorSettings]) -> admissions.Pipeline:
         request_observers=[services.metrics],
         exemption_groups=settings.exemption_groups,
         auditor=exemptions_.Auditor(services.metrics, services.events),
+        verdicts=verdicts_.Verdicts(),
     )
     # The drift controller re-judges running pods through these very gates.
     services.areas[drift_.PIPELINE_AREA] = pipeline
@@ -141,6 +143,8 @@ def build_registry(services: Services[OperatorSettings]) -> kopf.OperatorRegistr
         if services.settings.peering is None
         else functools.partial(drift_.active_replica, services),
     )
+    # Every handler moves the epoch verdicts are reused under (admission/verdicts.py).
+    statechanges.track_handlers(registry)
     return registry
 
 

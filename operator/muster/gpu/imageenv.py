@@ -17,7 +17,7 @@ from typing import Any
 
 from muster.gpu.rules import cuda
 from muster.kernel import references
-from muster.platform import registries
+from muster.platform import registries, statechanges
 
 __all__ = ["ImageEnvError", "ImageEnvReader"]
 
@@ -81,6 +81,7 @@ class ImageEnvReader:
         if len(self._cache) >= _MAX_ENTRIES:
             self._cache.pop(next(iter(self._cache)))
         self._cache[key] = (time.monotonic() + _TAG_TTL_SECONDS, env)
+        statechanges.changed()  # the GPU gate reads it (admission/verdicts.py)
         return dict(env)
 
     async def _read(self, reference: references.ImageReference, image: str) -> dict[str, str]:

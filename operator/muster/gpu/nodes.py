@@ -26,7 +26,7 @@ from muster.gpu.rules import pods as gpupods
 from muster.gpu.rules import policies as gpupolicies
 from muster.gpu.rules import stack as gpustack
 from muster.kernel import crds, observations
-from muster.platform import events, kubeapi
+from muster.platform import events, kubeapi, statechanges
 from muster.platform.services import Services
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ class GPUIndex:
     def update_node(self, body: Mapping[str, Any]) -> _Node:
         node = _facts(body)
         self.nodes[node.facts.name] = node
+        statechanges.changed()  # the GPU gate reads nodes and policies (admission/verdicts.py)
         return node
 
     def update_policy(self, name: str, spec: object) -> str | None:
@@ -161,8 +162,10 @@ class GPUIndex:
             self.policies.pop(name, None)
             message = str(error).replace("\n", " ")[:500]
             self.policy_errors[name] = message
+            statechanges.changed()
             return message
         self.policy_errors.pop(name, None)
+        statechanges.changed()
         return None
 
     async def fetch_node(self, name: str) -> gpupods.KnownNode | None:
@@ -175,6 +178,7 @@ class GPUIndex:
             if error.status != 404:
                 raise
             self.nodes.pop(name, None)
+            statechanges.changed()
             return None
         self.update_node(body)
         return self.known(name)
@@ -200,6 +204,7 @@ class GPUIndex:
             for item in policies.get("items") or []:
                 self.update_policy(str(item["metadata"]["name"]), item.get("spec"))
             self._listed_at = time.monotonic()
+            statechanges.changed()
 
 
 def index_for(services: Services[object]) -> GPUIndex:

@@ -42,7 +42,7 @@ from muster.kernel import (
     selectors,
     subjects,
 )
-from muster.platform import kubeapi, registries
+from muster.platform import kubeapi, registries, statechanges
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 
@@ -148,6 +148,7 @@ class PolicyStore:
     def put(self, policy: imagepolicies.CompiledPolicy) -> None:
         self.policies[policy.name] = policy
         self.errors.pop(policy.name, None)
+        statechanges.changed()  # the image gate reads the policies (admission/verdicts.py)
 
     def fail(self, name: str, generation: int, reason: str, spec: object = None) -> None:
         # A policy that does not compile must not silently stop protecting: the gate denies
@@ -158,10 +159,12 @@ class PolicyStore:
         except imagepolicies.InvalidImagePolicy:
             parsed = None
         self.errors[name] = BrokenPolicy(name, generation, reason, parsed)
+        statechanges.changed()
 
     def remove(self, name: str) -> None:
         self.policies.pop(name, None)
         self.errors.pop(name, None)
+        statechanges.changed()
 
     async def snapshot(self) -> list[imagepolicies.CompiledPolicy]:
         if self.listed_at is None or time.monotonic() - self.listed_at > self.refresh:
@@ -211,6 +214,7 @@ class PolicyStore:
             if name not in seen:
                 self.remove(name)
         self.listed_at = time.monotonic()
+        statechanges.changed()
 
 
 class PoliciesUnavailable(Exception):

@@ -52,7 +52,7 @@ from typing import Any, Generic, TypeVar
 
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import references
-from muster.platform import registries
+from muster.platform import registries, statechanges
 from muster.signatures import attestationsigs, fetching, registered
 from muster.signatures.rules import authorities, formats
 
@@ -318,6 +318,7 @@ class Verifier:
             decision = await self._judge_now(reference, digest, policy, credentials)
             ttl = self.cache.ttl if decision.passed else self.cache.negative_ttl
             self._decisions.put(key, decision, ttl)
+            statechanges.changed()  # the image gate reads it (admission/verdicts.py)
             return decision
 
         # Five containers of one image judge it once.

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from muster.kernel import messages
-from muster.platform import kubeapi
+from muster.platform import kubeapi, statechanges
 
 __all__ = ["Catalog", "PolicyIndex", "list_items"]
 
@@ -140,6 +140,7 @@ class Catalog(Generic[IndexT, PolicyT]):
                 if self.policy_changed(name, item.get("spec") or {}) and name in previous.policies:
                     self.index.policies[name] = previous.policies[name]
             self._loaded_at = time.monotonic()
+            statechanges.changed()  # gates read the index (admission/verdicts.py)
             return True
 
     def _start_over(self) -> IndexT:

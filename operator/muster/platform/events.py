@@ -40,7 +40,7 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 
 from muster.kernel import observations
-from muster.platform import kubeapi
+from muster.platform import kubeapi, statechanges
 
 __all__ = ["REPORTING_CONTROLLER", "EventRecorder", "reporting_instance"]
 
@@ -197,6 +197,7 @@ class EventRecorder:
     # -- worker -----------------------------------------------------------------------------
 
     async def _work(self) -> None:
+        statechanges.reads_aside()  # the objects Events are about are not what gates read
         while True:
             item = await self._queue.get()
             try:

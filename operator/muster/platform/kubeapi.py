@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from muster.platform import statechanges
+
 __all__ = ["ApiError", "Credentials", "KubeApi"]
 
 SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -124,6 +126,11 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         data = None if body is None else json.dumps(body)
+        # What is read may refill what the gates read (writes change this process's state only
+        # through watches, which move the epoch themselves: an Event posted does not).
+        reading = method == "GET"
+        if reading:
+            statechanges.read()
         async with self._client().request(
             method,
             path,
@@ -132,6 +139,8 @@ class KubeApi:
             headers=self._headers(content_type if data is not None else None),
         ) as response:
             raw = await response.read()
+        if reading:
+            statechanges.read()
         try:
             parsed = json.loads(raw) if raw else {}
         except ValueError:

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import prometheus_client
 from aiohttp import web
@@ -30,6 +31,7 @@ from prometheus_client import registry as prometheus_registry
 
 import muster
 from muster.kernel import findings, gates, observations, subjects
+from muster.platform import statechanges
 
 __all__ = [
     "GPU_NODE_STATES",
@@ -121,6 +123,9 @@ class Metrics:
     ) -> None:
         self.labels = labels or Labels()
         self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        # The labelled series of every admission, looked up once: ``labels()`` takes a lock
+        # and builds its key each time, several times per request. Only bounded labels.
+        self._series: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.namespaces = namespaces or observations.BoundedLabel(limit=100)
         self.registries = registries or observations.BoundedLabel(limit=20)
         r = self.registry
@@ -311,9 +316,9 @@ class Metrics:
     ) -> None:
         decision = "denied" if verdict.denials else "warned" if verdict.warnings else "allowed"
         operation = subject.operation if subject.operation in OPERATIONS else "other"
-        self.admission_requests.labels(operation, phase.value, decision).inc()
+        self._series_of(self.admission_requests, operation, phase.value, decision).inc()
         for gate, seconds in durations.items():
-            self.admission_duration.labels(gate).observe(seconds)
+            self._series_of(self.admission_duration, gate).observe(seconds)
         reported = (*verdict.denials, *verdict.warnings)
         for finding in reported:
             if finding.reason in ERROR_REASONS:
@@ -331,11 +336,18 @@ class Metrics:
                 finding.check, finding.reason, finding.mode.value, namespace
             ).inc()
 
+    def _series_of(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), values)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*values)
+        return series
+
     def answered(
         self, phase: gates.Phase, mode: findings.Mode, seconds: float, error: str | None
     ) -> None:
         """A ``RequestObserver`` (muster.admission.pipeline): one call per webhook answer."""
-        self.request_duration.labels(phase.value, mode.value).observe(seconds)
+        self._series_of(self.request_duration, phase.value, mode.value).observe(seconds)
         if error is not None:
             # A metric label, not a finding's reason: the answer itself names no reason code.
             label = error if error in REQUEST_ERRORS else "PipelineFailed"
@@ -355,7 +367,9 @@ class Metrics:
             self._caches.add(cache)
             for result in ("hit", "miss"):
                 self.cache_requests.labels(cache, result)
-        self.cache_requests.labels(cache, "hit" if hit else "miss").inc()
+        self._series_of(self.cache_requests, cache, "hit" if hit else "miss").inc()
+        # A verdict answered again without judging counts its look-ups again.
+        statechanges.record(self.cache_lookup, cache, hit=hit)
 
     def exemption_used(self, check: str, namespace: str) -> None:
         self.exemptions.labels(check, self.namespaces(namespace)).inc()

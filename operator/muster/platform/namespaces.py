@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from muster.kernel import findings
-from muster.platform import kubeapi
+from muster.platform import kubeapi, statechanges
 from muster.platform.services import Services
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class NamespaceIndex:
             self.seen.pop(name, None)
         else:
             self.seen[name] = (time.monotonic(), {str(k): str(v) for k, v in labels.items()})
+        statechanges.changed()  # gates read these labels (admission/verdicts.py)
 
     def last_known(self, name: str) -> Mapping[str, str] | None:
         """The labels last seen, however long ago (None: never seen); for a quick guess that
@@ -88,6 +89,7 @@ class NamespaceIndex:
         known = self.seen.get(name)
         if known is None or known[0] < started:  # the watch may have told newer meanwhile
             self.seen[name] = (time.monotonic(), labels)
+            statechanges.changed()
         return labels
 
     def _finished(self, name: str, done: asyncio.Future[Mapping[str, str]]) -> None:

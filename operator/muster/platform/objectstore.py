@@ -13,7 +13,7 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from muster.platform import kubeapi
+from muster.platform import kubeapi, statechanges
 
 __all__ = ["ObjectStore", "plural_of"]
 
@@ -62,6 +62,7 @@ class ObjectStore(kubeapi.KubeApi):
         key = (group, plural_of(str(obj.get("kind", ""))))
         namespace = "" if key == ("", "namespaces") else str(metadata.get("namespace") or "")
         self._objects.setdefault(key, {}).setdefault(namespace, {})[name] = copy.deepcopy(dict(obj))
+        statechanges.changed()
 
     def namespace(self, name: str) -> dict[str, Any] | None:
         """The Namespace object loaded under ``name``, if any (a copy)."""
@@ -83,6 +84,7 @@ class ObjectStore(kubeapi.KubeApi):
         del body, content_type
         if method != "GET":
             raise kubeapi.ApiError(405, f"{method} {path}: offline, nothing is written")
+        statechanges.read()  # as a real API's answer may refill what the gates read
         parts = [part for part in path.split("?", 1)[0].split("/") if part]
         if parts[:2] == ["api", "v1"]:
             group, rest = "", parts[2:]

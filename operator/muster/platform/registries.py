@@ -45,7 +45,7 @@ import aiohttp.abc
 
 from muster.kernel import credhelpers as helperrules
 from muster.kernel import egress, pullsecrets, references
-from muster.platform import credhelpers
+from muster.platform import credhelpers, statechanges
 
 __all__ = [
     "BlobTooLarge",
@@ -818,6 +818,7 @@ class RegistryClient:
         """One HTTP request and its answer read within the limits; a redirect's target URL."""
         started = time.perf_counter()
         outcome = "unreachable"
+        statechanges.read()  # its answer may fill what the gates read
         try:
             async with self._client().request(
                 method, url, headers=headers, allow_redirects=False, **streaming
@@ -842,6 +843,7 @@ class RegistryClient:
                         raise BlobTooLarge(f"{what} is over the limit of {limit} bytes")
                 return response.status, response.headers, bytes(body)
         finally:
+            statechanges.read()
             if self.observer is not None:
                 self.observer(registry, outcome, time.perf_counter() - started)
 

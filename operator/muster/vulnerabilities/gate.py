@@ -32,7 +32,7 @@ from muster.images import gate as imagegate
 from muster.images import verifier as imageverifier
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import crds, findings, gates, pods, references, subjects
-from muster.platform import kubeapi, registries
+from muster.platform import kubeapi, registries, statechanges
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 from muster.vulnerabilities import scanner
@@ -259,6 +259,7 @@ class ScanArea:
         )
         self.index.scans[digest] = status
         self.index.images[digest] = image
+        statechanges.changed()  # the gate reads the scans: no verdict from before is reused
         self.services.metrics.set_image_vulnerabilities(self.index.totals())
 
     def rescan_if_db_changed(self) -> int:
