@@ -499,7 +499,12 @@ class RegistryClient:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            context = _tls_context(self.settings.ca_file)
+            # Without a CA bundle of ours, aiohttp's own verifying context (the system's CA
+            # certificates, which it loaded on import): loading them again costs a command's
+            # start-up tens of milliseconds. Both are ssl.create_default_context().
+            context: ssl.SSLContext | bool = (
+                _tls_context(self.settings.ca_file) if self.settings.ca_file else True
+            )
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     ssl=context,
