@@ -252,3 +252,29 @@ def test_cluster_scale_watches_every_pod_and_times_a_whole_drift_pass(smoke: Smo
         assert measured[which]["pods"] == measured["expected_pass_pods"] > 0, measured[which]
     goals = [g["goal"] for g in smoke.results["goals"]]
     assert "admission p99 while a drift pass runs unchanged (<= 1.10x idle)" in goals
+
+
+def test_startup_judges_seven_signature_cases_with_muster_and_policy_controllers_tester(
+    smoke: Smoke,
+) -> None:
+    # The part stops the run when either tool gives a case another verdict than expected.
+    measured = smoke.results["parts"]["startup"]
+    cases = measured["image_cases"]
+    shared = [c for c in cases if c["tester_median_ms"] is not None]
+    assert len(shared) == 7
+    assert {c["expect"] for c in shared} == {"admit", "deny"}
+    for case in cases:
+        _positive(f"image verify {case['case']} muster", case["muster_median_ms"])
+        _positive(f"image verify {case['case']} modules", case["muster_modules"])
+    for case in shared:
+        _positive(f"image verify {case['case']} tester", case["tester_median_ms"])
+    for key in ("image_verify_median_ms", "tester_median_ms", "image_verify_cpu_ms"):
+        _positive(f"start-up {key}", measured[key])
+    for key in ("median_ms", "cpu_ms", "modules"):
+        _positive(f"start-up check {key}", measured["check"][key])
+    goals = [g["goal"] for g in smoke.results["goals"]]
+    assert "start-up: muster image verify vs policy-controller tester, same 7 cases" in goals
+    assert "start-up: muster check (pod, 2 signed images)" in goals
+    assert re.search(
+        r"^image verify case +verdict +muster ms +modules +tester ms", smoke.printed, re.M
+    )
