@@ -278,3 +278,25 @@ def test_startup_judges_seven_signature_cases_with_muster_and_policy_controllers
     assert re.search(
         r"^image verify case +verdict +muster ms +modules +tester ms", smoke.printed, re.M
     )
+
+
+def test_large_pods_compare_a_large_pod_with_one_image_cold_warm_and_side_by_side(
+    smoke: Smoke,
+) -> None:
+    measured = smoke.results["parts"]["large_pods"]
+    assert measured["images"] > 1 and measured["runs"]
+    for run in measured["runs"]:
+        for case in ("single", "large"):
+            _positive(f"large pods {case} ms", run[case]["ms"])
+        # Every image is looked up on the registry when cold: the count is exact, not timed.
+        assert run["single"]["registry_requests"] == 3, run
+        assert run["large"]["registry_requests"] == 3 * measured["images"], run
+        for key in ("small_ms", "large_ms"):
+            _positive(f"large pods during {key}", run["during"][key])
+    for side in ("warm_large", "warm_single"):
+        for key in LATENCY:
+            _positive(f"large pods {side} {key}", measured[side][key])
+    goals = [g["goal"] for g in smoke.results["goals"]]
+    n = measured["images"]
+    assert f"cold {n}-image pod, above a cold 1-image pod" in goals
+    assert f"cold 1-image pod while a {n}-image pod verifies (same registry)" in goals
