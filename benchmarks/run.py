@@ -62,6 +62,10 @@ RESULTS = HERE / "results"
 # ``goals(results) -> list[goal]`` and ``table(results) -> str`` (see ``Part`` below), and runs
 # alone as a script. The suite runs them in this order, after the shared control plane stops.
 PARTS: dict[str, str] = {
+    "tail": "the tail of pod creation: consecutive rounds, Muster against no webhook",
+    "large_pods": "pods of a hundred images",
+    "cluster_scale": "a cluster of 1,000 GPU nodes, 200 namespaces and 10,000 pods",
+    "model_hashing": "model hashing on two layouts, every hashing choice",
     "startup": "start-up of a command",
 }
 OWN_NAMESPACE = "muster-bench"
