@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
-from muster.app import areas, catalog, runtime
+from muster.admission import server
+from muster.app import admissiongates, areas, catalog, runtime
 from muster.app.settings import OperatorSettings
 from muster.cli import build_parser, common
 from muster.cli import run as run_cli
+from muster.platform import objectstore, registries
 
 pytestmark = pytest.mark.unit
 
@@ -107,3 +109,19 @@ def test_area_flags_reach_the_settings(tmp_path: Any) -> None:
     assert settings.keep_boms is False
     assert settings.namespace_guard.manager_groups == ("platform",)
     assert settings.trivy_cache_dir == tmp_path and settings.scan_concurrency == 3
+
+
+def test_check_builds_the_gates_muster_run_builds() -> None:
+    # ``muster check`` imports muster.app.admissiongates alone: the areas with gates must be
+    # exactly those, in the same order, or check would judge with other gates than admission.
+    assert [area for area in areas.AREAS if area.gates is not None] == list(admissiongates.GATES)
+    assert areas.GATES is admissiongates.GATES
+    settings = OperatorSettings(webhook=server.WebhookSettings())
+    services = runtime.Services(
+        settings=settings,
+        kube=objectstore.ObjectStore([]),  # as muster check gives it
+        registries=registries.RegistryClient(settings.registry),
+    )
+    run_gates = [type(gate) for gate in areas.gates(services)]
+    assert run_gates == [type(gate) for gate in admissiongates.gates(services)]
+    assert len(run_gates) >= len(admissiongates.GATES)
