@@ -94,6 +94,8 @@ class Pipeline:
     # The gates' results reused while nothing they read changed (admission/verdicts.py);
     # None: every request is judged.
     verdicts: verdicts_.Verdicts | None = None
+    # Requests being judged right now: re-judging what exists (drift) lets them go first.
+    reviewing: int = dataclasses.field(default=0, init=False, compare=False)
 
     async def review(
         self,
@@ -137,7 +139,11 @@ class Pipeline:
         key = None
         if self.verdicts is not None and content is not None:
             key = (content, phase, subject.mode, datetime.datetime.now(datetime.UTC).date())
-        judged = await self._judged(subject, phase, durations, deadline, key)
+        self.reviewing += 1
+        try:
+            judged = await self._judged(subject, phase, durations, deadline, key)
+        finally:
+            self.reviewing -= 1
         results = self._exempt(subject, phase, judged)
         footer = exemptions.hint(self.exemption_groups)
         response = gates.respond(subject, results, phase, footer=footer)

@@ -74,6 +74,10 @@ PIPELINE_AREA = "pipeline"  # where build_pipeline leaves the admission pipeline
 DEBOUNCE_SECONDS = 5.0
 MAX_DELAY_SECONDS = 30.0
 CONCURRENCY = 4
+# Before each pod, a pass waits up to YIELD_STEPS x YIELD_SECONDS while admission requests are
+# being judged: never longer, so a steady stream of requests slows a pass but cannot stop it.
+YIELD_STEPS = 10
+YIELD_SECONDS = 0.001
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 # Called after each pass with what it found; a failing listener is logged, never fatal.
 Listener = Callable[[drift.PassOutcome], Awaitable[None]]
@@ -292,6 +296,12 @@ class DriftController:
 
         async def worker() -> None:
             for position in positions:
+                # Admission first: a request being judged would otherwise wait for every
+                # worker's pod at each of its steps (a warm judgement is all CPU).
+                for _ in range(YIELD_STEPS):
+                    if not pipeline.reviewing:
+                        break
+                    await asyncio.sleep(YIELD_SECONDS)
                 pod, mode = chosen[position]
                 results[position] = await self._judge(pipeline, pod, mode)
 
