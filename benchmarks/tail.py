@@ -61,6 +61,7 @@ SLOW_S = 1.0
 COSIGN_ENV = {"COSIGN_PASSWORD": ""}
 APISERVER_WEBHOOK = "apiserver_admission_webhook_admission_duration_seconds"
 MUSTER_REQUEST = "muster_admission_request_duration_seconds"
+MUSTER_GATE = "muster_admission_duration_seconds"  # per gate: which one waited
 COUNTERS = (
     "apiserver_admission_webhook_request_total",
     "apiserver_admission_webhook_rejection_count",
@@ -124,7 +125,7 @@ def scrape(url: str, context: ssl.SSLContext | None) -> dict[tuple[str, tuple[An
     """Samples of the histograms and counters this benchmark reads, by (name, labels)."""
     with urllib.request.urlopen(url, context=context, timeout=10) as response:  # noqa: S310  # loopback
         text = response.read().decode()
-    wanted = (APISERVER_WEBHOOK, MUSTER_REQUEST, *COUNTERS)
+    wanted = (APISERVER_WEBHOOK, MUSTER_REQUEST, MUSTER_GATE, *COUNTERS)
     out: dict[tuple[str, tuple[Any, ...]], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -154,7 +155,7 @@ def _same(label: str | None, wanted: str) -> bool:
 def sides(
     before: dict[tuple[str, tuple[Any, ...]], float],
     after: dict[tuple[str, tuple[Any, ...]], float],
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """What each side saw between two scrapes: webhook calls, their mean, those over 1 s."""
     delta = {key: after[key] - before.get(key, 0.0) for key in after}
     api_count = _sum(delta, f"{APISERVER_WEBHOOK}_count")
@@ -180,6 +181,16 @@ def sides(
         else 0.0,
         "muster_over_1s": muster_count - _sum(delta, f"{MUSTER_REQUEST}_bucket", le="1.0"),
         "muster_over_0_5s": muster_count - _sum(delta, f"{MUSTER_REQUEST}_bucket", le="0.5"),
+        "gates_over_0_5s": {
+            gate: over
+            for gate in sorted(
+                {dict(labels)["gate"] for key, labels in delta if key == f"{MUSTER_GATE}_count"}
+            )
+            if (
+                over := _sum(delta, f"{MUSTER_GATE}_count", gate=gate)
+                - _sum(delta, f"{MUSTER_GATE}_bucket", gate=gate, le="0.5")
+            )
+        },
     }
 
 
@@ -302,7 +313,7 @@ async def rounds(
                     seen = sides(before[0], after[0]) | {
                         k: v
                         for k, v in sides(before[1], after[1]).items()
-                        if k.startswith("muster")
+                        if k.startswith(("muster", "gates"))
                     }
                     this["batches"].append({
                         "namespace": "muster" if namespace == JUDGED else "baseline",
@@ -470,6 +481,10 @@ def table(r: dict[str, Any]) -> str:
                 "muster mean": f(b["muster_mean_ms"]) if b["muster_requests"] else "-",
                 "muster > 1 s": f"{b['muster_over_1s']:.0f}",
                 "loop lag max": f(b["probe_worst_ms"]),
+                "gates > 0.5 s": " ".join(
+                    f"{gate}:{n:.0f}" for gate, n in b["gates_over_0_5s"].items()
+                )
+                or "-",
             })  # fmt: skip
     overall = [
         {
