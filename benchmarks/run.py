@@ -473,14 +473,12 @@ def profile(smoke: bool) -> dict[str, Any]:
             "requests": 100, "concurrency": 10, "trivial_rounds": 2, "rates": [100], "seconds": 1.0,
             "search_start": 200, "search_seconds": 0.5, "cold": 2, "cache_entries": 10_000,
             "e2e_pods": 10, "e2e_concurrency": [1, 10], "verify_runs": 1,
-            "hash": {"small": 200, "small_size": 16 << 10, "large": 1, "large_mib": 16},
         }  # fmt: skip
     return {
         "requests": 2000, "concurrency": 10, "trivial_rounds": 4, "rates": [100, 250, 500],
         "seconds": 4.0,
         "search_start": 200, "search_seconds": 2.0, "cold": 15, "cache_entries": 10_000,
         "e2e_pods": 300, "e2e_concurrency": [1, 10, 50], "verify_runs": 10,
-        "hash": {"small": 2000, "small_size": 64 << 10, "large": 2, "large_mib": 256},
     }  # fmt: skip
 
 
