@@ -263,9 +263,12 @@ async def probe_for(prober: Prober, seconds: float) -> None:
     await task
 
 
-def passes(log: Path) -> list[tuple[int, float]]:
-    """Every drift pass the operator logged: (pods re-judged, seconds)."""
-    text = log.read_text(errors="replace")
+def passes(log: Path, offset: int = 0) -> list[tuple[int, float]]:
+    """The drift passes the operator logged after byte ``offset``: (pods re-judged, seconds).
+    Only the new part is read: the log grows large, and this runs beside the probes."""
+    with log.open("rb") as file:
+        file.seek(offset)
+        text = file.read().decode(errors="replace")
     return [(int(m[1]), float(m[2])) for m in PASS_LINE.finditer(text)]
 
 
@@ -276,7 +279,7 @@ async def drift_pass(
     within: float,
 ) -> dict[str, Any]:
     """Poke the drift controller with an ImagePolicy change; wait for its pass to be logged."""
-    done = len(passes(operator.log))
+    offset = operator.log.stat().st_size  # a pass already logged ends with a line before
     url = f"{plane.url}/apis/{crds.GROUP}/{crds.VERSION}/imagepolicies/scale"
     stop = asyncio.Event()
     probing = asyncio.create_task(prober.run(stop)) if prober is not None else None
@@ -286,7 +289,7 @@ async def drift_pass(
         poke = {"metadata": {"annotations": {"scale/poke": uuid.uuid4().hex}}}
         await parallel(session, [("PATCH", url, poke)], 1)
     deadline = time.monotonic() + within
-    while len(found := passes(operator.log)) <= done:
+    while not (found := passes(operator.log, offset)):
         if time.monotonic() > deadline:
             raise SystemExit("no drift pass was logged")
         await asyncio.sleep(0.1)
@@ -294,7 +297,7 @@ async def drift_pass(
     stop.set()
     if probing is not None:
         await probing
-    judged, seconds = found[done]
+    judged, seconds = found[0]
     return {"pods": judged, "seconds": seconds, "started": ended - seconds, "ended": ended}
 
 
