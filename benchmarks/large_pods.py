@@ -166,19 +166,24 @@ class Webhook:
         }
 
     async def during(self, large: list[str], small: list[str]) -> dict[str, float]:
-        """The small pod sent once the large one's first registry request came back."""
+        """The small pod sent once the large one's first registry request came back; the large
+        pod's time left then is what a small pod served in order of arrival would wait for."""
         before = await self.registry_requests()
         started = time.perf_counter()
         big = asyncio.ensure_future(self.admit(review(large)))
-        while await self.registry_requests() == before:
-            done, _ = await asyncio.wait({big}, timeout=0.002)
-            if done:
+        while (done := await self.registry_requests() - before) == 0:
+            finished, _ = await asyncio.wait({big}, timeout=0.002)
+            if finished:
                 raise SystemExit("the large pod was answered before any registry request")
+        sent = time.perf_counter()
         small_seconds = await self.admit(review(small))
-        await big
+        large_seconds = await big
+        ended = started + large_seconds
         return {
             "small_ms": 1000 * small_seconds,
-            "large_ms": 1000 * (time.perf_counter() - started),
+            "large_ms": 1000 * large_seconds,
+            "large_left_ms": 1000 * max(ended - sent, 0.001),
+            "large_requests_done_at_send": done / (3 * len(large)),
         }
 
     async def warm(self, images: list[str], requests: int) -> dict[str, float]:
@@ -234,6 +239,10 @@ async def measure(
         "requests_per_image": median(("large", "registry_requests")) / n,
         "during_small_ms": median(("during", "small_ms")),
         "during_large_ms": median(("during", "large_ms")),
+        "during_large_left_ms": median(("during", "large_left_ms")),
+        "during_small_share": statistics.median(
+            r["during"]["small_ms"] / r["during"]["large_left_ms"] for r in runs
+        ),
         "warm_large": warm_large,
         "warm_single": warm_single,
     }
@@ -315,7 +324,7 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
     n = r["images"]
     extra, single = r["cold_extra_ms"], r["cold_single_ms"]
     warm = r["warm_large"]["p50_ms"]
-    during, large = r["during_small_ms"], r["during_large_ms"]
+    during, left, share = r["during_small_ms"], r["during_large_left_ms"], r["during_small_share"]
     return [
         {
             "goal": f"cold {n}-image pod, above a cold 1-image pod",
@@ -340,12 +349,13 @@ def goals(r: dict[str, Any]) -> list[dict[str, Any]]:
         },
         {
             # Served in turn, the small pod waits for a few of the large pod's requests; in
-            # order of arrival it would wait for nearly all of them.
+            # order of arrival it would wait for most of what the large pod had left to do.
             "goal": f"cold 1-image pod while a {n}-image pod verifies (same registry)",
-            "measured": f"{during:.0f} ms (the {n}-image pod: {large:.0f} ms)",
+            "measured": f"{during:.0f} ms ({100 * share:.0f}% of the {left:.0f} ms the "
+            f"{n}-image pod had left)",
             "baseline": f"{single:.0f} ms alone",
-            "target": f"<= 25% of the {n}-image pod's time",
-            "met": during <= 0.25 * large,
+            "target": f"<= 25% of the time the {n}-image pod had left",
+            "met": share <= 0.25,
         },
     ]
 
@@ -361,8 +371,10 @@ def table(r: dict[str, Any]) -> str:
                 "muster cpu ms": f(m["muster_cpu_ms"]), "registry cpu ms": f(m["registry_cpu_ms"]),
                 "registry requests": f"{m['registry_requests']:.0f}",
             })  # fmt: skip
+        left = run["during"]["large_left_ms"]
         rows.append({
-            "run": index, "case": f"cold 1 image during {r['images']} images",
+            "run": index,
+            "case": f"cold 1 image during {r['images']} images ({left:.0f} ms left)",
             "ms": f(run["during"]["small_ms"]),
             "muster cpu ms": "-", "registry cpu ms": "-", "registry requests": "-",
         })  # fmt: skip
