@@ -333,7 +333,10 @@ def results(smoke: bool, runs: int | None = None, from_source: bool = False) -> 
                 case["muster_ms"], case["tester_ms"] = [], []
             check_ms: list[float] = []
             wall_ms(check, name="warm-up")
-            for case in cases:
+            # Smoke mode (CI) warms up and counts the modules of a legacy signature and of a
+            # bundle only: the other cases load the same modules as one of those.
+            sampled = [cases[0], cases[-1]] if smoke else cases
+            for case in sampled:
                 wall_ms(muster_image(case["ref"], muster_policy, host), case["expect"], "warm-up")
                 if case["both"]:
                     wall_ms(tester_image(case["ref"], tester_policy), case["expect"], "warm-up")
@@ -346,6 +349,8 @@ def results(smoke: bool, runs: int | None = None, from_source: bool = False) -> 
                         case["tester_ms"].append(wall_ms(argv, case["expect"], TESTER))
                 check_ms.append(wall_ms(check, name="muster check"))
             for case in cases:
+                case["muster_modules"] = None
+            for case in sampled:
                 case["muster_modules"] = modules_imported(
                     muster_image(case["ref"], muster_policy, host)[1:], case["expect"]
                 )
@@ -444,7 +449,7 @@ def table(r: dict[str, Any]) -> str:
             "image verify case": c["case"],
             "verdict": c["expect"],
             "muster ms": f"{c['muster_median_ms']:.0f}",
-            "modules": c["muster_modules"],
+            "modules": "-" if c["muster_modules"] is None else c["muster_modules"],
             "tester ms": "-" if c["tester_median_ms"] is None else f"{c['tester_median_ms']:.0f}",
         }
         for c in r["image_cases"]
