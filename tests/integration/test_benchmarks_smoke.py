@@ -203,8 +203,10 @@ def test_tail_rounds_show_both_sides_of_each_webhook_wait(smoke: Smoke) -> None:
     assert batches == {(side, c) for side in ("baseline", "muster") for c in (10, 50)}
     for b in first["batches"]:
         where = f"tail {b['namespace']}@{b['concurrency']}"
-        for key in (*LATENCY, "probe_worst_ms"):
+        for key in LATENCY:
             _positive(f"{where} {key}", b[key])
+        # 0 when the batch ended before the probe's first answer (a few pods, a quiet machine).
+        assert b["probe_worst_ms"] >= 0, where
         if b["namespace"] == "muster":
             # Both clocks were read: the apiserver's around its calls and Muster's handler's.
             _positive(f"{where} apiserver webhook calls", b["apiserver_webhook_calls"])
