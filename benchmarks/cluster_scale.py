@@ -250,6 +250,12 @@ class Prober:
         chosen = [seconds for sent, seconds in self.samples if start <= sent <= end]
         return (1000 * direct.percentile(chosen, 0.99) if chosen else float("nan")), len(chosen)
 
+    def worst(self, count: int = 3) -> list[tuple[float, float]]:
+        """The slowest reviews: (seconds after the first was sent, ms)."""
+        first = min((sent for sent, _ in self.samples), default=0.0)
+        slowest = sorted(self.samples, key=lambda sample: -sample[1])[:count]
+        return [(round(sent - first, 2), round(1000 * seconds, 1)) for sent, seconds in slowest]
+
     def p50_ms(self, start: float = 0.0, end: float = float("inf")) -> float:
         chosen = [seconds for sent, seconds in self.samples if start <= sent <= end]
         return 1000 * direct.percentile(chosen, 0.50) if chosen else float("nan")
@@ -433,6 +439,7 @@ async def measure(
     await probe_for(prober, p["idle_seconds"])
     r["admission_idle_p99_ms"], r["admission_idle_n"] = prober.p99_ms()
     r["admission_idle_p50_ms"] = prober.p50_ms()
+    r["admission_idle_worst"] = prober.worst()
     idle = len(prober.samples)
     r["pass_warm"] = warm = await drift_pass(plane, operator, prober, timeout)
     prober.samples = prober.samples[idle:]
