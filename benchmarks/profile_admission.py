@@ -3,6 +3,7 @@
     python benchmarks/profile_admission.py                 # CPU per request, JSON share
     python benchmarks/profile_admission.py --profile 25    # and the top 25 cProfile entries
     python benchmarks/profile_admission.py --cold 10       # cold: 10 pods of 5 never-seen images
+    python benchmarks/profile_admission.py --judge-every-request   # no verdict reused
 
 The webhook app (``admission/server.py``) with every gate ``muster run`` has (built by
 ``runtime.build_pipeline``) serves plain HTTP on loopback from its own thread; a client in
@@ -53,7 +54,7 @@ from tests import peers  # noqa: E402
 from muster.admission import server as webhooks  # noqa: E402
 from muster.app import runtime  # noqa: E402
 from muster.kernel import crds, scopes  # noqa: E402
-from muster.platform import objectstore, registries  # noqa: E402
+from muster.platform import objectstore, registries, statechanges  # noqa: E402
 
 COSIGN_ENV = {"COSIGN_PASSWORD": ""}
 NAMESPACE = "bench"
@@ -410,7 +411,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--profile", type=int, default=0, help="print the top N by own time")
     parser.add_argument("--cold", type=int, default=0, help="N cold 5-image reviews instead")
+    parser.add_argument(
+        "--judge-every-request",
+        action="store_true",
+        help="run the gates for every request (no verdict reused, admission/verdicts.py)",
+    )
     args = parser.parse_args()
+    if not args.judge_every_request:
+        # No watch runs here: every change of what the gates read is a read of the in-memory
+        # API or of the registry, which move the epoch verdicts are reused under.
+        statechanges.no_watches()
     with (
         tempfile.TemporaryDirectory(prefix="muster-profile-") as scratch,
         webhook(Path(scratch), 5 * args.cold) as (server, images, fresh),
@@ -435,6 +445,8 @@ def main() -> int:
             f"{args.rounds} rounds of {args.requests}: {result['server_cpu_us_rounds']})"
         )
         print(f"latency p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms (client)")
+        reused = server.app[webhooks._PIPELINE].verdicts
+        print(f"verdicts reused: {reused.hits if reused is not None else 0}")
         print(
             f"json: decode {cost['decode_us']:.1f} us + encode {cost['encode_us']:.1f} us "
             f"= {100 * share:.1f}% of the server's CPU per request"
