@@ -14,7 +14,7 @@ from typing import Generic, Protocol, TypeVar
 
 from muster.kernel import scopes, selectors
 from muster.platform import events as events_
-from muster.platform import kubeapi, registries
+from muster.platform import kubeapi, refreshahead, registries
 from muster.platform import metrics as metrics_
 
 __all__ = ["Services", "SharedSettings"]
@@ -66,5 +66,6 @@ class Services(Generic[SettingsT]):
     async def close(self) -> None:
         if self.events is not None:
             await self.events.stop()
+        await refreshahead.close_all()  # none left reading through the client closed next
         await self.kube.close()
         await self.registries.close()
