@@ -26,7 +26,7 @@ from muster.gpu.rules import pods as gpupods
 from muster.gpu.rules import policies as gpupolicies
 from muster.gpu.rules import stack as gpustack
 from muster.kernel import crds, observations
-from muster.platform import events, kubeapi, statechanges
+from muster.platform import events, kubeapi, refreshahead, statechanges
 from muster.platform.services import Services
 
 if TYPE_CHECKING:
@@ -122,6 +122,9 @@ class GPUIndex:
     nodes: dict[str, _Node] = dataclasses.field(default_factory=dict)
     _listed_at: float = -1e9
     _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    _ahead: refreshahead.RefreshAhead = dataclasses.field(
+        default_factory=lambda: refreshahead.RefreshAhead("the GPU index")
+    )
 
     def effective_policies(self) -> dict[str, gpupolicies.GPUStackPolicySpec]:
         """The policies nodes are judged against: the compiled GPUStackPolicy objects only (the
@@ -184,11 +187,19 @@ class GPUIndex:
         return self.known(name)
 
     async def refresh(self) -> None:
-        """Re-list Nodes and policies when the last listing is older than a few seconds."""
+        """Re-list Nodes and policies when the last listing is older than a few seconds (in
+        the background, not waited for, once it is half that old)."""
         if time.monotonic() - self._listed_at < _API_REFRESH_SECONDS:
+            if self._ahead.due(self._listed_at, _API_REFRESH_SECONDS):
+                self._ahead.start(
+                    lambda: self._relist_if_older(_API_REFRESH_SECONDS * self._ahead.fraction)
+                )
             return
-        async with self._lock:
-            if time.monotonic() - self._listed_at < _API_REFRESH_SECONDS:
+        await self._relist_if_older(_API_REFRESH_SECONDS)
+
+    async def _relist_if_older(self, age: float) -> None:
+        async with self._lock:  # one re-list, shared by every reader that waits for it
+            if time.monotonic() - self._listed_at < age:
                 return
             nodes = await self.kube.get("/api/v1/nodes")
             try:

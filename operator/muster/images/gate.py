@@ -42,7 +42,7 @@ from muster.kernel import (
     selectors,
     subjects,
 )
-from muster.platform import kubeapi, registries, statechanges
+from muster.platform import kubeapi, refreshahead, registries, statechanges
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 
@@ -144,6 +144,9 @@ class PolicyStore:
     errors: dict[str, BrokenPolicy] = dataclasses.field(default_factory=dict)
     listed_at: float | None = None
     _lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    _ahead: refreshahead.RefreshAhead = dataclasses.field(
+        default_factory=lambda: refreshahead.RefreshAhead("the ImagePolicy list")
+    )
 
     def put(self, policy: imagepolicies.CompiledPolicy) -> None:
         self.policies[policy.name] = policy
@@ -168,10 +171,17 @@ class PolicyStore:
 
     async def snapshot(self) -> list[imagepolicies.CompiledPolicy]:
         if self.listed_at is None or time.monotonic() - self.listed_at > self.refresh:
-            async with self._lock:
-                if self.listed_at is None or time.monotonic() - self.listed_at > self.refresh:
-                    await self._relist()
+            await self._relist_if_older(self.refresh)
+        elif self._ahead.due(self.listed_at, self.refresh):
+            # Re-listed in the background while this list still answers; never used past
+            # ``refresh`` all the same (a failed re-list keeps the old one until then).
+            self._ahead.start(lambda: self._relist_if_older(self.refresh * self._ahead.fraction))
         return list(self.policies.values())
+
+    async def _relist_if_older(self, age: float) -> None:
+        async with self._lock:  # one re-list, shared by every reader that waits for it
+            if self.listed_at is None or time.monotonic() - self.listed_at > age:
+                await self._relist()
 
     async def _relist(self) -> None:
         try:

@@ -2,8 +2,9 @@
 that select the namespaces bound to it, as every reader in one process shares it.
 
 The index is fed by the operator's watches (fast path) and re-listed from the API when it is
-older than ``max_age`` or when a lookup misses, so a replica whose watches are paused by peering,
-or one that has just started, still judges against the registry as it is, within seconds. No
+older than ``max_age`` or when a lookup misses (and in the background, off the admission path,
+once it is half that old), so a replica whose watches are paused by peering, or one that has
+just started, still judges against the registry as it is, within seconds. No
 CRD (404) means no object and no policy: nothing selects a namespace. A policy whose new version
 is invalid keeps protecting its namespaces with its last good version.
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
 
 from muster.kernel import messages
-from muster.platform import kubeapi, statechanges
+from muster.platform import kubeapi, refreshahead, statechanges
 
 __all__ = ["Catalog", "PolicyIndex", "list_items"]
 
@@ -62,6 +63,7 @@ class Catalog(Generic[IndexT, PolicyT]):
         self.min_reload_interval = min_reload_interval
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._ahead = refreshahead.RefreshAhead(f"the {objects_path.rsplit('/', 1)[-1]} catalog")
         # Told about every look-up of the index (True: answered from memory; False: re-listed
         # from the API), e.g. Metrics.cache_lookup("models", hit=...).
         self.cache_observer: Callable[[bool], None] | None = None
@@ -106,7 +108,17 @@ class Catalog(Generic[IndexT, PolicyT]):
             await self.reload(if_older_than=self.max_age)
         else:
             self.observe(hit=True)
+            if self._ahead.due(self._loaded_at, self.max_age):
+                # Re-listed in the background while this index still answers: the admissions
+                # of a burst do not wait for it, and it is still never used past max_age.
+                self._ahead.start(
+                    lambda: self.reload(if_older_than=self.max_age * self._ahead.fraction)
+                )
         return self.index
+
+    async def close(self) -> None:
+        """Cancel a background re-list still running."""
+        await self._ahead.close()
 
     def observe(self, *, hit: bool) -> None:
         if self.cache_observer is not None:

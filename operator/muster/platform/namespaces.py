@@ -3,9 +3,10 @@ namespaces by their labels (ImagePolicies, GPUStackPolicies, ModelPolicies, BOMs
 
 A namespace watch feeds it; a namespace it does not know, or knows for longer than ``ttl``
 seconds, is read from the API once, however many gates ask at the same moment (one read in
-flight per namespace, shared by all who wait). Entries age out even when a watch fed them: a
-replica whose watches are paused by peering still answers admission, so what it holds must
-not outlive ``ttl``. A read that fails raises to every waiter and is kept by no one: each gate
+flight per namespace, shared by all who wait); one seen more than half ``ttl`` ago is read
+again in the background while its labels still answer. Entries age out even when a watch fed
+them: a replica whose watches are paused by peering still answers admission, so what it holds
+must not outlive ``ttl``. A read that fails raises to every waiter and is kept by no one: each gate
 fails closed as it did with a cache of its own.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from muster.kernel import findings
-from muster.platform import kubeapi, statechanges
+from muster.platform import kubeapi, refreshahead, statechanges
 from muster.platform.services import Services
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class NamespaceIndex:
     _watches: weakref.WeakSet[kopf.OperatorRegistry] = dataclasses.field(
         default_factory=weakref.WeakSet
     )
+    _ahead: refreshahead.RefreshAhead = dataclasses.field(
+        default_factory=lambda: refreshahead.RefreshAhead("namespace labels")
+    )
 
     def update(self, name: str, labels: Mapping[str, str] | None) -> None:
         """What the watch saw: the namespace's labels now, or None when it was deleted."""
@@ -73,13 +77,23 @@ class NamespaceIndex:
         controller's own client) when not seen within ``ttl``; raises what the read raised."""
         found = self.seen.get(name)
         if found is not None and time.monotonic() - found[0] < self.ttl:
+            if self._ahead.due(found[0], self.ttl) and name not in self._reads:
+                # Read again in the background while these labels still answer (the same
+                # shared read a waiter joins once they are past ``ttl``).
+                kube = via or self.kube
+                # Shielded: cancelled on shutdown, it leaves the read to whoever joined it.
+                self._ahead.start(lambda: asyncio.shield(self._shared_read(name, kube)), name)
             return found[1]
+        # Shielded: a waiter cut off by its deadline does not cancel the read for the others.
+        return await asyncio.shield(self._shared_read(name, via or self.kube))
+
+    def _shared_read(self, name: str, kube: kubeapi.KubeApi) -> asyncio.Future[Mapping[str, str]]:
+        """The read of ``name`` in flight, started when there is none."""
         read = self._reads.get(name)
         if read is None:
-            read = self._reads[name] = asyncio.ensure_future(self._read(name, via or self.kube))
+            read = self._reads[name] = asyncio.ensure_future(self._read(name, kube))
             read.add_done_callback(lambda done: self._finished(name, done))
-        # Shielded: a waiter cut off by its deadline does not cancel the read for the others.
-        return await asyncio.shield(read)
+        return read
 
     async def _read(self, name: str, kube: kubeapi.KubeApi) -> Mapping[str, str]:
         started = time.monotonic()
