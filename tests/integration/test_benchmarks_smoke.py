@@ -23,6 +23,7 @@ from tests.integration import docblocks
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
+CHECKS_THE_COLUMNS = "tests/integration/test_benchmarks_smoke.py checks the columns"
 LATENCY = ("p50_ms", "p95_ms", "p99_ms", "max_ms", "throughput_per_s")
 
 
@@ -58,7 +59,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         check=False,
     )
     assert done.returncode == 0, f"smoke run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -79,16 +80,16 @@ def test_the_documented_tables_have_the_columns_the_suite_prints(smoke: Smoke) -
         first = ("layer ", "clients ", "goal ")
         return [" ".join(line.split()) for line in text.splitlines() if line.startswith(first)]
 
-    documented = [
-        header
+    # The current results say this test checks them; earlier rounds' tables are kept as they
+    # were printed then, and say so instead.
+    current = [
+        block
         for block in docblocks.blocks("docs/performance.md")
-        if block.kind == "illustration"
-        for header in headers(block.body)
+        if block.kind == "illustration" and CHECKS_THE_COLUMNS in block.reason
     ]
-    printed = headers(smoke.printed)
-    # The current results come first and carry every table; older rounds' tables follow.
-    assert documented[: len(printed)] == printed
-    assert set(documented) <= set(printed), set(documented) - set(printed)
+    assert current, f"no table in docs/performance.md says {CHECKS_THE_COLUMNS!r}"
+    documented = [header for block in current for header in headers(block.body)]
+    assert documented == headers(smoke.printed)
 
 
 def test_webhook_direct_covers_every_case_warm_open_loop_and_cold(results: dict[str, Any]) -> None:
@@ -196,6 +197,7 @@ def test_notation_check_reports_its_cost_against_cosign_cold_and_warm(smoke: Smo
         _positive(f"judgement {name}", micros)
     assert "one Notation check (JWS and COSE, strict level)" in smoke.printed
 
+
 def test_tail_rounds_show_both_sides_of_each_webhook_wait(smoke: Smoke) -> None:
     measured = smoke.results["parts"]["tail"]
     (first,) = measured["rounds"]
@@ -214,6 +216,41 @@ def test_tail_rounds_show_both_sides_of_each_webhook_wait(smoke: Smoke) -> None:
     for overall in measured["overall"]:
         _positive("tail p99 ratio", overall["p99_ratio"])
     assert "pods > 1 s" in smoke.printed
+
+
+def test_large_pods_compare_a_large_pod_with_one_image_cold_warm_and_side_by_side(
+    smoke: Smoke,
+) -> None:
+    measured = smoke.results["parts"]["large_pods"]
+    assert measured["images"] > 1 and measured["runs"]
+    for run in measured["runs"]:
+        for case in ("single", "large"):
+            _positive(f"large pods {case} ms", run[case]["ms"])
+        # Every image is looked up on the registry when cold: the count is exact, not timed.
+        assert run["single"]["registry_requests"] == 3, run
+        assert run["large"]["registry_requests"] == 3 * measured["images"], run
+        for key in ("small_ms", "large_ms"):
+            _positive(f"large pods during {key}", run["during"][key])
+    for side in ("warm_large", "warm_single"):
+        for key in LATENCY:
+            _positive(f"large pods {side} {key}", measured[side][key])
+    goals = [g["goal"] for g in smoke.results["goals"]]
+    n = measured["images"]
+    assert f"cold {n}-image pod, above a cold 1-image pod" in goals
+    assert f"cold 1-image pod while a {n}-image pod verifies (same registry)" in goals
+
+
+def test_cluster_scale_watches_every_pod_and_times_a_whole_drift_pass(smoke: Smoke) -> None:
+    measured = smoke.results["parts"]["cluster_scale"]
+    for key in ("rss_mib_pods", "rss_mib_end", "create_per_s", "admission_idle_p99_ms"):
+        _positive(f"cluster scale {key}", measured[key])
+    # A hundred pods' events may cost less than the kernel's 10 ms CPU tick: only not negative.
+    assert measured["cpu_ms_per_create_event"] >= 0 and measured["cpu_ms_per_update_event"] >= 0
+    # Every opted-in pod was re-judged by each pass: the count is exact, not timed.
+    for which in ("pass_first", "pass_warm"):
+        assert measured[which]["pods"] == measured["expected_pass_pods"] > 0, measured[which]
+    goals = [g["goal"] for g in smoke.results["goals"]]
+    assert "admission p99 while a drift pass runs unchanged (<= 1.10x idle)" in goals
 
 
 def test_model_hashing_compares_each_choice_with_model_signing_on_both_layouts(
@@ -243,19 +280,6 @@ def test_model_hashing_compares_each_choice_with_model_signing_on_both_layouts(
     )
 
 
-def test_cluster_scale_watches_every_pod_and_times_a_whole_drift_pass(smoke: Smoke) -> None:
-    measured = smoke.results["parts"]["cluster_scale"]
-    for key in ("rss_mib_pods", "rss_mib_end", "create_per_s", "admission_idle_p99_ms"):
-        _positive(f"cluster scale {key}", measured[key])
-    # A hundred pods' events may cost less than the kernel's 10 ms CPU tick: only not negative.
-    assert measured["cpu_ms_per_create_event"] >= 0 and measured["cpu_ms_per_update_event"] >= 0
-    # Every opted-in pod was re-judged by each pass: the count is exact, not timed.
-    for which in ("pass_first", "pass_warm"):
-        assert measured[which]["pods"] == measured["expected_pass_pods"] > 0, measured[which]
-    goals = [g["goal"] for g in smoke.results["goals"]]
-    assert "admission p99 while a drift pass runs unchanged (<= 1.10x idle)" in goals
-
-
 def test_startup_judges_seven_signature_cases_with_muster_and_policy_controllers_tester(
     smoke: Smoke,
 ) -> None:
@@ -281,25 +305,3 @@ def test_startup_judges_seven_signature_cases_with_muster_and_policy_controllers
     assert re.search(
         r"^image verify case +verdict +muster ms +modules +tester ms", smoke.printed, re.M
     )
-
-
-def test_large_pods_compare_a_large_pod_with_one_image_cold_warm_and_side_by_side(
-    smoke: Smoke,
-) -> None:
-    measured = smoke.results["parts"]["large_pods"]
-    assert measured["images"] > 1 and measured["runs"]
-    for run in measured["runs"]:
-        for case in ("single", "large"):
-            _positive(f"large pods {case} ms", run[case]["ms"])
-        # Every image is looked up on the registry when cold: the count is exact, not timed.
-        assert run["single"]["registry_requests"] == 3, run
-        assert run["large"]["registry_requests"] == 3 * measured["images"], run
-        for key in ("small_ms", "large_ms"):
-            _positive(f"large pods during {key}", run["during"][key])
-    for side in ("warm_large", "warm_single"):
-        for key in LATENCY:
-            _positive(f"large pods {side} {key}", measured[side][key])
-    goals = [g["goal"] for g in smoke.results["goals"]]
-    n = measured["images"]
-    assert f"cold {n}-image pod, above a cold 1-image pod" in goals
-    assert f"cold 1-image pod while a {n}-image pod verifies (same registry)" in goals
