@@ -24,6 +24,7 @@ pytestmark = pytest.mark.unit
 
 Algorithm = Literal["sha256", "blake2", "blake3"]
 CHUNK = modelfiles._CHUNK
+MAPPED = modelfiles._MAP_AT  # from this size a file (or shard) is hashed mapped, not read
 CHOICES: list[tuple[Algorithm, int | None]] = [
     ("sha256", None),
     ("blake2", None),
@@ -31,6 +32,7 @@ CHOICES: list[tuple[Algorithm, int | None]] = [
     ("sha256", CHUNK),  # shard bounds on chunk bounds
     ("blake2", CHUNK),
     ("sha256", 3 * CHUNK // 2),  # shard bounds inside a chunk
+    ("blake2", MAPPED + 12_345),  # shards large enough to be mapped, starting off a page
 ]
 IDS = [f"{a}-{'shards-' + str(s) if s else 'files'}" for a, s in CHOICES]
 
@@ -50,8 +52,11 @@ def sized_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Files at every edge of the read chunk, next to small and empty ones."""
     root = tmp_path_factory.mktemp("sized") / "model"
     (root / "weights").mkdir(parents=True)
-    block = os.urandom(2 * CHUNK + 1)
+    block = os.urandom(2 * MAPPED + 3 * CHUNK)
     sizes = {
+        "mapped-threshold.safetensors": MAPPED,
+        "a-byte-short-of-mapped.safetensors": MAPPED - 1,
+        "two-mapped-shards-and-more.safetensors": 2 * (MAPPED + 12_345) + CHUNK + 7,
         "exactly-one-chunk.safetensors": CHUNK,
         "one-chunk-and-a-byte.safetensors": CHUNK + 1,
         "two-chunks.safetensors": 2 * CHUNK,
@@ -78,6 +83,17 @@ def test_every_read_and_shard_boundary_gives_model_signings_digest(
     # Built without a sort, yet in the order Manifest.build sorts into.
     rebuilt = oms.Manifest.build(measured.model_name, measured.resources, serialization)
     assert rebuilt == measured
+
+
+@pytest.mark.parametrize(("algorithm", "shard"), CHOICES, ids=IDS)
+def test_a_mapped_file_hashed_in_many_slices_gives_model_signings_digest(
+    sized_model: Path, algorithm: Algorithm, shard: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slices that end inside a shard and off a page: each update covers part of the mapping.
+    monkeypatch.setattr(modelfiles, "_MAP_SLICE", (1 << 20) + 7)
+    serialization = oms.serialization_for(algorithm, shard)
+    measured = modelfiles.measure(sized_model, serialization, workers=2)
+    assert measured.digest == model_signing_digest(sized_model, algorithm, shard)
 
 
 @pytest.mark.parametrize(
