@@ -73,6 +73,23 @@ def process_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def pod_review(pod: dict[str, Any], namespace: str, user: str = "bench") -> dict[str, Any]:
+    """An AdmissionReview of a pod's CREATE, as the apiserver sends it (a fresh uid each)."""
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": user},
+            "object": pod,
+        },
+    }
+
+
 def review(containers: int) -> bytes:
     pod = {
         "apiVersion": "v1",
@@ -80,21 +97,7 @@ def review(containers: int) -> bytes:
         "metadata": {"name": "bench", "namespace": "bench"},
         "spec": {"containers": [{"name": f"c{i}", "image": PINNED} for i in range(containers)]},
     }
-    return json.dumps(
-        {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": str(uuid.uuid4()),
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": "bench",
-                "operation": "CREATE",
-                "userInfo": {"username": "bench"},
-                "object": pod,
-            },
-        }
-    ).encode()
+    return json.dumps(pod_review(pod, "bench")).encode()
 
 
 async def closed_loop(

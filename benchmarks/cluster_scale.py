@@ -196,21 +196,7 @@ def review(namespace: str, images: dict[str, Any]) -> bytes:
             ]
         },
     }
-    return json.dumps(
-        {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": str(uuid.uuid4()),
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": namespace,
-                "operation": "CREATE",
-                "userInfo": {"username": "scale"},
-                "object": body,
-            },
-        }
-    ).encode()
+    return json.dumps(direct.pod_review(body, namespace, user="scale")).encode()
 
 
 class Prober:

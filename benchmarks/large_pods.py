@@ -97,19 +97,7 @@ def review(images: list[str]) -> bytes:
         "metadata": {"name": "large", "namespace": JUDGED},
         "spec": {"containers": [{"name": f"c{i}", "image": ref} for i, ref in enumerate(images)]},
     }
-    return json.dumps({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": JUDGED,
-            "operation": "CREATE",
-            "userInfo": {"username": "bench"},
-            "object": pod,
-        },
-    }).encode()  # fmt: skip
+    return json.dumps(direct.pod_review(pod, JUDGED)).encode()
 
 
 # -- measuring ----------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ sys.path[:0] = [str(REPO), str(HERE)]  # the real peers are started by the test 
 import admission as direct  # noqa: E402
 import attestation_check  # noqa: E402
 import image_verification  # noqa: E402
+import judged  # noqa: E402
 import notation_check  # noqa: E402
 from tests import gpuroots, paths, peers  # noqa: E402
 
@@ -210,19 +211,7 @@ def pod_review(containers: list[str], **spec: Any) -> dict[str, Any]:
             **spec,
         },
     }
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": JUDGED,
-            "operation": "CREATE",
-            "userInfo": {"username": "bench"},
-            "object": pod,
-        },
-    }
+    return direct.pod_review(pod, JUDGED)
 
 
 def gpu_review(image: str) -> dict[str, Any]:
@@ -550,58 +539,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="muster-bench-") as scratch:
         work = Path(scratch)
-        plane = controlplane.start(work / "control-plane")
-        operator = None
-        (work / "registry").mkdir()
-        try:
-            with peers.registry(work / "registry") as registry:
-                localoperator.install_crds(plane)
-                operator = localoperator.start(
-                    plane,
-                    own_namespace=OWN_NAMESPACE,
-                    workdir=work / "operator",
-                    extra_args=(f"--insecure-registry={registry.host}",),
-                )
-                localoperator.register_webhooks(plane, operator, own_namespace=OWN_NAMESPACE)
-                with kubesetup.api_client(plane.kubeconfig) as api:
-                    kubesetup.ensure_namespace(api, JUDGED, {scopes.ENFORCE_LABEL: "true"})
-                    kubesetup.ensure_namespace(api, BASELINE)
-                images = populate(plane, registry, work, 6 * p["cold"])
-                results = asyncio.run(admission_layers(plane, registry, operator, images, p))
-                results["cache_10k"] = cache_footprint(p["cache_entries"])
-                with timer("round trips"):
-                    results["round_trips"] = round_trips(registry, images, p["verify_runs"])
-                e2e = []
-                processes = {
-                    "apiserver": plane.state.pids["kube-apiserver"],
-                    "etcd": plane.state.pids["etcd"],
-                    "muster": operator.pid,
-                }
-                with timer("end to end"):
-                    for concurrency in p["e2e_concurrency"]:
-                        base, judged = (
-                            asyncio.run(
-                                create_pods(
-                                    plane,
-                                    namespace,
-                                    images["warm"][0],
-                                    p["e2e_pods"],
-                                    concurrency,
-                                    processes,
-                                )
+        with judged.cluster(work, OWN_NAMESPACE, JUDGED, BASELINE) as (plane, registry, operator):
+            images = populate(plane, registry, work, 6 * p["cold"])
+            results = asyncio.run(admission_layers(plane, registry, operator, images, p))
+            results["cache_10k"] = cache_footprint(p["cache_entries"])
+            with timer("round trips"):
+                results["round_trips"] = round_trips(registry, images, p["verify_runs"])
+            e2e = []
+            processes = {
+                "apiserver": plane.state.pids["kube-apiserver"],
+                "etcd": plane.state.pids["etcd"],
+                "muster": operator.pid,
+            }
+            with timer("end to end"):
+                for concurrency in p["e2e_concurrency"]:
+                    base, muster = (
+                        asyncio.run(
+                            create_pods(
+                                plane,
+                                namespace,
+                                images["warm"][0],
+                                p["e2e_pods"],
+                                concurrency,
+                                processes,
                             )
-                            for namespace in (BASELINE, JUDGED)
                         )
-                        e2e.append({
-                            "concurrency": concurrency, "baseline": base, "muster": judged,
-                            "p50_ratio": judged["p50_ms"] / base["p50_ms"],
-                            "p99_ratio": judged["p99_ms"] / base["p99_ms"],
-                        })  # fmt: skip
-                results["end_to_end"] = e2e
-        finally:
-            if operator is not None:
-                operator.stop()
-            plane.stop()
+                        for namespace in (BASELINE, JUDGED)
+                    )
+                    e2e.append({
+                        "concurrency": concurrency, "baseline": base, "muster": muster,
+                        "p50_ratio": muster["p50_ms"] / base["p50_ms"],
+                        "p99_ratio": muster["p99_ms"] / base["p99_ms"],
+                    })  # fmt: skip
+            results["end_to_end"] = e2e
         with timer("attestation check"):
             results["attestation_check"] = attestation_check.results(p["verify_runs"])
         with timer("Notation check"):

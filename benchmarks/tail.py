@@ -48,10 +48,11 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]  # the real peers are started by the test suite's helpers
 
 import admission as direct  # noqa: E402
+import judged  # noqa: E402
 from tests import peers  # noqa: E402
 
 from muster.app import localoperator  # noqa: E402
-from muster.kernel import crds, scopes  # noqa: E402
+from muster.kernel import crds  # noqa: E402
 from muster.platform import controlplane, kubesetup  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -353,34 +354,15 @@ def results(
     load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="muster-tail-") as scratch:
         work = Path(scratch)
-        plane = controlplane.start(work / "control-plane")
-        operator = None
-        (work / "registry").mkdir()
-        try:
-            with peers.registry(work / "registry") as registry:
-                localoperator.install_crds(plane)
-                operator = localoperator.start(
-                    plane,
-                    own_namespace=OWN_NAMESPACE,
-                    workdir=work / "operator",
-                    extra_args=(f"--insecure-registry={registry.host}",),
-                )
-                localoperator.register_webhooks(plane, operator, own_namespace=OWN_NAMESPACE)
-                with kubesetup.api_client(plane.kubeconfig) as api:
-                    kubesetup.ensure_namespace(api, JUDGED, {scopes.ENFORCE_LABEL: "true"})
-                    kubesetup.ensure_namespace(api, BASELINE)
-                image = populate(plane, registry, work)
-                measured = asyncio.run(rounds(plane, operator, image, p))
-                apiserver_log = work / "control-plane" / "logs" / "kube-apiserver.log"
-                errors = webhook_errors(apiserver_log)
-                if keep is not None:  # the peers' logs, for reading past the numbers
-                    keep.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(apiserver_log, keep / "kube-apiserver.log")
-                    shutil.copy(operator.log, keep / "muster.log")
-        finally:
-            if operator is not None:
-                operator.stop()
-            plane.stop()
+        with judged.cluster(work, OWN_NAMESPACE, JUDGED, BASELINE) as (plane, registry, operator):
+            image = populate(plane, registry, work)
+            measured = asyncio.run(rounds(plane, operator, image, p))
+            apiserver_log = work / "control-plane" / "logs" / "kube-apiserver.log"
+            errors = webhook_errors(apiserver_log)
+            if keep is not None:  # the peers' logs, for reading past the numbers
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(apiserver_log, keep / "kube-apiserver.log")
+                shutil.copy(operator.log, keep / "muster.log")
     return summarise(measured, p) | {
         "apiserver_webhook_errors": errors[:20],
         "apiserver_webhook_error_count": len(errors),
