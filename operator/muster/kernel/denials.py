@@ -27,6 +27,8 @@ class DenialSpec(pydantic.BaseModel):
         frozen=True,
         alias_generator=alias_generators.to_camel,
         populate_by_name=True,
+        # Validators are built on first use: a command builds only those it validates with.
+        defer_build=True,
     )
 
     message: _Line | None = pydantic.Field(

@@ -291,6 +291,8 @@ class LicencePolicy(pydantic.BaseModel):
         frozen=True,
         alias_generator=alias_generators.to_camel,
         populate_by_name=True,
+        # Validators are built on first use: a command builds only those it validates with.
+        defer_build=True,
     )
 
     allow: tuple[str, ...] = pydantic.Field(

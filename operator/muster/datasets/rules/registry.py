@@ -61,6 +61,8 @@ _CONFIG = pydantic.ConfigDict(
     frozen=True,
     alias_generator=alias_generators.to_camel,
     populate_by_name=True,
+    # Validators are built on first use: a command builds only those it validates with.
+    defer_build=True,
 )
 # A Dataset is a cluster-scoped object: its name is a DNS subdomain.
 _NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"

@@ -38,6 +38,8 @@ _CONFIG = pydantic.ConfigDict(
     frozen=True,
     alias_generator=alias_generators.to_camel,
     populate_by_name=True,
+    # Validators are built on first use: a command builds only those it validates with.
+    defer_build=True,
 )
 _DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
 # Patterns land in the CRD schema too, so the apiserver refuses a typo before Muster sees it.

@@ -61,6 +61,8 @@ _CONFIG = pydantic.ConfigDict(
     frozen=True,
     alias_generator=alias_generators.to_camel,
     populate_by_name=True,
+    # Validators are built on first use: a command builds only those it validates with.
+    defer_build=True,
 )
 
 

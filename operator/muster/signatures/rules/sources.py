@@ -33,6 +33,8 @@ _CONFIG = pydantic.ConfigDict(
     frozen=True,
     alias_generator=alias_generators.to_camel,
     populate_by_name=True,
+    # Validators are built on first use: a command builds only those it validates with.
+    defer_build=True,
 )
 _DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _KEY_NAME = r"^[-._a-zA-Z0-9]{1,253}$"
