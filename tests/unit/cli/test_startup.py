@@ -154,3 +154,44 @@ def test_image_verify_imports_neither_kopf_nor_sigstore_nor_cel(tmp_path: Path) 
     assert "muster.images.verifier" in loaded  # the verifier ran, with its formats
     assert _judging_imports(loaded) == []
     assert _heavy(loaded) == []
+
+
+# The modules whose pydantic models a command may load without validating with them: each
+# model builds its validator on first use (``defer_build``), so loading them compiles none.
+_SPEC_MODULES = (
+    "muster.images.rules.policies",
+    "muster.images.rules.scanrules",
+    "muster.signatures.rules.sources",
+    "muster.kernel.selectors",
+    "muster.kernel.denials",
+    "muster.kernel.licences",
+    "muster.gpu.rules.policies",
+    "muster.models.rules.registry",
+    "muster.models.rules.provenance",
+    "muster.datasets.rules.registry",
+)
+_BUILT_PROBE = """
+import importlib, json, sys
+import pydantic
+models = [
+    v
+    for name in sys.argv[1:]
+    for v in vars(importlib.import_module(name)).values()
+    if isinstance(v, type) and issubclass(v, pydantic.BaseModel) and v.__module__ == name
+]
+built = sorted(m.__name__ for m in models if m.__pydantic_complete__)
+print(json.dumps({"models": len(models), "built": built}))
+"""
+
+
+def test_loading_the_spec_models_builds_no_validator() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILT_PROBE, *_SPEC_MODULES],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    assert found["models"] >= 30  # the probe saw the models it judges
+    # DriverRules is built when the module loads: GPUStackPolicySpec's defaults are instances.
+    assert found["built"] == ["DriverRules"]
