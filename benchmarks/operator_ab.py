@@ -13,7 +13,8 @@ each turn starts a fresh ``muster run`` (empty caches), registers its webhooks a
 
 - *cold*: ``--cold`` reviews of a 1-container pod and as many of a 5-container pod, each naming
   images this ``muster run`` never verified (distinct digests, signed), one at a time, straight
-  to the webhook over TLS; latency and the CPU of the ``muster run`` process per review;
+  to the webhook over TLS; latency and the CPU of the ``muster run`` process per review (with
+  ``--warm N``, after N warm reviews of a 5-container pod, as the suite sends them first);
 - *pod events*: ``--pods`` pods created through the apiserver at ``--clients`` concurrent
   clients, in a namespace no webhook selects (so ``muster run`` only sees their watch events)
   and then in one it judges; latency, and CPU per pod of ``muster run`` and the apiserver.
@@ -87,11 +88,21 @@ def fresh_images(registry: peers.Registry, work: Path, key: Path, count: int) ->
 
 
 async def cold(
-    operator: localoperator.LocalOperator, images: list[str], count: int
+    operator: localoperator.LocalOperator,
+    images: list[str],
+    count: int,
+    warm: list[str] | None = None,
+    warm_requests: int = 0,
 ) -> dict[str, Any]:
     webhook = suite.Webhook(operator)
     try:
         await webhook.call(json.dumps(suite.pod_review(images[:1])).encode())  # connected
+        if warm and warm_requests:
+            # As the suite does before its cold requests: a warm load first (verdicts reused,
+            # caches filled), so the cold ones meet a process that has served for a while.
+            await suite.closed(
+                webhook, json.dumps(suite.pod_review(warm)).encode(), warm_requests, 10
+            )
         singles = [json.dumps(suite.pod_review([ref])).encode() for ref in images[1 : 1 + count]]
         rest = images[1 + count :]
         fives = [
@@ -135,7 +146,9 @@ def turn(
     try:
         time.sleep(3)  # the apiserver picks the webhook configurations up through an informer
         result: dict[str, Any] = {"build": name}
-        result["cold"] = asyncio.run(cold(operator, cold_images, args.cold))
+        result["cold"] = asyncio.run(
+            cold(operator, cold_images, args.cold, images["warm"], args.warm)
+        )
         processes = {"apiserver": plane.state.pids["kube-apiserver"], "muster": operator.pid}
         for label, namespace in (("plain", plain), ("judged", judged)):
             result[label] = asyncio.run(
@@ -194,6 +207,12 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=300)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--cold", type=int, default=10, help="reviews per cold case and turn")
+    parser.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        help="warm 5-container reviews (10 at a time) sent before the cold ones, as the suite does",
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON results file")
     args = parser.parse_args()
     builds: list[tuple[str, Path | None]] = [("working tree", None)]
