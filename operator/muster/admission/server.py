@@ -15,12 +15,12 @@ import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 
 from aiohttp import web
 
 from muster.admission import pipeline as admissions
 from muster.admission import verdicts
+from muster.admission.webhooksettings import TLSFiles, WebhookSettings
 from muster.kernel import answers as admission
 from muster.kernel import deadlines, findings, gates, reviews
 
@@ -30,20 +30,6 @@ logger = logging.getLogger("muster.webhook")
 
 # The apiserver caps objects at ~1.5 MiB; a review carries object and oldObject.
 MAX_BODY_BYTES = 4 * 1024 * 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class TLSFiles:
-    certfile: Path
-    keyfile: Path
-
-
-@dataclasses.dataclass(frozen=True)
-class WebhookSettings:
-    host: str = "0.0.0.0"  # noqa: S104  # a webhook must be reachable by the apiserver
-    port: int = 9443
-    tls: TLSFiles | None = None
-    cert_check_interval: float = 10.0
 
 
 async def _admit(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from muster.admission import pipeline as admissions
-from muster.admission import server as webhooks
+from muster.admission import webhooksettings as webhooks
 from muster.drift.rules import passes as drift_core
 from muster.guards.rules import namespaces as namespaceguard
 from muster.images.rules import policies as imagepolicies

@@ -31,7 +31,7 @@ import yaml
 
 import muster
 from muster.admission import pipeline as admissions
-from muster.admission import server
+from muster.admission import webhooksettings
 from muster.app import admissiongates
 from muster.app.settings import OperatorSettings
 from muster.cli.parsers.check import register
@@ -318,7 +318,7 @@ def _services(
     args: argparse.Namespace, objects: Sequence[Mapping[str, Any]]
 ) -> services_.Services[OperatorSettings]:
     settings = OperatorSettings(
-        webhook=server.WebhookSettings(),
+        webhook=webhooksettings.WebhookSettings(),
         kubeconfig=args.kubeconfig,
         admission_deadline=args.timeout,
         model_verifier_image=args.verifier_image,
