@@ -21,10 +21,9 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
-from aiohttp import web
 from cryptography import x509
 from prometheus_client import core as prometheus_core
 from prometheus_client import registry as prometheus_registry
@@ -32,6 +31,9 @@ from prometheus_client import registry as prometheus_registry
 import muster
 from muster.kernel import findings, gates, observations, subjects
 from muster.platform import statechanges
+
+if TYPE_CHECKING:  # the web server is loaded where /metrics is served, not by every command
+    from aiohttp import web
 
 __all__ = [
     "GPU_NODE_STATES",
@@ -413,6 +415,8 @@ class Metrics:
 
 
 def build_app(metrics: Metrics) -> web.Application:
+    from aiohttp import web
+
     async def scrape(_: web.Request) -> web.Response:
         return web.Response(
             body=metrics.exposition(),
@@ -426,6 +430,8 @@ def build_app(metrics: Metrics) -> web.Application:
 
 async def serve(metrics: Metrics, host: str, port: int) -> web.AppRunner:
     """Start serving ``/metrics`` over plain HTTP; the caller cleans the runner up."""
+    from aiohttp import web
+
     runner = web.AppRunner(build_app(metrics), access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -25,13 +25,15 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from muster.kernel import references
 from muster.platform import registries
-from muster.vulnerabilities import relay as scanrelay
 from muster.vulnerabilities.rules import relay as relayrules
 from muster.vulnerabilities.rules import scans as vulnerabilities
+
+if TYPE_CHECKING:  # the relay (an aiohttp web server) is loaded where a scan runs
+    from muster.vulnerabilities import relay as scanrelay
 
 __all__ = ["ScanError", "Trivy", "TrivySettings", "find_trivy"]
 
@@ -131,6 +133,8 @@ class Trivy:
         if digest is None or "@" not in reference:
             raise ScanError(f"cannot scan {reference[:300]!r}: only digest-pinned images are")
         metadata = None if self.settings.db_repository else self.db_metadata()
+        from muster.vulnerabilities import relay as scanrelay
+
         async with scanrelay.Relay(self.registry) as relay:
             token = relay.add(upstream)
             try:

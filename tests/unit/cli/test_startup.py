@@ -117,6 +117,9 @@ def _judging_imports(loaded: set[str]) -> list[str]:
         if m.split(".")[0] in _NOT_FOR_JUDGING
         or (m.startswith(tuple(f"{a}." for a in _NOT_JUDGED)) and ".rules" not in m)
         or m in ("muster.app.runtime", "muster.app.areas")
+        # nor a web server: the webhook's, the metrics' and the scan relay's serve nothing here
+        or m in ("aiohttp.web", "muster.admission.server", "muster.vulnerabilities.relay")
+        or m.startswith("aiohttp.web_")
     )
 
 
