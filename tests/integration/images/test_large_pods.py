@@ -188,5 +188,6 @@ async def test_a_large_pod_does_not_make_another_pod_wait_behind_it(
     assert all(result.passed for result in results)
     assert seen.by == {"large": 3 * IMAGES, "small": 3}
     # In turn: the large pod's requests already in flight or started when the small pod had
-    # one ready, about ``limit + 1`` per stage; in order of arrival it would be over 100.
-    assert large_before_small_finished <= 3 * (limit + 2) + 1, seen.order[: last_small + 1]
+    # one ready, about ``limit + 1`` per stage (a few more when the machine is loaded); in
+    # order of arrival it would be all 300 of them.
+    assert large_before_small_finished <= 30, seen.order[: last_small + 1]
