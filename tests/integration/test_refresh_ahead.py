@@ -27,13 +27,7 @@ from muster.models import gate as modelgate
 from muster.platform import controlplane, kubeapi, namespaces, processes, refreshahead
 from tests import apiwaits
 
-pytestmark = [
-    pytest.mark.integration,
-    # A connection of a held reply, cancelled with its reader, is sometimes collected only
-    # at the next test's setup (seen once under a loaded CI run); the leak is the test
-    # client's, not the caches', and is still to be found.
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.integration
 
 READERS = 20
 

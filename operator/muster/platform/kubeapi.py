@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from muster.platform import statechanges
+from muster.platform import connections, statechanges
 
 __all__ = ["ApiError", "Credentials", "KubeApi"]
 
@@ -100,7 +100,7 @@ class KubeApi:
                 context.load_cert_chain(self.credentials.cert_file, self.credentials.key_file)
             self._session = aiohttp.ClientSession(
                 base_url=self.credentials.host,
-                connector=aiohttp.TCPConnector(ssl=context, limit=self._connection_limit),
+                connector=connections.tcp_connector(ssl=context, limit=self._connection_limit),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             )
         return self._session

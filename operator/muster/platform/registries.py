@@ -45,7 +45,7 @@ import aiohttp.abc
 
 from muster.kernel import credhelpers as helperrules
 from muster.kernel import egress, pullsecrets, references
-from muster.platform import credhelpers, statechanges
+from muster.platform import connections, credhelpers, statechanges
 
 __all__ = [
     "BlobTooLarge",
@@ -506,7 +506,7 @@ class RegistryClient:
                 _tls_context(self.settings.ca_file) if self.settings.ca_file else True
             )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
+                connector=connections.tcp_connector(
                     ssl=context,
                     limit=max(100, self.settings.max_requests_per_registry),
                     # The slots bound requests per registry; connections must not be fewer.
