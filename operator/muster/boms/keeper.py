@@ -60,7 +60,7 @@ from muster.images import gate as imagegate
 from muster.kernel import crds, references, scopes, selectors
 from muster.models import gate as modelgate
 from muster.models.rules import registry as modelregistry
-from muster.platform import kubeapi, podevents, registries
+from muster.platform import kubeapi, podevents, registries, tasks
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services, SharedSettings
 from muster.vulnerabilities import gate as vulnerabilities_
@@ -473,11 +473,7 @@ class Keeper:
             self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def _work(self) -> None:

@@ -38,7 +38,7 @@ import kopf
 from muster.admission import pipeline as admissions
 from muster.drift.rules import passes as drift
 from muster.kernel import findings, gates, scopes, subjects
-from muster.platform import events, kubeapi, namespaces
+from muster.platform import events, kubeapi, namespaces, tasks
 from muster.platform.services import Services, SharedSettings
 
 __all__ = [
@@ -121,11 +121,8 @@ class DriftController:
             self._task = asyncio.create_task(self._loop(), name="muster-drift")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel_and_wait([self._task])
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

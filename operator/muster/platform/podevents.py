@@ -29,7 +29,6 @@ shared with anything else, but one pod goes to every subscriber: copy what you k
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -40,7 +39,7 @@ from typing import Any
 import aiohttp
 import kopf
 
-from muster.platform import kubeapi
+from muster.platform import kubeapi, tasks
 
 __all__ = [
     "Handler",
@@ -108,11 +107,8 @@ class Subscribers:
                 each.task = asyncio.create_task(_drain(each, queue), name=f"pod-events-{each.name}")
 
     async def stop(self) -> None:
+        await tasks.cancel_and_wait(each.task for each in self.labelled)
         for each in self.labelled:
-            if each.task is not None:
-                each.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await each.task
             each.task = each.queue = None
 
 
@@ -228,9 +224,7 @@ class PodWatch:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.cancel_and_wait([self._task])
             self._task = None
             await self.deliver.stop()
 

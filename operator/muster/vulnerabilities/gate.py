@@ -17,7 +17,6 @@ goes, trivy reaches registries only through Muster's client (``vulnerabilities/r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -32,7 +31,7 @@ from muster.images import gate as imagegate
 from muster.images import verifier as imageverifier
 from muster.images.rules import policies as imagepolicies
 from muster.kernel import crds, findings, gates, pods, references, subjects
-from muster.platform import kubeapi, registries, statechanges
+from muster.platform import kubeapi, registries, statechanges, tasks
 from muster.platform import namespaces as platformnamespaces
 from muster.platform.services import Services
 from muster.vulnerabilities import scanner
@@ -206,11 +205,7 @@ class ScanArea:
             self.workers.append(asyncio.create_task(self._work(), name=f"trivy-{number}"))
 
     async def stop(self) -> None:
-        for task in self.workers:
-            task.cancel()
-        for task in self.workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.cancel_and_wait(self.workers)
         self.workers.clear()
         self.started = False
 
