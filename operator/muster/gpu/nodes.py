@@ -63,6 +63,7 @@ class _Node:
     attestation_error: str | None
     labels: dict[str, str]
     uid: str
+    version: str = ""  # the resourceVersion it was read at: the same one has the same facts
 
 
 def _facts(body: Mapping[str, Any]) -> _Node:
@@ -79,7 +80,14 @@ def _facts(body: Mapping[str, Any]) -> _Node:
             attestation = gpustack.parse_attestation(raw)
         except ValueError as problem:  # cuda.GrammarError is a ValueError too
             error = str(problem)
-    return _Node(facts, attestation, error, labels, str(metadata.get("uid") or ""))
+    return _Node(
+        facts,
+        attestation,
+        error,
+        labels,
+        str(metadata.get("uid") or ""),
+        str(metadata.get("resourceVersion") or ""),
+    )
 
 
 def _combine(
@@ -171,6 +179,22 @@ class GPUIndex:
         statechanges.changed()
         return None
 
+    def _relisted(self, items: list[Mapping[str, Any]]) -> dict[str, _Node]:
+        """The listed nodes; one already known at the same resourceVersion is kept as it was
+        (reading 1,000 nodes' labels again cost about 0.1 s every few seconds, in the event
+        loop: docs/performance.md, "The idle stall")."""
+        listed: dict[str, _Node] = {}
+        for body in items:
+            metadata = body.get("metadata") or {}
+            known = self.nodes.get(str(metadata.get("name") or ""))
+            version = str(metadata.get("resourceVersion") or "")
+            if known is not None and version and known.version == version:
+                listed[known.facts.name] = known
+            else:
+                node = _facts(body)
+                listed[node.facts.name] = node
+        return listed
+
     async def fetch_node(self, name: str) -> gpupods.KnownNode | None:
         """The node as it is now, read from the API: a node that joined (or got its GPU
         Feature Discovery labels or attestation) after the last listing is judged too. None
@@ -208,9 +232,7 @@ class GPUIndex:
                 if error.status != 404:  # no CRD: no policies, nothing is judged
                     raise
                 policies = {"items": []}
-            self.nodes = {}
-            for body in nodes.get("items") or []:
-                self.update_node(body)
+            self.nodes = self._relisted(nodes.get("items") or [])
             self.policies, self.policy_errors = {}, {}
             for item in policies.get("items") or []:
                 self.update_policy(str(item["metadata"]["name"]), item.get("spec"))
