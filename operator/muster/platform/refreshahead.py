@@ -61,6 +61,7 @@ class RefreshAhead:
         started. Its failure is logged and changes nothing."""
         if key in self._tasks:
             return False
+        logger.debug("refreshing %s ahead of its age", self._label(key))
         task = asyncio.get_running_loop().create_task(self._run(refresh, key))
         self._tasks[key] = task
         task.add_done_callback(lambda done: self._forget(key, done))
@@ -82,8 +83,10 @@ class RefreshAhead:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # the old data stays, and still expires at its max age
-            label = self.what if key is None else f"{self.what} {key}"
-            logger.warning("cannot refresh %s ahead of its age: %s", label, error)
+            logger.warning("cannot refresh %s ahead of its age: %s", self._label(key), error)
+
+    def _label(self, key: Hashable) -> str:
+        return self.what if key is None else f"{self.what} {key}"
 
     def _forget(self, key: Hashable, done: asyncio.Task[None]) -> None:
         if self._tasks.get(key) is done:
