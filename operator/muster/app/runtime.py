@@ -29,8 +29,8 @@ from muster.app.settings import OperatorSettings
 from muster.drift import controller as drift_
 from muster.guards import namespacemodes
 from muster.kernel import observations, scopes
+from muster.platform import collector, kubeapi, registries, statechanges, tasks
 from muster.platform import events as events_
-from muster.platform import kubeapi, registries, statechanges
 from muster.platform import metrics as metrics_
 from muster.platform import podevents as podevents_
 from muster.platform import services as services_
@@ -41,6 +41,7 @@ __all__ = [
     "build_namespace_modes",
     "build_pipeline",
     "build_registry",
+    "keep_collections_short",
     "preload_verifiers",
     "run",
 ]
@@ -137,16 +138,31 @@ def build_registry(services: Services[OperatorSettings]) -> kopf.OperatorRegistr
         if area.controllers is not None:
             area.controllers(registry, services)
     # Last: the one pod watch feeding every area that subscribed above.
-    podevents_.serve(
+    pod_watch = podevents_.serve(
         registry,
         services.kube.credentials,
         active=None
         if services.settings.peering is None
         else functools.partial(drift_.active_replica, services),
     )
+    keep_collections_short(registry, None if pod_watch is None else pod_watch.listed)
     # Every handler moves the epoch verdicts are reused under (admission/verdicts.py).
     statechanges.track_handlers(registry)
     return registry
+
+
+def keep_collections_short(registry: kopf.OperatorRegistry, listed: asyncio.Event | None) -> None:
+    """Freeze what is alive once the pods are listed, and what lives on every minute, so the
+    collector's full passes do not walk the cluster's cache (platform/collector.py)."""
+    freezing: list[asyncio.Task[None]] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start_freezing(**_: Any) -> None:
+        freezing.append(asyncio.create_task(collector.keep_frozen(listed), name="muster-gc"))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_freezing(**_: Any) -> None:
+        await tasks.cancel_and_wait(freezing)
 
 
 def preload_verifiers() -> None:
