@@ -39,10 +39,21 @@ def main() -> int:
     full = [float(ms[1]) for _, text in collections if (ms := FULL.search(text))]
     print(f"{len(steps)} loop steps >= 100 ms; {len(full)} full collections, "
           f"{sum(full):.0f} ms in all, the longest {max(full, default=0):.0f} ms")  # fmt: skip
-    for took, ended, what in sorted(steps, reverse=True)[: args.top]:
+    lined_up = []
+    for took, ended, what in sorted(steps, reverse=True):
         began = ended - took
         inside = [text for at, text in collections if began - 0.01 <= at <= ended + 0.01]
         before = [text for at, text in refreshes if began - 3 <= at <= ended]
+        lined_up.append((took, ended, what, inside, before))
+    with_full = sum(any("gen=2" in text for text in inside) for *_, inside, _ in lined_up)
+    # A refresh task's step that began within 3 s of the GPU index being refreshed ahead.
+    relists = sum(
+        "RefreshAhead._run" in what and any("GPU index" in text for text in before)
+        for _, _, what, _, before in lined_up
+    )
+    print(f"of the steps: {with_full} with a full collection inside, {relists} a refresh "
+          f"after the GPU index was refreshed")  # fmt: skip
+    for took, ended, what, inside, before in lined_up[: args.top]:
         print(f"\n{1000 * took:.0f} ms ending at {ended:.3f}: {what[:160]}")
         print(f"  collections inside: {', '.join(inside) or 'none'}")
         print(f"  refreshed in the 3 s before: {', '.join(before) or 'none'}")
